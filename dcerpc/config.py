@@ -1,0 +1,48 @@
+"""Limits and tunables of the DCE/RPC runtime, validated once (h2's ``config.py`` shape)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dcerpc.pdu import MAX_FRAGMENT_SIZE, MIN_FRAGMENT_SIZE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcConfig:
+    """Limits of one RPC endpoint. Every decoder and buffer is bounded by these."""
+
+    #: Largest fragment we send or accept, before negotiation lowers it. Windows uses
+    #: 5840; larger fragments cost fewer headers on bulk transfers.
+    max_fragment: int = 65528
+    #: Largest reassembled request stub; Samba's default is 4 MiB.
+    max_request_size: int = 4 * 1024 * 1024
+    #: Largest reassembled response stub a client accepts.
+    max_response_size: int = 64 * 1024 * 1024
+    #: Calls being reassembled or executed at once on one connection.
+    max_concurrent_calls: int = 32
+    #: Presentation contexts one connection may negotiate.
+    max_contexts: int = 64
+    #: Seconds without any byte from the peer before the connection is closed.
+    idle_timeout: float = 300.0
+    #: Seconds a started PDU or a fragmented request may take to arrive whole.
+    receive_timeout: float = 30.0
+    #: Seconds a send may block on a peer that does not read.
+    send_timeout: float = 30.0
+    #: Connections served at once by one listener; more are refused at accept.
+    max_connections: int = 1024
+
+    def __post_init__(self) -> None:
+        if not MIN_FRAGMENT_SIZE <= self.max_fragment <= MAX_FRAGMENT_SIZE:
+            raise ValueError(f"max_fragment must be in [{MIN_FRAGMENT_SIZE}, {MAX_FRAGMENT_SIZE}]")
+        for name in (
+            "max_request_size",
+            "max_response_size",
+            "max_concurrent_calls",
+            "max_contexts",
+            "max_connections",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        for name in ("idle_timeout", "receive_timeout", "send_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")

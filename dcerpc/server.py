@@ -1,0 +1,227 @@
+"""Trio driver serving DCE/RPC interfaces over byte streams (ncacn_ip_tcp and tunnels).
+
+One task per connection owns one :class:`~dcerpc.server_connection.ServerConnection`:
+it reads, feeds the core, flushes what the core queued and starts one task per
+complete call in the connection's nursery, so several calls run at once and nothing
+outlives the connection. Timeouts: a peer that sends nothing while no call is
+running is dropped after ``idle_timeout``; a PDU or fragmented request that stays
+incomplete for ``receive_timeout`` ends the connection; a peer that does not read
+our replies for ``send_timeout`` is dropped. Handler exceptions become faults (and
+are logged); they never reach the peer as text and never stop the server.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from dcerpc.config import RpcConfig
+from dcerpc.errors import FaultStatus, ProtocolError, RemoteProtocolError, RpcFault
+from dcerpc.events import BindReceived, CallCancelled, CallReceived, ConnectionEnded
+from dcerpc.interface import CallContext, Interface
+from dcerpc.pdu import ShutdownPdu
+from dcerpc.server_connection import (
+    AssociationGroups,
+    ConnectionState,
+    InterfaceRegistry,
+    ServerConnection,
+)
+
+log = logging.getLogger("dcerpc.server")
+
+RECEIVE_SIZE = 65536
+
+
+def _address(stream: trio.abc.Stream, peer: bool) -> tuple[str, int] | None:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        return None
+    try:
+        addr = sock.getpeername() if peer else sock.getsockname()
+    except OSError:
+        return None
+    return (str(addr[0]), int(addr[1]))
+
+
+@dataclass(slots=True)
+class _Connection:
+    core: ServerConnection
+    stream: trio.abc.Stream
+    peer: tuple[str, int] | None
+    local: tuple[str, int] | None
+    send_lock: trio.Lock = field(default_factory=trio.Lock)
+    calls: dict[int, trio.CancelScope] = field(default_factory=dict)
+    orphaned: set[int] = field(default_factory=set)
+    state: dict[str, Any] = field(default_factory=dict)
+    broken: bool = False
+
+
+class RpcServer:
+    """Serves a fixed set of interfaces on any number of listeners or streams."""
+
+    def __init__(
+        self, interfaces: Sequence[Interface], *, config: RpcConfig | None = None, name: str = "rpc"
+    ) -> None:
+        self.config = config or RpcConfig()
+        self.registry = InterfaceRegistry(interfaces)
+        self.groups = AssociationGroups()
+        self.name = name
+        self.active_connections = 0
+
+    async def serve_tcp(
+        self,
+        port: int = 0,
+        host: str | None = "127.0.0.1",
+        *,
+        task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` (0 = a dynamic port) and serve until cancelled.
+
+        ``task_status.started()`` receives the listeners, so
+        ``listeners = await nursery.start(server.serve_tcp)`` tells the port.
+        """
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        for listener in listeners:
+            # Small request/response PDUs must not wait for Nagle.
+            listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await trio.serve_listeners(self.handle_stream, listeners, task_status=task_status)
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one connection until it ends; never raises (errors are logged)."""
+        if self.active_connections >= self.config.max_connections:
+            log.warning("%s: connection limit reached, refusing a connection", self.name)
+            await trio.aclose_forcefully(stream)
+            return
+        self.active_connections += 1
+        peer, local = _address(stream, True), _address(stream, False)
+        core = ServerConnection(
+            self.registry,
+            self.groups,
+            self.config,
+            secondary_address=str(local[1]) if local else "",
+        )
+        conn = _Connection(core, stream, peer, local)
+        try:
+            await self._serve(conn)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            log.debug("%s: connection from %s broke", self.name, peer)
+        except Exception:
+            log.exception("%s: unexpected error on connection from %s", self.name, peer)
+        finally:
+            self.active_connections -= 1
+            core.close()
+            await trio.aclose_forcefully(stream)
+
+    async def _serve(self, conn: _Connection) -> None:
+        cfg = self.config
+        async with trio.open_nursery() as nursery:
+            while conn.core.state is not ConnectionState.CLOSED and not conn.broken:
+                if conn.core.has_partial_input:
+                    timeout = cfg.receive_timeout
+                elif conn.calls:
+                    timeout = math.inf  # a long call (a long-poll) is not idleness
+                else:
+                    timeout = cfg.idle_timeout
+                data = None
+                with trio.move_on_after(timeout):
+                    data = await conn.stream.receive_some(RECEIVE_SIZE)
+                if data is None:
+                    await self._time_out(conn)
+                    break
+                try:
+                    events = conn.core.receive_data(data)
+                except RemoteProtocolError as exc:
+                    log.info("%s: protocol error from %s: %s", self.name, conn.peer, exc)
+                    await self._flush(conn)
+                    break
+                await self._flush(conn)
+                for event in events:
+                    if isinstance(event, CallReceived):
+                        scope = trio.CancelScope()
+                        conn.calls[event.call_id] = scope
+                        nursery.start_soon(self._run_call, conn, event, scope)
+                    elif isinstance(event, CallCancelled):
+                        if event.orphaned:
+                            conn.orphaned.add(event.call_id)
+                        running = conn.calls.get(event.call_id)
+                        if running is not None:
+                            running.cancel()
+                    elif isinstance(event, BindReceived):
+                        log.debug("%s: %s bound %s", self.name, conn.peer, event.accepted)
+                    elif isinstance(event, ConnectionEnded):
+                        break
+            nursery.cancel_scope.cancel()
+
+    async def _time_out(self, conn: _Connection) -> None:
+        if conn.core.has_partial_input:
+            log.info("%s: %s sent an incomplete PDU, closing", self.name, conn.peer)
+            return
+        log.debug("%s: %s idle, closing", self.name, conn.peer)
+        if conn.core.state is ConnectionState.BOUND:
+            # [C706] 12.6.4.13: a shutdown asks the client to close when it is done.
+            with trio.move_on_after(1):
+                async with conn.send_lock:
+                    await conn.stream.send_all(ShutdownPdu().encode())
+
+    async def _run_call(
+        self, conn: _Connection, event: CallReceived, scope: trio.CancelScope
+    ) -> None:
+        ctx = CallContext(
+            opnum=event.opnum,
+            interface=event.interface.syntax,
+            transfer_syntax=event.transfer_syntax,
+            object_uuid=event.object_uuid,
+            association_group=conn.core.assoc_group_id,
+            peer=conn.peer,
+            local=conn.local,
+            connection_state=conn.state,
+            served_interfaces=self.registry.syntaxes,
+        )
+        reply: bytes | None = None
+        status = 0
+        with scope:
+            try:
+                reply = await event.interface.handler(ctx, event.stub)
+            except RpcFault as fault:
+                status = fault.status
+            except ProtocolError as exc:
+                status = exc.status
+                log.info("%s: bad stub from %s: %s", self.name, conn.peer, exc)
+            except Exception:
+                log.exception(
+                    "%s: %s opnum %d failed", self.name, event.interface.name, event.opnum
+                )
+                status = FaultStatus.FAULT_UNSPEC
+        conn.calls.pop(event.call_id, None)
+        if event.call_id in conn.orphaned:
+            conn.orphaned.discard(event.call_id)
+            conn.core.abandon_call(event.call_id)
+            return
+        if scope.cancelled_caught:
+            status = FaultStatus.FAULT_CANCEL
+        if conn.core.state is ConnectionState.CLOSED:
+            return
+        if reply is not None and not status:
+            conn.core.send_response(event.call_id, reply)
+        else:
+            conn.core.send_fault(event.call_id, status or FaultStatus.FAULT_UNSPEC)
+        await self._flush(conn)
+
+    async def _flush(self, conn: _Connection) -> None:
+        async with conn.send_lock:
+            data = conn.core.data_to_send()
+            if not data or conn.broken:
+                return
+            try:
+                with trio.fail_after(self.config.send_timeout):
+                    await conn.stream.send_all(data)
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                # The peer stopped reading or went away: end the connection, not the server.
+                conn.broken = True
+                await trio.aclose_forcefully(conn.stream)

@@ -1,0 +1,470 @@
+"""Sans-IO server side of one connection-oriented DCE/RPC association.
+
+Theory of operation
+-------------------
+:class:`ServerConnection` owns no socket. The driver feeds it bytes with
+:meth:`~ServerConnection.receive_data` and gets back events; everything the core
+wants to say (bind_ack, bind_nak, faults, responses) is queued and drained with
+:meth:`~ServerConnection.data_to_send` after *every* call (h2's shape).
+
+States ([C706] 12.4, simplified to what a server sees)::
+
+    AWAITING_BIND --bind ok--> BOUND --(alter_context, requests)--> BOUND
+         |                       |
+         +--- any error ---------+--> CLOSED  (EOF, bind_nak, protocol error)
+
+Presentation negotiation follows [MS-RPCE] 3.3.1.5.3: an unknown interface is a
+provider rejection with reason 1, an interface with none of our transfer syntaxes
+gets reason 2, a bind-time-feature-negotiation syntax gets negotiate_ack carrying
+the features we support, and exactly one transfer syntax is accepted per context.
+
+Requests are reassembled per ``call_id`` (several may be outstanding when the
+client multiplexes), bounded in size (``max_request_size``, answered like Samba
+with a fault ``access_denied`` and a disconnect) and in number. A protocol
+violation queues a fault with ``nca_s_proto_error`` (or a bind_nak before the
+bind) and raises :class:`RemoteProtocolError`; the driver flushes and closes.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NoReturn
+
+from dcerpc.config import RpcConfig
+from dcerpc.errors import (
+    DecodeError,
+    FaultStatus,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
+from dcerpc.events import BindReceived, CallCancelled, CallReceived, ConnectionEnded, Event
+from dcerpc.framing import PduFramer
+from dcerpc.interface import Interface
+from dcerpc.pdu import (
+    MIN_FRAGMENT_SIZE,
+    WHOLE,
+    AlterContextPdu,
+    AlterContextRespPdu,
+    Auth3Pdu,
+    BindAckPdu,
+    BindNakPdu,
+    BindNakReason,
+    BindPdu,
+    CoCancelPdu,
+    ContextElement,
+    ContextResult,
+    ContextResultCode,
+    FaultPdu,
+    OrphanedPdu,
+    PfcFlags,
+    ProviderReason,
+    RequestPdu,
+    decode_pdu,
+    response_fragments,
+)
+from dcerpc.syntax import BTFN_KEEP_CONNECTION_ON_ORPHAN, SyntaxId, btfn_features
+
+#: Features we grant in bind time feature negotiation: we keep the connection open
+#: when a call is orphaned; we offer no security contexts to multiplex.
+SUPPORTED_BIND_FEATURES = BTFN_KEEP_CONNECTION_ON_ORPHAN
+
+
+class ConnectionState(enum.Enum):
+    AWAITING_BIND = "awaiting_bind"
+    BOUND = "bound"
+    CLOSED = "closed"
+
+
+class InterfaceRegistry:
+    """The interfaces one endpoint serves, looked up by abstract syntax."""
+
+    def __init__(self, interfaces: Iterable[Interface]) -> None:
+        self._by_uuid: dict[tuple[object, int], Interface] = {}
+        for iface in interfaces:
+            key = (iface.syntax.uuid, iface.syntax.major)
+            if key in self._by_uuid:
+                raise ValueError(f"interface {iface.syntax} registered twice")
+            self._by_uuid[key] = iface
+
+    def find(self, syntax: SyntaxId) -> Interface | None:
+        """The interface serving ``syntax``: same UUID and major, our minor >= theirs."""
+        iface = self._by_uuid.get((syntax.uuid, syntax.major))
+        if iface is None or syntax.minor > iface.syntax.minor:
+            return None
+        return iface
+
+    @property
+    def syntaxes(self) -> tuple[SyntaxId, ...]:
+        return tuple(iface.syntax for iface in self._by_uuid.values())
+
+
+class AssociationGroups:
+    """Association group ids shared by every connection of one server ([C706] 12.2.5).
+
+    A group lives while at least one connection belongs to it; a bind naming a group
+    that does not exist is refused.
+    """
+
+    def __init__(self) -> None:
+        self._members: dict[int, int] = {}
+
+    def join(self, requested: int) -> int | None:
+        if requested == 0:
+            group = 0
+            while group == 0 or group in self._members:
+                group = secrets.randbits(32)
+            self._members[group] = 1
+            return group
+        if requested not in self._members:
+            return None
+        self._members[requested] += 1
+        return requested
+
+    def leave(self, group: int) -> None:
+        count = self._members.get(group, 0) - 1
+        if count <= 0:
+            self._members.pop(group, None)
+        else:
+            self._members[group] = count
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+
+@dataclass(slots=True)
+class _Context:
+    interface: Interface
+    transfer_syntax: SyntaxId
+
+
+@dataclass(slots=True)
+class _PartialCall:
+    context_id: int
+    opnum: int
+    object_uuid: uuid.UUID | None
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    #: A fault decided at the first fragment, sent once the last fragment is in.
+    fault: int = 0
+
+
+class ServerConnection:
+    """The server end of one DCE/RPC connection. See the module docstring."""
+
+    def __init__(
+        self,
+        registry: InterfaceRegistry,
+        groups: AssociationGroups,
+        config: RpcConfig | None = None,
+        *,
+        secondary_address: str = "",
+    ) -> None:
+        self.config = config or RpcConfig()
+        self.registry = registry
+        self.groups = groups
+        self.secondary_address = secondary_address
+        self.state = ConnectionState.AWAITING_BIND
+        self.assoc_group_id = 0
+        #: Negotiated: largest fragment we may send / the peer may send us.
+        self.max_xmit_frag = MIN_FRAGMENT_SIZE
+        self.max_recv_frag = self.config.max_fragment
+        self._framer = PduFramer(self.config.max_fragment)
+        self._contexts: dict[int, _Context] = {}
+        self._partial: dict[int, _PartialCall] = {}
+        self._executing: set[int] = set()
+        self._ctx_of_call: dict[int, int] = {}
+        self._outbox = bytearray()
+
+    # -- public API ------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes | bytearray) -> list[Event]:
+        """Feed bytes from the peer; ``b""`` means EOF. Returns the events they complete.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol; the reply (fault or
+                bind_nak) is queued and the connection is CLOSED.
+            LocalProtocolError: the connection was already closed.
+        """
+        if self.state is ConnectionState.CLOSED:
+            raise LocalProtocolError("connection is closed")
+        if not data:
+            self._close()
+            return [ConnectionEnded()]
+        self._framer.feed(data)
+        events: list[Event] = []
+        try:
+            while (raw := self._next_pdu()) is not None:
+                event = self._handle_pdu(raw)
+                if event is not None:
+                    events.append(event)
+        except RemoteProtocolError:
+            self._close()
+            raise
+        return events
+
+    def send_response(self, call_id: int, stub: bytes) -> None:
+        """Queue the response to an executing call, fragmented to the negotiated size."""
+        context_id = self._finish_call(call_id)
+        for frag in response_fragments(
+            call_id=call_id, context_id=context_id, stub=stub, max_fragment=self.max_xmit_frag
+        ):
+            self._outbox += frag
+
+    def send_fault(self, call_id: int, status: int) -> None:
+        """Queue a fault answering an executing call."""
+        context_id = self._finish_call(call_id)
+        self._outbox += FaultPdu(call_id=call_id, context_id=context_id, status=status).encode()
+
+    def abandon_call(self, call_id: int) -> None:
+        """Forget an executing call without answering (the client orphaned it)."""
+        self._executing.discard(call_id)
+        self._ctx_of_call.pop(call_id, None)
+
+    def data_to_send(self) -> bytes:
+        """Drain the bytes queued for the peer."""
+        out = bytes(self._outbox)
+        self._outbox.clear()
+        return out
+
+    def close(self) -> None:
+        """Release the association group; further input is refused."""
+        self._close()
+
+    @property
+    def has_partial_input(self) -> bool:
+        """True while a PDU or a fragmented request is incomplete."""
+        return self._framer.has_partial or bool(self._partial)
+
+    @property
+    def executing(self) -> frozenset[int]:
+        return frozenset(self._executing)
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        if self.state is not ConnectionState.CLOSED and self.assoc_group_id:
+            self.groups.leave(self.assoc_group_id)
+        self.state = ConnectionState.CLOSED
+        self._partial.clear()
+
+    def _finish_call(self, call_id: int) -> int:
+        if call_id not in self._executing:
+            raise LocalProtocolError(f"call {call_id} is not executing")
+        self._executing.discard(call_id)
+        return self._ctx_of_call.pop(call_id, 0)
+
+    def _protocol_error(
+        self, call_id: int, msg: str, status: int = FaultStatus.PROTO_ERROR
+    ) -> NoReturn:
+        self._outbox += FaultPdu(call_id=call_id, status=status).encode()
+        raise RemoteProtocolError(msg, status)
+
+    def _next_pdu(self) -> bytes | None:
+        try:
+            return self._framer.next_pdu()
+        except DecodeError as exc:
+            self._reject_malformed(self._framer.head(), exc)
+
+    def _reject_malformed(self, head: bytes, exc: DecodeError) -> NoReturn:
+        """Answer bytes that are not a valid PDU: bind_nak before the bind, else a fault."""
+        call_id = 0
+        if len(head) >= 16:
+            call_id = int.from_bytes(head[12:16], "little" if head[4] & 0x10 else "big")
+        if self.state is ConnectionState.AWAITING_BIND and head[2:3] == b"\x0b":
+            self._nak(call_id, BindNakReason.NOT_SPECIFIED, str(exc))
+        self._protocol_error(call_id, str(exc))
+
+    def _handle_pdu(self, raw: bytes) -> Event | None:
+        try:
+            pdu = decode_pdu(raw, self.config.max_fragment)
+        except DecodeError as exc:
+            self._reject_malformed(raw, exc)
+        if isinstance(pdu, AlterContextPdu):
+            return self._handle_alter(pdu)
+        if isinstance(pdu, BindPdu):
+            return self._handle_bind(pdu)
+        if self.state is ConnectionState.AWAITING_BIND:
+            self._protocol_error(pdu.call_id, f"{type(pdu).__name__} before bind")
+        if isinstance(pdu, RequestPdu):
+            return self._handle_request(pdu, len(raw))
+        if isinstance(pdu, CoCancelPdu | OrphanedPdu):
+            orphaned = isinstance(pdu, OrphanedPdu)
+            if self._partial.pop(pdu.call_id, None) is not None:
+                return None  # never delivered: nothing to cancel
+            if pdu.call_id in self._executing:
+                return CallCancelled(call_id=pdu.call_id, orphaned=orphaned)
+            return None
+        if isinstance(pdu, Auth3Pdu):
+            return None  # we never offer authentication, so there is nothing to complete
+        self._protocol_error(pdu.call_id, f"unexpected {type(pdu).__name__} from a client")
+
+    # -- binding ---------------------------------------------------------------------------
+
+    def _nak(self, call_id: int, reason: int, msg: str) -> NoReturn:
+        self._outbox += BindNakPdu(call_id=call_id, reason=reason).encode()
+        raise RemoteProtocolError(msg)
+
+    def _handle_bind(self, pdu: BindPdu) -> Event:
+        if self.state is not ConnectionState.AWAITING_BIND:
+            self._nak(pdu.call_id, BindNakReason.NOT_SPECIFIED, "second bind on a connection")
+        if pdu.auth_verifier:
+            self._nak(
+                pdu.call_id,
+                BindNakReason.AUTHENTICATION_TYPE_NOT_RECOGNIZED,
+                "authenticated bind is not supported",
+            )
+        if not pdu.contexts:
+            self._nak(pdu.call_id, BindNakReason.NOT_SPECIFIED, "bind with no contexts")
+        group = self.groups.join(pdu.assoc_group_id)
+        if group is None:
+            self._nak(pdu.call_id, BindNakReason.NOT_SPECIFIED, "unknown association group")
+        self.assoc_group_id = group
+        # [C706] 12.6.3.1: each side sends at most what the other can receive. Fragments
+        # stay multiples of 8 so stub data keeps its NDR alignment.
+        ours = self.config.max_fragment
+        self.max_xmit_frag = max(MIN_FRAGMENT_SIZE, min(pdu.max_recv_frag, ours)) & ~7
+        self.max_recv_frag = max(MIN_FRAGMENT_SIZE, min(pdu.max_xmit_frag, ours)) & ~7
+        self._framer.max_fragment = self.max_recv_frag
+        results = self._negotiate(pdu.contexts)
+        self.state = ConnectionState.BOUND
+        flags = WHOLE | (pdu.pfc_flags & PfcFlags.CONC_MPX)
+        self._outbox += BindAckPdu(
+            call_id=pdu.call_id,
+            pfc_flags=flags,
+            max_xmit_frag=self.max_xmit_frag,
+            max_recv_frag=self.max_recv_frag,
+            assoc_group_id=group,
+            secondary_address=self.secondary_address,
+            results=results,
+        ).encode()
+        return BindReceived(
+            assoc_group_id=group, accepted=self._accepted(results, pdu), alter=False
+        )
+
+    def _handle_alter(self, pdu: AlterContextPdu) -> Event:
+        if self.state is not ConnectionState.BOUND:
+            self._protocol_error(pdu.call_id, "alter_context before bind")
+        if pdu.auth_verifier:
+            self._protocol_error(
+                pdu.call_id,
+                "authenticated alter_context is not supported",
+                FaultStatus.SEC_PKG_ERROR,
+            )
+        if pdu.assoc_group_id not in (0, self.assoc_group_id):
+            self._protocol_error(pdu.call_id, "alter_context names another association group")
+        results = self._negotiate(pdu.contexts)
+        self._outbox += AlterContextRespPdu(
+            call_id=pdu.call_id,
+            max_xmit_frag=self.max_xmit_frag,
+            max_recv_frag=self.max_recv_frag,
+            assoc_group_id=self.assoc_group_id,
+            results=results,
+        ).encode()
+        return BindReceived(
+            assoc_group_id=self.assoc_group_id, accepted=self._accepted(results, pdu), alter=True
+        )
+
+    @staticmethod
+    def _accepted(results: tuple[ContextResult, ...], pdu: BindPdu) -> tuple[SyntaxId, ...]:
+        return tuple(
+            ctx.abstract_syntax
+            for ctx, res in zip(pdu.contexts, results, strict=True)
+            if res.result == ContextResultCode.ACCEPTANCE
+        )
+
+    def _negotiate(self, contexts: tuple[ContextElement, ...]) -> tuple[ContextResult, ...]:
+        results = []
+        for ctx in contexts:
+            results.append(self._negotiate_one(ctx))
+        return tuple(results)
+
+    def _negotiate_one(self, ctx: ContextElement) -> ContextResult:
+        rejected = ContextResultCode.PROVIDER_REJECTION
+        features = [f for ts in ctx.transfer_syntaxes if (f := btfn_features(ts)) is not None]
+        if features:
+            # [MS-RPCE] 3.3.1.5.3: answer with the subset of proposed features we support.
+            return ContextResult(
+                ContextResultCode.NEGOTIATE_ACK, features[0] & SUPPORTED_BIND_FEATURES
+            )
+        iface = self.registry.find(ctx.abstract_syntax)
+        if iface is None:
+            return ContextResult(rejected, ProviderReason.ABSTRACT_SYNTAX_NOT_SUPPORTED)
+        existing = self._contexts.get(ctx.context_id)
+        if existing is not None and existing.interface is not iface:
+            # A presentation context id cannot be rebound to another interface ([C706] 12.4).
+            return ContextResult(rejected, ProviderReason.NOT_SPECIFIED)
+        chosen = next((ts for ts in ctx.transfer_syntaxes if ts in iface.transfer_syntaxes), None)
+        if chosen is None:
+            return ContextResult(rejected, ProviderReason.PROPOSED_TRANSFER_SYNTAXES_NOT_SUPPORTED)
+        if existing is None and len(self._contexts) >= self.config.max_contexts:
+            return ContextResult(rejected, ProviderReason.LOCAL_LIMIT_EXCEEDED)
+        self._contexts[ctx.context_id] = _Context(iface, chosen)
+        return ContextResult(ContextResultCode.ACCEPTANCE, 0, chosen)
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _handle_request(self, pdu: RequestPdu, frag_size: int) -> Event | None:
+        call_id = pdu.call_id
+        first = bool(pdu.pfc_flags & PfcFlags.FIRST_FRAG)
+        partial = self._partial.get(call_id)
+        if first:
+            if partial is not None or call_id in self._executing:
+                self._protocol_error(call_id, f"call_id {call_id} is already in use")
+            if len(self._partial) + len(self._executing) >= self.config.max_concurrent_calls:
+                # Too many calls at once: refuse this one, keep the connection.
+                partial = _PartialCall(
+                    pdu.context_id, pdu.opnum, pdu.object_uuid, fault=FaultStatus.SERVER_TOO_BUSY
+                )
+            else:
+                partial = _PartialCall(pdu.context_id, pdu.opnum, pdu.object_uuid)
+                partial.fault = self._precheck(pdu)
+            if pdu.alloc_hint > self.config.max_request_size:
+                self._protocol_error(
+                    call_id, "alloc_hint exceeds the request limit", FaultStatus.ACCESS_DENIED
+                )
+            self._partial[call_id] = partial
+        elif partial is None:
+            self._protocol_error(call_id, f"fragment of unknown call {call_id}")
+        elif pdu.context_id != partial.context_id or pdu.opnum != partial.opnum:
+            self._protocol_error(call_id, "fragment changes context or opnum mid-call")
+        partial.size += len(pdu.stub)
+        if partial.size > self.config.max_request_size:
+            self._protocol_error(
+                call_id, "request exceeds the size limit", FaultStatus.ACCESS_DENIED
+            )
+        if not partial.fault:
+            partial.chunks.append(pdu.stub)
+        if not pdu.pfc_flags & PfcFlags.LAST_FRAG:
+            return None
+        del self._partial[call_id]
+        if partial.fault:
+            self._outbox += FaultPdu(
+                call_id=call_id, context_id=partial.context_id, status=partial.fault
+            ).encode()
+            return None
+        ctx = self._contexts[partial.context_id]
+        self._executing.add(call_id)
+        self._ctx_of_call[call_id] = partial.context_id
+        stub = partial.chunks[0] if len(partial.chunks) == 1 else b"".join(partial.chunks)
+        return CallReceived(
+            call_id=call_id,
+            context_id=partial.context_id,
+            interface=ctx.interface,
+            transfer_syntax=ctx.transfer_syntax,
+            opnum=partial.opnum,
+            object_uuid=partial.object_uuid,
+            stub=stub,
+        )
+
+    def _precheck(self, pdu: RequestPdu) -> int:
+        """The fault a request will get whatever its stub, or 0 if it may run."""
+        ctx = self._contexts.get(pdu.context_id)
+        if ctx is None:
+            return FaultStatus.UNK_IF
+        if pdu.opnum >= ctx.interface.opnum_count:
+            return FaultStatus.OP_RNG_ERROR
+        return 0
