@@ -1,0 +1,289 @@
+"""The trio server and client on real loopback sockets: calls, concurrency, faults,
+cancellation, timeouts and hostile peers, with the server serving others throughout.
+
+Rules: loopback only, port 0, every test bounded by ``fail_after``; durations are
+never asserted (short timeouts in the config only make the tests quick)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import uuid
+
+import pytest
+import trio
+
+from dcerpc.client import open_rpc_client, open_tcp_rpc_client
+from dcerpc.config import RpcConfig
+from dcerpc.errors import BindRejected, ConnectionClosed, FaultStatus, NdrError, RpcFault
+from dcerpc.interface import CallContext, Interface
+from dcerpc.pdu import BindPdu, ContextElement, FaultPdu, RequestPdu, ShutdownPdu, decode_pdu
+from dcerpc.server import RpcServer
+from dcerpc.syntax import MSGPACK, NDR, SyntaxId
+
+ECHO = SyntaxId(uuid.UUID("12345678-1234-1234-1234-123456789abc"), 1, 0)
+OPS_ECHO, OPS_FAULT, OPS_NDR, OPS_CRASH, OPS_WAIT, OPS_RELEASE, OPS_STATE = range(7)
+
+FAST = RpcConfig(idle_timeout=0.5, receive_timeout=0.5, send_timeout=0.5)
+
+
+class EchoService:
+    def __init__(self) -> None:
+        self.release = trio.Event()
+        self.cancelled = 0
+        self.cancel_seen = trio.Event()
+
+    async def handler(self, ctx: CallContext, stub: bytes) -> bytes:
+        if ctx.opnum == OPS_ECHO:
+            return stub
+        if ctx.opnum == OPS_FAULT:
+            raise RpcFault(FaultStatus.ACCESS_DENIED)
+        if ctx.opnum == OPS_NDR:
+            raise NdrError("bad stub")
+        if ctx.opnum == OPS_CRASH:
+            raise ZeroDivisionError("handler bug")
+        if ctx.opnum == OPS_WAIT:
+            try:
+                await self.release.wait()
+            except trio.Cancelled:
+                self.cancelled += 1
+                self.cancel_seen.set()
+                raise
+            return b"released"
+        if ctx.opnum == OPS_RELEASE:
+            self.release.set()
+            return b"ok"
+        ctx.connection_state["n"] = ctx.connection_state.get("n", 0) + 1
+        return str(ctx.connection_state["n"]).encode()
+
+    def interface(self) -> Interface:
+        return Interface(ECHO, self.handler, 7, transfer_syntaxes=(NDR, MSGPACK), name="echo")
+
+
+@pytest.fixture
+async def served(nursery):
+    service = EchoService()
+    server = RpcServer([service.interface()], config=FAST, name="test")
+    listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    return service, server, port
+
+
+async def check_still_serving(port: int) -> None:
+    async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+        ctx = await rpc.bind(ECHO)
+        assert await rpc.call(ctx, OPS_ECHO, b"alive") == b"alive"
+
+
+async def test_call_fault_and_fragmented_payloads(served):
+    _, _, port = served
+    with trio.fail_after(10):
+        async with open_tcp_rpc_client(
+            "127.0.0.1", port, config=RpcConfig(max_fragment=1432)
+        ) as rpc:
+            ctx = await rpc.bind(ECHO)
+            assert rpc.transfer_syntaxes[ctx] == NDR
+            big = bytes(range(256)) * 4000  # a megabyte in 1432-byte fragments
+            assert await rpc.call(ctx, OPS_ECHO, big) == big
+            with pytest.raises(RpcFault) as fault:
+                await rpc.call(ctx, OPS_FAULT, b"")
+            assert fault.value.status == FaultStatus.ACCESS_DENIED
+            with pytest.raises(RpcFault) as fault:
+                await rpc.call(ctx, OPS_NDR, b"")
+            assert fault.value.status == FaultStatus.FAULT_NDR
+            with pytest.raises(RpcFault) as fault:
+                await rpc.call(ctx, OPS_CRASH, b"")
+            assert fault.value.status == FaultStatus.FAULT_UNSPEC
+            with pytest.raises(RpcFault) as fault:
+                await rpc.call(ctx, 99, b"")
+            assert fault.value.status == FaultStatus.OP_RNG_ERROR
+            # The connection survives every fault above.
+            assert await rpc.call(ctx, OPS_ECHO, b"x") == b"x"
+
+
+async def test_alter_context_and_connection_state(served):
+    _, _, port = served
+    with trio.fail_after(10):
+        async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+            first = await rpc.bind(ECHO)
+            second = await rpc.bind(ECHO, (MSGPACK,))  # an alter_context
+            assert rpc.transfer_syntaxes[second] == MSGPACK
+            assert await rpc.call(first, OPS_STATE, b"") == b"1"
+            assert await rpc.call(second, OPS_STATE, b"") == b"2"
+            with pytest.raises(BindRejected) as rejected:
+                await rpc.bind(SyntaxId(uuid.uuid4(), 1))
+            assert (rejected.value.result, rejected.value.reason) == (2, 1)
+        async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+            ctx = await rpc.bind(ECHO)
+            assert await rpc.call(ctx, OPS_STATE, b"") == b"1"  # state is per connection
+
+
+async def test_calls_run_concurrently_on_one_connection(served):
+    _, _, port = served
+    with trio.fail_after(10):
+        async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+            ctx = await rpc.bind(ECHO)
+            results = {}
+
+            async def waiter():
+                results["wait"] = await rpc.call(ctx, OPS_WAIT, b"")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(waiter)
+                await trio.sleep(0.05)
+                # The waiting call only returns if this one runs while it is outstanding.
+                results["release"] = await rpc.call(ctx, OPS_RELEASE, b"")
+            assert results == {"wait": b"released", "release": b"ok"}
+
+
+async def test_cancelled_call_is_orphaned_and_connection_survives(served):
+    service, _, port = served
+    with trio.fail_after(10):
+        async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+            ctx = await rpc.bind(ECHO)
+            with trio.move_on_after(0.1):
+                await rpc.call(ctx, OPS_WAIT, b"")
+            await service.cancel_seen.wait()  # the server cancelled the orphaned handler
+            assert await rpc.call(ctx, OPS_ECHO, b"after") == b"after"
+
+
+async def raw_exchange(port: int, data: bytes, read: bool = True) -> bytes:
+    """Send raw bytes, then read until the server closes; returns what it sent."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        if data:
+            await stream.send_all(data)
+        received = b""
+        if read:
+            while chunk := await stream.receive_some(65536):
+                received += chunk
+        return received
+
+
+def bind_bytes() -> bytes:
+    return BindPdu(call_id=1, contexts=(ContextElement(0, ECHO, (NDR,)),)).encode()
+
+
+def split_pdus(data: bytes) -> list:
+    out, pos = [], 0
+    while pos < len(data):
+        (length,) = struct.unpack_from("<H", data, pos + 8)
+        out.append(decode_pdu(data[pos : pos + length]))
+        pos += length
+    return out
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        pytest.param(b"\x05\x00\x0b\x03", None, id="truncated-header-then-silence"),
+        pytest.param(b"", None, id="connects-and-sends-nothing"),
+        pytest.param(
+            RequestPdu(call_id=3).encode(), FaultStatus.PROTO_ERROR, id="request-before-bind"
+        ),
+        pytest.param(
+            bind_bytes() + b"\x05\x00\x00\x03\x10\x00\x00\x00\x08\x00\x00\x00\x05\x00\x00\x00",
+            FaultStatus.PROTO_ERROR,
+            id="frag-length-below-header",
+        ),
+        pytest.param(
+            b"\x05\x00\x63\x03\x10\x00\x00\x00\x10\x00\x00\x00\x05\x00\x00\x00",
+            FaultStatus.PROTO_ERROR,
+            id="unknown-pdu-type",
+        ),
+    ],
+)
+async def test_hostile_peers_get_an_answer_or_a_close(served, payload, expected):
+    _, _, port = served
+    with trio.fail_after(10):
+        received = await raw_exchange(port, payload)
+        faults = [p for p in split_pdus(received) if isinstance(p, FaultPdu)]
+        if expected is None:
+            assert faults == []
+        else:
+            assert [f.status for f in faults] == [expected]
+        await check_still_serving(port)
+
+
+async def test_fragment_stream_that_never_ends(served):
+    _, _, port = served
+    with trio.fail_after(20):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(bind_bytes())
+            first = RequestPdu(call_id=2, pfc_flags=0x01, stub=b"y" * 4000).encode()
+            middle = RequestPdu(call_id=2, pfc_flags=0x00, stub=b"y" * 4000).encode()
+            await stream.send_all(first)
+            received = b""
+            try:
+                for _ in range(2000):  # 8 MB at most, beyond the 4 MiB limit
+                    await stream.send_all(middle)
+            except trio.BrokenResourceError:
+                pass
+            try:
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+            except trio.BrokenResourceError:
+                pass
+        statuses = [p.status for p in split_pdus(received) if isinstance(p, FaultPdu)]
+        # The fault may be lost if the server reset the connection while we still wrote.
+        assert statuses in ([FaultStatus.ACCESS_DENIED], [])
+        await check_still_serving(port)
+
+
+async def test_idle_bound_connection_gets_shutdown(served):
+    _, _, port = served
+    with trio.fail_after(10):
+        received = await raw_exchange(port, bind_bytes())
+        kinds = [type(p) for p in split_pdus(received)]
+        assert kinds[-1] is ShutdownPdu
+
+
+async def test_peer_that_never_reads_is_dropped(served):
+    _, _, port = served
+    with trio.fail_after(20):
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", port))
+        with sock:
+            await sock.send(bind_bytes())
+            # Ask for large echoes and never read them: the server must give up on us.
+            ended = False
+            try:
+                for i in range(60):
+                    with trio.move_on_after(0.2):
+                        await sock.send(RequestPdu(call_id=10 + i, stub=b"z" * 60000).encode())
+            except (ConnectionResetError, BrokenPipeError):
+                ended = True  # already dropped by the server
+            await check_still_serving(port)
+            # Now drain: the stream must end (EOF or reset) because the server dropped us.
+            try:
+                for _ in range(100_000):
+                    if ended or not await sock.recv(65536):
+                        ended = True
+                        break
+            except ConnectionResetError:
+                ended = True
+            assert ended
+
+
+async def test_client_over_memory_stream_and_server_handle_stream():
+    service = EchoService()
+    server = RpcServer([service.interface()])
+    client_stream, server_stream = trio.testing.memory_stream_pair()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_stream, server_stream)
+            async with open_rpc_client(client_stream) as rpc:
+                ctx = await rpc.bind(ECHO)
+                assert await rpc.call(ctx, OPS_ECHO, b"mem") == b"mem"
+
+
+async def test_connect_refused_is_a_clear_error():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with trio.fail_after(10), pytest.raises(ConnectionClosed, match="cannot connect"):
+        async with open_tcp_rpc_client("127.0.0.1", port):
+            pass
