@@ -38,6 +38,8 @@ class CallReceived(Event):
     opnum: int
     object_uuid: uuid.UUID | None
     stub: bytes
+    #: Byte order of integers in the stub, from the request's data representation.
+    byteorder: str = "<"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -37,6 +37,9 @@ class CallContext:
     connection_state: dict[str, Any] = field(default_factory=dict)
     #: Every interface served on this endpoint (the management interface lists them).
     served_interfaces: tuple[SyntaxId, ...] = ()
+    #: Byte order of the request stub's integers ("<" little, ">" big), from its drep;
+    #: NDR decoders read with it, responses are always little-endian.
+    byteorder: str = "<"
 
 
 Handler = Callable[[CallContext, bytes], Awaitable[bytes]]

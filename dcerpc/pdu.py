@@ -349,6 +349,9 @@ class RequestPdu(Pdu):
     opnum: int = 0
     object_uuid: uuid.UUID | None = None
     stub: bytes = b""
+    #: Integer byte order of the stub as received ("<" or ">"); encode() always writes
+    #: little-endian, so only received PDUs carry ">".
+    byteorder: str = field(default="<", compare=False)
 
     def body(self) -> bytes:
         head = struct.pack("<IHH", self.alloc_hint, self.context_id, self.opnum)
@@ -538,6 +541,7 @@ def decode_pdu(data: bytes, max_fragment: int = MAX_FRAGMENT_SIZE) -> Pdu:
             opnum=opnum,
             object_uuid=obj,
             stub=r.rest(),
+            byteorder=h.byteorder,
             **common,
         )
     if pt == PType.RESPONSE:

@@ -182,6 +182,7 @@ class RpcServer:
             local=conn.local,
             connection_state=conn.state,
             served_interfaces=self.registry.syntaxes,
+            byteorder=event.byteorder,
         )
         reply: bytes | None = None
         status = 0

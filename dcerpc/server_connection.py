@@ -146,6 +146,7 @@ class _PartialCall:
     context_id: int
     opnum: int
     object_uuid: uuid.UUID | None
+    byteorder: str
     chunks: list[bytes] = field(default_factory=list)
     size: int = 0
     #: A fault decided at the first fragment, sent once the last fragment is in.
@@ -417,10 +418,14 @@ class ServerConnection:
             if len(self._partial) + len(self._executing) >= self.config.max_concurrent_calls:
                 # Too many calls at once: refuse this one, keep the connection.
                 partial = _PartialCall(
-                    pdu.context_id, pdu.opnum, pdu.object_uuid, fault=FaultStatus.SERVER_TOO_BUSY
+                    pdu.context_id,
+                    pdu.opnum,
+                    pdu.object_uuid,
+                    pdu.byteorder,
+                    fault=FaultStatus.SERVER_TOO_BUSY,
                 )
             else:
-                partial = _PartialCall(pdu.context_id, pdu.opnum, pdu.object_uuid)
+                partial = _PartialCall(pdu.context_id, pdu.opnum, pdu.object_uuid, pdu.byteorder)
                 partial.fault = self._precheck(pdu)
             if pdu.alloc_hint > self.config.max_request_size:
                 self._protocol_error(
@@ -458,6 +463,7 @@ class ServerConnection:
             opnum=partial.opnum,
             object_uuid=partial.object_uuid,
             stub=stub,
+            byteorder=partial.byteorder,
         )
 
     def _precheck(self, pdu: RequestPdu) -> int:

@@ -398,3 +398,12 @@ def test_fuzz_server_core_never_raises_anything_else(chunks):
             assert server.state is ConnectionState.CLOSED
             return
         server.data_to_send()
+
+
+def test_big_endian_request_reaches_handler_with_its_byte_order():
+    server = bound_server()
+    body = struct.pack(">IHH", 3, 0, 1) + b"\x00\x00\x00\x07"
+    header = struct.pack(">BBBB4sHHI", 5, 0, 0, 3, b"\x00\x00\x00\x00", 16 + len(body), 0, 9)
+    (call,) = server.receive_data(header + body)
+    assert (call.call_id, call.opnum, call.byteorder) == (9, 1, ">")
+    assert struct.unpack(call.byteorder + "I", call.stub)[0] == 7
