@@ -1,0 +1,1 @@
+"""The mapi-anywhere server: composition root, configuration and command line."""

@@ -1,0 +1,130 @@
+"""The ``mapi-anywhere`` command: run the server and query endpoint mappers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import trio
+
+from mapi_anywhere.config import DEFAULT_CONFIG_TOML, ConfigError, load_config, with_overrides
+
+DESCRIPTION = """\
+A MAPI-style object server with a DCE/RPC endpoint mapper and an HTTPS tunnel.
+
+  mapi-anywhere serve                 run on the defaults (endpoint mapper on 127.0.0.1:1135)
+  mapi-anywhere serve -c server.toml  run with a configuration file
+  mapi-anywhere config > server.toml  write the documented default configuration
+  mapi-anywhere lookup 127.0.0.1 -p 1135   list what an endpoint mapper has registered
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mapi-anywhere",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the server until Ctrl-C",
+        description="Start the endpoint mapper and every service.",
+    )
+    serve.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        help="TOML configuration file (see `mapi-anywhere config`; default: built-in defaults)",
+    )
+    serve.add_argument("--data-dir", help="data directory (overrides [server] data_dir)")
+    serve.add_argument("--host", help="address to listen on (overrides [server] host)")
+    serve.add_argument(
+        "--epm-port", type=int, help="endpoint mapper port (overrides [endpoint_mapper] port)"
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (overrides [server] log_level)",
+    )
+
+    sub.add_parser(
+        "config",
+        help="print the default configuration file",
+        description="Print the documented default configuration (TOML).",
+    )
+
+    lookup = sub.add_parser(
+        "lookup",
+        help="list the endpoints an endpoint mapper knows",
+        description="Query an endpoint mapper with ept_lookup.",
+    )
+    lookup.add_argument("host", nargs="?", default="127.0.0.1")
+    lookup.add_argument(
+        "-p", "--port", type=int, default=1135, help="endpoint mapper port (default 1135)"
+    )
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from mapi_anywhere.serve import serve_until_signal
+
+    try:
+        config = with_overrides(
+            load_config(args.config),
+            data_dir=args.data_dir,
+            host=args.host,
+            log_level=args.log_level,
+            epm_port=args.epm_port,
+        )
+    except ConfigError as exc:
+        print(f"mapi-anywhere: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(config.server.log_level)
+    logging.getLogger("mapi_anywhere").info("data directory: %s", config.server.data_dir.resolve())
+    try:
+        trio.run(serve_until_signal, config)
+    except OSError as exc:
+        print(f"mapi-anywhere: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _lookup(args: argparse.Namespace) -> int:
+    from dcerpc.errors import ConnectionClosed, RpcFault
+    from endpoint_mapper.client import lookup
+
+    try:
+        entries = trio.run(lookup, args.host, args.port)
+    except (ConnectionClosed, RpcFault, OSError) as exc:
+        print(f"mapi-anywhere: lookup failed: {exc}", file=sys.stderr)
+        return 1
+    for entry in entries:
+        print(f"{entry.interface}  {entry.tower.string_binding()}  {entry.annotation}")
+    if not entries:
+        print("(no endpoints registered)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "config":
+        sys.stdout.write(DEFAULT_CONFIG_TOML)
+        return 0
+    if args.command == "lookup":
+        return _lookup(args)
+    return _serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""`serve` end to end: the endpoint mapper on loopback, queried by our client and by
+impacket (an independent DCE/RPC implementation): its rpcdump.py code, hept_lookup,
+hept_map and the management interface."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import trio
+from impacket.dcerpc.v5 import epm, mgmt, transport
+from impacket.dcerpc.v5.rpcrt import DCERPCException
+from impacket.uuid import bin_to_string, uuidtup_to_bin
+
+from dcerpc.errors import RpcFault
+from dcerpc.interface import CallContext, Interface
+from dcerpc.syntax import SyntaxId
+from endpoint_mapper import EPM_SYNTAX, EndpointNotRegistered, lookup, map_endpoint, resolve
+from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection
+from mapi_anywhere.serve import RunningServer, ServiceSpec, run_server
+
+DEMO = SyntaxId(uuid.UUID("5a9e7c10-0b1d-4d8e-9f63-8a2b4c6d0e11"), 2, 1)
+
+
+async def _demo_handler(ctx: CallContext, stub: bytes) -> bytes:
+    return stub
+
+
+DEMO_SERVICE = ServiceSpec("demo", [Interface(DEMO, _demo_handler, 1, name="demo")], "Demo service")
+
+
+@pytest.fixture
+async def server(nursery, tmp_path) -> RunningServer:
+    config = Config(
+        server=ServerSection(data_dir=tmp_path / "data", host="127.0.0.1"),
+        endpoint_mapper=EndpointMapperSection(port=0),
+    )
+    return await nursery.start(run_server, config, [DEMO_SERVICE])
+
+
+def _impacket_dce(port: int, interface):
+    dce = _impacket_connection(port)
+    dce.bind(interface)
+    return dce
+
+
+async def test_our_client_lists_and_resolves(server):
+    with trio.fail_after(10):
+        entries = await lookup("127.0.0.1", server.epm_port)
+        bindings = {(e.interface, e.tower.string_binding(), e.annotation) for e in entries}
+        demo_port = server.service_ports["demo"]
+        assert (DEMO, f"ncacn_ip_tcp:127.0.0.1[{demo_port}]", "Demo service") in bindings
+        assert (
+            EPM_SYNTAX,
+            f"ncacn_ip_tcp:127.0.0.1[{server.epm_port}]",
+            "Endpoint mapper",
+        ) in bindings
+        assert await resolve(DEMO, "127.0.0.1", server.epm_port) == ("127.0.0.1", demo_port)
+        tower = await map_endpoint(DEMO, "127.0.0.1", server.epm_port)
+        assert tower is not None and tower.port == demo_port
+        with pytest.raises(EndpointNotRegistered):
+            await resolve(SyntaxId(uuid.uuid4(), 1), "127.0.0.1", server.epm_port)
+
+
+def _rpcdump(port: int) -> str:
+    """Run impacket's rpcdump.py code (its RPCDump class) against our port."""
+    script = shutil.which("rpcdump.py", path=os.path.dirname(sys.executable))
+    assert script, "impacket's rpcdump.py is not installed"
+    namespace = runpy.run_path(script, run_name="rpcdump")
+    dumper_cls = namespace["RPCDump"]
+    # rpcdump only knows port 135 for TCP: point that entry at our unprivileged port.
+    dumper_cls.KNOWN_PROTOCOLS = {135: {"bindstr": f"ncacn_ip_tcp:%s[{port}]"}}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        dumper_cls(port=135).dump("127.0.0.1", "127.0.0.1")
+    return out.getvalue()
+
+
+async def test_impacket_rpcdump_lists_every_interface(server):
+    with trio.fail_after(30):
+        report = await trio.to_thread.run_sync(_rpcdump, server.epm_port)
+    demo_port = server.service_ports["demo"]
+    # rpcdump prints one block per interface: UUID, annotation, then its bindings.
+    assert f"UUID    : {str(DEMO.uuid).upper()} v2.1 Demo service" in report
+    assert f"          ncacn_ip_tcp:127.0.0.1[{demo_port}]" in report
+    assert f"UUID    : {str(EPM_SYNTAX.uuid).upper()} v3.0 Endpoint mapper" in report
+    assert f"          ncacn_ip_tcp:127.0.0.1[{server.epm_port}]" in report
+    assert report.count("UUID    :") == 2
+
+
+def _impacket_connection(port: int):
+    rpctransport = transport.DCERPCTransportFactory(f"ncacn_ip_tcp:127.0.0.1[{port}]")
+    rpctransport.set_connect_timeout(10)
+    dce = rpctransport.get_dce_rpc()
+    dce.connect()
+    return dce
+
+
+def _impacket_lookup_and_map(port: int):
+    # impacket's helpers bind themselves, once per connection (a second bind is refused).
+    dce = _impacket_connection(port)
+    entries = epm.hept_lookup(None, dce=dce)
+    dce.disconnect()
+    dce = _impacket_connection(port)
+    demo = uuidtup_to_bin((str(DEMO.uuid), "2.1"))
+    mapped = epm.hept_map("127.0.0.1", demo, protocol="ncacn_ip_tcp", dce=dce)
+    dce.disconnect()
+    dce = _impacket_connection(port)
+    try:
+        epm.hept_map(
+            "127.0.0.1",
+            uuidtup_to_bin((str(uuid.uuid4()), "1.0")),
+            protocol="ncacn_ip_tcp",
+            dce=dce,
+        )
+        missing = None
+    except DCERPCException as exc:
+        missing = exc.get_error_code()
+    finally:
+        dce.disconnect()
+    return entries, mapped, missing
+
+
+async def test_impacket_hept_lookup_and_hept_map(server):
+    with trio.fail_after(30):
+        entries, mapped, missing = await trio.to_thread.run_sync(
+            _impacket_lookup_and_map, server.epm_port
+        )
+    demo_port = server.service_ports["demo"]
+    found = {
+        (epm.PrintStringBinding(e["tower"]["Floors"]), e["annotation"].rstrip(b"\x00").decode())
+        for e in entries
+    }
+    assert (f"ncacn_ip_tcp:127.0.0.1[{demo_port}]", "Demo service") in found
+    assert len(entries) == 2
+    assert mapped == f"ncacn_ip_tcp:127.0.0.1[{demo_port}]"
+    assert missing == 0x16C9A0D6  # EPT_S_NOT_REGISTERED
+
+
+def _impacket_mgmt(port: int):
+    dce = _impacket_dce(port, mgmt.MSRPC_UUID_MGMT)
+    try:
+        resp = mgmt.hinq_if_ids(dce)
+        ids = [
+            (
+                bin_to_string(item["Data"]["Uuid"]).lower(),
+                item["Data"]["VersMajor"],
+                item["Data"]["VersMinor"],
+            )
+            for item in resp["if_id_vector"]["if_id"]
+        ]
+        # impacket reads only the [out] status of is_server_listening (0 = rpc_s_ok).
+        return ids, resp["status"], mgmt.his_server_listening(dce)["status"]
+    finally:
+        dce.disconnect()
+
+
+async def test_impacket_mgmt_inq_if_ids_on_a_service_port(server):
+    with trio.fail_after(30):
+        ids, status, listening = await trio.to_thread.run_sync(
+            _impacket_mgmt, server.service_ports["demo"]
+        )
+    assert ids == [(str(DEMO.uuid), 2, 1), ("afa8bd80-7d8a-11c9-bef4-08002b102989", 1, 0)]
+    assert (status, listening) == (0, 0)
+
+
+def _impacket_bad_opnum(port: int) -> str:
+    dce = _impacket_dce(port, epm.MSRPC_UUID_PORTMAP)
+    try:
+        dce.call(9, b"")
+        try:
+            dce.recv()
+        except DCERPCException as exc:
+            return str(exc)  # impacket names the fault status (rpcmap.py matches this text)
+        return "no fault"
+    finally:
+        dce.disconnect()
+
+
+async def test_impacket_sees_opnum_out_of_range(server):
+    with trio.fail_after(30):
+        message = await trio.to_thread.run_sync(_impacket_bad_opnum, server.epm_port)
+    assert "nca_s_op_rng_error" in message
+
+
+async def test_unsupported_epm_opnum_answers_cant_perform(server):
+    from dcerpc.client import open_tcp_rpc_client
+
+    with trio.fail_after(10):
+        async with open_tcp_rpc_client("127.0.0.1", server.epm_port) as rpc:
+            ctx = await rpc.bind(EPM_SYNTAX)
+            try:
+                stub = await rpc.call(ctx, 1, b"\x00" * 12)  # ept_delete
+            except RpcFault as fault:  # a fault is an acceptable answer too
+                assert fault.status == 0x6F7
+            else:
+                assert int.from_bytes(stub[-4:], "little") == 0x6D8
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_cli_help_and_config():
+    out = subprocess.run(
+        [sys.executable, "-m", "mapi_anywhere", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "serve" in out and "lookup" in out
+    toml = subprocess.run(
+        [sys.executable, "-m", "mapi_anywhere", "config"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    from mapi_anywhere.config import parse_config
+
+    assert parse_config(toml) == Config()
+
+
+def test_cli_serve_logs_and_stops_cleanly_on_ctrl_c(tmp_path: Path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mapi_anywhere",
+            "serve",
+            "--epm-port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for _ in range(200):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "ready" in line:
+                break
+        assert any(
+            f"endpoint mapper listening on ncacn_ip_tcp:127.0.0.1[{port}]" in line for line in lines
+        )
+        lookup_out = subprocess.run(
+            [sys.executable, "-m", "mapi_anywhere", "lookup", "127.0.0.1", "-p", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert f"ncacn_ip_tcp:127.0.0.1[{port}]" in lookup_out.stdout
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0
+    assert "Traceback" not in rest
+    assert "stopped" in rest
+    assert (tmp_path / "data").is_dir()
+
+
+def test_cli_rejects_bad_config(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server]\nlog_levle = 'INFO'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "mapi_anywhere", "serve", "-c", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "log_levle" in result.stderr
+
+
+def _port_135_available() -> str | None:
+    try:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 135))
+    except OSError as exc:
+        return f"cannot bind 127.0.0.1:135 ({exc.strerror})"
+    return None
+
+
+def test_unmodified_rpcdump_script_on_port_135(tmp_path: Path):
+    """The literal `rpcdump.py 127.0.0.1` run, where this test may bind port 135."""
+    reason = _port_135_available()
+    if reason:
+        pytest.skip(reason)
+    script = shutil.which("rpcdump.py", path=os.path.dirname(sys.executable))
+    assert script
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mapi_anywhere",
+            "serve",
+            "--epm-port",
+            "135",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for _ in range(200):
+            line = proc.stdout.readline()
+            if not line or "ready" in line:
+                break
+        out = subprocess.run(
+            [sys.executable, script, "127.0.0.1"], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    assert "ncacn_ip_tcp:127.0.0.1[135]" in out.stdout, out.stdout + out.stderr
+    assert "Received one endpoint." in out.stdout + out.stderr
+    assert "Protocol failed" not in out.stdout + out.stderr
