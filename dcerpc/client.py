@@ -148,12 +148,19 @@ class RpcClient:
             data = self.core.data_to_send()
             if not data:
                 return
+            failure: BaseException | None = None
             try:
-                with trio.fail_after(self.config.send_timeout):
+                with trio.CancelScope(
+                    deadline=trio.current_time() + self.config.send_timeout
+                ) as scope:
                     await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
-                self._fail_all(exc)
-                raise ConnectionClosed(f"send failed: {exc!r}") from exc
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                failure = exc
+            if failure is None and scope.cancelled_caught:
+                failure = trio.TooSlowError("the server did not read our request in time")
+            if failure is not None:
+                self._fail_all(failure)
+                raise ConnectionClosed(f"send failed: {failure!r}") from failure
 
     def _fail_all(self, exc: BaseException) -> None:
         if self._closed is None:

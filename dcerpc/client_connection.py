@@ -30,6 +30,8 @@ from dcerpc.events import (
 )
 from dcerpc.framing import PduFramer
 from dcerpc.pdu import (
+    FIRST_FRAG,
+    LAST_FRAG,
     MIN_FRAGMENT_SIZE,
     WHOLE,
     AlterContextPdu,
@@ -207,7 +209,7 @@ class ClientConnection:
         if call_id not in self._calls:
             raise RemoteProtocolError(f"response for unknown call {call_id}")
         chunks = self._calls[call_id]
-        if pdu.pfc_flags & PfcFlags.FIRST_FRAG:
+        if pdu.pfc_flags & FIRST_FRAG:
             if chunks is not None:
                 raise RemoteProtocolError(f"second first fragment for call {call_id}")
             chunks = self._calls[call_id] = []
@@ -219,7 +221,7 @@ class ClientConnection:
             raise RemoteProtocolError(f"response to call {call_id} exceeds the size limit")
         self._sizes[call_id] = size
         chunks.append(pdu.stub)
-        if not pdu.pfc_flags & PfcFlags.LAST_FRAG:
+        if not pdu.pfc_flags & LAST_FRAG:
             return None
         del self._calls[call_id]
         del self._sizes[call_id]

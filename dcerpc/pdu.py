@@ -84,7 +84,11 @@ class PfcFlags(enum.IntFlag):
     OBJECT_UUID = 0x80
 
 
-WHOLE = PfcFlags.FIRST_FRAG | PfcFlags.LAST_FRAG
+# Plain-int copies for hot paths: IntFlag arithmetic costs a Python-level call.
+FIRST_FRAG = 0x01
+LAST_FRAG = 0x02
+OBJECT_UUID = 0x80
+WHOLE = FIRST_FRAG | LAST_FRAG
 
 
 class ContextResultCode(enum.IntEnum):
@@ -360,7 +364,7 @@ class RequestPdu(Pdu):
         return head + self.stub
 
     def encode(self) -> bytes:
-        flags = self.pfc_flags | (PfcFlags.OBJECT_UUID if self.object_uuid is not None else 0)
+        flags = self.pfc_flags | (OBJECT_UUID if self.object_uuid is not None else 0)
         return Pdu.encode(replace(self, pfc_flags=flags) if flags != self.pfc_flags else self)
 
 
@@ -532,7 +536,7 @@ def decode_pdu(data: bytes, max_fragment: int = MAX_FRAGMENT_SIZE) -> Pdu:
     if pt == PType.REQUEST:
         alloc_hint, ctx_id, opnum = r.take("IHH")
         obj = None
-        if h.pfc_flags & PfcFlags.OBJECT_UUID:
+        if h.pfc_flags & OBJECT_UUID:
             raw = r.raw(16)
             obj = uuid.UUID(bytes_le=raw) if h.byteorder == "<" else uuid.UUID(bytes=raw)
         return RequestPdu(
@@ -639,10 +643,10 @@ def _split(stub: bytes, room: int, build: Callable[[int, bytes, int], bytes]) ->
     view = memoryview(stub)
     out = []
     for start in range(0, len(stub), room):
-        flags = PfcFlags.NONE
+        flags = 0
         if start == 0:
-            flags |= PfcFlags.FIRST_FRAG
+            flags |= FIRST_FRAG
         if start + room >= len(stub):
-            flags |= PfcFlags.LAST_FRAG
+            flags |= LAST_FRAG
         out.append(build(flags, bytes(view[start : start + room]), len(stub) - start))
     return out

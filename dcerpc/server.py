@@ -121,42 +121,51 @@ class RpcServer:
     async def _serve(self, conn: _Connection) -> None:
         cfg = self.config
         async with trio.open_nursery() as nursery:
-            while conn.core.state is not ConnectionState.CLOSED and not conn.broken:
-                if conn.core.has_partial_input:
-                    timeout = cfg.receive_timeout
-                elif conn.calls:
-                    timeout = math.inf  # a long call (a long-poll) is not idleness
-                else:
-                    timeout = cfg.idle_timeout
-                data = None
-                with trio.move_on_after(timeout):
+            # One restartable deadline for every read (hypercorn's idle timer): cheaper
+            # than a fresh timeout scope per receive, and any expiry ends the connection.
+            with trio.CancelScope() as reading:
+                while conn.core.state is not ConnectionState.CLOSED and not conn.broken:
+                    if conn.core.has_partial_input:
+                        reading.deadline = trio.current_time() + cfg.receive_timeout
+                    elif conn.calls:
+                        reading.deadline = math.inf  # a long call (a long-poll) is not idleness
+                    else:
+                        reading.deadline = trio.current_time() + cfg.idle_timeout
                     data = await conn.stream.receive_some(RECEIVE_SIZE)
-                if data is None:
-                    await self._time_out(conn)
-                    break
-                try:
-                    events = conn.core.receive_data(data)
-                except RemoteProtocolError as exc:
-                    log.info("%s: protocol error from %s: %s", self.name, conn.peer, exc)
-                    await self._flush(conn)
-                    break
-                await self._flush(conn)
-                for event in events:
-                    if isinstance(event, CallReceived):
-                        scope = trio.CancelScope()
-                        conn.calls[event.call_id] = scope
-                        nursery.start_soon(self._run_call, conn, event, scope)
-                    elif isinstance(event, CallCancelled):
-                        if event.orphaned:
-                            conn.orphaned.add(event.call_id)
-                        running = conn.calls.get(event.call_id)
-                        if running is not None:
-                            running.cancel()
-                    elif isinstance(event, BindReceived):
-                        log.debug("%s: %s bound %s", self.name, conn.peer, event.accepted)
-                    elif isinstance(event, ConnectionEnded):
+                    if not self._handle_input(conn, nursery, data):
                         break
+                    await self._flush(conn)
+            if reading.cancelled_caught:
+                await self._time_out(conn)
+            elif conn.core.outbox_pending:
+                await self._flush(conn)  # the reply to a protocol error, before closing
             nursery.cancel_scope.cancel()
+
+    def _handle_input(
+        self, conn: _Connection, nursery: trio.Nursery, data: bytes | bytearray
+    ) -> bool:
+        """Feed the core and start calls; False when the connection must end."""
+        try:
+            events = conn.core.receive_data(data)
+        except RemoteProtocolError as exc:
+            log.info("%s: protocol error from %s: %s", self.name, conn.peer, exc)
+            return False
+        for event in events:
+            if type(event) is CallReceived:
+                scope = trio.CancelScope()
+                conn.calls[event.call_id] = scope
+                nursery.start_soon(self._run_call, conn, event, scope)
+            elif isinstance(event, CallCancelled):
+                if event.orphaned:
+                    conn.orphaned.add(event.call_id)
+                running = conn.calls.get(event.call_id)
+                if running is not None:
+                    running.cancel()
+            elif isinstance(event, BindReceived):
+                log.debug("%s: %s bound %s", self.name, conn.peer, event.accepted)
+            elif isinstance(event, ConnectionEnded):
+                return False
+        return True
 
     async def _time_out(self, conn: _Connection) -> None:
         if conn.core.has_partial_input:
@@ -220,9 +229,13 @@ class RpcServer:
             if not data or conn.broken:
                 return
             try:
-                with trio.fail_after(self.config.send_timeout):
+                with trio.CancelScope(
+                    deadline=trio.current_time() + self.config.send_timeout
+                ) as scope:
                     await conn.stream.send_all(data)
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                scope = None
+            if scope is None or scope.cancelled_caught:
                 # The peer stopped reading or went away: end the connection, not the server.
                 conn.broken = True
                 await trio.aclose_forcefully(conn.stream)

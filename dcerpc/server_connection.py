@@ -45,6 +45,8 @@ from dcerpc.events import BindReceived, CallCancelled, CallReceived, ConnectionE
 from dcerpc.framing import PduFramer
 from dcerpc.interface import Interface
 from dcerpc.pdu import (
+    FIRST_FRAG,
+    LAST_FRAG,
     MIN_FRAGMENT_SIZE,
     WHOLE,
     AlterContextPdu,
@@ -241,6 +243,11 @@ class ServerConnection:
         return self._framer.has_partial or bool(self._partial)
 
     @property
+    def outbox_pending(self) -> bool:
+        """True while queued bytes wait for :meth:`data_to_send`."""
+        return bool(self._outbox)
+
+    @property
     def executing(self) -> frozenset[int]:
         return frozenset(self._executing)
 
@@ -410,7 +417,7 @@ class ServerConnection:
 
     def _handle_request(self, pdu: RequestPdu, frag_size: int) -> Event | None:
         call_id = pdu.call_id
-        first = bool(pdu.pfc_flags & PfcFlags.FIRST_FRAG)
+        first = bool(pdu.pfc_flags & FIRST_FRAG)
         partial = self._partial.get(call_id)
         if first:
             if partial is not None or call_id in self._executing:
@@ -443,7 +450,7 @@ class ServerConnection:
             )
         if not partial.fault:
             partial.chunks.append(pdu.stub)
-        if not pdu.pfc_flags & PfcFlags.LAST_FRAG:
+        if not pdu.pfc_flags & LAST_FRAG:
             return None
         del self._partial[call_id]
         if partial.fault:

@@ -1,0 +1,237 @@
+"""Small-call rates on loopback, client and server in separate processes.
+
+Prints one figure a line and rewrites its section of ``docs/benchmarks.md``:
+
+- bare trio TCP echo round trips/s (100-byte messages): the ceiling for any RPC on
+  this machine and interpreter;
+- our DCE/RPC runtime: calls/s of a null call (100-byte stub) over ncacn_ip_tcp;
+- grpcio (asyncio) unary calls/s with a similar payload, when grpcio is installed.
+
+Usage: ``python bench/rpc_bench.py [--seconds 5]``. Nothing here is asserted by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PAYLOAD = b"x" * 100
+NULL_IFACE = uuid.UUID("0b0b0b0b-1111-4222-8333-444455556666")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- servers (run in a child process) ----------------------------------------------------
+
+
+def serve_echo(port: int) -> None:
+    import trio
+
+    async def handler(stream: trio.SocketStream) -> None:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            while data := await stream.receive_some(65536):
+                await stream.send_all(data)
+        except trio.BrokenResourceError:
+            pass
+
+    trio.run(trio.serve_tcp, handler, port)
+
+
+def serve_rpc(port: int) -> None:
+    import trio
+
+    from dcerpc.interface import CallContext, Interface
+    from dcerpc.server import RpcServer
+    from dcerpc.syntax import MSGPACK, NDR, SyntaxId
+
+    async def handler(ctx: CallContext, stub: bytes) -> bytes:
+        return stub
+
+    iface = Interface(SyntaxId(NULL_IFACE, 1), handler, 1, transfer_syntaxes=(NDR, MSGPACK))
+    trio.run(RpcServer([iface]).serve_tcp, port)
+
+
+def serve_grpc(port: int) -> None:
+    import asyncio
+
+    import grpc  # type: ignore[import-not-found]
+
+    async def echo(request: bytes, context: object) -> bytes:
+        return request
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        handler = grpc.method_handlers_generic_handler(
+            "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+SERVERS = {"echo": serve_echo, "rpc": serve_rpc, "grpc": serve_grpc}
+
+
+# -- clients -----------------------------------------------------------------------------
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def bench_echo(port: int, seconds: float) -> float:
+    import trio
+
+    async def run() -> float:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        count = 0
+        start = time.perf_counter()
+        async with stream:
+            while time.perf_counter() - start < seconds:
+                await stream.send_all(PAYLOAD)
+                got = 0
+                while got < len(PAYLOAD):
+                    got += len(await stream.receive_some(65536))
+                count += 1
+        return count / (time.perf_counter() - start)
+
+    return trio.run(run)
+
+
+def bench_rpc(port: int, seconds: float) -> float:
+    import trio
+
+    from dcerpc.client import open_tcp_rpc_client
+    from dcerpc.syntax import SyntaxId
+
+    async def run() -> float:
+        async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+            ctx = await rpc.bind(SyntaxId(NULL_IFACE, 1))
+            count = 0
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                await rpc.call(ctx, 0, PAYLOAD)
+                count += 1
+            return count / (time.perf_counter() - start)
+
+    return trio.run(run)
+
+
+def bench_grpc(port: int, seconds: float) -> float:
+    import asyncio
+
+    import grpc
+
+    async def run() -> float:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/bench.Echo/Echo")
+            await call(PAYLOAD)
+            count = 0
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                await call(PAYLOAD)
+                count += 1
+            return count / (time.perf_counter() - start)
+
+    return asyncio.run(run())
+
+
+CLIENTS = {"echo": bench_echo, "rpc": bench_rpc, "grpc": bench_grpc}
+
+
+def measure(kind: str, seconds: float) -> float | None:
+    if kind == "grpc":
+        try:
+            import grpc  # noqa: F401
+        except ImportError:
+            print("grpcio not installed: pip install grpcio (skipping the gRPC figure)")
+            return None
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)],
+                              env=env)
+    try:
+        wait_for_port(port)
+        CLIENTS[kind](port, 0.5)  # warm up
+        return CLIENTS[kind](port, seconds)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def write_section(title: str, lines: list[str]) -> None:
+    """Replace (or append) the ``## title`` section of docs/benchmarks.md."""
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures from `bench/`.\n"
+    header = f"## {title}\n"
+    body = header + "\n" + "\n".join(lines) + "\n"
+    if header in text:
+        start = text.index(header)
+        end = text.find("\n## ", start + len(header))
+        text = text[:start] + body + (text[end + 1 :] if end != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + body
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each run")
+    parser.add_argument("--serve", choices=sorted(SERVERS), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        SERVERS[args.serve](args.port)
+        return
+    results = {kind: measure(kind, args.seconds) for kind in ("echo", "rpc", "grpc")}
+    lines = []
+    names = {
+        "echo": "bare trio TCP echo, 100-byte round trips/s",
+        "rpc": "DCE/RPC null call (100-byte stub) over ncacn_ip_tcp, calls/s",
+        "grpc": "grpcio asyncio unary call (100 bytes), calls/s",
+    }
+    for kind, value in results.items():
+        if value is not None:
+            line = f"{names[kind]}: {value:.0f}"
+            print(line)
+            lines.append(f"- {line}")
+    if results["echo"] and results["rpc"]:
+        ratio = results["rpc"] / results["echo"]
+        print(f"DCE/RPC null call / bare echo: {ratio:.2f}")
+        lines.append(f"- DCE/RPC null call / bare echo: {ratio:.2f}")
+    lines.append("")
+    lines.append(f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, Python "
+                 f"{sys.version.split()[0]}, one client connection, calls in series, "
+                 f"{args.seconds:.0f} s per figure.")
+    write_section("Small calls on loopback (bench/rpc_bench.py)", lines)
+
+
+if __name__ == "__main__":
+    main()
