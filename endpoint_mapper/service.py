@@ -146,7 +146,9 @@ def _lookup(db: EndpointDatabase, table: _Iterations, ctx: CallContext, stub: by
     else:
         results = table.take(req.entry_handle, "lookup")
     handle, batch, status = _next_batch(table, "lookup", req.entry_handle, results, req.max_ents)
-    return stubs.encode_lookup_response(stubs.LookupResponse(handle, batch, status, req.max_ents))
+    return stubs.encode_lookup_response(
+        stubs.LookupResponse(handle, batch, status, req.max_ents, req.next_referent)
+    )
 
 
 def _map(db: EndpointDatabase, table: _Iterations, ctx: CallContext, stub: bytes) -> bytes:
@@ -159,7 +161,9 @@ def _map(db: EndpointDatabase, table: _Iterations, ctx: CallContext, stub: bytes
         results = tuple(_reachable(e, ctx) for e in db.map(req.tower, req.object_uuid))
     handle, batch, status = _next_batch(table, "map", req.entry_handle, results, req.max_towers)
     towers = tuple(e.tower for e in batch)
-    return stubs.encode_map_response(stubs.MapResponse(handle, towers, status, req.max_towers))
+    return stubs.encode_map_response(
+        stubs.MapResponse(handle, towers, status, req.max_towers, req.next_referent)
+    )
 
 
 def epm_interface(db: EndpointDatabase, *, max_open_handles: int = MAX_OPEN_HANDLES) -> Interface:

@@ -112,6 +112,11 @@ class LookupRequest:
     entry_handle: ContextHandle = NULL_HANDLE
     max_ents: int = MAX_ENTRIES
 
+    @property
+    def next_referent(self) -> int:
+        """The referent id the response's first full pointer takes."""
+        return 1 + (self.object_uuid is not None) + (self.interface is not None)
+
 
 @dataclass(frozen=True, slots=True)
 class LookupResponse:
@@ -120,6 +125,10 @@ class LookupResponse:
     status: int
     #: The request's ``max_ents``: the array's conformance (``max_count``).
     max_ents: int = MAX_ENTRIES
+    #: First referent id of the [ptr] towers. Full pointers share one translation table
+    #: per call, so [out] ids follow the request's non-NULL [in] pointers (Windows does
+    #: this, and Wireshark skips a pointee whose id the request already used).
+    first_referent: int = 1
 
 
 def encode_lookup_request(req: LookupRequest) -> bytes:
@@ -149,7 +158,7 @@ def decode_lookup_request(stub: bytes, byteorder: ByteOrder = "<") -> LookupRequ
 
 
 def encode_lookup_response(resp: LookupResponse) -> bytes:
-    w = NdrWriter()
+    w = NdrWriter(first_referent=resp.first_referent)
     w.context_handle(resp.entry_handle)
     w.u32(len(resp.entries))
 
@@ -198,6 +207,11 @@ class MapRequest:
     entry_handle: ContextHandle = NULL_HANDLE
     max_towers: int = 4
 
+    @property
+    def next_referent(self) -> int:
+        """The referent id the response's first full pointer takes."""
+        return 1 + (self.object_uuid is not None) + (self.tower is not None)
+
 
 @dataclass(frozen=True, slots=True)
 class MapResponse:
@@ -205,6 +219,8 @@ class MapResponse:
     towers: tuple[Tower, ...]
     status: int
     max_towers: int = 4
+    #: First referent id of the [ptr] towers: see :attr:`LookupResponse.first_referent`.
+    first_referent: int = 1
 
 
 def encode_map_request(req: MapRequest) -> bytes:
@@ -225,7 +241,7 @@ def decode_map_request(stub: bytes, byteorder: ByteOrder = "<") -> MapRequest:
 
 
 def encode_map_response(resp: MapResponse) -> bytes:
-    w = NdrWriter()
+    w = NdrWriter(first_referent=resp.first_referent)
     w.context_handle(resp.entry_handle)
     w.u32(len(resp.towers))
 

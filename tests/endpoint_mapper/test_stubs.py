@@ -398,3 +398,18 @@ def test_round_trips(handle, ents, status):
     if ents:
         req = MapRequest(ents[0].object_uuid, ents[0].tower, handle, status)
         assert stubs.decode_map_request(stubs.encode_map_request(req)) == req
+
+
+def test_response_full_pointers_follow_the_request_ones():
+    """[ptr] referent ids are per call: the request's object (1) and tower (2) come
+    first, so the response's tower pointer is 3 (as Windows answers, and as Wireshark
+    expects: a reused id makes it skip the tower)."""
+    tower = Tower.tcp(EPM_SYNTAX, "127.0.0.1", 1135)
+    req = stubs.MapRequest(uuid.UUID(int=0), tower)
+    assert req.next_referent == 3
+    assert stubs.LookupRequest().next_referent == 1
+    data = stubs.encode_map_response(
+        stubs.MapResponse(NULL_HANDLE, (tower,), 0, 4, req.next_referent)
+    )
+    # handle(20) num(4) max_count(4) offset(4) actual(4), then the tower's referent id
+    assert struct.unpack_from("<I", data, 36)[0] == 3
