@@ -110,6 +110,8 @@ class RpcClient:
             RpcFault: the server answered with a fault PDU.
             ConnectionClosed: the connection ended before the answer.
         """
+        if self._closed is not None or self.core.state is ClientState.CLOSED:
+            raise ConnectionClosed(f"the connection is closed ({self._closed or 'by the server'})")
         call_id = self.core.request(context_id, opnum, stub, object_uuid=object_uuid)
         try:
             event = await self._exchange(call_id)
@@ -212,13 +214,23 @@ async def open_rpc_client(
 ) -> AsyncIterator[RpcClient]:
     """Run an :class:`RpcClient` over an established stream; closes it on exit."""
     client = RpcClient(stream, config)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(client._reader)
-        try:
-            yield client
-        finally:
-            nursery.cancel_scope.cancel()
-            await client.aclose()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client._reader)
+            try:
+                yield client
+            finally:
+                # Close before cancelling the reader: a checkpoint under the cancelled
+                # nursery scope would raise Cancelled and swallow the body's exception.
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The reader task never raises, so a lone exception is the caller's own: give it
+        # back as it was raised, not wrapped in the nursery's group.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from group.exceptions[0].__cause__
+        raise
 
 
 @asynccontextmanager

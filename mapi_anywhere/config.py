@@ -30,8 +30,13 @@ log_level = "INFO"
 port = 1135
 
 [services]
-# Port range for the services' dynamic ports; 0 = let the OS choose.
+# Port for the services' dynamic listeners; 0 = let the OS choose.
 dynamic_port = 0
+
+[store]
+# On first run with no users, create user "demo" with a random password, printed in
+# the log and kept in <data_dir>/demo-password.txt (mode 0600).
+demo_user = true
 
 [rpc]
 # Largest fragment sent or accepted before negotiation (1432 .. 65535).
@@ -73,10 +78,16 @@ class ServicesSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StoreSection:
+    demo_user: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     server: ServerSection = field(default_factory=ServerSection)
     endpoint_mapper: EndpointMapperSection = field(default_factory=EndpointMapperSection)
     services: ServicesSection = field(default_factory=ServicesSection)
+    store: StoreSection = field(default_factory=StoreSection)
     rpc: RpcConfig = field(default_factory=RpcConfig)
 
 
@@ -92,7 +103,9 @@ def _section(cls: type[Any], name: str, values: dict[str, Any]) -> Any:
             if not isinstance(value, str):
                 raise ConfigError(f"[{name}] {key}: expected a path string")
             value = Path(value).expanduser()
-        elif isinstance(default, bool) or not isinstance(value, type(default)):
+        elif isinstance(default, bool) != isinstance(value, bool) or not isinstance(
+            value, type(default)
+        ):
             if isinstance(default, float) and isinstance(value, int):
                 value = float(value)
             else:

@@ -1,24 +1,30 @@
 """The composition root: the one place that starts and wires every service of ``serve``.
 
-The endpoint mapper listens on its well-known port. Every other service gets a
-dynamic port, and registers each of its interfaces with the endpoint mapper
-(towers for ncacn_ip_tcp at the address it listens on, and an annotation), so a
-LAN client finds it by interface UUID. Everything runs in one nursery: stopping
-``serve`` (SIGINT/SIGTERM or cancellation) closes every listener and connection.
+The endpoint mapper listens on its well-known port. Every other service (the object
+store, and any extra ones a caller passes) gets a dynamic port and registers each
+of its interfaces with the endpoint mapper (towers for ncacn_ip_tcp at the address
+it listens on, and an annotation), so a LAN client finds it by interface UUID.
+Everything runs in one nursery: stopping ``serve`` (SIGINT/SIGTERM or cancellation)
+closes every listener and connection, then the store's databases.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import trio
 
 from dcerpc.interface import Interface
 from dcerpc.server import RpcServer
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
+from mapi.service import StoreService
+from mapi.store import ObjectStore
 from mapi_anywhere.config import Config
 
 log = logging.getLogger("mapi_anywhere")
@@ -40,6 +46,7 @@ class RunningServer:
     host: str
     epm_port: int
     database: EndpointDatabase
+    store: ObjectStore
     service_ports: dict[str, int] = field(default_factory=dict)
 
 
@@ -53,20 +60,69 @@ def _tower_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
+DEMO_USER = "demo"
+
+
+def ensure_demo_user(store: ObjectStore, data_dir: Path) -> str | None:
+    """On a store without users, create ``demo`` with a random password; returns it.
+
+    The password is kept in ``<data_dir>/demo-password.txt`` (mode 0600) so later runs
+    can show it again; None when the store already had users.
+    """
+    saved = data_dir / "demo-password.txt"
+    if store.list_users():
+        if saved.exists() and any(u.username == DEMO_USER for u in store.list_users()):
+            return saved.read_text(encoding="utf-8").strip()
+        return None
+    password = secrets.token_urlsafe(12)
+    store.add_user(DEMO_USER, password, display_name="Demo User", email="demo@localhost")
+    fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(password + "\n")
+    return password
+
+
 async def run_server(
     config: Config,
     services: Sequence[ServiceSpec] = (),
     *,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Start the endpoint mapper and ``services``; run until cancelled."""
+    """Start the endpoint mapper, the object store and ``services``; run until cancelled."""
+    data_dir = config.server.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = await trio.to_thread.run_sync(ObjectStore, data_dir)
+    store_service = StoreService(store)
+    try:
+        if config.store.demo_user:
+            password = await trio.to_thread.run_sync(ensure_demo_user, store, data_dir)
+            if password is not None:
+                log.warning("demo user: %s, password: %s", DEMO_USER, password)
+        all_services = [
+            ServiceSpec("store", [store_service.interface()], "mapi-anywhere object store"),
+            *services,
+        ]
+        await _run(config, store, all_services, task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            await store_service.close()
+            await trio.to_thread.run_sync(store.close)
+
+
+async def _run(
+    config: Config,
+    store: ObjectStore,
+    services: Sequence[ServiceSpec],
+    task_status: trio.TaskStatus[RunningServer],
+) -> None:
     host = config.server.host
-    config.server.data_dir.mkdir(parents=True, exist_ok=True)
     database = EndpointDatabase()
     async with trio.open_nursery() as nursery:
         epm = RpcServer([epm_interface(database), mgmt_interface()], config=config.rpc, name="epm")
         listeners = await nursery.start(epm.serve_tcp, config.endpoint_mapper.port, host)
-        running = RunningServer(host=host, epm_port=_port_of(listeners), database=database)
+        running = RunningServer(
+            host=host, epm_port=_port_of(listeners), database=database, store=store
+        )
         database.register(
             EPM_SYNTAX,
             [Tower.tcp(EPM_SYNTAX, _tower_host(host), running.epm_port)],

@@ -26,6 +26,7 @@ from dcerpc.errors import RpcFault
 from dcerpc.interface import CallContext, Interface
 from dcerpc.syntax import SyntaxId
 from endpoint_mapper import EPM_SYNTAX, EndpointNotRegistered, lookup, map_endpoint, resolve
+from mapi.service import STORE_SYNTAX
 from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection
 from mapi_anywhere.serve import RunningServer, ServiceSpec, run_server
 
@@ -95,7 +96,9 @@ async def test_impacket_rpcdump_lists_every_interface(server):
     assert f"          ncacn_ip_tcp:127.0.0.1[{demo_port}]" in report
     assert f"UUID    : {str(EPM_SYNTAX.uuid).upper()} v3.0 Endpoint mapper" in report
     assert f"          ncacn_ip_tcp:127.0.0.1[{server.epm_port}]" in report
-    assert report.count("UUID    :") == 2
+    assert f"UUID    : {str(STORE_SYNTAX.uuid).upper()} v1.0 mapi-anywhere object store" in report
+    assert f"          ncacn_ip_tcp:127.0.0.1[{server.service_ports['store']}]" in report
+    assert report.count("UUID    :") == 3
 
 
 def _impacket_connection(port: int):
@@ -142,7 +145,7 @@ async def test_impacket_hept_lookup_and_hept_map(server):
         for e in entries
     }
     assert (f"ncacn_ip_tcp:127.0.0.1[{demo_port}]", "Demo service") in found
-    assert len(entries) == 2
+    assert len(entries) == 3  # the endpoint mapper, the store and the demo service
     assert mapped == f"ncacn_ip_tcp:127.0.0.1[{demo_port}]"
     assert missing == 0x16C9A0D6  # EPT_S_NOT_REGISTERED
 
@@ -341,5 +344,6 @@ def test_unmodified_rpcdump_script_on_port_135(tmp_path: Path):
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
     assert "ncacn_ip_tcp:127.0.0.1[135]" in out.stdout, out.stdout + out.stderr
-    assert "Received one endpoint." in out.stdout + out.stderr
+    assert "mapi-anywhere object store" in out.stdout
+    assert "Received 2 endpoints." in out.stdout + out.stderr
     assert "Protocol failed" not in out.stdout + out.stderr

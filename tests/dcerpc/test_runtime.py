@@ -287,3 +287,21 @@ async def test_connect_refused_is_a_clear_error():
     with trio.fail_after(10), pytest.raises(ConnectionClosed, match="cannot connect"):
         async with open_tcp_rpc_client("127.0.0.1", port):
             pass
+
+
+async def test_exceptions_in_the_client_body_propagate(served):
+    _, _, port = served
+    with trio.fail_after(10), pytest.raises(KeyError, match="boom"):
+        async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+            await rpc.bind(ECHO)
+            raise KeyError("boom")
+
+
+async def test_call_after_the_connection_broke_is_connection_closed(served):
+    _, _, port = served
+    with trio.fail_after(10):
+        async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+            ctx = await rpc.bind(ECHO)
+            await rpc.stream.aclose()  # the transport goes away under the client
+            with pytest.raises(ConnectionClosed):
+                await rpc.call(ctx, OPS_ECHO, b"late")

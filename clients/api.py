@@ -1,0 +1,640 @@
+"""The client library: MAPI-style objects over the store's DCE/RPC interface.
+
+::
+
+    async with connect("ncacn_ip_tcp:mail.example[135]", "alice", "secret") as session:
+        store = await session.open_store()
+        inbox = await store.open_folder(await store.special_folder("inbox"))
+        async for row in inbox.contents(["PR_SUBJECT", "PR_MESSAGE_DELIVERY_TIME"],
+                                        sort=[("PR_MESSAGE_DELIVERY_TIME", True)]):
+            print(row["PR_SUBJECT"])
+
+Every method of an object returns a :class:`Call`: ``await`` it to run it at once,
+or queue several in ``async with session.batch() as batch`` to send them in one
+round trip (``batch.add(call)``); objects opened in a batch can be used by later
+calls of the same batch, because the client picks their handle numbers. Properties
+are named by tag (``0x0037001F``) or by MS-OXPROPS name (``"PR_SUBJECT"``). MAPI
+errors are raised as the :mod:`mapi.errors` classes (``NotFound``, ``NoAccess``...).
+
+The address chooses the transport: ``ncacn_ip_tcp:host[port]`` connects to an
+endpoint mapper (port 135 by default) and asks it where the store is; it also works
+when ``port`` is the store's own port. The password never crosses the wire: logon is
+a challenge-response (:mod:`mapi.logon`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Generic, TypeVar
+
+import msgpack
+
+from dcerpc.client import RpcClient, open_tcp_rpc_client
+from dcerpc.errors import BindRejected, ConnectionClosed
+from dcerpc.pdu import ProviderReason
+from dcerpc.syntax import MSGPACK
+from endpoint_mapper import EPM_SYNTAX, map_endpoint_on
+from mapi import errors
+from mapi import proptags as pt
+from mapi.logon import Challenge, KdfParams, client_response
+from mapi.service import OP_CONNECT, OP_DISCONNECT, OP_EXECUTE, STORE_SYNTAX
+
+T = TypeVar("T")
+ObjT = TypeVar("ObjT", bound="MapiObject")
+Tag = int | str
+MAPI_W_ERRORS_RETURNED = 0x00040380
+
+
+def tag_of(tag: Tag) -> int:
+    """A property tag from a tag or an MS-OXPROPS name (``"PR_SUBJECT"``)."""
+    if isinstance(tag, int):
+        return tag
+    try:
+        return pt.tag_from_name(tag)
+    except KeyError:
+        raise ValueError(f"unknown property name {tag!r}") from None
+
+
+class Props(dict[int, Any]):
+    """Property values by tag, also readable by name: ``props["PR_SUBJECT"]``.
+
+    ``errors`` holds the per-property errors (tag -> HRESULT) of a ``get_props``.
+    """
+
+    def __init__(
+        self, values: Iterable[tuple[int, Any]] = (), requested: Sequence[int] | None = None
+    ) -> None:
+        super().__init__()
+        self.errors: dict[int, int] = {}
+        values = list(values)
+        # Values come back in request order, so an error is reported under the tag asked
+        # for (the wire carries it with type PT_ERROR, which loses the original type).
+        asked = requested if requested is not None and len(requested) == len(values) else None
+        for i, (tag, value) in enumerate(values):
+            if pt.prop_type(tag) == pt.PropType.PT_ERROR:
+                self.errors[asked[i] if asked else pt.change_type(tag, 0)] = value
+            else:
+                dict.__setitem__(self, tag, value)
+
+    def __getitem__(self, key: Tag) -> Any:
+        return super().__getitem__(tag_of(key))
+
+    def get(self, key: Tag, default: Any = None) -> Any:
+        return super().get(tag_of(key), default)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, int | str) and super().__contains__(tag_of(key))
+
+    def named(self) -> dict[str, Any]:
+        """The values keyed by property name (for display and JSON)."""
+        return {pt.tag_name(tag): value for tag, value in self.items()}
+
+
+def _raise_for(hresult: int, message: Any) -> None:
+    if hresult & 0x80000000:
+        raise errors.error_for(hresult, message if isinstance(message, str) else "")
+
+
+class Call(Generic[T]):
+    """One operation: ``await`` it, or ``batch.add()`` it."""
+
+    def __init__(
+        self,
+        session: Session,
+        name: str,
+        args: dict[str, Any],
+        decode: Callable[[int, Any], T],
+    ) -> None:
+        self.session = session
+        self.name = name
+        self.args = args
+        self.decode = decode
+        self._done = False
+        self._value: T | None = None
+
+    @property
+    def result(self) -> T:
+        """The value, once the batch holding this call has run."""
+        if not self._done:
+            raise RuntimeError("the call has not run yet")
+        return self._value  # type: ignore[return-value]
+
+    def resolve(self, hresult: int, value: Any) -> T:
+        _raise_for(hresult, value)
+        self._value = self.decode(hresult, value)
+        self._done = True
+        return self._value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self._run().__await__()
+
+    async def _run(self) -> T:
+        (result,) = await self.session.execute([[self.name, self.args]])
+        return self.resolve(*result)
+
+
+def _value(hresult: int, value: Any) -> Any:
+    return value
+
+
+def _status(hresult: int, value: Any) -> int:
+    """0, or a MAPI warning such as MAPI_W_PARTIAL_COMPLETION (0x00040680)."""
+    return hresult
+
+
+def _none(hresult: int, value: Any) -> None:
+    return None
+
+
+def _props_for(requested: Sequence[int] | None) -> Callable[[int, Any], Props]:
+    return lambda hresult, value: Props(((tag, v) for tag, v in value), requested)
+
+
+class MapiObject:
+    """An object the server holds open for us under ``handle``."""
+
+    def __init__(self, session: Session, handle: int) -> None:
+        self.session = session
+        self.handle = handle
+
+    def _call(self, op: str, decode: Callable[[int, Any], T] = _value, /, **args: Any) -> Call[T]:
+        return Call(self.session, op, {"h": self.handle, **args}, decode)
+
+    def _open(self, op: str, cls: type[ObjT], /, **args: Any) -> Call[ObjT]:
+        obj = cls(self.session, self.session.new_handle())
+        return Call(
+            self.session,
+            op,
+            {"h": self.handle, "out": obj.handle, **args},
+            lambda hresult, value: obj,
+        )
+
+    def get_props(self, tags: Sequence[Tag] | None = None) -> Call[Props]:
+        """Values of ``tags`` (all properties when None); missing ones land in ``.errors``."""
+        wanted = None if tags is None else [tag_of(t) for t in tags]
+        return self._call("get_props", _props_for(wanted), tags=wanted)
+
+    def set_props(self, values: dict[Tag, Any]) -> Call[list[list[int]]]:
+        """Set properties; returns the per-property problems ``[index, tag, hresult]``."""
+        return self._call("set_props", props=[[tag_of(t), v] for t, v in values.items()])
+
+    def delete_props(self, tags: Sequence[Tag]) -> Call[list[list[int]]]:
+        return self._call("delete_props", tags=[tag_of(t) for t in tags])
+
+    def get_prop_list(self) -> Call[list[int]]:
+        return self._call("get_prop_list")
+
+    async def release(self) -> None:
+        """Let the server close the object (idempotent, never raises MAPI errors)."""
+        await self.session.release(self)
+
+    async def __aenter__(self: ObjT) -> ObjT:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.release()
+
+
+class Store(MapiObject):
+    """A message store (a mailbox)."""
+
+    def special_folder(self, role: str) -> Call[bytes]:
+        """Entry id of a standard folder: ``inbox``, ``outbox``, ``sent``, ``deleted``,
+        ``drafts``, ``calendar``, ``contacts``, ``tasks``, ``notes``, ``journal``,
+        ``ipm_subtree`` or ``root``."""
+        return self._call("special_folder", role=role)
+
+    def open_folder(self, entry_id: bytes) -> Call[Folder]:
+        return self._open("open_folder", Folder, eid=entry_id)
+
+    def open_message(self, entry_id: bytes, *, write: bool = False) -> Call[Message]:
+        return self._open("open_message", Message, eid=entry_id, write=write)
+
+    def get_ids_from_names(
+        self, names: Sequence[tuple[bytes, int | str]], *, create: bool = False
+    ) -> Call[list[int]]:
+        """Property ids of named properties: ``(guid, lid)`` or ``(guid, "name")``."""
+        wire = [[g, 0, n] if isinstance(n, int) else [g, 1, n] for g, n in names]
+        return self._call("get_ids_from_names", names=wire, create=create)
+
+    def get_names_from_ids(self, ids: Sequence[int]) -> Call[list[Any]]:
+        return self._call("get_names_from_ids", ids=list(ids))
+
+
+class Folder(MapiObject):
+    """A folder."""
+
+    def create_folder(
+        self, name: str, *, comment: str | None = None, open_if_exists: bool = False
+    ) -> Call[Folder]:
+        return self._open(
+            "create_folder", Folder, name=name, comment=comment, open_if_exists=open_if_exists
+        )
+
+    def delete_folder(self, entry_id: bytes, flags: int = 0) -> Call[None]:
+        return self._call("delete_folder", _none, eid=entry_id, flags=flags)
+
+    def copy_folder(
+        self, entry_id: bytes, dest: Folder, *, name: str | None = None, move: bool = False
+    ) -> Call[bytes]:
+        return self._call("copy_folder", eid=entry_id, dest=dest.handle, name=name, move=move)
+
+    def rename(self, name: str) -> Call[None]:
+        return self._call("rename_folder", _none, name=name)
+
+    def empty(self, flags: int = 0) -> Call[None]:
+        return self._call("empty_folder", _none, flags=flags)
+
+    def create_message(self) -> Call[Message]:
+        return self._open("create_message", Message)
+
+    def delete_messages(self, entry_ids: Sequence[bytes], *, hard: bool = False) -> Call[int]:
+        return self._call("delete_messages", _status, eids=list(entry_ids), hard=hard)
+
+    def copy_messages(
+        self, entry_ids: Sequence[bytes], dest: Folder, *, move: bool = False
+    ) -> Call[int]:
+        return self._call(
+            "copy_messages", _status, eids=list(entry_ids), dest=dest.handle, move=move
+        )
+
+    def set_read_flags(
+        self, entry_ids: Sequence[bytes] | None = None, *, clear: bool = False
+    ) -> Call[int]:
+        eids = None if entry_ids is None else list(entry_ids)
+        return self._call("set_read_flags", _status, eids=eids, clear=clear)
+
+    def contents_table(self) -> Call[Table]:
+        return self._open("contents_table", Table)
+
+    def hierarchy_table(self, flags: int = 0) -> Call[Table]:
+        return self._open("hierarchy_table", Table, flags=flags)
+
+    def get_permissions(self) -> Call[list[list[Any]]]:
+        return self._call("get_permissions")
+
+    def set_permission(self, member: str, rights: int) -> Call[None]:
+        return self._call("set_permission", _none, member=member, rights=rights)
+
+    def contents(self, columns: Sequence[Tag], **query: Any) -> AsyncIterator[Props]:
+        """Rows of the contents table: see :meth:`Table.rows` for ``sort``, ``restriction``."""
+        return _rows_of(self, "contents_table", columns, **query)
+
+    def subfolders(self, columns: Sequence[Tag], **query: Any) -> AsyncIterator[Props]:
+        """Rows of the hierarchy table."""
+        return _rows_of(self, "hierarchy_table", columns, **query)
+
+
+class Message(MapiObject):
+    """A message; changes are invisible to others until :meth:`save`."""
+
+    def save(self, flags: int = 0x2) -> Call[bytes]:
+        """SaveChanges: commit everything in one transaction; returns the entry id."""
+        return self._call("save_changes", flags=flags)
+
+    def set_read_flag(self, *, clear: bool = False) -> Call[None]:
+        return self._call("set_read_flag", _none, clear=clear)
+
+    def modify_recipients(self, rows: Sequence[dict[Tag, Any]], flags: int = 0x2) -> Call[None]:
+        """Add (flags 2), modify (4) or remove (8) recipient rows."""
+        wire = [[[tag_of(t), v] for t, v in row.items()] for row in rows]
+        return self._call("modify_recipients", _none, rows=wire, flags=flags)
+
+    def add_recipient(self, name: str, email: str, kind: int = pt.MAPI_TO) -> Call[None]:
+        return self.modify_recipients(
+            [
+                {
+                    "PR_DISPLAY_NAME": name,
+                    "PR_EMAIL_ADDRESS": email,
+                    "PR_ADDRTYPE": "SMTP",
+                    "PR_RECIPIENT_TYPE": kind,
+                }
+            ]
+        )
+
+    def recipient_table(self) -> Call[Table]:
+        return self._open("recipient_table", Table)
+
+    def attachment_table(self) -> Call[Table]:
+        return self._open("attachment_table", Table)
+
+    def create_attachment(self) -> Call[Attachment]:
+        return self._open("create_attach", Attachment)
+
+    def open_attachment(self, num: int, *, write: bool = False) -> Call[Attachment]:
+        return self._open("open_attach", Attachment, num=num, write=write)
+
+    def delete_attachment(self, num: int) -> Call[None]:
+        return self._call("delete_attach", _none, num=num)
+
+    def open_stream(self, tag: Tag, *, write: bool = False, create: bool = False) -> Call[Stream]:
+        return self._open("open_stream", Stream, tag=tag_of(tag), write=write, create=create)
+
+
+class Attachment(MapiObject):
+    """An attachment of a message; saved with :meth:`save`, then the message's save."""
+
+    def save(self, flags: int = 0x2) -> Call[None]:
+        return self._call("save_changes", _none, flags=flags)
+
+    def open_stream(self, tag: Tag, *, write: bool = False, create: bool = False) -> Call[Stream]:
+        return self._open("open_stream", Stream, tag=tag_of(tag), write=write, create=create)
+
+    def open_embedded(self, *, create: bool = False) -> Call[Message]:
+        return self._open("open_embedded", Message, create=create)
+
+
+class Stream(MapiObject):
+    """A large property opened as a stream; read and write it in chunks."""
+
+    def read(self, size: int) -> Call[bytes]:
+        return self._call("read_stream", size=size)
+
+    def write(self, data: bytes) -> Call[int]:
+        return self._call("write_stream", data=data)
+
+    def seek(self, offset: int, origin: int = 0) -> Call[int]:
+        return self._call("seek_stream", offset=offset, origin=origin)
+
+    def size(self) -> Call[int]:
+        return self._call("stream_size")
+
+    def set_size(self, size: int) -> Call[None]:
+        return self._call("set_stream_size", _none, size=size)
+
+    def commit(self) -> Call[None]:
+        return self._call("commit_stream", _none)
+
+
+def _rows(hresult: int, value: Any) -> list[Props]:
+    return [Props((tag, v) for tag, v in row) for row in value]
+
+
+def _restriction(value: Any) -> Any:
+    """Accept restrictions with names for tags: ``{"rt": 3, "tag": "PR_SUBJECT", ...}``."""
+    if isinstance(value, dict):
+        return {
+            k: (tag_of(v) if k in ("tag", "tag1", "tag2") else _restriction(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_restriction(v) for v in value]
+    return value
+
+
+class Table(MapiObject):
+    """A table: columns, sort order, restriction, a cursor and bookmarks."""
+
+    def set_columns(self, tags: Sequence[Tag]) -> Call[None]:
+        return self._call("set_columns", _none, tags=[tag_of(t) for t in tags])
+
+    def sort(self, keys: Sequence[tuple[Tag, bool]]) -> Call[None]:
+        """Sort by ``(tag, descending)`` keys."""
+        return self._call("sort_table", _none, keys=[[tag_of(t), d] for t, d in keys])
+
+    def restrict(self, restriction: dict[str, Any] | None) -> Call[None]:
+        """A restriction in its plain form (:func:`mapi.restrictions.to_plain`), or None."""
+        return self._call("restrict", _none, restriction=_restriction(restriction))
+
+    def query_rows(self, count: int, flags: int = 0) -> Call[list[Props]]:
+        """Up to ``count`` rows from the cursor (negative: backwards)."""
+        return self._call("query_rows", _rows, count=count, flags=flags)
+
+    def seek(self, origin: int, count: int) -> Call[int]:
+        """Move the cursor ``count`` rows from BOOKMARK_BEGINNING (0), CURRENT (1), END (2)."""
+        return self._call("seek_row", origin=origin, count=count)
+
+    def create_bookmark(self) -> Call[int]:
+        return self._call("create_bookmark")
+
+    def free_bookmark(self, bookmark: int) -> Call[None]:
+        return self._call("free_bookmark", _none, bookmark=bookmark)
+
+    def seek_bookmark(self, bookmark: int, count: int = 0) -> Call[int]:
+        return self._call("seek_row_bookmark", bookmark=bookmark, count=count)
+
+    def find_row(self, restriction: dict[str, Any], origin: int = 1, flags: int = 0) -> Call[Props]:
+        return self._call(
+            "find_row",
+            lambda h, v: Props((t, x) for t, x in v),
+            restriction=_restriction(restriction),
+            origin=origin,
+            flags=flags,
+        )
+
+    def position(self) -> Call[list[int]]:
+        """``[current row, row count]``."""
+        return self._call("query_position")
+
+    def row_count(self) -> Call[int]:
+        return self._call("get_row_count")
+
+    async def rows(self, page: int = 100) -> AsyncIterator[Props]:
+        """Every row from the cursor on, ``page`` rows per round trip."""
+        while True:
+            batch = await self.query_rows(page)
+            for row in batch:
+                yield row
+            if len(batch) < page:
+                return
+
+
+async def _rows_of(
+    folder: Folder,
+    opener: str,
+    columns: Sequence[Tag],
+    *,
+    sort: Sequence[tuple[Tag, bool]] = (),
+    restriction: dict[str, Any] | None = None,
+    page: int = 100,
+) -> AsyncIterator[Props]:
+    session = folder.session
+    async with session.batch() as batch:
+        table: Table = batch.add(getattr(folder, opener)())
+        batch.add(table.set_columns(columns))
+        if sort:
+            batch.add(table.sort(sort))
+        if restriction is not None:
+            batch.add(table.restrict(restriction))
+        first = batch.add(table.query_rows(page))
+    try:
+        for row in first.result:
+            yield row
+        if len(first.result) == page:
+            async for row in table.rows(page):
+                yield row
+    finally:
+        await table.release()
+
+
+class Batch:
+    """Calls queued to run in one round trip; see :meth:`Session.batch`."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.calls: list[Call[Any]] = []
+
+    def add(self, call: Call[T]) -> Any:
+        """Queue ``call``; returns the object it opens, or the call (read ``.result`` later)."""
+        if call.session is not self.session:
+            raise ValueError("a call of another session")
+        self.calls.append(call)
+        if "out" in call.args:
+            return call.decode(0, None)
+        return call
+
+    async def run(self) -> None:
+        calls, self.calls = self.calls, []
+        if not calls:
+            return
+        results = await self.session.execute([[c.name, c.args] for c in calls])
+        first_error: errors.MapiError | None = None
+        for call, (hresult, value) in zip(calls, results, strict=True):
+            try:
+                call.resolve(hresult, value)
+            except errors.MapiError as exc:
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+
+class Session:
+    """A logged-on session. Create it with :func:`connect`."""
+
+    def __init__(self, rpc: RpcClient, context_id: int, session_id: bytes, user: str) -> None:
+        self.rpc = rpc
+        self.context_id = context_id
+        self.session_id = session_id
+        self.user = user
+        self._next_handle = 0
+        self._free_handles: list[int] = []
+
+    def new_handle(self) -> int:
+        if self._free_handles:
+            return self._free_handles.pop()
+        self._next_handle += 1
+        return self._next_handle
+
+    async def execute(self, ops: list[list[Any]]) -> list[list[Any]]:
+        """Send a raw batch; returns one ``[hresult, value]`` per operation."""
+        reply = await _call(
+            self.rpc, self.context_id, OP_EXECUTE, {"session": self.session_id, "ops": ops}
+        )
+        return reply["results"]  # type: ignore[no-any-return]
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[Batch]:
+        """Queue calls with ``batch.add(call)``; they run in one round trip at the end.
+
+        Raises the first MAPI error among the calls (every call's ``.result`` or error
+        is set either way).
+        """
+        batch = Batch(self)
+        yield batch
+        await batch.run()
+
+    def open_store(self, owner: str | None = None) -> Call[Store]:
+        """This user's mailbox, or ``owner``'s (needs a folder permission there)."""
+        store = Store(self, self.new_handle())
+        return Call(
+            self, "open_store", {"owner": owner, "out": store.handle}, lambda hresult, value: store
+        )
+
+    async def release(self, obj: MapiObject) -> None:
+        if obj.handle < 0:
+            return
+        handle, obj.handle = obj.handle, -1
+        await self.execute([["release", {"handles": [handle]}]])
+        self._free_handles.append(handle)
+
+    async def close(self) -> None:
+        await _call(self.rpc, self.context_id, OP_DISCONNECT, {"session": self.session_id})
+
+
+async def _call(rpc: RpcClient, context_id: int, opnum: int, request: dict[str, Any]) -> Any:
+    stub = await rpc.call(context_id, opnum, msgpack.packb(request, use_bin_type=True))
+    reply = msgpack.unpackb(stub, raw=False)
+    if not isinstance(reply, dict):
+        raise errors.CallFailed("malformed reply from the server")
+    _raise_for(int(reply.get("hresult", 0)), reply.get("error"))
+    return reply
+
+
+_TCP_ADDRESS = re.compile(r"^ncacn_ip_tcp:(?P<host>[^\[\]]+)(?:\[(?P<port>\d+)\])?$")
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``ncacn_ip_tcp:host[port]`` (port 135 when omitted) -> (host, port)."""
+    match = _TCP_ADDRESS.match(address)
+    if match is None:
+        raise ValueError(
+            f"not an ncacn_ip_tcp address: {address!r} (expected ncacn_ip_tcp:host[port])"
+        )
+    return match["host"], int(match["port"] or 135)
+
+
+@asynccontextmanager
+async def _open_store_rpc(host: str, port: int) -> AsyncIterator[tuple[RpcClient, int]]:
+    """A client bound to the store: at ``host:port`` directly, or via the EPM there."""
+    async with open_tcp_rpc_client(host, port) as rpc:
+        try:
+            context_id = await rpc.bind(STORE_SYNTAX, (MSGPACK,))
+        except BindRejected as exc:
+            if exc.reason != ProviderReason.ABSTRACT_SYNTAX_NOT_SUPPORTED:
+                raise
+            context_id = None
+        if context_id is not None:
+            yield rpc, context_id
+            return
+        await rpc.bind(EPM_SYNTAX)  # not the store: ask the endpoint mapper there
+        tower = await map_endpoint_on(rpc, STORE_SYNTAX)
+    if tower is None or tower.port is None:
+        raise ConnectionClosed(f"no store registered with the endpoint mapper at {host}[{port}]")
+    async with open_tcp_rpc_client(host, tower.port) as rpc:
+        yield rpc, await rpc.bind(STORE_SYNTAX, (MSGPACK,))
+
+
+async def logon(rpc: RpcClient, context_id: int, user: str, password: str) -> Session:
+    """Challenge-response logon on a bound connection."""
+    first = await _call(rpc, context_id, OP_CONNECT, {"user": user})
+    kdf = first["kdf"]
+    challenge = Challenge(
+        user.strip().lower(),
+        first["salt"],
+        KdfParams(n=kdf["n"], r=kdf["r"], p=kdf["p"]),
+        first["nonce"],
+    )
+    cnonce, response = client_response(password, challenge)
+    reply = await _call(
+        rpc,
+        context_id,
+        OP_CONNECT,
+        {
+            "user": user,
+            "nonce": challenge.server_nonce,
+            "cnonce": cnonce,
+            "response": response,
+        },
+    )
+    return Session(rpc, context_id, reply["session"], reply["user"])
+
+
+@asynccontextmanager
+async def connect(address: str, user: str, password: str) -> AsyncIterator[Session]:
+    """Log on to the store at ``address``; the session is closed on exit.
+
+    Raises:
+        LogonFailed: wrong user name or password.
+        ConnectionClosed: the server could not be reached.
+    """
+    host, port = parse_address(address)
+    async with _open_store_rpc(host, port) as (rpc, context_id):
+        session = await logon(rpc, context_id, user, password)
+        try:
+            yield session
+        finally:
+            with contextlib.suppress(ConnectionClosed, errors.MapiError):
+                await session.close()

@@ -1,0 +1,1 @@
+"""The MAPI-style object store: object model, storage, tables (no networking)."""

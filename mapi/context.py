@@ -1,0 +1,95 @@
+"""What every object of one logged-on view of a mailbox shares.
+
+Theory of operation
+-------------------
+A :class:`StoreContext` binds a :class:`~mapi.storage.db.MailboxDB` to the user who
+opened it: it answers "may this user do X on folder F" (:mod:`mapi.permissions`),
+builds and parses entry ids for this store ([MS-OXCDATA] 2.2.4, see
+:mod:`mapi.entryid`), and hands out the clock. Folders, messages, attachments,
+streams and tables keep a reference to it; they take ``ctx.db.lock`` for every call
+(see the threading contract in :mod:`mapi.storage.db`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mapi import errors, permissions
+from mapi.entryid import EntryId, EntryKind, make_entryid, parse_entryid
+from mapi.limits import Limits
+from mapi.storage.db import MailboxDB
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A directory user as the store sees them."""
+
+    user_id: str
+    username: str
+    display_name: str
+    email: str
+
+
+class StoreContext:
+    """One user's view of one mailbox."""
+
+    def __init__(self, db: MailboxDB, *, user: Identity, owner: Identity) -> None:
+        self.db = db
+        self.user = user
+        self.owner = owner
+
+    @property
+    def limits(self) -> Limits:
+        return self.db.limits
+
+    @property
+    def uid(self) -> bytes:
+        """The provider UID of the store."""
+        return self.db.provider_uid
+
+    @property
+    def is_owner(self) -> bool:
+        return self.user.user_id == self.owner.user_id
+
+    def now(self) -> int:
+        """The current time as FILETIME."""
+        return self.db.clock()
+
+    # --- Permissions ---------------------------------------------------------------
+
+    def rights(self, folder_id: int) -> int:
+        """The rights of the acting user on a folder."""
+        if self.is_owner:
+            return permissions.ALL_RIGHTS | permissions.FOLDER_CONTACT
+        with self.db.reading() as conn:
+            return permissions.folder_rights(conn, folder_id, self.user.user_id)
+
+    def require(self, folder_id: int, right: int) -> None:
+        """Raise MAPI_E_NO_ACCESS unless the user holds ``right`` on the folder."""
+        if self.rights(folder_id) & right != right:
+            raise errors.NoAccess("permission denied")
+
+    # --- Entry ids -----------------------------------------------------------------
+
+    def folder_eid(self, folder_id: int) -> bytes:
+        return make_entryid(self.uid, EntryKind.FOLDER, folder_id)
+
+    def message_eid(self, message_id: int) -> bytes:
+        return make_entryid(self.uid, EntryKind.MESSAGE, message_id)
+
+    def store_eid(self) -> bytes:
+        return make_entryid(self.uid, EntryKind.STORE, 0)
+
+    def parse(self, entry_id: object, kind: EntryKind | None = None) -> EntryId:
+        """Parse an entry id of this store.
+
+        Raises:
+            InvalidEntryId: malformed, or not of ``kind``.
+            UnknownEntryId: it names another store.
+        """
+        eid = parse_entryid(entry_id)
+        if eid.provider_uid != self.uid:
+            raise errors.UnknownEntryId("entry id of another store")
+        if kind is not None and eid.kind != kind:
+            raise errors.InvalidEntryId(f"expected a {kind.name.lower()} entry id")
+        return eid

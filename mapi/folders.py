@@ -1,0 +1,666 @@
+"""Folders: the standard hierarchy, folder objects and their operations.
+
+Theory of operation
+-------------------
+[MS-OXCFOLD] 3.2.5 (RopCreateFolder, RopDeleteFolder, RopMoveFolder, RopCopyFolder,
+RopEmptyFolder, RopMoveCopyMessages, RopDeleteMessages, RopSetReadFlags,
+RopGetHierarchyTable, RopGetContentsTable) and [MS-OXOSFLD] (special folders).
+
+A mailbox is created on first use with the root folder, the IPM subtree ("Top of
+Information Store") and the special folders below it; each special folder has a
+*role* (``inbox``, ``deleted``...) so it is found without trusting display names.
+Folders are not transacted: every change commits at once in one SQLite transaction.
+Display names are unique among siblings, case-insensitively (MAPI_E_COLLISION).
+Special folders cannot be deleted, moved or renamed (MAPI_E_NO_ACCESS).
+
+A *soft* delete (of a folder or of messages) moves the objects into Deleted Items;
+inside Deleted Items, or with ``DELETE_HARD_DELETE``, deletion is final and cascades
+(subfolders, messages, recipients, attachments, embedded messages, chunks). Moving
+a folder below itself fails with MAPI_E_FOLDER_CYCLE. Deleting a folder that still
+has messages or subfolders needs ``DEL_MESSAGES`` / ``DEL_FOLDERS``
+(MAPI_E_HAS_MESSAGES / MAPI_E_HAS_FOLDERS otherwise).
+
+Counts are computed, never stored: PR_CONTENT_COUNT and PR_CONTENT_UNREAD are
+``count(*)`` over the ``(folder_id, ...)`` indexes, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any, Final
+
+from mapi import errors, permissions
+from mapi import proptags as pt
+from mapi import restrictions as rs
+from mapi.contents import ContentsTable
+from mapi.context import StoreContext
+from mapi.entryid import EntryKind, change_key, instance_key
+from mapi.objects import MapiObject
+from mapi.propbag import PropBag
+from mapi.properties import PropData, pack_props, unpack_props, validate
+from mapi.storage.messages import copy_message
+from mapi.tables import MemoryTable
+
+# RopDeleteFolder flags ([MS-OXCFOLD] 2.2.1.3.1).
+DEL_MESSAGES: Final = 0x01
+DEL_FOLDERS: Final = 0x04
+DELETE_HARD_DELETE: Final = 0x10
+# Hierarchy table flags.
+CONVENIENT_DEPTH: Final = 0x01
+
+FOLDER_SELECT: Final = (
+    "id, parent_id, name, folder_type, role, created, modified, change_num, props"
+)
+
+#: (role, parent role, display name, container class, folder type)
+STANDARD_FOLDERS: Final = (
+    ("root", None, "", None, pt.FOLDER_ROOT),
+    ("ipm_subtree", "root", "Top of Information Store", None, pt.FOLDER_GENERIC),
+    ("inbox", "ipm_subtree", "Inbox", "IPF.Note", pt.FOLDER_GENERIC),
+    ("outbox", "ipm_subtree", "Outbox", "IPF.Note", pt.FOLDER_GENERIC),
+    ("sent", "ipm_subtree", "Sent Items", "IPF.Note", pt.FOLDER_GENERIC),
+    ("deleted", "ipm_subtree", "Deleted Items", "IPF.Note", pt.FOLDER_GENERIC),
+    ("drafts", "ipm_subtree", "Drafts", "IPF.Note", pt.FOLDER_GENERIC),
+    ("calendar", "ipm_subtree", "Calendar", "IPF.Appointment", pt.FOLDER_GENERIC),
+    ("contacts", "ipm_subtree", "Contacts", "IPF.Contact", pt.FOLDER_GENERIC),
+    ("tasks", "ipm_subtree", "Tasks", "IPF.Task", pt.FOLDER_GENERIC),
+    ("notes", "ipm_subtree", "Notes", "IPF.StickyNote", pt.FOLDER_GENERIC),
+    ("journal", "ipm_subtree", "Journal", "IPF.Journal", pt.FOLDER_GENERIC),
+)
+
+#: Special-folder entry ids published on the root folder and the Inbox.
+ROLE_TAGS: Final = {
+    pt.PR_IPM_APPOINTMENT_ENTRYID: "calendar",
+    pt.PR_IPM_CONTACT_ENTRYID: "contacts",
+    pt.PR_IPM_JOURNAL_ENTRYID: "journal",
+    pt.PR_IPM_NOTE_ENTRYID: "notes",
+    pt.PR_IPM_TASK_ENTRYID: "tasks",
+    pt.PR_IPM_DRAFTS_ENTRYID: "drafts",
+}
+
+HIERARCHY_COLUMNS: Final = (
+    pt.PR_ENTRYID,
+    pt.PR_INSTANCE_KEY,
+    pt.PR_DISPLAY_NAME_W,
+    pt.PR_CONTENT_COUNT,
+    pt.PR_CONTENT_UNREAD,
+    pt.PR_SUBFOLDERS,
+    pt.PR_DEPTH,
+)
+
+
+def ensure_standard_folders(conn: sqlite3.Connection, now: int) -> None:
+    """Create the standard folders if the mailbox has none (inside a transaction)."""
+    if conn.execute("SELECT 1 FROM folders WHERE role = 'root'").fetchone():
+        return
+    ids: dict[str, int] = {}
+    for role, parent, name, klass, ftype in STANDARD_FOLDERS:
+        props: dict[int, PropData] = {} if klass is None else {pt.PR_CONTAINER_CLASS_W: klass}
+        ids[role] = conn.execute(
+            "INSERT INTO folders(parent_id, name, folder_type, role, created, modified,"
+            " change_num, props) VALUES (?, ?, ?, ?, ?, ?, 0, ?) RETURNING id",
+            (ids.get(parent) if parent else None, name, ftype, role, now, now, pack_props(props)),
+        ).fetchone()[0]
+
+
+def role_folder(conn: sqlite3.Connection, role: str) -> int:
+    """The id of the special folder with ``role``."""
+    row = conn.execute("SELECT id FROM folders WHERE role = ?", (role,)).fetchone()
+    if row is None:
+        raise errors.NotFound(f"no {role} folder")
+    return int(row[0])
+
+
+def _row(conn: sqlite3.Connection, folder_id: int) -> Sequence[Any]:
+    row = conn.execute(f"SELECT {FOLDER_SELECT} FROM folders WHERE id = ?", (folder_id,)).fetchone()
+    if row is None:
+        raise errors.ObjectDeleted(f"folder {folder_id} does not exist")
+    return tuple(row)
+
+
+def _ancestors(conn: sqlite3.Connection, folder_id: int) -> list[int]:
+    rows = conn.execute(
+        "WITH RECURSIVE up(id, parent_id) AS ("
+        " SELECT id, parent_id FROM folders WHERE id = ?"
+        " UNION ALL SELECT f.id, f.parent_id FROM folders f JOIN up ON f.id = up.parent_id)"
+        " SELECT id FROM up",
+        (folder_id,),
+    )
+    return [int(r[0]) for r in rows]
+
+
+def _subtree_height(conn: sqlite3.Connection, folder_id: int) -> int:
+    row = conn.execute(
+        "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0"
+        " UNION ALL SELECT f.id, down.depth + 1 FROM folders f JOIN down ON f.parent_id = down.id)"
+        " SELECT max(depth) FROM down",
+        (folder_id,),
+    ).fetchone()
+    return int(row[0])
+
+
+def _unique_name(conn: sqlite3.Connection, parent: int, name: str) -> str:
+    candidate, n = name, 1
+    while conn.execute(
+        "SELECT 1 FROM folders WHERE parent_id = ? AND name = ?", (parent, candidate)
+    ).fetchone():
+        n += 1
+        candidate = f"{name} ({n})"
+    return candidate
+
+
+def _check_name(name: object, limits: Any) -> str:
+    if not isinstance(name, str) or not 0 < len(name) <= limits.max_folder_name_chars:
+        raise errors.InvalidParameter("bad folder name")
+    if "\x00" in name:
+        raise errors.InvalidParameter("folder name contains NUL")
+    return name
+
+
+def folder_props(
+    ctx: StoreContext, conn: sqlite3.Connection, row: Sequence[Any]
+) -> dict[int, PropData]:
+    """Stored and computed properties of a folder row (FOLDER_SELECT order)."""
+    fid = int(row[0])
+    props = unpack_props(row[8])
+    count, unread, size = conn.execute(
+        "SELECT count(*), coalesce(sum((flags & 1) = 0), 0), coalesce(sum(size), 0)"
+        " FROM messages WHERE folder_id = ?",
+        (fid,),
+    ).fetchone()
+    children = conn.execute("SELECT count(*) FROM folders WHERE parent_id = ?", (fid,)).fetchone()[
+        0
+    ]
+    eid = ctx.folder_eid(fid)
+    props.update(
+        {
+            pt.PR_DISPLAY_NAME_W: row[2],
+            pt.PR_ENTRYID: eid,
+            pt.PR_RECORD_KEY: eid,
+            pt.PR_INSTANCE_KEY: instance_key(fid),
+            pt.PR_STORE_ENTRYID: ctx.store_eid(),
+            pt.PR_STORE_RECORD_KEY: ctx.uid,
+            pt.PR_MAPPING_SIGNATURE: ctx.uid,
+            pt.PR_OBJECT_TYPE: pt.MAPI_FOLDER,
+            pt.PR_FOLDER_TYPE: row[3],
+            pt.PR_CONTENT_COUNT: count,
+            pt.PR_CONTENT_UNREAD: unread,
+            pt.PR_ASSOC_CONTENT_COUNT: 0,
+            pt.PR_SUBFOLDERS: children > 0,
+            pt.PR_FOLDER_CHILD_COUNT: children,
+            pt.PR_CREATION_TIME: row[5],
+            pt.PR_LAST_MODIFICATION_TIME: row[6],
+            pt.PR_CHANGE_KEY: change_key(ctx.uid, int(row[7])),
+            pt.PR_MESSAGE_SIZE: min(size, 0x7FFFFFFF),
+            pt.PR_MESSAGE_SIZE_EXTENDED: size,
+        }
+    )
+    if row[1] is not None:
+        props[pt.PR_PARENT_ENTRYID] = ctx.folder_eid(int(row[1]))
+    if row[4] in ("root", "inbox"):
+        for tag, role in ROLE_TAGS.items():
+            props[tag] = ctx.folder_eid(role_folder(conn, role))
+    return props
+
+
+_COMPUTED_TAGS: Final = (
+    pt.PR_ENTRYID, pt.PR_RECORD_KEY, pt.PR_INSTANCE_KEY, pt.PR_STORE_ENTRYID,
+    pt.PR_STORE_RECORD_KEY, pt.PR_MAPPING_SIGNATURE, pt.PR_OBJECT_TYPE, pt.PR_FOLDER_TYPE,
+    pt.PR_CONTENT_COUNT, pt.PR_CONTENT_UNREAD, pt.PR_ASSOC_CONTENT_COUNT, pt.PR_SUBFOLDERS,
+    pt.PR_FOLDER_CHILD_COUNT, pt.PR_CREATION_TIME, pt.PR_LAST_MODIFICATION_TIME,
+    pt.PR_CHANGE_KEY, pt.PR_MESSAGE_SIZE, pt.PR_PARENT_ENTRYID, pt.PR_ACCESS, pt.PR_RIGHTS,
+    pt.PR_DEPTH, *ROLE_TAGS,
+)  # fmt: skip
+
+
+class Folder(MapiObject):
+    """An open folder. Changes commit immediately."""
+
+    computed_ids = frozenset(pt.prop_id(t) for t in _COMPUTED_TAGS)
+
+    def __init__(self, ctx: StoreContext, folder_id: int) -> None:
+        super().__init__(ctx)
+        self.folder_id = folder_id
+        with ctx.db.reading() as conn:
+            self._role: str | None = _row(conn, folder_id)[4]
+
+    @property
+    def entry_id(self) -> bytes:
+        return self._ctx.folder_eid(self.folder_id)
+
+    @property
+    def role(self) -> str | None:
+        """The special-folder role, or None for a user folder."""
+        return self._role
+
+    # --- MapiObject hooks ----------------------------------------------------------------
+
+    def _begin(self) -> None:
+        self._cache: dict[int, PropData] | None = None
+
+    def _props(self) -> dict[int, PropData]:
+        cached: dict[int, PropData] | None = getattr(self, "_cache", None)
+        if cached is not None:
+            return cached
+        with self._ctx.db.reading() as conn:
+            props = folder_props(self._ctx, conn, _row(conn, self.folder_id))
+        rights = self._ctx.rights(self.folder_id)
+        props[pt.PR_RIGHTS] = rights
+        access = pt.MAPI_ACCESS_READ
+        if rights & permissions.FOLDER_OWNER:
+            access |= pt.MAPI_ACCESS_MODIFY | pt.MAPI_ACCESS_DELETE
+        if rights & permissions.CREATE_SUBFOLDER:
+            access |= pt.MAPI_ACCESS_CREATE_HIERARCHY
+        if rights & permissions.CREATE:
+            access |= pt.MAPI_ACCESS_CREATE_CONTENTS
+        props[pt.PR_ACCESS] = access
+        self._cache = props
+        return props
+
+    def _bag(self) -> PropBag:
+        props = self._props()
+        return PropBag({t: v for t, v in props.items() if not self._is_computed(t)})
+
+    def _computed(self, tag: int) -> PropData | None:
+        return self._props().get(tag)
+
+    def _computed_tags(self) -> list[int]:
+        return [t for t in self._props() if self._is_computed(t)]
+
+    def _read_large(self, tag: int, length: int) -> bytes:  # pragma: no cover - none stored
+        raise errors.NotFound()
+
+    def _check_writable(self) -> None:
+        self._ctx.require(self.folder_id, permissions.FOLDER_OWNER)
+
+    def _apply(self, sets: list[tuple[int, PropData]], deletes: list[int]) -> None:
+        with self._ctx.db.transaction() as conn:
+            row = _row(conn, self.folder_id)
+            props = unpack_props(row[8])
+            for tag in deletes:
+                if tag == pt.PR_DISPLAY_NAME_W:
+                    continue  # a folder always has a name
+                props.pop(tag, None)
+            for tag, value in sets:
+                if tag == pt.PR_DISPLAY_NAME_W:
+                    self._rename(conn, row, value)
+                else:
+                    props[tag] = value
+            conn.execute(
+                "UPDATE folders SET props = ?, modified = ?, change_num = ? WHERE id = ?",
+                (pack_props(props), self._ctx.now(), self._ctx.db.next_change_number(conn),
+                 self.folder_id),
+            )  # fmt: skip
+
+    def _rename(self, conn: sqlite3.Connection, row: Sequence[Any], name: object) -> None:
+        name = _check_name(name, self._ctx.limits)
+        if row[4] is not None:
+            raise errors.NoAccess("special folders cannot be renamed")
+        clash = conn.execute(
+            "SELECT 1 FROM folders WHERE parent_id = ? AND name = ? AND id <> ?",
+            (row[1], name, self.folder_id),
+        ).fetchone()
+        if clash:
+            raise errors.Collision(f"a sibling folder is named {name!r}")
+        conn.execute("UPDATE folders SET name = ? WHERE id = ?", (name, self.folder_id))
+
+    def rename(self, name: str) -> None:
+        """Rename the folder.
+
+        Raises:
+            Collision: a sibling has that name. NoAccess: a special folder.
+        """
+        with self._ctx.db.lock:
+            self._check_open()
+            self._check_writable()
+            self._apply([(pt.PR_DISPLAY_NAME_W, name)], [])
+
+    # --- Subfolders --------------------------------------------------------------------------
+
+    def create_folder(
+        self,
+        name: str,
+        *,
+        comment: str | None = None,
+        container_class: str | None = None,
+        open_if_exists: bool = False,
+    ) -> Folder:
+        """Create a generic subfolder (or open it with ``open_if_exists``).
+
+        Raises:
+            Collision: a subfolder has that name (without ``open_if_exists``).
+            TooComplex: the hierarchy would be too deep. NoAccess: no CREATE_SUBFOLDER.
+        """
+        with self._ctx.db.lock:
+            self._check_open()
+            name = _check_name(name, self._ctx.limits)
+            self._ctx.require(self.folder_id, permissions.CREATE_SUBFOLDER)
+            props: dict[int, PropData] = {}
+            if comment is not None:
+                props[pt.PR_COMMENT_W] = validate(pt.PR_COMMENT_W, comment, self._ctx.limits)
+            if container_class is not None:
+                props[pt.PR_CONTAINER_CLASS_W] = validate(
+                    pt.PR_CONTAINER_CLASS_W, container_class, self._ctx.limits
+                )
+            with self._ctx.db.transaction() as conn:
+                existing = conn.execute(
+                    "SELECT id FROM folders WHERE parent_id = ? AND name = ?",
+                    (self.folder_id, name),
+                ).fetchone()
+                if existing is not None:
+                    if open_if_exists:
+                        return Folder(self._ctx, int(existing[0]))
+                    raise errors.Collision(f"a subfolder is named {name!r}")
+                if len(_ancestors(conn, self.folder_id)) > self._ctx.limits.max_folder_depth:
+                    raise errors.TooComplex("folder hierarchy too deep")
+                now = self._ctx.now()
+                new_id = conn.execute(
+                    "INSERT INTO folders(parent_id, name, folder_type, role, created, modified,"
+                    " change_num, props) VALUES (?, ?, ?, NULL, ?, ?, ?, ?) RETURNING id",
+                    (self.folder_id, name, pt.FOLDER_GENERIC, now, now,
+                     self._ctx.db.next_change_number(conn), pack_props(props)),
+                ).fetchone()[0]  # fmt: skip
+            return Folder(self._ctx, int(new_id))
+
+    def _child(self, conn: sqlite3.Connection, entry_id: bytes) -> Sequence[Any]:
+        fid = self._ctx.parse(entry_id, EntryKind.FOLDER).object_id
+        row = conn.execute(f"SELECT {FOLDER_SELECT} FROM folders WHERE id = ?", (fid,)).fetchone()
+        if row is None or row[1] != self.folder_id:
+            raise errors.NotFound("no such subfolder")
+        return tuple(row)
+
+    def delete_folder(self, entry_id: bytes, flags: int = 0) -> None:
+        """Delete a subfolder: into Deleted Items, or for good (see module docstring).
+
+        Raises:
+            NotFound, HasMessages, HasFolders, NoAccess, UnknownFlags.
+        """
+        with self._ctx.db.lock:
+            self._check_open()
+            if flags & ~(DEL_MESSAGES | DEL_FOLDERS | DELETE_HARD_DELETE):
+                raise errors.UnknownFlags(f"0x{flags:X}")
+            with self._ctx.db.transaction() as conn:
+                row = self._child(conn, entry_id)
+                fid = int(row[0])
+                self._ctx.require(fid, permissions.FOLDER_OWNER)
+                if row[4] is not None:
+                    raise errors.NoAccess("special folders cannot be deleted")
+                if (
+                    not flags & DEL_MESSAGES
+                    and conn.execute(
+                        "SELECT 1 FROM messages WHERE folder_id = ? LIMIT 1", (fid,)
+                    ).fetchone()
+                ):
+                    raise errors.HasMessages("the folder has messages")
+                if (
+                    not flags & DEL_FOLDERS
+                    and conn.execute(
+                        "SELECT 1 FROM folders WHERE parent_id = ? LIMIT 1", (fid,)
+                    ).fetchone()
+                ):
+                    raise errors.HasFolders("the folder has subfolders")
+                deleted = role_folder(conn, "deleted")
+                if flags & DELETE_HARD_DELETE or deleted in _ancestors(conn, self.folder_id):
+                    conn.execute("DELETE FROM folders WHERE id = ?", (fid,))
+                else:
+                    name = _unique_name(conn, deleted, str(row[2]))
+                    conn.execute(
+                        "UPDATE folders SET parent_id = ?, name = ? WHERE id = ?",
+                        (deleted, name, fid),
+                    )
+
+    def copy_folder(
+        self,
+        entry_id: bytes,
+        dest: Folder,
+        new_name: str | None = None,
+        *,
+        move: bool = False,
+        recursive: bool = True,
+    ) -> Folder:
+        """Copy or move a subfolder into ``dest``; return the folder at its new place.
+
+        Raises:
+            NotFound, Collision, FolderCycle, NoAccess.
+        """
+        with self._ctx.db.lock:
+            self._check_open()
+            dest._check_open()
+            with self._ctx.db.transaction() as conn:
+                row = self._child(conn, entry_id)
+                fid = int(row[0])
+                name = _check_name(new_name, self._ctx.limits) if new_name else str(row[2])
+                self._ctx.require(fid, permissions.FOLDER_OWNER if move else permissions.READ_ANY)
+                self._ctx.require(dest.folder_id, permissions.CREATE_SUBFOLDER)
+                _row(conn, dest.folder_id)
+                if move and row[4] is not None:
+                    raise errors.NoAccess("special folders cannot be moved")
+                if fid in _ancestors(conn, dest.folder_id):
+                    raise errors.FolderCycle("cannot put a folder below itself")
+                if conn.execute(
+                    "SELECT 1 FROM folders WHERE parent_id = ? AND name = ? AND id <> ?",
+                    (dest.folder_id, name, fid),
+                ).fetchone():
+                    raise errors.Collision(f"a folder in the destination is named {name!r}")
+                depth = len(_ancestors(conn, dest.folder_id)) + _subtree_height(conn, fid)
+                if depth > self._ctx.limits.max_folder_depth:
+                    raise errors.TooComplex("folder hierarchy too deep")
+                if move:
+                    conn.execute(
+                        "UPDATE folders SET parent_id = ?, name = ? WHERE id = ?",
+                        (dest.folder_id, name, fid),
+                    )
+                    new_id = fid
+                else:
+                    new_id = self._copy_tree(conn, fid, dest.folder_id, name, recursive)
+            return Folder(self._ctx, new_id)
+
+    def _copy_tree(
+        self, conn: sqlite3.Connection, src: int, parent: int, name: str, recursive: bool
+    ) -> int:
+        cn = self._ctx.db.next_change_number(conn)
+        now = self._ctx.now()
+        new_id = int(
+            conn.execute(
+                "INSERT INTO folders(parent_id, name, folder_type, role, created, modified,"
+                " change_num, props) SELECT ?, ?, folder_type, NULL, ?, ?, ?, props"
+                " FROM folders WHERE id = ? RETURNING id",
+                (parent, name, now, now, cn, src),
+            ).fetchone()[0]
+        )
+        for (mid,) in conn.execute(
+            "SELECT id FROM messages WHERE folder_id = ?", (src,)
+        ).fetchall():
+            copy_message(conn, mid, change_num=cn, folder_id=new_id)
+        if recursive:
+            children = conn.execute(
+                "SELECT id, name FROM folders WHERE parent_id = ?", (src,)
+            ).fetchall()
+            for child, child_name in children:
+                self._copy_tree(conn, child, new_id, child_name, True)
+        return new_id
+
+    def empty_folder(self, flags: int = 0) -> None:
+        """Delete every message and subfolder for good ([MS-OXCFOLD] RopEmptyFolder)."""
+        with self._ctx.db.lock:
+            self._check_open()
+            if flags & ~DELETE_HARD_DELETE:
+                raise errors.UnknownFlags(f"0x{flags:X}")
+            self._ctx.require(self.folder_id, permissions.DELETE_ANY)
+            with self._ctx.db.transaction() as conn:
+                _row(conn, self.folder_id)
+                conn.execute("DELETE FROM messages WHERE folder_id = ?", (self.folder_id,))
+                conn.execute(
+                    "DELETE FROM folders WHERE parent_id = ? AND role IS NULL", (self.folder_id,)
+                )
+
+    # --- Messages ------------------------------------------------------------------------------
+
+    def create_message(self) -> Any:
+        """A new, unsaved message in this folder (a :class:`mapi.messages.Message`).
+
+        Raises:
+            NoAccess: no CREATE right.
+        """
+        from mapi.messages import Message
+
+        with self._ctx.db.lock:
+            self._check_open()
+            self._ctx.require(self.folder_id, permissions.CREATE)
+            return Message.new(self._ctx, self.folder_id)
+
+    def _message_ids(
+        self, conn: sqlite3.Connection, entry_ids: Sequence[bytes]
+    ) -> tuple[list[int], bool]:
+        if len(entry_ids) > self._ctx.limits.max_ids_per_call:
+            raise errors.InvalidParameter("too many entry ids")
+        found, partial = [], False
+        for eid in entry_ids:
+            mid = self._ctx.parse(eid, EntryKind.MESSAGE).object_id
+            row = conn.execute("SELECT folder_id FROM messages WHERE id = ?", (mid,)).fetchone()
+            if row is None or row[0] != self.folder_id:
+                partial = True
+            else:
+                found.append(mid)
+        return found, partial
+
+    def delete_messages(self, entry_ids: Sequence[bytes], *, hard: bool = False) -> int:
+        """Delete messages of this folder (soft: into Deleted Items).
+
+        Returns:
+            0, or MAPI_W_PARTIAL_COMPLETION when some ids were not in this folder.
+        """
+        with self._ctx.db.lock:
+            self._check_open()
+            self._ctx.require(self.folder_id, permissions.DELETE_ANY)
+            with self._ctx.db.transaction() as conn:
+                ids, partial = self._message_ids(conn, entry_ids)
+                deleted = role_folder(conn, "deleted")
+                for mid in ids:
+                    if hard or self.folder_id == deleted:
+                        conn.execute("DELETE FROM messages WHERE id = ?", (mid,))
+                    else:
+                        conn.execute(
+                            "UPDATE messages SET folder_id = ? WHERE id = ?", (deleted, mid)
+                        )
+            return int(errors.MAPI_W_PARTIAL_COMPLETION) if partial else 0
+
+    def copy_messages(self, entry_ids: Sequence[bytes], dest: Folder, *, move: bool = False) -> int:
+        """Copy or move messages of this folder into ``dest`` (moves keep entry ids).
+
+        Returns:
+            0, or MAPI_W_PARTIAL_COMPLETION when some ids were not in this folder.
+        """
+        with self._ctx.db.lock:
+            self._check_open()
+            self._ctx.require(self.folder_id, permissions.READ_ANY)
+            if move:
+                self._ctx.require(self.folder_id, permissions.DELETE_ANY)
+            self._ctx.require(dest.folder_id, permissions.CREATE)
+            with self._ctx.db.transaction() as conn:
+                _row(conn, dest.folder_id)
+                ids, partial = self._message_ids(conn, entry_ids)
+                cn = self._ctx.db.next_change_number(conn)
+                for mid in ids:
+                    if move:
+                        conn.execute(
+                            "UPDATE messages SET folder_id = ? WHERE id = ?", (dest.folder_id, mid)
+                        )
+                    else:
+                        copy_message(conn, mid, change_num=cn, folder_id=dest.folder_id)
+            return int(errors.MAPI_W_PARTIAL_COMPLETION) if partial else 0
+
+    def set_read_flags(
+        self, entry_ids: Sequence[bytes] | None = None, *, clear: bool = False
+    ) -> int:
+        """Set (or clear) MSGFLAG_READ on messages (None: every message of the folder)."""
+        with self._ctx.db.lock:
+            self._check_open()
+            self._ctx.require(self.folder_id, permissions.READ_ANY)
+            op = "flags & ~1" if clear else "flags | 1"
+            with self._ctx.db.transaction() as conn:
+                if entry_ids is None:
+                    conn.execute(
+                        f"UPDATE messages SET flags = {op} WHERE folder_id = ?", (self.folder_id,)
+                    )
+                    return 0
+                ids, partial = self._message_ids(conn, entry_ids)
+                for mid in ids:
+                    conn.execute(f"UPDATE messages SET flags = {op} WHERE id = ?", (mid,))
+            return int(errors.MAPI_W_PARTIAL_COMPLETION) if partial else 0
+
+    # --- Tables ----------------------------------------------------------------------------------
+
+    def contents_table(self) -> ContentsTable:
+        """The contents table of this folder.
+
+        Raises:
+            NoAccess: no READ_ANY right.
+        """
+        with self._ctx.db.lock:
+            self._check_open()
+            self._ctx.require(self.folder_id, permissions.READ_ANY)
+            return ContentsTable(self._ctx, self.folder_id)
+
+    def hierarchy_table(self, flags: int = 0) -> MemoryTable:
+        """The subfolders (all descendants with CONVENIENT_DEPTH), with PR_DEPTH."""
+        with self._ctx.db.lock:
+            self._check_open()
+            if flags & ~CONVENIENT_DEPTH:
+                raise errors.UnknownFlags(f"0x{flags:X}")
+            ctx, root = self._ctx, self.folder_id
+            deep = bool(flags & CONVENIENT_DEPTH)
+
+            def load() -> list[tuple[int, rs.DictRow]]:
+                out: list[tuple[int, rs.DictRow]] = []
+                with ctx.db.reading() as conn:
+                    self._walk(conn, root, 1, deep, out)
+                return out
+
+            return MemoryTable(ctx, HIERARCHY_COLUMNS, load, lambda: ctx.db.generation)
+
+    def _walk(
+        self, conn: sqlite3.Connection, parent: int, depth: int, deep: bool,
+        out: list[tuple[int, rs.DictRow]],
+    ) -> None:  # fmt: skip
+        rows = conn.execute(
+            f"SELECT {FOLDER_SELECT} FROM folders WHERE parent_id = ? ORDER BY name, id", (parent,)
+        ).fetchall()
+        for row in rows:
+            fid = int(row[0])
+            if not self._ctx.rights(fid) & permissions.FOLDER_VISIBLE:
+                continue
+            props = folder_props(self._ctx, conn, row)
+            props[pt.PR_DEPTH] = depth
+            out.append((fid, rs.DictRow(props)))
+            if deep and depth < self._ctx.limits.max_folder_depth:
+                self._walk(conn, fid, depth + 1, deep, out)
+
+    # --- Permissions ------------------------------------------------------------------------------
+
+    def get_permissions(self) -> list[tuple[str, int]]:
+        """The ACL rows of this folder as (member, rights)."""
+        with self._ctx.db.lock:
+            self._check_open()
+            self._ctx.require(self.folder_id, permissions.FOLDER_VISIBLE)
+            with self._ctx.db.reading() as conn:
+                return permissions.members(conn, self.folder_id)
+
+    def set_permission(self, member: str, rights: int) -> None:
+        """Grant ``rights`` to ``member`` (a user id or "default"); 0 revokes.
+
+        Raises:
+            NoAccess: the caller is not a folder owner.
+        """
+        with self._ctx.db.lock:
+            self._check_open()
+            self._ctx.require(self.folder_id, permissions.FOLDER_OWNER)
+            if not isinstance(member, str) or not member:
+                raise errors.InvalidParameter("bad member")
+            with self._ctx.db.transaction() as conn:
+                permissions.set_member(conn, self.folder_id, member, rights)
+
+    def close(self) -> None:
+        """Release the folder object."""
+        self._closed = True

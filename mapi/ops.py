@@ -1,0 +1,611 @@
+"""The operations of an ``execute`` batch, run against a session's handle table.
+
+Theory of operation
+-------------------
+An ``execute`` call carries a list of operations, like the ROP buffers of
+[MS-OXCROPS]: ``[name, args]`` pairs where ``args`` is a map. Objects the server
+opens (stores, folders, messages, attachments, tables, streams) live in the
+session's :class:`HandleTable` under a small integer that the *client* chooses
+(``"out"``, like a ROP's OutputHandleIndex), so one batch can open a folder, get its
+contents table, set columns, sort and read 50 rows in a single round trip: later
+operations name earlier results by their handle (``"h"``).
+
+Every operation answers ``[hresult, value]``. A failing operation reports its MAPI
+error and the batch goes on (as ROPs do); an operation on a handle whose opening
+failed gets MAPI_E_INVALID_OBJECT. Malformed arguments give
+MAPI_E_INVALID_PARAMETER; nothing here raises anything but :class:`MapiError`.
+
+This module is synchronous and imports no networking: the service runs a whole
+batch in one worker thread, under the session's lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from mapi import errors
+from mapi import restrictions as rs
+from mapi.folders import Folder
+from mapi.limits import Limits
+from mapi.messages import KEEP_OPEN_READWRITE, Attachment, Message
+from mapi.named import PropName
+from mapi.objects import MapiObject
+from mapi.properties import PropProblem, PropValue
+from mapi.store import MsgStore, Session
+from mapi.streams import PropStream
+from mapi.tables import BOOKMARK_CURRENT, Table
+
+#: Most operations in one batch.
+MAX_OPS: Final = 512
+#: Most objects open at once in one session.
+MAX_HANDLES: Final = 4096
+#: Largest chunk one stream read returns.
+MAX_READ: Final = 1 << 20
+
+Args = dict[str, Any]
+
+
+class HandleTable:
+    """The objects a session holds open, by client-chosen handle number."""
+
+    def __init__(self, limit: int = MAX_HANDLES) -> None:
+        self.limit = limit
+        self._objects: dict[int, object] = {}
+
+    def get(self, handle: object, kind: type | tuple[type, ...]) -> Any:
+        if not isinstance(handle, int) or isinstance(handle, bool):
+            raise errors.InvalidParameter("handle must be an integer")
+        obj = self._objects.get(handle)
+        if obj is None:
+            raise errors.InvalidObject(f"no object at handle {handle}")
+        if not isinstance(obj, kind):
+            raise errors.InvalidObject(f"handle {handle} is a {type(obj).__name__}")
+        return obj
+
+    def put(self, handle: object, obj: object) -> int:
+        if not isinstance(handle, int) or isinstance(handle, bool) or handle < 0:
+            raise errors.InvalidParameter("out must be a non-negative integer")
+        if handle in self._objects:
+            self.release(handle)  # reuse replaces, as a ROP output handle does
+        elif len(self._objects) >= self.limit:
+            _close(obj)
+            raise errors.NotEnoughResources(f"more than {self.limit} open objects")
+        self._objects[handle] = obj
+        return handle
+
+    def release(self, handle: int) -> None:
+        obj = self._objects.pop(handle, None)
+        if obj is not None:
+            _close(obj)
+
+    def clear(self) -> None:
+        for handle in list(self._objects):
+            self.release(handle)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+
+def _close(obj: object) -> None:
+    close = getattr(obj, "close", None)
+    if close is not None and not isinstance(obj, Session):
+        with contextlib.suppress(errors.MapiError):  # releasing must always succeed
+            close()
+
+
+# -- argument checking ---------------------------------------------------------------------
+
+
+def _arg(args: Args, name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    value = args.get(name, default)
+    if value is ...:
+        raise errors.InvalidParameter(f"missing argument {name!r}")
+    if value is default and default is not ...:
+        return value
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise errors.InvalidParameter(f"argument {name!r} has the wrong type")
+    return value
+
+
+def _ints(args: Args, name: str, default: Any = ...) -> Any:
+    values = _arg(args, name, list, default)
+    if values is None:
+        return None
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise errors.InvalidParameter(f"argument {name!r} must be a list of integers")
+    return values
+
+
+def _bytes_list(args: Args, name: str) -> list[bytes]:
+    values = _arg(args, name, list)
+    if not all(isinstance(v, bytes) for v in values):
+        raise errors.InvalidParameter(f"argument {name!r} must be a list of entry ids")
+    return values  # type: ignore[no-any-return]
+
+
+def _props(args: Args) -> list[tuple[int, object]]:
+    values = _arg(args, "props", list)
+    out = []
+    for item in values:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int)):
+            raise errors.InvalidParameter("props must be [tag, value] pairs")
+        out.append((item[0], item[1]))
+    return out
+
+
+def _sort(args: Args) -> list[tuple[int, bool]]:
+    keys = _arg(args, "keys", list)
+    out = []
+    for key in keys:
+        if not (
+            isinstance(key, list)
+            and len(key) == 2
+            and isinstance(key[0], int)
+            and isinstance(key[1], bool)
+        ):
+            raise errors.InvalidParameter("sort keys must be [tag, descending] pairs")
+        out.append((key[0], key[1]))
+    return out
+
+
+def _names(args: Args) -> list[PropName]:
+    out = []
+    for item in _arg(args, "names", list):
+        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], bytes)):
+            raise errors.InvalidParameter("names must be [guid, kind, lid-or-name] triples")
+        guid, kind, value = item
+        if kind == 0 and isinstance(value, int) and not isinstance(value, bool):
+            out.append(PropName.by_id(guid, value))
+        elif kind == 1 and isinstance(value, str):
+            out.append(PropName.by_name(guid, value))
+        else:
+            raise errors.InvalidParameter("a name is [guid, 0, lid] or [guid, 1, name]")
+    return out
+
+
+# -- encoding of results -------------------------------------------------------------------
+
+
+def _values(values: Sequence[PropValue]) -> list[list[Any]]:
+    return [[v.tag, v.value] for v in values]
+
+
+def _problems(problems: Sequence[PropProblem]) -> list[list[int]]:
+    return [[p.index, p.tag, p.hresult] for p in problems]
+
+
+# -- the operations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What an operation runs against."""
+
+    session: Session
+    handles: HandleTable
+    limits: Limits
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """An operation's answer when it is not plain success (0)."""
+
+    hresult: int
+    value: Any
+
+
+Op = Callable[[Context, Args], Any]
+OPS: dict[str, Op] = {}
+
+
+def op(name: str) -> Callable[[Op], Op]:
+    def register(fn: Op) -> Op:
+        OPS[name] = fn
+        return fn
+
+    return register
+
+
+def _target(ctx: Context, args: Args, kind: type | tuple[type, ...]) -> Any:
+    return ctx.handles.get(args.get("h"), kind)
+
+
+def _opened(ctx: Context, args: Args, obj: object) -> int:
+    return ctx.handles.put(args.get("out"), obj)
+
+
+@op("release")
+def _release(ctx: Context, args: Args) -> None:
+    for handle in _ints(args, "handles"):
+        ctx.handles.release(handle)
+
+
+@op("open_store")
+def _open_store(ctx: Context, args: Args) -> int:
+    owner = _arg(args, "owner", str, None)
+    return _opened(ctx, args, ctx.session.open_store(owner))
+
+
+# properties (any object)
+
+
+@op("get_props")
+def _get_props(ctx: Context, args: Args) -> Result:
+    result = _target(ctx, args, MapiObject).get_props(_ints(args, "tags", None))
+    return Result(result.hresult, _values(result.values))
+
+
+@op("set_props")
+def _set_props(ctx: Context, args: Args) -> list[list[int]]:
+    return _problems(_target(ctx, args, MapiObject).set_props(_props(args)))
+
+
+@op("delete_props")
+def _delete_props(ctx: Context, args: Args) -> list[list[int]]:
+    return _problems(_target(ctx, args, MapiObject).delete_props(_ints(args, "tags")))
+
+
+@op("get_prop_list")
+def _get_prop_list(ctx: Context, args: Args) -> list[int]:
+    return _target(ctx, args, MapiObject).get_prop_list()  # type: ignore[no-any-return]
+
+
+# the message store
+
+
+@op("special_folder")
+def _special_folder(ctx: Context, args: Args) -> bytes:
+    store = _target(ctx, args, MsgStore)
+    return store.special_folder_id(_arg(args, "role", str))  # type: ignore[no-any-return]
+
+
+@op("open_folder")
+def _open_folder(ctx: Context, args: Args) -> int:
+    store = _target(ctx, args, MsgStore)
+    return _opened(ctx, args, store.open_folder(_arg(args, "eid", bytes)))
+
+
+@op("open_message")
+def _open_message(ctx: Context, args: Args) -> int:
+    store = _target(ctx, args, MsgStore)
+    writable = _arg(args, "write", bool, False)
+    return _opened(ctx, args, store.open_message(_arg(args, "eid", bytes), writable=writable))
+
+
+@op("get_ids_from_names")
+def _get_ids_from_names(ctx: Context, args: Args) -> list[int]:
+    store = _target(ctx, args, MsgStore)
+    create = _arg(args, "create", bool, False)
+    return store.get_ids_from_names(_names(args), create=create)  # type: ignore[no-any-return]
+
+
+@op("get_names_from_ids")
+def _get_names_from_ids(ctx: Context, args: Args) -> list[list[Any] | None]:
+    store = _target(ctx, args, MsgStore)
+    names = store.get_names_from_ids(_ints(args, "ids"))
+    return [
+        None if n is None else [n.guid, n.kind, n.lid if n.kind == 0 else n.name] for n in names
+    ]
+
+
+# folders
+
+
+@op("create_folder")
+def _create_folder(ctx: Context, args: Args) -> int:
+    folder = _target(ctx, args, Folder).create_folder(
+        _arg(args, "name", str),
+        comment=_arg(args, "comment", str, None),
+        container_class=_arg(args, "container_class", str, None),
+        open_if_exists=_arg(args, "open_if_exists", bool, False),
+    )
+    return _opened(ctx, args, folder)
+
+
+@op("delete_folder")
+def _delete_folder(ctx: Context, args: Args) -> None:
+    _target(ctx, args, Folder).delete_folder(_arg(args, "eid", bytes), _arg(args, "flags", int, 0))
+
+
+@op("copy_folder")
+def _copy_folder(ctx: Context, args: Args) -> bytes:
+    folder = _target(ctx, args, Folder)
+    dest = ctx.handles.get(args.get("dest"), Folder)
+    copied: Folder = folder.copy_folder(
+        _arg(args, "eid", bytes),
+        dest,
+        _arg(args, "name", str, None),
+        move=_arg(args, "move", bool, False),
+        recursive=_arg(args, "recursive", bool, True),
+    )
+    try:
+        return copied.entry_id
+    finally:
+        copied.close()
+
+
+@op("rename_folder")
+def _rename_folder(ctx: Context, args: Args) -> None:
+    _target(ctx, args, Folder).rename(_arg(args, "name", str))
+
+
+@op("empty_folder")
+def _empty_folder(ctx: Context, args: Args) -> None:
+    _target(ctx, args, Folder).empty_folder(_arg(args, "flags", int, 0))
+
+
+@op("create_message")
+def _create_message(ctx: Context, args: Args) -> int:
+    return _opened(ctx, args, _target(ctx, args, Folder).create_message())
+
+
+# Bulk message operations answer 0 or MAPI_W_PARTIAL_COMPLETION (some ids were not
+# in the folder): that warning is the operation's hresult.
+
+
+@op("delete_messages")
+def _delete_messages(ctx: Context, args: Args) -> Result:
+    folder = _target(ctx, args, Folder)
+    hard = _arg(args, "hard", bool, False)
+    return Result(folder.delete_messages(_bytes_list(args, "eids"), hard=hard), None)
+
+
+@op("copy_messages")
+def _copy_messages(ctx: Context, args: Args) -> Result:
+    folder = _target(ctx, args, Folder)
+    dest = ctx.handles.get(args.get("dest"), Folder)
+    move = _arg(args, "move", bool, False)
+    return Result(folder.copy_messages(_bytes_list(args, "eids"), dest, move=move), None)
+
+
+@op("set_read_flags")
+def _set_read_flags(ctx: Context, args: Args) -> Result:
+    folder = _target(ctx, args, Folder)
+    eids = None if args.get("eids") is None else _bytes_list(args, "eids")
+    return Result(folder.set_read_flags(eids, clear=_arg(args, "clear", bool, False)), None)
+
+
+@op("contents_table")
+def _contents_table(ctx: Context, args: Args) -> int:
+    return _opened(ctx, args, _target(ctx, args, Folder).contents_table())
+
+
+@op("hierarchy_table")
+def _hierarchy_table(ctx: Context, args: Args) -> int:
+    folder = _target(ctx, args, Folder)
+    return _opened(ctx, args, folder.hierarchy_table(_arg(args, "flags", int, 0)))
+
+
+@op("get_permissions")
+def _get_permissions(ctx: Context, args: Args) -> list[list[Any]]:
+    return [[m, r] for m, r in _target(ctx, args, Folder).get_permissions()]
+
+
+@op("set_permission")
+def _set_permission(ctx: Context, args: Args) -> None:
+    folder = _target(ctx, args, Folder)
+    folder.set_permission(_arg(args, "member", str), _arg(args, "rights", int))
+
+
+# messages and attachments
+
+
+@op("save_changes")
+def _save_changes(ctx: Context, args: Args) -> bytes | None:
+    obj = _target(ctx, args, (Message, Attachment))
+    obj.save_changes(_arg(args, "flags", int, KEEP_OPEN_READWRITE))
+    return obj.entry_id if isinstance(obj, Message) else None
+
+
+@op("set_read_flag")
+def _set_read_flag(ctx: Context, args: Args) -> None:
+    _target(ctx, args, Message).set_read_flag(clear=_arg(args, "clear", bool, False))
+
+
+@op("modify_recipients")
+def _modify_recipients(ctx: Context, args: Args) -> None:
+    message = _target(ctx, args, Message)
+    rows = _arg(args, "rows", list)
+    if not all(isinstance(row, list) for row in rows):
+        raise errors.InvalidParameter("rows must be lists of [tag, value] pairs")
+    parsed = [[_pair(p) for p in row] for row in rows]
+    message.modify_recipients(parsed, _arg(args, "flags", int, 0))
+
+
+def _pair(item: object) -> tuple[int, object]:
+    if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int)):
+        raise errors.InvalidParameter("properties must be [tag, value] pairs")
+    return (item[0], item[1])
+
+
+@op("recipient_table")
+def _recipient_table(ctx: Context, args: Args) -> int:
+    return _opened(ctx, args, _target(ctx, args, Message).recipient_table())
+
+
+@op("attachment_table")
+def _attachment_table(ctx: Context, args: Args) -> int:
+    return _opened(ctx, args, _target(ctx, args, Message).attachment_table())
+
+
+@op("create_attach")
+def _create_attach(ctx: Context, args: Args) -> int:
+    return _opened(ctx, args, _target(ctx, args, Message).create_attach())
+
+
+@op("open_attach")
+def _open_attach(ctx: Context, args: Args) -> int:
+    message = _target(ctx, args, Message)
+    writable = _arg(args, "write", bool, False)
+    return _opened(ctx, args, message.open_attach(_arg(args, "num", int), writable=writable))
+
+
+@op("delete_attach")
+def _delete_attach(ctx: Context, args: Args) -> None:
+    _target(ctx, args, Message).delete_attach(_arg(args, "num", int))
+
+
+@op("open_embedded")
+def _open_embedded(ctx: Context, args: Args) -> int:
+    attach = _target(ctx, args, Attachment)
+    return _opened(ctx, args, attach.open_embedded(create=_arg(args, "create", bool, False)))
+
+
+# streams
+
+
+@op("open_stream")
+def _open_stream(ctx: Context, args: Args) -> int:
+    obj = _target(ctx, args, (Message, Attachment))
+    stream = obj.open_stream(
+        _arg(args, "tag", int),
+        write=_arg(args, "write", bool, False),
+        create=_arg(args, "create", bool, False),
+    )
+    return _opened(ctx, args, stream)
+
+
+@op("read_stream")
+def _read_stream(ctx: Context, args: Args) -> bytes:
+    size = _arg(args, "size", int)
+    if not 0 <= size <= MAX_READ:
+        raise errors.InvalidParameter(f"read size must be in [0, {MAX_READ}]")
+    return _target(ctx, args, PropStream).read(size)  # type: ignore[no-any-return]
+
+
+@op("write_stream")
+def _write_stream(ctx: Context, args: Args) -> int:
+    return _target(ctx, args, PropStream).write(_arg(args, "data", bytes))  # type: ignore[no-any-return]
+
+
+@op("seek_stream")
+def _seek_stream(ctx: Context, args: Args) -> int:
+    stream = _target(ctx, args, PropStream)
+    return stream.seek(_arg(args, "offset", int), _arg(args, "origin", int, 0))  # type: ignore[no-any-return]
+
+
+@op("stream_size")
+def _stream_size(ctx: Context, args: Args) -> int:
+    return _target(ctx, args, PropStream).size()  # type: ignore[no-any-return]
+
+
+@op("set_stream_size")
+def _set_stream_size(ctx: Context, args: Args) -> None:
+    _target(ctx, args, PropStream).set_size(_arg(args, "size", int))
+
+
+@op("commit_stream")
+def _commit_stream(ctx: Context, args: Args) -> None:
+    _target(ctx, args, PropStream).commit()
+
+
+# tables
+
+
+@op("set_columns")
+def _set_columns(ctx: Context, args: Args) -> None:
+    _target(ctx, args, Table).set_columns(_ints(args, "tags"))
+
+
+@op("sort_table")
+def _sort_table(ctx: Context, args: Args) -> None:
+    _target(ctx, args, Table).sort_table(_sort(args))
+
+
+@op("restrict")
+def _restrict(ctx: Context, args: Args) -> None:
+    plain = args.get("restriction")
+    res = None if plain is None else rs.from_plain(plain, ctx.limits)
+    _target(ctx, args, Table).restrict(res)
+
+
+@op("query_rows")
+def _query_rows(ctx: Context, args: Args) -> list[list[list[Any]]]:
+    table = _target(ctx, args, Table)
+    rows = table.query_rows(_arg(args, "count", int), _arg(args, "flags", int, 0))
+    return [_values(row) for row in rows]
+
+
+@op("seek_row")
+def _seek_row(ctx: Context, args: Args) -> int:
+    table = _target(ctx, args, Table)
+    return table.seek_row(_arg(args, "origin", int), _arg(args, "count", int))  # type: ignore[no-any-return]
+
+
+@op("seek_row_bookmark")
+def _seek_row_bookmark(ctx: Context, args: Args) -> int:
+    table = _target(ctx, args, Table)
+    return table.seek_row_bookmark(_arg(args, "bookmark", int), _arg(args, "count", int))  # type: ignore[no-any-return]
+
+
+@op("create_bookmark")
+def _create_bookmark(ctx: Context, args: Args) -> int:
+    return _target(ctx, args, Table).create_bookmark()  # type: ignore[no-any-return]
+
+
+@op("free_bookmark")
+def _free_bookmark(ctx: Context, args: Args) -> None:
+    _target(ctx, args, Table).free_bookmark(_arg(args, "bookmark", int))
+
+
+@op("find_row")
+def _find_row(ctx: Context, args: Args) -> list[list[Any]]:
+    table = _target(ctx, args, Table)
+    res = rs.from_plain(args.get("restriction"), ctx.limits)
+    row = table.find_row(
+        res, _arg(args, "origin", int, BOOKMARK_CURRENT), _arg(args, "flags", int, 0)
+    )
+    return _values(row)
+
+
+@op("query_position")
+def _query_position(ctx: Context, args: Args) -> list[int]:
+    return list(_target(ctx, args, Table).query_position())
+
+
+@op("get_row_count")
+def _get_row_count(ctx: Context, args: Args) -> int:
+    return _target(ctx, args, Table).get_row_count()  # type: ignore[no-any-return]
+
+
+# -- running a batch -----------------------------------------------------------------------
+
+
+def run_batch(ctx: Context, ops: object) -> list[list[Any]]:
+    """Run every operation of a batch; one ``[hresult, value]`` per operation.
+
+    Raises:
+        InvalidParameter: the batch itself is malformed (not a list of [name, args]).
+    """
+    if not isinstance(ops, list):
+        raise errors.InvalidParameter("ops must be a list")
+    if len(ops) > MAX_OPS:
+        raise errors.InvalidParameter(f"a batch holds at most {MAX_OPS} operations")
+    results: list[list[Any]] = []
+    for item in ops:
+        results.append(_run_one(ctx, item))
+    return results
+
+
+def _run_one(ctx: Context, item: object) -> list[Any]:
+    try:
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and isinstance(item[1], dict)
+        ):
+            raise errors.InvalidParameter("an operation is [name, {args}]")
+        name, args = item
+        fn = OPS.get(name)
+        if fn is None:
+            raise errors.NoSupport(f"unknown operation {name!r}")
+        value = fn(ctx, args)
+    except errors.MapiError as exc:
+        return [exc.hresult, str(exc)]
+    if isinstance(value, Result):
+        return [value.hresult, value.value]
+    return [0, value]

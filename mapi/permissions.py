@@ -1,0 +1,106 @@
+"""Folder permissions: rights bits, roles and the per-folder ACL.
+
+Theory of operation
+-------------------
+Rights are the [MS-OXCPERM] 2.2.7 ``PidTagMemberRights`` bits; the roles clients
+offer are fixed combinations of them (owner 0x7FB, editor 0x47B, reviewer 0x401,
+none 0). Each folder of a mailbox has ACL rows ``(folder_id, member, rights)`` where
+``member`` is a user id from the directory or :data:`DEFAULT_MEMBER` (everyone
+else). There is no inheritance: a folder without a row for a user grants what its
+default row grants, and no default row means nothing.
+
+The mailbox owner holds every right on every folder. Anyone else needs
+``FOLDER_VISIBLE`` to open a folder or see it in a hierarchy table, ``READ_ANY`` to
+read its contents, ``CREATE`` to add messages, ``EDIT_ANY``/``DELETE_ANY`` to change or
+delete messages, ``CREATE_SUBFOLDER`` to add folders and ``FOLDER_OWNER`` to change
+the folder itself or its ACL. The "own" rights (``EDIT_OWNED``, ``DELETE_OWNED``)
+grant nothing here because the store does not record message creators; that is the
+conservative reading. Failures raise MAPI_E_NO_ACCESS.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Final
+
+from mapi import errors
+
+READ_ANY: Final = 0x00000001
+CREATE: Final = 0x00000002
+EDIT_OWNED: Final = 0x00000008
+DELETE_OWNED: Final = 0x00000010
+EDIT_ANY: Final = 0x00000020
+DELETE_ANY: Final = 0x00000040
+CREATE_SUBFOLDER: Final = 0x00000080
+FOLDER_OWNER: Final = 0x00000100
+FOLDER_CONTACT: Final = 0x00000200
+FOLDER_VISIBLE: Final = 0x00000400
+ALL_RIGHTS: Final = 0x000007FB
+
+ROLES: Final[dict[str, int]] = {
+    "owner": 0x000007FB,
+    "editor": 0x0000047B,
+    "reviewer": 0x00000401,
+    "none": 0x00000000,
+}
+
+DEFAULT_MEMBER: Final = "default"
+
+
+def role_rights(role: str) -> int:
+    """Rights of a named role.
+
+    Raises:
+        InvalidParameter: unknown role.
+    """
+    try:
+        return ROLES[role]
+    except KeyError:
+        raise errors.InvalidParameter(f"unknown role {role!r}") from None
+
+
+def check_rights(rights: int) -> int:
+    """Validate a rights mask (only the defined bits)."""
+    if not isinstance(rights, int) or rights & ~ALL_RIGHTS & ~FOLDER_CONTACT or rights < 0:
+        raise errors.InvalidParameter(f"bad rights mask {rights!r}")
+    return rights
+
+
+def folder_rights(conn: sqlite3.Connection, folder_id: int, member: str) -> int:
+    """Rights of ``member`` (not the owner) on a folder: its row, else the default row."""
+    row = conn.execute(
+        "SELECT rights FROM acl WHERE folder_id = ? AND member IN (?, ?)"
+        " ORDER BY member = ? DESC LIMIT 1",
+        (folder_id, member, DEFAULT_MEMBER, member),
+    ).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def set_member(conn: sqlite3.Connection, folder_id: int, member: str, rights: int) -> None:
+    """Set (rights > 0) or remove (rights == 0) the ACL row of a member."""
+    check_rights(rights)
+    if rights:
+        conn.execute(
+            "INSERT INTO acl(folder_id, member, rights) VALUES (?, ?, ?)"
+            " ON CONFLICT(folder_id, member) DO UPDATE SET rights = excluded.rights",
+            (folder_id, member, rights),
+        )
+    else:
+        conn.execute("DELETE FROM acl WHERE folder_id = ? AND member = ?", (folder_id, member))
+
+
+def members(conn: sqlite3.Connection, folder_id: int) -> list[tuple[str, int]]:
+    """The ACL rows of a folder, as (member, rights), sorted by member."""
+    rows = conn.execute(
+        "SELECT member, rights FROM acl WHERE folder_id = ? ORDER BY member", (folder_id,)
+    )
+    return [(str(m), int(r)) for m, r in rows]
+
+
+def grants_anything(conn: sqlite3.Connection, member: str) -> bool:
+    """True when some folder grants ``member`` (or everyone) any right."""
+    row = conn.execute(
+        "SELECT 1 FROM acl WHERE member IN (?, ?) AND rights <> 0 LIMIT 1",
+        (member, DEFAULT_MEMBER),
+    ).fetchone()
+    return row is not None

@@ -1,0 +1,202 @@
+"""The store's DCE/RPC interface: logon, sessions and batches (DESIGN.md, "Wire contract").
+
+Theory of operation
+-------------------
+Interface :data:`STORE_SYNTAX`, stub data in our msgpack transfer syntax
+(:data:`dcerpc.syntax.MSGPACK`): every request and response stub is one msgpack map,
+and every response carries ``"hresult"`` (0, or the MAPI error of the call as a
+whole). Opnums:
+
+0 ``connect``
+    Step 1 ``{"user"}`` answers a logon challenge ``{"salt", "kdf", "nonce"}``.
+    Step 2 ``{"user", "nonce", "cnonce", "response"}`` answers ``{"session", "user"}``:
+    the password never crosses the wire (:mod:`mapi.logon`).
+1 ``disconnect`` ``{"session"}``: closes every object of the session.
+2 ``execute`` ``{"session", "ops"}``: a batch (:mod:`mapi.ops`), answered with
+    ``{"results": [[hresult, value], ...]}``.
+
+A session id is 16 random bytes, valid on any connection (so a client that
+reconnects, or that comes through the tunnel, keeps its session) until
+``disconnect`` or ``session_idle`` seconds without a call. One session runs one batch
+at a time (its lock), each batch in a worker thread, so SQLite never blocks the
+event loop. Malformed stubs and batches get MAPI_E_INVALID_PARAMETER; limits bound
+sessions per user and in all, batch size and open objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import msgpack
+import trio
+
+from dcerpc.interface import CallContext, Interface
+from dcerpc.syntax import MSGPACK, SyntaxId
+from mapi import errors, ops
+from mapi.store import ObjectStore, Session
+
+log = logging.getLogger("mapi.service")
+
+STORE_SYNTAX: Final = SyntaxId.parse("6d617069-616e-7977-6865-726501000000", 1, 0)
+OP_CONNECT: Final = 0
+OP_DISCONNECT: Final = 1
+OP_EXECUTE: Final = 2
+OPNUM_COUNT: Final = 3
+
+#: Limits of a decoded stub (the runtime already caps the stub at 4 MiB).
+_UNPACK_LIMITS: Final = {
+    "max_str_len": 1 << 20,
+    "max_bin_len": 4 << 20,
+    "max_array_len": 1 << 16,
+    "max_map_len": 1 << 12,
+    "max_ext_len": 0,
+}
+
+
+@dataclass(slots=True)
+class _LiveSession:
+    session: Session
+    handles: ops.HandleTable
+    user: str
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    last_used: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceLimits:
+    max_sessions: int = 4096
+    #: Seconds without a call before a session is closed.
+    session_idle: float = 1800.0
+    max_handles: int = ops.MAX_HANDLES
+
+
+def _pack(value: dict[str, Any]) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _error(exc: errors.MapiError) -> bytes:
+    return _pack({"hresult": exc.hresult, "error": str(exc)})
+
+
+class StoreService:
+    """Serves one :class:`~mapi.store.ObjectStore` over DCE/RPC."""
+
+    def __init__(self, store: ObjectStore, limits: ServiceLimits | None = None) -> None:
+        self.store = store
+        self.limits = limits or ServiceLimits()
+        self._sessions: dict[bytes, _LiveSession] = {}
+
+    def interface(self) -> Interface:
+        return Interface(
+            STORE_SYNTAX, self.handle, OPNUM_COUNT, transfer_syntaxes=(MSGPACK,), name="store"
+        )
+
+    @property
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    async def handle(self, ctx: CallContext, stub: bytes) -> bytes:
+        try:
+            request = msgpack.unpackb(stub, raw=False, **_UNPACK_LIMITS)
+        except Exception as exc:  # msgpack raises several unrelated types
+            return _error(errors.InvalidParameter(f"stub is not valid msgpack: {exc}"))
+        if not isinstance(request, dict):
+            return _error(errors.InvalidParameter("stub must be a msgpack map"))
+        try:
+            if ctx.opnum == OP_EXECUTE:
+                return await self._execute(request)
+            if ctx.opnum == OP_CONNECT:
+                return await self._connect(request, ctx)
+            return await self._disconnect(request)
+        except errors.MapiError as exc:
+            return _error(exc)
+
+    async def close(self) -> None:
+        """Close every session (at shutdown)."""
+        for sid in list(self._sessions):
+            await self._drop(sid)
+
+    # -- logon -----------------------------------------------------------------------------
+
+    async def _connect(self, request: dict[str, Any], ctx: CallContext) -> bytes:
+        user = request.get("user")
+        if not isinstance(user, str):
+            raise errors.InvalidParameter("connect needs a user name")
+        if "response" not in request:
+            challenge = await trio.to_thread.run_sync(self.store.begin_logon, user)
+            params = challenge.params
+            return _pack(
+                {
+                    "hresult": 0,
+                    "salt": challenge.salt,
+                    "nonce": challenge.server_nonce,
+                    "kdf": {"n": params.n, "r": params.r, "p": params.p},
+                }
+            )
+        nonce, cnonce, response = (
+            request.get("nonce"),
+            request.get("cnonce"),
+            request.get("response"),
+        )
+        if not (
+            isinstance(nonce, bytes) and isinstance(cnonce, bytes) and isinstance(response, bytes)
+        ):
+            raise errors.InvalidParameter("nonce, cnonce and response must be bytes")
+        self._expire_idle()
+        if len(self._sessions) >= self.limits.max_sessions:
+            raise errors.SessionLimit("too many sessions on this server")
+        # Wrong answers and per-user session limits are the store's to judge.
+        session = await trio.to_thread.run_sync(self.store.complete_logon, nonce, cnonce, response)
+        name = session.user.username
+        sid = secrets.token_bytes(16)
+        self._sessions[sid] = _LiveSession(
+            session,
+            ops.HandleTable(self.limits.max_handles),
+            name,
+            last_used=trio.current_time(),
+        )
+        log.info("%s logged on from %s", name, ctx.peer)
+        return _pack({"hresult": 0, "session": sid, "user": name})
+
+    async def _disconnect(self, request: dict[str, Any]) -> bytes:
+        sid = request.get("session")
+        if not isinstance(sid, bytes) or sid not in self._sessions:
+            raise errors.InvalidParameter("unknown session")
+        await self._drop(sid)
+        return _pack({"hresult": 0})
+
+    async def _drop(self, sid: bytes) -> None:
+        live = self._sessions.pop(sid, None)
+        if live is None:
+            return
+        async with live.lock:
+            await trio.to_thread.run_sync(_close_session, live)
+
+    def _expire_idle(self) -> None:
+        deadline = trio.current_time() - self.limits.session_idle
+        for sid, live in list(self._sessions.items()):
+            if live.last_used < deadline and not live.lock.locked():
+                del self._sessions[sid]
+                _close_session(live)  # only frees handles held in memory
+
+    # -- batches ---------------------------------------------------------------------------
+
+    async def _execute(self, request: dict[str, Any]) -> bytes:
+        sid = request.get("session")
+        live = self._sessions.get(sid) if isinstance(sid, bytes) else None
+        if live is None:
+            raise errors.LogonFailed("unknown or expired session")
+        batch = request.get("ops")
+        async with live.lock:
+            live.last_used = trio.current_time()
+            context = ops.Context(live.session, live.handles, self.store.limits)
+            results = await trio.to_thread.run_sync(ops.run_batch, context, batch)
+        return _pack({"hresult": 0, "results": results})
+
+
+def _close_session(live: _LiveSession) -> None:
+    live.handles.clear()
+    live.session.logoff()

@@ -1,0 +1,1 @@
+"""SQLite storage of the store core: the schema and the per-mailbox database."""

@@ -1,0 +1,187 @@
+"""One mailbox database: connection, lock, transactions, counters.
+
+Theory of operation
+-------------------
+A :class:`MailboxDB` owns one ``sqlite3`` connection to one mailbox file and one
+re-entrant lock. **Threading contract:** every method of every store object that
+touches a mailbox (folders, messages, attachments, streams, tables) takes that
+mailbox's lock for the whole call, so a mailbox is used by one thread at a time and
+the connection (opened with ``check_same_thread=False``) is never shared
+concurrently; different mailboxes proceed in parallel. The RPC service may thus call
+any store method from ``trio.to_thread.run_sync`` workers. A process holds one
+:class:`MailboxDB` per mailbox file (the :class:`~mapi.store.ObjectStore` keeps the
+registry); other processes may open the same file: SQLite's WAL locking and the
+busy timeout serialise writers.
+
+**Durability (fsync policy):** WAL journal with ``synchronous=FULL``: SQLite fsyncs
+the WAL at every commit, so a save that returned has reached the disk and survives
+a crash or power loss. Each save is one ``BEGIN IMMEDIATE`` ... ``COMMIT``
+transaction: either all of it is visible or none.
+
+The ``meta`` table holds the provider UID, the schema version and the change-number
+counter. :attr:`generation` counts the commits made through this object, so caches
+(materialised tables) know when to recompute.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mapi import errors
+from mapi.limits import Limits
+from mapi.restrictions import content_match
+from mapi.storage.schema import DDL, SCHEMA_VERSION
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def create_private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (SQLite keeps the mode
+    for its -wal and -shm companions)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open ``path`` in autocommit mode with WAL, synchronous=FULL and foreign keys."""
+    create_private_file(path)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if str(mode).lower() != "wal":  # pragma: no cover - file systems without WAL
+        raise errors.CallFailed(f"cannot enable WAL on {path}")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.create_function("mapi_content", 3, _sql_content, deterministic=True)
+    return conn
+
+
+def _sql_content(value: object, pattern: object, fuzzy: object) -> int:
+    """SQL ``mapi_content(value, pattern, fuzzy)``: the restriction content test."""
+    if not isinstance(value, str | bytes) or not isinstance(pattern, str | bytes):
+        return 0
+    if not isinstance(fuzzy, int):
+        return 0
+    return int(content_match(value, pattern, fuzzy))
+
+
+class MailboxDB:
+    """The database of one mailbox. See the module docstring for the threading contract."""
+
+    def __init__(self, path: Path, *, limits: Limits, clock: Callable[[], int]) -> None:
+        self.path = path
+        self.limits = limits
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.generation = 0
+        self._depth = 0
+        self._closed = False
+        self.conn = connect(path)
+        self.provider_uid = self._init_schema()
+
+    def _init_schema(self) -> bytes:
+        with self.lock:
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self.conn.executescript(DDL)
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise errors.Version(f"mailbox schema {version}, expected {SCHEMA_VERSION}")
+            with self.transaction() as conn:
+                conn.execute(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES ('provider_uid', ?)",
+                    (os.urandom(16),),
+                )
+                conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('change_num', 0)")
+            uid = self.conn.execute("SELECT value FROM meta WHERE key = 'provider_uid'").fetchone()
+            if not isinstance(uid[0], bytes) or len(uid[0]) != 16:
+                raise errors.CorruptStore("bad provider UID")
+            return uid[0]
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and run the body in one write transaction (nested calls join).
+
+        Commits on normal exit, rolls back on any exception. SQLite "database is
+        locked" (another process kept the write lock past the busy timeout) becomes
+        MAPI_E_BUSY; other SQLite errors become MAPI_E_CALL_FAILED.
+        """
+        with self.lock:
+            self._check_open()
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self.conn
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise _translate(exc) from exc
+            self._depth = 1
+            try:
+                yield self.conn
+            except BaseException:
+                self._depth = 0
+                self.conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:  # pragma: no cover - disk full, I/O error
+                self.conn.execute("ROLLBACK")
+                raise _translate(exc) from exc
+            self.generation += 1
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and run the body in one read snapshot (joins a transaction)."""
+        with self.lock:
+            self._check_open()
+            if self._depth:
+                yield self.conn
+                return
+            self.conn.execute("BEGIN")
+            self._depth = 1
+            try:
+                yield self.conn
+            finally:
+                self._depth = 0
+                self.conn.execute("COMMIT")
+
+    def next_change_number(self, conn: sqlite3.Connection) -> int:
+        """Allocate a change number (call inside :meth:`transaction`)."""
+        row = conn.execute(
+            "UPDATE meta SET value = value + 1 WHERE key = 'change_num' RETURNING value"
+        ).fetchone()
+        return int(row[0])
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise errors.InvalidObject("mailbox is closed")
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL). Idempotent."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.conn.close()
+
+
+def _translate(exc: sqlite3.Error) -> errors.MapiError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return errors.Busy(text)
+    return errors.CallFailed(text)

@@ -1,0 +1,431 @@
+"""Loading, saving, copying and deleting messages and their children.
+
+Theory of operation
+-------------------
+A :class:`MessageState` is everything an open message knows: its committed row (if
+any), a :class:`~mapi.propbag.PropBag`, its recipients when changed, and pending
+attachment states (each with a bag and, for embedded messages, a nested
+MessageState). :func:`save_message` writes all of it inside the caller's single
+transaction ([MS-OXCMSG] 3.1.4.3: the save is atomic): the message row (hot columns
++ blob), its large values as chunk rows, its recipient rows, its attachment rows
+(recursively for embedded messages), then the derived values (size, has-attach,
+``PR_DISPLAY_TO``...). Large values copy from temp files one chunk at a time.
+
+Stale writes are refused: a state remembers the change number it was loaded at and
+the save fails with MAPI_E_OBJECT_CHANGED (or MAPI_E_OBJECT_DELETED) if the row moved
+on in between, unless the caller forces it.
+"""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mapi import errors
+from mapi import proptags as pt
+from mapi.limits import Limits
+from mapi.propbag import PropBag, Source, TempData
+from mapi.properties import (
+    PropData,
+    from_stream_bytes,
+    pack_props,
+    to_stream_bytes,
+    unpack_props,
+    value_size,
+)
+from mapi.storage import chunks
+from mapi.storage.schema import MESSAGE_SELECT, OWNER_ATTACHMENT, OWNER_MESSAGE
+
+#: Hot columns a client may set (the others are computed by the store).
+WRITABLE_COLUMNS = {
+    pt.PR_MESSAGE_DELIVERY_TIME: "delivery_time",
+    pt.PR_SUBJECT_W: "subject",
+    pt.PR_MESSAGE_FLAGS: "flags",
+    pt.PR_MESSAGE_CLASS_W: "message_class",
+}
+DEFAULT_FLAGS = pt.MSGFLAG_READ | pt.MSGFLAG_UNSENT
+
+
+@dataclass
+class AttachState:
+    """An attachment as its open object or its parent's pending changes see it."""
+
+    num: int
+    db_id: int | None
+    bag: PropBag
+    embedded: MessageState | None = None
+
+    def snapshot(self) -> AttachState:
+        emb = self.embedded.snapshot() if self.embedded is not None else None
+        return AttachState(self.num, self.db_id, self.bag.snapshot(), emb)
+
+
+@dataclass
+class MessageState:
+    """An open message: committed identity plus pending changes."""
+
+    db_id: int | None
+    change_num: int
+    created: int
+    modified: int
+    bag: PropBag
+    recipients: list[dict[int, PropData]] | None = None
+    attachments: dict[int, AttachState | None] = field(default_factory=dict)
+    next_attach_num: int = 0
+
+    def snapshot(self) -> MessageState:
+        recips = [dict(r) for r in self.recipients] if self.recipients is not None else None
+        attach = {n: (a.snapshot() if a else None) for n, a in self.attachments.items()}
+        return MessageState(
+            self.db_id,
+            self.change_num,
+            self.created,
+            self.modified,
+            self.bag.snapshot(),
+            recips,
+            attach,
+            self.next_attach_num,
+        )
+
+    @property
+    def dirty(self) -> bool:
+        return self.bag.dirty or self.recipients is not None or bool(self.attachments)
+
+
+# --- Reading ------------------------------------------------------------------------
+
+
+def row_props(row: Sequence[Any]) -> dict[int, PropData]:
+    """Properties of a message row selected with MESSAGE_SELECT (hot columns + blob)."""
+    props = unpack_props(row[12])
+    hot = (
+        (pt.PR_MESSAGE_DELIVERY_TIME, row[3]),
+        (pt.PR_SUBJECT_W, row[4]),
+        (pt.PR_MESSAGE_FLAGS, row[6]),
+        (pt.PR_MESSAGE_CLASS_W, row[7]),
+    )
+    for tag, value in hot:
+        if value is not None:
+            props[tag] = value
+    return props
+
+
+def load_message(conn: sqlite3.Connection, db_id: int) -> tuple[MessageState, int | None]:
+    """The committed state of message ``db_id`` and its folder id.
+
+    Raises:
+        NotFound: no such message.
+    """
+    row = conn.execute(f"SELECT {MESSAGE_SELECT} FROM messages WHERE id = ?", (db_id,)).fetchone()
+    if row is None:
+        raise errors.NotFound(f"no message {db_id}")
+    bag = PropBag(row_props(row), chunks.lengths(conn, OWNER_MESSAGE, db_id))
+    top = conn.execute(
+        "SELECT coalesce(max(num) + 1, 0) FROM attachments WHERE message_id = ?", (db_id,)
+    ).fetchone()[0]
+    state = MessageState(db_id, row[10], row[8], row[9], bag, next_attach_num=top)
+    return state, row[1]
+
+
+def load_recipients(conn: sqlite3.Connection, db_id: int | None) -> list[dict[int, PropData]]:
+    """Committed recipient rows of a message, in PR_ROWID order."""
+    if db_id is None:
+        return []
+    rows = conn.execute(
+        "SELECT row_id, props FROM recipients WHERE message_id = ? ORDER BY row_id", (db_id,)
+    )
+    out = []
+    for row_id, blob in rows:
+        props = unpack_props(blob)
+        props[pt.PR_ROWID] = row_id
+        out.append(props)
+    return out
+
+
+def load_attachment(conn: sqlite3.Connection, message_id: int, num: int) -> AttachState:
+    """The committed state of attachment ``num`` of a message.
+
+    Raises:
+        NotFound: no such attachment.
+    """
+    row = conn.execute(
+        "SELECT id, props FROM attachments WHERE message_id = ? AND num = ?", (message_id, num)
+    ).fetchone()
+    if row is None:
+        raise errors.NotFound(f"no attachment {num}")
+    bag = PropBag(unpack_props(row[1]), chunks.lengths(conn, OWNER_ATTACHMENT, row[0]))
+    return AttachState(num, row[0], bag)
+
+
+def committed_attachments(conn: sqlite3.Connection, message_id: int | None) -> dict[int, int]:
+    """Attachment number -> size of the committed attachments of a message."""
+    if message_id is None:
+        return {}
+    rows = conn.execute("SELECT num, size FROM attachments WHERE message_id = ?", (message_id,))
+    return {int(num): int(size) for num, size in rows}
+
+
+def embedded_id(conn: sqlite3.Connection, attach_db_id: int | None) -> int | None:
+    """The committed embedded message of an attachment row, if any."""
+    if attach_db_id is None:
+        return None
+    row = conn.execute("SELECT id FROM messages WHERE attach_id = ?", (attach_db_id,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+# --- Writing ------------------------------------------------------------------------
+
+
+@dataclass
+class _Split:
+    hot: dict[str, PropData] = field(default_factory=dict)
+    blob: dict[int, PropData] = field(default_factory=dict)
+    writes: dict[int, chunks.Readable] = field(default_factory=dict)
+    drops: set[int] = field(default_factory=set)
+    size: int = 0
+
+
+def _split(bag: PropBag, limits: Limits, hot_columns: dict[int, str]) -> _Split:
+    """Sort the bag's current values into hot columns, blob and chunk writes."""
+    out = _Split()
+    for tag in bag.tags():
+        found = bag.lookup(tag)
+        assert found is not None
+        source, payload = found
+        if source is Source.LARGE:
+            assert isinstance(payload, int)
+            out.size += payload
+            continue
+        if source is Source.TEMP:
+            assert isinstance(payload, TempData)
+            out.size += payload.length
+            if tag in hot_columns or payload.length <= limits.inline_value_bytes:
+                if payload.length > limits.max_value_bytes:
+                    raise errors.TooBig(f"{pt.tag_name(tag)} too large for a column")
+                out_value = from_stream_bytes(tag, payload.read_all())
+                _place(out, tag, out_value, limits, hot_columns)
+            else:
+                out.writes[tag] = payload.reader()
+            continue
+        assert not isinstance(payload, TempData)
+        value: PropData = payload
+        out.size += value_size(tag, value)
+        _place(out, tag, value, limits, hot_columns)
+    for tag in bag.large:
+        found = bag.lookup(tag)
+        if found is None or found[0] is not Source.LARGE:
+            out.drops.add(tag)
+    return out
+
+
+def _place(
+    out: _Split, tag: int, value: PropData, limits: Limits, hot_columns: dict[int, str]
+) -> None:
+    column = hot_columns.get(tag)
+    if column is not None:
+        out.hot[column] = value
+    elif value_size(tag, value) <= limits.inline_value_bytes or isinstance(value, list):
+        out.blob[tag] = value
+    else:
+        out.writes[tag] = io.BytesIO(to_stream_bytes(tag, value))
+
+
+def _write_large(
+    conn: sqlite3.Connection, kind: int, owner: int, split: _Split, limits: Limits
+) -> None:
+    for tag in split.drops:
+        chunks.delete(conn, kind, owner, tag)
+    for tag, source in split.writes.items():
+        chunks.write(conn, kind, owner, tag, source, limits.chunk_bytes)
+
+
+def _display_names(recipients: list[dict[int, PropData]], kind: int) -> str:
+    names = [
+        str(r.get(pt.PR_DISPLAY_NAME_W, ""))
+        for r in recipients
+        if r.get(pt.PR_RECIPIENT_TYPE) == kind
+    ]
+    return "; ".join(names)
+
+
+def save_message(
+    conn: sqlite3.Connection,
+    state: MessageState,
+    *,
+    limits: Limits,
+    change_num: int,
+    now: int,
+    folder_id: int | None = None,
+    attach_id: int | None = None,
+    force: bool = False,
+) -> int:
+    """Write ``state`` (inside the caller's transaction); return the message id.
+
+    Raises:
+        ObjectDeleted, ObjectChanged: the committed row is gone or newer (not forced).
+    """
+    if state.db_id is not None and not force:
+        row = conn.execute(
+            "SELECT change_num FROM messages WHERE id = ?", (state.db_id,)
+        ).fetchone()
+        if row is None:
+            raise errors.ObjectDeleted("the message was deleted")
+        if row[0] != state.change_num:
+            raise errors.ObjectChanged("the message was changed by someone else")
+    split = _split(state.bag, limits, WRITABLE_COLUMNS)
+    blob = split.blob
+    if state.recipients is not None:
+        for kind, tag in (
+            (pt.MAPI_TO, pt.PR_DISPLAY_TO_W),
+            (pt.MAPI_CC, pt.PR_DISPLAY_CC_W),
+            (pt.MAPI_BCC, pt.PR_DISPLAY_BCC_W),
+        ):
+            blob[tag] = _display_names(state.recipients, kind)
+    hot = split.hot
+    raw_flags = hot.get("flags", DEFAULT_FLAGS)
+    flags = raw_flags if isinstance(raw_flags, int) else DEFAULT_FLAGS
+    values = (
+        hot.get("delivery_time"),
+        hot.get("subject"),
+        flags,
+        hot.get("message_class"),
+        now,
+        change_num,
+    )
+    if state.db_id is None:
+        db_id = conn.execute(
+            "INSERT INTO messages(folder_id, attach_id, delivery_time, subject, flags,"
+            " message_class, modified, change_num, created, size, has_attach, props)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, x'') RETURNING id",
+            (folder_id, attach_id, *values, state.created),
+        ).fetchone()[0]
+    else:
+        db_id = state.db_id
+        conn.execute(
+            "UPDATE messages SET delivery_time = ?, subject = ?, flags = ?, message_class = ?,"
+            " modified = ?, change_num = ? WHERE id = ?",
+            (*values, db_id),
+        )
+    _write_large(conn, OWNER_MESSAGE, db_id, split, limits)
+    size = split.size
+    if state.recipients is not None:
+        conn.execute("DELETE FROM recipients WHERE message_id = ?", (db_id,))
+        for recip in state.recipients:
+            props = {t: v for t, v in recip.items() if t != pt.PR_ROWID}
+            conn.execute(
+                "INSERT INTO recipients(message_id, row_id, props) VALUES (?, ?, ?)",
+                (db_id, recip[pt.PR_ROWID], pack_props(props)),
+            )
+    size += sum(value_size(t, v) for r in load_recipients(conn, db_id) for t, v in r.items())
+    for num, attach in sorted(state.attachments.items()):
+        if attach is None:
+            conn.execute("DELETE FROM attachments WHERE message_id = ? AND num = ?", (db_id, num))
+        else:
+            _save_attachment(conn, db_id, attach, limits=limits, change_num=change_num, now=now)
+    row = conn.execute(
+        "SELECT count(*), coalesce(sum(size), 0) FROM attachments WHERE message_id = ?", (db_id,)
+    ).fetchone()
+    has_attach = row[0] > 0
+    size += row[1]
+    flags = (flags | pt.MSGFLAG_HASATTACH) if has_attach else (flags & ~pt.MSGFLAG_HASATTACH)
+    conn.execute(
+        "UPDATE messages SET size = ?, has_attach = ?, flags = ?, props = ? WHERE id = ?",
+        (min(size, 0x7FFFFFFF), int(has_attach), flags, pack_props(blob), db_id),
+    )
+    return int(db_id)
+
+
+def _save_attachment(
+    conn: sqlite3.Connection,
+    message_id: int,
+    attach: AttachState,
+    *,
+    limits: Limits,
+    change_num: int,
+    now: int,
+) -> None:
+    split = _split(attach.bag, limits, {})
+    blob = split.blob
+    blob.pop(pt.PR_ATTACH_NUM, None)
+    if attach.db_id is None:
+        conn.execute(
+            "DELETE FROM attachments WHERE message_id = ? AND num = ?", (message_id, attach.num)
+        )
+        attach.db_id = conn.execute(
+            "INSERT INTO attachments(message_id, num, size, props) VALUES (?, ?, 0, x'')"
+            " RETURNING id",
+            (message_id, attach.num),
+        ).fetchone()[0]
+    assert attach.db_id is not None
+    _write_large(conn, OWNER_ATTACHMENT, attach.db_id, split, limits)
+    size = split.size
+    if attach.embedded is not None:
+        emb = attach.embedded
+        if emb.db_id is None:
+            conn.execute("DELETE FROM messages WHERE attach_id = ?", (attach.db_id,))
+        emb_id = save_message(
+            conn,
+            emb,
+            limits=limits,
+            change_num=change_num,
+            now=now,
+            attach_id=attach.db_id,
+            force=True,
+        )
+        size += conn.execute("SELECT size FROM messages WHERE id = ?", (emb_id,)).fetchone()[0]
+    else:
+        emb_size = conn.execute(
+            "SELECT coalesce(sum(size), 0) FROM messages WHERE attach_id = ?", (attach.db_id,)
+        ).fetchone()[0]
+        size += emb_size
+    conn.execute(
+        "UPDATE attachments SET size = ?, props = ? WHERE id = ?",
+        (min(size, 0x7FFFFFFF), pack_props(blob), attach.db_id),
+    )
+
+
+def message_ids_in(conn: sqlite3.Connection, folder_id: int) -> list[int]:
+    """Ids of the messages of a folder."""
+    return [r[0] for r in conn.execute("SELECT id FROM messages WHERE folder_id = ?", (folder_id,))]
+
+
+def copy_message(
+    conn: sqlite3.Connection,
+    src_id: int,
+    *,
+    change_num: int,
+    folder_id: int | None = None,
+    attach_id: int | None = None,
+) -> int:
+    """Copy message ``src_id`` with everything below it; return the new id."""
+    new_id = conn.execute(
+        "INSERT INTO messages(folder_id, attach_id, delivery_time, subject, size, flags,"
+        " message_class, created, modified, change_num, has_attach, props)"
+        " SELECT ?, ?, delivery_time, subject, size, flags, message_class, created, modified,"
+        " ?, has_attach, props FROM messages WHERE id = ? RETURNING id",
+        (folder_id, attach_id, change_num, src_id),
+    ).fetchone()[0]
+    chunks.copy_all(conn, OWNER_MESSAGE, src_id, new_id)
+    conn.execute(
+        "INSERT INTO recipients(message_id, row_id, props)"
+        " SELECT ?, row_id, props FROM recipients WHERE message_id = ?",
+        (new_id, src_id),
+    )
+    attachments = conn.execute(
+        "SELECT id, num FROM attachments WHERE message_id = ?", (src_id,)
+    ).fetchall()
+    for old_attach, num in attachments:
+        new_attach = conn.execute(
+            "INSERT INTO attachments(message_id, num, size, props)"
+            " SELECT ?, num, size, props FROM attachments WHERE id = ? RETURNING id",
+            (new_id, old_attach),
+        ).fetchone()[0]
+        chunks.copy_all(conn, OWNER_ATTACHMENT, old_attach, new_attach)
+        emb = embedded_id(conn, old_attach)
+        if emb is not None:
+            copy_message(conn, emb, change_num=change_num, attach_id=new_attach)
+        del num
+    return int(new_id)

@@ -1,0 +1,157 @@
+"""The per-mailbox SQLite schema.
+
+Theory of operation
+-------------------
+One database file per mailbox. Folders and messages are rows with a few *hot
+columns* (the properties tables sort and restrict on most: delivery time, subject,
+size, flags, message class, times) next to a msgpack *property blob* holding every
+other property up to :attr:`~mapi.limits.Limits.inline_value_bytes`. Larger values
+(bodies, attachment data) live in ``streams`` (one row per value) and ``chunks``
+(one row per :attr:`~mapi.limits.Limits.chunk_bytes` slice), so a table scan never
+reads them and no value is ever held whole in memory.
+
+Every hot column has an index ``(folder_id, column, id)``: a contents table sorted
+by that column is an index walk, a page at an offset is ``LIMIT``/``OFFSET`` over the
+covering index (no row is read for skipped rows), and ``id`` breaks ties so the
+order is total and stable. String hot columns use ``COLLATE NOCASE``; the Python
+evaluator in :mod:`mapi.properties` (``sort_key``) reproduces that order.
+
+Ids come from ``AUTOINCREMENT`` so a deleted object's id (and its entry id) is never
+reused. Deleting a folder cascades to its subfolders, messages, recipients,
+attachments and embedded messages through foreign keys; triggers drop the streams
+of deleted messages and attachments, and chunks cascade from streams.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from mapi import proptags as pt
+
+SCHEMA_VERSION: Final = 1
+
+#: Owner kinds of rows in ``streams``.
+OWNER_MESSAGE: Final = 2
+OWNER_ATTACHMENT: Final = 3
+
+#: Hot message columns by canonical tag. Values of these tags live in the column,
+#: never in the blob (NULL means "property absent").
+MESSAGE_COLUMNS: Final[dict[int, str]] = {
+    pt.PR_MESSAGE_DELIVERY_TIME: "delivery_time",
+    pt.PR_SUBJECT_W: "subject",
+    pt.PR_MESSAGE_FLAGS: "flags",
+    pt.PR_MESSAGE_CLASS_W: "message_class",
+    pt.PR_MESSAGE_SIZE: "size",
+    pt.PR_MESSAGE_SIZE_EXTENDED: "size",
+    pt.PR_CREATION_TIME: "created",
+    pt.PR_LAST_MODIFICATION_TIME: "modified",
+    pt.PR_HASATTACH: "has_attach",
+}
+
+#: Columns selected whenever message rows are read, in this order.
+MESSAGE_SELECT: Final = (
+    "id, folder_id, attach_id, delivery_time, subject, size, flags, message_class,"
+    " created, modified, change_num, has_attach, props"
+)
+
+DDL: Final = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value ANY
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS folders (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    parent_id   INTEGER REFERENCES folders(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL COLLATE NOCASE,
+    folder_type INTEGER NOT NULL,
+    role        TEXT,
+    created     INTEGER NOT NULL,
+    modified    INTEGER NOT NULL,
+    change_num  INTEGER NOT NULL,
+    props       BLOB NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX IF NOT EXISTS folders_by_name ON folders(parent_id, name);
+CREATE UNIQUE INDEX IF NOT EXISTS folders_by_role ON folders(role) WHERE role IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS messages (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    folder_id     INTEGER REFERENCES folders(id) ON DELETE CASCADE,
+    attach_id     INTEGER REFERENCES attachments(id) ON DELETE CASCADE,
+    delivery_time INTEGER,
+    subject       TEXT COLLATE NOCASE,
+    size          INTEGER NOT NULL,
+    flags         INTEGER NOT NULL,
+    message_class TEXT COLLATE NOCASE,
+    created       INTEGER NOT NULL,
+    modified      INTEGER NOT NULL,
+    change_num    INTEGER NOT NULL,
+    has_attach    INTEGER NOT NULL,
+    props         BLOB NOT NULL,
+    CHECK ((folder_id IS NULL) <> (attach_id IS NULL))
+) STRICT;
+CREATE INDEX IF NOT EXISTS messages_by_delivery ON messages(folder_id, delivery_time, id);
+CREATE INDEX IF NOT EXISTS messages_by_subject ON messages(folder_id, subject, id);
+CREATE INDEX IF NOT EXISTS messages_by_size ON messages(folder_id, size, id);
+CREATE INDEX IF NOT EXISTS messages_by_flags ON messages(folder_id, flags, id);
+CREATE INDEX IF NOT EXISTS messages_by_class ON messages(folder_id, message_class, id);
+CREATE INDEX IF NOT EXISTS messages_by_modified ON messages(folder_id, modified, id);
+CREATE INDEX IF NOT EXISTS messages_by_created ON messages(folder_id, created, id);
+CREATE INDEX IF NOT EXISTS messages_by_attach ON messages(attach_id) WHERE attach_id IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS recipients (
+    message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    row_id     INTEGER NOT NULL,
+    props      BLOB NOT NULL,
+    PRIMARY KEY (message_id, row_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS attachments (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    num        INTEGER NOT NULL,
+    size       INTEGER NOT NULL,
+    props      BLOB NOT NULL,
+    UNIQUE (message_id, num)
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS streams (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_kind INTEGER NOT NULL,
+    owner_id   INTEGER NOT NULL,
+    tag        INTEGER NOT NULL,
+    length     INTEGER NOT NULL,
+    chunk_size INTEGER NOT NULL,
+    UNIQUE (owner_kind, owner_id, tag)
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS chunks (
+    stream_id INTEGER NOT NULL REFERENCES streams(id) ON DELETE CASCADE,
+    seq       INTEGER NOT NULL,
+    data      BLOB NOT NULL,
+    PRIMARY KEY (stream_id, seq)
+) STRICT, WITHOUT ROWID;
+
+CREATE TRIGGER IF NOT EXISTS messages_drop_streams AFTER DELETE ON messages BEGIN
+    DELETE FROM streams WHERE owner_kind = 2 AND owner_id = OLD.id;
+END;
+CREATE TRIGGER IF NOT EXISTS attachments_drop_streams AFTER DELETE ON attachments BEGIN
+    DELETE FROM streams WHERE owner_kind = 3 AND owner_id = OLD.id;
+END;
+
+CREATE TABLE IF NOT EXISTS named_props (
+    id   INTEGER PRIMARY KEY CHECK (id BETWEEN 32768 AND 65534),
+    guid BLOB NOT NULL,
+    kind INTEGER NOT NULL CHECK (kind IN (0, 1)),
+    lid  INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    UNIQUE (guid, kind, lid, name)
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS acl (
+    folder_id INTEGER NOT NULL REFERENCES folders(id) ON DELETE CASCADE,
+    member    TEXT NOT NULL,
+    rights    INTEGER NOT NULL,
+    PRIMARY KEY (folder_id, member)
+) STRICT, WITHOUT ROWID;
+"""

@@ -1,0 +1,365 @@
+"""The facade of the store core: accounts, logon, sessions and message stores.
+
+Theory of operation
+-------------------
+An :class:`ObjectStore` owns one data directory (mode 0700)::
+
+    <data_dir>/directory.sqlite3          users and verifiers (mode 0600)
+    <data_dir>/mailboxes/<user_id>.sqlite3  one mailbox per user (mode 0600)
+
+It keeps one :class:`~mapi.storage.db.MailboxDB` per open mailbox (so every session on
+a mailbox shares its lock; see the threading contract in :mod:`mapi.storage.db`) and
+creates a mailbox with its standard folders on first use.
+
+Logon ([MS-OXCRPC]-like, but our own scheme, see :mod:`mapi.logon`):
+:meth:`ObjectStore.begin_logon` issues a single-use :class:`~mapi.logon.Challenge`
+(expires after :data:`CHALLENGE_LIFETIME`); :meth:`ObjectStore.complete_logon` checks the
+answer and returns a :class:`Session`, or raises MAPI_E_LOGON_FAILED without saying
+why. A session opens its user's mailbox, or another user's when some folder ACL there
+grants the user something (MAPI_E_NO_ACCESS otherwise), as a :class:`MsgStore`:
+the store object of [MS-OXCSTOR], with its special-folder entry ids, ``open_entry``
+and the named-property mapping.
+
+All methods are synchronous; the RPC service calls them from worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from mapi import errors, named, permissions
+from mapi import proptags as pt
+from mapi.context import Identity, StoreContext
+from mapi.directory import Directory, UserRecord
+from mapi.entryid import EntryKind
+from mapi.folders import Folder, ensure_standard_folders, role_folder
+from mapi.limits import DEFAULT_LIMITS, Limits
+from mapi.logon import Challenge, KdfParams, client_response, make_challenge, verify_response
+from mapi.messages import Message, open_message_checked
+from mapi.objects import MapiObject
+from mapi.propbag import PropBag
+from mapi.properties import PropData, now_filetime
+from mapi.storage.db import MailboxDB
+
+#: How long a logon challenge stays valid, in FILETIME ticks (2 minutes).
+CHALLENGE_LIFETIME: Final = 2 * 60 * 10_000_000
+#: PR_STORE_SUPPORT_MASK: ENTRYID_UNIQUE | MODIFY_OK | CREATE_OK | ATTACH_OK |
+#: MV_PROPS_OK | RESTRICTION_OK | SORT_OK | UNICODE_OK.
+STORE_SUPPORT_MASK: Final = 0x00043239
+
+_STORE_ROLE_TAGS: Final = {
+    pt.PR_IPM_SUBTREE_ENTRYID: "ipm_subtree",
+    pt.PR_IPM_OUTBOX_ENTRYID: "outbox",
+    pt.PR_IPM_WASTEBASKET_ENTRYID: "deleted",
+    pt.PR_IPM_SENTMAIL_ENTRYID: "sent",
+}
+
+
+def _identity(user: UserRecord) -> Identity:
+    return Identity(user.user_id, user.username, user.display_name, user.email)
+
+
+class ObjectStore:
+    """Accounts, logon and mailboxes under one data directory."""
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        kdf: KdfParams = KdfParams(),  # noqa: B008 - frozen dataclass
+        clock: Callable[[], int] = now_filetime,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.limits = limits
+        self.clock = clock
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.data_dir / "mailboxes").mkdir(mode=0o700, exist_ok=True)
+        self.directory = Directory(self.data_dir / "directory.sqlite3", kdf=kdf, clock=clock)
+        self._lock = threading.Lock()
+        self._mailboxes: dict[str, MailboxDB] = {}
+        self._challenges: dict[bytes, tuple[Challenge, int]] = {}
+        self._sessions: dict[str, int] = {}
+
+    # --- Accounts (the CLI's adduser / passwd / deluser / list users) -----------------
+
+    def add_user(
+        self, username: str, password: str, *, display_name: str | None = None,
+        email: str | None = None,
+    ) -> UserRecord:  # fmt: skip
+        """Create an account (its mailbox is created on first use)."""
+        return self.directory.add_user(username, password, display_name=display_name, email=email)
+
+    def set_password(self, username: str, password: str) -> None:
+        self.directory.set_password(username, password)
+
+    def list_users(self) -> list[UserRecord]:
+        return self.directory.list_users()
+
+    def delete_user(self, username: str) -> UserRecord:
+        """Remove an account and its mailbox files."""
+        record = self.directory.delete_user(username)
+        with self._lock:
+            db = self._mailboxes.pop(record.user_id, None)
+        if db is not None:
+            db.close()
+        base = self.data_dir / "mailboxes" / record.mailbox
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{base}{suffix}").unlink(missing_ok=True)
+        return record
+
+    # --- Logon -----------------------------------------------------------------------------
+
+    def begin_logon(self, username: str) -> Challenge:
+        """Issue a single-use challenge (a decoy one for unknown users)."""
+        verifier = self.directory.verifier(username)
+        name = username.strip().lower() if isinstance(username, str) else ""
+        if verifier is None:
+            challenge = make_challenge(
+                name, None, self.directory.kdf, server_secret=self.directory.server_secret
+            )
+        else:
+            challenge = make_challenge(
+                name, verifier.salt, verifier.params, server_secret=self.directory.server_secret
+            )
+        now = self.clock()
+        with self._lock:
+            expired = [k for k, (_, t) in self._challenges.items() if t < now]
+            for key in expired:
+                del self._challenges[key]
+            if len(self._challenges) >= self.limits.max_pending_challenges:
+                raise errors.NotEnoughResources("too many logons in progress")
+            self._challenges[challenge.server_nonce] = (challenge, now + CHALLENGE_LIFETIME)
+        return challenge
+
+    def complete_logon(self, server_nonce: bytes, client_nonce: bytes, response: bytes) -> Session:
+        """Check a logon answer; return the session.
+
+        Raises:
+            LogonFailed: unknown/expired challenge, unknown or disabled user, or a wrong
+            answer (indistinguishable on purpose).
+            SessionLimit: the user has too many sessions.
+        """
+        with self._lock:
+            entry = (
+                self._challenges.pop(server_nonce, None)
+                if isinstance(server_nonce, bytes)
+                else None
+            )
+        if entry is None or entry[1] < self.clock():
+            raise errors.LogonFailed()
+        challenge = entry[0]
+        verifier = self.directory.verifier(challenge.username)
+        key = verifier.key if verifier is not None else bytes(32)
+        ok = verify_response(key, challenge, client_nonce, response)
+        if verifier is None or not ok:
+            raise errors.LogonFailed()
+        user = self.directory.get_user(challenge.username)
+        with self._lock:
+            count = self._sessions.get(user.user_id, 0)
+            if count >= self.limits.max_sessions_per_user:
+                raise errors.SessionLimit()
+            self._sessions[user.user_id] = count + 1
+        return Session(self, user)
+
+    def logon_with_password(self, username: str, password: str) -> Session:
+        """Both sides of the challenge-response in-process (local tools and tests)."""
+        challenge = self.begin_logon(username)
+        try:
+            client_nonce, response = client_response(password, challenge)
+        except errors.MapiError:
+            raise errors.LogonFailed() from None
+        return self.complete_logon(challenge.server_nonce, client_nonce, response)
+
+    def _session_ended(self, user_id: str) -> None:
+        with self._lock:
+            count = self._sessions.get(user_id, 0) - 1
+            if count > 0:
+                self._sessions[user_id] = count
+            else:
+                self._sessions.pop(user_id, None)
+
+    # --- Mailboxes -------------------------------------------------------------------------
+
+    def mailbox_db(self, user: UserRecord) -> MailboxDB:
+        """The (shared) database of a user's mailbox, created on first use."""
+        with self._lock:
+            db = self._mailboxes.get(user.user_id)
+            if db is None:
+                path = self.data_dir / "mailboxes" / user.mailbox
+                db = MailboxDB(path, limits=self.limits, clock=self.clock)
+                with db.transaction() as conn:
+                    ensure_standard_folders(conn, self.clock())
+                self._mailboxes[user.user_id] = db
+            return db
+
+    def close(self) -> None:
+        """Close every mailbox and the directory."""
+        with self._lock:
+            dbs = list(self._mailboxes.values())
+            self._mailboxes.clear()
+        for db in dbs:
+            db.close()
+        self.directory.close()
+
+
+class Session:
+    """One logon of one user."""
+
+    def __init__(self, store: ObjectStore, user: UserRecord) -> None:
+        self._store = store
+        self.user = user
+        self.session_id = os.urandom(16)
+        self._closed = False
+
+    def open_store(self, owner: str | None = None) -> MsgStore:
+        """Open the user's mailbox, or ``owner``'s.
+
+        Raises:
+            NoAccess: another user's mailbox where no folder grants this user anything.
+            NotFound: no such owner.
+        """
+        if self._closed:
+            raise errors.InvalidObject("the session is closed")
+        owner_rec = self.user if owner is None else self._store.directory.get_user(owner)
+        db = self._store.mailbox_db(owner_rec)
+        ctx = StoreContext(db, user=_identity(self.user), owner=_identity(owner_rec))
+        if not ctx.is_owner:
+            with db.reading() as conn:
+                if not permissions.grants_anything(conn, self.user.user_id):
+                    raise errors.NoAccess("no permission on this mailbox")
+        return MsgStore(ctx)
+
+    def logoff(self) -> None:
+        """End the session."""
+        if not self._closed:
+            self._closed = True
+            self._store._session_ended(self.user.user_id)
+
+
+class MsgStore(MapiObject):
+    """A message store as one session sees it (properties are read-only)."""
+
+    computed_ids = frozenset(range(0x10000))
+
+    def __init__(self, ctx: StoreContext) -> None:
+        super().__init__(ctx)
+
+    @property
+    def context(self) -> StoreContext:
+        return self._ctx
+
+    @property
+    def entry_id(self) -> bytes:
+        return self._ctx.store_eid()
+
+    # --- MapiObject hooks ------------------------------------------------------------------
+
+    def _bag(self) -> PropBag:
+        return PropBag()
+
+    def _props(self) -> dict[int, PropData]:
+        ctx = self._ctx
+        props: dict[int, PropData] = {
+            pt.PR_ENTRYID: ctx.store_eid(),
+            pt.PR_STORE_ENTRYID: ctx.store_eid(),
+            pt.PR_RECORD_KEY: ctx.uid,
+            pt.PR_STORE_RECORD_KEY: ctx.uid,
+            pt.PR_MAPPING_SIGNATURE: ctx.uid,
+            pt.PR_OBJECT_TYPE: pt.MAPI_STORE,
+            pt.PR_DISPLAY_NAME_W: f"Mailbox - {ctx.owner.display_name}",
+            pt.PR_MAILBOX_OWNER_NAME_W: ctx.owner.display_name,
+            pt.PR_STORE_SUPPORT_MASK: STORE_SUPPORT_MASK,
+            pt.PR_DEFAULT_STORE: ctx.is_owner,
+        }
+        with ctx.db.reading() as conn:
+            for tag, role in _STORE_ROLE_TAGS.items():
+                props[tag] = ctx.folder_eid(role_folder(conn, role))
+        return props
+
+    def _computed(self, tag: int) -> PropData | None:
+        return self._props().get(tag)
+
+    def _computed_tags(self) -> list[int]:
+        return list(self._props())
+
+    def _read_large(self, tag: int, length: int) -> bytes:  # pragma: no cover
+        raise errors.NotFound()
+
+    def _check_writable(self) -> None:
+        raise errors.NoAccess("store properties are read-only")
+
+    def _apply(
+        self, sets: list[tuple[int, PropData]], deletes: list[int]
+    ) -> None:  # pragma: no cover
+        raise errors.NoAccess("store properties are read-only")
+
+    # --- Folders and messages ----------------------------------------------------------------
+
+    def special_folder_id(self, role: str) -> bytes:
+        """Entry id of a special folder by role ("inbox", "deleted", "root"...)."""
+        with self._ctx.db.reading() as conn:
+            return self._ctx.folder_eid(role_folder(conn, role))
+
+    def get_receive_folder(self) -> bytes:
+        """Entry id of the folder new mail goes to (the Inbox)."""
+        return self.special_folder_id("inbox")
+
+    def root_folder(self) -> Folder:
+        return self.open_folder(self.special_folder_id("root"))
+
+    def open_folder(self, entry_id: bytes) -> Folder:
+        """Open a folder by entry id.
+
+        Raises:
+            InvalidEntryId, UnknownEntryId, NotFound, NoAccess.
+        """
+        with self._ctx.db.lock:
+            fid = self._ctx.parse(entry_id, EntryKind.FOLDER).object_id
+            with self._ctx.db.reading() as conn:
+                if conn.execute("SELECT 1 FROM folders WHERE id = ?", (fid,)).fetchone() is None:
+                    raise errors.NotFound("no such folder")
+            self._ctx.require(fid, permissions.FOLDER_VISIBLE)
+            return Folder(self._ctx, fid)
+
+    def open_message(self, entry_id: bytes, *, writable: bool = False) -> Message:
+        """Open a saved message by entry id (read-only unless ``writable``).
+
+        Raises:
+            InvalidEntryId, UnknownEntryId, NotFound, NoAccess.
+        """
+        with self._ctx.db.lock:
+            mid = self._ctx.parse(entry_id, EntryKind.MESSAGE).object_id
+            return open_message_checked(self._ctx, mid, writable=writable)
+
+    def open_entry(self, entry_id: bytes, *, writable: bool = False) -> Folder | Message | MsgStore:
+        """Open whatever ``entry_id`` names."""
+        kind = self._ctx.parse(entry_id).kind
+        if kind == EntryKind.FOLDER:
+            return self.open_folder(entry_id)
+        if kind == EntryKind.MESSAGE:
+            return self.open_message(entry_id, writable=writable)
+        return self
+
+    # --- Named properties ------------------------------------------------------------------------
+
+    def get_ids_from_names(
+        self, names: Sequence[named.PropName], *, create: bool = False
+    ) -> list[int]:
+        """Property ids of named properties (0 where unknown and not ``create``)."""
+        with self._ctx.db.transaction() as conn:
+            return named.get_ids(conn, list(names), create=create, limits=self._ctx.limits)
+
+    def get_names_from_ids(self, ids: Sequence[int]) -> list[named.PropName | None]:
+        """Names of property ids (None where unmapped)."""
+        if len(ids) > self._ctx.limits.max_props_per_call:
+            raise errors.InvalidParameter("too many ids")
+        with self._ctx.db.reading() as conn:
+            return named.get_names(conn, list(ids))
+
+    def close(self) -> None:
+        self._closed = True

@@ -1,0 +1,212 @@
+"""Streams over large property values.
+
+Theory of operation
+-------------------
+[MS-OXCPRPT] 3.2.5.13-3.2.5.19 (RopOpenStream, RopReadStream, RopWriteStream,
+RopSeekStream, RopSetStreamSize, RopCommitStream): a PT_BINARY or PT_UNICODE
+property of a message or attachment (a body, PR_ATTACH_DATA_BIN) can be read and
+written in pieces. A PT_UNICODE stream carries UTF-16LE bytes without terminator.
+
+Reading a committed large value reads only the chunk rows under the requested range.
+Writing goes to a private :class:`~mapi.propbag.TempData` (opening for write without
+``create`` first copies the current value into it, chunk by chunk); ``commit`` (or
+``close`` of a dirty stream) hands that data to the owning object's pending changes,
+so the bytes become visible only when the message is saved, in the message's single
+transaction. Nothing here ever holds more than one read or write request in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+from mapi import errors
+from mapi import proptags as pt
+from mapi.context import StoreContext
+from mapi.propbag import PropBag, Source, TempData
+from mapi.properties import to_stream_bytes
+
+STREAM_SEEK_SET: Final = 0
+STREAM_SEEK_CUR: Final = 1
+STREAM_SEEK_END: Final = 2
+_COPY_BLOCK: Final = 1 << 16
+
+
+class StreamOwner(Protocol):
+    """What a stream needs of the message or attachment it belongs to."""
+
+    _ctx: StoreContext
+
+    def _bag(self) -> PropBag: ...
+
+    def read_large_at(self, tag: int, offset: int, size: int) -> bytes: ...
+
+    def touch(self) -> None: ...
+
+    def _is_computed(self, tag: int) -> bool: ...
+
+
+class PropStream:
+    """A stream on one property of a message or attachment."""
+
+    def __init__(self, owner: StreamOwner, tag: int, *, write: bool, create: bool) -> None:
+        if not isinstance(tag, int) or not 0 < tag <= 0xFFFFFFFF:
+            raise errors.InvalidParameter("bad property tag")
+        if pt.prop_type(tag) not in (pt.PropType.PT_BINARY, pt.PropType.PT_UNICODE):
+            raise errors.NoSupport("streams are for PT_BINARY and PT_UNICODE properties")
+        if write and owner._is_computed(tag):
+            raise errors.Computed("computed properties cannot be written")
+        self._owner = owner
+        self._ctx = owner._ctx
+        self._tag = pt.canonical_tag(tag)
+        self._write = write
+        self._pos = 0
+        self._dirty = False
+        self._closed = False
+        self._temp: TempData | None = None
+        self._value: bytes | None = None
+        self._large: int | None = None
+        found = owner._bag().lookup(self._tag)
+        if create:
+            self._temp = TempData(self._ctx.limits.chunk_bytes)
+            self._dirty = True
+            return
+        if found is None:
+            raise errors.NotFound(f"{pt.tag_name(tag)} does not exist")
+        source, payload = found
+        if source is Source.TEMP:
+            assert isinstance(payload, TempData)
+            self._temp = payload.copy() if write else payload
+        elif source is Source.LARGE:
+            assert isinstance(payload, int)
+            self._large = payload
+            if write:
+                self._temp = self._copy_large(payload)
+        else:
+            assert not isinstance(payload, TempData)
+            data = to_stream_bytes(self._tag, payload)
+            if write:
+                self._temp = TempData(self._ctx.limits.chunk_bytes)
+                self._temp.write_at(0, data)
+            else:
+                self._value = data
+
+    def _copy_large(self, length: int) -> TempData:
+        temp = TempData(self._ctx.limits.chunk_bytes)
+        offset = 0
+        while offset < length:
+            block = self._owner.read_large_at(self._tag, offset, _COPY_BLOCK)
+            if not block:
+                break
+            temp.write_at(offset, block)
+            offset += len(block)
+        return temp
+
+    def _enter(self) -> None:
+        if self._closed:
+            raise errors.InvalidObject("the stream is closed")
+
+    def size(self) -> int:
+        """The current length in bytes."""
+        with self._ctx.db.lock:
+            self._enter()
+            if self._temp is not None:
+                return self._temp.length
+            if self._value is not None:
+                return len(self._value)
+            return self._large or 0
+
+    def read(self, size: int) -> bytes:
+        """Read up to ``size`` bytes at the position and advance (b"" at the end).
+
+        Raises:
+            InvalidParameter: size negative or above the per-call limit.
+        """
+        with self._ctx.db.lock:
+            self._enter()
+            if not isinstance(size, int) or not 0 <= size <= self._ctx.limits.max_value_bytes:
+                raise errors.InvalidParameter("bad read size")
+            if self._temp is not None:
+                data = self._temp.read_at(self._pos, size)
+            elif self._value is not None:
+                data = self._value[self._pos : self._pos + size]
+            else:
+                data = self._owner.read_large_at(self._tag, self._pos, size)
+            self._pos += len(data)
+            return data
+
+    def write(self, data: bytes) -> int:
+        """Write ``data`` at the position and advance; return the bytes written.
+
+        Raises:
+            NoAccess: the stream is read-only. TooBig: beyond the stream size limit.
+        """
+        with self._ctx.db.lock:
+            self._enter()
+            if not self._write:
+                raise errors.NoAccess("the stream is read-only")
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise errors.InvalidParameter("write needs bytes")
+            if len(data) > self._ctx.limits.max_value_bytes:
+                raise errors.InvalidParameter("write larger than the per-call limit")
+            if self._pos + len(data) > self._ctx.limits.max_stream_bytes:
+                raise errors.TooBig("stream too large")
+            assert self._temp is not None
+            if self._temp.frozen:  # committed already: copy on write
+                self._temp = self._temp.copy()
+            self._temp.write_at(self._pos, bytes(data))
+            self._pos += len(data)
+            self._dirty = True
+            return len(data)
+
+    def seek(self, offset: int, whence: int = STREAM_SEEK_SET) -> int:
+        """Move the position; return the new position.
+
+        Raises:
+            InvalidParameter: bad origin, or a position before 0 or past the limit.
+        """
+        with self._ctx.db.lock:
+            self._enter()
+            if whence == STREAM_SEEK_SET:
+                base = 0
+            elif whence == STREAM_SEEK_CUR:
+                base = self._pos
+            elif whence == STREAM_SEEK_END:
+                base = self.size()
+            else:
+                raise errors.InvalidParameter("bad seek origin")
+            target = base + offset
+            if not 0 <= target <= self._ctx.limits.max_stream_bytes:
+                raise errors.InvalidParameter("seek out of range")
+            self._pos = target
+            return target
+
+    def set_size(self, size: int) -> None:
+        """Truncate or extend (with zeros) to ``size`` bytes."""
+        with self._ctx.db.lock:
+            self._enter()
+            if not self._write:
+                raise errors.NoAccess("the stream is read-only")
+            if not isinstance(size, int) or not 0 <= size <= self._ctx.limits.max_stream_bytes:
+                raise errors.TooBig("bad stream size")
+            assert self._temp is not None
+            if self._temp.frozen:
+                self._temp = self._temp.copy()
+            self._temp.truncate(size)
+            self._dirty = True
+
+    def commit(self) -> None:
+        """Make the written bytes a pending change of the owner (visible after save)."""
+        with self._ctx.db.lock:
+            self._enter()
+            if self._write and self._dirty and self._temp is not None:
+                self._owner._bag().set_temp(self._tag, self._temp)
+                self._owner.touch()
+                self._dirty = False
+
+    def close(self) -> None:
+        """Commit if dirty, then release the stream."""
+        with self._ctx.db.lock:
+            if self._closed:
+                return
+            self.commit()
+            self._closed = True
