@@ -5,7 +5,9 @@ Prints one figure a line and rewrites its section of ``docs/benchmarks.md``:
 - bare trio TCP echo round trips/s (100-byte messages): the ceiling for any RPC on
   this machine and interpreter;
 - our DCE/RPC runtime: calls/s of a null call (100-byte stub) over ncacn_ip_tcp;
-- grpcio (asyncio) unary calls/s with a similar payload, when grpcio is installed.
+- grpcio (asyncio) unary calls/s with a similar payload, when grpcio is installed;
+- the object store: ``get_props`` (four properties) on an open message, calls/s, over
+  direct TCP against a real ``serve`` (SQLite in a temporary data directory).
 
 Usage: ``python bench/rpc_bench.py [--seconds 5]``. Nothing here is asserted by tests.
 """
@@ -86,7 +88,31 @@ def serve_grpc(port: int) -> None:
     asyncio.run(main())
 
 
-SERVERS = {"echo": serve_echo, "rpc": serve_rpc, "grpc": serve_grpc}
+def serve_store(port: int) -> None:
+    import tempfile
+    from pathlib import Path
+
+    import trio
+
+    from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, StoreSection
+    from mapi_anywhere.serve import run_server
+
+    async def main() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Config(
+                server=ServerSection(data_dir=Path(tmp)),
+                endpoint_mapper=EndpointMapperSection(port=port),
+                store=StoreSection(demo_user=False),
+            )
+            async with trio.open_nursery() as nursery:
+                running = await nursery.start(run_server, config)
+                await trio.to_thread.run_sync(running.store.add_user, "bench", "bench-password")
+                await trio.sleep_forever()
+
+    trio.run(main)
+
+
+SERVERS = {"echo": serve_echo, "rpc": serve_rpc, "grpc": serve_grpc, "getprops": serve_store}
 
 
 # -- clients -----------------------------------------------------------------------------
@@ -161,7 +187,44 @@ def bench_grpc(port: int, seconds: float) -> float:
     return asyncio.run(run())
 
 
-CLIENTS = {"echo": bench_echo, "rpc": bench_rpc, "grpc": bench_grpc}
+def bench_getprops(port: int, seconds: float) -> float:
+    import trio
+
+    from clients.api import connect
+
+    tags = ["PR_SUBJECT", "PR_MESSAGE_SIZE", "PR_MESSAGE_FLAGS", "PR_MESSAGE_DELIVERY_TIME"]
+
+    async def run() -> float:
+        address = f"ncacn_ip_tcp:127.0.0.1[{port}]"
+        for _ in range(100):  # the user is created just after the port opens
+            try:
+                session_cm = connect(address, "bench", "bench-password")
+                session = await session_cm.__aenter__()
+                break
+            except Exception:
+                await trio.sleep(0.1)
+        else:
+            raise RuntimeError("cannot log on to the benchmark server")
+        try:
+            store = await session.open_store()
+            inbox = await store.open_folder(await store.special_folder("inbox"))
+            msg = await inbox.create_message()
+            await msg.set_props({"PR_SUBJECT": "x" * 100, "PR_MESSAGE_DELIVERY_TIME": 1})
+            eid = await msg.save()
+            msg = await store.open_message(eid)
+            count = 0
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                await msg.get_props(tags)
+                count += 1
+            return count / (time.perf_counter() - start)
+        finally:
+            await session_cm.__aexit__(None, None, None)
+
+    return trio.run(run)
+
+
+CLIENTS = {"echo": bench_echo, "rpc": bench_rpc, "grpc": bench_grpc, "getprops": bench_getprops}
 
 
 def measure(kind: str, seconds: float) -> float | None:
@@ -173,20 +236,23 @@ def measure(kind: str, seconds: float) -> float | None:
             return None
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--port", str(port)],
-                              env=env)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--serve", kind, "--port", str(port)], env=env
+    )
     try:
         wait_for_port(port)
-        CLIENTS[kind](port, 0.5)  # warm up
+        CLIENTS[kind](port, min(0.5, seconds))  # warm up
         return CLIENTS[kind](port, seconds)
     finally:
         server.terminate()
         server.wait(timeout=10)
 
 
-def write_section(title: str, lines: list[str]) -> None:
-    """Replace (or append) the ``## title`` section of docs/benchmarks.md."""
-    path = ROOT / "docs" / "benchmarks.md"
+DOCS = ROOT / "docs" / "benchmarks.md"
+
+
+def write_section(title: str, lines: list[str], path: Path = DOCS) -> None:
+    """Replace (or append) the ``## title`` section of the benchmarks document."""
     text = path.read_text() if path.exists() else "# Benchmarks\n\nFigures from `bench/`.\n"
     header = f"## {title}\n"
     body = header + "\n" + "\n".join(lines) + "\n"
@@ -201,36 +267,43 @@ def write_section(title: str, lines: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each run")
+    parser.add_argument("--docs", type=Path, default=DOCS, help="document to update")
     parser.add_argument("--serve", choices=sorted(SERVERS), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         SERVERS[args.serve](args.port)
         return
-    results = {kind: measure(kind, args.seconds) for kind in ("echo", "rpc", "grpc")}
+    results = {kind: measure(kind, args.seconds) for kind in ("echo", "rpc", "grpc", "getprops")}
     lines = []
     names = {
         "echo": "bare trio TCP echo, 100-byte round trips/s",
         "rpc": "DCE/RPC null call (100-byte stub) over ncacn_ip_tcp, calls/s",
         "grpc": "grpcio asyncio unary call (100 bytes), calls/s",
+        "getprops": "store get_props (4 properties) on an open message, direct TCP, calls/s",
     }
     for kind, value in results.items():
         if value is not None:
             line = f"{names[kind]}: {value:.0f}"
             print(line)
             lines.append(f"- {line}")
-    if results["echo"] and results["rpc"]:
-        ratio = results["rpc"] / results["echo"]
-        print(f"DCE/RPC null call / bare echo: {ratio:.2f}")
-        lines.append(f"- DCE/RPC null call / bare echo: {ratio:.2f}")
+    for kind in ("rpc", "getprops"):
+        if results["echo"] and results[kind]:
+            ratio = results[kind] / results["echo"]  # type: ignore[operator]
+            line = f"{names[kind].split(',')[0]} / bare echo: {ratio:.2f}"
+            print(line)
+            lines.append(f"- {line}")
     lines.append("")
-    lines.append(f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, Python "
-                 f"{sys.version.split()[0]}, one client connection, calls in series, "
-                 f"{args.seconds:.0f} s per figure.")
-    write_section("Small calls on loopback (bench/rpc_bench.py)", lines)
+    lines.append(
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, Python "
+        f"{sys.version.split()[0]}, one client connection, calls in series, "
+        f"{args.seconds:.0f} s per figure."
+    )
+    write_section("Small calls on loopback (bench/rpc_bench.py)", lines, args.docs)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ A MAPI-style object server with a DCE/RPC endpoint mapper and an HTTPS tunnel.
   mapi-anywhere serve -c server.toml  run with a configuration file
   mapi-anywhere config > server.toml  write the documented default configuration
   mapi-anywhere lookup 127.0.0.1 -p 1135   list what an endpoint mapper has registered
+  mapi-anywhere adduser alice         create a user (asks for the password)
+  mapi-anywhere users                 list users
 """
 
 
@@ -56,6 +58,27 @@ def _parser() -> argparse.ArgumentParser:
         help="print the default configuration file",
         description="Print the documented default configuration (TOML).",
     )
+
+    for name, helptext in (
+        ("adduser", "create a user (its mailbox is created on first logon)"),
+        ("passwd", "set a user's password"),
+        ("deluser", "delete a user and its mailbox"),
+        ("users", "list the users"),
+    ):
+        cmd = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ".")
+        cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
+        cmd.add_argument("--data-dir", help="data directory (overrides [server] data_dir)")
+        if name != "users":
+            cmd.add_argument("username")
+        if name in ("adduser", "passwd"):
+            cmd.add_argument(
+                "--password-stdin",
+                action="store_true",
+                help="read the password from standard input (for scripts)",
+            )
+        if name == "adduser":
+            cmd.add_argument("--display-name", help="the user's display name")
+            cmd.add_argument("--email", help="the user's e-mail address")
 
     lookup = sub.add_parser(
         "lookup",
@@ -116,8 +139,57 @@ def _lookup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Again: "):
+        raise ValueError("the passwords differ")
+    return first
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    """adduser / passwd / deluser / users, straight on the data directory's databases."""
+    from mapi.errors import MapiError
+    from mapi.store import ObjectStore
+
+    try:
+        config = with_overrides(load_config(args.config), data_dir=args.data_dir)
+    except ConfigError as exc:
+        print(f"mapi-anywhere: configuration error: {exc}", file=sys.stderr)
+        return 2
+    store = ObjectStore(config.server.data_dir)
+    try:
+        if args.command == "users":
+            for user in store.list_users():
+                print(f"{user.username}\t{user.display_name or ''}\t{user.email or ''}")
+        elif args.command == "deluser":
+            store.delete_user(args.username)
+            print(f"deleted {args.username} and its mailbox")
+        else:
+            password = _read_password(args)
+            if args.command == "adduser":
+                store.add_user(
+                    args.username, password, display_name=args.display_name, email=args.email
+                )
+                print(f"created {args.username}")
+            else:
+                store.set_password(args.username, password)
+                print(f"password of {args.username} changed")
+    except (MapiError, ValueError) as exc:
+        print(f"mapi-anywhere: {args.command}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("adduser", "passwd", "deluser", "users"):
+        return _accounts(args)
     if args.command == "config":
         sys.stdout.write(DEFAULT_CONFIG_TOML)
         return 0

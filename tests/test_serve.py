@@ -347,3 +347,37 @@ def test_unmodified_rpcdump_script_on_port_135(tmp_path: Path):
     assert "mapi-anywhere object store" in out.stdout
     assert "Received 2 endpoints." in out.stdout + out.stderr
     assert "Protocol failed" not in out.stdout + out.stderr
+
+
+def test_cli_account_commands(tmp_path: Path):
+    def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mapi_anywhere", *args, "--data-dir", str(tmp_path)],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert (
+        cli("adduser", "alice", "--password-stdin", "--email", "a@x", stdin="pw-one\n").returncode
+        == 0
+    )
+    duplicate = cli("adduser", "alice", "--password-stdin", stdin="pw-two\n")
+    assert duplicate.returncode == 1 and "MAPI_E_COLLISION" in duplicate.stderr
+    assert cli("passwd", "alice", "--password-stdin", stdin="pw-two\n").returncode == 0
+    assert "alice" in cli("users").stdout
+
+    from mapi.errors import LogonFailed
+    from mapi.store import ObjectStore
+
+    store = ObjectStore(tmp_path)
+    try:
+        store.logon_with_password("alice", "pw-two").logoff()
+        with pytest.raises(LogonFailed):
+            store.logon_with_password("alice", "pw-one")
+    finally:
+        store.close()
+    assert cli("deluser", "alice").returncode == 0
+    missing = cli("deluser", "alice")
+    assert missing.returncode == 1 and "MAPI_E_NOT_FOUND" in missing.stderr
