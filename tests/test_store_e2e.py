@@ -205,14 +205,16 @@ async def test_error_paths_and_malformed_batches(server):
             assert results[0][0] == errors.Hresult.MAPI_E_INVALID_OBJECT
             inbox = await _folder(store, "inbox")
             table = await inbox.contents_table()
-            results = await session.execute([
-                ["no_such_op", {}],
-                ["get_props", {"h": "x"}],
-                "not an op",
-                ["query_rows", {"h": table.handle, "count": "many"}],
-                ["query_rows", {"h": store.handle, "count": 5}],  # a store is not a table
-                ["restrict", {"h": table.handle, "restriction": {"rt": 99}}],
-            ])
+            results = await session.execute(
+                [
+                    ["no_such_op", {}],
+                    ["get_props", {"h": "x"}],
+                    "not an op",
+                    ["query_rows", {"h": table.handle, "count": "many"}],
+                    ["query_rows", {"h": store.handle, "count": 5}],  # a store is not a table
+                    ["restrict", {"h": table.handle, "restriction": {"rt": 99}}],
+                ]
+            )
             assert [r[0] for r in results] == [
                 errors.Hresult.MAPI_E_NO_SUPPORT,
                 errors.Hresult.MAPI_E_INVALID_PARAMETER,
@@ -326,3 +328,73 @@ async def test_saved_messages_survive_kill_9(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         await trio.to_thread.run_sync(proc.communicate)
+
+
+PS_PUBLIC_STRINGS = bytes.fromhex("2903020000000000c000000000000046")
+
+
+async def test_named_properties_embedded_messages_and_folder_operations(server):
+    with trio.fail_after(60):
+        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as session:
+            store = await session.open_store()
+            inbox = await _folder(store, "inbox")
+
+            # Named properties: unknown without create, then mapped per store, both ways.
+            names = [(PS_PUBLIC_STRINGS, "Keywords"), (PS_PUBLIC_STRINGS, 0x8001)]
+            ids = await store.get_ids_from_names(names, create=True)
+            assert all(0x8000 <= i <= 0xFFFE for i in ids) and ids[0] != ids[1]
+            assert await store.get_ids_from_names(names) == ids
+            back = await store.get_names_from_ids(ids)
+            assert back == [[PS_PUBLIC_STRINGS, 1, "Keywords"], [PS_PUBLIC_STRINGS, 0, 0x8001]]
+            keywords_tag = pt.make_tag(ids[0], pt.PropType.PT_MV_UNICODE)
+
+            # A message with a named property and an embedded message.
+            msg = await inbox.create_message()
+            await msg.set_props({"PR_SUBJECT": "outer", keywords_tag: ["a", "b"]})
+            att = await msg.create_attachment()
+            await att.set_props({"PR_ATTACH_METHOD": 5, "PR_DISPLAY_NAME": "inner.msg"})
+            inner = await att.open_embedded(create=True)
+            await inner.set_props({"PR_SUBJECT": "inner"})
+            await inner.save()
+            await att.save()
+            eid = await msg.save()
+            reopened = await store.open_message(eid)
+            props = await reopened.get_props([keywords_tag, "PR_HASATTACH"])
+            assert props[keywords_tag] == ["a", "b"] and props["PR_HASATTACH"] is True
+            embedded = await (await reopened.open_attachment(0)).open_embedded()
+            assert (await embedded.get_props(["PR_SUBJECT"]))["PR_SUBJECT"] == "inner"
+
+            # Read flags.
+            assert await inbox.set_read_flags([eid]) == 0
+            flags = (await reopened.get_props(["PR_MESSAGE_FLAGS"]))["PR_MESSAGE_FLAGS"]
+            assert flags & pt.MSGFLAG_READ
+
+            # Folders: create, rename, copy, move, empty, delete; the hierarchy table.
+            a = await inbox.create_folder("A")
+            await a.create_folder("A1")
+            await a.rename("Alpha")
+            eid_a = (await a.get_props(["PR_ENTRYID"]))["PR_ENTRYID"]
+            drafts = await _folder(store, "drafts")
+            await inbox.copy_folder(eid_a, drafts, name="Alpha copy")
+            tree = [r["PR_DISPLAY_NAME"] async for r in drafts.subfolders(["PR_DISPLAY_NAME"])]
+            assert tree == ["Alpha copy"]
+            await inbox.copy_folder(eid_a, drafts, move=True)
+            names_after = sorted(
+                [r["PR_DISPLAY_NAME"] async for r in drafts.subfolders(["PR_DISPLAY_NAME"])]
+            )
+            assert names_after == ["Alpha", "Alpha copy"]
+            assert "Alpha" not in [
+                r["PR_DISPLAY_NAME"] async for r in inbox.subfolders(["PR_DISPLAY_NAME"])
+            ]
+            with pytest.raises(errors.Collision):
+                await drafts.create_folder("Alpha")
+            await inbox.empty()
+            assert [r async for r in inbox.contents(["PR_SUBJECT"])] == []
+            rows = [r async for r in drafts.subfolders(["PR_DISPLAY_NAME", "PR_ENTRYID"])]
+            copy_eid = next(r["PR_ENTRYID"] for r in rows if r["PR_DISPLAY_NAME"] == "Alpha copy")
+            with pytest.raises(errors.HasFolders):
+                await drafts.delete_folder(copy_eid)
+            await drafts.delete_folder(copy_eid, flags=0x01 | 0x04 | 0x10)
+            assert [r["PR_DISPLAY_NAME"] async for r in drafts.subfolders(["PR_DISPLAY_NAME"])] == [
+                "Alpha"
+            ]
