@@ -146,23 +146,32 @@ class RpcClient:
         return waiter.event
 
     async def _flush(self) -> None:
-        async with self._send_lock:
-            data = self.core.data_to_send()
-            if not data:
-                return
-            failure: BaseException | None = None
-            try:
-                with trio.CancelScope(
-                    deadline=trio.current_time() + self.config.send_timeout
-                ) as scope:
-                    await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                failure = exc
-            if failure is None and scope.cancelled_caught:
-                failure = trio.TooSlowError("the server did not read our request in time")
-            if failure is not None:
-                self._fail_all(failure)
-                raise ConnectionClosed(f"send failed: {failure!r}") from failure
+        # Uncontended (the usual case), take the lock without a scheduler trip; send_all
+        # below still checkpoints.
+        try:
+            self._send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._send_lock.acquire()
+        try:
+            await self._send_queued()
+        finally:
+            self._send_lock.release()
+
+    async def _send_queued(self) -> None:
+        data = self.core.data_to_send()
+        if not data:
+            return
+        failure: BaseException | None = None
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + self.config.send_timeout) as scope:
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            failure = exc
+        if failure is None and scope.cancelled_caught:
+            failure = trio.TooSlowError("the server did not read our request in time")
+        if failure is not None:
+            self._fail_all(failure)
+            raise ConnectionClosed(f"send failed: {failure!r}") from failure
 
     def _fail_all(self, exc: BaseException) -> None:
         if self._closed is None:

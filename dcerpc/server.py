@@ -224,18 +224,29 @@ class RpcServer:
         await self._flush(conn)
 
     async def _flush(self, conn: _Connection) -> None:
-        async with conn.send_lock:
-            data = conn.core.data_to_send()
-            if not data or conn.broken:
-                return
-            try:
-                with trio.CancelScope(
-                    deadline=trio.current_time() + self.config.send_timeout
-                ) as scope:
-                    await conn.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                scope = None
-            if scope is None or scope.cancelled_caught:
-                # The peer stopped reading or went away: end the connection, not the server.
-                conn.broken = True
-                await trio.aclose_forcefully(conn.stream)
+        if not conn.core.outbox_pending:
+            return
+        # Uncontended (the usual case), take the lock without a scheduler trip; send_all
+        # below still checkpoints.
+        try:
+            conn.send_lock.acquire_nowait()
+        except trio.WouldBlock:
+            await conn.send_lock.acquire()
+        try:
+            await self._send_queued(conn)
+        finally:
+            conn.send_lock.release()
+
+    async def _send_queued(self, conn: _Connection) -> None:
+        data = conn.core.data_to_send()
+        if not data or conn.broken:
+            return
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + self.config.send_timeout) as scope:
+                await conn.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            scope = None
+        if scope is None or scope.cancelled_caught:
+            # The peer stopped reading or went away: end the connection, not the server.
+            conn.broken = True
+            await trio.aclose_forcefully(conn.stream)
