@@ -94,7 +94,13 @@ def serve_store(port: int) -> None:
 
     import trio
 
-    from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, StoreSection
+    from mapi_anywhere.config import (
+        Config,
+        EndpointMapperSection,
+        ServerSection,
+        StoreSection,
+        TunnelSection,
+    )
     from mapi_anywhere.serve import run_server
 
     async def main() -> None:
@@ -103,6 +109,7 @@ def serve_store(port: int) -> None:
                 server=ServerSection(data_dir=Path(tmp)),
                 endpoint_mapper=EndpointMapperSection(port=port),
                 store=StoreSection(demo_user=False),
+                tunnel=TunnelSection(enabled=False),
             )
             async with trio.open_nursery() as nursery:
                 running = await nursery.start(run_server, config)

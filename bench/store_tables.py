@@ -65,7 +65,13 @@ def build_folder(data_dir: Path, count: int) -> None:
 def serve(port: int, count: int) -> None:
     import trio
 
-    from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, StoreSection
+    from mapi_anywhere.config import (
+        Config,
+        EndpointMapperSection,
+        ServerSection,
+        StoreSection,
+        TunnelSection,
+    )
     from mapi_anywhere.serve import run_server
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,6 +80,7 @@ def serve(port: int, count: int) -> None:
             server=ServerSection(data_dir=Path(tmp)),
             endpoint_mapper=EndpointMapperSection(port=port),
             store=StoreSection(demo_user=False),
+            tunnel=TunnelSection(enabled=False),
         )
         trio.run(run_server, config)
 

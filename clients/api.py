@@ -18,21 +18,28 @@ errors are raised as the :mod:`mapi.errors` classes (``NotFound``, ``NoAccess``.
 
 The address chooses the transport: ``ncacn_ip_tcp:host[port]`` connects to an
 endpoint mapper (port 135 by default) and asks it where the store is; it also works
-when ``port`` is the store's own port. The password never crosses the wire: logon is
-a challenge-response (:mod:`mapi.logon`).
+when ``port`` is the store's own port. ``https://host:port/`` goes through the HTTPS
+tunnel (HTTP/2, or RPC over HTTP v2 with ``http2=False``): it asks the endpoint
+mapper behind the tunnel (port ``?epm=N`` in the URL, 1135 by default) where the store
+is, then opens a second tunnelled connection to it. The certificate is verified with
+the system's trust store or a pinned SHA-256 ``fingerprint``; there is no clear-text
+fallback. The password never crosses the wire in clear: logon is a challenge-response
+(:mod:`mapi.logon`), and the tunnel's HTTP Basic authentication runs inside TLS.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import msgpack
 
-from dcerpc.client import RpcClient, open_tcp_rpc_client
+from dcerpc.client import RpcClient, open_rpc_client, open_tcp_rpc_client
 from dcerpc.errors import BindRejected, ConnectionClosed
 from dcerpc.pdu import ProviderReason
 from dcerpc.syntax import MSGPACK
@@ -41,6 +48,8 @@ from mapi import errors
 from mapi import proptags as pt
 from mapi.logon import Challenge, KdfParams, client_response
 from mapi.service import OP_CONNECT, OP_DISCONNECT, OP_EXECUTE, STORE_SYNTAX
+from tunnel.errors import TunnelError
+from tunnel.transport import open_tunnel_stream
 
 T = TypeVar("T")
 ObjT = TypeVar("ObjT", bound="MapiObject")
@@ -622,16 +631,78 @@ async def logon(rpc: RpcClient, context_id: int, user: str, password: str) -> Se
     return Session(rpc, context_id, reply["session"], reply["user"])
 
 
+#: Where the endpoint mapper listens behind a tunnel when the URL does not say.
+DEFAULT_TUNNEL_EPM_PORT = 1135
+
+
+def parse_tunnel_address(address: str) -> tuple[str, str, int]:
+    """``https://host:port/[?epm=N]`` -> (tunnel URL, target server name, EPM port)."""
+    split = urllib.parse.urlsplit(address)
+    if split.scheme != "https" or not split.hostname:
+        raise ValueError(f"not an https:// tunnel address: {address!r}")
+    query = urllib.parse.parse_qs(split.query)
+    epm = int(query.get("epm", [DEFAULT_TUNNEL_EPM_PORT])[0])
+    url = urllib.parse.urlunsplit(("https", split.netloc, split.path or "/", "", ""))
+    return url, split.hostname, epm
+
+
 @asynccontextmanager
-async def connect(address: str, user: str, password: str) -> AsyncIterator[Session]:
+async def _open_tunnel_store_rpc(
+    address: str, user: str, password: str, *, fingerprint: str | None, http2: bool
+) -> AsyncIterator[tuple[RpcClient, int]]:
+    url, server, epm_port = parse_tunnel_address(address)
+    tunnel = functools.partial(
+        open_tunnel_stream,
+        url,
+        server,
+        username=user,
+        password=password,
+        http2=http2,
+        fingerprint=fingerprint,
+    )
+    try:
+        async with tunnel(epm_port) as stream, open_rpc_client(stream) as rpc:
+            await rpc.bind(EPM_SYNTAX)
+            tower = await map_endpoint_on(rpc, STORE_SYNTAX)
+    except TunnelError as exc:
+        if exc.status == 401:  # the same answer as a refused logon on the LAN
+            raise errors.LogonFailed("the tunnel refused the user name or password") from exc
+        raise
+    if tower is None or tower.port is None:
+        raise ConnectionClosed(f"no store registered with the endpoint mapper behind {url}")
+    async with tunnel(tower.port) as stream, open_rpc_client(stream) as rpc:
+        yield rpc, await rpc.bind(STORE_SYNTAX, (MSGPACK,))
+
+
+@asynccontextmanager
+async def connect(
+    address: str,
+    user: str,
+    password: str,
+    *,
+    fingerprint: str | None = None,
+    http2: bool = True,
+) -> AsyncIterator[Session]:
     """Log on to the store at ``address``; the session is closed on exit.
+
+    Args:
+        address: ``ncacn_ip_tcp:host[port]`` (LAN) or ``https://host:port/`` (tunnel).
+        fingerprint: SHA-256 of the tunnel's certificate to pin ("AB:CD:..."), for a
+            self-signed server; None verifies with the system's trust store.
+        http2: through the tunnel, HTTP/2 (default) or RPC over HTTP v2 on HTTP/1.1.
 
     Raises:
         LogonFailed: wrong user name or password.
         ConnectionClosed: the server could not be reached.
+        TunnelError: the tunnel refused us (HTTP status and RPC error inside).
     """
-    host, port = parse_address(address)
-    async with _open_store_rpc(host, port) as (rpc, context_id):
+    if address.startswith("https://"):
+        opener = _open_tunnel_store_rpc(
+            address, user, password, fingerprint=fingerprint, http2=http2
+        )
+    else:
+        opener = _open_store_rpc(*parse_address(address))
+    async with opener as (rpc, context_id):
         session = await logon(rpc, context_id, user, password)
         try:
             yield session

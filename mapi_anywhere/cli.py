@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
         "--epm-port", type=int, help="endpoint mapper port (overrides [endpoint_mapper] port)"
     )
     serve.add_argument(
+        "--tunnel-port", type=int, help="HTTPS tunnel port (overrides [tunnel] port; 0 = dynamic)"
+    )
+    serve.add_argument("--no-tunnel", action="store_true", help="do not start the HTTPS tunnel")
+    serve.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level (overrides [server] log_level)",
@@ -109,6 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             log_level=args.log_level,
             epm_port=args.epm_port,
+            tunnel_port=args.tunnel_port,
+            no_tunnel=args.no_tunnel,
         )
     except ConfigError as exc:
         print(f"mapi-anywhere: configuration error: {exc}", file=sys.stderr)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dcerpc.config import RpcConfig
+from tunnel.config import TunnelConfig
 
 DEFAULT_CONFIG_TOML = """\
 # mapi-anywhere configuration. Every key is optional; these are the defaults.
@@ -37,6 +38,27 @@ dynamic_port = 0
 # On first run with no users, create user "demo" with a random password, printed in
 # the log and kept in <data_dir>/demo-password.txt (mode 0600).
 demo_user = true
+
+[tunnel]
+# The HTTPS front end: RPC over HTTP v2 (HTTP/1.1) and HTTP/2, on one TLS port.
+enabled = true
+# 443 in production (needs privileges); 0 = a dynamic port.
+port = 8443
+host = "127.0.0.1"
+# Names clients use for this server: they go into the self-signed certificate and are
+# valid RPC targets besides localhost and 127.0.0.1.
+server_names = []
+# Mail domain for autodiscover (e.g. "example.org"); empty answers no address.
+domain = ""
+# PEM certificate and key; when unset a self-signed pair is made in the data directory
+# and its SHA-256 fingerprint is logged (clients pin it).
+# cert_file = "/etc/mapi-anywhere/cert.pem"
+# key_file = "/etc/mapi-anywhere/key.pem"
+# Limits and timeouts (seconds): see tunnel/config.py for every key.
+max_connections = 1024
+max_vcs_per_user = 64
+head_timeout = 10.0
+idle_timeout = 120.0
 
 [rpc]
 # Largest fragment sent or accepted before negotiation (1432 .. 65535).
@@ -83,11 +105,18 @@ class StoreSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TunnelSection:
+    enabled: bool = True
+    settings: TunnelConfig = field(default_factory=TunnelConfig)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     server: ServerSection = field(default_factory=ServerSection)
     endpoint_mapper: EndpointMapperSection = field(default_factory=EndpointMapperSection)
     services: ServicesSection = field(default_factory=ServicesSection)
     store: StoreSection = field(default_factory=StoreSection)
+    tunnel: TunnelSection = field(default_factory=TunnelSection)
     rpc: RpcConfig = field(default_factory=RpcConfig)
 
 
@@ -98,25 +127,29 @@ def _section(cls: type[Any], name: str, values: dict[str, Any]) -> Any:
         raise ConfigError(f"[{name}]: unknown key(s) {', '.join(sorted(unknown))}")
     converted: dict[str, Any] = {}
     for key, value in values.items():
-        default = getattr(cls(), key)
-        if isinstance(default, Path):
-            if not isinstance(value, str):
-                raise ConfigError(f"[{name}] {key}: expected a path string")
-            value = Path(value).expanduser()
-        elif isinstance(default, bool) != isinstance(value, bool) or not isinstance(
-            value, type(default)
-        ):
-            if isinstance(default, float) and isinstance(value, int):
-                value = float(value)
-            else:
-                raise ConfigError(
-                    f"[{name}] {key}: expected {type(default).__name__}, got {value!r}"
-                )
-        converted[key] = value
+        converted[key] = _convert(name, key, getattr(cls(), key), value)
     try:
         return cls(**converted)
     except ValueError as exc:
         raise ConfigError(f"[{name}]: {exc}") from exc
+
+
+def _convert(section: str, key: str, default: Any, value: Any) -> Any:
+    """Check ``value`` against the type of the key's default; paths and lists convert."""
+    where = f"[{section}] {key}"
+    if default is None or isinstance(default, Path):  # optional paths (cert_file, ...)
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a path string")
+        return Path(value).expanduser()
+    if isinstance(default, tuple):
+        if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{where}: expected a list of strings")
+        return tuple(value)
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, type(default)):
+        raise ConfigError(f"{where}: expected {type(default).__name__}, got {value!r}")
+    return value
 
 
 def parse_config(text: str) -> Config:
@@ -133,11 +166,23 @@ def parse_config(text: str) -> Config:
     for name, value in doc.items():
         if not isinstance(value, dict):
             raise ConfigError(f"[{name}] must be a table")
-        values[name] = _section(type(getattr(Config(), name)), name, value)
+        if name == "tunnel":
+            enabled = value.pop("enabled", True)
+            if not isinstance(enabled, bool):
+                raise ConfigError("[tunnel] enabled: expected bool")
+            values[name] = TunnelSection(
+                enabled=enabled, settings=_section(TunnelConfig, name, value)
+            )
+        else:
+            values[name] = _section(type(getattr(Config(), name)), name, value)
     config = Config(**values)
     if config.server.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"[server] log_level: unknown level {config.server.log_level!r}")
-    for port in (config.endpoint_mapper.port, config.services.dynamic_port):
+    for port in (
+        config.endpoint_mapper.port,
+        config.services.dynamic_port,
+        config.tunnel.settings.port,
+    ):
         if not 0 <= port <= 65535:
             raise ConfigError(f"port {port} out of range")
     return config
@@ -158,9 +203,16 @@ def with_overrides(config: Config, **server: Any) -> Config:
     """``config`` with command-line overrides (None values are ignored)."""
     changes = {k: v for k, v in server.items() if v is not None}
     epm_port = changes.pop("epm_port", None)
+    tunnel_port = changes.pop("tunnel_port", None)
+    no_tunnel = changes.pop("no_tunnel", False)
     if "data_dir" in changes:
         changes["data_dir"] = Path(changes["data_dir"])
     out = replace(config, server=replace(config.server, **changes))
     if epm_port is not None:
         out = replace(out, endpoint_mapper=replace(out.endpoint_mapper, port=epm_port))
+    if tunnel_port is not None:
+        settings = replace(out.tunnel.settings, port=tunnel_port)
+        out = replace(out, tunnel=replace(out.tunnel, settings=settings))
+    if no_tunnel:
+        out = replace(out, tunnel=replace(out.tunnel, enabled=False))
     return out

@@ -10,6 +10,9 @@ closes every listener and connection, then the store's databases.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -23,9 +26,13 @@ import trio
 from dcerpc.interface import Interface
 from dcerpc.server import RpcServer
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
+from mapi import errors as mapi_errors
 from mapi.service import StoreService
 from mapi.store import ObjectStore
 from mapi_anywhere.config import Config
+from tunnel.drivers.context import TunnelInfo
+from tunnel.policy import AllowList
+from tunnel.proxy import serve_tunnel
 
 log = logging.getLogger("mapi_anywhere")
 
@@ -48,6 +55,7 @@ class RunningServer:
     database: EndpointDatabase
     store: ObjectStore
     service_ports: dict[str, int] = field(default_factory=dict)
+    tunnel: TunnelInfo | None = None
 
 
 def _port_of(listeners: list[trio.SocketListener]) -> int:
@@ -61,6 +69,42 @@ def _tower_host(host: str) -> str:
 
 
 DEMO_USER = "demo"
+
+
+class DirectoryAuthenticator:
+    """Checks HTTP Basic credentials of the tunnel against the user directory.
+
+    A full check costs a scrypt derivation (memory-hard, on purpose), and every channel
+    of the tunnel authenticates; a successful check is remembered for ``ttl`` seconds
+    as an HMAC of the credentials under a per-process key (never the password itself).
+    """
+
+    def __init__(self, store: ObjectStore, ttl: float = 300.0, max_entries: int = 4096) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._key = secrets.token_bytes(32)
+        self._recent: dict[str, tuple[bytes, float]] = {}
+
+    def _digest(self, user: str, password: str) -> bytes:
+        material = user.encode() + b"\x00" + password.encode()
+        return hmac.new(self._key, material, hashlib.sha256).digest()
+
+    async def __call__(self, user: str, password: str) -> bool:
+        digest = self._digest(user, password)
+        cached = self._recent.get(user)
+        now = trio.current_time()
+        if cached and cached[1] > now and hmac.compare_digest(cached[0], digest):
+            return True
+        try:
+            session = await trio.to_thread.run_sync(self.store.logon_with_password, user, password)
+        except mapi_errors.MapiError:
+            return False
+        session.logoff()
+        if len(self._recent) >= self.max_entries:
+            self._recent.clear()
+        self._recent[user] = (digest, now + self.ttl)
+        return True
 
 
 def ensure_demo_user(store: ObjectStore, data_dir: Path) -> str | None:
@@ -148,6 +192,20 @@ async def _run(
                     port,
                     iface.syntax,
                 )
+        if config.tunnel.enabled:
+            settings = config.tunnel.settings
+            running.tunnel = await nursery.start(
+                functools.partial(
+                    serve_tunnel,
+                    settings,
+                    allowed_targets=AllowList.for_database(
+                        database, running.epm_port, settings.server_names
+                    ),
+                    authenticate=DirectoryAuthenticator(store),
+                    data_dir=config.server.data_dir,
+                    epm_port=running.epm_port,
+                )
+            )
         task_status.started(running)
         await trio.sleep_forever()
 

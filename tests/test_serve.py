@@ -27,8 +27,9 @@ from dcerpc.interface import CallContext, Interface
 from dcerpc.syntax import SyntaxId
 from endpoint_mapper import EPM_SYNTAX, EndpointNotRegistered, lookup, map_endpoint, resolve
 from mapi.service import STORE_SYNTAX
-from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection
+from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
 from mapi_anywhere.serve import RunningServer, ServiceSpec, run_server
+from tunnel.config import TunnelConfig
 
 DEMO = SyntaxId(uuid.UUID("5a9e7c10-0b1d-4d8e-9f63-8a2b4c6d0e11"), 2, 1)
 
@@ -45,6 +46,7 @@ async def server(nursery, tmp_path) -> RunningServer:
     config = Config(
         server=ServerSection(data_dir=tmp_path / "data", host="127.0.0.1"),
         endpoint_mapper=EndpointMapperSection(port=0),
+        tunnel=TunnelSection(settings=TunnelConfig(port=0)),
     )
     return await nursery.start(run_server, config, [DEMO_SERVICE])
 
@@ -248,6 +250,8 @@ def test_cli_serve_logs_and_stops_cleanly_on_ctrl_c(tmp_path: Path):
             "serve",
             "--epm-port",
             str(port),
+            "--tunnel-port",
+            "0",
             "--data-dir",
             str(tmp_path / "data"),
         ],
@@ -324,6 +328,8 @@ def test_unmodified_rpcdump_script_on_port_135(tmp_path: Path):
             "serve",
             "--epm-port",
             "135",
+            "--tunnel-port",
+            "0",
             "--data-dir",
             str(tmp_path / "data"),
         ],

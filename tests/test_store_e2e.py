@@ -20,7 +20,8 @@ from dcerpc.syntax import MSGPACK
 from mapi import errors
 from mapi import proptags as pt
 from mapi.service import OP_EXECUTE, STORE_SYNTAX
-from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection
+from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
+from tunnel.config import TunnelConfig
 
 PASSWORDS = {"alice": "correct horse", "bob": "battery staple"}
 
@@ -32,6 +33,7 @@ async def server(nursery, tmp_path):
     config = Config(
         server=ServerSection(data_dir=tmp_path / "data"),
         endpoint_mapper=EndpointMapperSection(port=0),
+        tunnel=TunnelSection(settings=TunnelConfig(port=0)),
     )
     running = await nursery.start(run_server, config)
     for user, password in PASSWORDS.items():
@@ -43,18 +45,36 @@ def epm_address(server) -> str:
     return f"ncacn_ip_tcp:127.0.0.1[{server.epm_port}]"
 
 
-async def test_logon_discovery_and_wrong_password(server):
+@pytest.fixture(params=["lan", "tunnel-h2", "tunnel-http1"])
+def transport(request):
+    """The same scenarios on the LAN and through both HTTPS tunnels."""
+    return request.param
+
+
+def open_session(server, transport: str, user: str, password: str | None = None):
+    password = PASSWORDS[user] if password is None else password
+    if transport == "lan":
+        return connect(epm_address(server), user, password)
+    tunnel = server.tunnel
+    url = f"https://127.0.0.1:{tunnel.port}/?epm={server.epm_port}"
+    return connect(
+        url, user, password, fingerprint=tunnel.fingerprint, http2=transport == "tunnel-h2"
+    )
+
+
+async def test_logon_discovery_and_wrong_password(server, transport):
     with trio.fail_after(30):
-        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as session:
+        async with open_session(server, transport, "alice") as session:
             assert session.user == "alice"
-        direct = f"ncacn_ip_tcp:127.0.0.1[{server.service_ports['store']}]"
-        async with connect(direct, "bob", PASSWORDS["bob"]) as session:
-            assert session.user == "bob"
+        if transport == "lan":  # the store's own port works too, without the EPM
+            direct = f"ncacn_ip_tcp:127.0.0.1[{server.service_ports['store']}]"
+            async with connect(direct, "bob", PASSWORDS["bob"]) as session:
+                assert session.user == "bob"
         with pytest.raises(errors.LogonFailed):
-            async with connect(epm_address(server), "alice", "wrong"):
+            async with open_session(server, transport, "alice", "wrong"):
                 pass
         with pytest.raises(errors.LogonFailed):
-            async with connect(epm_address(server), "nobody", "x"):
+            async with open_session(server, transport, "nobody", "x"):
                 pass
 
 
@@ -62,9 +82,9 @@ async def _folder(store, role: str) -> Folder:
     return await store.open_folder(await store.special_folder(role))
 
 
-async def test_messages_folders_tables_and_streams(server):
+async def test_messages_folders_tables_and_streams(server, transport):
     with trio.fail_after(60):
-        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as session:
+        async with open_session(server, transport, "alice") as session:
             store = await session.open_store()
             inbox = await _folder(store, "inbox")
             projects = await inbox.create_folder("Projects")
@@ -97,7 +117,7 @@ async def test_messages_folders_tables_and_streams(server):
             await att.save()
 
             # Not saved yet: another session does not see it.
-            async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as other:
+            async with open_session(server, transport, "alice") as other:
                 other_store = await other.open_store()
                 other_inbox = await _folder(other_store, "inbox")
                 sub = [r async for r in other_inbox.subfolders(["PR_DISPLAY_NAME"])]
@@ -195,9 +215,9 @@ async def test_messages_folders_tables_and_streams(server):
                 await store.open_message(eid)
 
 
-async def test_error_paths_and_malformed_batches(server):
+async def test_error_paths_and_malformed_batches(server, transport):
     with trio.fail_after(30):
-        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as session:
+        async with open_session(server, transport, "alice") as session:
             store = await session.open_store()
             with pytest.raises((errors.NotFound, errors.InvalidEntryId)):
                 await store.open_message(b"\x00" * 30)
@@ -237,20 +257,20 @@ async def test_error_paths_and_malformed_batches(server):
                 )
 
 
-async def test_a_user_cannot_open_another_users_mailbox(server):
+async def test_a_user_cannot_open_another_users_mailbox(server, transport):
     with trio.fail_after(30):
-        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as alice:
+        async with open_session(server, transport, "alice") as alice:
             await alice.open_store()  # creates alice's mailbox
-        async with connect(epm_address(server), "bob", PASSWORDS["bob"]) as bob:
+        async with open_session(server, transport, "bob") as bob:
             with pytest.raises(errors.NoAccess):
                 await bob.open_store("alice")
         # With a reviewer permission on her Inbox, Bob can open her store and that folder.
-        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as alice:
+        async with open_session(server, transport, "alice") as alice:
             store = await alice.open_store()
             inbox = await _folder(store, "inbox")
             bob_id = (await trio.to_thread.run_sync(server.store.directory.get_user, "bob")).user_id
             await inbox.set_permission(bob_id, 0x401)  # read items + folder visible
-        async with connect(epm_address(server), "bob", PASSWORDS["bob"]) as bob:
+        async with open_session(server, transport, "bob") as bob:
             store = await bob.open_store("alice")
             inbox = await _folder(store, "inbox")
             assert [r async for r in inbox.contents(["PR_SUBJECT"])] == []
@@ -268,6 +288,8 @@ def _start_server(data_dir: Path, port: int) -> subprocess.Popen[str]:
             "serve",
             "--epm-port",
             str(port),
+            "--tunnel-port",
+            "0",
             "--data-dir",
             str(data_dir),
         ],
@@ -333,9 +355,9 @@ async def test_saved_messages_survive_kill_9(tmp_path):
 PS_PUBLIC_STRINGS = bytes.fromhex("2903020000000000c000000000000046")
 
 
-async def test_named_properties_embedded_messages_and_folder_operations(server):
+async def test_named_properties_embedded_messages_and_folder_operations(server, transport):
     with trio.fail_after(60):
-        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as session:
+        async with open_session(server, transport, "alice") as session:
             store = await session.open_store()
             inbox = await _folder(store, "inbox")
 

@@ -25,8 +25,9 @@ from dcerpc.errors import RpcFault
 from dcerpc.interface import CallContext, Interface
 from dcerpc.syntax import SyntaxId
 from endpoint_mapper import EPM_SYNTAX, lookup
-from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection
+from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
 from mapi_anywhere.serve import ServiceSpec, run_server
+from tunnel.config import TunnelConfig
 
 DEMO = SyntaxId(uuid.UUID("5a9e7c10-0b1d-4d8e-9f63-8a2b4c6d0e11"), 2, 1)
 
@@ -82,6 +83,7 @@ async def test_wireshark_dissects_our_traffic_cleanly(nursery, tmp_path):
     config = Config(
         server=ServerSection(data_dir=tmp_path / "data"),
         endpoint_mapper=EndpointMapperSection(port=0),
+        tunnel=TunnelSection(settings=TunnelConfig(port=0)),
     )
     demo = ServiceSpec("demo", [Interface(DEMO, _echo, 1)], "Demo service")
     server = await nursery.start(run_server, config, [demo])

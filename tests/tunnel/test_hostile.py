@@ -1,0 +1,455 @@
+"""Hostile and broken clients: each gets a correct status or a close, bounded in time,
+and the proxy keeps serving (checked with a normal request after each)."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import socket
+from dataclasses import replace
+
+import h2.connection
+import h2.events
+import pytest
+import trio
+from tunnel_helpers import ECHO, FAST, PASSWORD, SERVER_NAME, USER, Backend, Tunnel, start_tunnel
+
+from dcerpc.client import open_rpc_client
+from dcerpc.errors import ConnectionClosed
+from endpoint_mapper import lookup_on
+from tunnel import rts
+from tunnel.policy import AllowList
+from tunnel.proxy import serve_tunnel
+from tunnel.tls import client_context
+from tunnel.transport import open_tunnel_stream
+
+AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+async def connect(tunnel: Tunnel, alpn: str = "http/1.1") -> trio.SSLStream[trio.SocketStream]:
+    tcp = await trio.open_tcp_stream("127.0.0.1", tunnel.info.port)
+    ctx = client_context(alpn=[alpn], fingerprint=tunnel.info.fingerprint)
+    stream = trio.SSLStream(tcp, ctx, server_hostname="localhost", https_compatible=True)
+    await stream.do_handshake()
+    return stream
+
+
+async def read_head(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def read_until_closed(stream: trio.abc.ReceiveStream) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def request(method: str, path: str, length: int, *, auth: bool = True, extra: str = "") -> bytes:
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: localhost",
+        "Accept: application/rpc",
+        f"Content-Length: {length}",
+    ]
+    if auth:
+        lines.append(f"Authorization: {AUTH}")
+    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
+
+
+async def still_serving(tunnel: Tunnel) -> None:
+    for http2 in (True, False):
+        async with (
+            open_tunnel_stream(
+                tunnel.url,
+                "127.0.0.1",
+                tunnel.backend.epm_port,
+                username=USER,
+                password=PASSWORD,
+                http2=http2,
+                fingerprint=tunnel.info.fingerprint,
+            ) as stream,
+            open_rpc_client(stream) as rpc,
+        ):
+            assert len(await lookup_on(rpc)) == 2
+
+
+async def test_malformed_request_line_gets_400(tunnel: Tunnel) -> None:
+    with trio.fail_after(10):
+        async with await connect(tunnel) as s:
+            await s.send_all(b"THIS IS NOT HTTP\r\n\r\n")
+            reply = await read_until_closed(s)
+        assert reply.startswith(b"HTTP/1.1 400 ")
+        await still_serving(tunnel)
+
+
+async def test_oversized_head_gets_431(tunnel: Tunnel) -> None:
+    with trio.fail_after(10):
+        async with await connect(tunnel) as s:
+            head = request("RPC_IN_DATA", "/rpc/rpcproxy.dll?localhost:1", 0).rstrip(b"\r\n")
+            with pytest.raises(trio.BrokenResourceError):
+                # The proxy answers and closes while we are still sending: fine too.
+                for _ in range(100):
+                    await s.send_all(head + b"\r\nX-Filler: " + b"a" * 1000)
+                raise trio.BrokenResourceError
+            reply = await read_until_closed(s)
+        assert reply == b"" or reply.startswith(b"HTTP/1.1 431 ")
+        await still_serving(tunnel)
+
+
+async def test_slowloris_head_times_out(tunnel: Tunnel) -> None:
+    with trio.fail_after(10):
+        async with await connect(tunnel) as s:
+            await s.send_all(b"RPC_IN_DATA /rpc/rpcproxy.dll?localhost:1 HTTP/1.1\r\nHost: x")
+            assert await read_until_closed(s) == b""  # closed after head_timeout
+        await still_serving(tunnel)
+
+
+async def test_missing_credentials_get_401_and_keep_the_connection(tunnel: Tunnel) -> None:
+    with trio.fail_after(10):
+        async with await connect(tunnel) as s:
+            # impacket's first leg: no query, an NTLM type 1, Content-Length 0.
+            await s.send_all(
+                request(
+                    "RPC_IN_DATA",
+                    "/rpc/rpcproxy.dll",
+                    0,
+                    auth=False,
+                    extra="Authorization: NTLM TlRMTVNTUAABAAAA\r\n",
+                )
+            )
+            head = await read_head(s)
+            assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+            assert b'WWW-Authenticate: Basic realm="mapi-anywhere"' in head
+            assert b"NTLM" not in head
+            # Same connection, now an echo request with credentials.
+            await s.send_all(
+                request("RPC_IN_DATA", "/rpc/rpcproxy.dll?localhost:135", 4) + b"\0" * 4
+            )
+            head = await read_head(s)
+            assert head.startswith(b"HTTP/1.1 200 Success\r\n")
+            assert head.endswith(rts.echo())
+        await still_serving(tunnel)
+
+
+async def test_bad_rts_pdu_on_the_in_channel_closes_it(tunnel: Tunnel) -> None:
+    path = f"/rpc/rpcproxy.dll?localhost:{tunnel.backend.epm_port}"
+    with trio.fail_after(10):
+        async with await connect(tunnel) as s:
+            await s.send_all(
+                request("RPC_IN_DATA", path, 1 << 30, extra="Expect: 100-continue\r\n")
+            )
+            assert (await read_head(s)).startswith(b"HTTP/1.1 100 Continue\r\n")
+            bad = bytearray(rts.conn_b1(b"v" * 16, b"i" * 16, b"a" * 16))
+            bad[22] = 0x7F  # NumberOfCommands beyond the limit
+            await s.send_all(bytes(bad))
+            assert await read_until_closed(s) == b""
+        await still_serving(tunnel)
+
+
+async def test_out_channel_without_in_channel_times_out(tunnel: Tunnel) -> None:
+    path = f"/rpc/rpcproxy.dll?localhost:{tunnel.backend.epm_port}"
+    with trio.fail_after(10):
+        async with await connect(tunnel) as s:
+            await s.send_all(request("RPC_OUT_DATA", path, 76))
+            await s.send_all(rts.conn_a1(os.urandom(16), os.urandom(16), 262144))
+            reply = await read_until_closed(s)
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 Success\r\n")
+        assert b"Content-Length: 1073741824" in head
+        assert rts.classify(rts.decode_rts(body)) is rts.Kind.CONN_A3  # then a clean close
+        await still_serving(tunnel)
+
+
+async def test_wrong_cookie_on_the_second_channel(tunnel: Tunnel) -> None:
+    path = f"/rpc/rpcproxy.dll?localhost:{tunnel.backend.epm_port}"
+    with trio.fail_after(10):
+        async with await connect(tunnel) as out_s, await connect(tunnel) as in_s:
+            await out_s.send_all(request("RPC_OUT_DATA", path, 76))
+            await out_s.send_all(rts.conn_a1(b"1" * 16, b"o" * 16, 262144))
+            await in_s.send_all(request("RPC_IN_DATA", path, 1 << 30))
+            await in_s.send_all(rts.conn_b1(b"2" * 16, b"i" * 16, b"a" * 16))
+            out_reply = await read_until_closed(out_s)
+            in_reply = await read_until_closed(in_s)
+        # Neither half found its partner: no CONN/C2, both closed after pair_timeout.
+        body = out_reply.partition(b"\r\n\r\n")[2]
+        assert len(body) == 28  # CONN/A3 only
+        assert in_reply == b""
+        await still_serving(tunnel)
+
+
+async def test_a_second_user_cannot_join_a_foreign_virtual_connection(
+    nursery: trio.Nursery, backend: Backend, tmp_path
+) -> None:
+    async def two_users(user: str, password: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return (user, password) in {(USER, PASSWORD), ("mallory", "x")}
+
+    info = await nursery.start(
+        functools.partial(
+            serve_tunnel,
+            FAST,
+            allowed_targets=AllowList.for_database(backend.database, backend.epm_port, []),
+            authenticate=two_users,
+            data_dir=tmp_path,
+        )
+    )
+    tunnel = Tunnel(info, backend, FAST)
+    path = f"/rpc/rpcproxy.dll?localhost:{backend.epm_port}"
+    mallory = "Basic " + base64.b64encode(b"mallory:x").decode()
+    with trio.fail_after(10):
+        async with await connect(tunnel) as out_s, await connect(tunnel) as in_s:
+            await out_s.send_all(request("RPC_OUT_DATA", path, 76))
+            await out_s.send_all(rts.conn_a1(b"1" * 16, b"o" * 16, 262144))
+            await in_s.send_all(
+                request(
+                    "RPC_IN_DATA", path, 1 << 30, auth=False, extra=f"Authorization: {mallory}\r\n"
+                )
+            )
+            await in_s.send_all(rts.conn_b1(b"1" * 16, b"i" * 16, b"a" * 16))
+            assert await read_until_closed(in_s) == b""
+            body = (await read_until_closed(out_s)).partition(b"\r\n\r\n")[2]
+        # Whichever half came first owns the cookie; the other user's half is refused,
+        # so there is never a CONN/C2 (at most the A3 of an OUT channel that came first).
+        assert len(body) in (0, 28)
+
+
+async def test_no_connection_attempt_to_a_target_off_the_allow_list(tunnel: Tunnel) -> None:
+    bait = socket.socket()
+    bait.bind(("127.0.0.1", 0))
+    bait.listen(8)
+    bait.setblocking(False)
+    port = bait.getsockname()[1]
+    try:
+        with trio.fail_after(10):
+            for target in (f"localhost:{port}", f"10.9.9.9:{tunnel.backend.epm_port}", "x:99999"):
+                async with await connect(tunnel) as s:
+                    await s.send_all(request("RPC_IN_DATA", f"/rpc/rpcproxy.dll?{target}", 1 << 30))
+                    reply = await read_until_closed(s)
+                assert reply.startswith(b"HTTP/1.0 503 RPC Error: 6ba\r\n")
+        with pytest.raises(BlockingIOError):
+            bait.accept()  # nobody ever connected
+    finally:
+        bait.close()
+    await still_serving(tunnel)
+
+
+async def test_unknown_path_and_method(tunnel: Tunnel) -> None:
+    with trio.fail_after(10):
+        async with await connect(tunnel) as s:
+            await s.send_all(request("GET", "/etc/passwd", 0))
+            assert (await read_head(s)).startswith(b"HTTP/1.1 404 ")
+            await s.send_all(request("DELETE", "/rpc/rpcproxy.dll?localhost:135", 0))
+            assert (await read_head(s)).startswith(b"HTTP/1.1 405 ")
+        await still_serving(tunnel)
+
+
+# -- HTTP/2 ----------------------------------------------------------------------------------
+
+
+class H2Raw:
+    """A bare h2 client over TLS, for misbehaving on purpose."""
+
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+        self.stream = stream
+        self.conn = h2.connection.H2Connection()
+        self.conn.initiate_connection()
+
+    async def flush(self) -> None:
+        await self.stream.send_all(self.conn.data_to_send())
+
+    async def open(self, path: str, auth: bool = True) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        headers = [
+            (":method", "POST"),
+            (":scheme", "https"),
+            (":authority", "localhost"),
+            (":path", path),
+        ]
+        if auth:
+            headers.append(("authorization", AUTH))
+        self.conn.send_headers(sid, headers)
+        await self.flush()
+        return sid
+
+    async def events(self) -> list[h2.events.Event]:
+        data = await self.stream.receive_some(65536)
+        if not data:
+            raise EOFError
+        events = self.conn.receive_data(data)
+        await self.flush()
+        return events
+
+    async def status(self, sid: int) -> int:
+        while True:
+            for ev in await self.events():
+                if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
+                    return int(dict(ev.headers)[b":status"])
+
+
+async def test_h2_statuses(tunnel: Tunnel) -> None:
+    with trio.fail_after(10):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            assert (
+                await c.status(await c.open("/rpc/rpcproxy.dll?localhost:135", auth=False)) == 401
+            )
+            assert await c.status(await c.open("/rpc/rpcproxy.dll?10.0.0.1:135")) == 403
+            assert await c.status(await c.open("/nothing")) == 404
+            assert await c.status(await c.open("/rpc/rpcproxy.dll?localhost")) == 403
+        await still_serving(tunnel)
+
+
+async def test_h2_reset_and_goaway_end_cleanly(tunnel: Tunnel) -> None:
+    path = f"/rpc/rpcproxy.dll?localhost:{tunnel.backend.epm_port}"
+    with trio.fail_after(10):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            sid = await c.open(path)
+            assert await c.status(sid) == 200
+            c.conn.reset_stream(sid)
+            sid2 = await c.open(path)
+            assert await c.status(sid2) == 200
+            c.conn.close_connection()
+            await c.flush()
+            assert await read_until_closed(s) == b"" or True  # the proxy closes after GOAWAY
+        await still_serving(tunnel)
+
+
+async def test_h2_client_that_never_reads_bounds_our_buffering(
+    nursery: trio.Nursery, backend: Backend, tmp_path
+) -> None:
+    written = 0
+    stalled = trio.Event()
+
+    async def firehose(stream: trio.SocketStream) -> None:
+        nonlocal written
+        chunk = b"x" * 65536
+        while True:
+            with trio.move_on_after(0.5) as scope:
+                await stream.send_all(chunk)
+                written += len(chunk)
+            if scope.cancelled_caught:
+                stalled.set()
+                await trio.sleep_forever()
+
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, firehose, 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    allow = AllowList.static([SERVER_NAME], [backend.epm_port, port])
+    tunnel = await start_tunnel(nursery, backend, tmp_path, allow=allow)
+    with trio.fail_after(20):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            sid = await c.open(f"/rpc/rpcproxy.dll?localhost:{port}")
+            assert await c.status(sid) == 200
+            # Now read nothing more (no WINDOW_UPDATE either): the proxy must stop
+            # reading the backend once our 64 KiB window and the socket buffers are full.
+            await stalled.wait()
+        assert written < 32 * 1024 * 1024
+        await still_serving(tunnel)
+
+
+async def _raw_vc(
+    tunnel: Tunnel,
+) -> tuple[trio.SSLStream[trio.SocketStream], trio.SSLStream[trio.SocketStream]]:
+    path = f"/rpc/rpcproxy.dll?localhost:{tunnel.backend.epm_port}"
+    out_s, in_s = await connect(tunnel), await connect(tunnel)
+    await out_s.send_all(request("RPC_OUT_DATA", path, 76))
+    await out_s.send_all(rts.conn_a1(b"k" * 16, b"o" * 16, 262144))
+    await in_s.send_all(request("RPC_IN_DATA", path, 1 << 30))
+    await in_s.send_all(rts.conn_b1(b"k" * 16, b"i" * 16, b"a" * 16, keepalive_ms=300000))
+    return out_s, in_s
+
+
+async def _read_out_pdus(
+    stream: trio.abc.ReceiveStream, count: int, buffer: bytearray
+) -> list[bytes]:
+    pdus = []
+    while len(pdus) < count:
+        if b"\r\n\r\n" in buffer and buffer.startswith(b"HTTP/"):
+            del buffer[: buffer.index(b"\r\n\r\n") + 4]
+        if len(buffer) >= 10 and not buffer.startswith(b"HTTP/"):
+            size = int.from_bytes(buffer[8:10], "little")
+            if len(buffer) >= size:
+                pdus.append(bytes(buffer[:size]))
+                del buffer[:size]
+                continue
+        chunk = await stream.receive_some(65536)
+        assert chunk, "the OUT channel closed"
+        buffer += chunk
+    return pdus
+
+
+async def test_idle_out_channel_gets_pings(
+    nursery: trio.Nursery, backend: Backend, tmp_path
+) -> None:
+    tunnel = await start_tunnel(
+        nursery, backend, tmp_path, config=replace(FAST, keepalive_interval=0.05)
+    )
+    with trio.fail_after(10):
+        out_s, in_s = await _raw_vc(tunnel)
+        async with out_s, in_s:
+            buffer = bytearray()
+            kinds = [
+                rts.classify(rts.decode_rts(p)) for p in await _read_out_pdus(out_s, 4, buffer)
+            ]
+        assert kinds == [rts.Kind.CONN_A3, rts.Kind.CONN_C2, rts.Kind.PING, rts.Kind.PING]
+        await still_serving(tunnel)
+
+
+async def test_in_channel_recycling_is_refused_cleanly(tunnel: Tunnel) -> None:
+    path = f"/rpc/rpcproxy.dll?localhost:{tunnel.backend.epm_port}"
+    recycle = rts.encode_rts(
+        rts.RtsMessage(
+            rts.RtsFlags.RECYCLE_CHANNEL,
+            (rts.Version(), rts.Cookie(b"k" * 16), rts.Cookie(b"i" * 16), rts.Cookie(b"j" * 16)),
+        )
+    )
+    with trio.fail_after(10):
+        async with await connect(tunnel) as s:
+            await s.send_all(request("RPC_IN_DATA", path, 1 << 30))
+            await s.send_all(recycle)
+            assert await read_until_closed(s) == b""
+        await still_serving(tunnel)
+
+
+async def test_out_content_length_is_never_exceeded(
+    nursery: trio.Nursery, backend: Backend, tmp_path
+) -> None:
+
+
+    tunnel = await start_tunnel(
+        nursery, backend, tmp_path, config=replace(FAST, out_content_length=8192)
+    )
+    with trio.fail_after(10):
+        async with (
+            open_tunnel_stream(
+                tunnel.url,
+                "127.0.0.1",
+                backend.epm_port,
+                username=USER,
+                password=PASSWORD,
+                http2=False,
+                fingerprint=tunnel.info.fingerprint,
+            ) as stream,
+            open_rpc_client(stream) as rpc,
+        ):
+            ctx = await rpc.bind(ECHO)
+            assert await rpc.call(ctx, 0, b"small") == b"small"
+            with pytest.raises(ConnectionClosed):
+                await rpc.call(ctx, 1, (20000).to_bytes(4, "little"))  # needs > 8 KiB on OUT
+        await still_serving(tunnel)

@@ -1,0 +1,367 @@
+"""One HTTP/1.1 connection of RPC over HTTP v2: an ``h11.Connection`` whose request body,
+once accepted, is a stream of RPC and RTS PDUs ([MS-RPCH] 2.1.2.1, 2.2.2, 3.2.3).
+
+Theory of operation
+-------------------
+MS-RPCH tunnels each direction of a virtual connection in one enormous HTTP message:
+the client's ``RPC_IN_DATA`` request body (Content-Length 1 GiB) carries client→server
+PDUs, and the ``200 Success`` response to ``RPC_OUT_DATA`` (Content-Length 1 GiB)
+carries server→client PDUs. :class:`ServerChannel` wraps an h11 server connection
+(a core wrapping a core, as wsproto's handshake wraps h11) and runs this cycle:
+
+``HEAD``
+    h11 parses the request head; its ``max_incomplete_event_size`` bounds the head
+    (``TunnelConfig.max_header_bytes``), so an oversized head is answered 431 and a
+    malformed one 400 before the driver sees anything. A complete head becomes
+    :class:`RequestReceived`; the channel then waits for the driver's decision.
+``DECIDING``
+    The driver authenticates and checks the target (asynchronously, outside the core),
+    then calls exactly one of: :meth:`reject` (401 and the like; the connection stays
+    usable when the rejected body is small enough to drain, as for impacket's
+    Content-Length 0 NTLM leg), :meth:`refuse_rpc` (``HTTP/1.0 503 RPC Error: <hex>``,
+    then close), :meth:`respond` (a complete answer: echo, autodiscover) or
+    :meth:`accept_rpc` (``100 Continue`` if the client expects it; from then on the body
+    is cut into PDUs). No body byte is interpreted before a decision.
+``RPC``
+    Body bytes go through :class:`dcerpc.framing.PduFramer` (a hostile ``frag_length`` is
+    refused before its body is buffered) and come out as :class:`RtsReceived` or
+    :class:`RpcPduReceived`. The driver sends the OUT response with
+    :meth:`start_out_response` and PDUs with :meth:`send_body`; h11 keeps us within
+    the Content-Length we announced.
+
+Receiving may queue an error answer (400/431) before raising
+:class:`ChannelError`; the driver flushes :meth:`data_to_send` and closes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import h11
+
+from dcerpc.errors import DecodeError, RemoteProtocolError
+from dcerpc.framing import PduFramer
+from tunnel.config import TunnelConfig
+from tunnel.rts import RtsMessage, decode_rts, is_rts
+
+#: A rejected request whose body is at most this large is drained, keeping the
+#: connection (impacket's NTLM leg is Content-Length 0); larger ones close it.
+MAX_DRAIN = 65536
+RPC_METHODS = ("RPC_IN_DATA", "RPC_OUT_DATA")
+
+
+class ChannelState(enum.Enum):
+    HEAD = "head"
+    DECIDING = "deciding"
+    DRAIN = "drain"
+    BODY = "body"
+    RPC = "rpc"
+    CLOSED = "closed"
+
+
+class ChannelError(RemoteProtocolError):
+    """The peer broke HTTP or MS-RPCH; an error answer may be queued. Close after flushing."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base of the channel's events."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestReceived(Event):
+    """A complete request head; the driver must decide what to do with it."""
+
+    method: str
+    path: str
+    headers: dict[str, str] = field(default_factory=dict)
+    content_length: int | None = None
+    expects_continue: bool = False
+    http_version: str = "1.1"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BodyReceived(Event):
+    """Bytes of a body accepted with :meth:`ServerChannel.read_body` (not RPC)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RtsReceived(Event):
+    """An RTS PDU from an accepted channel's body."""
+
+    message: RtsMessage
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcPduReceived(Event):
+    """A DCE/RPC PDU (not RTS) from an accepted channel's body, whole."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BodyEnded(Event):
+    """The request body is complete."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerClosed(Event):
+    """The client closed its side of the connection."""
+
+
+def _headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        out[key] = f"{out[key]}, {text}" if key in out else text
+    return out
+
+
+class ServerChannel:
+    """The server side of one HTTP/1.1 connection to the RPC proxy."""
+
+    def __init__(self, config: TunnelConfig) -> None:
+        self.config = config
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
+        self.state = ChannelState.HEAD
+        self.request: RequestReceived | None = None
+        self._framer = PduFramer(config.max_fragment)
+        self._out = bytearray()
+        self._partial_head = False
+
+    # -- input ---------------------------------------------------------------------------
+
+    @property
+    def has_partial_head(self) -> bool:
+        """True while part of a request head is buffered (the driver bounds the wait)."""
+        return self.state is ChannelState.HEAD and self._partial_head
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed received bytes (``b""`` = EOF) and return the events they complete.
+
+        Raises:
+            ChannelError: malformed HTTP (an error answer is queued) or a bad PDU.
+        """
+        if self.state is ChannelState.CLOSED:
+            return []
+        if self.state is ChannelState.HEAD and data:
+            self._partial_head = True
+        self.h11.receive_data(data)
+        return self.next_events()
+
+    def next_events(self) -> list[Event]:
+        """Events from bytes already received: call after each decision (a request's
+        body, or a pipelined request, may be waiting).
+
+        Raises:
+            ChannelError: as :meth:`receive_data`.
+        """
+        if self.state is ChannelState.CLOSED:
+            return []
+        events: list[Event] = []
+        while self.state not in (ChannelState.DECIDING, ChannelState.CLOSED):
+            try:
+                ev = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                return self._http_error(exc, events)
+            if ev is h11.NEED_DATA or ev is h11.PAUSED:
+                if ev is h11.PAUSED and self._can_cycle():
+                    self.h11.start_next_cycle()
+                    self.state = ChannelState.HEAD
+                    self._partial_head = bool(self.h11.trailing_data[0])
+                    continue
+                break
+            if isinstance(ev, h11.ConnectionClosed):
+                self.state = ChannelState.CLOSED
+                events.append(PeerClosed())
+                break
+            events.extend(self._handle(ev))
+        return events
+
+    def _can_cycle(self) -> bool:
+        return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
+
+    def _http_error(self, exc: h11.RemoteProtocolError, events: list[Event]) -> list[Event]:
+        if self.state in (ChannelState.RPC, ChannelState.BODY) and self.h11.their_state in (
+            h11.SEND_BODY,
+            h11.ERROR,
+        ):
+            # The client went away in the middle of the (1 GiB) body: a normal close.
+            self.state = ChannelState.CLOSED
+            events.append(PeerClosed())
+            return events
+        status = exc.error_status_hint
+        self._close_with(
+            status, "Request Header Fields Too Large" if status == 431 else "Bad Request"
+        )
+        raise ChannelError(f"bad HTTP request: {exc}") from exc
+
+    def _close_with(self, status: int, reason: str) -> None:
+        if self.h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self._out += (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ).encode("ascii")
+        self.state = ChannelState.CLOSED
+
+    def _handle(self, ev: object) -> list[Event]:
+        if isinstance(ev, h11.Request):
+            self._partial_head = False
+            headers = _headers(ev.headers)
+            length_text = headers.get("content-length")
+            length = int(length_text) if length_text and length_text.isdigit() else None
+            self.request = RequestReceived(
+                method=ev.method.decode("ascii", "replace"),
+                path=ev.target.decode("ascii", "replace"),
+                headers=headers,
+                content_length=length,
+                expects_continue=self.h11.they_are_waiting_for_100_continue,
+                http_version=ev.http_version.decode("ascii", "replace"),
+            )
+            self.state = ChannelState.DECIDING
+            return [self.request]
+        if isinstance(ev, h11.Data):
+            if self.state is ChannelState.DRAIN:
+                return []
+            if self.state is ChannelState.BODY:
+                return [BodyReceived(data=bytes(ev.data))]
+            return self._pdus(bytes(ev.data))
+        if isinstance(ev, h11.EndOfMessage):
+            if self.state is ChannelState.DRAIN:
+                return []
+            if self._framer.has_partial:
+                self.state = ChannelState.CLOSED
+                raise ChannelError("the body ended inside a PDU")
+            return [BodyEnded()]
+        return []
+
+    def _pdus(self, data: bytes) -> list[Event]:
+        self._framer.feed(data)
+        out: list[Event] = []
+        while True:
+            try:
+                pdu = self._framer.next_pdu()
+                if pdu is None:
+                    return out
+                if is_rts(pdu):
+                    out.append(RtsReceived(message=decode_rts(pdu), size=len(pdu)))
+                else:
+                    out.append(RpcPduReceived(data=pdu))
+            except DecodeError as exc:
+                self.state = ChannelState.CLOSED
+                raise ChannelError(f"bad PDU in the channel body: {exc}") from exc
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def _decided(self) -> RequestReceived:
+        if self.state is not ChannelState.DECIDING or self.request is None:
+            raise h11.LocalProtocolError("no request is waiting for a decision")
+        return self.request
+
+    def reject(
+        self,
+        status: int,
+        reason: str,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes = b"",
+    ) -> None:
+        """Answer with an error; keep the connection when the request body can be drained."""
+        request = self._decided()
+        length = request.content_length or 0
+        keep = (
+            length <= MAX_DRAIN
+            and request.http_version == "1.1"
+            and "chunked" not in (request.headers.get("transfer-encoding", ""))
+        )
+        all_headers = [*headers, ("Content-Length", str(len(body)))]
+        if not keep:
+            all_headers.append(("Connection", "close"))
+        self._send(h11.Response(status_code=status, reason=reason.encode(), headers=all_headers))
+        self._send(h11.Data(data=body))
+        self._send(h11.EndOfMessage())
+        self.state = ChannelState.DRAIN if keep else ChannelState.CLOSED
+
+    def refuse_rpc(self, code: int) -> None:
+        """``HTTP/1.0 503 RPC Error: <hex>`` (the form impacket and Windows parse), then close."""
+        self._decided()
+        self._out += (
+            f"HTTP/1.0 503 RPC Error: {code:x}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ).encode("ascii")
+        self.state = ChannelState.CLOSED
+
+    def read_body(self) -> None:
+        """Accept the request to read its (small) body as :class:`BodyReceived` events."""
+        request = self._decided()
+        if self.h11.they_are_waiting_for_100_continue:
+            self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+        del request
+        self.state = ChannelState.BODY
+
+    def respond(
+        self, status: int, reason: str, headers: Sequence[tuple[str, str]], body: bytes
+    ) -> None:
+        """A complete answer (echo, autodiscover); the connection cycles when both sides
+        are done (the request body, if any, must have been read)."""
+        if self.state is ChannelState.DECIDING:
+            self._decided()
+        self._send(
+            h11.Response(
+                status_code=status,
+                reason=reason.encode(),
+                headers=[*headers, ("Content-Length", str(len(body)))],
+            )
+        )
+        self._send(h11.Data(data=body))
+        self._send(h11.EndOfMessage())
+        self.state = ChannelState.DRAIN
+        if self._can_cycle():
+            self.h11.start_next_cycle()
+            self.state = ChannelState.HEAD
+
+    def accept_rpc(self) -> None:
+        """Accept an RPC channel: ``100 Continue`` if expected; the body becomes PDUs."""
+        self._decided()
+        if self.h11.they_are_waiting_for_100_continue:
+            self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+        self.state = ChannelState.RPC
+
+    def start_out_response(self, content_length: int) -> None:
+        """The OUT channel's ``200 Success`` head ([MS-RPCH] 3.2.3.5.2)."""
+        self._send(
+            h11.Response(
+                status_code=200,
+                reason=b"Success",
+                headers=[
+                    ("Content-Type", "application/rpc"),
+                    ("Content-Length", str(content_length)),
+                    ("Cache-Control", "no-cache"),
+                    ("Pragma", "no-cache"),
+                ],
+            )
+        )
+
+    def send_body(self, data: bytes) -> None:
+        """Queue bytes of the OUT response body.
+
+        Raises:
+            h11.LocalProtocolError: more than the announced Content-Length (a bug).
+        """
+        self._send(h11.Data(data=data))
+
+    def close(self) -> None:
+        self.state = ChannelState.CLOSED
+
+    def _send(self, event: h11.Event) -> None:
+        data = self.h11.send(event)
+        if data:
+            self._out += data
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out

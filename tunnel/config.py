@@ -1,0 +1,145 @@
+"""Configuration of the HTTPS tunnel: one frozen, self-validating dataclass.
+
+Every limit the proxy enforces lives here (as h2's ``config.py`` and aioquic's
+``configuration.py`` keep theirs), so the cores and drivers take one object and the
+composition root builds it from the ``[tunnel]`` section of the configuration file.
+Times are seconds (floats); sizes are bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Content-Length of the OUT channel's 200 response ([MS-RPCH] 2.1.2.1.4; Windows,
+#: impacket and Samba use 1 GiB). Every byte we send on the channel counts against it.
+DEFAULT_OUT_CONTENT_LENGTH = 1073741824
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TunnelConfig:
+    """Settings of the tunnel front end (``serve_tunnel``).
+
+    Attributes:
+        host: address the TLS listener binds to.
+        port: TLS port; 8443 by default (443 in production needs privileges), 0 picks a
+            dynamic port (tests).
+        server_names: DNS names (or addresses) this server is known by. They go into the
+            self-signed certificate's SAN and are valid RPC targets besides ``localhost``
+            and ``127.0.0.1``.
+        domain: mail domain served; autodiscover answers for addresses in it only.
+        public_url: tunnel URL announced by autodiscover; derived from the first server
+            name and the port when empty.
+        cert_file, key_file: PEM certificate chain and key. When unset, a self-signed
+            certificate is created on first run in the data directory.
+        handshake_timeout: bound on the TLS handshake.
+        head_timeout: bound on receiving a whole HTTP request head (slowloris defence).
+        idle_timeout: an HTTP connection with no request in progress is closed after it.
+        pair_timeout: how long the first channel of an MS-RPCH virtual connection waits
+            for its other half (gromox uses 10 s).
+        vc_idle_timeout: an established virtual connection whose IN channel carries
+            nothing (not even a ping) for this long is ended (the 15-minute VC timer of
+            [MS-RPCH] 3.2.5.2.1 by default).
+        connect_timeout: bound on connecting to a backend target.
+        send_timeout: a peer that does not read what we send for this long is dropped.
+        max_header_bytes: largest request head (request line + headers) accepted.
+        max_connections: TLS connections served at once; more are refused.
+        max_connections_per_address: TLS connections at once from one client address.
+        max_vcs_per_user: virtual connections at once per user (an h2 stream or an
+            MS-RPCH channel pair; a lone MS-RPCH channel waiting for its pair counts).
+        max_vcs: virtual connections at once in total.
+        out_flow_control: honour the client's OUT receive window from CONN/A1 strictly
+            ([MS-RPCH] 3.2.1.1.4); turn off for clients that never acknowledge (Samba).
+        in_window: receive window we advertise for the IN channel (CONN/C2).
+        out_content_length: Content-Length of OUT responses; the VC ends cleanly when it
+            would be exceeded (no OUT channel recycling).
+        connection_timeout_ms: ConnectionTimeout advertised in CONN/A3 and CONN/C2.
+        keepalive_interval: longest quiet time on an OUT channel before we send a Ping
+            RTS PDU (capped at half the client's ClientKeepalive).
+        h2_window: HTTP/2 initial stream window and connection window we grant.
+        h2_max_streams: concurrent HTTP/2 streams per TLS connection.
+        receive_size: read size on every socket.
+        max_fragment: largest DCE/RPC fragment relayed (frag_length is a u16).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8443
+    server_names: tuple[str, ...] = ()
+    domain: str = ""
+    public_url: str = ""
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    handshake_timeout: float = 10.0
+    head_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    pair_timeout: float = 10.0
+    vc_idle_timeout: float = 900.0
+    connect_timeout: float = 10.0
+    send_timeout: float = 30.0
+    max_header_bytes: int = 16384
+    max_connections: int = 1024
+    max_connections_per_address: int = 64
+    max_vcs_per_user: int = 64
+    max_vcs: int = 1024
+    out_flow_control: bool = True
+    in_window: int = 262144
+    out_content_length: int = DEFAULT_OUT_CONTENT_LENGTH
+    connection_timeout_ms: int = 120000
+    keepalive_interval: float = 150.0
+    h2_window: int = 8 * 1024 * 1024
+    h2_max_streams: int = 100
+    receive_size: int = 65536
+    max_fragment: int = 0xFFFF
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} out of range")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        for name in (
+            "handshake_timeout",
+            "head_timeout",
+            "idle_timeout",
+            "pair_timeout",
+            "vc_idle_timeout",
+            "connect_timeout",
+            "send_timeout",
+            "keepalive_interval",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not 1024 <= self.max_header_bytes <= 1 << 20:
+            raise ValueError("max_header_bytes must be within 1 KiB..1 MiB")
+        for name in (
+            "max_connections",
+            "max_connections_per_address",
+            "max_vcs_per_user",
+            "max_vcs",
+            "h2_max_streams",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        # [MS-RPCH] 2.2.3.5.1: a receive window is 8 KiB..256 KiB.
+        if not 8192 <= self.in_window <= 262144:
+            raise ValueError("in_window must be within 8 KiB..256 KiB")
+        if not 4096 <= self.out_content_length <= 0x7FFFFFFF:
+            raise ValueError("out_content_length must be within 4 KiB..2 GiB")
+        # [MS-RPCH] 2.2.3.5.3: ConnectionTimeout is 120000..14400000 ms.
+        if not 120000 <= self.connection_timeout_ms <= 14400000:
+            raise ValueError("connection_timeout_ms must be within 120000..14400000")
+        if not 65535 <= self.h2_window <= 0x7FFFFFFF:
+            raise ValueError("h2_window must be within 64 KiB..2 GiB")
+        if not 4096 <= self.receive_size <= 1 << 20:
+            raise ValueError("receive_size must be within 4 KiB..1 MiB")
+        if not 1432 <= self.max_fragment <= 0xFFFF:
+            raise ValueError("max_fragment must be within 1432..65535")
+
+    @property
+    def advertised_url(self) -> str:
+        """The tunnel URL announced to clients (autodiscover, logs)."""
+        if self.public_url:
+            return self.public_url
+        name = self.server_names[0] if self.server_names else self.host
+        if ":" in name:
+            name = f"[{name}]"
+        return f"https://{name}:{self.port}/"

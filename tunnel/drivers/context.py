@@ -1,0 +1,104 @@
+"""State shared by the tunnel's connection handlers (one per listener).
+
+:class:`ProxyContext` holds the configuration, the allow list, the authenticator,
+the quotas and the MS-RPCH virtual-connection table; the HTTP/1.1 and HTTP/2
+handlers take it as their first argument.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from tunnel.autodiscover import Site
+from tunnel.config import TunnelConfig
+from tunnel.drivers.vc_table import VcTable
+from tunnel.policy import AllowList, Authenticator, Quota, parse_authorization
+
+log = logging.getLogger("tunnel")
+
+
+@dataclass(slots=True)
+class TunnelInfo:
+    """What ``serve_tunnel`` hands to ``task_status.started``."""
+
+    host: str
+    port: int
+    fingerprint: str
+    cert_file: Path
+    url: str
+    listeners: list[trio.SocketListener] = field(default_factory=list)
+
+
+class ProxyContext:
+    """State shared by every connection of one tunnel listener."""
+
+    def __init__(
+        self,
+        config: TunnelConfig,
+        allow: AllowList,
+        authenticate: Authenticator,
+        site: Site,
+    ) -> None:
+        self.config = config
+        self.allow = allow
+        self.authenticate = authenticate
+        self.site = site
+        self.connections = 0
+        self.address_quota = Quota(config.max_connections_per_address)
+        # Units: an MS-RPCH channel is one, an h2 stream (a whole VC) two.
+        self.user_quota = Quota(2 * config.max_vcs_per_user)
+        self.vcs_open = 0
+        self.vc_table = VcTable(config)
+
+    async def check_credentials(self, headers: Mapping[str, str]) -> str | None:
+        """The authenticated user name, or None (answer 401). Never raises for bad input."""
+        creds = parse_authorization(headers.get("authorization"))
+        if creds is None:
+            return None
+        try:
+            ok = await self.authenticate(creds.username, creds.password)
+        except Exception:
+            log.exception("authenticator failed")
+            return None
+        return creds.username if ok else None
+
+    def acquire_vc(self, user: str, units: int = 2) -> bool:
+        """Take ``units`` half-VC slots for ``user`` (False: over a limit)."""
+        if self.vcs_open + units > 2 * self.config.max_vcs:
+            return False
+        if not self.user_quota.acquire(user, units):
+            return False
+        self.vcs_open += units
+        return True
+
+    def release_vc(self, user: str, units: int = 2) -> None:
+        self.vcs_open -= units
+        self.user_quota.release(user, units)
+
+    async def connect_backend(self, address: tuple[str, int]) -> trio.SocketStream:
+        """Connect to an allow-listed backend address.
+
+        Raises:
+            OSError: refused or timed out.
+        """
+        try:
+            with trio.fail_after(self.config.connect_timeout):
+                stream = await trio.open_tcp_stream(*address)
+        except trio.TooSlowError as exc:
+            raise OSError(f"connecting to {address} timed out") from exc
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return stream
+
+
+def peer_address(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    try:
+        return str(sock.getpeername()[0]) if sock is not None else "?"
+    except OSError:
+        return "?"

@@ -1,0 +1,298 @@
+"""HTTP/2 handler: each authenticated ``POST /rpc/rpcproxy.dll?<server>:<port>`` stream is
+one virtual connection, relayed byte for byte to a TCP connection to the target.
+
+Tasks, all inside the connection's nursery: the reader feeds :class:`H2Glue` and
+dispatches its events; one task per stream authenticates, checks the allow list,
+connects, answers ``200`` and then runs two pumps. *Up* writes the client's DATA to
+the backend and only then returns the credit (so the client can never make us hold
+more than one window). *Down* reads from the backend at most what the client's
+windows accept, so a client that does not read stops us reading the backend. All
+writes to the TLS stream go through :meth:`_H2Connection.flush` (one writer, a lock,
+a send timeout that drops a peer that does not read).
+
+Status codes: 401 (+ ``WWW-Authenticate: Basic``) without valid credentials, 403 for
+a target off the allow list (no connection is attempted), 404 for other paths, 405
+for other methods, 429 over a per-user limit, 502 when the allowed backend refuses.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import h2.errors
+import trio
+
+from tunnel import autodiscover
+from tunnel.drivers.context import ProxyContext
+from tunnel.h2_glue import (
+    ConnectionEnded,
+    DataReceived,
+    Event,
+    H2Glue,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowOpened,
+)
+from tunnel.policy import CHALLENGES, is_rpc_path, parse_rpc_target
+
+log = logging.getLogger("tunnel.h2")
+
+TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(slots=True)
+class _Stream:
+    request: RequestReceived
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    inbox: deque[bytes] = field(default_factory=deque)
+    ended: bool = False
+    wake: trio.Event = field(default_factory=trio.Event)
+    body_size: int = 0
+
+    def notify(self) -> None:
+        self.wake.set()
+
+    async def wait(self) -> None:
+        await self.wake.wait()
+        self.wake = trio.Event()
+
+
+class _H2Connection:
+    def __init__(self, ctx: ProxyContext, stream: trio.abc.Stream, address: str) -> None:
+        self.ctx = ctx
+        self.stream = stream
+        self.address = address
+        self.glue = H2Glue(ctx.config)
+        self.lock = trio.Lock()
+        self.streams: dict[int, _Stream] = {}
+        self.window = trio.Event()
+        self.broken = False
+        self.nursery: trio.Nursery | None = None
+
+    async def flush(self) -> None:
+        async with self.lock:
+            data = self.glue.data_to_send()
+            if not data or self.broken:
+                return
+            try:
+                with trio.fail_after(self.ctx.config.send_timeout):
+                    await self.stream.send_all(data)
+            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+                log.info("%s: h2 peer stopped reading or went away", self.address)
+                self.broken = True
+                if self.nursery is not None:
+                    self.nursery.cancel_scope.cancel()
+
+    async def wait_window(self) -> None:
+        await self.window.wait()
+
+    def open_window(self) -> None:
+        self.window.set()
+        self.window = trio.Event()
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cfg = self.ctx.config
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            await self.flush()
+            while not self.glue.closed and not self.broken:
+                timeout = math.inf if self.streams else cfg.idle_timeout
+                data = b""
+                with trio.move_on_after(timeout) as idle:
+                    try:
+                        data = bytes(await self.stream.receive_some(cfg.receive_size))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        data = b""
+                if idle.cancelled_caught:
+                    self.glue.close()
+                    await self.flush()
+                    break
+                for event in self.glue.receive_data(data):
+                    self._dispatch(nursery, event)
+                await self.flush()
+            nursery.cancel_scope.cancel()
+
+    def _dispatch(self, nursery: trio.Nursery, event: Event) -> None:
+        if isinstance(event, RequestReceived):
+            new = _Stream(event, ended=event.ended)
+            self.streams[event.stream_id] = new
+            nursery.start_soon(self._serve_stream, new)
+            return
+        s = self.streams.get(getattr(event, "stream_id", -1))
+        if isinstance(event, DataReceived):
+            if s is None:
+                self.glue.stream_finished(event.stream_id)
+                return
+            s.inbox.append(event.data)
+            s.body_size += len(event.data)
+            s.notify()
+        elif isinstance(event, StreamEnded):
+            if s is not None:
+                s.ended = True
+                s.notify()
+        elif isinstance(event, StreamReset):
+            if s is not None:
+                s.scope.cancel()
+        elif isinstance(event, WindowOpened):
+            self.open_window()
+        elif isinstance(event, ConnectionEnded):
+            if event.error_code:
+                log.info("%s: h2 connection ended: %s", self.address, event.reason)
+            for s in self.streams.values():
+                s.scope.cancel()
+
+    # -- one stream ----------------------------------------------------------------------
+
+    async def _serve_stream(self, s: _Stream) -> None:
+        sid = s.request.stream_id
+        try:
+            with s.scope:
+                try:
+                    await self._route(s)
+                except (
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                    trio.TooSlowError,
+                ) as exc:
+                    log.info("%s: h2 stream %d ended: %r", self.address, sid, exc)
+                    s.scope.cancel()
+        finally:
+            self.streams.pop(sid, None)
+            if not self.glue.closed and s.scope.cancelled_caught:
+                self.glue.reset(sid, h2.errors.ErrorCodes.CANCEL)
+            self.glue.stream_finished(sid)
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.flush()
+
+    async def _answer(
+        self, sid: int, status: int, text: str, extra: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        self.glue.respond(sid, status, [("content-type", TEXT), *extra], text.encode() + b"\n")
+        await self.flush()
+
+    async def _route(self, s: _Stream) -> None:
+        req = s.request
+        sid = req.stream_id
+        user = await self.ctx.check_credentials(req.headers)
+        if user is None:
+            log.info("%s: h2 %s %s: 401", self.address, req.method, req.path)
+            challenges = [("www-authenticate", c) for c in CHALLENGES]
+            await self._answer(sid, 401, "authentication required", challenges)
+            return
+        if autodiscover.is_autodiscover_path(req.path):
+            await self._autodiscover(s)
+            return
+        if not is_rpc_path(req.path):
+            await self._answer(sid, 404, "not found")
+            return
+        if req.method != "POST":
+            await self._answer(sid, 405, "use POST", [("allow", "POST")])
+            return
+        target = parse_rpc_target(req.path)
+        backend = self.ctx.allow.resolve(target) if target is not None else None
+        if backend is None:
+            log.warning(
+                "%s: %s asked for a target off the allow list: %s", self.address, user, req.path
+            )
+            await self._answer(sid, 403, "RPC target not allowed")
+            return
+        if not self.ctx.acquire_vc(user):
+            await self._answer(sid, 429, "too many virtual connections")
+            return
+        try:
+            await self._relay(s, user, backend)
+        finally:
+            self.ctx.release_vc(user)
+
+    async def _autodiscover(self, s: _Stream) -> None:
+        while not s.ended and s.body_size <= autodiscover.MAX_BODY:
+            await s.wait()
+        body = b"".join(s.inbox)
+        s.inbox.clear()
+        reply = autodiscover.answer(self.ctx.site, s.request.method, s.request.path, body)
+        self.glue.respond(
+            s.request.stream_id, reply.status, [("content-type", reply.content_type)], reply.body
+        )
+        await self.flush()
+
+    async def _relay(self, s: _Stream, user: str, backend: tuple[str, int]) -> None:
+        sid = s.request.stream_id
+        try:
+            conn = await self.ctx.connect_backend(backend)
+        except OSError as exc:
+            log.warning("%s: backend %s unreachable: %s", self.address, backend, exc)
+            await self._answer(sid, 502, "RPC server unavailable")
+            return
+        log.info("%s: h2 stream %d of %s relayed to %s", self.address, sid, user, backend)
+        async with conn:
+            self.glue.respond(
+                sid, 200, [("content-type", "application/rpc"), ("cache-control", "no-cache")]
+            )
+            await self.flush()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, s, self._up(s, conn))
+                await self._pump(s, self._down(s, conn))
+                # The backend closed: the client's remaining data has nowhere to go.
+                nursery.cancel_scope.cancel()
+
+    async def _pump(self, s: _Stream, work: Coroutine[Any, Any, None]) -> None:
+        """Run one direction; a broken backend or a peer that does not read resets the
+        stream (caught here: inside a nursery it would arrive as an ExceptionGroup)."""
+        try:
+            await work
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+            log.info("%s: h2 stream %d relay ended: %r", self.address, s.request.stream_id, exc)
+            s.scope.cancel()
+
+    async def _up(self, s: _Stream, conn: trio.SocketStream) -> None:
+        sid = s.request.stream_id
+        while True:
+            while s.inbox:
+                chunk = s.inbox.popleft()
+                with trio.fail_after(self.ctx.config.send_timeout):
+                    await conn.send_all(chunk)
+                self.glue.consumed(sid, len(chunk))
+            await self.flush()
+            if s.ended:
+                await conn.send_eof()
+                return
+            await s.wait()
+
+    async def _down(self, s: _Stream, conn: trio.SocketStream) -> None:
+        sid = s.request.stream_id
+        cfg = self.ctx.config
+        while True:
+            room = self.glue.sendable(sid)
+            if room <= 0:
+                # Backpressure: read nothing more from the backend until the client reads.
+                await self.wait_window()
+                continue
+            try:
+                data = await conn.receive_some(min(room, cfg.receive_size))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self.glue.end_stream(sid)
+                await self.flush()
+                return
+            sent = self.glue.send_data(sid, data)
+            await self.flush()
+            while sent < len(data):
+                await self.wait_window()
+                if self.glue.closed:
+                    return
+                sent += self.glue.send_data(sid, data[sent:])
+                await self.flush()
+
+
+async def serve_h2(ctx: ProxyContext, stream: trio.abc.Stream, address: str) -> None:
+    """Serve one HTTP/2 connection until it ends."""
+    await _H2Connection(ctx, stream, address).run()

@@ -1,0 +1,20 @@
+"""The tunnel server's public entry point (the composition root calls :func:`serve_tunnel`).
+
+The implementation lives in :mod:`tunnel.drivers.server` (drivers are the only tunnel
+modules that do I/O); this module re-exports it under the documented name::
+
+    info = await nursery.start(functools.partial(
+        serve_tunnel, config,
+        allowed_targets=AllowList.for_database(db, epm_port, config.server_names),
+        authenticate=directory.check_password,
+        data_dir=data_dir,
+    ))
+    info.port, info.fingerprint
+"""
+
+from __future__ import annotations
+
+from tunnel.drivers.context import TunnelInfo
+from tunnel.drivers.server import serve_tunnel
+
+__all__ = ["TunnelInfo", "serve_tunnel"]
