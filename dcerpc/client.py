@@ -11,6 +11,7 @@ working on it and the connection stays usable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import uuid
@@ -116,9 +117,14 @@ class RpcClient:
         try:
             event = await self._exchange(call_id)
         except trio.Cancelled:
-            self.core.orphan(call_id)
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await self._flush()
+            if self._closed is None:  # tell a live server to stop working on it
+                self.core.orphan(call_id)
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(1),
+                    contextlib.suppress(ConnectionClosed),
+                ):
+                    await self._flush()
             raise
         if isinstance(event, FaultReceived):
             raise RpcFault(event.status)
@@ -167,6 +173,13 @@ class RpcClient:
                 await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             failure = exc
+        except trio.Cancelled:
+            # The caller gave up mid-send: part of a PDU may be on the wire, so the stream
+            # can no longer be framed. End the connection rather than desynchronise it.
+            self._fail_all(ConnectionClosed("a request was interrupted while being sent"))
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)
+            raise
         if failure is None and scope.cancelled_caught:
             failure = trio.TooSlowError("the server did not read our request in time")
         if failure is not None:

@@ -49,6 +49,9 @@ from dcerpc.pdu import (
     request_fragments,
 )
 
+#: Orphaned calls remembered so their late responses are dropped quietly.
+MAX_ORPHANED = 256
+
 
 class ClientState(enum.Enum):
     IDLE = "idle"  # nothing sent yet
@@ -71,6 +74,8 @@ class ClientConnection:
         self._pending_binds: set[int] = set()
         self._calls: dict[int, list[bytes] | None] = {}
         self._sizes: dict[int, int] = {}
+        #: Calls we orphaned whose response may still arrive: dropped, not an error.
+        self._orphaned: dict[int, None] = {}
         self._outbox = bytearray()
 
     # -- commands --------------------------------------------------------------------------
@@ -121,6 +126,9 @@ class ClientConnection:
         """Abandon an outstanding call: tell the server and drop any response to it."""
         if self._calls.pop(call_id, 0) != 0 and self.state is ClientState.BOUND:
             self._sizes.pop(call_id, None)
+            self._orphaned[call_id] = None
+            while len(self._orphaned) > MAX_ORPHANED:  # the oldest are long answered
+                del self._orphaned[next(iter(self._orphaned))]
             self._outbox += OrphanedPdu(call_id=call_id).encode()
 
     def data_to_send(self) -> bytes:
@@ -170,8 +178,9 @@ class ClientConnection:
             self._pending_binds.discard(pdu.call_id)
             if self.state is ClientState.BINDING:
                 self.assoc_group_id = pdu.assoc_group_id
-                # We may send what the server can receive, and no less than C706's floor.
-                self.max_xmit_frag = max(MIN_FRAGMENT_SIZE, pdu.max_recv_frag) & ~7
+                # We send no more than either side allows, and no less than C706's floor.
+                allowed = min(self.config.max_fragment, pdu.max_recv_frag)
+                self.max_xmit_frag = max(MIN_FRAGMENT_SIZE, allowed) & ~7
                 self.max_recv_frag = pdu.max_xmit_frag
                 self.state = ClientState.BOUND
             return BindAckReceived(
@@ -191,6 +200,8 @@ class ClientConnection:
         if isinstance(pdu, ResponsePdu):
             return self._handle_response(pdu)
         if isinstance(pdu, FaultPdu):
+            if self._orphaned.pop(pdu.call_id, 0) is None:
+                return None  # the answer to a call we gave up on
             # A fault may end a call mid-response, or (call_id 0 / a bind's id) the connection.
             self._calls.pop(pdu.call_id, None)
             self._sizes.pop(pdu.call_id, None)
@@ -206,6 +217,10 @@ class ClientConnection:
 
     def _handle_response(self, pdu: ResponsePdu) -> Event | None:
         call_id = pdu.call_id
+        if call_id in self._orphaned:
+            if pdu.pfc_flags & LAST_FRAG:
+                del self._orphaned[call_id]
+            return None
         if call_id not in self._calls:
             raise RemoteProtocolError(f"response for unknown call {call_id}")
         chunks = self._calls[call_id]

@@ -123,14 +123,19 @@ class RpcServer:
         async with trio.open_nursery() as nursery:
             # One restartable deadline for every read (hypercorn's idle timer): cheaper
             # than a fresh timeout scope per receive, and any expiry ends the connection.
+            partial_since: float | None = None
             with trio.CancelScope() as reading:
                 while conn.core.state is not ConnectionState.CLOSED and not conn.broken:
+                    now = trio.current_time()
                     if conn.core.has_partial_input:
-                        reading.deadline = trio.current_time() + cfg.receive_timeout
-                    elif conn.calls:
-                        reading.deadline = math.inf  # a long call (a long-poll) is not idleness
+                        # Measured from when the incomplete input began, not from the last
+                        # byte: a peer trickling bytes cannot keep pushing the deadline.
+                        partial_since = now if partial_since is None else partial_since
+                        reading.deadline = partial_since + cfg.receive_timeout
                     else:
-                        reading.deadline = trio.current_time() + cfg.idle_timeout
+                        partial_since = None
+                        # A running call (a long-poll) is not idleness.
+                        reading.deadline = math.inf if conn.calls else now + cfg.idle_timeout
                     data = await conn.stream.receive_some(RECEIVE_SIZE)
                     if not self._handle_input(conn, nursery, data):
                         break

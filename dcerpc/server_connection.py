@@ -178,6 +178,7 @@ class ServerConnection:
         self._framer = PduFramer(self.config.max_fragment)
         self._contexts: dict[int, _Context] = {}
         self._partial: dict[int, _PartialCall] = {}
+        self._partial_bytes = 0
         self._executing: set[int] = set()
         self._ctx_of_call: dict[int, int] = {}
         self._outbox = bytearray()
@@ -218,9 +219,15 @@ class ServerConnection:
             self._outbox += frag
 
     def send_fault(self, call_id: int, status: int) -> None:
-        """Queue a fault answering an executing call."""
+        """Queue a fault answering a call that was dispatched to its handler.
+
+        The handler ran (at least in part), so PFC_DID_NOT_EXECUTE is not set: a client
+        must not assume it may retry. Faults decided before dispatch set it.
+        """
         context_id = self._finish_call(call_id)
-        self._outbox += FaultPdu(call_id=call_id, context_id=context_id, status=status).encode()
+        self._outbox += FaultPdu(
+            call_id=call_id, context_id=context_id, status=status, pfc_flags=WHOLE
+        ).encode()
 
     def abandon_call(self, call_id: int) -> None:
         """Forget an executing call without answering (the client orphaned it)."""
@@ -258,6 +265,7 @@ class ServerConnection:
             self.groups.leave(self.assoc_group_id)
         self.state = ConnectionState.CLOSED
         self._partial.clear()
+        self._partial_bytes = 0
 
     def _finish_call(self, call_id: int) -> int:
         if call_id not in self._executing:
@@ -301,7 +309,9 @@ class ServerConnection:
             return self._handle_request(pdu, len(raw))
         if isinstance(pdu, CoCancelPdu | OrphanedPdu):
             orphaned = isinstance(pdu, OrphanedPdu)
-            if self._partial.pop(pdu.call_id, None) is not None:
+            dropped = self._partial.pop(pdu.call_id, None)
+            if dropped is not None:
+                self._partial_bytes -= 0 if dropped.fault else dropped.size
                 return None  # never delivered: nothing to cancel
             if pdu.call_id in self._executing:
                 return CallCancelled(call_id=pdu.call_id, orphaned=orphaned)
@@ -422,6 +432,10 @@ class ServerConnection:
         if first:
             if partial is not None or call_id in self._executing:
                 self._protocol_error(call_id, f"call_id {call_id} is already in use")
+            if len(self._partial) >= self.config.max_concurrent_calls:
+                # Calls being reassembled are state we hold for the peer: beyond the limit
+                # the peer is flooding us, not waiting for answers.
+                self._protocol_error(call_id, "too many fragmented calls at once")
             if len(self._partial) + len(self._executing) >= self.config.max_concurrent_calls:
                 # Too many calls at once: refuse this one, keep the connection.
                 partial = _PartialCall(
@@ -444,15 +458,22 @@ class ServerConnection:
         elif pdu.context_id != partial.context_id or pdu.opnum != partial.opnum:
             self._protocol_error(call_id, "fragment changes context or opnum mid-call")
         partial.size += len(pdu.stub)
+        self._partial_bytes += 0 if partial.fault else len(pdu.stub)
         if partial.size > self.config.max_request_size:
             self._protocol_error(
                 call_id, "request exceeds the size limit", FaultStatus.ACCESS_DENIED
+            )
+        if self._partial_bytes > 2 * self.config.max_request_size:
+            # Several large requests interleaved: bound what one connection buffers.
+            self._protocol_error(
+                call_id, "too much request data buffered", FaultStatus.ACCESS_DENIED
             )
         if not partial.fault:
             partial.chunks.append(pdu.stub)
         if not pdu.pfc_flags & LAST_FRAG:
             return None
         del self._partial[call_id]
+        self._partial_bytes -= 0 if partial.fault else partial.size
         if partial.fault:
             self._outbox += FaultPdu(
                 call_id=call_id, context_id=partial.context_id, status=partial.fault

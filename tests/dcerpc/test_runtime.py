@@ -305,3 +305,44 @@ async def test_call_after_the_connection_broke_is_connection_closed(served):
             await rpc.stream.aclose()  # the transport goes away under the client
             with pytest.raises(ConnectionClosed):
                 await rpc.call(ctx, OPS_ECHO, b"late")
+
+
+async def test_a_peer_trickling_an_incomplete_pdu_is_dropped(served):
+    _, _, port = served
+    with trio.fail_after(20):
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        dropped = False
+        async with stream:
+            await stream.send_all(b"\x05")
+            try:
+                for _ in range(50):  # 10 s of one byte per 0.2 s; receive_timeout is 0.5 s
+                    await trio.sleep(0.2)
+                    await stream.send_all(b"\x00")
+            except trio.BrokenResourceError:
+                dropped = True
+        assert dropped
+        await check_still_serving(port)
+
+
+async def test_cancelling_a_call_mid_send_ends_the_connection_cleanly():
+    """A request cut off mid-send would desynchronise the stream: the client closes it
+    and later calls fail with ConnectionClosed instead of hanging."""
+    release = trio.Event()
+
+    async def slow_reader(stream):
+        await stream.receive_some(65536)  # the bind
+        await release.wait()  # then stop reading
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, slow_reader, 0)
+            port = listeners[0].socket.getsockname()[1]
+            async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+                rpc.core.state = rpc.core.state.BOUND  # no bind_ack from this fake server
+                with trio.move_on_after(0.3) as scope:
+                    await rpc.call(0, 0, bytes(32 << 20))
+                assert scope.cancelled_caught
+                with pytest.raises(ConnectionClosed, match="interrupted"):
+                    await rpc.call(0, 0, b"next")
+            release.set()
+            nursery.cancel_scope.cancel()

@@ -407,3 +407,49 @@ def test_big_endian_request_reaches_handler_with_its_byte_order():
     (call,) = server.receive_data(header + body)
     assert (call.call_id, call.opnum, call.byteorder) == (9, 1, ">")
     assert struct.unpack(call.byteorder + "I", call.stub)[0] == 7
+
+
+def test_flood_of_unfinished_fragmented_calls_is_refused():
+    server = bound_server(max_concurrent_calls=4)
+    with pytest.raises(RemoteProtocolError):
+        for call_id in range(2, 10_000):
+            server.receive_data(RequestPdu(call_id=call_id, pfc_flags=PfcFlags.FIRST_FRAG).encode())
+    assert len(server._partial) <= 4
+    assert server.state is ConnectionState.CLOSED
+
+
+def test_interleaved_requests_have_a_byte_budget():
+    server = bound_server(max_fragment=4280, max_request_size=16_000)
+    with pytest.raises(RemoteProtocolError):
+        for i in range(20):
+            for call_id in (2, 3, 4):
+                flags = PfcFlags.FIRST_FRAG if i == 0 else 0
+                server.receive_data(
+                    RequestPdu(call_id=call_id, pfc_flags=flags, stub=b"x" * 4000).encode()
+                )
+    (fault,) = pdus(server.data_to_send())
+    assert fault.status == FaultStatus.ACCESS_DENIED
+
+
+def test_fault_of_an_executed_call_does_not_claim_it_did_not_execute():
+    server = bound_server()
+    (call,) = server.receive_data(RequestPdu(call_id=2).encode())
+    server.send_fault(call.call_id, FaultStatus.FAULT_UNSPEC)
+    (fault,) = pdus(server.data_to_send())
+    assert not fault.pfc_flags & PfcFlags.DID_NOT_EXECUTE
+
+
+def test_client_drops_the_late_response_of_an_orphaned_call():
+    client = ClientConnection()
+    client.bind([ContextElement(0, ECHO, (NDR,))])
+    client.receive_data(BindAckPdu(call_id=1, results=(ContextResult(0, 0, NDR),)).encode())
+    first = client.request(0, 0, b"a")
+    second = client.request(0, 0, b"b")
+    third = client.request(0, 0, b"c")
+    client.orphan(first)
+    client.orphan(second)
+    assert client.receive_data(ResponsePdu(call_id=first, stub=b"late").encode()) == []
+    assert client.receive_data(FaultPdu(call_id=second, status=5).encode()) == []
+    assert client.receive_data(ResponsePdu(call_id=third, stub=b"C").encode()) == [
+        ResponseReceived(call_id=third, stub=b"C")
+    ]
