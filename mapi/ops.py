@@ -574,6 +574,15 @@ def _get_row_count(ctx: Context, args: Args) -> int:
 # -- running a batch -----------------------------------------------------------------------
 
 
+def error_detail(exc: errors.MapiError) -> str:
+    """The message of ``exc`` without its ``MAPI_E_*:`` prefix (the wire carries the code,
+    and the client's exception adds the name back)."""
+    text, name = str(exc), errors.hresult_name(exc.hresult)
+    if text == name:
+        return ""
+    return text.removeprefix(name + ": ")
+
+
 def run_batch(ctx: Context, ops: object) -> list[list[Any]]:
     """Run every operation of a batch; one ``[hresult, value]`` per operation.
 
@@ -605,7 +614,7 @@ def _run_one(ctx: Context, item: object) -> list[Any]:
             raise errors.NoSupport(f"unknown operation {name!r}")
         value = fn(ctx, args)
     except errors.MapiError as exc:
-        return [exc.hresult, str(exc)]
+        return [exc.hresult, error_detail(exc)]
     if isinstance(value, Result):
         return [value.hresult, value.value]
     return [0, value]

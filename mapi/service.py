@@ -78,7 +78,7 @@ def _pack(value: dict[str, Any]) -> bytes:
 
 
 def _error(exc: errors.MapiError) -> bytes:
-    return _pack({"hresult": exc.hresult, "error": str(exc)})
+    return _pack({"hresult": exc.hresult, "error": ops.error_detail(exc)})
 
 
 class StoreService:

@@ -1,0 +1,358 @@
+"""``mapi-cli``: the command-line client of the object store.
+
+The command parses its arguments (argparse, one subcommand per action), finds the
+password (``MAPI_PASSWORD``, ``--password-file`` or a prompt, never the command
+line), logs on with :func:`clients.api.connect`, opens the store, and runs one
+command module: :mod:`clients.cli_folders` (tree, mkdir, rmdir, rename),
+:mod:`clients.cli_messages` (ls, show) or :mod:`clients.cli_edit` (create/send,
+mv/cp/rm, put, get). Exit status: 0 success, 1 a MAPI, server or connection error
+(the message names the MAPI error, e.g. ``MAPI_E_NOT_FOUND``), 2 a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import logging
+import os
+import ssl
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import trio
+
+from clients.api import connect, parse_address, parse_tunnel_address
+from clients.cli_edit import cmd_copy, cmd_create, cmd_get, cmd_put, cmd_rm
+from clients.cli_folders import Context, cmd_mkdir, cmd_rename, cmd_rmdir, cmd_tree, open_context
+from clients.cli_format import UsageError, dump_json
+from clients.cli_messages import cmd_ls, cmd_show
+from dcerpc.errors import BindRejected, ConnectionClosed, ProtocolError, RpcFault
+from mapi import errors
+from tunnel.errors import TunnelError
+
+DEFAULT_SERVER = "ncacn_ip_tcp:127.0.0.1[1135]"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("mapi-cli")
+
+DESCRIPTION = """\
+Command-line client of the mapi-anywhere object store.
+
+Folders are paths from the top of the store (Inbox, Inbox/Projects) or special-folder
+roles (inbox, sent, deleted, drafts, outbox, calendar, contacts, tasks, notes, journal);
+a leading / forces a literal path. Messages are selected by INDEX (as `ls` numbers them,
+newest first), a range like 2-5, or an entry id in hex (`ls --ids`).
+
+examples:
+  export MAPI_USER=demo MAPI_PASSWORD=... MAPI_SERVER='ncacn_ip_tcp:mail.lan[1135]'
+  mapi-cli tree
+  mapi-cli --server https://mail.example.org/ --fingerprint AB:CD:... tree   (via the tunnel)
+  mapi-cli mkdir -p Inbox/Projects/2024
+  mapi-cli create Inbox/Projects --subject 'Q3 report' --to 'Bob <bob@example.org>' \\
+           --body-file notes.txt --attach report.pdf
+  mapi-cli ls inbox --limit 20 --where 'PR_SUBJECT~report' --sort -PR_MESSAGE_DELIVERY_TIME
+  mapi-cli ls inbox --columns PR_SUBJECT,PR_MESSAGE_SIZE --ids --json
+  mapi-cli show inbox 1
+  mapi-cli get inbox 1 0 -o report.pdf       (attachment #0 of the newest message)
+  mapi-cli mv inbox 1 3-5 Inbox/Projects
+  mapi-cli rm inbox 2 --hard
+"""
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The options every command takes, before or after the command name."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("connection and output")
+    group.add_argument(
+        "--server",
+        default=default(None),
+        help="ncacn_ip_tcp:host[port] on the LAN, or https://host:port/[?epm=N] through the "
+        f"HTTPS tunnel (env MAPI_SERVER; default {DEFAULT_SERVER})",
+    )
+    group.add_argument(
+        "--fingerprint",
+        default=default(None),
+        help="tunnel only: SHA-256 of the server certificate to pin, AB:CD:... "
+        "(env MAPI_FINGERPRINT; default: verify with the system's trust store)",
+    )
+    group.add_argument(
+        "--http1",
+        action="store_true",
+        default=default(False),
+        help="tunnel only: RPC over HTTP v2 on HTTP/1.1 instead of HTTP/2",
+    )
+    group.add_argument("--user", default=default(None), help="user name (env MAPI_USER)")
+    group.add_argument(
+        "--password-file",
+        default=default(None),
+        help="read the password from this file's first line (else env MAPI_PASSWORD, "
+        "else a prompt on a terminal)",
+    )
+    group.add_argument(
+        "--json", action="store_true", default=default(False), help="machine-readable output"
+    )
+    group.add_argument(
+        "--progress",
+        action="store_true",
+        default=default(False),
+        help="show a progress bar for transfers even when stderr is not a terminal",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=default(None),
+        help="give up after this many seconds (default: no limit)",
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=default(False), help="debug logging"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``mapi-cli``."""
+    parser = argparse.ArgumentParser(
+        prog="mapi-cli",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, helptext: str, **kwargs: Any) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=helptext, description=helptext, **kwargs)
+        _global_options(cmd, suppress=True)
+        return cmd
+
+    cmd = command("tree", "show the folder tree with item and unread counts")
+    cmd.add_argument("folder", nargs="?", default="/", help="top of the tree (default: all)")
+
+    cmd = command("ls", "list a folder's messages")
+    cmd.add_argument("folder")
+    cmd.add_argument(
+        "--columns", help="comma-separated properties (default: date, from, subject, size, flags)"
+    )
+    cmd.add_argument("--sort", help="comma-separated properties, '-' for descending")
+    cmd.add_argument(
+        "--where",
+        action="append",
+        help="PROP~TEXT (substring, any case), PROP=VALUE, PROP!=VALUE, PROP>VALUE, "
+        "PROP<VALUE (numbers, ISO times); repeat to AND conditions",
+    )
+    cmd.add_argument("--limit", type=int, default=50, help="at most N rows (0: all; default 50)")
+    cmd.add_argument("--offset", type=int, default=0, help="skip N rows")
+    cmd.add_argument("--ids", action="store_true", help="show entry ids")
+
+    cmd = command("show", "show a message: headers, body and attachments")
+    cmd.add_argument("folder")
+    cmd.add_argument("message", metavar="INDEX|ENTRYID")
+    cmd.add_argument("--props", action="store_true", help="also list every property")
+
+    for name in ("create", "send"):
+        text = (
+            "create and save a message (a draft: flagged unsent)"
+            if name == "create"
+            else "create and save a message marked as sent (no transport delivers it)"
+        )
+        cmd = command(name, text)
+        cmd.add_argument("folder")
+        cmd.add_argument("--subject", required=True)
+        cmd.add_argument("--body", help="the body text")
+        cmd.add_argument("--body-file", help="read the body from a UTF-8 file ('-': stdin)")
+        for kind in ("to", "cc", "bcc"):
+            cmd.add_argument(
+                f"--{kind}", action="append", metavar="ADDR", help="'Name <a@b>' or a@b"
+            )
+        cmd.add_argument("--attach", action="append", metavar="FILE", help="attach a file")
+
+    for name, verb in (("mv", "move"), ("cp", "copy")):
+        cmd = command(name, f"{verb} messages to another folder")
+        cmd.add_argument("folder")
+        cmd.add_argument("items", nargs="+", metavar="SELECTOR... DEST_FOLDER")
+
+    cmd = command("rm", "delete messages (to Deleted Items unless --hard)")
+    cmd.add_argument("folder")
+    cmd.add_argument("selectors", nargs="+", metavar="SELECTOR")
+    cmd.add_argument("--hard", action="store_true", help="delete for good")
+
+    cmd = command("mkdir", "create a folder")
+    cmd.add_argument("path")
+    cmd.add_argument("-p", "--parents", action="store_true", help="create missing parents too")
+
+    cmd = command("rmdir", "delete a folder (to Deleted Items unless --hard)")
+    cmd.add_argument("path")
+    cmd.add_argument("-r", "--recursive", action="store_true", help="even if not empty")
+    cmd.add_argument("--hard", action="store_true", help="delete for good")
+
+    cmd = command("rename", "rename a folder")
+    cmd.add_argument("path")
+    cmd.add_argument("newname")
+
+    cmd = command("put", "add a file as an attachment to a saved message")
+    cmd.add_argument("folder")
+    cmd.add_argument("message", metavar="INDEX|ENTRYID")
+    cmd.add_argument("file")
+
+    cmd = command("get", "download an attachment")
+    cmd.add_argument("folder")
+    cmd.add_argument("message", metavar="INDEX|ENTRYID")
+    cmd.add_argument("attach_num", nargs="?", type=int, metavar="ATTACH_NUM")
+    cmd.add_argument("-o", "--output", help="file to write ('-': stdout; default: its name)")
+    cmd.add_argument("-f", "--force", action="store_true", help="overwrite an existing file")
+    return parser
+
+
+COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Awaitable[int]]] = {
+    "tree": cmd_tree,
+    "ls": cmd_ls,
+    "show": cmd_show,
+    "create": cmd_create,
+    "send": cmd_create,
+    "mv": cmd_copy,
+    "cp": cmd_copy,
+    "rm": cmd_rm,
+    "mkdir": cmd_mkdir,
+    "rmdir": cmd_rmdir,
+    "rename": cmd_rename,
+    "put": cmd_put,
+    "get": cmd_get,
+}
+
+
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    """Let ``--sort -PR_X`` mean ``--sort=-PR_X`` (argparse takes ``-PR_X`` for an option)."""
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--sort":
+            value = next(it, None)
+            out.append(arg if value is None else f"--sort={value}")
+        else:
+            out.append(arg)
+    return out
+
+
+def read_password(args: argparse.Namespace) -> str:
+    """The password: ``--password-file``, else ``MAPI_PASSWORD``, else a terminal prompt.
+
+    Raises:
+        UsageError: no source of a password.
+    """
+    if args.password_file:
+        try:
+            with open(args.password_file, encoding="utf-8") as file:
+                return file.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read --password-file: {exc.strerror}") from None
+    password = os.environ.get("MAPI_PASSWORD")
+    if password is not None:
+        return password
+    if sys.stdin.isatty():
+        return getpass.getpass(f"Password for {args.user}: ")
+    raise UsageError("no password: set MAPI_PASSWORD, use --password-file, or run in a terminal")
+
+
+async def run(args: argparse.Namespace, password: str) -> int:
+    """Log on, open the store and run the command."""
+    with trio.fail_after(args.timeout) if args.timeout else contextlib.nullcontext():
+        session_cm = connect(
+            args.server, args.user, password, fingerprint=args.fingerprint, http2=not args.http1
+        )
+        async with session_cm as session:
+            log.debug("logged on as %s at %s", session.user, args.server)
+            ctx = await open_context(session, json=args.json, progress=args.progress)
+            return await COMMANDS[args.command](ctx, args)
+
+
+def mapi_message(exc: errors.MapiError) -> str:
+    """``MAPI_E_NOT_FOUND: detail`` (the error's name, then the server's detail)."""
+    return str(exc)
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first meaningful exception inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _fail(args: argparse.Namespace | None, status: int, message: str, code: str | None) -> int:
+    print(f"mapi-cli: {message}", file=sys.stderr)
+    if args is not None and getattr(args, "json", False):
+        print(dump_json({"error": {"code": code, "message": message}}))
+    return status
+
+
+def _report(args: argparse.Namespace, exc: BaseException) -> int:
+    """Turn an exception into a message on stderr and an exit status."""
+    log.debug("command failed", exc_info=exc)
+    if isinstance(exc, UsageError):
+        return _fail(args, EXIT_USAGE, str(exc), "usage")
+    if isinstance(exc, errors.LogonFailed):
+        return _fail(
+            args,
+            EXIT_ERROR,
+            f"logon failed for user {args.user!r} at {args.server}: wrong user name or "
+            "password (MAPI_E_LOGON_FAILED)",
+            errors.hresult_name(exc.hresult),
+        )
+    if isinstance(exc, errors.MapiError):
+        return _fail(args, EXIT_ERROR, mapi_message(exc), errors.hresult_name(exc.hresult))
+    if isinstance(exc, ssl.SSLError):
+        return _fail(args, EXIT_ERROR, f"TLS with {args.server} failed: {exc}", "tls")
+    if isinstance(exc, ConnectionClosed | OSError | BindRejected | trio.BrokenResourceError):
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return _fail(args, EXIT_ERROR, f"server unreachable at {args.server}: {text}", "connection")
+    if isinstance(exc, TunnelError):
+        status = f" (HTTP {exc.status})" if exc.status else ""
+        hint = ""
+        if "TLS" in str(exc) and not args.fingerprint:
+            hint = " (a self-signed certificate? pin it with --fingerprint)"
+        message = f"tunnel to {args.server} failed{status}: {exc}{hint}"
+        return _fail(args, EXIT_ERROR, message, "tunnel")
+    if isinstance(exc, ProtocolError | RpcFault):
+        return _fail(args, EXIT_ERROR, f"protocol error with {args.server}: {exc}", "protocol")
+    if isinstance(exc, trio.TooSlowError):
+        return _fail(args, EXIT_ERROR, f"timed out after {args.timeout} s", "timeout")
+    raise exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``mapi-cli`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    args.server = args.server or os.environ.get("MAPI_SERVER") or DEFAULT_SERVER
+    args.user = args.user or os.environ.get("MAPI_USER")
+    args.fingerprint = args.fingerprint or os.environ.get("MAPI_FINGERPRINT")
+    try:
+        if args.server.startswith("https://"):
+            parse_tunnel_address(args.server)
+        else:
+            parse_address(args.server)
+    except ValueError as exc:
+        return _fail(args, EXIT_USAGE, str(exc), "usage")
+    try:
+        if not args.user:
+            raise UsageError("no user: give --user or set MAPI_USER")
+        password = read_password(args)
+        return trio.run(run, args, password)
+    except KeyboardInterrupt:
+        print("mapi-cli: interrupted", file=sys.stderr)
+        return 130
+    except BaseException as exc:  # every failure becomes a message
+        return _report(args, _leaf(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
