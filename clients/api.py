@@ -38,9 +38,10 @@ from contextlib import asynccontextmanager
 from typing import Any, Generic, TypeVar
 
 import msgpack
+import trio
 
 from dcerpc.client import RpcClient, open_rpc_client, open_tcp_rpc_client
-from dcerpc.errors import BindRejected, ConnectionClosed
+from dcerpc.errors import BindRejected, ConnectionClosed, RpcFault
 from dcerpc.pdu import ProviderReason
 from dcerpc.syntax import MSGPACK
 from endpoint_mapper import EPM_SYNTAX, map_endpoint_on
@@ -50,6 +51,9 @@ from mapi.logon import Challenge, KdfParams, client_response
 from mapi.service import OP_CONNECT, OP_DISCONNECT, OP_EXECUTE, STORE_SYNTAX
 from tunnel.errors import TunnelError
 from tunnel.transport import open_tunnel_stream
+
+#: Largest scrypt cost (N) the client accepts from a server: 2**20 with r=8 is 1 GiB.
+MAX_CLIENT_KDF_N = 1 << 20
 
 T = TypeVar("T")
 ObjT = TypeVar("ObjT", bound="MapiObject")
@@ -443,6 +447,8 @@ class Table(MapiObject):
 
     async def rows(self, page: int = 100) -> AsyncIterator[Props]:
         """Every row from the cursor on, ``page`` rows per round trip."""
+        if page <= 0:
+            raise ValueError("page must be positive")
         while True:
             batch = await self.query_rows(page)
             for row in batch:
@@ -460,16 +466,19 @@ async def _rows_of(
     restriction: dict[str, Any] | None = None,
     page: int = 100,
 ) -> AsyncIterator[Props]:
+    if page <= 0:
+        raise ValueError("page must be positive")
     session = folder.session
-    async with session.batch() as batch:
-        table: Table = batch.add(getattr(folder, opener)())
-        batch.add(table.set_columns(columns))
-        if sort:
-            batch.add(table.sort(sort))
-        if restriction is not None:
-            batch.add(table.restrict(restriction))
-        first = batch.add(table.query_rows(page))
+    table: Table = Table(session, -1)
     try:
+        async with session.batch() as batch:
+            table = batch.add(getattr(folder, opener)())
+            batch.add(table.set_columns(columns))
+            if sort:
+                batch.add(table.sort(sort))
+            if restriction is not None:
+                batch.add(table.restrict(restriction))
+            first = batch.add(table.query_rows(page))
         for row in first.result:
             yield row
         if len(first.result) == page:
@@ -616,7 +625,11 @@ async def logon(rpc: RpcClient, context_id: int, user: str, password: str) -> Se
         KdfParams(n=kdf["n"], r=kdf["r"], p=kdf["p"]),
         first["nonce"],
     )
-    cnonce, response = client_response(password, challenge)
+    params = challenge.params
+    if not (params.n <= MAX_CLIENT_KDF_N and params.r <= 32 and params.p <= 4):
+        raise errors.LogonFailed("the server asks for a key derivation too costly to run")
+    # scrypt is memory-hard and slow on purpose: keep it off the event loop.
+    cnonce, response = await trio.to_thread.run_sync(client_response, password, challenge)
     reply = await _call(
         rpc,
         context_id,
@@ -707,5 +720,10 @@ async def connect(
         try:
             yield session
         finally:
-            with contextlib.suppress(ConnectionClosed, errors.MapiError):
+            # Shielded and quiet: a failing goodbye must not mask the body's own error.
+            with (
+                trio.CancelScope(shield=True),
+                trio.move_on_after(5),
+                contextlib.suppress(ConnectionClosed, RpcFault, errors.MapiError),
+            ):
                 await session.close()

@@ -44,6 +44,9 @@ MAX_OPS: Final = 512
 MAX_HANDLES: Final = 4096
 #: Largest chunk one stream read returns.
 MAX_READ: Final = 1 << 20
+#: Largest total of the values one batch returns (the runtime's replies stay bounded);
+#: the operation that crosses it, and those after it, answer MAPI_E_TOO_BIG.
+MAX_RESULT_BYTES: Final = 16 << 20
 
 Args = dict[str, Any]
 
@@ -279,6 +282,9 @@ def _open_message(ctx: Context, args: Args) -> int:
 def _get_ids_from_names(ctx: Context, args: Args) -> list[int]:
     store = _target(ctx, args, MsgStore)
     create = _arg(args, "create", bool, False)
+    if create and not store.context.is_owner:
+        # Ids are never freed: a delegate creating them could exhaust the owner's space.
+        raise errors.NoAccess("only the mailbox owner may create named properties")
     return store.get_ids_from_names(_names(args), create=create)  # type: ignore[no-any-return]
 
 
@@ -594,9 +600,26 @@ def run_batch(ctx: Context, ops: object) -> list[list[Any]]:
     if len(ops) > MAX_OPS:
         raise errors.InvalidParameter(f"a batch holds at most {MAX_OPS} operations")
     results: list[list[Any]] = []
+    total = 0
     for item in ops:
-        results.append(_run_one(ctx, item))
+        if total > MAX_RESULT_BYTES:
+            results.append([errors.Hresult.MAPI_E_TOO_BIG, "not run: the batch's results are full"])
+            continue
+        result = _run_one(ctx, item)
+        total += _approx_size(result[1])
+        if total > MAX_RESULT_BYTES:
+            result = [errors.Hresult.MAPI_E_TOO_BIG, f"results exceed {MAX_RESULT_BYTES} bytes"]
+        results.append(result)
     return results
+
+
+def _approx_size(value: Any, depth: int = 0) -> int:
+    """Roughly the encoded size of a result (exact for the bytes and strings that count)."""
+    if isinstance(value, bytes | str):
+        return len(value) + 5
+    if isinstance(value, list) and depth < 8:
+        return 5 + sum(_approx_size(v, depth + 1) for v in value)
+    return 9
 
 
 def _run_one(ctx: Context, item: object) -> list[Any]:

@@ -47,6 +47,7 @@ OP_EXECUTE: Final = 2
 OPNUM_COUNT: Final = 3
 
 #: Limits of a decoded stub (the runtime already caps the stub at 4 MiB).
+_PENDING_LOGONS: Final = "mapi.pending_logons"
 _UNPACK_LIMITS: Final = {
     "max_str_len": 1 << 20,
     "max_bin_len": 4 << 20,
@@ -63,11 +64,18 @@ class _LiveSession:
     user: str
     lock: trio.Lock = field(default_factory=trio.Lock)
     last_used: float = 0.0
+    #: Set under ``lock`` when the session ends; a batch queued behind it must not run.
+    closed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceLimits:
     max_sessions: int = 4096
+    #: Logons begun and not finished on one connection (a flood of step 1 from one peer
+    #: would otherwise fill the store's table of pending challenges).
+    max_pending_logons_per_connection: int = 8
+    #: Longest user name accepted at logon, in characters.
+    max_username_chars: int = 256
     #: Seconds without a call before a session is closed.
     session_idle: float = 1800.0
     max_handles: int = ops.MAX_HANDLES
@@ -88,6 +96,7 @@ class StoreService:
         self.store = store
         self.limits = limits or ServiceLimits()
         self._sessions: dict[bytes, _LiveSession] = {}
+        self._last_sweep = 0.0
 
     def interface(self) -> Interface:
         return Interface(
@@ -123,10 +132,14 @@ class StoreService:
 
     async def _connect(self, request: dict[str, Any], ctx: CallContext) -> bytes:
         user = request.get("user")
-        if not isinstance(user, str):
+        if not isinstance(user, str) or not 0 < len(user) <= self.limits.max_username_chars:
             raise errors.InvalidParameter("connect needs a user name")
+        pending = ctx.connection_state.get(_PENDING_LOGONS, 0)
         if "response" not in request:
+            if pending >= self.limits.max_pending_logons_per_connection:
+                raise errors.NotEnoughResources("too many logons in progress on this connection")
             challenge = await trio.to_thread.run_sync(self.store.begin_logon, user)
+            ctx.connection_state[_PENDING_LOGONS] = pending + 1
             params = challenge.params
             return _pack(
                 {
@@ -145,7 +158,8 @@ class StoreService:
             isinstance(nonce, bytes) and isinstance(cnonce, bytes) and isinstance(response, bytes)
         ):
             raise errors.InvalidParameter("nonce, cnonce and response must be bytes")
-        self._expire_idle()
+        ctx.connection_state[_PENDING_LOGONS] = max(0, pending - 1)
+        await self._expire_idle()
         if len(self._sessions) >= self.limits.max_sessions:
             raise errors.SessionLimit("too many sessions on this server")
         # Wrong answers and per-user session limits are the store's to judge.
@@ -170,17 +184,21 @@ class StoreService:
 
     async def _drop(self, sid: bytes) -> None:
         live = self._sessions.pop(sid, None)
-        if live is None:
-            return
-        async with live.lock:
-            await trio.to_thread.run_sync(_close_session, live)
+        if live is not None:
+            await _close_session(live)
 
-    def _expire_idle(self) -> None:
-        deadline = trio.current_time() - self.limits.session_idle
+    async def _expire_idle(self) -> None:
+        """Close sessions idle for ``session_idle`` seconds (checked once a minute)."""
+        now = trio.current_time()
+        if now - self._last_sweep < 60:
+            return
+        self._last_sweep = now
+        deadline = now - self.limits.session_idle
         for sid, live in list(self._sessions.items()):
             if live.last_used < deadline and not live.lock.locked():
                 del self._sessions[sid]
-                _close_session(live)  # only frees handles held in memory
+                log.info("session of %s expired after %.0f s idle", live.user, now - live.last_used)
+                await _close_session(live)
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -190,13 +208,26 @@ class StoreService:
         if live is None:
             raise errors.LogonFailed("unknown or expired session")
         batch = request.get("ops")
+        await self._expire_idle()
         async with live.lock:
+            if live.closed:  # disconnected while this batch waited for the lock
+                raise errors.LogonFailed("the session has ended")
             live.last_used = trio.current_time()
             context = ops.Context(live.session, live.handles, self.store.limits)
             results = await trio.to_thread.run_sync(ops.run_batch, context, batch)
         return _pack({"hresult": 0, "results": results})
 
 
-def _close_session(live: _LiveSession) -> None:
+async def _close_session(live: _LiveSession) -> None:
+    """End a session: under its lock (after any running batch), in a worker thread
+    (closing objects takes the mailbox lock, which a batch elsewhere may hold)."""
+    async with live.lock:
+        if live.closed:
+            return
+        live.closed = True
+        await trio.to_thread.run_sync(_release_all, live)
+
+
+def _release_all(live: _LiveSession) -> None:
     live.handles.clear()
     live.session.logoff()

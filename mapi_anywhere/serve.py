@@ -63,9 +63,9 @@ def _port_of(listeners: list[trio.SocketListener]) -> int:
 
 
 def _tower_host(host: str) -> str:
-    # A wildcard bind has no single address to advertise; the endpoint mapper answers
-    # ept_map with the address the client reached, so loopback is only a fallback.
-    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    # A wildcard bind has no single address to advertise: register 0.0.0.0, which the
+    # endpoint mapper replaces with the address each client reached it on.
+    return "0.0.0.0" if host in ("", "0.0.0.0", "::") else host
 
 
 DEMO_USER = "demo"

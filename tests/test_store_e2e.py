@@ -420,3 +420,83 @@ async def test_named_properties_embedded_messages_and_folder_operations(server, 
             assert [r["PR_DISPLAY_NAME"] async for r in drafts.subfolders(["PR_DISPLAY_NAME"])] == [
                 "Alpha"
             ]
+
+
+async def _raw_store_call(rpc, ctx_id: int, opnum: int, request: dict) -> dict:
+    return msgpack.unpackb(await rpc.call(ctx_id, opnum, msgpack.packb(request)))
+
+
+async def test_logon_flood_and_oversized_names_are_refused(server):
+    from mapi.service import OP_CONNECT
+
+    with trio.fail_after(30):
+        async with open_tcp_rpc_client("127.0.0.1", server.service_ports["store"]) as rpc:
+            ctx_id = await rpc.bind(STORE_SYNTAX, (MSGPACK,))
+            long_name = await _raw_store_call(rpc, ctx_id, OP_CONNECT, {"user": "x" * 10_000})
+            assert long_name["hresult"] == errors.Hresult.MAPI_E_INVALID_PARAMETER
+            answers = [
+                (await _raw_store_call(rpc, ctx_id, OP_CONNECT, {"user": f"u{i}"}))["hresult"]
+                for i in range(12)
+            ]
+            assert answers[:8] == [0] * 8
+            assert set(answers[8:]) == {errors.Hresult.MAPI_E_NOT_ENOUGH_RESOURCES}
+        # Another connection (a legitimate user) is not affected.
+        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as session:
+            assert session.user == "alice"
+
+
+async def test_delegates_cannot_create_named_properties_in_another_mailbox(server):
+    with trio.fail_after(30):
+        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as alice:
+            store = await alice.open_store()
+            calendar = await _folder(store, "calendar")
+            bob_id = (await trio.to_thread.run_sync(server.store.directory.get_user, "bob")).user_id
+            await calendar.set_permission(bob_id, 0x400)  # folder visible
+        async with connect(epm_address(server), "bob", PASSWORDS["bob"]) as bob:
+            store = await bob.open_store("alice")
+            with pytest.raises(errors.NoAccess):
+                await store.get_ids_from_names([(PS_PUBLIC_STRINGS, "Spam")], create=True)
+
+
+async def test_batch_results_are_bounded(server):
+    from mapi import ops
+
+    with trio.fail_after(60):
+        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as session:
+            store = await session.open_store()
+            inbox = await _folder(store, "inbox")
+            msg = await inbox.create_message()
+            att = await msg.create_attachment()
+            stream = await att.open_stream("PR_ATTACH_DATA_BIN", write=True, create=True)
+            await stream.write(b"x" * ops.MAX_READ)
+            await stream.commit()
+            seek = ["seek_stream", {"h": stream.handle, "offset": 0}]
+            read = ["read_stream", {"h": stream.handle, "size": ops.MAX_READ}]
+            reads = [seek, read] * 20  # 20 MiB asked for, over the 16 MiB budget
+            reads += [seek]
+            results = await session.execute(reads)
+            codes = [r[0] for r in results]
+            assert codes[1] == 0 and len(results[1][1]) == ops.MAX_READ
+            assert errors.Hresult.MAPI_E_TOO_BIG in codes
+            assert codes[-1] == errors.Hresult.MAPI_E_TOO_BIG  # not run once the budget is full
+
+
+async def test_a_batch_queued_behind_disconnect_does_not_run(server):
+    from mapi.service import OP_DISCONNECT
+
+    with trio.fail_after(30):
+        async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as session:
+            results = {}
+
+            async def batch():
+                try:
+                    results["batch"] = await session.execute([["open_store", {"out": 1}]])
+                except errors.LogonFailed as exc:
+                    results["batch"] = exc
+
+            async with trio.open_nursery() as nursery:
+                await _raw_store_call(
+                    session.rpc, session.context_id, OP_DISCONNECT, {"session": session.session_id}
+                )
+                nursery.start_soon(batch)
+            assert isinstance(results["batch"], errors.LogonFailed)
