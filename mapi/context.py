@@ -7,17 +7,22 @@ opened it: it answers "may this user do X on folder F" (:mod:`mapi.permissions`)
 builds and parses entry ids for this store ([MS-OXCDATA] 2.2.4, see
 :mod:`mapi.entryid`), and hands out the clock. Folders, messages, attachments,
 streams and tables keep a reference to it; they take ``ctx.db.lock`` for every call
-(see the threading contract in :mod:`mapi.storage.db`).
+(see the threading contract in :mod:`mapi.storage.db`). It also carries the
+:class:`~mapi.notifications.NotificationHub` committed changes are published to.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from mapi import errors, permissions
 from mapi.entryid import EntryId, EntryKind, make_entryid, parse_entryid
 from mapi.limits import Limits
 from mapi.storage.db import MailboxDB
+
+if TYPE_CHECKING:
+    from mapi.notifications import NotificationHub
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +35,30 @@ class Identity:
     email: str
 
 
+class MailRouter(Protocol):
+    """How a store reaches other mailboxes of the server (for :mod:`mapi.submit`)."""
+
+    def resolve(self, address: str) -> Identity | None:
+        """The user with e-mail address or login name ``address``, or None."""
+
+    def mailbox(self, user: Identity) -> MailboxDB:
+        """The (shared) database of ``user``'s mailbox."""
+
+
 class StoreContext:
     """One user's view of one mailbox."""
 
-    def __init__(self, db: MailboxDB, *, user: Identity, owner: Identity) -> None:
+    def __init__(
+        self, db: MailboxDB, *, user: Identity, owner: Identity,
+        hub: NotificationHub | None = None, router: MailRouter | None = None,
+    ) -> None:  # fmt: skip
         self.db = db
         self.user = user
         self.owner = owner
+        #: Where committed changes are published (None: nobody listens, e.g. tools).
+        self.hub = hub
+        #: Other mailboxes, for message submission (None: no submission).
+        self.router = router
 
     @property
     def limits(self) -> Limits:

@@ -217,6 +217,24 @@ class Directory:
             ).fetchone()
         return self._record(row, user_id)
 
+    def find_by_address(self, address: str) -> UserRecord | None:
+        """The user whose e-mail address (case-insensitive) or login name is ``address``."""
+        if not isinstance(address, str) or not address.strip():
+            return None
+        text = address.strip()
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_SELECT} FROM users WHERE email <> '' AND lower(email) = lower(?)"
+                " ORDER BY username LIMIT 1",
+                (text,),
+            ).fetchone()
+        if row is not None:
+            return self._record(row, text)
+        try:
+            return self.get_user(text)
+        except errors.MapiError:
+            return None
+
     def list_users(self) -> list[UserRecord]:
         """Every account, sorted by login name."""
         with self._lock:

@@ -22,6 +22,11 @@ has messages or subfolders needs ``DEL_MESSAGES`` / ``DEL_FOLDERS``
 
 Counts are computed, never stored: PR_CONTENT_COUNT and PR_CONTENT_UNREAD are
 ``count(*)`` over the ``(folder_id, ...)`` indexes, so they cannot drift.
+
+Every operation records what it changed for the notification hub
+(:func:`mapi.events.record`, published after the commit) and for incremental sync
+(fresh change numbers on moves, tombstones in the folder an object left,
+read-state change numbers; :mod:`mapi.storage.tombstones`).
 """
 
 from __future__ import annotations
@@ -35,10 +40,27 @@ from mapi import proptags as pt
 from mapi import restrictions as rs
 from mapi.contents import ContentsTable
 from mapi.context import StoreContext
-from mapi.entryid import EntryKind, change_key, instance_key
+from mapi.entryid import EntryKind
+from mapi.events import Change, Op, record
+from mapi.folder_rows import (
+    FOLDER_SELECT,
+    HIERARCHY_COLUMNS,
+    ROLE_TAGS,
+    STANDARD_FOLDERS,
+    _ancestors,
+    _check_name,
+    _row,
+    _subtree_height,
+    _touch_subtree,
+    _unique_name,
+    ensure_standard_folders,
+    folder_props,
+    role_folder,
+)
 from mapi.objects import MapiObject
 from mapi.propbag import PropBag
 from mapi.properties import PropData, pack_props, unpack_props, validate
+from mapi.storage import tombstones as tomb
 from mapi.storage.messages import copy_message
 from mapi.tables import MemoryTable
 
@@ -49,159 +71,24 @@ DELETE_HARD_DELETE: Final = 0x10
 # Hierarchy table flags.
 CONVENIENT_DEPTH: Final = 0x01
 
-FOLDER_SELECT: Final = (
-    "id, parent_id, name, folder_type, role, created, modified, change_num, props"
-)
 
-#: (role, parent role, display name, container class, folder type)
-STANDARD_FOLDERS: Final = (
-    ("root", None, "", None, pt.FOLDER_ROOT),
-    ("ipm_subtree", "root", "Top of Information Store", None, pt.FOLDER_GENERIC),
-    ("inbox", "ipm_subtree", "Inbox", "IPF.Note", pt.FOLDER_GENERIC),
-    ("outbox", "ipm_subtree", "Outbox", "IPF.Note", pt.FOLDER_GENERIC),
-    ("sent", "ipm_subtree", "Sent Items", "IPF.Note", pt.FOLDER_GENERIC),
-    ("deleted", "ipm_subtree", "Deleted Items", "IPF.Note", pt.FOLDER_GENERIC),
-    ("drafts", "ipm_subtree", "Drafts", "IPF.Note", pt.FOLDER_GENERIC),
-    ("calendar", "ipm_subtree", "Calendar", "IPF.Appointment", pt.FOLDER_GENERIC),
-    ("contacts", "ipm_subtree", "Contacts", "IPF.Contact", pt.FOLDER_GENERIC),
-    ("tasks", "ipm_subtree", "Tasks", "IPF.Task", pt.FOLDER_GENERIC),
-    ("notes", "ipm_subtree", "Notes", "IPF.StickyNote", pt.FOLDER_GENERIC),
-    ("journal", "ipm_subtree", "Journal", "IPF.Journal", pt.FOLDER_GENERIC),
-)
-
-#: Special-folder entry ids published on the root folder and the Inbox.
-ROLE_TAGS: Final = {
-    pt.PR_IPM_APPOINTMENT_ENTRYID: "calendar",
-    pt.PR_IPM_CONTACT_ENTRYID: "contacts",
-    pt.PR_IPM_JOURNAL_ENTRYID: "journal",
-    pt.PR_IPM_NOTE_ENTRYID: "notes",
-    pt.PR_IPM_TASK_ENTRYID: "tasks",
-    pt.PR_IPM_DRAFTS_ENTRYID: "drafts",
-}
-
-HIERARCHY_COLUMNS: Final = (
-    pt.PR_ENTRYID,
-    pt.PR_INSTANCE_KEY,
-    pt.PR_DISPLAY_NAME_W,
-    pt.PR_CONTENT_COUNT,
-    pt.PR_CONTENT_UNREAD,
-    pt.PR_SUBFOLDERS,
-    pt.PR_DEPTH,
-)
+def _folder_change(
+    op: Op, fid: int, parent: int | None, old_parent: int | None = None,
+    old_id: int | None = None,
+) -> Change:  # fmt: skip
+    return Change(
+        op=op, folder=True, object_id=fid, parent_id=parent, old_parent_id=old_parent,
+        old_id=old_id,
+    )  # fmt: skip
 
 
-def ensure_standard_folders(conn: sqlite3.Connection, now: int) -> None:
-    """Create the standard folders if the mailbox has none (inside a transaction)."""
-    if conn.execute("SELECT 1 FROM folders WHERE role = 'root'").fetchone():
-        return
-    ids: dict[str, int] = {}
-    for role, parent, name, klass, ftype in STANDARD_FOLDERS:
-        props: dict[int, PropData] = {} if klass is None else {pt.PR_CONTAINER_CLASS_W: klass}
-        ids[role] = conn.execute(
-            "INSERT INTO folders(parent_id, name, folder_type, role, created, modified,"
-            " change_num, props) VALUES (?, ?, ?, ?, ?, ?, 0, ?) RETURNING id",
-            (ids.get(parent) if parent else None, name, ftype, role, now, now, pack_props(props)),
-        ).fetchone()[0]
-
-
-def role_folder(conn: sqlite3.Connection, role: str) -> int:
-    """The id of the special folder with ``role``."""
-    row = conn.execute("SELECT id FROM folders WHERE role = ?", (role,)).fetchone()
-    if row is None:
-        raise errors.NotFound(f"no {role} folder")
-    return int(row[0])
-
-
-def _row(conn: sqlite3.Connection, folder_id: int) -> Sequence[Any]:
-    row = conn.execute(f"SELECT {FOLDER_SELECT} FROM folders WHERE id = ?", (folder_id,)).fetchone()
-    if row is None:
-        raise errors.ObjectDeleted(f"folder {folder_id} does not exist")
-    return tuple(row)
-
-
-def _ancestors(conn: sqlite3.Connection, folder_id: int) -> list[int]:
-    rows = conn.execute(
-        "WITH RECURSIVE up(id, parent_id) AS ("
-        " SELECT id, parent_id FROM folders WHERE id = ?"
-        " UNION ALL SELECT f.id, f.parent_id FROM folders f JOIN up ON f.id = up.parent_id)"
-        " SELECT id FROM up",
-        (folder_id,),
-    )
-    return [int(r[0]) for r in rows]
-
-
-def _subtree_height(conn: sqlite3.Connection, folder_id: int) -> int:
-    row = conn.execute(
-        "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0"
-        " UNION ALL SELECT f.id, down.depth + 1 FROM folders f JOIN down ON f.parent_id = down.id)"
-        " SELECT max(depth) FROM down",
-        (folder_id,),
-    ).fetchone()
-    return int(row[0])
-
-
-def _unique_name(conn: sqlite3.Connection, parent: int, name: str) -> str:
-    candidate, n = name, 1
-    while conn.execute(
-        "SELECT 1 FROM folders WHERE parent_id = ? AND name = ?", (parent, candidate)
-    ).fetchone():
-        n += 1
-        candidate = f"{name} ({n})"
-    return candidate
-
-
-def _check_name(name: object, limits: Any) -> str:
-    if not isinstance(name, str) or not 0 < len(name) <= limits.max_folder_name_chars:
-        raise errors.InvalidParameter("bad folder name")
-    if "\x00" in name:
-        raise errors.InvalidParameter("folder name contains NUL")
-    return name
-
-
-def folder_props(
-    ctx: StoreContext, conn: sqlite3.Connection, row: Sequence[Any]
-) -> dict[int, PropData]:
-    """Stored and computed properties of a folder row (FOLDER_SELECT order)."""
-    fid = int(row[0])
-    props = unpack_props(row[8])
-    count, unread, size = conn.execute(
-        "SELECT count(*), coalesce(sum((flags & 1) = 0), 0), coalesce(sum(size), 0)"
-        " FROM messages WHERE folder_id = ?",
-        (fid,),
-    ).fetchone()
-    children = conn.execute("SELECT count(*) FROM folders WHERE parent_id = ?", (fid,)).fetchone()[
-        0
-    ]
-    eid = ctx.folder_eid(fid)
-    props.update(
-        {
-            pt.PR_DISPLAY_NAME_W: row[2],
-            pt.PR_ENTRYID: eid,
-            pt.PR_RECORD_KEY: eid,
-            pt.PR_INSTANCE_KEY: instance_key(fid),
-            pt.PR_STORE_ENTRYID: ctx.store_eid(),
-            pt.PR_STORE_RECORD_KEY: ctx.uid,
-            pt.PR_MAPPING_SIGNATURE: ctx.uid,
-            pt.PR_OBJECT_TYPE: pt.MAPI_FOLDER,
-            pt.PR_FOLDER_TYPE: row[3],
-            pt.PR_CONTENT_COUNT: count,
-            pt.PR_CONTENT_UNREAD: unread,
-            pt.PR_ASSOC_CONTENT_COUNT: 0,
-            pt.PR_SUBFOLDERS: children > 0,
-            pt.PR_FOLDER_CHILD_COUNT: children,
-            pt.PR_CREATION_TIME: row[5],
-            pt.PR_LAST_MODIFICATION_TIME: row[6],
-            pt.PR_CHANGE_KEY: change_key(ctx.uid, int(row[7])),
-            pt.PR_MESSAGE_SIZE: min(size, 0x7FFFFFFF),
-            pt.PR_MESSAGE_SIZE_EXTENDED: size,
-        }
-    )
-    if row[1] is not None:
-        props[pt.PR_PARENT_ENTRYID] = ctx.folder_eid(int(row[1]))
-    if row[4] in ("root", "inbox"):
-        for tag, role in ROLE_TAGS.items():
-            props[tag] = ctx.folder_eid(role_folder(conn, role))
-    return props
+def _message_change(
+    op: Op, mid: int, parent: int, old_parent: int | None = None, old_id: int | None = None
+) -> Change:
+    return Change(
+        op=op, folder=False, object_id=mid, parent_id=parent, old_parent_id=old_parent,
+        old_id=old_id,
+    )  # fmt: skip
 
 
 _COMPUTED_TAGS: Final = (
@@ -292,6 +179,7 @@ class Folder(MapiObject):
                 (pack_props(props), self._ctx.now(), self._ctx.db.next_change_number(conn),
                  self.folder_id),
             )  # fmt: skip
+            record(self._ctx, _folder_change(Op.MODIFIED, self.folder_id, row[1]))
 
     def _rename(self, conn: sqlite3.Connection, row: Sequence[Any], name: object) -> None:
         name = _check_name(name, self._ctx.limits)
@@ -361,6 +249,7 @@ class Folder(MapiObject):
                     (self.folder_id, name, pt.FOLDER_GENERIC, now, now,
                      self._ctx.db.next_change_number(conn), pack_props(props)),
                 ).fetchone()[0]  # fmt: skip
+                record(self._ctx, _folder_change(Op.CREATED, int(new_id), self.folder_id))
             return Folder(self._ctx, int(new_id))
 
     def _child(self, conn: sqlite3.Connection, entry_id: bytes) -> Sequence[Any]:
@@ -401,14 +290,19 @@ class Folder(MapiObject):
                 ):
                     raise errors.HasFolders("the folder has subfolders")
                 deleted = role_folder(conn, "deleted")
+                cn = self._ctx.db.next_change_number(conn)
+                tomb.tombstone(conn, tomb.FOLDER, [fid], self.folder_id, cn, self._ctx.now())
                 if flags & DELETE_HARD_DELETE or deleted in _ancestors(conn, self.folder_id):
                     conn.execute("DELETE FROM folders WHERE id = ?", (fid,))
+                    record(self._ctx, _folder_change(Op.DELETED, fid, self.folder_id))
                 else:
                     name = _unique_name(conn, deleted, str(row[2]))
                     conn.execute(
                         "UPDATE folders SET parent_id = ?, name = ? WHERE id = ?",
                         (deleted, name, fid),
                     )
+                    _touch_subtree(conn, fid, cn)
+                    record(self._ctx, _folder_change(Op.MOVED, fid, deleted, self.folder_id))
 
     def copy_folder(
         self,
@@ -452,8 +346,19 @@ class Folder(MapiObject):
                         (dest.folder_id, name, fid),
                     )
                     new_id = fid
+                    cn = self._ctx.db.next_change_number(conn)
+                    if dest.folder_id != self.folder_id:
+                        tomb.tombstone(
+                            conn, tomb.FOLDER, [fid], self.folder_id, cn, self._ctx.now()
+                        )
+                    _touch_subtree(conn, fid, cn)
+                    change = _folder_change(Op.MOVED, fid, dest.folder_id, self.folder_id)
                 else:
                     new_id = self._copy_tree(conn, fid, dest.folder_id, name, recursive)
+                    change = _folder_change(
+                        Op.COPIED, new_id, dest.folder_id, self.folder_id, old_id=fid
+                    )
+                record(self._ctx, change)
             return Folder(self._ctx, new_id)
 
     def _copy_tree(
@@ -490,9 +395,30 @@ class Folder(MapiObject):
             self._ctx.require(self.folder_id, permissions.DELETE_ANY)
             with self._ctx.db.transaction() as conn:
                 _row(conn, self.folder_id)
+                mids = [
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT id FROM messages WHERE folder_id = ?", (self.folder_id,)
+                    )
+                ]
+                fids = [
+                    int(r[0])
+                    for r in conn.execute(
+                        "SELECT id FROM folders WHERE parent_id = ? AND role IS NULL",
+                        (self.folder_id,),
+                    )
+                ]
+                cn, now = self._ctx.db.next_change_number(conn), self._ctx.now()
+                tomb.tombstone(conn, tomb.MESSAGE, mids, self.folder_id, cn, now)
+                tomb.tombstone(conn, tomb.FOLDER, fids, self.folder_id, cn, now)
                 conn.execute("DELETE FROM messages WHERE folder_id = ?", (self.folder_id,))
                 conn.execute(
                     "DELETE FROM folders WHERE parent_id = ? AND role IS NULL", (self.folder_id,)
+                )
+                record(
+                    self._ctx,
+                    *(_message_change(Op.DELETED, m, self.folder_id) for m in mids),
+                    *(_folder_change(Op.DELETED, f, self.folder_id) for f in fids),
                 )
 
     # --- Messages ------------------------------------------------------------------------------
@@ -537,13 +463,26 @@ class Folder(MapiObject):
             with self._ctx.db.transaction() as conn:
                 ids, partial = self._message_ids(conn, entry_ids)
                 deleted = role_folder(conn, "deleted")
+                hard = hard or self.folder_id == deleted
+                cn = self._ctx.db.next_change_number(conn)
+                tomb.tombstone(conn, tomb.MESSAGE, ids, self.folder_id, cn, self._ctx.now())
                 for mid in ids:
-                    if hard or self.folder_id == deleted:
+                    if hard:
                         conn.execute("DELETE FROM messages WHERE id = ?", (mid,))
                     else:
                         conn.execute(
-                            "UPDATE messages SET folder_id = ? WHERE id = ?", (deleted, mid)
+                            "UPDATE messages SET folder_id = ?, change_num = ? WHERE id = ?",
+                            (deleted, cn, mid),
                         )
+                if hard:
+                    record(
+                        self._ctx, *(_message_change(Op.DELETED, m, self.folder_id) for m in ids)
+                    )
+                else:
+                    record(
+                        self._ctx,
+                        *(_message_change(Op.MOVED, m, deleted, self.folder_id) for m in ids),
+                    )
             return int(errors.MAPI_W_PARTIAL_COMPLETION) if partial else 0
 
     def copy_messages(self, entry_ids: Sequence[bytes], dest: Folder, *, move: bool = False) -> int:
@@ -562,13 +501,26 @@ class Folder(MapiObject):
                 _row(conn, dest.folder_id)
                 ids, partial = self._message_ids(conn, entry_ids)
                 cn = self._ctx.db.next_change_number(conn)
+                if move and dest.folder_id != self.folder_id:
+                    tomb.tombstone(conn, tomb.MESSAGE, ids, self.folder_id, cn, self._ctx.now())
+                changes = []
                 for mid in ids:
                     if move:
                         conn.execute(
-                            "UPDATE messages SET folder_id = ? WHERE id = ?", (dest.folder_id, mid)
+                            "UPDATE messages SET folder_id = ?, change_num = ? WHERE id = ?",
+                            (dest.folder_id, cn, mid),
+                        )
+                        changes.append(
+                            _message_change(Op.MOVED, mid, dest.folder_id, self.folder_id)
                         )
                     else:
-                        copy_message(conn, mid, change_num=cn, folder_id=dest.folder_id)
+                        new = copy_message(conn, mid, change_num=cn, folder_id=dest.folder_id)
+                        changes.append(
+                            _message_change(
+                                Op.COPIED, new, dest.folder_id, self.folder_id, old_id=mid
+                            )
+                        )
+                record(self._ctx, *changes)
             return int(errors.MAPI_W_PARTIAL_COMPLETION) if partial else 0
 
     def set_read_flags(
@@ -579,15 +531,32 @@ class Folder(MapiObject):
             self._check_open()
             self._ctx.require(self.folder_id, permissions.READ_ANY)
             op = "flags & ~1" if clear else "flags | 1"
+            want = 0 if clear else 1
             with self._ctx.db.transaction() as conn:
+                partial = False
                 if entry_ids is None:
-                    conn.execute(
-                        f"UPDATE messages SET flags = {op} WHERE folder_id = ?", (self.folder_id,)
-                    )
-                    return 0
-                ids, partial = self._message_ids(conn, entry_ids)
+                    ids = [
+                        int(r[0])
+                        for r in conn.execute(
+                            "SELECT id FROM messages WHERE folder_id = ? AND (flags & 1) <> ?",
+                            (self.folder_id, want),
+                        )
+                    ]
+                else:
+                    found, partial = self._message_ids(conn, entry_ids)
+                    ids = [
+                        m
+                        for m in found
+                        if conn.execute("SELECT flags & 1 FROM messages WHERE id = ?", (m,))
+                        .fetchone()[0] != want
+                    ]  # fmt: skip
                 for mid in ids:
                     conn.execute(f"UPDATE messages SET flags = {op} WHERE id = ?", (mid,))
+                if ids:
+                    tomb.note_read(conn, ids, self._ctx.db.next_change_number(conn))
+                    record(
+                        self._ctx, *(_message_change(Op.MODIFIED, m, self.folder_id) for m in ids)
+                    )
             return int(errors.MAPI_W_PARTIAL_COMPLETION) if partial else 0
 
     # --- Tables ----------------------------------------------------------------------------------
@@ -664,3 +633,19 @@ class Folder(MapiObject):
     def close(self) -> None:
         """Release the folder object."""
         self._closed = True
+
+
+__all__ = [
+    "CONVENIENT_DEPTH",
+    "DELETE_HARD_DELETE",
+    "DEL_FOLDERS",
+    "DEL_MESSAGES",
+    "FOLDER_SELECT",
+    "HIERARCHY_COLUMNS",
+    "ROLE_TAGS",
+    "STANDARD_FOLDERS",
+    "Folder",
+    "ensure_standard_folders",
+    "folder_props",
+    "role_folder",
+]

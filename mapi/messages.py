@@ -14,6 +14,10 @@ to the parent message's pending changes (still invisible to others); only the
 message's save reaches the disk. An embedded message (ATTACH_EMBEDDED_MSG, opened
 with ``open_embedded``) saves into its attachment the same way.
 
+Committed saves and read-flag changes are recorded for notifications
+(:mod:`mapi.events`) and incremental sync (:mod:`mapi.storage.tombstones`).
+Submission ([MS-OXOMSG]) lives in :mod:`mapi.submit`.
+
 Recipients ([MS-OXCMSG] 2.2.3, RopModifyRecipients): rows of properties keyed by
 PR_ROWID; ``modify_recipients`` adds (fresh PR_ROWID), modifies, removes or replaces
 them. PR_DISPLAY_TO / _CC / _BCC, PR_HASATTACH, PR_MESSAGE_SIZE, times, entry ids and
@@ -23,17 +27,19 @@ change keys are computed by the server (MAPI_E_COMPUTED on write).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from mapi import errors, permissions
 from mapi import proptags as pt
 from mapi.context import StoreContext
 from mapi.entryid import change_key, instance_key
+from mapi.events import Change, Op, record
 from mapi.objects import MapiObject
 from mapi.propbag import PropBag, Source, TempData
 from mapi.properties import PropData, PropValue, validate, value_size
 from mapi.restrictions import DictRow
 from mapi.storage import chunks
+from mapi.storage import tombstones as tomb
 from mapi.storage.messages import (
     AttachState,
     MessageState,
@@ -47,6 +53,9 @@ from mapi.storage.messages import (
 from mapi.storage.schema import OWNER_ATTACHMENT, OWNER_MESSAGE
 from mapi.streams import PropStream
 from mapi.tables import MemoryTable
+
+if TYPE_CHECKING:
+    from mapi.submit import SubmitResult
 
 # RopModifyRecipients / IMessage::ModifyRecipients flags.
 MODRECIP_ADD: Final = 0x2
@@ -310,6 +319,7 @@ class Message(MapiObject):
             ):
                 raise errors.ObjectDeleted("the folder of the message was deleted")
             now = self._ctx.now()
+            is_new = self._state.db_id is None
             db_id = save_message(
                 conn,
                 self._state,
@@ -320,9 +330,23 @@ class Message(MapiObject):
                 force=force,
             )
             state, folder_id = load_message(conn, db_id)
+            assert folder_id is not None
+            op = Op.CREATED if is_new else Op.MODIFIED
+            record(self._ctx, Change(op=op, folder=False, object_id=db_id, parent_id=folder_id))
         self._state = state
         self.folder_id = folder_id
         self._version += 1
+
+    # --- Submission -------------------------------------------------------------------
+
+    def submit(self, submission_id: bytes | None = None) -> SubmitResult:
+        """Send the message to its recipients ([MS-OXOMSG] RopSubmitMessage).
+
+        See :mod:`mapi.submit`: local delivery, filing in Sent Items, NDRs.
+        """
+        from mapi.submit import submit
+
+        return submit(self, submission_id)
 
     # --- Read flag ------------------------------------------------------------------------
 
@@ -335,9 +359,21 @@ class Message(MapiObject):
             flags = flags & ~pt.MSGFLAG_READ if clear else flags | pt.MSGFLAG_READ
             if self._state.db_id is not None and self._parent is None:
                 with self._ctx.db.transaction() as conn:
-                    conn.execute(
-                        "UPDATE messages SET flags = ? WHERE id = ?", (flags, self._state.db_id)
-                    )
+                    row = conn.execute(
+                        "UPDATE messages SET flags = ? WHERE id = ? RETURNING folder_id",
+                        (flags, self._state.db_id),
+                    ).fetchone()
+                    if row is not None:
+                        tomb.note_read(
+                            conn, [self._state.db_id], self._ctx.db.next_change_number(conn)
+                        )
+                        record(
+                            self._ctx,
+                            Change(
+                                op=Op.MODIFIED, folder=False, object_id=self._state.db_id,
+                                parent_id=int(row[0]),
+                            ),
+                        )  # fmt: skip
                 self._state.bag.base[pt.PR_MESSAGE_FLAGS] = flags
             if pt.PR_MESSAGE_FLAGS in self._state.bag.changes or self._state.db_id is None:
                 self._state.bag.set(pt.PR_MESSAGE_FLAGS, flags)

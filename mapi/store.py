@@ -27,23 +27,27 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Final
 
 from mapi import errors, named, permissions
 from mapi import proptags as pt
+from mapi.contents import DEFAULT_COLUMNS as CONTENTS_COLUMNS
 from mapi.context import Identity, StoreContext
 from mapi.directory import Directory, UserRecord
 from mapi.entryid import EntryKind
-from mapi.folders import Folder, ensure_standard_folders, role_folder
+from mapi.folder_rows import HIERARCHY_COLUMNS, ensure_standard_folders, role_folder
+from mapi.folders import Folder
 from mapi.limits import DEFAULT_LIMITS, Limits
 from mapi.logon import Challenge, KdfParams, client_response, make_challenge, verify_response
 from mapi.messages import Message, open_message_checked
+from mapi.notifications import TABLE_KINDS, NotificationHub, TableSpec
 from mapi.objects import MapiObject
 from mapi.propbag import PropBag
 from mapi.properties import PropData, now_filetime
 from mapi.storage.db import MailboxDB
+from mapi.tables import check_sort
 
 #: How long a logon challenge stays valid, in FILETIME ticks (2 minutes).
 CHALLENGE_LIFETIME: Final = 2 * 60 * 10_000_000
@@ -84,6 +88,8 @@ class ObjectStore:
         self._mailboxes: dict[str, MailboxDB] = {}
         self._challenges: dict[bytes, tuple[Challenge, int]] = {}
         self._sessions: dict[str, int] = {}
+        #: Subscriptions and event queues of every session (:mod:`mapi.notifications`).
+        self.notifications = NotificationHub()
 
     # --- Accounts (the CLI's adduser / passwd / deluser / list users) -----------------
 
@@ -197,6 +203,15 @@ class ObjectStore:
                 self._mailboxes[user.user_id] = db
             return db
 
+    def resolve(self, address: str) -> Identity | None:
+        """The user with e-mail address or login name ``address`` (a MailRouter)."""
+        record = self.directory.find_by_address(address)
+        return None if record is None else _identity(record)
+
+    def mailbox(self, user: Identity) -> MailboxDB:
+        """The database of ``user``'s mailbox (a MailRouter)."""
+        return self.mailbox_db(self.directory.get_user_by_id(user.user_id))
+
     def close(self) -> None:
         """Close every mailbox and the directory."""
         with self._lock:
@@ -227,7 +242,10 @@ class Session:
             raise errors.InvalidObject("the session is closed")
         owner_rec = self.user if owner is None else self._store.directory.get_user(owner)
         db = self._store.mailbox_db(owner_rec)
-        ctx = StoreContext(db, user=_identity(self.user), owner=_identity(owner_rec))
+        ctx = StoreContext(
+            db, user=_identity(self.user), owner=_identity(owner_rec),
+            hub=self._store.notifications, router=self._store,
+        )  # fmt: skip
         if not ctx.is_owner:
             with db.reading() as conn:
                 if not permissions.grants_anything(conn, self.user.user_id):
@@ -344,6 +362,88 @@ class MsgStore(MapiObject):
         if kind == EntryKind.MESSAGE:
             return self.open_message(entry_id, writable=writable)
         return self
+
+    # --- Notifications ([MS-OXCNOTIF]) ---------------------------------------------------
+
+    def advise(self, subscriber: Hashable, mask: int, entry_id: bytes | None = None) -> int:
+        """Subscribe ``subscriber`` to object events on this store, a folder or a message.
+
+        Args:
+            subscriber: the hub queue key (the service's session id).
+            mask: :class:`~mapi.notifications.EventType` bits (fnevNewMail...).
+            entry_id: a folder or message of this store; None for the whole store.
+
+        Returns:
+            The subscription id (for :meth:`unadvise`; carried by each notification).
+
+        Raises:
+            InvalidParameter: bad mask. InvalidEntryId, UnknownEntryId, NotFound,
+            NoAccess: bad target. NotEnoughResources: too many subscriptions.
+        """
+        hub = self._ctx.hub
+        if hub is None:
+            raise errors.NoSupport("notifications are not available")
+        target = None if entry_id is None else self._check_target(entry_id)
+        return hub.advise(
+            subscriber, store=self._ctx.owner.user_id, viewer=self._ctx.user.user_id,
+            target=target, mask=mask,
+        )  # fmt: skip
+
+    def advise_table(
+        self, subscriber: Hashable, folder_entry_id: bytes, kind: str = "contents",
+        columns: Sequence[int] | None = None, sort: Sequence[tuple[int, bool]] = (),
+    ) -> int:  # fmt: skip
+        """Subscribe to fnevTableModified on a folder's contents or hierarchy table.
+
+        ``columns`` (default: the table's default columns) are rendered into each
+        added or modified row; ``sort`` is the order the prior-row keys follow (the
+        client's view order; default: the table's natural order).
+
+        Raises:
+            InvalidParameter: bad kind, columns or sort. NotFound, NoAccess: bad folder.
+        """
+        hub = self._ctx.hub
+        if hub is None:
+            raise errors.NoSupport("notifications are not available")
+        if kind not in TABLE_KINDS:
+            raise errors.InvalidParameter(f"bad table kind {kind!r}")
+        target = self._check_target(folder_entry_id, EntryKind.FOLDER)
+        fid = self._ctx.parse(target).object_id
+        self._ctx.require(
+            fid, permissions.READ_ANY if kind == "contents" else permissions.FOLDER_VISIBLE
+        )
+        if columns is None:
+            columns = CONTENTS_COLUMNS if kind == "contents" else HIERARCHY_COLUMNS
+        limits = self._ctx.limits
+        if not 0 < len(columns) <= limits.max_columns or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 0xFFFFFFFF for c in columns
+        ):
+            raise errors.InvalidParameter("bad columns")
+        spec = TableSpec(kind, tuple(columns), check_sort(sort, limits.max_sort_keys))
+        return hub.advise_table(
+            subscriber, store=self._ctx.owner.user_id, viewer=self._ctx.user.user_id,
+            folder=target, table=spec,
+        )  # fmt: skip
+
+    def unadvise(self, subscriber: Hashable, subscription: int) -> None:
+        """Cancel a subscription of ``subscriber``.
+
+        Raises:
+            NotFound: no such subscription.
+        """
+        hub = self._ctx.hub
+        if hub is None:
+            raise errors.NoSupport("notifications are not available")
+        hub.unadvise(subscriber, subscription)
+
+    def _check_target(self, entry_id: bytes, kind: EntryKind | None = None) -> bytes:
+        with self._ctx.db.lock:
+            eid = self._ctx.parse(entry_id, kind)
+            if eid.kind == EntryKind.FOLDER:
+                self.open_folder(entry_id)
+            elif eid.kind == EntryKind.MESSAGE:
+                self.open_message(entry_id).close()
+            return eid.to_bytes()
 
     # --- Named properties ------------------------------------------------------------------------
 

@@ -21,6 +21,15 @@ transaction: either all of it is visible or none.
 The ``meta`` table holds the provider UID, the schema version and the change-number
 counter. :attr:`generation` counts the commits made through this object, so caches
 (materialised tables) know when to recompute.
+
+**After-commit hooks:** code inside a transaction may register
+:meth:`MailboxDB.after_commit` callbacks (notifications, :mod:`mapi.events`); they run
+once the outermost transaction has committed, still under the lock, and are
+discarded on rollback, so nobody hears of a change that did not happen.
+:attr:`txn_local` is a scratch dict that lives for one outermost transaction.
+
+**Schema upgrades:** version 1 files (before tombstones) are upgraded in place by
+running the additive :data:`~mapi.storage.schema.UPGRADE_1_TO_2` script.
 """
 
 from __future__ import annotations
@@ -31,11 +40,12 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from mapi import errors
 from mapi.limits import Limits
 from mapi.restrictions import content_match
-from mapi.storage.schema import DDL, SCHEMA_VERSION
+from mapi.storage.schema import DDL, SCHEMA_VERSION, UPGRADE_1_TO_2
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -86,6 +96,9 @@ class MailboxDB:
         self.generation = 0
         self._depth = 0
         self._closed = False
+        self._hooks: list[Callable[[], None]] = []
+        #: Scratch space of the current outermost transaction (reset at its end).
+        self.txn_local: dict[str, Any] = {}
         self.conn = connect(path)
         self.provider_uid = self._init_schema()
 
@@ -94,6 +107,9 @@ class MailboxDB:
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0:
                 self.conn.executescript(DDL)
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version == 1:
+                self.conn.executescript(UPGRADE_1_TO_2)
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise errors.Version(f"mailbox schema {version}, expected {SCHEMA_VERSION}")
@@ -134,15 +150,20 @@ class MailboxDB:
                 yield self.conn
             except BaseException:
                 self._depth = 0
+                self._hooks.clear()
+                self.txn_local = {}
                 self.conn.execute("ROLLBACK")
                 raise
             self._depth = 0
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:  # pragma: no cover - disk full, I/O error
+                self._hooks.clear()
+                self.txn_local = {}
                 self.conn.execute("ROLLBACK")
                 raise _translate(exc) from exc
             self.generation += 1
+            self._run_hooks()
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -159,6 +180,23 @@ class MailboxDB:
             finally:
                 self._depth = 0
                 self.conn.execute("COMMIT")
+            self._run_hooks()
+
+    def after_commit(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` after the current outermost transaction commits (not on rollback).
+
+        Raises:
+            CallFailed: called outside a transaction.
+        """
+        if not self._depth:
+            raise errors.CallFailed("after_commit outside a transaction")
+        self._hooks.append(hook)
+
+    def _run_hooks(self) -> None:
+        hooks, self._hooks = self._hooks, []
+        self.txn_local = {}
+        for hook in hooks:
+            hook()
 
     def next_change_number(self, conn: sqlite3.Connection) -> int:
         """Allocate a change number (call inside :meth:`transaction`)."""

@@ -20,6 +20,9 @@ Ids come from ``AUTOINCREMENT`` so a deleted object's id (and its entry id) is n
 reused. Deleting a folder cascades to its subfolders, messages, recipients,
 attachments and embedded messages through foreign keys; triggers drop the streams
 of deleted messages and attachments, and chunks cascade from streams.
+
+Version 2 adds the incremental-sync bookkeeping (:data:`UPGRADE_1_TO_2`, see
+:mod:`mapi.sync`) and the submission log of :mod:`mapi.submit`.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from typing import Final
 
 from mapi import proptags as pt
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 #: Owner kinds of rows in ``streams``.
 OWNER_MESSAGE: Final = 2
@@ -54,7 +57,7 @@ MESSAGE_SELECT: Final = (
     " created, modified, change_num, has_attach, props"
 )
 
-DDL: Final = """
+_BASE_DDL: Final = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value ANY
@@ -155,3 +158,37 @@ CREATE TABLE IF NOT EXISTS acl (
     PRIMARY KEY (folder_id, member)
 ) STRICT, WITHOUT ROWID;
 """
+
+#: Version 2 additions (incremental sync and submission), additive and idempotent:
+#: ``tombstones`` records objects that left a folder (deleted or moved out) with the
+#: change number of their leaving; ``read_state`` the change number of each message's
+#: last read-flag change (reported apart from content changes, as [MS-OXCFXICS]
+#: reports read-state changes); ``submissions`` the submission ids already delivered
+#: to this mailbox (so a retried submit delivers once).
+UPGRADE_1_TO_2: Final = """
+CREATE TABLE IF NOT EXISTS tombstones (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind       INTEGER NOT NULL,
+    object_id  INTEGER NOT NULL,
+    folder_id  INTEGER NOT NULL,
+    change_num INTEGER NOT NULL,
+    time       INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS tombstones_by_folder ON tombstones(folder_id, kind, change_num);
+CREATE INDEX IF NOT EXISTS tombstones_by_cn ON tombstones(change_num);
+CREATE INDEX IF NOT EXISTS messages_by_cn ON messages(folder_id, change_num, id);
+
+CREATE TABLE IF NOT EXISTS read_state (
+    message_id INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    change_num INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE IF NOT EXISTS submissions (
+    submission_id BLOB PRIMARY KEY,
+    message_id    INTEGER,
+    time          INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+"""
+
+#: The whole schema of a new mailbox file.
+DDL: Final = _BASE_DDL + UPGRADE_1_TO_2
