@@ -35,6 +35,7 @@ import re
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import msgpack
@@ -48,7 +49,13 @@ from endpoint_mapper import EPM_SYNTAX, map_endpoint_on
 from mapi import errors
 from mapi import proptags as pt
 from mapi.logon import Challenge, KdfParams, client_response
-from mapi.service import OP_CONNECT, OP_DISCONNECT, OP_EXECUTE, STORE_SYNTAX
+from mapi.service import (
+    OP_CONNECT,
+    OP_DISCONNECT,
+    OP_EXECUTE,
+    OP_WAIT_FOR_EVENTS,
+    STORE_SYNTAX,
+)
 from tunnel.errors import TunnelError
 from tunnel.transport import open_tunnel_stream
 
@@ -236,6 +243,32 @@ class Store(MapiObject):
     def get_names_from_ids(self, ids: Sequence[int]) -> Call[list[Any]]:
         return self._call("get_names_from_ids", ids=list(ids))
 
+    def advise(self, mask: int, entry_id: bytes | None = None) -> Call[int]:
+        """Subscribe to events (``EventType`` bits, e.g. NEW_MAIL | OBJECT_CREATED) on the
+        whole store, a folder or a message; returns the subscription id. Events arrive
+        through :meth:`Session.wait_for_events` / :meth:`Session.events`."""
+        return self._call("advise", mask=mask, eid=entry_id)
+
+    def advise_table(
+        self,
+        folder_entry_id: bytes,
+        kind: str = "contents",
+        columns: Sequence[Tag] | None = None,
+        sort: Sequence[tuple[Tag, bool]] = (),
+    ) -> Call[int]:
+        """Subscribe to row added/deleted/modified events of a folder's contents (or
+        hierarchy) table, rendered with ``columns`` and positioned by ``sort``."""
+        return self._call(
+            "advise_table",
+            eid=folder_entry_id,
+            kind=kind,
+            columns=None if columns is None else [tag_of(t) for t in columns],
+            keys=[[tag_of(t), d] for t, d in sort] if sort else None,
+        )
+
+    def unadvise(self, subscription: int) -> Call[None]:
+        return self._call("unadvise", _none, sub=subscription)
+
 
 class Folder(MapiObject):
     """A folder."""
@@ -292,6 +325,25 @@ class Folder(MapiObject):
     def set_permission(self, member: str, rights: int) -> Call[None]:
         return self._call("set_permission", _none, member=member, rights=rights)
 
+    def sync_contents(
+        self, state: bytes | None = None, props: Sequence[Tag] | None = None, max_items: int = 1000
+    ) -> Call[SyncPage]:
+        """Messages created, changed, deleted or read since ``state`` (None: everything).
+        Keep the returned ``state``; call again at once while ``more`` is true."""
+        return self._sync("sync_contents", state, props, max_items)
+
+    def sync_hierarchy(
+        self, state: bytes | None = None, props: Sequence[Tag] | None = None, max_items: int = 1000
+    ) -> Call[SyncPage]:
+        """Folders below this one created, changed, moved or deleted since ``state``."""
+        return self._sync("sync_hierarchy", state, props, max_items)
+
+    def _sync(
+        self, op: str, state: bytes | None, props: Sequence[Tag] | None, max_items: int
+    ) -> Call[SyncPage]:
+        wanted = None if props is None else [tag_of(t) for t in props]
+        return self._call(op, _sync_page, state=state, props=wanted, max=max_items)
+
     def contents(self, columns: Sequence[Tag], **query: Any) -> AsyncIterator[Props]:
         """Rows of the contents table: see :meth:`Table.rows` for ``sort``, ``restriction``."""
         return _rows_of(self, "contents_table", columns, **query)
@@ -301,8 +353,35 @@ class Folder(MapiObject):
         return _rows_of(self, "hierarchy_table", columns, **query)
 
 
+@dataclass(frozen=True, slots=True)
+class SyncPage:
+    """One page of an incremental sync."""
+
+    changed: list[tuple[bytes, bytes, Props]]  # entry id, change key, properties
+    deleted: list[bytes]
+    read_changed: list[tuple[bytes, bool]]
+    state: bytes
+    more: bool
+
+
+def _sync_page(hresult: int, value: Any) -> SyncPage:
+    return SyncPage(
+        changed=[(eid, ck, Props((t, v) for t, v in props)) for eid, ck, props in value["changed"]],
+        deleted=list(value["deleted"]),
+        read_changed=[(eid, bool(read)) for eid, read in value["read"]],
+        state=value["state"],
+        more=bool(value["more"]),
+    )
+
+
 class Message(MapiObject):
     """A message; changes are invisible to others until :meth:`save`."""
+
+    def submit(self) -> Call[dict[str, Any]]:
+        """Send to the recipients on this server; the message is filed in Sent Items.
+        Returns ``{"delivered": n, "undeliverable": [addresses], "sent": eid, "ndr":
+        eid-or-None}``; unknown addresses get a non-delivery report in the Inbox."""
+        return self._call("submit")
 
     def save(self, flags: int = 0x2) -> Call[bytes]:
         """SaveChanges: commit everything in one transaction; returns the entry id."""
@@ -488,6 +567,35 @@ async def _rows_of(
         await table.release()
 
 
+class ResyncRequired(Exception):
+    """Events were lost: the client must re-read its view, then wait again."""
+
+
+class Event(dict[str, Any]):
+    """One notification ([MS-OXCNOTIF]): ``kind`` (an ``EventType`` bit), ``seq``,
+    ``entry_id``, ``parent_id``, ... and for table events ``table_event``, ``row``."""
+
+    @property
+    def kind(self) -> int:
+        return int(self["kind"])
+
+    @property
+    def seq(self) -> int:
+        return int(self["seq"])
+
+    @property
+    def name(self) -> str:
+        """``new_mail``, ``object_created``, ``table_modified``, ..."""
+        return _EVENT_NAMES.get(self.kind, f"0x{self.kind:x}")
+
+
+_EVENT_NAMES = {
+    0x2: "new_mail", 0x4: "object_created", 0x8: "object_deleted", 0x10: "object_modified",
+    0x20: "object_moved", 0x40: "object_copied", 0x80: "search_complete",
+    0x100: "table_modified",
+}  # fmt: skip
+
+
 class Batch:
     """Calls queued to run in one round trip; see :meth:`Session.batch`."""
 
@@ -527,8 +635,46 @@ class Session:
         self.context_id = context_id
         self.session_id = session_id
         self.user = user
+        #: Sequence number of the last event received (resume from it after a reconnect).
+        self.last_seq = 0
         self._next_handle = 0
         self._free_handles: list[int] = []
+
+    async def wait_for_events(
+        self, poll_seconds: float = 30.0, max_events: int = 256
+    ) -> list[Event]:
+        """The events after :attr:`last_seq`: at once if some are queued, else as soon as
+        one arrives, else an empty list after ``poll_seconds`` (the server parks the call
+        that long; at most 120).
+
+        Raises:
+            ResyncRequired: events were lost (queue overflow, or a session the server no
+                longer knew): re-read what you show, then keep waiting.
+        """
+        reply = await _call(
+            self.rpc,
+            self.context_id,
+            OP_WAIT_FOR_EVENTS,
+            {
+                "session": self.session_id,
+                "after": self.last_seq,
+                "timeout": poll_seconds,
+                "max": max_events,
+            },
+        )
+        events = [Event(e) for e in reply["events"]]
+        if events:
+            self.last_seq = events[-1].seq
+        if reply["resync"]:
+            self.last_seq = int(reply["last_seq"])
+            raise ResyncRequired("events were lost; re-read the folders you show")
+        return events
+
+    async def events(self, poll_seconds: float = 30.0) -> AsyncIterator[Event]:
+        """Every event as it arrives (a long-poll loop), until the caller stops."""
+        while True:
+            for event in await self.wait_for_events(poll_seconds):
+                yield event
 
     def new_handle(self) -> int:
         if self._free_handles:
@@ -695,6 +841,7 @@ async def connect(
     *,
     fingerprint: str | None = None,
     http2: bool = True,
+    resume: Session | None = None,
 ) -> AsyncIterator[Session]:
     """Log on to the store at ``address``; the session is closed on exit.
 
@@ -703,6 +850,9 @@ async def connect(
         fingerprint: SHA-256 of the tunnel's certificate to pin ("AB:CD:..."), for a
             self-signed server; None verifies with the system's trust store.
         http2: through the tunnel, HTTP/2 (default) or RPC over HTTP v2 on HTTP/1.1.
+        resume: a session whose connection was cut: take it up again (its server-side
+            state, subscriptions and queued events; :attr:`Session.last_seq` carries on)
+            instead of logging on anew. Raises LogonFailed when it has expired.
 
     Raises:
         LogonFailed: wrong user name or password.
@@ -716,7 +866,12 @@ async def connect(
     else:
         opener = _open_store_rpc(*parse_address(address))
     async with opener as (rpc, context_id):
-        session = await logon(rpc, context_id, user, password)
+        if resume is None:
+            session = await logon(rpc, context_id, user, password)
+        else:
+            reply = await _call(rpc, context_id, OP_CONNECT, {"resume": resume.session_id})
+            session = Session(rpc, context_id, reply["session"], reply["user"])
+            session.last_seq = resume.last_seq
         try:
             yield session
         finally:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mapi import errors
+from mapi import errors, sync
 from mapi import restrictions as rs
 from mapi.folders import Folder
 from mapi.limits import Limits
@@ -190,6 +190,8 @@ class Context:
     session: Session
     handles: HandleTable
     limits: Limits
+    #: The notification hub's key for this session (its session id).
+    subscriber: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +297,72 @@ def _get_names_from_ids(ctx: Context, args: Args) -> list[list[Any] | None]:
     return [
         None if n is None else [n.guid, n.kind, n.lid if n.kind == 0 else n.name] for n in names
     ]
+
+
+# notifications ([MS-OXCNOTIF]): events queue up per session; wait_for_events reads them
+
+
+@op("advise")
+def _advise(ctx: Context, args: Args) -> int:
+    store = _target(ctx, args, MsgStore)
+    eid = _arg(args, "eid", bytes, None)
+    return store.advise(ctx.subscriber, _arg(args, "mask", int), eid)  # type: ignore[no-any-return]
+
+
+@op("advise_table")
+def _advise_table(ctx: Context, args: Args) -> int:
+    store = _target(ctx, args, MsgStore)
+    columns = _ints(args, "columns", None)
+    sort = _sort(args) if args.get("keys") is not None else ()
+    return store.advise_table(  # type: ignore[no-any-return]
+        ctx.subscriber,
+        _arg(args, "eid", bytes),
+        _arg(args, "kind", str, "contents"),
+        columns,
+        sort,
+    )
+
+
+@op("unadvise")
+def _unadvise(ctx: Context, args: Args) -> None:
+    store = _target(ctx, args, MsgStore)
+    store.unadvise(ctx.subscriber, _arg(args, "sub", int))
+
+
+# incremental sync ([MS-OXCFXICS] in our own simple form)
+
+
+def _sync_page(result: Any) -> dict[str, Any]:
+    return {
+        "changed": [
+            [i.entry_id, i.change_key, _values(i.props)] for i in result.created_or_changed
+        ],
+        "deleted": result.deleted,
+        "read": [[eid, read] for eid, read in result.read_changed],
+        "state": result.state,
+        "more": result.more,
+    }
+
+
+def _run_sync(ctx: Context, args: Args, fn: Callable[..., Any]) -> dict[str, Any]:
+    folder = _target(ctx, args, Folder)
+    result = fn(
+        folder,
+        _arg(args, "state", bytes, None),
+        props=_ints(args, "props", None),
+        max_items=_arg(args, "max", int, 1000),
+    )
+    return _sync_page(result)
+
+
+@op("sync_contents")
+def _sync_contents(ctx: Context, args: Args) -> dict[str, Any]:
+    return _run_sync(ctx, args, sync.sync_contents)
+
+
+@op("sync_hierarchy")
+def _sync_hierarchy(ctx: Context, args: Args) -> dict[str, Any]:
+    return _run_sync(ctx, args, sync.sync_hierarchy)
 
 
 # folders
@@ -404,6 +472,17 @@ def _save_changes(ctx: Context, args: Args) -> bytes | None:
     obj = _target(ctx, args, (Message, Attachment))
     obj.save_changes(_arg(args, "flags", int, KEEP_OPEN_READWRITE))
     return obj.entry_id if isinstance(obj, Message) else None
+
+
+@op("submit")
+def _submit(ctx: Context, args: Args) -> dict[str, Any]:
+    result = _target(ctx, args, Message).submit()
+    return {
+        "delivered": len(result.delivered),
+        "undeliverable": result.undeliverable,
+        "sent": result.sent_entry_id,
+        "ndr": result.ndr_entry_id,
+    }
 
 
 @op("set_read_flag")

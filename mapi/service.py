@@ -11,13 +11,23 @@ whole). Opnums:
     Step 1 ``{"user"}`` answers a logon challenge ``{"salt", "kdf", "nonce"}``.
     Step 2 ``{"user", "nonce", "cnonce", "response"}`` answers ``{"session", "user"}``:
     the password never crosses the wire (:mod:`mapi.logon`).
+    Or ``{"resume": session}`` takes up a live session on a new connection (after a
+    connection was cut): its objects, subscriptions and queued events are intact.
 1 ``disconnect`` ``{"session"}``: closes every object of the session.
 2 ``execute`` ``{"session", "ops"}``: a batch (:mod:`mapi.ops`), answered with
     ``{"results": [[hresult, value], ...]}``.
+3 ``wait_for_events`` ``{"session", "after", "timeout", "max"}``: the long-poll of
+    [MS-OXCNOTIF]'s idea. Answers at once with the events numbered after ``after``, or
+    when some arrive, or empty after ``timeout`` seconds; ``"resync": true`` when events
+    were lost (queue overflow, or the session is new to the hub) and the client must
+    re-read what it shows. Acknowledges everything up to ``after``. It does not take the
+    session's lock, so it runs beside batches on the same connection.
 
 A session id is 16 random bytes, valid on any connection (so a client that
 reconnects, or that comes through the tunnel, keeps its session) until
-``disconnect`` or ``session_idle`` seconds without a call. One session runs one batch
+``disconnect`` or ``session_idle`` seconds without a call (the grace period: a
+client back in time resumes and loses no event; later, its session is gone and it
+must log on and resynchronise). One session runs one batch
 at a time (its lock), each batch in a worker thread, so SQLite never blocks the
 event loop. Malformed stubs and batches get MAPI_E_INVALID_PARAMETER; limits bound
 sessions per user and in all, batch size and open objects.
@@ -25,8 +35,10 @@ sessions per user and in all, batch size and open objects.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -36,6 +48,7 @@ import trio
 from dcerpc.interface import CallContext, Interface
 from dcerpc.syntax import MSGPACK, SyntaxId
 from mapi import errors, ops
+from mapi.notifications import NotificationHub
 from mapi.store import ObjectStore, Session
 
 log = logging.getLogger("mapi.service")
@@ -44,7 +57,10 @@ STORE_SYNTAX: Final = SyntaxId.parse("6d617069-616e-7977-6865-726501000000", 1, 
 OP_CONNECT: Final = 0
 OP_DISCONNECT: Final = 1
 OP_EXECUTE: Final = 2
-OPNUM_COUNT: Final = 3
+OP_WAIT_FOR_EVENTS: Final = 3
+OPNUM_COUNT: Final = 4
+#: Longest a wait_for_events may park, in seconds (below the tunnel's idle timeouts).
+MAX_WAIT: Final = 120.0
 
 #: Limits of a decoded stub (the runtime already caps the stub at 4 MiB).
 _PENDING_LOGONS: Final = "mapi.pending_logons"
@@ -66,6 +82,8 @@ class _LiveSession:
     last_used: float = 0.0
     #: Set under ``lock`` when the session ends; a batch queued behind it must not run.
     closed: bool = False
+    #: Set (from any thread, through the trio token) when events are queued for it.
+    events_ready: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +115,7 @@ class StoreService:
         self.limits = limits or ServiceLimits()
         self._sessions: dict[bytes, _LiveSession] = {}
         self._last_sweep = 0.0
+        self._token: trio.lowlevel.TrioToken | None = None
 
     def interface(self) -> Interface:
         return Interface(
@@ -114,9 +133,15 @@ class StoreService:
             return _error(errors.InvalidParameter(f"stub is not valid msgpack: {exc}"))
         if not isinstance(request, dict):
             return _error(errors.InvalidParameter("stub must be a msgpack map"))
+        if self._token is None:
+            # The hub publishes from worker threads; wake long-polls through the loop.
+            self._token = trio.lowlevel.current_trio_token()
+            self.store.notifications.set_waker(self._wake_from_thread)
         try:
             if ctx.opnum == OP_EXECUTE:
                 return await self._execute(request)
+            if ctx.opnum == OP_WAIT_FOR_EVENTS:
+                return await self._wait_for_events(request)
             if ctx.opnum == OP_CONNECT:
                 return await self._connect(request, ctx)
             return await self._disconnect(request)
@@ -131,6 +156,11 @@ class StoreService:
     # -- logon -----------------------------------------------------------------------------
 
     async def _connect(self, request: dict[str, Any], ctx: CallContext) -> bytes:
+        if "resume" in request:
+            live = self._live(request.get("resume"))
+            live.last_used = trio.current_time()
+            log.info("%s resumed a session from %s", live.user, ctx.peer)
+            return _pack({"hresult": 0, "session": request["resume"], "user": live.user})
         user = request.get("user")
         if not isinstance(user, str) or not 0 < len(user) <= self.limits.max_username_chars:
             raise errors.InvalidParameter("connect needs a user name")
@@ -185,7 +215,7 @@ class StoreService:
     async def _drop(self, sid: bytes) -> None:
         live = self._sessions.pop(sid, None)
         if live is not None:
-            await _close_session(live)
+            await _close_session(live, self.store.notifications, sid)
 
     async def _expire_idle(self) -> None:
         """Close sessions idle for ``session_idle`` seconds (checked once a minute)."""
@@ -198,33 +228,89 @@ class StoreService:
             if live.last_used < deadline and not live.lock.locked():
                 del self._sessions[sid]
                 log.info("session of %s expired after %.0f s idle", live.user, now - live.last_used)
-                await _close_session(live)
+                await _close_session(live, self.store.notifications, sid)
 
     # -- batches ---------------------------------------------------------------------------
 
-    async def _execute(self, request: dict[str, Any]) -> bytes:
-        sid = request.get("session")
+    def _live(self, sid: object) -> _LiveSession:
         live = self._sessions.get(sid) if isinstance(sid, bytes) else None
         if live is None:
             raise errors.LogonFailed("unknown or expired session")
+        return live
+
+    async def _execute(self, request: dict[str, Any]) -> bytes:
+        sid = request.get("session")
+        live = self._live(sid)
+        assert isinstance(sid, bytes)  # _live found it
         batch = request.get("ops")
         await self._expire_idle()
         async with live.lock:
             if live.closed:  # disconnected while this batch waited for the lock
                 raise errors.LogonFailed("the session has ended")
             live.last_used = trio.current_time()
-            context = ops.Context(live.session, live.handles, self.store.limits)
+            context = ops.Context(live.session, live.handles, self.store.limits, sid)
             results = await trio.to_thread.run_sync(ops.run_batch, context, batch)
         return _pack({"hresult": 0, "results": results})
 
+    # -- events ----------------------------------------------------------------------------
 
-async def _close_session(live: _LiveSession) -> None:
+    def _wake_from_thread(self, key: Hashable) -> None:
+        """The hub's waker: called on a worker thread holding a mailbox lock, so it only
+        schedules the wake-up on the event loop and returns."""
+        token = self._token
+        if token is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(self._wake, key)
+
+    def _wake(self, key: Hashable) -> None:
+        live = self._sessions.get(key) if isinstance(key, bytes) else None
+        if live is not None:
+            live.events_ready.set()
+
+    async def _wait_for_events(self, request: dict[str, Any]) -> bytes:
+        sid = request.get("session")
+        live = self._live(sid)
+        after, timeout, most = (
+            request.get("after", 0),
+            request.get("timeout", 30.0),
+            request.get("max", 256),
+        )
+        if not (isinstance(after, int) and isinstance(most, int) and 0 < most <= 4096):
+            raise errors.InvalidParameter("after and max must be integers (max 1..4096)")
+        if not isinstance(timeout, int | float) or not 0 <= timeout <= MAX_WAIT:
+            raise errors.InvalidParameter(f"timeout must be in [0, {MAX_WAIT}] seconds")
+        hub = self.store.notifications
+        with trio.move_on_after(timeout):
+            while True:
+                live.last_used = trio.current_time()
+                # A fresh event before polling: a publication after the poll still wakes us.
+                live.events_ready = trio.Event()
+                result = hub.poll(sid, after, most)
+                if result.events or result.resync_required:
+                    break
+                await live.events_ready.wait()
+        if live.closed:
+            raise errors.LogonFailed("the session has ended")
+        result = hub.poll(sid, after, most)
+        return _pack(
+            {
+                "hresult": 0,
+                "events": [event.to_dict() for event in result.events],
+                "resync": result.resync_required,
+                "last_seq": result.last_seq,
+            }
+        )
+
+
+async def _close_session(live: _LiveSession, hub: NotificationHub, sid: bytes) -> None:
     """End a session: under its lock (after any running batch), in a worker thread
     (closing objects takes the mailbox lock, which a batch elsewhere may hold)."""
     async with live.lock:
         if live.closed:
             return
         live.closed = True
+        live.events_ready.set()  # a parked wait_for_events returns
+        hub.forget(sid)
         await trio.to_thread.run_sync(_release_all, live)
 
 

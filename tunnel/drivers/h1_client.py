@@ -358,5 +358,8 @@ async def h1_tunnel(
             try:
                 yield stream
             finally:
+                # Close before cancelling: a checkpoint under the cancelled nursery scope
+                # would raise Cancelled here and swallow the body's own exception.
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
                 nursery.cancel_scope.cancel()
-                await stream.aclose()
