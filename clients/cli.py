@@ -27,6 +27,7 @@ from clients.api import connect, parse_address, parse_tunnel_address
 from clients.cli_edit import cmd_copy, cmd_create, cmd_get, cmd_put, cmd_rm
 from clients.cli_folders import Context, cmd_mkdir, cmd_rename, cmd_rmdir, cmd_tree, open_context
 from clients.cli_format import UsageError, dump_json
+from clients.cli_live import cmd_sync, cmd_watch
 from clients.cli_messages import cmd_ls, cmd_show
 from dcerpc.errors import BindRejected, ConnectionClosed, ProtocolError, RpcFault
 from mapi import errors
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         text = (
             "create and save a message (a draft: flagged unsent)"
             if name == "create"
-            else "create and save a message marked as sent (no transport delivers it)"
+            else "create a message and submit it (delivered on this server, filed in Sent Items)"
         )
         cmd = command(name, text)
         cmd.add_argument("folder")
@@ -202,6 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("attach_num", nargs="?", type=int, metavar="ATTACH_NUM")
     cmd.add_argument("-o", "--output", help="file to write ('-': stdout; default: its name)")
     cmd.add_argument("-f", "--force", action="store_true", help="overwrite an existing file")
+
+    cmd = command("watch", "print events as they arrive (new mail, changes, table rows)")
+    cmd.add_argument("folder", nargs="?", help="a folder (default: the whole store)")
+    cmd.add_argument("--count", type=int, help="stop after N events")
+    cmd.add_argument("--duration", type=float, help="stop after S seconds")
+
+    cmd = command("sync", "mirror a folder into a directory (one JSON file per message)")
+    cmd.add_argument("folder")
+    cmd.add_argument("directory")
+    cmd.add_argument("--follow", action="store_true", help="keep the mirror current")
+    cmd.add_argument("--duration", type=float, help="with --follow, stop after S seconds")
     return parser
 
 
@@ -219,6 +231,8 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Awaitable[int]]] = {
     "rename": cmd_rename,
     "put": cmd_put,
     "get": cmd_get,
+    "watch": cmd_watch,
+    "sync": cmd_sync,
 }
 
 
@@ -257,7 +271,10 @@ def read_password(args: argparse.Namespace) -> str:
 
 async def run(args: argparse.Namespace, password: str) -> int:
     """Log on, open the store and run the command."""
-    with trio.fail_after(args.timeout) if args.timeout else contextlib.nullcontext():
+    args.password_value = password  # watch reconnects with it after a cut connection
+    live = args.command in ("watch", "sync")  # bounded by --duration/--count instead
+    timeout = args.timeout if args.timeout and not live else None
+    with trio.fail_after(timeout) if timeout else contextlib.nullcontext():
         session_cm = connect(
             args.server, args.user, password, fingerprint=args.fingerprint, http2=not args.http1
         )

@@ -53,7 +53,10 @@ def _recipient(address: str, kind: int) -> dict[str | int, Any]:
 
 
 async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
-    """Create and save a message; ``send`` also marks it as sent (there is no transport)."""
+    """Create and save a message; ``send`` then submits it (delivered to the recipients'
+    Inboxes on this server and filed in Sent Items; unknown addresses get an NDR)."""
+    if args.command == "send" and not (args.to or args.cc or args.bcc):
+        raise UsageError("send needs at least one recipient (--to, --cc or --bcc)")
     if args.body is not None and args.body_file is not None:
         raise UsageError("give --body or --body-file, not both")
     attachments = _check_readable(args.attach or [])
@@ -72,9 +75,6 @@ async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         pt.PR_SENDER_NAME: ctx.session.user,
         pt.PR_SENT_REPRESENTING_NAME: ctx.session.user,
     }
-    if args.command == "send":
-        props[pt.PR_CLIENT_SUBMIT_TIME] = now
-        props[pt.PR_MESSAGE_FLAGS] = pt.MSGFLAG_READ | pt.MSGFLAG_FROMME
     body = args.body
     if body is not None and len(body) <= _INLINE_BODY_CHARS:
         props[pt.PR_BODY] = body
@@ -99,6 +99,20 @@ async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         attachment = await attach_file(message, path, progress=ctx.progress)
         await attachment.release()
     entry_id = await message.save()
+    if args.command == "send":
+        report = await message.submit()
+        await message.release()
+        sent = report["sent"].hex() if report["sent"] else None
+        lines = [f"sent to {report['delivered']} mailbox(es); filed as {sent}"]
+        if report["undeliverable"]:
+            lines.append("undeliverable (see the report in your Inbox): "
+                         + ", ".join(report["undeliverable"]))  # fmt: skip
+        ctx.emit(
+            {"entry_id": sent, "delivered": report["delivered"],
+             "undeliverable": report["undeliverable"], "attachments": len(attachments)},
+            "\n".join(lines),
+        )  # fmt: skip
+        return 0
     await message.release()
     ctx.emit(
         {"entry_id": entry_id.hex(), "folder": target.path, "attachments": len(attachments)},

@@ -313,7 +313,7 @@ def test_ls_where_sort_limit_offset(server: Server) -> None:
     ok(server, "mkdir", "-p", "Inbox/Query")
     subjects = ["alpha report", "beta", "Gamma REPORT", "delta", "epsilon"]
     for subject in subjects:
-        ok(server, "send", "Inbox/Query", "--subject", subject, "--body", subject * 3)
+        ok(server, "create", "Inbox/Query", "--subject", subject, "--body", subject * 3)
 
     def subjects_of(*args: str) -> list[str]:
         data = as_json(server, "ls", "Inbox/Query", "--columns", "PR_SUBJECT", *args)
@@ -431,3 +431,66 @@ def test_folder_paths_and_selectors() -> None:
     for bad in ("0", "5-2", "xyz", "abc"):
         with pytest.raises(fmt.UsageError):
             parse_selector(bad)
+
+
+def test_send_watch_and_sync(server: Server, tmp_path: Path) -> None:
+    """send delivers (to ourselves here), watch shows the events live, sync mirrors."""
+    command = [sys.executable, "-m", "clients.cli", "watch", "inbox", "--count", "4"]
+    watcher = subprocess.Popen(
+        command, env=server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline().startswith("watching inbox")
+        report = ok(server, "send", "drafts", "--subject", "note to self", "--to",
+                    "Demo <demo@localhost>", "--to", "nobody@nowhere.example")  # fmt: skip
+        assert "sent to 1 mailbox(es)" in report
+        assert "undeliverable" in report and "nobody@nowhere.example" in report
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()
+    assert watcher.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 4, out  # exactly --count events
+    assert any("new mail" in line and "in inbox" in line for line in lines), out
+    assert any("row added" in line and "'note to self'" in line for line in lines), out
+
+    mirror = tmp_path / "mirror"
+    first = as_json(server, "sync", "inbox", str(mirror))
+    assert first["changed"] >= 2 and first["deleted"] == 0  # the note and the NDR
+    files = {p.name for p in mirror.glob("*.json")}
+    subjects = {json.loads((mirror / f).read_text())["PR_SUBJECT"] for f in files}
+    assert "note to self" in subjects
+    assert any(s.startswith("Undeliverable") for s in subjects)
+    again = as_json(server, "sync", "inbox", str(mirror))
+    assert (again["changed"], again["deleted"]) == (0, 0)  # nothing new: nothing moves
+    ok(server, "rm", "inbox", "1", "--hard")
+    after = as_json(server, "sync", "inbox", str(mirror))
+    assert after["deleted"] == 1
+    assert len(list(mirror.glob("*.json"))) == len(files) - 1
+
+
+@pytest.mark.parametrize("http1", [False, True], ids=["h2", "http1.1"])
+def test_watch_through_the_tunnel(server: Server, http1: bool) -> None:
+    assert server.tunnel_url and server.fingerprint
+    env = server.env(MAPI_SERVER=server.tunnel_url, MAPI_FINGERPRINT=server.fingerprint)
+    command = [sys.executable, "-m", "clients.cli", "watch", "inbox", "--count", "1", "--json"]
+    if http1:
+        command.append("--http1")
+    watcher = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert watcher.stdout is not None
+        assert json.loads(watcher.stdout.readline())["event"] == "watching"
+        ok(server, "send", "drafts", "--subject", "via tunnel", "--to", "demo@localhost")
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.communicate()
+    assert watcher.returncode == 0, err
+    (event,) = [json.loads(line) for line in out.splitlines()]
+    assert event["event"] == "new_mail"
