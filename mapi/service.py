@@ -36,6 +36,7 @@ sessions per user and in all, batch size and open objects.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import secrets
 from collections.abc import Hashable
@@ -50,6 +51,7 @@ from dcerpc.syntax import MSGPACK, SyntaxId
 from mapi import errors, ops
 from mapi.notifications import NotificationHub
 from mapi.store import ObjectStore, Session
+from mapi.throttle import LogonThrottle
 
 log = logging.getLogger("mapi.service")
 
@@ -99,6 +101,19 @@ class ServiceLimits:
     max_handles: int = ops.MAX_HANDLES
 
 
+def _throttled_address(ctx: CallContext) -> str | None:
+    """The client address failures are counted for, or None for loopback peers: the
+    tunnel (which throttles each user at its own authentication) and local tools all
+    come from loopback, and one counter for all of them would let one user's failures
+    delay everyone."""
+    if ctx.peer is None:
+        return None
+    try:
+        return None if ipaddress.ip_address(ctx.peer[0]).is_loopback else ctx.peer[0]
+    except ValueError:
+        return ctx.peer[0]
+
+
 def _pack(value: dict[str, Any]) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -110,9 +125,16 @@ def _error(exc: errors.MapiError) -> bytes:
 class StoreService:
     """Serves one :class:`~mapi.store.ObjectStore` over DCE/RPC."""
 
-    def __init__(self, store: ObjectStore, limits: ServiceLimits | None = None) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        limits: ServiceLimits | None = None,
+        throttle: LogonThrottle | None = None,
+    ) -> None:
         self.store = store
         self.limits = limits or ServiceLimits()
+        #: Shared with every other logon path (the tunnel's Basic authentication).
+        self.throttle = throttle or LogonThrottle()
         self._sessions: dict[bytes, _LiveSession] = {}
         self._last_sweep = 0.0
         self._token: trio.lowlevel.TrioToken | None = None
@@ -192,8 +214,22 @@ class StoreService:
         await self._expire_idle()
         if len(self._sessions) >= self.limits.max_sessions:
             raise errors.SessionLimit("too many sessions on this server")
+        address = _throttled_address(ctx)
+        now = trio.current_time()
+        wait = self.throttle.delay(user, address, now)
+        if wait > 0:
+            log.warning("logon of %r from %s refused: too many failures", user, address)
+            raise errors.LogonFailed(f"too many failed logons; try again in {wait:.0f} s")
         # Wrong answers and per-user session limits are the store's to judge.
-        session = await trio.to_thread.run_sync(self.store.complete_logon, nonce, cnonce, response)
+        try:
+            session = await trio.to_thread.run_sync(
+                self.store.complete_logon, nonce, cnonce, response
+            )
+        except errors.LogonFailed:
+            self.throttle.failed(user, address, trio.current_time())
+            log.info("failed logon of %r from %s", user, address)
+            raise
+        self.throttle.succeeded(user, address)
         name = session.user.username
         sid = secrets.token_bytes(16)
         self._sessions[sid] = _LiveSession(

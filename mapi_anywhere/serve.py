@@ -29,6 +29,7 @@ from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, 
 from mapi import errors as mapi_errors
 from mapi.service import StoreService
 from mapi.store import ObjectStore
+from mapi.throttle import LogonThrottle
 from mapi_anywhere.config import Config
 from tunnel.drivers.context import TunnelInfo
 from tunnel.policy import AllowList
@@ -79,8 +80,15 @@ class DirectoryAuthenticator:
     as an HMAC of the credentials under a per-process key (never the password itself).
     """
 
-    def __init__(self, store: ObjectStore, ttl: float = 300.0, max_entries: int = 4096) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        throttle: LogonThrottle,
+        ttl: float = 300.0,
+        max_entries: int = 4096,
+    ) -> None:
         self.store = store
+        self.throttle = throttle
         self.ttl = ttl
         self.max_entries = max_entries
         self._key = secrets.token_bytes(32)
@@ -96,10 +104,14 @@ class DirectoryAuthenticator:
         now = trio.current_time()
         if cached and cached[1] > now and hmac.compare_digest(cached[0], digest):
             return True
+        if self.throttle.delay(user, None, now) > 0:
+            return False  # too many recent failures for this user: do not even check
         try:
             session = await trio.to_thread.run_sync(self.store.logon_with_password, user, password)
         except mapi_errors.MapiError:
+            self.throttle.failed(user, None, trio.current_time())
             return False
+        self.throttle.succeeded(user, None)
         session.logoff()
         if len(self._recent) >= self.max_entries:
             self._recent.clear()
@@ -136,7 +148,8 @@ async def run_server(
     data_dir = config.server.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     store = await trio.to_thread.run_sync(ObjectStore, data_dir)
-    store_service = StoreService(store)
+    throttle = LogonThrottle()  # one for every logon path
+    store_service = StoreService(store, throttle=throttle)
     try:
         if config.store.demo_user:
             password = await trio.to_thread.run_sync(ensure_demo_user, store, data_dir)
@@ -146,7 +159,7 @@ async def run_server(
             ServiceSpec("store", [store_service.interface()], "mapi-anywhere object store"),
             *services,
         ]
-        await _run(config, store, all_services, task_status)
+        await _run(config, store, all_services, throttle, task_status)
     finally:
         with trio.CancelScope(shield=True):
             await store_service.close()
@@ -157,6 +170,7 @@ async def _run(
     config: Config,
     store: ObjectStore,
     services: Sequence[ServiceSpec],
+    throttle: LogonThrottle,
     task_status: trio.TaskStatus[RunningServer],
 ) -> None:
     host = config.server.host
@@ -201,7 +215,7 @@ async def _run(
                     allowed_targets=AllowList.for_database(
                         database, running.epm_port, settings.server_names
                     ),
-                    authenticate=DirectoryAuthenticator(store),
+                    authenticate=DirectoryAuthenticator(store, throttle),
                     data_dir=config.server.data_dir,
                     epm_port=running.epm_port,
                 )

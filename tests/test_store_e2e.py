@@ -500,3 +500,18 @@ async def test_a_batch_queued_behind_disconnect_does_not_run(server):
                 )
                 nursery.start_soon(batch)
             assert isinstance(results["batch"], errors.LogonFailed)
+
+
+async def test_repeated_wrong_passwords_delay_further_logons(server, transport):
+    with trio.fail_after(60):
+        for _ in range(6):  # five free failures, then the delays begin
+            with pytest.raises(errors.LogonFailed):
+                async with open_session(server, transport, "bob", "not-the-password"):
+                    pass
+        # Now even the right password is refused until the delay has passed.
+        with pytest.raises(errors.LogonFailed):
+            async with open_session(server, transport, "bob"):
+                pass
+        # Other users are not affected.
+        async with open_session(server, transport, "alice") as session:
+            assert session.user == "alice"
