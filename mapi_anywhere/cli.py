@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -43,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         help="TOML configuration file (see `mapi-anywhere config`; default: built-in defaults)",
     )
     serve.add_argument("--data-dir", help="data directory (overrides [server] data_dir)")
-    serve.add_argument("--host", help="address to listen on (overrides [server] host)")
+    serve.add_argument(
+        "--host", help="address every listener binds to (overrides [server] and [tunnel] host)"
+    )
     serve.add_argument(
         "--epm-port", type=int, help="endpoint mapper port (overrides [endpoint_mapper] port)"
     )
@@ -93,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     lookup.add_argument(
         "-p", "--port", type=int, default=1135, help="endpoint mapper port (default 1135)"
     )
+    lookup.add_argument(
+        "--timeout", type=float, default=10.0, help="give up after S seconds (default 10)"
+    )
     return parser
 
 
@@ -133,8 +139,15 @@ def _lookup(args: argparse.Namespace) -> int:
     from dcerpc.errors import ConnectionClosed, RpcFault
     from endpoint_mapper.client import lookup
 
+    async def bounded() -> list[Any]:
+        with trio.fail_after(args.timeout):
+            return await lookup(args.host, args.port)
+
     try:
-        entries = trio.run(lookup, args.host, args.port)
+        entries = trio.run(bounded)
+    except trio.TooSlowError:
+        print(f"mapi-anywhere: lookup timed out after {args.timeout} s", file=sys.stderr)
+        return 1
     except (ConnectionClosed, RpcFault, OSError) as exc:
         print(f"mapi-anywhere: lookup failed: {exc}", file=sys.stderr)
         return 1

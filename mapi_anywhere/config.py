@@ -208,6 +208,9 @@ def with_overrides(config: Config, **server: Any) -> Config:
     if "data_dir" in changes:
         changes["data_dir"] = Path(changes["data_dir"])
     out = replace(config, server=replace(config.server, **changes))
+    if "host" in changes:  # one address for every listener, the tunnel's included
+        settings = replace(out.tunnel.settings, host=changes["host"])
+        out = replace(out, tunnel=replace(out.tunnel, settings=settings))
     if epm_port is not None:
         out = replace(out, endpoint_mapper=replace(out.endpoint_mapper, port=epm_port))
     if tunnel_port is not None:

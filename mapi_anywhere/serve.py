@@ -69,6 +69,10 @@ def _tower_host(host: str) -> str:
     return "0.0.0.0" if host in ("", "0.0.0.0", "::") else host
 
 
+def _backend_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
 DEMO_USER = "demo"
 
 
@@ -213,7 +217,11 @@ async def _run(
                     serve_tunnel,
                     settings,
                     allowed_targets=AllowList.for_database(
-                        database, running.epm_port, settings.server_names
+                        database,
+                        running.epm_port,
+                        settings.server_names,
+                        # The tunnel reaches the services where they listen.
+                        backend_host=_backend_host(config.server.host),
                     ),
                     authenticate=DirectoryAuthenticator(store, throttle),
                     data_dir=config.server.data_dir,

@@ -134,6 +134,8 @@ class ServerChannel:
         self._framer = PduFramer(config.max_fragment)
         self._out = bytearray()
         self._partial_head = False
+        #: True once an RPC channel's response head is queued (a refusal is then too late).
+        self._response_started = False
 
     # -- input ---------------------------------------------------------------------------
 
@@ -287,8 +289,15 @@ class ServerChannel:
         self.state = ChannelState.DRAIN if keep else ChannelState.CLOSED
 
     def refuse_rpc(self, code: int) -> None:
-        """``HTTP/1.0 503 RPC Error: <hex>`` (the form impacket and Windows parse), then close."""
-        self._decided()
+        """``HTTP/1.0 503 RPC Error: <hex>`` (the form impacket and Windows parse), then close.
+
+        Allowed while the request awaits a decision, and on an accepted RPC channel whose
+        response has not started (the OUT channel learns only after CONN/A1 that its
+        backend is unreachable).
+        """
+        accepted_unanswered = self.state is ChannelState.RPC and not self._response_started
+        if not accepted_unanswered:
+            self._decided()
         self._out += (
             f"HTTP/1.0 503 RPC Error: {code:x}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         ).encode("ascii")
@@ -332,6 +341,7 @@ class ServerChannel:
 
     def start_out_response(self, content_length: int) -> None:
         """The OUT channel's ``200 Success`` head ([MS-RPCH] 3.2.3.5.2)."""
+        self._response_started = True
         self._send(
             h11.Response(
                 status_code=200,

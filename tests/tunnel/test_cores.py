@@ -282,3 +282,25 @@ def test_quota() -> None:
     assert q.acquire("a") and q.acquire("a") and not q.acquire("a") and q.acquire("b")
     q.release("a")
     assert q.acquire("a") and not q.acquire("a", 2)
+
+
+def test_an_accepted_out_channel_can_still_be_refused_until_its_response_starts() -> None:
+    """The OUT channel learns only after CONN/A1 that its backend is unreachable: a 503
+    is still the right answer then, but not once the 200 head is out."""
+    out_head = IN_HEAD.replace(b"RPC_IN_DATA", b"RPC_OUT_DATA").replace(b"1073741824", b"76")
+    ch = ServerChannel(CFG)
+    ch.receive_data(out_head)
+    ch.next_events()
+    ch.accept_rpc()
+    ch.data_to_send()
+    ch.refuse_rpc(0x6BA)
+    assert ch.data_to_send().startswith(b"HTTP/1.0 503 RPC Error: 6ba\r\n")
+    assert ch.state is ChannelState.CLOSED
+
+    late = ServerChannel(CFG)
+    late.receive_data(out_head)
+    late.next_events()
+    late.accept_rpc()
+    late.start_out_response(1024)
+    with pytest.raises(Exception, match="decision"):
+        late.refuse_rpc(0x6BA)
