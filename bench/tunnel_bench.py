@@ -1,0 +1,530 @@
+"""The HTTPS tunnel against direct TCP: small calls and bulk transfers on loopback.
+
+The server is a real ``serve`` (endpoint mapper, object store, tunnel on a dynamic
+port with its self-signed certificate, SQLite in a temporary data directory) in a
+child process; this process is the client. Every figure is measured over three
+transports side by side: direct TCP (``ncacn_ip_tcp``), the HTTP/2 tunnel (one h2
+stream) and the HTTP/1.1 tunnel (RPC over HTTP v2, the MS-RPCH channel pair), each on
+one client connection with calls in series.
+
+Small calls (``--seconds`` each, after a short warm-up):
+
+- a DCE/RPC null call: the management interface's ``inq_if_ids`` on the endpoint mapper
+  (empty request stub, a ~100-byte reply; a real call every transport can reach);
+- the store's ``get_props`` of four properties on an open message (as in rpc_bench).
+
+Bulk (``--size-mb`` MiB, 100 by default, in ``--chunk-kb`` chunks, one round trip each):
+
+- upload: a new message's attachment data written through a stream
+  (``write_stream`` per chunk), then commit and save of the attachment and message;
+- download: the saved attachment read back through a stream (``read_stream`` per chunk);
+- raw TLS for comparison: the same number of bytes each way over a trio ``SSLStream``
+  client/server pair on loopback (a second child process, the tunnel's own TLS
+  context and a self-signed certificate, 64 KiB socket reads like the tunnel's).
+
+Prints one figure a line, the ratios to direct TCP (targets, issue 4: HTTP/2 at least
+0.40, HTTP/1.1 at least 0.50 of the direct small-call rate) and to raw TLS (target: bulk
+through a tunnel at least half of raw TLS), and rewrites its section of
+``docs/benchmarks.md``. MiB are 2**20 bytes.
+
+Usage: ``python bench/tunnel_bench.py [--seconds 5] [--size-mb 100] [--docs PATH]``;
+``--profile-server FILE`` writes the server's cProfile statistics (main thread) there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from rpc_bench import DOCS, free_port, wait_for_port, write_section  # noqa: E402
+
+USER, PASSWORD = "bench", "bench-password"
+TAGS = ["PR_SUBJECT", "PR_MESSAGE_SIZE", "PR_MESSAGE_FLAGS", "PR_MESSAGE_DELIVERY_TIME"]
+TRANSPORTS = {
+    "direct": "direct TCP",
+    "h2": "HTTP/2 tunnel",
+    "h1": "HTTP/1.1 tunnel (RPC over HTTP v2)",
+}
+#: Issue 4's targets: small-call rate through each tunnel as a fraction of direct TCP.
+SMALL_TARGETS = {"h2": 0.40, "h1": 0.50}
+#: Bulk through a tunnel as a fraction of raw TLS.
+BULK_TARGET = 0.5
+MiB = 1 << 20
+#: Bound on one bulk transfer (each way), whatever the size.
+BULK_TIMEOUT = 900.0
+
+
+# -- the server (child process) -----------------------------------------------------------
+
+
+def run_bench_server(
+    users: list[tuple[str, str]],
+    *,
+    kdf_n: int | None = None,
+    profile: Path | None = None,
+) -> None:
+    """Run ``serve`` with the tunnel on a dynamic port until stdin closes.
+
+    ``users`` are created before the server starts (with scrypt cost ``kdf_n`` when
+    given, so that creating and logging on many users stays cheap). Prints one JSON
+    line ``{"epm", "store", "tunnel", "fingerprint"}`` once every listener is up.
+    Closing stdin stops the server cleanly (sessions, databases, then the profile).
+    """
+    import tempfile
+
+    import trio
+
+    from mapi.logon import KdfParams
+    from mapi.store import ObjectStore
+    from mapi_anywhere.config import (
+        Config,
+        EndpointMapperSection,
+        ServerSection,
+        StoreSection,
+        TunnelSection,
+    )
+    from mapi_anywhere.serve import run_server
+    from tunnel.config import TunnelConfig
+
+    async def main(data_dir: Path) -> None:
+        config = Config(
+            server=ServerSection(data_dir=data_dir),
+            endpoint_mapper=EndpointMapperSection(port=0),
+            store=StoreSection(demo_user=False),
+            tunnel=TunnelSection(settings=TunnelConfig(port=0)),
+        )
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(run_server, config)
+            assert running.tunnel is not None
+            info = {
+                "epm": running.epm_port,
+                "store": running.service_ports["store"],
+                "tunnel": running.tunnel.port,
+                "fingerprint": running.tunnel.fingerprint,
+            }
+            print(json.dumps(info), flush=True)
+            await trio.to_thread.run_sync(sys.stdin.buffer.read, abandon_on_cancel=True)
+            nursery.cancel_scope.cancel()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        kdf = KdfParams(n=kdf_n) if kdf_n else KdfParams()
+        store = ObjectStore(Path(tmp), kdf=kdf)
+        for name, password in users:
+            store.add_user(name, password, email=f"{name}@example.org")
+        store.close()
+        if profile is None:
+            trio.run(main, Path(tmp))
+            return
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+        try:
+            trio.run(main, Path(tmp))
+        finally:
+            profiler.disable()
+            profiler.dump_stats(str(profile))
+
+
+def launch_server(script: str, *args: str) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start ``script --serve ...`` and read the ports it prints."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen(
+        [sys.executable, script, "--serve", *args],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    assert server.stdout is not None
+    line = server.stdout.readline()  # bounded: the child exits (EOF) if it cannot start
+    if not line:
+        server.wait(timeout=30)
+        raise RuntimeError(f"the benchmark server did not start (exit {server.returncode})")
+    return server, json.loads(line)
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """Close the child's stdin (a clean stop), then make sure it is gone."""
+    assert server.stdin is not None
+    server.stdin.close()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def serve_tls(port: int) -> None:
+    """Raw TLS sink/source: per connection, a 9-byte request ``b"U"|b"D"`` + size (u64):
+    ``U`` reads that many bytes then answers ``b"k"``; ``D`` sends that many bytes."""
+    import tempfile
+
+    import trio
+
+    from tunnel.tls import ensure_certificate, server_context
+
+    async def handler(stream: trio.SSLStream[trio.SocketStream]) -> None:
+        try:
+            head = b""
+            while len(head) < 9:
+                data = await stream.receive_some(9 - len(head))
+                if not data:
+                    return
+                head += data
+            size = int.from_bytes(head[1:], "big")
+            if head[:1] == b"U":
+                got = 0
+                while got < size:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    got += len(data)
+                await stream.send_all(b"k")
+            else:
+                chunk = os.urandom(MiB)
+                sent = 0
+                while sent < size:
+                    piece = chunk[: min(MiB, size - sent)]
+                    await stream.send_all(piece)
+                    sent += len(piece)
+            await stream.aclose()
+        except trio.BrokenResourceError:
+            pass
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cert, key = ensure_certificate(Path(tmp), ["localhost"])
+        context = server_context(cert, key)
+        trio.run(trio.serve_ssl_over_tcp, handler, port, context)
+
+
+# -- clients --------------------------------------------------------------------------------
+
+
+def tunnel_url(info: dict[str, Any]) -> str:
+    return f"https://127.0.0.1:{info['tunnel']}/?epm={info['epm']}"
+
+
+def connect_via(transport: str, info: dict[str, Any], user: str, password: str) -> Any:
+    """``clients.api.connect`` over ``transport`` (direct, h2 or h1)."""
+    from clients.api import connect
+
+    if transport == "direct":
+        return connect(f"ncacn_ip_tcp:127.0.0.1[{info['epm']}]", user, password)
+    return connect(
+        tunnel_url(info),
+        user,
+        password,
+        fingerprint=info["fingerprint"],
+        http2=transport == "h2",
+    )
+
+
+async def _rate(call: Callable[[], Awaitable[object]], seconds: float) -> float:
+    """Calls/s of ``call`` in series: a warm-up, then ``seconds`` of timed calls."""
+    warm = time.perf_counter()
+    while time.perf_counter() - warm < min(0.5, seconds):
+        await call()
+    count = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        await call()
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def bench_null(transport: str, info: dict[str, Any], seconds: float) -> float:
+    """mgmt ``inq_if_ids`` on the endpoint mapper, calls/s."""
+    import contextlib
+
+    import trio
+
+    from dcerpc.client import open_rpc_client, open_tcp_rpc_client
+    from endpoint_mapper.stubs import MGMT_SYNTAX, OP_MGMT_INQ_IF_IDS
+    from tunnel.transport import open_tunnel_stream
+
+    async def run() -> float:
+        async with contextlib.AsyncExitStack() as stack:
+            if transport == "direct":
+                rpc = await stack.enter_async_context(open_tcp_rpc_client("127.0.0.1", info["epm"]))
+            else:
+                stream = await stack.enter_async_context(
+                    open_tunnel_stream(
+                        f"https://127.0.0.1:{info['tunnel']}/",
+                        "127.0.0.1",
+                        info["epm"],
+                        username=USER,
+                        password=PASSWORD,
+                        http2=transport == "h2",
+                        fingerprint=info["fingerprint"],
+                    )
+                )
+                rpc = await stack.enter_async_context(open_rpc_client(stream))
+            ctx = await rpc.bind(MGMT_SYNTAX)
+            with trio.fail_after(seconds + 60):
+                rate = await _rate(lambda: rpc.call(ctx, OP_MGMT_INQ_IF_IDS, b""), seconds)
+        return rate
+
+    return trio.run(run)
+
+
+def bench_getprops(transport: str, info: dict[str, Any], seconds: float) -> float:
+    """The store's ``get_props`` of four properties on an open message, calls/s."""
+    import trio
+
+    async def run() -> float:
+        async with connect_via(transport, info, USER, PASSWORD) as session:
+            store = await session.open_store()
+            inbox = await store.open_folder(await store.special_folder("inbox"))
+            msg = await inbox.create_message()
+            await msg.set_props({"PR_SUBJECT": "x" * 100, "PR_MESSAGE_DELIVERY_TIME": 1})
+            msg = await store.open_message(await msg.save())
+            with trio.fail_after(seconds + 60):
+                return await _rate(lambda: msg.get_props(TAGS), seconds)
+
+    return trio.run(run)
+
+
+def bench_bulk(transport: str, info: dict[str, Any], size: int, chunk: int) -> tuple[float, float]:
+    """Upload then download of a ``size``-byte attachment in ``chunk``-byte stream calls;
+    returns (upload, download) in bytes/s. The message is deleted afterwards."""
+    import trio
+
+    from clients.api import Attachment, Stream
+    from mapi import proptags as pt
+
+    data = os.urandom(chunk)
+
+    async def run() -> tuple[float, float]:
+        async with connect_via(transport, info, USER, PASSWORD) as session:
+            store = await session.open_store()
+            inbox = await store.open_folder(await store.special_folder("inbox"))
+            async with session.batch() as batch:
+                msg = batch.add(inbox.create_message())
+                batch.add(msg.set_props({"PR_SUBJECT": f"bulk {transport}"}))
+                attach: Attachment = batch.add(msg.create_attachment())
+                batch.add(
+                    attach.set_props(
+                        {"PR_ATTACH_METHOD": pt.ATTACH_BY_VALUE, "PR_ATTACH_FILENAME": "b.bin"}
+                    )
+                )
+                stream: Stream = batch.add(
+                    attach.open_stream("PR_ATTACH_DATA_BIN", write=True, create=True)
+                )
+            with trio.fail_after(BULK_TIMEOUT):
+                start = time.perf_counter()
+                sent = 0
+                while sent < size:
+                    piece = data[: min(chunk, size - sent)]
+                    await stream.write(piece)
+                    sent += len(piece)
+                await stream.commit()
+                await stream.release()
+                await attach.save()
+                eid = await msg.save()
+                upload = size / (time.perf_counter() - start)
+            message = await store.open_message(eid)
+            async with session.batch() as batch:
+                attach = batch.add(message.open_attachment(0))
+                stream = batch.add(attach.open_stream("PR_ATTACH_DATA_BIN"))
+            with trio.fail_after(BULK_TIMEOUT):
+                start = time.perf_counter()
+                got = 0
+                while got < size:
+                    piece = await stream.read(min(chunk, size - got))
+                    if not piece:
+                        break
+                    got += len(piece)
+                download = size / (time.perf_counter() - start)
+            if got != size:
+                raise RuntimeError(f"downloaded {got} bytes of {size}")
+            await stream.release()
+            await attach.release()
+            await message.release()
+            await inbox.delete_messages([eid], hard=True)
+            return upload, download
+
+    return trio.run(run)
+
+
+def bench_raw_tls(port: int, size: int, chunk: int) -> tuple[float, float]:
+    """Raw TLS on loopback: (upload, download) bytes/s of ``size`` bytes each way."""
+    import socket
+
+    import trio
+
+    from tunnel.tls import client_context
+
+    data = os.urandom(chunk)
+    context = client_context(alpn=["http/1.1"], fingerprint="00" * 32)  # no chain check
+
+    async def one(mode: bytes) -> float:
+        tcp = await trio.open_tcp_stream("127.0.0.1", port)
+        tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream = trio.SSLStream(tcp, context, server_hostname="localhost")
+        async with stream:
+            with trio.fail_after(BULK_TIMEOUT):
+                await stream.do_handshake()
+                start = time.perf_counter()
+                await stream.send_all(mode + size.to_bytes(8, "big"))
+                if mode == b"U":
+                    sent = 0
+                    while sent < size:
+                        piece = data[: min(chunk, size - sent)]
+                        await stream.send_all(piece)
+                        sent += len(piece)
+                    if await stream.receive_some(1) != b"k":
+                        raise RuntimeError("the TLS sink did not acknowledge")
+                else:
+                    got = 0
+                    while got < size:
+                        piece = await stream.receive_some(65536)
+                        if not piece:
+                            raise RuntimeError("the TLS source closed early")
+                        got += len(piece)
+                return size / (time.perf_counter() - start)
+
+    async def run() -> tuple[float, float]:
+        return await one(b"U"), await one(b"D")
+
+    return trio.run(run)
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+def measure(
+    seconds: float, size: int, chunk: int, profile: Path | None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Every figure: (rates in calls/s by key, bulk in bytes/s by key)."""
+    rates: dict[str, float] = {}
+    bulk: dict[str, float] = {}
+    args = ["store"] + (["--profile-server", str(profile)] if profile else [])
+    server, info = launch_server(__file__, *args)
+    try:
+        for transport in TRANSPORTS:
+            rates[f"null/{transport}"] = bench_null(transport, info, seconds)
+            rates[f"getprops/{transport}"] = bench_getprops(transport, info, seconds)
+        for transport in TRANSPORTS:
+            up, down = bench_bulk(transport, info, size, chunk)
+            bulk[f"upload/{transport}"], bulk[f"download/{transport}"] = up, down
+    finally:
+        stop_server(server)
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    tls = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "tls", "--port", str(port)],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        bulk["upload/tls"], bulk["download/tls"] = bench_raw_tls(port, size, chunk)
+    finally:
+        tls.terminate()
+        tls.wait(timeout=10)
+    return rates, bulk
+
+
+def report(
+    rates: dict[str, float], bulk: dict[str, float], size_mib: float, chunk: int
+) -> list[str]:
+    """The printed lines, in order."""
+    lines: list[str] = []
+    calls = {
+        "null": "DCE/RPC null call (mgmt inq_if_ids on the endpoint mapper)",
+        "getprops": "store get_props (4 properties) on an open message",
+    }
+    for kind, label in calls.items():
+        for transport, name in TRANSPORTS.items():
+            lines.append(f"{label}, {name}, calls/s: {rates[f'{kind}/{transport}']:.0f}")
+    for kind, label in calls.items():
+        short = label.split(" (")[0]
+        for transport, target in SMALL_TARGETS.items():
+            ratio = rates[f"{kind}/{transport}"] / rates[f"{kind}/direct"]
+            verdict = "met" if ratio >= target else "missed"
+            lines.append(
+                f"{short}, {TRANSPORTS[transport]} / direct TCP: {ratio:.2f}"
+                f" (target {target:.2f}, {verdict})"
+            )
+    size_label = f"{size_mib:g} MiB attachment"
+    chunk_label = f"{chunk // 1024} KiB chunks"
+    for way in ("upload", "download"):
+        for transport, name in TRANSPORTS.items():
+            lines.append(
+                f"{size_label} {way} ({chunk_label}), {name}, MiB/s: "
+                f"{bulk[f'{way}/{transport}'] / MiB:.1f}"
+            )
+        lines.append(
+            f"raw TLS loopback {way} (trio SSLStream), MiB/s: {bulk[f'{way}/tls'] / MiB:.1f}"
+        )
+    for way in ("upload", "download"):
+        for transport in ("h2", "h1"):
+            name = TRANSPORTS[transport].split(" (")[0]
+            to_tls = bulk[f"{way}/{transport}"] / bulk[f"{way}/tls"]
+            verdict = "met" if to_tls >= BULK_TARGET else "missed"
+            to_direct = bulk[f"{way}/{transport}"] / bulk[f"{way}/direct"]
+            lines.append(
+                f"attachment {way}, {name} / raw TLS: {to_tls:.2f} (target {BULK_TARGET:.2f},"
+                f" {verdict}); / direct TCP: {to_direct:.2f}"
+            )
+        direct_to_tls = bulk[f"{way}/direct"] / bulk[f"{way}/tls"]
+        lines.append(f"attachment {way}, direct TCP / raw TLS: {direct_to_tls:.2f}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each call rate")
+    parser.add_argument("--size-mb", type=float, default=100.0, help="attachment size, MiB")
+    parser.add_argument("--chunk-kb", type=int, default=1024, help="stream chunk, KiB (<= 1024)")
+    parser.add_argument("--docs", type=Path, default=DOCS, help="document to update")
+    parser.add_argument(
+        "--profile-server", type=Path, help="write the store server's cProfile stats here"
+    )
+    parser.add_argument("--serve", choices=["store", "tls"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve == "store":
+        run_bench_server([(USER, PASSWORD)], profile=args.profile_server)
+        return
+    if args.serve == "tls":
+        serve_tls(args.port)
+        return
+    if not 1 <= args.chunk_kb <= 1024:
+        parser.error("--chunk-kb must be within 1..1024 (the server reads at most 1 MiB)")
+    size = int(args.size_mb * MiB)
+    chunk = args.chunk_kb * 1024
+    rates, bulk = measure(args.seconds, size, chunk, args.profile_server)
+    printed = report(rates, bulk, args.size_mb, chunk)
+    for line in printed:
+        print(line, flush=True)
+    lines = [f"- {line}" for line in printed]
+    lines.append("")
+    lines.append(
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, Python "
+        f"{sys.version.split()[0]}; client and server in separate processes on loopback, "
+        f"one client connection per figure, calls in series, {args.seconds:g} s per call "
+        "rate; bulk = one stream call per chunk, upload timed to the attachment's and "
+        "message's save. Targets (issue 4): small calls through HTTP/2 at least 0.40 and "
+        "through HTTP/1.1 at least 0.50 of direct TCP; bulk through a tunnel at least half "
+        "of raw TLS."
+    )
+    write_section("HTTPS tunnel against direct TCP (bench/tunnel_bench.py)", lines, args.docs)
+
+
+if __name__ == "__main__":
+    main()
