@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
+import socket
 import urllib.parse
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -55,6 +56,7 @@ from mapi.service import (
     OP_EXECUTE,
     OP_WAIT_FOR_EVENTS,
     STORE_SYNTAX,
+    WAKE_MAGIC,
 )
 from tunnel.errors import TunnelError
 from tunnel.transport import open_tunnel_stream
@@ -637,6 +639,8 @@ class Session:
         self.user = user
         #: Sequence number of the last event received (resume from it after a reconnect).
         self.last_seq = 0
+        #: The UDP socket wake-up datagrams arrive on (``connect(wake_udp=True)``).
+        self.wake_socket: trio.socket.SocketType | None = None
         self._next_handle = 0
         self._free_handles: list[int] = []
 
@@ -669,6 +673,16 @@ class Session:
             self.last_seq = int(reply["last_seq"])
             raise ResyncRequired("events were lost; re-read the folders you show")
         return events
+
+    async def wait_for_wakeup(self) -> None:
+        """Return when the server's UDP wake-up datagram arrives (events are queued).
+
+        A hint only (UDP may lose it): follow it with :meth:`wait_for_events`.
+        """
+        if self.wake_socket is None:
+            raise RuntimeError("connect with wake_udp=True to receive wake-ups")
+        while not (await self.wake_socket.recv(64)).startswith(WAKE_MAGIC):
+            pass  # not ours: keep waiting
 
     async def events(self, poll_seconds: float = 30.0) -> AsyncIterator[Event]:
         """Every event as it arrives (a long-poll loop), until the caller stops."""
@@ -761,8 +775,10 @@ async def _open_store_rpc(host: str, port: int) -> AsyncIterator[tuple[RpcClient
         yield rpc, await rpc.bind(STORE_SYNTAX, (MSGPACK,))
 
 
-async def logon(rpc: RpcClient, context_id: int, user: str, password: str) -> Session:
-    """Challenge-response logon on a bound connection."""
+async def logon(
+    rpc: RpcClient, context_id: int, user: str, password: str, *, wake_port: int | None = None
+) -> Session:
+    """Challenge-response logon on a bound connection (``wake_port``: see :func:`connect`)."""
     first = await _call(rpc, context_id, OP_CONNECT, {"user": user})
     kdf = first["kdf"]
     challenge = Challenge(
@@ -776,17 +792,15 @@ async def logon(rpc: RpcClient, context_id: int, user: str, password: str) -> Se
         raise errors.LogonFailed("the server asks for a key derivation too costly to run")
     # scrypt is memory-hard and slow on purpose: keep it off the event loop.
     cnonce, response = await trio.to_thread.run_sync(client_response, password, challenge)
-    reply = await _call(
-        rpc,
-        context_id,
-        OP_CONNECT,
-        {
-            "user": user,
-            "nonce": challenge.server_nonce,
-            "cnonce": cnonce,
-            "response": response,
-        },
-    )
+    request: dict[str, Any] = {
+        "user": user,
+        "nonce": challenge.server_nonce,
+        "cnonce": cnonce,
+        "response": response,
+    }
+    if wake_port is not None:
+        request["wake_port"] = wake_port
+    reply = await _call(rpc, context_id, OP_CONNECT, request)
     return Session(rpc, context_id, reply["session"], reply["user"])
 
 
@@ -842,6 +856,7 @@ async def connect(
     fingerprint: str | None = None,
     http2: bool = True,
     resume: Session | None = None,
+    wake_udp: bool = False,
 ) -> AsyncIterator[Session]:
     """Log on to the store at ``address``; the session is closed on exit.
 
@@ -853,6 +868,8 @@ async def connect(
         resume: a session whose connection was cut: take it up again (its server-side
             state, subscriptions and queued events; :attr:`Session.last_seq` carries on)
             instead of logging on anew. Raises LogonFailed when it has expired.
+        wake_udp: on the LAN, also receive UDP wake-up datagrams when events are
+            queued (:meth:`Session.wait_for_wakeup`); the long-poll stays the truth.
 
     Raises:
         LogonFailed: wrong user name or password.
@@ -860,18 +877,30 @@ async def connect(
         TunnelError: the tunnel refused us (HTTP status and RPC error inside).
     """
     if address.startswith("https://"):
+        if wake_udp:
+            raise ValueError("UDP wake-ups are for the LAN (ncacn_ip_tcp addresses) only")
         opener = _open_tunnel_store_rpc(
             address, user, password, fingerprint=fingerprint, http2=http2
         )
     else:
         opener = _open_store_rpc(*parse_address(address))
-    async with opener as (rpc, context_id):
+    async with contextlib.AsyncExitStack() as stack:
+        wake_socket = None
+        if wake_udp:
+            wake_socket = stack.enter_context(trio.socket.socket(type=socket.SOCK_DGRAM))
+            await wake_socket.bind(("0.0.0.0", 0))
+        rpc, context_id = await stack.enter_async_context(opener)
+        wake_port = wake_socket.getsockname()[1] if wake_socket is not None else None
         if resume is None:
-            session = await logon(rpc, context_id, user, password)
+            session = await logon(rpc, context_id, user, password, wake_port=wake_port)
         else:
-            reply = await _call(rpc, context_id, OP_CONNECT, {"resume": resume.session_id})
+            request: dict[str, Any] = {"resume": resume.session_id}
+            if wake_port is not None:
+                request["wake_port"] = wake_port
+            reply = await _call(rpc, context_id, OP_CONNECT, request)
             session = Session(rpc, context_id, reply["session"], reply["user"])
             session.last_seq = resume.last_seq
+        session.wake_socket = wake_socket
         try:
             yield session
         finally:

@@ -10,7 +10,10 @@ whole). Opnums:
 0 ``connect``
     Step 1 ``{"user"}`` answers a logon challenge ``{"salt", "kdf", "nonce"}``.
     Step 2 ``{"user", "nonce", "cnonce", "response"}`` answers ``{"session", "user"}``:
-    the password never crosses the wire (:mod:`mapi.logon`).
+    the password never crosses the wire (:mod:`mapi.logon`). A LAN client may add
+    ``"wake_port"``: when events are queued, the server sends a UDP datagram
+    (:data:`WAKE_MAGIC`) to that port at the client's address, at most every
+    :data:`WAKE_INTERVAL` seconds, as a hint to long-poll now.
     Or ``{"resume": session}`` takes up a live session on a new connection (after a
     connection was cut): its objects, subscriptions and queued events are intact.
 1 ``disconnect`` ``{"session"}``: closes every object of the session.
@@ -38,7 +41,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import math
 import secrets
+import socket
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -63,6 +68,9 @@ OP_WAIT_FOR_EVENTS: Final = 3
 OPNUM_COUNT: Final = 4
 #: Longest a wait_for_events may park, in seconds (below the tunnel's idle timeouts).
 MAX_WAIT: Final = 120.0
+#: UDP wake-up datagrams: a fixed prefix, and at most one per session per interval.
+WAKE_MAGIC: Final = b"MAPIWAKE"
+WAKE_INTERVAL: Final = 0.25
 
 #: Limits of a decoded stub (the runtime already caps the stub at 4 MiB).
 _PENDING_LOGONS: Final = "mapi.pending_logons"
@@ -86,6 +94,9 @@ class _LiveSession:
     closed: bool = False
     #: Set (from any thread, through the trio token) when events are queued for it.
     events_ready: trio.Event = field(default_factory=trio.Event)
+    #: Where to send UDP wake-up datagrams (the LAN client's address and its port).
+    wake_address: tuple[str, int] | None = None
+    last_wake: float = -math.inf
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +110,17 @@ class ServiceLimits:
     #: Seconds without a call before a session is closed.
     session_idle: float = 1800.0
     max_handles: int = ops.MAX_HANDLES
+
+
+def _wake_address(request: dict[str, Any], ctx: CallContext) -> tuple[str, int] | None:
+    """The wake-up target a LAN client registered: its own address (never one it names,
+    so the server cannot be aimed at third parties) and an unprivileged UDP port."""
+    port = request.get("wake_port")
+    if not isinstance(port, int) or isinstance(port, bool) or ctx.peer is None:
+        return None
+    if not 1024 <= port <= 65535:
+        raise errors.InvalidParameter("wake_port must be in [1024, 65535]")
+    return (ctx.peer[0], port)
 
 
 def _throttled_address(ctx: CallContext) -> str | None:
@@ -138,6 +160,7 @@ class StoreService:
         self._sessions: dict[bytes, _LiveSession] = {}
         self._last_sweep = 0.0
         self._token: trio.lowlevel.TrioToken | None = None
+        self._wake_socket: socket.socket | None = None
 
     def interface(self) -> Interface:
         return Interface(
@@ -174,6 +197,8 @@ class StoreService:
         """Close every session (at shutdown)."""
         for sid in list(self._sessions):
             await self._drop(sid)
+        if self._wake_socket is not None:
+            self._wake_socket.close()
 
     # -- logon -----------------------------------------------------------------------------
 
@@ -181,6 +206,7 @@ class StoreService:
         if "resume" in request:
             live = self._live(request.get("resume"))
             live.last_used = trio.current_time()
+            live.wake_address = _wake_address(request, ctx)
             log.info("%s resumed a session from %s", live.user, ctx.peer)
             return _pack({"hresult": 0, "session": request["resume"], "user": live.user})
         user = request.get("user")
@@ -214,6 +240,7 @@ class StoreService:
         await self._expire_idle()
         if len(self._sessions) >= self.limits.max_sessions:
             raise errors.SessionLimit("too many sessions on this server")
+        wake_address = _wake_address(request, ctx)  # checked before any session exists
         address = _throttled_address(ctx)
         now = trio.current_time()
         wait = self.throttle.delay(user, address, now)
@@ -237,6 +264,7 @@ class StoreService:
             ops.HandleTable(self.limits.max_handles),
             name,
             last_used=trio.current_time(),
+            wake_address=wake_address,
         )
         log.info("%s logged on from %s", name, ctx.peer)
         return _pack({"hresult": 0, "session": sid, "user": name})
@@ -300,8 +328,26 @@ class StoreService:
 
     def _wake(self, key: Hashable) -> None:
         live = self._sessions.get(key) if isinstance(key, bytes) else None
-        if live is not None:
-            live.events_ready.set()
+        if live is None:
+            return
+        live.events_ready.set()
+        now = trio.current_time()
+        if live.wake_address is not None and now - live.last_wake >= WAKE_INTERVAL:
+            live.last_wake = now
+            self._send_wake(live)
+
+    def _send_wake(self, live: _LiveSession) -> None:
+        """The LAN wake-up datagram: a hint to long-poll now. It carries nothing but
+        :data:`WAKE_MAGIC` (the client knows which session registered the port); losing
+        it costs nothing, the long-poll stays the truth."""
+        assert live.wake_address is not None
+        if self._wake_socket is None:
+            self._wake_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._wake_socket.setblocking(False)  # sendto never blocks the event loop
+        try:
+            self._wake_socket.sendto(WAKE_MAGIC, live.wake_address)
+        except OSError as exc:  # full buffer, unreachable: the datagram is only a hint
+            log.debug("wake-up datagram to %s not sent: %s", live.wake_address, exc)
 
     async def _wait_for_events(self, request: dict[str, Any]) -> bytes:
         sid = request.get("session")

@@ -176,3 +176,47 @@ async def test_cut_connection_resumes_without_losing_events(server, transport):
         with pytest.raises(errors.LogonFailed):
             async with open_session(server, transport, "bob", resume=cut):
                 pass
+
+
+async def test_lan_client_gets_a_udp_wakeup_when_events_are_queued(server):
+    lan = f"ncacn_ip_tcp:127.0.0.1[{server.epm_port}]"
+    with trio.fail_after(30):
+        async with (
+            connect(lan, "alice", PASSWORDS["alice"]) as alice,
+            connect(lan, "bob", PASSWORDS["bob"], wake_udp=True) as bob,
+        ):
+            store = await bob.open_store()
+            await store.advise(EventType.NEW_MAIL)
+            await send(alice, "wake up")
+            await bob.wait_for_wakeup()  # the datagram, before any poll
+            (event,) = await bob.wait_for_events(poll_seconds=0)
+            assert event.name == "new_mail"
+        with pytest.raises(ValueError, match="LAN"):
+            async with connect(f"https://127.0.0.1:{server.tunnel.port}/", "bob",
+                               PASSWORDS["bob"], wake_udp=True):  # fmt: skip
+                pass
+
+
+async def test_wake_port_must_be_unprivileged(server):
+    import msgpack
+
+    from dcerpc.client import open_tcp_rpc_client
+    from dcerpc.syntax import MSGPACK
+    from mapi.service import OP_CONNECT, STORE_SYNTAX
+
+    with trio.fail_after(30):
+        async with open_tcp_rpc_client("127.0.0.1", server.service_ports["store"]) as rpc:
+            ctx_id = await rpc.bind(STORE_SYNTAX, (MSGPACK,))
+            first = msgpack.unpackb(
+                await rpc.call(ctx_id, OP_CONNECT, msgpack.packb({"user": "bob"}))
+            )
+            from mapi.logon import Challenge, KdfParams, client_response
+
+            kdf = first["kdf"]
+            challenge = Challenge("bob", first["salt"], KdfParams(kdf["n"], kdf["r"], kdf["p"]),
+                                  first["nonce"])  # fmt: skip
+            cnonce, response = client_response(PASSWORDS["bob"], challenge)
+            request = {"user": "bob", "nonce": first["nonce"], "cnonce": cnonce,
+                       "response": response, "wake_port": 53}  # fmt: skip
+            reply = msgpack.unpackb(await rpc.call(ctx_id, OP_CONNECT, msgpack.packb(request)))
+            assert reply["hresult"] == errors.Hresult.MAPI_E_INVALID_PARAMETER
