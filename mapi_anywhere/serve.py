@@ -185,6 +185,8 @@ async def _run(
         running = RunningServer(
             host=host, epm_port=_port_of(listeners), database=database, store=store
         )
+        # The tunnel reaches these in memory rather than over loopback TCP.
+        local_services = {running.epm_port: epm.handle_stream}
         database.register(
             EPM_SYNTAX,
             [Tower.tcp(EPM_SYNTAX, _tower_host(host), running.epm_port)],
@@ -197,6 +199,7 @@ async def _run(
             )
             listeners = await nursery.start(server.serve_tcp, config.services.dynamic_port, host)
             port = running.service_ports[spec.name] = _port_of(listeners)
+            local_services[port] = server.handle_stream
             for iface in spec.interfaces:
                 database.register(
                     iface.syntax,
@@ -226,6 +229,7 @@ async def _run(
                     authenticate=DirectoryAuthenticator(store, throttle),
                     data_dir=config.server.data_dir,
                     epm_port=running.epm_port,
+                    local_services=local_services,
                 )
             )
         task_status.started(running)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +17,14 @@ import trio
 
 from tunnel.autodiscover import Site
 from tunnel.config import TunnelConfig
+from tunnel.drivers.local import local_stream_pair
 from tunnel.drivers.vc_table import VcTable
 from tunnel.policy import AllowList, Authenticator, Quota, parse_authorization
 
 log = logging.getLogger("tunnel")
+
+#: Serves one connection of an in-process service (``RpcServer.handle_stream``).
+StreamHandler = Callable[[trio.abc.Stream], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -44,8 +48,13 @@ class ProxyContext:
         allow: AllowList,
         authenticate: Authenticator,
         site: Site,
+        local_services: Mapping[int, StreamHandler] | None = None,
     ) -> None:
         self.config = config
+        #: Ports served by this very process: reached through an in-memory stream pair.
+        self.local_services = dict(local_services or {})
+        #: Where in-process service connections run (set by ``serve_tunnel``).
+        self.nursery: trio.Nursery | None = None
         self.allow = allow
         self.authenticate = authenticate
         self.site = site
@@ -81,12 +90,20 @@ class ProxyContext:
         self.vcs_open -= units
         self.user_quota.release(user, units)
 
-    async def connect_backend(self, address: tuple[str, int]) -> trio.SocketStream:
+    async def connect_backend(self, address: tuple[str, int]) -> trio.abc.HalfCloseableStream:
         """Connect to an allow-listed backend address.
+
+        A port served by this process is reached in memory (no loopback TCP hop); the
+        service's handler runs in the tunnel's nursery and ends with the stream.
 
         Raises:
             OSError: refused or timed out.
         """
+        handler = self.local_services.get(address[1])
+        if handler is not None and self.nursery is not None:
+            tunnel_end, service_end = local_stream_pair()
+            self.nursery.start_soon(handler, service_end)
+            return tunnel_end
         try:
             with trio.fail_after(self.config.connect_timeout):
                 stream = await trio.open_tcp_stream(*address)

@@ -279,7 +279,7 @@ class _H1Connection:
             finally:
                 self.ctx.vc_table.leave(vc, Side.OUT)
 
-    async def _run_out(self, vc: VirtualConnection, conn: trio.SocketStream) -> None:
+    async def _run_out(self, vc: VirtualConnection, conn: trio.abc.HalfCloseableStream) -> None:
         send, receive = trio.open_memory_channel[bytes](4)
         with trio.CancelScope() as scope:
             vc.attach(scope)
@@ -302,7 +302,10 @@ class _H1Connection:
         vc.end("client closed the OUT channel")
 
     async def _backend_reader(
-        self, vc: VirtualConnection, conn: trio.SocketStream, send: trio.MemorySendChannel[bytes]
+        self,
+        vc: VirtualConnection,
+        conn: trio.abc.HalfCloseableStream,
+        send: trio.MemorySendChannel[bytes],
     ) -> None:
         framer = PduFramer(self.cfg.max_fragment)
         head = b""

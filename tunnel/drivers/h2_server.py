@@ -252,7 +252,7 @@ class _H2Connection:
             log.info("%s: h2 stream %d relay ended: %r", self.address, s.request.stream_id, exc)
             s.scope.cancel()
 
-    async def _up(self, s: _Stream, conn: trio.SocketStream) -> None:
+    async def _up(self, s: _Stream, conn: trio.abc.HalfCloseableStream) -> None:
         sid = s.request.stream_id
         while True:
             while s.inbox:
@@ -266,7 +266,7 @@ class _H2Connection:
                 return
             await s.wait()
 
-    async def _down(self, s: _Stream, conn: trio.SocketStream) -> None:
+    async def _down(self, s: _Stream, conn: trio.abc.HalfCloseableStream) -> None:
         sid = s.request.stream_id
         cfg = self.ctx.config
         while True:
@@ -283,6 +283,7 @@ class _H2Connection:
                 self.glue.end_stream(sid)
                 await self.flush()
                 return
+            data = bytes(data)
             sent = self.glue.send_data(sid, data)
             await self.flush()
             while sent < len(data):

@@ -13,14 +13,14 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import trio
 
 from tunnel.autodiscover import Site
 from tunnel.config import TunnelConfig
-from tunnel.drivers.context import ProxyContext, TunnelInfo, peer_address
+from tunnel.drivers.context import ProxyContext, StreamHandler, TunnelInfo, peer_address
 from tunnel.drivers.h1_server import serve_h1
 from tunnel.drivers.h2_server import serve_h2
 from tunnel.drivers.tls import certificate_fingerprint, ensure_certificate, server_context
@@ -64,6 +64,7 @@ async def serve_tunnel(
     authenticate: Authenticator,
     data_dir: Path,
     epm_port: int = 0,
+    local_services: Mapping[int, StreamHandler] | None = None,
     task_status: trio.TaskStatus[TunnelInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the HTTPS tunnel until cancelled.
@@ -76,6 +77,8 @@ async def serve_tunnel(
         authenticate: async ``(user, password) -> bool``; the user directory.
         data_dir: where a self-signed certificate is kept when none is configured.
         epm_port: the endpoint mapper's port, announced by autodiscover.
+        local_services: handlers of the services this process serves, by port: those
+            targets are reached through in-memory streams instead of loopback TCP.
         task_status: receives a :class:`TunnelInfo` (port, fingerprint) once listening.
     """
     cert, key = await trio.to_thread.run_sync(
@@ -103,7 +106,7 @@ async def serve_tunnel(
         if isinstance(allowed_targets, AllowList)
         else AllowList.from_pairs(allowed_targets)
     )
-    ctx = ProxyContext(config, allow, authenticate, site)
+    ctx = ProxyContext(config, allow, authenticate, site, local_services)
     info = TunnelInfo(config.host, port, fingerprint, cert, url, listeners)
     log.info(
         "tunnel listening on https://%s:%d/ (certificate SHA-256 %s)",
@@ -116,5 +119,6 @@ async def serve_tunnel(
         await _handle(ctx, ssl_ctx, tcp)
 
     async with trio.open_nursery() as nursery:
+        ctx.nursery = nursery
         await nursery.start(trio.serve_listeners, handler, listeners)
         task_status.started(info)

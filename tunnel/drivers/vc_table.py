@@ -54,7 +54,7 @@ class VirtualConnection:
         self.established = trio.Event()
         self.ended = trio.Event()
         self.end_reason = ""
-        self.backend: trio.SocketStream | None = None
+        self.backend: trio.abc.HalfCloseableStream | None = None
         self.in_cookie = b"\x00" * 16
         self.out_cookie = b"\x00" * 16
         self.keepalive_ms = 300000
