@@ -49,6 +49,14 @@ def _address(stream: trio.abc.Stream, peer: bool) -> tuple[str, int] | None:
     return (str(addr[0]), int(addr[1]))
 
 
+def _only_broken_streams(exc: BaseException) -> bool:
+    """True when ``exc`` (or every exception in its group, as the connection's nursery
+    raises them) says the transport broke or closed."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_broken_streams(e) for e in exc.exceptions)
+    return isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError)
+
+
 @dataclass(slots=True)
 class _Connection:
     core: ServerConnection
@@ -109,10 +117,11 @@ class RpcServer:
         conn = _Connection(core, stream, peer, local)
         try:
             await self._serve(conn)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            log.debug("%s: connection from %s broke", self.name, peer)
-        except Exception:
-            log.exception("%s: unexpected error on connection from %s", self.name, peer)
+        except Exception as exc:
+            if _only_broken_streams(exc):  # a peer reset or vanished: not our error
+                log.debug("%s: connection from %s broke", self.name, peer)
+            else:
+                log.exception("%s: unexpected error on connection from %s", self.name, peer)
         finally:
             self.active_connections -= 1
             core.close()

@@ -288,6 +288,9 @@ class StoreService:
             return
         self._last_sweep = now
         deadline = now - self.limits.session_idle
+        closed = await trio.to_thread.run_sync(self.store.close_idle_mailboxes)
+        if closed:
+            log.debug("closed %d idle mailbox database(s)", closed)
         for sid, live in list(self._sessions.items()):
             if live.last_used < deadline and not live.lock.locked():
                 del self._sessions[sid]

@@ -49,6 +49,8 @@ from mapi.properties import PropData, now_filetime
 from mapi.storage.db import MailboxDB
 from mapi.tables import check_sort
 
+#: A mailbox no session holds is closed after this long unused (FILETIME ticks: 1 min).
+MAILBOX_IDLE: Final = 60 * 10_000_000
 #: How long a logon challenge stays valid, in FILETIME ticks (2 minutes).
 CHALLENGE_LIFETIME: Final = 2 * 60 * 10_000_000
 #: PR_STORE_SUPPORT_MASK: ENTRYID_UNIQUE | MODIFY_OK | CREATE_OK | ATTACH_OK |
@@ -86,6 +88,9 @@ class ObjectStore:
         self.directory = Directory(self.data_dir / "directory.sqlite3", kdf=kdf, clock=clock)
         self._lock = threading.Lock()
         self._mailboxes: dict[str, MailboxDB] = {}
+        #: Sessions holding each open mailbox, and when each was last used (FILETIME).
+        self._mailbox_sessions: dict[str, int] = {}
+        self._mailbox_touched: dict[str, int] = {}
         self._challenges: dict[bytes, tuple[Challenge, int]] = {}
         self._sessions: dict[str, int] = {}
         #: Subscriptions and event queues of every session (:mod:`mapi.notifications`).
@@ -192,7 +197,7 @@ class ObjectStore:
     # --- Mailboxes -------------------------------------------------------------------------
 
     def mailbox_db(self, user: UserRecord) -> MailboxDB:
-        """The (shared) database of a user's mailbox, created on first use."""
+        """The (shared) database of a user's mailbox, opened (created) on demand."""
         with self._lock:
             db = self._mailboxes.get(user.user_id)
             if db is None:
@@ -201,7 +206,36 @@ class ObjectStore:
                 with db.transaction() as conn:
                     ensure_standard_folders(conn, self.clock())
                 self._mailboxes[user.user_id] = db
+            self._mailbox_touched[user.user_id] = self.clock()
             return db
+
+    def _mailbox_used(self, user_id: str, delta: int) -> None:
+        with self._lock:
+            count = self._mailbox_sessions.get(user_id, 0) + delta
+            if count > 0:
+                self._mailbox_sessions[user_id] = count
+            else:
+                self._mailbox_sessions.pop(user_id, None)
+            self._mailbox_touched[user_id] = self.clock()
+
+    def close_idle_mailboxes(self, idle_ticks: int = MAILBOX_IDLE) -> int:
+        """Close the databases of mailboxes no session holds, unused for ``idle_ticks``
+        (FILETIME ticks; a minute by default, so a delivery in progress finishes first).
+        Each open mailbox costs file descriptors and SQLite's cache. Returns how many."""
+        now = self.clock()
+        with self._lock:
+            idle = [
+                user_id
+                for user_id in self._mailboxes
+                if user_id not in self._mailbox_sessions
+                and now - self._mailbox_touched.get(user_id, 0) >= idle_ticks
+            ]
+            dbs = [self._mailboxes.pop(user_id) for user_id in idle]
+            for user_id in idle:
+                self._mailbox_touched.pop(user_id, None)
+        for db in dbs:
+            db.close()
+        return len(dbs)
 
     def resolve(self, address: str) -> Identity | None:
         """The user with e-mail address or login name ``address`` (a MailRouter)."""
@@ -230,6 +264,8 @@ class Session:
         self.user = user
         self.session_id = os.urandom(16)
         self._closed = False
+        #: Mailboxes (user ids) this session has opened: kept open while it lives.
+        self._mailboxes: set[str] = set()
 
     def open_store(self, owner: str | None = None) -> MsgStore:
         """Open the user's mailbox, or ``owner``'s.
@@ -242,6 +278,9 @@ class Session:
             raise errors.InvalidObject("the session is closed")
         owner_rec = self.user if owner is None else self._store.directory.get_user(owner)
         db = self._store.mailbox_db(owner_rec)
+        if owner_rec.user_id not in self._mailboxes:
+            self._mailboxes.add(owner_rec.user_id)
+            self._store._mailbox_used(owner_rec.user_id, +1)
         ctx = StoreContext(
             db, user=_identity(self.user), owner=_identity(owner_rec),
             hub=self._store.notifications, router=self._store,
@@ -257,6 +296,9 @@ class Session:
         if not self._closed:
             self._closed = True
             self._store._session_ended(self.user.user_id)
+            for user_id in self._mailboxes:
+                self._store._mailbox_used(user_id, -1)
+            self._mailboxes.clear()
 
 
 class MsgStore(MapiObject):

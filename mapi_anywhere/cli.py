@@ -107,6 +107,10 @@ def _setup_logging(level: str) -> None:
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    # At DEBUG, the HTTP/2 libraries log every header they code, Authorization included
+    # (the Basic credentials): secrets never reach our logs, whatever the level.
+    for library in ("hpack", "h2", "h11"):
+        logging.getLogger(library).setLevel(max(logging.INFO, logging.root.level))
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -291,7 +291,9 @@ class H2Glue:
             if body:
                 self.send_data(stream_id, body)
                 self.end_stream(stream_id)
-        except h2.exceptions.StreamClosedError:
+        except (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError):
+            # The client reset the stream (and may have opened higher ones since, which
+            # h2 reports as StreamIDTooLowError): there is no one left to answer.
             self._forget(stream_id)
             return
         if body is not None:

@@ -34,6 +34,7 @@ running the additive :data:`~mapi.storage.schema.UPGRADE_1_TO_2` script.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -130,7 +131,8 @@ class MailboxDB:
 
         Commits on normal exit, rolls back on any exception. SQLite "database is
         locked" (another process kept the write lock past the busy timeout) becomes
-        MAPI_E_BUSY; other SQLite errors become MAPI_E_CALL_FAILED.
+        MAPI_E_BUSY; a full disk MAPI_E_NOT_ENOUGH_DISK (nothing of the transaction is
+        kept); other SQLite errors become MAPI_E_CALL_FAILED.
         """
         with self.lock:
             self._check_open()
@@ -148,22 +150,31 @@ class MailboxDB:
             self._depth = 1
             try:
                 yield self.conn
+            except sqlite3.Error as exc:  # disk full or I/O error inside the body
+                self._abort()
+                raise _translate(exc) from exc
             except BaseException:
-                self._depth = 0
-                self._hooks.clear()
-                self.txn_local = {}
-                self.conn.execute("ROLLBACK")
+                self._abort()
                 raise
             self._depth = 0
             try:
                 self.conn.execute("COMMIT")
-            except sqlite3.Error as exc:  # pragma: no cover - disk full, I/O error
-                self._hooks.clear()
-                self.txn_local = {}
-                self.conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:  # disk full, I/O error
+                self._abort()
                 raise _translate(exc) from exc
             self.generation += 1
             self._run_hooks()
+
+    def _abort(self) -> None:
+        """Roll the outermost transaction back (SQLite may already have done so)."""
+        self._depth = 0
+        self._hooks.clear()
+        self.txn_local = {}
+        # A failed COMMIT on a full disk has already rolled back; and if ROLLBACK fails,
+        # the transaction is gone either way: the original error says why.
+        if self.conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -220,6 +231,9 @@ class MailboxDB:
 
 def _translate(exc: sqlite3.Error) -> errors.MapiError:
     text = str(exc)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+        return errors.NotEnoughDisk("the data directory's disk is full")
     if "locked" in text or "busy" in text:
         return errors.Busy(text)
     return errors.CallFailed(text)
