@@ -515,3 +515,50 @@ async def test_repeated_wrong_passwords_delay_further_logons(server, transport):
         # Other users are not affected.
         async with open_session(server, transport, "alice") as session:
             assert session.user == "alice"
+
+
+@pytest.mark.parametrize("role", ["none", "reviewer", "editor", "owner"])
+async def test_folder_permission_roles_over_rpc(server, role):
+    """What each role on Alice's Inbox lets Bob do, checked over the wire."""
+    from mapi.permissions import ROLES
+
+    lan = epm_address(server)
+    with trio.fail_after(60):
+        async with connect(lan, "alice", PASSWORDS["alice"]) as alice:
+            store = await alice.open_store()
+            inbox = await _folder(store, "inbox")
+            msg = await inbox.create_message()
+            await msg.set_props({"PR_SUBJECT": "alice's"})
+            eid = await msg.save()
+            bob_id = (await trio.to_thread.run_sync(server.store.directory.get_user, "bob")).user_id
+            await inbox.set_permission(bob_id, ROLES[role])
+        async with connect(lan, "bob", PASSWORDS["bob"]) as bob:
+            if role == "none":
+                with pytest.raises(errors.NoAccess):
+                    await bob.open_store("alice")
+                return
+            store = await bob.open_store("alice")
+            inbox = await _folder(store, "inbox")
+            subjects = [r["PR_SUBJECT"] async for r in inbox.contents(["PR_SUBJECT"])]
+            assert subjects == ["alice's"]  # every role here may read
+
+            async def can(call) -> bool:
+                try:
+                    await call
+                except errors.NoAccess:
+                    return False
+                return True
+
+            created = await can(inbox.create_message())
+            deleted = await can(inbox.delete_messages([eid], hard=True))
+            subfolder = await can(inbox.create_folder("bob's"))
+            acl = await can(inbox.set_permission(bob_id, ROLES[role]))
+            expected = {
+                "reviewer": (False, False, False, False),
+                "editor": (True, True, False, False),
+                "owner": (True, True, True, True),
+            }[role]
+            assert (created, deleted, subfolder, acl) == expected
+            # No role on the Inbox opens any other folder of hers.
+            with pytest.raises(errors.NoAccess):
+                await store.open_folder(await store.special_folder("sent"))
