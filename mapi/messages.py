@@ -27,7 +27,7 @@ change keys are computed by the server (MAPI_E_COMPUTED on write).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, ClassVar, Final, Generic, TypeVar
 
 from mapi import errors, permissions
 from mapi import proptags as pt
@@ -140,8 +140,47 @@ def _rowid(row: dict[int, PropData]) -> int:
     return value if isinstance(value, int) else 0
 
 
-class Message(MapiObject):
+StateT = TypeVar("StateT", "MessageState", "AttachState")
+
+
+class _WorkingCopy(MapiObject, Generic[StateT]):
+    """What messages and attachments share: a working copy over a property bag whose
+    large values live in chunk rows owned by (``_owner_kind``, the object's db id)."""
+
+    _owner_kind: ClassVar[int]
+    _noun: ClassVar[str]
+    _state: StateT
+    _writable: bool
+
+    def _read_large(self, tag: int, length: int) -> bytes:
+        return self.read_large_at(tag, 0, length)
+
+    def read_large_at(self, tag: int, offset: int, size: int) -> bytes:
+        """Bytes of a committed large value (for streams)."""
+        assert self._state.db_id is not None
+        with self._ctx.db.reading() as conn:
+            return chunks.read(conn, self._owner_kind, self._state.db_id, tag, offset, size)
+
+    def _check_writable(self) -> None:
+        if not self._writable:
+            raise errors.NoAccess(f"the {self._noun} is open read-only")
+
+    def _apply(self, sets: list[tuple[int, PropData]], deletes: list[int]) -> None:
+        for tag, value in sets:
+            self._state.bag.set(tag, value)
+        for tag in deletes:
+            self._state.bag.delete(tag)
+        self._changed()
+
+    def _changed(self) -> None:
+        """Called after the working copy changed (messages count versions)."""
+
+
+class Message(_WorkingCopy["MessageState"]):
     """An open message (a transacted working copy)."""
+
+    _owner_kind = OWNER_MESSAGE
+    _noun = "message"
 
     computed_ids = frozenset(pt.prop_id(t) for t in _MESSAGE_COMPUTED)
 
@@ -262,26 +301,7 @@ class Message(MapiObject):
             tags += [pt.PR_INSTANCE_KEY, pt.PR_CHANGE_KEY]
         return tags
 
-    def _read_large(self, tag: int, length: int) -> bytes:
-        assert self._state.db_id is not None
-        with self._ctx.db.reading() as conn:
-            return chunks.read(conn, OWNER_MESSAGE, self._state.db_id, tag, 0, length)
-
-    def read_large_at(self, tag: int, offset: int, size: int) -> bytes:
-        """Bytes of a committed large value (for streams)."""
-        assert self._state.db_id is not None
-        with self._ctx.db.reading() as conn:
-            return chunks.read(conn, OWNER_MESSAGE, self._state.db_id, tag, offset, size)
-
-    def _check_writable(self) -> None:
-        if not self._writable:
-            raise errors.NoAccess("the message is open read-only")
-
-    def _apply(self, sets: list[tuple[int, PropData]], deletes: list[int]) -> None:
-        for tag, value in sets:
-            self._state.bag.set(tag, value)
-        for tag in deletes:
-            self._state.bag.delete(tag)
+    def _changed(self) -> None:
         self._version += 1
 
     def touch(self) -> None:
@@ -522,8 +542,11 @@ class Message(MapiObject):
         return self._depth
 
 
-class Attachment(MapiObject):
+class Attachment(_WorkingCopy["AttachState"]):
     """An open attachment (a working copy saved into its message)."""
+
+    _owner_kind = OWNER_ATTACHMENT
+    _noun = "attachment"
 
     computed_ids = frozenset(pt.prop_id(t) for t in _ATTACH_COMPUTED)
 
@@ -555,24 +578,6 @@ class Attachment(MapiObject):
     def _computed_tags(self) -> list[int]:
         return [pt.PR_ATTACH_NUM, pt.PR_ATTACH_SIZE, pt.PR_INSTANCE_KEY, pt.PR_RECORD_KEY,
                 pt.PR_OBJECT_TYPE, pt.PR_ACCESS_LEVEL]  # fmt: skip
-
-    def _read_large(self, tag: int, length: int) -> bytes:
-        return self.read_large_at(tag, 0, length)
-
-    def read_large_at(self, tag: int, offset: int, size: int) -> bytes:
-        assert self._state.db_id is not None
-        with self._ctx.db.reading() as conn:
-            return chunks.read(conn, OWNER_ATTACHMENT, self._state.db_id, tag, offset, size)
-
-    def _check_writable(self) -> None:
-        if not self._writable:
-            raise errors.NoAccess("the attachment is open read-only")
-
-    def _apply(self, sets: list[tuple[int, PropData]], deletes: list[int]) -> None:
-        for tag, value in sets:
-            self._state.bag.set(tag, value)
-        for tag in deletes:
-            self._state.bag.delete(tag)
 
     def touch(self) -> None:
         """Note a pending change made from outside (a stream commit)."""
