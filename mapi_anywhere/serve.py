@@ -82,13 +82,16 @@ class DirectoryAuthenticator:
     A full check costs a scrypt derivation (memory-hard, on purpose), and every channel
     of the tunnel authenticates; a successful check is remembered for ``ttl`` seconds
     as an HMAC of the credentials under a per-process key (never the password itself).
+    The cost of the cache: after ``passwd`` or ``deluser`` (another process), the old
+    password still opens the tunnel for at most ``ttl`` seconds; the store's own logon
+    behind it checks the directory every time.
     """
 
     def __init__(
         self,
         store: ObjectStore,
         throttle: LogonThrottle,
-        ttl: float = 300.0,
+        ttl: float = 60.0,
         max_entries: int = 4096,
     ) -> None:
         self.store = store
