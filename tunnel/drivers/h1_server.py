@@ -48,6 +48,7 @@ from tunnel.channel import (
     ServerChannel,
 )
 from tunnel.drivers.context import ProxyContext
+from tunnel.drivers.util import send_within
 from tunnel.drivers.vc_table import Side, VirtualConnection
 from tunnel.policy import (
     CHALLENGES,
@@ -87,8 +88,7 @@ class _H1Connection:
             if not data:
                 return
             try:
-                with trio.fail_after(self.cfg.send_timeout):
-                    await self.stream.send_all(data)
+                await send_within(self.stream, data, self.cfg.send_timeout)
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise _Closed(f"send failed: {exc!r}") from exc
 
@@ -109,7 +109,7 @@ class _H1Connection:
                 raise _Closed("channel closed")
             limit = self.cfg.head_timeout if self.channel.has_partial_head else idle
             data = None
-            with trio.move_on_after(limit):
+            with trio.CancelScope(deadline=trio.current_time() + limit):
                 try:
                     data = bytes(await self.stream.receive_some(self.cfg.receive_size))
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -403,8 +403,7 @@ class _H1Connection:
             event = await self.next_event(self.cfg.vc_idle_timeout)
             if isinstance(event, RpcPduReceived):
                 try:
-                    with trio.fail_after(self.cfg.send_timeout):
-                        await backend.send_all(event.data)
+                    await send_within(backend, event.data, self.cfg.send_timeout)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                     vc.end("the RPC server stopped reading")
                     return

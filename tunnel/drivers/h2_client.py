@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager, suppress
 import trio
 
 from tunnel.config import TunnelConfig
-from tunnel.drivers.util import single_errors
+from tunnel.drivers.util import acquire, single_errors
 from tunnel.errors import TunnelError
 from tunnel.h2_glue import (
     ConnectionEnded,
@@ -56,7 +56,8 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         self._changed = trio.Event()
 
     async def _flush(self) -> None:
-        async with self._write_lock:
+        await acquire(self._write_lock)
+        try:
             data = self.glue.data_to_send()
             if data:
                 try:
@@ -64,6 +65,8 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                     self._fail(exc)
                     raise trio.BrokenResourceError("tunnel connection broke") from exc
+        finally:
+            self._write_lock.release()
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
@@ -125,7 +128,8 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
     # -- trio.abc.HalfCloseableStream ----------------------------------------------------
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        async with self._send_guard:
+        await acquire(self._send_guard)
+        try:
             if self._closed:
                 raise trio.ClosedResourceError
             view = bytes(data)
@@ -135,10 +139,13 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                     raise trio.BrokenResourceError(str(self._error))
                 n = self.glue.send_data(self.sid, view[sent:])
                 sent += n
-                await self._flush()
+                await self._flush()  # the transport's send checkpoints
                 if sent < len(view) and n == 0:
                     await self._changed.wait()
-            await trio.lowlevel.checkpoint()
+            if not view:
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._send_guard.release()
 
     async def wait_send_all_might_not_block(self) -> None:
         while self.glue.sendable(self.sid) <= 0 and self._error is None:

@@ -29,6 +29,7 @@ import trio
 
 from tunnel import autodiscover
 from tunnel.drivers.context import ProxyContext
+from tunnel.drivers.util import send_within
 from tunnel.h2_glue import (
     ConnectionEnded,
     DataReceived,
@@ -81,8 +82,7 @@ class _H2Connection:
             if not data or self.broken:
                 return
             try:
-                with trio.fail_after(self.ctx.config.send_timeout):
-                    await self.stream.send_all(data)
+                await send_within(self.stream, data, self.ctx.config.send_timeout)
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
                 log.info("%s: h2 peer stopped reading or went away", self.address)
                 self.broken = True
@@ -106,7 +106,7 @@ class _H2Connection:
             while not self.glue.closed and not self.broken:
                 timeout = math.inf if self.streams else cfg.idle_timeout
                 data = b""
-                with trio.move_on_after(timeout) as idle:
+                with trio.CancelScope(deadline=trio.current_time() + timeout) as idle:
                     try:
                         data = bytes(await self.stream.receive_some(cfg.receive_size))
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -257,8 +257,7 @@ class _H2Connection:
         while True:
             while s.inbox:
                 chunk = s.inbox.popleft()
-                with trio.fail_after(self.ctx.config.send_timeout):
-                    await conn.send_all(chunk)
+                await send_within(conn, chunk, self.ctx.config.send_timeout)
                 self.glue.consumed(sid, len(chunk))
             await self.flush()
             if s.ended:

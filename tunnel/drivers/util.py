@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import trio
+
 
 @contextmanager
 def single_errors() -> Iterator[None]:
@@ -20,3 +22,22 @@ def single_errors() -> Iterator[None]:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from group
         raise
+
+
+async def send_within(stream: trio.abc.SendStream, data: bytes, seconds: float) -> None:
+    """``stream.send_all(data)`` bounded by ``seconds``, raising ``trio.TooSlowError`` as
+    ``fail_after`` does, without a context-manager generator per message (these run for
+    every relayed PDU)."""
+    with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
+        await stream.send_all(data)
+    if scope.cancelled_caught:
+        raise trio.TooSlowError
+
+
+async def acquire(lock: trio.Lock) -> None:
+    """Take ``lock``: at once when it is free (no scheduler pass, unlike ``acquire()``),
+    else wait. The caller releases it. The send that follows still checkpoints."""
+    try:
+        lock.acquire_nowait()
+    except trio.WouldBlock:
+        await lock.acquire()
