@@ -29,7 +29,7 @@ from dcerpc.errors import DecodeError
 from dcerpc.framing import PduFramer
 from tunnel import rts
 from tunnel.config import DEFAULT_OUT_CONTENT_LENGTH, TunnelConfig
-from tunnel.drivers.util import single_errors
+from tunnel.drivers.util import acquire, single_errors
 from tunnel.errors import TunnelError
 from tunnel.vc import ReceiveWindow, SendWindow
 
@@ -53,8 +53,11 @@ class _Channel:
     async def send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
         if data:
-            async with self.lock:
+            await acquire(self.lock)
+            try:
                 await self.stream.send_all(data)
+            finally:
+                self.lock.release()
 
     async def next_event(self) -> h11.Event | type[h11.PAUSED]:
         while True:
@@ -256,20 +259,26 @@ class H1TunnelStream(trio.abc.Stream):
     # -- trio.abc.Stream -----------------------------------------------------------------------
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        async with self._send_guard:
-            if self._closed:
-                raise trio.ClosedResourceError
-            self._in_framer.feed(bytes(data))
-            try:
-                while (pdu := self._in_framer.next_pdu()) is not None:
-                    while not self.send_window.can_send(len(pdu)):
-                        if self._error is not None:
-                            raise trio.BrokenResourceError(str(self._error))
-                        await self._changed.wait()
-                    await self._send_in(pdu, rpc=True)
-            except DecodeError as exc:
-                raise trio.BrokenResourceError(f"not a DCE/RPC byte stream: {exc}") from exc
-            await trio.lowlevel.checkpoint()
+        await acquire(self._send_guard)
+        try:
+            await self._send_all_locked(data)
+        finally:
+            self._send_guard.release()
+
+    async def _send_all_locked(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError
+        self._in_framer.feed(bytes(data))
+        try:
+            while (pdu := self._in_framer.next_pdu()) is not None:
+                while not self.send_window.can_send(len(pdu)):
+                    if self._error is not None:
+                        raise trio.BrokenResourceError(str(self._error))
+                    await self._changed.wait()
+                await self._send_in(pdu, rpc=True)
+        except DecodeError as exc:
+            raise trio.BrokenResourceError(f"not a DCE/RPC byte stream: {exc}") from exc
+        await trio.lowlevel.checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         await trio.lowlevel.checkpoint()

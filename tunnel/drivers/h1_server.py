@@ -48,7 +48,7 @@ from tunnel.channel import (
     ServerChannel,
 )
 from tunnel.drivers.context import ProxyContext
-from tunnel.drivers.util import send_within
+from tunnel.drivers.util import acquire, send_within
 from tunnel.drivers.vc_table import Side, VirtualConnection
 from tunnel.policy import (
     CHALLENGES,
@@ -83,7 +83,8 @@ class _H1Connection:
     # -- I/O helpers -----------------------------------------------------------------------
 
     async def flush(self) -> None:
-        async with self.send_lock:
+        await acquire(self.send_lock)
+        try:
             data = self.channel.data_to_send()
             if not data:
                 return
@@ -91,6 +92,8 @@ class _H1Connection:
                 await send_within(self.stream, data, self.cfg.send_timeout)
             except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise _Closed(f"send failed: {exc!r}") from exc
+        finally:
+            self.send_lock.release()
 
     async def next_event(self, idle: float) -> Event:
         """The next channel event, reading as needed; ``idle`` bounds the wait
@@ -365,7 +368,7 @@ class _H1Connection:
                 await self._send_out(vc, pending, rpc=True)
                 pending = None
                 continue
-            with trio.move_on_after(interval) as idle:
+            with trio.CancelScope(deadline=trio.current_time() + interval) as idle:
                 await vc.out_waker.wait()
             if idle.cancelled_caught and window.fits_body(20):
                 await self._send_out(vc, rts.ping(), rpc=False)

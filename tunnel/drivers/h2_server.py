@@ -29,7 +29,7 @@ import trio
 
 from tunnel import autodiscover
 from tunnel.drivers.context import ProxyContext
-from tunnel.drivers.util import send_within
+from tunnel.drivers.util import acquire, send_within
 from tunnel.h2_glue import (
     ConnectionEnded,
     DataReceived,
@@ -77,17 +77,23 @@ class _H2Connection:
         self.nursery: trio.Nursery | None = None
 
     async def flush(self) -> None:
-        async with self.lock:
-            data = self.glue.data_to_send()
-            if not data or self.broken:
-                return
-            try:
-                await send_within(self.stream, data, self.ctx.config.send_timeout)
-            except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
-                log.info("%s: h2 peer stopped reading or went away", self.address)
-                self.broken = True
-                if self.nursery is not None:
-                    self.nursery.cancel_scope.cancel()
+        await acquire(self.lock)
+        try:
+            await self._flush_locked()
+        finally:
+            self.lock.release()
+
+    async def _flush_locked(self) -> None:
+        data = self.glue.data_to_send()
+        if not data or self.broken:
+            return
+        try:
+            await send_within(self.stream, data, self.ctx.config.send_timeout)
+        except (trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError):
+            log.info("%s: h2 peer stopped reading or went away", self.address)
+            self.broken = True
+            if self.nursery is not None:
+                self.nursery.cancel_scope.cancel()
 
     async def wait_window(self) -> None:
         await self.window.wait()
