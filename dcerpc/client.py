@@ -34,6 +34,7 @@ from dcerpc.events import (
 )
 from dcerpc.pdu import BindNakReason, ContextElement, ContextResultCode, ProviderReason
 from dcerpc.syntax import NDR, SyntaxId
+from dcerpc.trio_util import acquire, single_errors
 
 log = logging.getLogger("dcerpc.client")
 
@@ -152,12 +153,7 @@ class RpcClient:
         return waiter.event
 
     async def _flush(self) -> None:
-        # Uncontended (the usual case), take the lock without a scheduler trip; send_all
-        # below still checkpoints.
-        try:
-            self._send_lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._send_lock.acquire()
+        await acquire(self._send_lock)  # no scheduler pass when free; the send checkpoints
         try:
             await self._send_queued()
         finally:
@@ -236,7 +232,9 @@ async def open_rpc_client(
 ) -> AsyncIterator[RpcClient]:
     """Run an :class:`RpcClient` over an established stream; closes it on exit."""
     client = RpcClient(stream, config)
-    try:
+    # The reader task never raises, so a lone exception is the caller's own: give it
+    # back as it was raised, not wrapped in the nursery's group.
+    with single_errors():
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client._reader)
             try:
@@ -247,12 +245,6 @@ async def open_rpc_client(
                 with trio.CancelScope(shield=True):
                     await client.aclose()
                 nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The reader task never raises, so a lone exception is the caller's own: give it
-        # back as it was raised, not wrapped in the nursery's group.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from group.exceptions[0].__cause__
-        raise
 
 
 @asynccontextmanager

@@ -32,6 +32,7 @@ from dcerpc.server_connection import (
     InterfaceRegistry,
     ServerConnection,
 )
+from dcerpc.trio_util import acquire
 
 log = logging.getLogger("dcerpc.server")
 
@@ -240,12 +241,7 @@ class RpcServer:
     async def _flush(self, conn: _Connection) -> None:
         if not conn.core.outbox_pending:
             return
-        # Uncontended (the usual case), take the lock without a scheduler trip; send_all
-        # below still checkpoints.
-        try:
-            conn.send_lock.acquire_nowait()
-        except trio.WouldBlock:
-            await conn.send_lock.acquire()
+        await acquire(conn.send_lock)  # no scheduler pass when free; the send checkpoints
         try:
             await self._send_queued(conn)
         finally:

@@ -25,6 +25,7 @@ ALLOWED = {
 DRIVERS = {
     "dcerpc/server.py",
     "dcerpc/client.py",
+    "dcerpc/trio_util.py",
     "endpoint_mapper/client.py",
     "mapi/service.py",
 }

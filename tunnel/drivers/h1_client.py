@@ -27,9 +27,9 @@ import trio
 
 from dcerpc.errors import DecodeError
 from dcerpc.framing import PduFramer
+from dcerpc.trio_util import acquire, single_errors
 from tunnel import rts
 from tunnel.config import DEFAULT_OUT_CONTENT_LENGTH, TunnelConfig
-from tunnel.drivers.util import acquire, single_errors
 from tunnel.errors import TunnelError
 from tunnel.vc import ReceiveWindow, SendWindow
 

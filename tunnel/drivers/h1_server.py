@@ -33,6 +33,7 @@ import trio
 
 from dcerpc.errors import DecodeError
 from dcerpc.framing import PduFramer
+from dcerpc.trio_util import acquire, send_within
 from tunnel import autodiscover, rts
 from tunnel.channel import (
     RPC_METHODS,
@@ -48,7 +49,6 @@ from tunnel.channel import (
     ServerChannel,
 )
 from tunnel.drivers.context import ProxyContext
-from tunnel.drivers.util import acquire, send_within
 from tunnel.drivers.vc_table import Side, VirtualConnection
 from tunnel.policy import (
     CHALLENGES,

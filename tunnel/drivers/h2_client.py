@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager, suppress
 
 import trio
 
+from dcerpc.trio_util import acquire, single_errors
 from tunnel.config import TunnelConfig
-from tunnel.drivers.util import acquire, single_errors
 from tunnel.errors import TunnelError
 from tunnel.h2_glue import (
     ConnectionEnded,

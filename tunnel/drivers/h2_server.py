@@ -27,9 +27,9 @@ from typing import Any
 import h2.errors
 import trio
 
+from dcerpc.trio_util import acquire, send_within
 from tunnel import autodiscover
 from tunnel.drivers.context import ProxyContext
-from tunnel.drivers.util import acquire, send_within
 from tunnel.h2_glue import (
     ConnectionEnded,
     DataReceived,
