@@ -2,11 +2,18 @@
 
 ``async with open_tcp_rpc_client(host, port) as rpc`` connects over TCP; any
 ``trio.abc.Stream`` (TLS, a tunnel transport) works with :func:`open_rpc_client`.
-A reader task, inside the context manager's nursery, feeds the sans-IO
-:class:`~dcerpc.client_connection.ClientConnection` and wakes the callers waiting
-for each ``call_id``, so several calls may be outstanding at once. A caller that is
-cancelled while waiting orphans its call ([C706] 12.6.4.12), so the server can stop
-working on it and the connection stays usable.
+
+Several calls may be outstanding at once, and there is no reader task: the callers
+take turns reading (leader/follower). A caller waiting for its reply reads the stream
+itself when nobody else is reading, feeds the sans-IO
+:class:`~dcerpc.client_connection.ClientConnection` and hands every reply to its
+waiter; once its own reply is in, it passes the reading on to a caller still
+waiting. A lone call thus costs one wake-up for its reply instead of two (a reader's
+and then the caller's). The stream's ``receive_some`` must therefore lose nothing
+when cancelled, as trio's socket streams and our tunnel streams guarantee. A caller
+that is cancelled while waiting orphans its call ([C706] 12.6.4.12), so the server
+can stop working on it and the connection stays usable. Server PDUs that answer no
+call (a shutdown request, the close of the connection) are seen at the next call.
 """
 
 from __future__ import annotations
@@ -34,22 +41,26 @@ from dcerpc.events import (
 )
 from dcerpc.pdu import BindNakReason, ContextElement, ContextResultCode, ProviderReason
 from dcerpc.syntax import NDR, SyntaxId
-from dcerpc.trio_util import acquire, single_errors
+from dcerpc.trio_util import acquire
 
 log = logging.getLogger("dcerpc.client")
 
 
 class _Waiter:
-    __slots__ = ("done", "event")
+    """One caller waiting for its reply: ``wake`` is set when the reply (or the error
+    that ends the connection) is in ``event``, or when the caller must take a turn at
+    reading."""
+
+    __slots__ = ("event", "wake")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.wake = trio.Event()
         self.event: Event | BaseException | None = None
 
     def resolve(self, value: Event | BaseException) -> None:
-        if not self.done.is_set():
+        if self.event is None:
             self.event = value
-            self.done.set()
+            self.wake.set()
 
 
 class RpcClient:
@@ -64,6 +75,8 @@ class RpcClient:
         self._bind_lock = trio.Lock()
         self._next_context_id = 0
         self._closed: BaseException | None = None
+        #: A caller is reading the stream (the leader); the others wait to be woken.
+        self._reading = False
         self.shutdown_requested = False
         #: Transfer syntax chosen by the server for each bound context id.
         self.transfer_syntaxes: dict[int, SyntaxId] = {}
@@ -144,9 +157,17 @@ class RpcClient:
         waiter = self._waiters[call_id] = _Waiter()
         try:
             await self._flush()
-            await waiter.done.wait()
+            while waiter.event is None:
+                if not self._reading:
+                    await self._read_until(waiter)
+                else:
+                    await waiter.wake.wait()
+                    if waiter.event is None:  # woken to take a turn at reading
+                        waiter.wake = trio.Event()
         finally:
             self._waiters.pop(call_id, None)
+            if not self._reading:
+                self._hand_off()  # a turn we were given, and cannot take, goes on
         if isinstance(waiter.event, BaseException):
             raise ConnectionClosed(str(waiter.event)) from waiter.event
         assert waiter.event is not None
@@ -188,9 +209,14 @@ class RpcClient:
         for waiter in self._waiters.values():
             waiter.resolve(exc)
 
-    async def _reader(self) -> None:
+    async def _read_until(self, waiter: _Waiter) -> None:
+        """Read as the leader, dispatching every reply, until ``waiter`` has its own."""
+        self._reading = True
         try:
-            while self.core.state is not ClientState.CLOSED:
+            while waiter.event is None:
+                if self.core.state is ClientState.CLOSED:
+                    self._fail_all(ConnectionClosed("server closed the connection"))
+                    break
                 data = await self.stream.receive_some(65536)
                 for event in self.core.receive_data(data):
                     self._dispatch(event)
@@ -199,8 +225,16 @@ class RpcClient:
         except ProtocolError as exc:
             log.warning("server broke the protocol: %s", exc)
             self._fail_all(exc)
-        else:
-            self._fail_all(ConnectionClosed("server closed the connection"))
+        finally:
+            self._reading = False
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        """Wake one caller still waiting, to read next (it checks again when it runs)."""
+        for other in self._waiters.values():
+            if other.event is None:
+                other.wake.set()
+                return
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, ConnectionEnded):
@@ -232,19 +266,11 @@ async def open_rpc_client(
 ) -> AsyncIterator[RpcClient]:
     """Run an :class:`RpcClient` over an established stream; closes it on exit."""
     client = RpcClient(stream, config)
-    # The reader task never raises, so a lone exception is the caller's own: give it
-    # back as it was raised, not wrapped in the nursery's group.
-    with single_errors():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(client._reader)
-            try:
-                yield client
-            finally:
-                # Close before cancelling the reader: a checkpoint under the cancelled
-                # nursery scope would raise Cancelled and swallow the body's exception.
-                with trio.CancelScope(shield=True):
-                    await client.aclose()
-                nursery.cancel_scope.cancel()
+    try:
+        yield client
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
 
 
 @asynccontextmanager

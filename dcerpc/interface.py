@@ -6,6 +6,12 @@ negotiates presentation contexts, reassembles requests and calls the handler wit
 a :class:`CallContext`; the handler returns the response stub data or raises
 :class:`~dcerpc.errors.RpcFault` (any other exception becomes a fault too, and is
 logged by the driver, never sent to the peer).
+
+A service may also give an ``inline`` handler: a plain function the driver tries
+first, in the task that read the request, before it starts a task for the async
+handler. It answers calls it can serve at once, without waiting for anything, and
+returns None for the others (which then go to the async handler). Small calls
+answered this way skip a task start and its scheduler pass.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ class CallContext:
 
 
 Handler = Callable[[CallContext, bytes], Awaitable[bytes]]
+#: Answers at once, or returns None to hand the call to the async :data:`Handler`.
+InlineHandler = Callable[[CallContext, bytes], bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,8 @@ class Interface:
     opnum_count: int
     transfer_syntaxes: tuple[SyntaxId, ...] = (NDR,)
     name: str = ""
+    #: Tried first for every call; it must never block (see the module docstring).
+    inline: InlineHandler | None = None
 
     def __post_init__(self) -> None:
         if self.opnum_count < 0:

@@ -3,11 +3,14 @@
 One task per connection owns one :class:`~dcerpc.server_connection.ServerConnection`:
 it reads, feeds the core, flushes what the core queued and starts one task per
 complete call in the connection's nursery, so several calls run at once and nothing
-outlives the connection. Timeouts: a peer that sends nothing while no call is
-running is dropped after ``idle_timeout``; a PDU or fragmented request that stays
-incomplete for ``receive_timeout`` ends the connection; a peer that does not read
-our replies for ``send_timeout`` is dropped. Handler exceptions become faults (and
-are logged); they never reach the peer as text and never stop the server.
+outlives the connection. A call the interface's ``inline`` handler answers at once is
+answered by the reading task itself, with no task started.
+
+Timeouts: a peer that sends nothing while no call is running is dropped after
+``idle_timeout``; a PDU or fragmented request that stays incomplete for
+``receive_timeout`` ends the connection; a peer that does not read our replies for
+``send_timeout`` is dropped. Handler exceptions become faults (and are logged); they
+never reach the peer as text and never stop the server.
 """
 
 from __future__ import annotations
@@ -134,6 +137,7 @@ class RpcServer:
             # One restartable deadline for every read (hypercorn's idle timer): cheaper
             # than a fresh timeout scope per receive, and any expiry ends the connection.
             partial_since: float | None = None
+            sending = False
             with trio.CancelScope() as reading:
                 while conn.core.state is not ConnectionState.CLOSED and not conn.broken:
                     now = trio.current_time()
@@ -149,8 +153,17 @@ class RpcServer:
                     data = await conn.stream.receive_some(RECEIVE_SIZE)
                     if not self._handle_input(conn, nursery, data):
                         break
-                    await self._flush(conn)
-            if reading.cancelled_caught:
+                    if conn.core.outbox_pending:
+                        # Replies answered inline go out under this same scope, its
+                        # deadline moved to the send timeout: no scope per send.
+                        reading.deadline = trio.current_time() + cfg.send_timeout
+                        sending = True
+                        await self._flush(conn, scoped=False)
+                        sending = False
+            if reading.cancelled_caught and sending:
+                log.info("%s: %s does not read its replies, closing", self.name, conn.peer)
+                await self._break(conn)
+            elif reading.cancelled_caught:
                 await self._time_out(conn)
             elif conn.core.outbox_pending:
                 await self._flush(conn)  # the reply to a protocol error, before closing
@@ -167,6 +180,8 @@ class RpcServer:
             return False
         for event in events:
             if type(event) is CallReceived:
+                if event.interface.inline is not None and self._answer_inline(conn, event):
+                    continue
                 scope = trio.CancelScope()
                 conn.calls[event.call_id] = scope
                 nursery.start_soon(self._run_call, conn, event, scope)
@@ -193,10 +208,8 @@ class RpcServer:
                 async with conn.send_lock:
                     await conn.stream.send_all(ShutdownPdu().encode())
 
-    async def _run_call(
-        self, conn: _Connection, event: CallReceived, scope: trio.CancelScope
-    ) -> None:
-        ctx = CallContext(
+    def _context(self, conn: _Connection, event: CallReceived) -> CallContext:
+        return CallContext(
             opnum=event.opnum,
             interface=event.interface.syntax,
             transfer_syntax=event.transfer_syntax,
@@ -208,21 +221,48 @@ class RpcServer:
             served_interfaces=self.registry.syntaxes,
             byteorder=event.byteorder,
         )
+
+    def _fault_status(self, conn: _Connection, event: CallReceived, exc: Exception) -> int:
+        """The fault status a handler's exception becomes (logged unless expected)."""
+        if isinstance(exc, RpcFault):
+            return exc.status
+        if isinstance(exc, ProtocolError):
+            log.info("%s: bad stub from %s: %s", self.name, conn.peer, exc)
+            return exc.status
+        log.error(
+            "%s: %s opnum %d failed",
+            self.name,
+            event.interface.name,
+            event.opnum,
+            exc_info=exc,
+        )
+        return FaultStatus.FAULT_UNSPEC
+
+    def _answer_inline(self, conn: _Connection, event: CallReceived) -> bool:
+        """Try the interface's inline handler; True when the call is answered (the reply
+        is queued in the core, flushed with the rest of this read)."""
+        assert event.interface.inline is not None
+        try:
+            reply = event.interface.inline(self._context(conn, event), event.stub)
+        except Exception as exc:
+            conn.core.send_fault(event.call_id, self._fault_status(conn, event, exc))
+            return True
+        if reply is None:
+            return False
+        conn.core.send_response(event.call_id, reply)
+        return True
+
+    async def _run_call(
+        self, conn: _Connection, event: CallReceived, scope: trio.CancelScope
+    ) -> None:
+        ctx = self._context(conn, event)
         reply: bytes | None = None
         status = 0
         with scope:
             try:
                 reply = await event.interface.handler(ctx, event.stub)
-            except RpcFault as fault:
-                status = fault.status
-            except ProtocolError as exc:
-                status = exc.status
-                log.info("%s: bad stub from %s: %s", self.name, conn.peer, exc)
-            except Exception:
-                log.exception(
-                    "%s: %s opnum %d failed", self.name, event.interface.name, event.opnum
-                )
-                status = FaultStatus.FAULT_UNSPEC
+            except Exception as exc:
+                status = self._fault_status(conn, event, exc)
         conn.calls.pop(event.call_id, None)
         if event.call_id in conn.orphaned:
             conn.orphaned.discard(event.call_id)
@@ -238,25 +278,30 @@ class RpcServer:
             conn.core.send_fault(event.call_id, status or FaultStatus.FAULT_UNSPEC)
         await self._flush(conn)
 
-    async def _flush(self, conn: _Connection) -> None:
+    async def _flush(self, conn: _Connection, *, scoped: bool = True) -> None:
+        """Send what the core queued. ``scoped``: bounded by ``send_timeout`` here;
+        otherwise the caller's scope bounds it and ends the connection on expiry."""
         if not conn.core.outbox_pending:
             return
         await acquire(conn.send_lock)  # no scheduler pass when free; the send checkpoints
         try:
-            await self._send_queued(conn)
+            data = conn.core.data_to_send()
+            if not data or conn.broken:
+                return
+            try:
+                if scoped:
+                    deadline = trio.current_time() + self.config.send_timeout
+                    with trio.CancelScope(deadline=deadline) as scope:
+                        await conn.stream.send_all(data)
+                    if scope.cancelled_caught:  # the peer stopped reading
+                        await self._break(conn)
+                else:
+                    await conn.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self._break(conn)  # the peer went away: end the connection, not the server
         finally:
             conn.send_lock.release()
 
-    async def _send_queued(self, conn: _Connection) -> None:
-        data = conn.core.data_to_send()
-        if not data or conn.broken:
-            return
-        try:
-            with trio.CancelScope(deadline=trio.current_time() + self.config.send_timeout) as scope:
-                await conn.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            scope = None
-        if scope is None or scope.cancelled_caught:
-            # The peer stopped reading or went away: end the connection, not the server.
-            conn.broken = True
-            await trio.aclose_forcefully(conn.stream)
+    async def _break(self, conn: _Connection) -> None:
+        conn.broken = True
+        await trio.aclose_forcefully(conn.stream)

@@ -201,6 +201,8 @@ class Message(_WorkingCopy["MessageState"]):
         self._parent = parent
         self._depth = depth
         self._version = 0
+        #: (mailbox generation, committed recipients, committed attachment sizes).
+        self._committed_cache: tuple[int, list[dict[int, PropData]], dict[int, int]] | None = None
 
     @classmethod
     def new(cls, ctx: StoreContext, folder_id: int) -> Message:
@@ -231,20 +233,32 @@ class Message(_WorkingCopy["MessageState"]):
         return self._state.bag
 
     def _recipients(self) -> list[dict[int, PropData]]:
+        """The recipients (callers copy before changing them: the list may be cached)."""
         if self._state.recipients is not None:
             return self._state.recipients
-        with self._ctx.db.reading() as conn:
-            return load_recipients(conn, self._state.db_id)
+        return self._committed()[1]
 
     def _attachment_sizes(self) -> dict[int, int]:
-        with self._ctx.db.reading() as conn:
-            sizes = committed_attachments(conn, self._state.db_id)
+        sizes = dict(self._committed()[2])
         for num, attach in self._state.attachments.items():
             if attach is None:
                 sizes.pop(num, None)
             else:
                 sizes[num] = _bag_size(self, attach.bag)
         return sizes
+
+    def _committed(self) -> tuple[int, list[dict[int, PropData]], dict[int, int]]:
+        """The saved recipients and attachment sizes, read again only after a commit in
+        the mailbox (its generation moved), so repeated property reads of an open
+        message (PR_MESSAGE_SIZE, PR_DISPLAY_TO) need no SQLite."""
+        generation = self._ctx.db.generation
+        cached = self._committed_cache
+        if cached is None or cached[0] != generation:
+            with self._ctx.db.reading() as conn:
+                recipients = load_recipients(conn, self._state.db_id)
+                sizes = committed_attachments(conn, self._state.db_id)
+            cached = self._committed_cache = (generation, recipients, sizes)
+        return cached
 
     def _computed(self, tag: int) -> PropData | None:
         st = self._state

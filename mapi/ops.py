@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgpack
+
 from mapi import errors, sync
 from mapi import restrictions as rs
 from mapi.folders import Folder
@@ -204,6 +206,11 @@ class Result:
 
 Op = Callable[[Context, Args], Any]
 OPS: dict[str, Op] = {}
+#: Operations without side effects: a batch of only these may be started again from
+#: the top (the service tries such batches on the event loop, see :mod:`mapi.inline`).
+READ_ONLY: frozenset[str] = frozenset(
+    {"get_props", "get_prop_list", "get_names_from_ids", "query_position", "get_row_count"}
+)
 
 
 def op(name: str) -> Callable[[Op], Op]:
@@ -692,13 +699,9 @@ def run_batch(ctx: Context, ops: object) -> list[list[Any]]:
     return results
 
 
-def _approx_size(value: Any, depth: int = 0) -> int:
-    """Roughly the encoded size of a result (exact for the bytes and strings that count)."""
-    if isinstance(value, bytes | str):
-        return len(value) + 5
-    if isinstance(value, list) and depth < 8:
-        return 5 + sum(_approx_size(v, depth + 1) for v in value)
-    return 9
+def _approx_size(value: Any) -> int:
+    """The encoded size of a result (msgpack's C packer beats walking it in Python)."""
+    return len(msgpack.packb(value, use_bin_type=True))
 
 
 def _run_one(ctx: Context, item: object) -> list[Any]:

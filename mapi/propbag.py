@@ -25,6 +25,7 @@ import weakref
 from typing import IO
 
 from mapi import errors
+from mapi.inline import may_block
 from mapi.properties import PropData
 
 
@@ -44,6 +45,7 @@ class TempData:
         """Up to ``size`` bytes from ``offset``."""
         if offset >= self.length or size <= 0:
             return b""
+        may_block()  # the file may have spilled to disk
         self._file.seek(offset)
         return self._file.read(min(size, self.length - offset))
 

@@ -54,6 +54,7 @@ import trio
 from dcerpc.interface import CallContext, Interface
 from dcerpc.syntax import MSGPACK, SyntaxId
 from mapi import errors, ops
+from mapi.inline import NeedsWorker, inline
 from mapi.notifications import NotificationHub
 from mapi.store import ObjectStore, Session
 from mapi.throttle import LogonThrottle
@@ -136,6 +137,18 @@ def _throttled_address(ctx: CallContext) -> str | None:
         return ctx.peer[0]
 
 
+def _read_only(batch: object) -> bool:
+    """True for a well-formed batch of side-effect-free operations (see ``ops.READ_ONLY``)."""
+    if not isinstance(batch, list) or not batch or len(batch) > ops.MAX_OPS:
+        return False
+    for item in batch:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+            return False
+        if item[0] not in ops.READ_ONLY:
+            return False
+    return True
+
+
 def _pack(value: dict[str, Any]) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -164,7 +177,12 @@ class StoreService:
 
     def interface(self) -> Interface:
         return Interface(
-            STORE_SYNTAX, self.handle, OPNUM_COUNT, transfer_syntaxes=(MSGPACK,), name="store"
+            STORE_SYNTAX,
+            self.handle,
+            OPNUM_COUNT,
+            transfer_syntaxes=(MSGPACK,),
+            name="store",
+            inline=self.handle_inline,
         )
 
     @property
@@ -192,6 +210,41 @@ class StoreService:
             return await self._disconnect(request)
         except errors.MapiError as exc:
             return _error(exc)
+
+    def handle_inline(self, ctx: CallContext, stub: bytes) -> bytes | None:
+        """Answer a batch of reads on the event loop when nothing in it blocks.
+
+        Only ``execute`` batches made of :data:`mapi.ops.READ_ONLY` operations, for a
+        session whose lock is free, are tried, under :func:`mapi.inline.inline`: the
+        first touch of SQLite, or a mailbox lock held by a worker thread, abandons the
+        attempt and the batch goes to :meth:`handle`, which runs it from the top in a
+        worker thread. Anything unusual (a bad stub, an unknown session) also goes
+        there, so errors are answered in one place. None means "not answered".
+        """
+        if ctx.opnum != OP_EXECUTE:
+            return None
+        try:
+            request = msgpack.unpackb(stub, raw=False, **_UNPACK_LIMITS)
+        except Exception:  # msgpack raises several unrelated types
+            return None
+        if not isinstance(request, dict):
+            return None
+        sid, batch = request.get("session"), request.get("ops")
+        live = self._sessions.get(sid) if isinstance(sid, bytes) else None
+        if live is None or live.closed or live.lock.locked() or not _read_only(batch):
+            return None
+        now = trio.current_time()
+        if now - self._last_sweep >= 60:
+            return None  # the idle sweep is due: it needs the async path
+        assert isinstance(sid, bytes)
+        context = ops.Context(live.session, live.handles, self.store.limits, sid)
+        try:
+            with inline():
+                results = ops.run_batch(context, batch)
+        except NeedsWorker:
+            return None
+        live.last_used = now
+        return _pack({"hresult": 0, "results": results})
 
     async def close(self) -> None:
         """Close every session (at shutdown)."""

@@ -37,13 +37,13 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from mapi import errors
+from mapi.inline import MailboxLock, may_block
 from mapi.limits import Limits
 from mapi.restrictions import content_match
 from mapi.storage.schema import DDL, SCHEMA_VERSION, UPGRADE_1_TO_2
@@ -93,15 +93,23 @@ class MailboxDB:
         self.path = path
         self.limits = limits
         self.clock = clock
-        self.lock = threading.RLock()
+        #: Never waited for on the event loop (see :mod:`mapi.inline`).
+        self.lock = MailboxLock()
         self.generation = 0
         self._depth = 0
         self._closed = False
         self._hooks: list[Callable[[], None]] = []
         #: Scratch space of the current outermost transaction (reset at its end).
         self.txn_local: dict[str, Any] = {}
-        self.conn = connect(path)
+        self._conn = connect(path)
         self.provider_uid = self._init_schema()
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        """The SQLite connection (raises :class:`~mapi.inline.NeedsWorker` on the event
+        loop: SQLite runs in worker threads only)."""
+        may_block()
+        return self._conn
 
     def _init_schema(self) -> bytes:
         with self.lock:

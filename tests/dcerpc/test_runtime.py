@@ -56,14 +56,28 @@ class EchoService:
         ctx.connection_state["n"] = ctx.connection_state.get("n", 0) + 1
         return str(ctx.connection_state["n"]).encode()
 
-    def interface(self) -> Interface:
-        return Interface(ECHO, self.handler, 7, transfer_syntaxes=(NDR, MSGPACK), name="echo")
+    def answer_inline(self, ctx: CallContext, stub: bytes) -> bytes | None:
+        """Echoes are answered by the reading task; everything else goes to a task."""
+        return stub if ctx.opnum == OPS_ECHO else None
+
+    def interface(self, *, inline: bool = False) -> Interface:
+        return Interface(
+            ECHO,
+            self.handler,
+            7,
+            transfer_syntaxes=(NDR, MSGPACK),
+            name="echo",
+            inline=self.answer_inline if inline else None,
+        )
 
 
-@pytest.fixture
-async def served(nursery):
+@pytest.fixture(params=["in a task", "inline"])
+async def served(request, nursery):
+    """The echo service, its echoes answered by a task per call, then inline."""
     service = EchoService()
-    server = RpcServer([service.interface()], config=FAST, name="test")
+    server = RpcServer(
+        [service.interface(inline=request.param == "inline")], config=FAST, name="test"
+    )
     listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     return service, server, port
@@ -144,6 +158,43 @@ async def test_cancelled_call_is_orphaned_and_connection_survives(served):
             with trio.move_on_after(0.1):
                 await rpc.call(ctx, OPS_WAIT, b"")
             await service.cancel_seen.wait()  # the server cancelled the orphaned handler
+            assert await rpc.call(ctx, OPS_ECHO, b"after") == b"after"
+
+
+async def test_callers_take_turns_reading_and_a_cancelled_reader_hands_over(served):
+    """No reader task: the first waiting caller reads for everyone. Cancelling it while
+    another call waits must pass the reading on, or that call would hang."""
+    service, _, port = served
+    with trio.fail_after(10):
+        async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+            ctx = await rpc.bind(ECHO)
+            got = {}
+            first = trio.CancelScope()
+
+            async def first_call():
+                with first:
+                    await rpc.call(ctx, OPS_WAIT, b"")
+
+            async def second_call():
+                got["second"] = await rpc.call(ctx, OPS_WAIT, b"")
+
+            async def echo(i: int):
+                got[i] = await rpc.call(ctx, OPS_ECHO, b"%d" % i)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(first_call)
+                await trio.sleep(0.05)  # the first call is now the one reading
+                nursery.start_soon(second_call)
+                await trio.sleep(0.05)
+                first.cancel()
+                await service.cancel_seen.wait()  # the server saw the orphan
+                for i in range(30):  # replies for other callers, read by whoever leads
+                    nursery.start_soon(echo, i)
+                await trio.sleep(0.05)
+                got["release"] = await rpc.call(ctx, OPS_RELEASE, b"")
+            assert got.pop("second") == b"released"
+            assert got.pop("release") == b"ok"
+            assert got == {i: b"%d" % i for i in range(30)}
             assert await rpc.call(ctx, OPS_ECHO, b"after") == b"after"
 
 

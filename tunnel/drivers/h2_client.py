@@ -30,6 +30,9 @@ from tunnel.h2_glue import (
 )
 
 MAX_ERROR_BODY = 4096
+#: Longest a window update after a receive may take (seconds) before the connection
+#: counts as broken.
+FLUSH_LIMIT = 30.0
 
 
 class H2TunnelStream(trio.abc.HalfCloseableStream):
@@ -172,8 +175,16 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             self._inbox.appendleft(chunk[limit:])
             chunk = chunk[:limit]
         self.glue.consumed(self.sid, len(chunk))
-        with suppress(trio.BrokenResourceError):
-            await self._flush()  # the data is still good; the next call reports a break
+        # The chunk is consumed: a cancellation from here on would lose it, so the
+        # window update goes out shielded (and bounded: a stuck transport is broken).
+        deadline = trio.current_time() + FLUSH_LIMIT
+        with (
+            trio.CancelScope(shield=True, deadline=deadline) as scope,
+            suppress(trio.BrokenResourceError),  # the data is still good; the next call says
+        ):
+            await self._flush()
+        if scope.cancelled_caught:
+            self._fail(trio.TooSlowError("the tunnel connection stopped taking data"))
         return chunk
 
     async def aclose(self) -> None:

@@ -98,6 +98,9 @@ class LocalStream(trio.abc.HalfCloseableStream):
             raise trio.BusyResourceError("another task is receiving on this stream")
         self._receiving = True
         try:
+            # A cancel point before anything is consumed, as trio's sockets have; after
+            # consuming, only a shielded schedule point (cancelling then would lose data).
+            await trio.lowlevel.checkpoint_if_cancelled()
             while not self._in.buffer and not self._in.eof:
                 await self._in.wait()
                 if self._closed:
@@ -107,7 +110,7 @@ class LocalStream(trio.abc.HalfCloseableStream):
             data = bytes(self._in.buffer[:size])  # bytes, as SocketStream returns
             del self._in.buffer[:size]
             self._in.notify()
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         finally:
             self._receiving = False

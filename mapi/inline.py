@@ -1,0 +1,70 @@
+"""Running store code on the event loop thread, with a guard against anything that blocks.
+
+The RPC service runs batches in worker threads so that SQLite never blocks the event
+loop (DESIGN.md). That thread hop costs more than a small read itself (a
+``get_props`` on an open message is served from memory), so the service first tries
+batches of pure reads :func:`inline`, on the loop thread, under this guard:
+
+- the first use of a mailbox's SQLite connection raises :class:`NeedsWorker`;
+- a mailbox lock that another thread holds raises :class:`NeedsWorker` instead of
+  waiting for it;
+- so does reading pending data that may be spooled to a temporary file.
+
+On :class:`NeedsWorker` the service runs the whole batch again in a worker thread.
+That is only correct for operations without side effects (reads), which is why the
+service tries only those. :class:`NeedsWorker` derives from ``BaseException`` so that
+no ``except Exception`` in the store turns it into a MAPI error on the way out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+
+_state = threading.local()
+
+
+class NeedsWorker(BaseException):  # a control-flow signal, like trio.Cancelled
+    """The code running :func:`inline` reached something that may block."""
+
+
+@contextmanager
+def inline() -> Iterator[None]:
+    """Run the body under the guard (on this thread only; not re-entrant)."""
+    _state.active = True
+    try:
+        yield
+    finally:
+        _state.active = False
+
+
+def may_block() -> None:
+    """Raise :class:`NeedsWorker` when running :func:`inline`; the store calls it before
+    anything that may block (SQLite, temporary files)."""
+    if getattr(_state, "active", False):
+        raise NeedsWorker
+
+
+class MailboxLock:
+    """A re-entrant lock that, under :func:`inline`, never waits: it raises
+    :class:`NeedsWorker` if another thread holds it."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            may_block()
+            self._lock.acquire()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._lock.release()
