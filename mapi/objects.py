@@ -33,6 +33,11 @@ from mapi.context import StoreContext
 from mapi.propbag import PropBag, Source, TempData
 from mapi.properties import PropData, PropProblem, PropValue, from_stream_bytes, validate
 
+_PT_ERROR = int(pt.PropType.PT_ERROR)
+_PT_UNSPECIFIED = int(pt.PropType.PT_UNSPECIFIED)
+#: Types whose storage key differs (8-bit strings are kept as their UTF-16 twin).
+_STRING8_TYPES = frozenset({int(pt.PropType.PT_STRING8), int(pt.PropType.PT_MV_STRING8)})
+
 
 @dataclass(frozen=True, slots=True)
 class PropsResult:
@@ -98,7 +103,7 @@ class MapiObject:
             raise errors.InvalidObject("the object is closed")
 
     def _is_computed(self, tag: int) -> bool:
-        return pt.prop_id(tag) in self.computed_ids
+        return (tag >> 16) & 0xFFFF in self.computed_ids
 
     def _value_of(self, tag: int) -> PropData | errors.MapiError:
         """Current value of a canonical tag, or the error to report."""
@@ -148,20 +153,19 @@ class MapiObject:
                 tags = self._all_tags()
             elif len(tags) > self._ctx.limits.max_props_per_call:
                 raise errors.InvalidParameter("too many property tags")
-            values = []
-            for tag in tags:
-                values.append(self._get_one(tag))
-            warn = any(v.is_error for v in values)
+            values = [self._get_one(tag) for tag in tags]
+            warn = any(v.tag & 0xFFFF == _PT_ERROR for v in values)
             return PropsResult(int(errors.MAPI_W_ERRORS_RETURNED) if warn else 0, values)
 
     def _get_one(self, tag: object) -> PropValue:
+        # Plain int comparisons: this runs for every property of every read.
         if not isinstance(tag, int) or isinstance(tag, bool) or not 0 <= tag <= 0xFFFFFFFF:
-            return PropValue(
-                int(pt.PropType.PT_ERROR), int(errors.Hresult.MAPI_E_INVALID_PARAMETER)
-            )
-        if pt.prop_type(tag) == pt.PropType.PT_UNSPECIFIED:
+            return PropValue(_PT_ERROR, int(errors.Hresult.MAPI_E_INVALID_PARAMETER))
+        ptype = tag & 0xFFFF
+        if ptype == _PT_UNSPECIFIED:
             tag = self._resolve_unspecified(tag)
-        value = self._value_of(pt.canonical_tag(tag))
+            ptype = tag & 0xFFFF
+        value = self._value_of(pt.canonical_tag(tag) if ptype in _STRING8_TYPES else tag)
         if isinstance(value, errors.MapiError):
             return PropValue(pt.error_tag(tag), value.hresult)
         return PropValue(tag, value)
