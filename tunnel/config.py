@@ -51,8 +51,21 @@ class TunnelConfig:
         out_flow_control: honour the client's OUT receive window from CONN/A1 strictly
             ([MS-RPCH] 3.2.1.1.4); turn off for clients that never acknowledge (Samba).
         in_window: receive window we advertise for the IN channel (CONN/C2).
-        out_content_length: Content-Length of OUT responses; the VC ends cleanly when it
-            would be exceeded (no OUT channel recycling).
+        out_content_length: Content-Length of OUT responses (the OUT channel's
+            lifetime). When it runs low the proxy recycles the channel (OUT_R2); a
+            client that does not follow keeps its VC until the Content-Length is
+            spent, then the VC ends cleanly (it is never exceeded).
+        out_recycle_threshold: the proxy asks for a successor OUT channel (OUT_R2/A2)
+            once fewer than this many bytes of the OUT Content-Length are left
+            (Windows: 8 KiB). Must be below ``out_content_length``.
+        channel_lifetime: client side: Content-Length of the IN channel requests and the
+            ChannelLifetime announced in CONN/B1 ([MS-RPCH] 2.2.3.5.5: 128 KiB..2 GiB).
+        in_recycle_threshold: client side: a successor IN channel (IN_R2) is opened once
+            fewer than this many bytes of the IN Content-Length would be left (Windows:
+            4 KiB); at most half of ``channel_lifetime``.
+        recycle_timeout: bound on one channel recycle, on both sides: a successor
+            channel must complete its hand-over within it, and a client asked for a
+            successor OUT channel must open one within it once the OUT channel is full.
         connection_timeout_ms: ConnectionTimeout advertised in CONN/A3 and CONN/C2.
         keepalive_interval: longest quiet time on an OUT channel before we send a Ping
             RTS PDU (capped at half the client's ClientKeepalive).
@@ -84,6 +97,10 @@ class TunnelConfig:
     out_flow_control: bool = True
     in_window: int = 262144
     out_content_length: int = DEFAULT_OUT_CONTENT_LENGTH
+    out_recycle_threshold: int = 8192
+    channel_lifetime: int = DEFAULT_OUT_CONTENT_LENGTH
+    in_recycle_threshold: int = 4096
+    recycle_timeout: float = 30.0
     connection_timeout_ms: int = 120000
     keepalive_interval: float = 150.0
     h2_window: int = 8 * 1024 * 1024
@@ -105,6 +122,7 @@ class TunnelConfig:
             "connect_timeout",
             "send_timeout",
             "keepalive_interval",
+            "recycle_timeout",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -124,6 +142,13 @@ class TunnelConfig:
             raise ValueError("in_window must be within 8 KiB..256 KiB")
         if not 4096 <= self.out_content_length <= 0x7FFFFFFF:
             raise ValueError("out_content_length must be within 4 KiB..2 GiB")
+        if not 512 <= self.out_recycle_threshold < self.out_content_length:
+            raise ValueError("out_recycle_threshold must be within 512..out_content_length")
+        # [MS-RPCH] 2.2.3.5.5: ChannelLifetime is 128 KiB..2 GiB.
+        if not 131072 <= self.channel_lifetime <= 0x7FFFFFFF:
+            raise ValueError("channel_lifetime must be within 128 KiB..2 GiB")
+        if not 512 <= self.in_recycle_threshold <= self.channel_lifetime // 2:
+            raise ValueError("in_recycle_threshold must be within 512..channel_lifetime/2")
         # [MS-RPCH] 2.2.3.5.3: ConnectionTimeout is 120000..14400000 ms.
         if not 120000 <= self.connection_timeout_ms <= 14400000:
             raise ValueError("connection_timeout_ms must be within 120000..14400000")

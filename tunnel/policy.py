@@ -47,6 +47,8 @@ CHALLENGES: tuple[str, ...] = (f'Basic realm="{REALM}"',)
 RPC_S_SERVER_UNAVAILABLE = 0x6BA
 #: Refusal over a per-user or global limit: RPC_S_SERVER_TOO_BUSY.
 RPC_S_SERVER_TOO_BUSY = 0x6BB
+#: Refusal of a successor channel that cannot join its VC (channel recycling).
+RPC_S_PROTOCOL_ERROR = 0x6C0
 RPC_PATHS = ("/rpc/rpcproxy.dll", "/rpcwithcert/rpcproxy.dll")
 MAX_USERNAME = 256
 MAX_PASSWORD = 1024

@@ -18,8 +18,16 @@ are all refused before anything is allocated.
 
 Below the codec are builders for the PDUs of [MS-RPCH] 2.2.4 that a terminating
 proxy and a client exchange (CONN/A1, B1, A3, C2, Ping, Echo, Keep-Alive,
-FlowControlAck, FlowControlAckWithDestination) and :func:`classify` that names a
-received message by its flags and command sequence.
+FlowControlAck, FlowControlAckWithDestination, and the channel recycling PDUs of the
+IN_R2 and OUT_R2 sequences of 3.2.1.5.3) and :func:`classify` that
+names a received message by its flags and command sequence, with parsers for the
+messages whose fields matter.
+
+Recycling PDUs with the same layout share a kind: IN_R1/A1 is IN_R2/A1, IN_R1/A5 is
+IN_R2/A5, OUT_R1/A2 is OUT_R2/A2 and OUT_R1/A3 is OUT_R2/A3 on the wire (2.2.4.10,
+2.2.4.14, 2.2.4.24, 2.2.4.25); a terminating proxy is every proxy at once, so it treats
+them as the R2 variants. OUT_R2/A7 is sent with ``RTS_FLAG_OUT_CHANNEL`` (2.2.4.40);
+FreeRDP's signature table lists it without the flag, so both are recognised.
 """
 
 from __future__ import annotations
@@ -462,6 +470,83 @@ def flow_control_ack_to(
     )
 
 
+# -- channel recycling ([MS-RPCH] 2.2.4.18-2.2.4.22, 2.2.4.34-2.2.4.46) -------------------
+
+
+def in_r2_a1(vc_cookie: bytes, predecessor: bytes, successor: bytes) -> bytes:
+    """IN_R2/A1 (2.2.4.18; IN_R1/A1 is identical): the first PDU of a successor IN
+    channel, naming the VC, the IN channel it replaces and its own cookie (88 bytes)."""
+    return encode_rts(
+        RtsMessage(
+            RtsFlags.RECYCLE_CHANNEL,
+            (Version(), Cookie(vc_cookie), Cookie(predecessor), Cookie(successor)),
+        )
+    )
+
+
+def in_r2_a4() -> bytes:
+    """IN_R2/A4 (2.2.4.21): on OUT, the successor IN channel is accepted (28 bytes)."""
+    return encode_rts(RtsMessage(RtsFlags.NONE, (Destination(ForwardDestination.CLIENT),)))
+
+
+def in_r2_a5(successor: bytes) -> bytes:
+    """IN_R2/A5 (2.2.4.22; IN_R1/A5 is identical): the last PDU of the predecessor IN
+    channel; everything after it comes on the successor (40 bytes)."""
+    return encode_rts(RtsMessage(RtsFlags.NONE, (Cookie(successor),)))
+
+
+def out_r2_a2() -> bytes:
+    """OUT_R2/A2 (2.2.4.35; OUT_R1/A2 is identical): the proxy asks the client for a
+    successor OUT channel (28 bytes)."""
+    return encode_rts(
+        RtsMessage(RtsFlags.RECYCLE_CHANNEL, (Destination(ForwardDestination.CLIENT),))
+    )
+
+
+def out_r2_a3(vc_cookie: bytes, predecessor: bytes, successor: bytes, receive_window: int) -> bytes:
+    """OUT_R2/A3 (2.2.4.36; OUT_R1/A3 is identical): the first PDU of a successor OUT
+    channel, with the client's receive window for it (96 bytes)."""
+    return encode_rts(
+        RtsMessage(
+            RtsFlags.RECYCLE_CHANNEL,
+            (
+                Version(),
+                Cookie(vc_cookie),
+                Cookie(predecessor),
+                Cookie(successor),
+                ReceiveWindowSize(receive_window),
+            ),
+        )
+    )
+
+
+def out_r2_a6() -> bytes:
+    """OUT_R2/A6 (2.2.4.39): on the predecessor OUT, the successor is attached (32 bytes)."""
+    return encode_rts(RtsMessage(RtsFlags.NONE, (Destination(ForwardDestination.CLIENT), Ance())))
+
+
+def out_r2_a7(successor: bytes) -> bytes:
+    """OUT_R2/A7 (2.2.4.40): on IN, the client confirms the successor OUT channel
+    (56 bytes)."""
+    return encode_rts(
+        RtsMessage(
+            RtsFlags.OUT_CHANNEL,
+            (Destination(ForwardDestination.SERVER), Cookie(successor), Version()),
+        )
+    )
+
+
+def out_r2_b3() -> bytes:
+    """OUT_R2/B3 (2.2.4.44): the last PDU of the predecessor OUT channel (24 bytes)."""
+    return encode_rts(RtsMessage(RtsFlags.EOF, (Ance(),)))
+
+
+def out_r2_c1() -> bytes:
+    """OUT_R2/C1 (2.2.4.45): the last PDU of the successor OUT channel's request body
+    (24 bytes; with OUT_R2/A3 it fills the 120-byte Content-Length)."""
+    return encode_rts(RtsMessage(RtsFlags.PING, (Empty(),)))
+
+
 # -- recognising messages ---------------------------------------------------------------
 
 
@@ -476,7 +561,17 @@ class Kind(enum.Enum):
     ECHO = "Echo"
     KEEP_ALIVE = "Keep-Alive"
     FLOW_CONTROL_ACK = "FlowControlAck"
-    RECYCLE = "recycle"
+    IN_R2_A1 = "IN_R2/A1"  # also IN_R1/A1
+    IN_R1_A4 = "IN_R1/A4"
+    IN_R2_A4 = "IN_R2/A4"
+    IN_R2_A5 = "IN_R2/A5"  # also IN_R1/A5
+    OUT_R2_A2 = "OUT_R2/A2"  # also OUT_R1/A2
+    OUT_R2_A3 = "OUT_R2/A3"  # also OUT_R1/A3
+    OUT_R2_A6 = "OUT_R2/A6"
+    OUT_R2_A7 = "OUT_R2/A7"
+    OUT_R2_B3 = "OUT_R2/B3"
+    OUT_R2_C1 = "OUT_R2/C1"
+    RECYCLE = "recycle"  # any other PDU with RTS_FLAG_RECYCLE_CHANNEL
     OTHER = "other"
 
 
@@ -491,18 +586,38 @@ _SHAPES: dict[tuple[int, tuple[type[Command], ...]], Kind] = {
     (RtsFlags.OTHER_CMD, (ClientKeepalive,)): Kind.KEEP_ALIVE,
     (RtsFlags.OTHER_CMD, (FlowControlAck,)): Kind.FLOW_CONTROL_ACK,
     (RtsFlags.OTHER_CMD, (Destination, FlowControlAck)): Kind.FLOW_CONTROL_ACK,
+    (RtsFlags.RECYCLE_CHANNEL, (Version, Cookie, Cookie, Cookie)): Kind.IN_R2_A1,
+    (
+        RtsFlags.NONE,
+        (Destination, Version, ReceiveWindowSize, ConnectionTimeout),
+    ): Kind.IN_R1_A4,
+    (RtsFlags.NONE, (Destination,)): Kind.IN_R2_A4,
+    (RtsFlags.NONE, (Cookie,)): Kind.IN_R2_A5,
+    (RtsFlags.RECYCLE_CHANNEL, (Destination,)): Kind.OUT_R2_A2,
+    (
+        RtsFlags.RECYCLE_CHANNEL,
+        (Version, Cookie, Cookie, Cookie, ReceiveWindowSize),
+    ): Kind.OUT_R2_A3,
+    (RtsFlags.NONE, (Destination, Ance)): Kind.OUT_R2_A6,
+    (RtsFlags.OUT_CHANNEL, (Destination, Cookie, Version)): Kind.OUT_R2_A7,
+    (RtsFlags.NONE, (Destination, Cookie, Version)): Kind.OUT_R2_A7,
+    (RtsFlags.EOF, (Ance,)): Kind.OUT_R2_B3,
+    (RtsFlags.PING, (Empty,)): Kind.OUT_R2_C1,
 }
 
 
 def classify(message: RtsMessage) -> Kind:
     """Name a message by its flags and command sequence ([MS-RPCH] 2.2.4)."""
+    kind = _SHAPES.get((message.flags, message.command_types()))
+    if kind is not None:
+        return kind
     if message.flags & RtsFlags.RECYCLE_CHANNEL:
         return Kind.RECYCLE
     if message.flags & RtsFlags.PING:
         return Kind.PING
     if message.flags & RtsFlags.ECHO:
         return Kind.ECHO
-    return _SHAPES.get((message.flags, message.command_types()), Kind.OTHER)
+    return Kind.OTHER
 
 
 @dataclass(frozen=True, slots=True)
@@ -532,11 +647,8 @@ def parse_conn_a1(message: RtsMessage) -> ConnA1:
     version, vc, out, window = message.commands
     assert isinstance(version, Version) and isinstance(vc, Cookie)
     assert isinstance(out, Cookie) and isinstance(window, ReceiveWindowSize)
-    if version.value != RTS_VERSION:
-        raise DecodeError(f"unsupported RTS version {version.value}")
-    # [MS-RPCH] 2.2.3.5.1: 8 KiB..256 KiB (we accept up to 1 GiB: only a bound matters).
-    if not 8192 <= window.value <= 1 << 30:
-        raise DecodeError(f"receive window {window.value} out of range")
+    _check_version(version)
+    _check_window(window)
     return ConnA1(vc.cookie, out.cookie, window.value)
 
 
@@ -552,9 +664,93 @@ def parse_conn_b1(message: RtsMessage) -> ConnB1:
     assert isinstance(version, Version) and isinstance(vc, Cookie)
     assert isinstance(cookie, Cookie) and isinstance(lifetime, ChannelLifetime)
     assert isinstance(keepalive, ClientKeepalive) and isinstance(group, AssociationGroupId)
+    _check_version(version)
+    return ConnB1(vc.cookie, cookie.cookie, lifetime.value, keepalive.value, group.cookie)
+
+
+@dataclass(frozen=True, slots=True)
+class InRecycleA1:
+    """The fields of IN_R2/A1 (or IN_R1/A1)."""
+
+    vc_cookie: bytes
+    predecessor: bytes
+    successor: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecycleA3:
+    """The fields of OUT_R2/A3 (or OUT_R1/A3)."""
+
+    vc_cookie: bytes
+    predecessor: bytes
+    successor: bytes
+    receive_window: int
+
+
+def _check_version(version: Version) -> None:
     if version.value != RTS_VERSION:
         raise DecodeError(f"unsupported RTS version {version.value}")
-    return ConnB1(vc.cookie, cookie.cookie, lifetime.value, keepalive.value, group.cookie)
+
+
+def _check_window(window: ReceiveWindowSize) -> None:
+    # [MS-RPCH] 2.2.3.5.1: 8 KiB..256 KiB (we accept up to 1 GiB: only a bound matters).
+    if not 8192 <= window.value <= 1 << 30:
+        raise DecodeError(f"receive window {window.value} out of range")
+
+
+def parse_in_r2_a1(message: RtsMessage) -> InRecycleA1:
+    """The fields of an IN_R2/A1 (or IN_R1/A1) message.
+
+    Raises:
+        DecodeError: the message is something else, or another RTS version.
+    """
+    if classify(message) is not Kind.IN_R2_A1:
+        raise DecodeError("expected IN_R2/A1")
+    version, vc, predecessor, successor = message.commands
+    assert isinstance(version, Version) and isinstance(vc, Cookie)
+    assert isinstance(predecessor, Cookie) and isinstance(successor, Cookie)
+    _check_version(version)
+    return InRecycleA1(vc.cookie, predecessor.cookie, successor.cookie)
+
+
+def parse_out_r2_a3(message: RtsMessage) -> OutRecycleA3:
+    """The fields of an OUT_R2/A3 (or OUT_R1/A3) message.
+
+    Raises:
+        DecodeError: the message is something else, another RTS version or its window
+            is out of range.
+    """
+    if classify(message) is not Kind.OUT_R2_A3:
+        raise DecodeError("expected OUT_R2/A3")
+    version, vc, predecessor, successor, window = message.commands
+    assert isinstance(version, Version) and isinstance(vc, Cookie)
+    assert isinstance(predecessor, Cookie) and isinstance(successor, Cookie)
+    assert isinstance(window, ReceiveWindowSize)
+    _check_version(version)
+    _check_window(window)
+    return OutRecycleA3(vc.cookie, predecessor.cookie, successor.cookie, window.value)
+
+
+def successor_cookie(message: RtsMessage) -> bytes:
+    """The successor channel cookie of an IN_R2/A5 or OUT_R2/A7 message.
+
+    Raises:
+        DecodeError: the message is neither.
+    """
+    if classify(message) not in (Kind.IN_R2_A5, Kind.OUT_R2_A7):
+        raise DecodeError("expected IN_R2/A5 or OUT_R2/A7")
+    for cmd in message.commands:
+        if isinstance(cmd, Cookie):
+            return cmd.cookie
+    raise AssertionError("unreachable: both shapes carry a cookie")
+
+
+def find_window(message: RtsMessage) -> int | None:
+    """The ReceiveWindowSize of a message (CONN/C2, IN_R1/A4), if it has one."""
+    for cmd in message.commands:
+        if isinstance(cmd, ReceiveWindowSize):
+            return cmd.value
+    return None
 
 
 def find_ack(message: RtsMessage) -> FlowControlAck | None:

@@ -20,6 +20,9 @@ the Content-Length of that HTTP message; a channel must never exceed it.
   space falls below half the window, as Windows does. Bytes are counted as consumed
   when received, because the terminating proxy hands them to the backend at once.
 
+Both count one channel *instance*: when a channel is recycled
+(:mod:`tunnel.recycling`) the successor gets fresh windows.
+
 Pure arithmetic: no I/O, no clocks.
 """
 
@@ -66,6 +69,10 @@ class SendWindow:
     def fits_body(self, size: int) -> bool:
         """Whether ``size`` more bytes stay within the channel's Content-Length."""
         return self.body_sent + size <= self.content_length
+
+    def remaining(self) -> int:
+        """Bytes of the channel's Content-Length not yet used."""
+        return self.content_length - self.body_sent
 
     def sent(self, size: int, *, rpc: bool) -> None:
         """Account for bytes put in the channel body (``rpc``: an RPC PDU, flow controlled)."""

@@ -411,30 +411,24 @@ async def test_idle_out_channel_gets_pings(
         await still_serving(tunnel)
 
 
-async def test_in_channel_recycling_is_refused_cleanly(tunnel: Tunnel) -> None:
+async def test_recycling_an_unknown_virtual_connection_is_refused(tunnel: Tunnel) -> None:
     path = f"/rpc/rpcproxy.dll?localhost:{tunnel.backend.epm_port}"
-    recycle = rts.encode_rts(
-        rts.RtsMessage(
-            rts.RtsFlags.RECYCLE_CHANNEL,
-            (rts.Version(), rts.Cookie(b"k" * 16), rts.Cookie(b"i" * 16), rts.Cookie(b"j" * 16)),
-        )
-    )
+    recycle = rts.in_r2_a1(b"k" * 16, b"i" * 16, b"j" * 16)
     with trio.fail_after(10):
         async with await connect(tunnel) as s:
             await s.send_all(request("RPC_IN_DATA", path, 1 << 30))
             await s.send_all(recycle)
-            assert await read_until_closed(s) == b""
+            answer = await read_until_closed(s)
+        assert answer.startswith(b"HTTP/1.0 503 RPC Error: 6c0\r\n")
         await still_serving(tunnel)
 
 
 async def test_out_content_length_is_never_exceeded(
     nursery: trio.Nursery, backend: Backend, tmp_path
 ) -> None:
-
-
-    tunnel = await start_tunnel(
-        nursery, backend, tmp_path, config=replace(FAST, out_content_length=8192)
-    )
+    # A PDU larger than a whole OUT channel can never be sent, recycling or not.
+    config = replace(FAST, out_content_length=8192, out_recycle_threshold=2048)
+    tunnel = await start_tunnel(nursery, backend, tmp_path, config=config)
     with trio.fail_after(10):
         async with (
             open_tunnel_stream(

@@ -5,20 +5,32 @@ are decided in this order: autodiscover (after authentication), path (404), meth
 (405), authentication (401 with ``WWW-Authenticate: Basic``), echo (Content-Length
 ≤ 16: ``200 Success`` + echo RTS), target (``503 RPC Error: 6ba`` without a
 connection attempt), limits (``503 RPC Error: 6bb``). An accepted channel gets
-``100 Continue`` (when expected) and becomes one half of a virtual connection:
+``100 Continue`` (when expected) and becomes one channel of a virtual connection:
 
-* OUT (``RPC_OUT_DATA``): reads CONN/A1, connects to the backend (``503 RPC Error:
+* OUT (``RPC_OUT_DATA``) with CONN/A1: connects to the backend (``503 RPC Error:
   6ba`` if it refuses), answers ``200 Success`` + Content-Length + CONN/A3, waits for
-  the IN half, sends CONN/C2, then runs the backend reader (PDU framing, a leading
-  ``ncacn_http/1.0`` greeting dropped) and the OUT writer: acknowledgements first,
-  then PDUs within the client's window and the Content-Length, a Ping when idle.
-* IN (``RPC_IN_DATA``): reads CONN/B1, waits until the VC is established, then writes
-  RPC PDUs to the backend, acknowledges them on OUT every half window, and applies
-  the client's acknowledgements of OUT data. Recycling is refused (the VC ends).
+  the IN half, sends CONN/C2, then starts the VC's runner (:mod:`tunnel.drivers.h1_vc`:
+  backend reader and OUT writer, in the proxy's nursery) and serves as its OUT channel
+  until the client hangs up or the channel is recycled.
+* OUT with OUT_R2/A3: a successor OUT channel ([MS-RPCH] OUT_R2). It joins the
+  live VC whose current OUT channel it names, reads OUT_R2/C1 and waits for the writer
+  to switch to it (``200 Success`` after OUT_R2/B3 on the predecessor).
+* IN (``RPC_IN_DATA``) with CONN/B1: waits until the VC is established, then writes
+  RPC PDUs to the backend, acknowledges them on OUT every half window, applies the
+  client's acknowledgements of OUT data, and handles OUT_R2/A7. On IN_R2/A5 it hands
+  the VC over to the successor IN channel and closes.
+* IN with IN_R2/A1 (or IN_R1/A1): a successor IN channel ([MS-RPCH] IN_R2). It joins
+  the live VC whose current IN channel it names, has IN_R2/A4 sent on OUT and reads
+  nothing until the predecessor saw IN_R2/A5; then it is the IN channel.
+
+A successor that names an unknown VC, another user's VC, a channel that is not the
+current one, or comes while a recycle of its side is under way gets ``503 RPC Error:
+6c0`` (RPC_S_PROTOCOL_ERROR) and the VC goes on untouched.
 
 Every wait is bounded: the request head (``head_timeout``, slowloris), the idle
 connection (``idle_timeout``), the missing half (``pair_timeout``), an idle VC
-(``vc_idle_timeout``), a peer that does not read (``send_timeout``).
+(``vc_idle_timeout``), a peer that does not read (``send_timeout``), a recycle
+(``recycle_timeout``).
 """
 
 from __future__ import annotations
@@ -26,13 +38,10 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Coroutine
-from typing import Any
 
 import trio
 
 from dcerpc.errors import DecodeError
-from dcerpc.framing import PduFramer
 from dcerpc.trio_util import acquire, send_within
 from tunnel import autodiscover, rts
 from tunnel.channel import (
@@ -49,25 +58,25 @@ from tunnel.channel import (
     ServerChannel,
 )
 from tunnel.drivers.context import ProxyContext
+from tunnel.drivers.h1_vc import Closed as _Closed
+from tunnel.drivers.h1_vc import run_vc
 from tunnel.drivers.vc_table import Side, VirtualConnection
 from tunnel.policy import (
     CHALLENGES,
+    RPC_S_PROTOCOL_ERROR,
     RPC_S_SERVER_TOO_BUSY,
     RPC_S_SERVER_UNAVAILABLE,
     Target,
     is_rpc_path,
     parse_rpc_target,
 )
+from tunnel.recycling import RecycleError, RecycleRefused
+from tunnel.vc import ReceiveWindow
 
 log = logging.getLogger("tunnel.h1")
 
-GREETING = b"ncacn_http/1.0"
 MAX_ECHO_BODY = 16
 TEXT = [("Content-Type", "text/plain; charset=utf-8")]
-
-
-class _Closed(Exception):
-    """The connection is over (peer gone, timeout, protocol error): stop quietly."""
 
 
 class _H1Connection:
@@ -79,6 +88,9 @@ class _H1Connection:
         self.channel = ServerChannel(ctx.config)
         self.pending: deque[Event] = deque()
         self.send_lock = trio.Lock()
+        #: Set once this OUT channel was replaced by its successor.
+        self.retired = False
+        self._sink_scope: trio.CancelScope | None = None
 
     # -- I/O helpers -----------------------------------------------------------------------
 
@@ -234,16 +246,36 @@ class _H1Connection:
             raise _Closed(f"expected an RTS PDU, got {type(event).__name__}")
         return event.message
 
-    # -- OUT channel -------------------------------------------------------------------------
+    # -- OUT channel: the sink the VC's writer sends on (tunnel.drivers.vc_table.OutSink) --
 
-    async def _send_out(self, vc: VirtualConnection, data: bytes, *, rpc: bool) -> None:
+    def send_body(self, data: bytes) -> None:
         self.channel.send_body(data)
-        vc.out_window.sent(len(data), rpc=rpc)
+
+    def start_out_response(self, content_length: int) -> None:
+        self.channel.start_out_response(content_length)
+
+    def retire(self) -> None:
+        self.retired = True
+        if self._sink_scope is not None:
+            self._sink_scope.cancel()
+
+    async def _refuse_successor(self, side: str, reason: str) -> None:
+        log.warning("%s: successor %s channel refused: %s", self.address, side, reason)
+        self.channel.refuse_rpc(RPC_S_PROTOCOL_ERROR)
+        await self.flush()
+
+    async def _send_out(self, vc: VirtualConnection, data: bytes) -> None:
+        self.channel.send_body(data)
+        vc.out_window.sent(len(data), rpc=False)
         await self.flush()
 
     async def _out_channel(self, user: str, target: Target, backend: tuple[str, int]) -> None:
+        first = await self._first_rts()
+        if rts.classify(first) is rts.Kind.OUT_R2_A3:
+            await self._out_successor(user, target, first)
+            return
         try:
-            a1 = rts.parse_conn_a1(await self._first_rts())
+            a1 = rts.parse_conn_a1(first)
         except DecodeError as exc:
             raise _Closed(f"bad CONN/A1: {exc}") from exc
         try:
@@ -253,7 +285,8 @@ class _H1Connection:
             self.channel.refuse_rpc(RPC_S_SERVER_UNAVAILABLE)
             await self.flush()
             return
-        async with conn:
+        runner_started = False
+        try:
             vc = self.ctx.vc_table.join(a1.vc_cookie, Side.OUT, user, target)
             if vc is None:
                 raise _Closed("OUT channel refused: cookie in use or table full")
@@ -261,15 +294,23 @@ class _H1Connection:
                 vc.out_cookie = a1.out_cookie
                 vc.out_window.peer_window = a1.receive_window
                 self.channel.start_out_response(self.cfg.out_content_length)
-                await self._send_out(vc, rts.conn_a3(self.cfg.connection_timeout_ms), rpc=False)
+                await self._send_out(vc, rts.conn_a3(self.cfg.connection_timeout_ms))
                 with trio.move_on_after(self.cfg.pair_timeout):
                     await vc.paired.wait()
                 if not vc.paired.is_set():
                     raise _Closed("no IN channel joined the virtual connection")
                 vc.backend = conn
                 await self._send_out(
-                    vc, rts.conn_c2(self.cfg.in_window, self.cfg.connection_timeout_ms), rpc=False
+                    vc, rts.conn_c2(self.cfg.in_window, self.cfg.connection_timeout_ms)
                 )
+                vc.out_sink = self
+                if self.ctx.nursery is None:
+                    raise _Closed("the proxy has no nursery for virtual connections")
+                self.ctx.vc_table.hold(vc)
+                self.ctx.nursery.start_soon(
+                    run_vc, self.cfg, self.ctx.vc_table, vc, conn, self.address
+                )
+                runner_started = True
                 vc.established.set()
                 log.info(
                     "%s: virtual connection of %s to %s:%d established",
@@ -278,107 +319,75 @@ class _H1Connection:
                     target.server,
                     target.port,
                 )
-                await self._run_out(vc, conn)
+                await self._serve_out(vc, successor=False)
             finally:
-                self.ctx.vc_table.leave(vc, Side.OUT)
+                self.ctx.vc_table.leave(
+                    vc, None if self.retired else "client closed the OUT channel"
+                )
+        finally:
+            if not runner_started:
+                await trio.aclose_forcefully(conn)
 
-    async def _run_out(self, vc: VirtualConnection, conn: trio.abc.HalfCloseableStream) -> None:
-        send, receive = trio.open_memory_channel[bytes](4)
-        with trio.CancelScope() as scope:
-            vc.attach(scope)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(_guard, vc, self._backend_reader(vc, conn, send))
-                nursery.start_soon(_guard, vc, self._watch_out(vc))
-                await _guard(vc, self._out_writer(vc, receive))
-                nursery.cancel_scope.cancel()
-        log.info("%s: virtual connection ended: %s", self.address, vc.end_reason)
-
-    async def _watch_out(self, vc: VirtualConnection) -> None:
-        """The OUT request is complete after CONN/A1; notice when the client hangs up."""
+    async def _out_successor(self, user: str, target: Target, first: rts.RtsMessage) -> None:
+        """A successor OUT channel: OUT_R2/A3 read; attach it to its VC ([MS-RPCH]
+        3.2.4.5.6.1), read OUT_R2/C1, serve once the writer switched to it."""
         try:
-            while True:
-                event = await self.next_event(math.inf)
-                if isinstance(event, PeerClosed):
-                    break
-        except _Closed:
-            pass
-        vc.end("client closed the OUT channel")
+            a3 = rts.parse_out_r2_a3(first)
+        except DecodeError as exc:
+            await self._refuse_successor("OUT", f"bad OUT_R2/A3: {exc}")
+            return
+        vc = self.ctx.vc_table.find(a3.vc_cookie, user, target)
+        if vc is None:
+            await self._refuse_successor("OUT", "no such virtual connection")
+            return
+        try:
+            vc.out_recycle.attach(a3, vc.out_cookie, trio.current_time())
+        except RecycleRefused as exc:
+            await self._refuse_successor("OUT", str(exc))
+            return
+        vc.out_successor = self
+        self.ctx.vc_table.hold(vc)
+        vc.out_waker.wake()
+        log.debug("%s: successor OUT channel attached", self.address)
+        try:
+            await self._serve_out(vc, successor=True)
+        finally:
+            # A successor that fails before the switch leaves the recycle stuck: end the VC.
+            self.ctx.vc_table.leave(vc, None if self.retired else "client closed the OUT channel")
 
-    async def _backend_reader(
-        self,
-        vc: VirtualConnection,
-        conn: trio.abc.HalfCloseableStream,
-        send: trio.MemorySendChannel[bytes],
-    ) -> None:
-        framer = PduFramer(self.cfg.max_fragment)
-        head = b""
-        greeting_checked = False
-        async with send:
+    async def _serve_out(self, vc: VirtualConnection, *, successor: bool) -> None:
+        """Read this OUT channel's request (OUT_R2/C1 on a successor) until the client
+        hangs up (the VC ends) or the writer switches away from it (it returns)."""
+        with trio.CancelScope() as scope:
+            self._sink_scope = scope
+            vc.attach(scope)
             try:
                 while True:
-                    data = await conn.receive_some(self.cfg.receive_size)
-                    if not data:
-                        return
-                    if not greeting_checked:
-                        # An ncacn_http endpoint greets first; an ncacn_ip_tcp one does not.
-                        head += data
-                        if len(head) < len(GREETING) and GREETING.startswith(head):
-                            continue
-                        data, greeting_checked = head.removeprefix(GREETING), True
-                    framer.feed(data)
-                    while (pdu := framer.next_pdu()) is not None:
-                        await send.send(pdu)
-                        vc.out_waker.wake()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            except DecodeError as exc:
-                log.warning("%s: backend sent a bad PDU: %s", self.address, exc)
+                    event = await self.next_event(math.inf)
+                    if isinstance(event, PeerClosed):
+                        break
+                    if isinstance(event, RtsReceived) and successor:
+                        kind = rts.classify(event.message)
+                        if kind in (rts.Kind.OUT_R2_C1, rts.Kind.PING):
+                            try:
+                                vc.out_recycle.successor_pinged()
+                            except RecycleError as exc:
+                                raise _Closed(f"OUT channel recycling: {exc}") from exc
+                            vc.out_waker.wake()
+            except _Closed as exc:
+                log.debug("%s: OUT channel: %s", self.address, exc)
             finally:
-                vc.out_waker.wake()
-
-    async def _out_writer(
-        self, vc: VirtualConnection, receive: trio.MemoryReceiveChannel[bytes]
-    ) -> None:
-        window = vc.out_window
-        pending: bytes | None = None
-        backend_done = False
-        interval = min(self.cfg.keepalive_interval, (vc.keepalive_ms or 300000) / 2000)
-        while not vc.ended.is_set():
-            if vc.pending_ack is not None:
-                ack, vc.pending_ack = vc.pending_ack, None
-                if not window.fits_body(len(ack)):
-                    vc.end("OUT channel Content-Length exhausted")
-                    return
-                await self._send_out(vc, ack, rpc=False)
-            if pending is None and not backend_done:
-                try:
-                    pending = receive.receive_nowait()
-                except trio.WouldBlock:
-                    pass
-                except trio.EndOfChannel:
-                    backend_done = True
-            if pending is None and backend_done:
-                vc.end("the RPC server closed the connection")
-                return
-            if pending is not None and window.can_send(len(pending)):
-                if not window.fits_body(len(pending)):
-                    # No OUT recycling: end the VC cleanly rather than overrun the body.
-                    vc.end("OUT channel Content-Length exhausted")
-                    return
-                await self._send_out(vc, pending, rpc=True)
-                pending = None
-                continue
-            with trio.CancelScope(deadline=trio.current_time() + interval) as idle:
-                await vc.out_waker.wait()
-            if idle.cancelled_caught and window.fits_body(20):
-                await self._send_out(vc, rts.ping(), rpc=False)
+                vc.detach(scope)
+        if not self.retired:
+            vc.end("client closed the OUT channel")
 
     # -- IN channel --------------------------------------------------------------------------
 
     async def _in_channel(self, user: str, target: Target) -> None:
         first = await self._first_rts()
-        if rts.classify(first) is rts.Kind.RECYCLE:
-            raise _Closed("IN channel recycling is not supported")
+        if rts.classify(first) is rts.Kind.IN_R2_A1:
+            await self._in_successor(user, target, first)
+            return
         try:
             b1 = rts.parse_conn_b1(first)
         except DecodeError as exc:
@@ -386,6 +395,7 @@ class _H1Connection:
         vc = self.ctx.vc_table.join(b1.vc_cookie, Side.IN, user, target)
         if vc is None:
             raise _Closed("IN channel refused: cookie in use or table full")
+        handed_over = False
         try:
             vc.in_cookie = b1.in_cookie
             vc.keepalive_ms = b1.keepalive_ms
@@ -395,11 +405,55 @@ class _H1Connection:
                     await vc.established.wait()
                 if not vc.established.is_set():
                     raise _Closed("the virtual connection was not established in time")
-                await self._run_in(vc)
+                handed_over = await self._run_in(vc)
+            vc.detach(scope)
         finally:
-            self.ctx.vc_table.leave(vc, Side.IN)
+            self.ctx.vc_table.leave(vc, None if handed_over else "IN channel closed")
 
-    async def _run_in(self, vc: VirtualConnection) -> None:
+    async def _in_successor(self, user: str, target: Target, first: rts.RtsMessage) -> None:
+        """A successor IN channel: IN_R2/A1 read ([MS-RPCH] 3.2.3.5.5.1). Its body is left
+        unread (plugged) until the predecessor delivers IN_R2/A5."""
+        try:
+            a1 = rts.parse_in_r2_a1(first)
+        except DecodeError as exc:
+            await self._refuse_successor("IN", f"bad IN_R2/A1: {exc}")
+            return
+        vc = self.ctx.vc_table.find(a1.vc_cookie, user, target)
+        if vc is None:
+            await self._refuse_successor("IN", "no such virtual connection")
+            return
+        try:
+            vc.in_recycle.attach(a1, vc.in_cookie)
+        except RecycleRefused as exc:
+            await self._refuse_successor("IN", str(exc))
+            return
+        handover = vc.in_handover = trio.Event()
+        vc.control.append(rts.in_r2_a4())
+        vc.out_waker.wake()
+        self.ctx.vc_table.hold(vc)
+        log.debug("%s: successor IN channel attached", self.address)
+        current = handed_over = False
+        try:
+            with trio.CancelScope() as scope:
+                vc.attach(scope)
+                with trio.move_on_after(self.cfg.recycle_timeout):
+                    await handover.wait()
+                if vc.ended.is_set():
+                    return
+                if vc.in_cookie != a1.successor:
+                    if vc.in_recycle.successor == a1.successor:
+                        vc.in_recycle.abort()
+                    raise _Closed("the IN channel recycle did not complete in time")
+                current = True
+                handed_over = await self._run_in(vc)
+            vc.detach(scope)
+        finally:
+            reason = "IN channel closed" if current and not handed_over else None
+            self.ctx.vc_table.leave(vc, reason)
+
+    async def _run_in(self, vc: VirtualConnection) -> bool:
+        """Relay this IN channel until it ends (the VC ends: False) or hands over to its
+        successor on IN_R2/A5 (True)."""
         backend = vc.backend
         assert backend is not None
         while True:
@@ -409,7 +463,7 @@ class _H1Connection:
                     await send_within(backend, event.data, self.cfg.send_timeout)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                     vc.end("the RPC server stopped reading")
-                    return
+                    return False
                 ack = vc.in_window.received(len(event.data))
                 if ack is not None:
                     # Acknowledge IN data on OUT, as Windows clients expect ([MS-RPCH] 3.2.3.1.4;
@@ -422,16 +476,21 @@ class _H1Connection:
                     )
                     vc.out_waker.wake()
             elif isinstance(event, RtsReceived):
-                self._in_rts(vc, event.message)
+                if self._in_rts(vc, event.message):
+                    log.debug("%s: IN channel handed over to its successor", self.address)
+                    return True
             elif isinstance(event, BodyEnded | PeerClosed):
                 vc.end("the client closed the IN channel")
-                return
+                return False
 
-    def _in_rts(self, vc: VirtualConnection, message: rts.RtsMessage) -> None:
+    def _in_rts(self, vc: VirtualConnection, message: rts.RtsMessage) -> bool:
+        """Apply an RTS PDU from the IN channel; True on IN_R2/A5 (hand over)."""
         kind = rts.classify(message)
         if kind is rts.Kind.FLOW_CONTROL_ACK:
             ack = rts.find_ack(message)
             assert ack is not None
+            if ack.channel_cookie in vc.retired_out_cookies:
+                return False  # late, for an OUT channel recycled since: moot
             try:
                 vc.out_window.acknowledged(ack.bytes_received, ack.available_window)
             except DecodeError as exc:
@@ -441,18 +500,26 @@ class _H1Connection:
             cmd = message.commands[0]
             if isinstance(cmd, rts.ClientKeepalive):
                 vc.keepalive_ms = cmd.value
-        elif kind is rts.Kind.RECYCLE:
-            raise _Closed("channel recycling is not supported")
+        elif kind is rts.Kind.IN_R2_A5:
+            try:
+                vc.in_cookie = vc.in_recycle.handed_over(rts.successor_cookie(message))
+            except RecycleError as exc:
+                raise _Closed(f"IN channel recycling: {exc}") from exc
+            # The successor is a new channel instance: fresh flow control (3.2.1.1.4).
+            vc.in_window = ReceiveWindow(self.cfg.in_window)
+            vc.pending_ack = None
+            vc.in_handover.set()
+            return True
+        elif kind is rts.Kind.OUT_R2_A7:
+            try:
+                vc.out_recycle.confirmed_on_in(rts.successor_cookie(message))
+            except RecycleError as exc:
+                raise _Closed(f"OUT channel recycling: {exc}") from exc
+            vc.out_waker.wake()
+        elif kind in (rts.Kind.RECYCLE, rts.Kind.IN_R2_A1, rts.Kind.OUT_R2_A3):
+            raise _Closed(f"unexpected {kind.value} on the IN channel")
         # Ping and anything else: nothing to do (they only keep the channel alive).
-
-
-async def _guard(vc: VirtualConnection, work: Coroutine[Any, Any, None]) -> None:
-    """Run one task of a VC; its failure ends the VC (inside a nursery, exceptions would
-    arrive wrapped in an ExceptionGroup)."""
-    try:
-        await work
-    except (_Closed, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
-        vc.end(str(exc) or type(exc).__name__)
+        return False
 
 
 def _reason(status: int) -> str:

@@ -5,21 +5,33 @@ the 16-byte virtual-connection cookie of CONN/A1 (OUT) and CONN/B1 (IN). Each ch
 handler :meth:`VcTable.join` s with its cookie; the second half must come from the same
 authenticated user for the same target, else it is refused (a guessed cookie does
 not let another user hijack a connection). The first half waits at most
-``pair_timeout`` for the second. :class:`VirtualConnection` carries what both handlers
-share: the flow-control state (:mod:`tunnel.vc`), the backend stream, the pending
-acknowledgement for the OUT writer and a cancel scope per handler, so ending the VC
-from either side (or the backend) stops both.
+``pair_timeout`` for the second. Successor channels of a recycle
+(:mod:`tunnel.recycling`) find their VC with :meth:`VcTable.find`, under the same
+user and target rule.
+
+:class:`VirtualConnection` carries what the handlers share: the flow-control state
+(:mod:`tunnel.vc`), the recycling state, the backend stream, the current OUT channel
+(an :class:`OutSink`) and its successor, the control PDUs and pending acknowledgement
+for the OUT writer, and a cancel scope per task, so ending the VC from any side (or
+the backend) stops them all. Every task working for a VC holds it
+(:meth:`VcTable.hold`); the VC leaves the table when the last one lets go.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import deque
+from typing import Protocol
 
 import trio
 
 from tunnel.config import TunnelConfig
 from tunnel.policy import Target
+from tunnel.recycling import InRecycler, OutRecycler
 from tunnel.vc import ReceiveWindow, SendWindow
+
+#: Cookies of retired OUT channels remembered, to ignore their late acknowledgements.
+RETIRED_COOKIES = 4
 
 
 class Side(enum.Enum):
@@ -41,14 +53,30 @@ class Waker:
         self._event = trio.Event()
 
 
+class OutSink(Protocol):
+    """An OUT channel the VC's writer sends on (the HTTP/1.1 handler of its request)."""
+
+    def send_body(self, data: bytes) -> None:
+        """Queue bytes of the response body."""
+
+    def start_out_response(self, content_length: int) -> None:
+        """Queue the ``200 Success`` head."""
+
+    async def flush(self) -> None:
+        """Send what is queued."""
+
+    def retire(self) -> None:
+        """The channel was replaced by its successor: its handler may close it."""
+
+
 class VirtualConnection:
-    """State shared by the IN and OUT handlers of one virtual connection."""
+    """State shared by the tasks of one virtual connection."""
 
     def __init__(self, cookie: bytes, user: str, target: Target, config: TunnelConfig) -> None:
         self.cookie = cookie
         self.user = user
         self.target = target
-        self.sides: set[Side] = set()
+        self.holders = 0
         self.joined: set[Side] = set()
         self.paired = trio.Event()
         self.established = trio.Event()
@@ -57,13 +85,22 @@ class VirtualConnection:
         self.backend: trio.abc.HalfCloseableStream | None = None
         self.in_cookie = b"\x00" * 16
         self.out_cookie = b"\x00" * 16
+        self.retired_out_cookies: deque[bytes] = deque(maxlen=RETIRED_COOKIES)
         self.keepalive_ms = 300000
         self.out_window = SendWindow(
             65536, config.out_content_length, strict=config.out_flow_control
         )
         self.in_window = ReceiveWindow(config.in_window)
         self.pending_ack: bytes | None = None
+        #: RTS PDUs for the OUT writer besides acknowledgements (IN_R2/A4).
+        self.control: deque[bytes] = deque()
         self.out_waker = Waker()
+        self.out_sink: OutSink | None = None
+        self.out_successor: OutSink | None = None
+        self.out_recycle = OutRecycler(config.out_recycle_threshold, config.recycle_timeout)
+        self.in_recycle = InRecycler()
+        #: Set when the predecessor IN channel saw IN_R2/A5 (a new Event per recycle).
+        self.in_handover = trio.Event()
         self._scopes: list[trio.CancelScope] = []
 
     def attach(self, scope: trio.CancelScope) -> None:
@@ -72,12 +109,18 @@ class VirtualConnection:
         if self.ended.is_set():
             scope.cancel()
 
+    def detach(self, scope: trio.CancelScope) -> None:
+        """``scope`` is done (a channel handed over to its successor)."""
+        if scope in self._scopes:
+            self._scopes.remove(scope)
+
     def end(self, reason: str) -> None:
         if self.ended.is_set():
             return
         self.end_reason = reason
         self.ended.set()
         self.out_waker.wake()
+        self.in_handover.set()
         for scope in self._scopes:
             scope.cancel()
 
@@ -95,7 +138,8 @@ class VcTable:
     def join(
         self, cookie: bytes, side: Side, user: str, target: Target
     ) -> VirtualConnection | None:
-        """Register one channel; returns its VC, or None when the join is refused."""
+        """Register the first channel of a side (CONN/A1, CONN/B1); returns its VC
+        (held once for the caller), or None when the join is refused."""
         vc = self._vcs.get(cookie)
         if vc is None:
             if len(self._vcs) >= self.config.max_vcs:
@@ -103,15 +147,37 @@ class VcTable:
             vc = self._vcs[cookie] = VirtualConnection(cookie, user, target, self.config)
         elif side in vc.joined or vc.user != user or vc.target != target or vc.ended.is_set():
             return None
-        vc.sides.add(side)
+        vc.holders += 1
         vc.joined.add(side)
-        if vc.sides == {Side.IN, Side.OUT}:
+        if vc.joined == {Side.IN, Side.OUT}:
             vc.paired.set()
         return vc
 
-    def leave(self, vc: VirtualConnection, side: Side) -> None:
-        """A channel handler is done; the VC ends and goes when its last channel leaves."""
-        vc.sides.discard(side)
-        vc.end(f"{side.value} channel closed")
-        if not vc.sides and self._vcs.get(vc.cookie) is vc:
-            del self._vcs[vc.cookie]
+    def find(self, cookie: bytes, user: str, target: Target) -> VirtualConnection | None:
+        """The established, live VC ``cookie`` of ``user`` to ``target`` (for a successor
+        channel), or None."""
+        vc = self._vcs.get(cookie)
+        if (
+            vc is None
+            or vc.user != user
+            or vc.target != target
+            or not vc.established.is_set()
+            or vc.ended.is_set()
+        ):
+            return None
+        return vc
+
+    def hold(self, vc: VirtualConnection) -> None:
+        """One more task works for ``vc`` (a successor channel, the VC's runner)."""
+        vc.holders += 1
+
+    def leave(self, vc: VirtualConnection, reason: str | None) -> None:
+        """A task is done with ``vc``: the VC ends with ``reason`` (None: it goes on, the
+        task handed its channel over), and leaves the table when nobody holds it."""
+        vc.holders -= 1
+        if reason is not None:
+            vc.end(reason)
+        if vc.holders <= 0:
+            vc.end(reason or "all channels closed")
+            if self._vcs.get(vc.cookie) is vc:
+                del self._vcs[vc.cookie]
