@@ -57,7 +57,7 @@ from __future__ import annotations
 import enum
 
 from dcerpc.errors import RemoteProtocolError
-from tunnel.rts import InRecycleA1, OutRecycleA3
+from tunnel.rts_recycling import InRecycleA1, OutRecycleA3
 
 #: Wire sizes of the handshake PDUs that go on a predecessor channel.
 IN_R2_A1_SIZE = 88

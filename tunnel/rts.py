@@ -18,10 +18,10 @@ are all refused before anything is allocated.
 
 Below the codec are builders for the PDUs of [MS-RPCH] 2.2.4 that a terminating
 proxy and a client exchange (CONN/A1, B1, A3, C2, Ping, Echo, Keep-Alive,
-FlowControlAck, FlowControlAckWithDestination, and the channel recycling PDUs of the
-IN_R2 and OUT_R2 sequences of 3.2.1.5.3) and :func:`classify` that
+FlowControlAck, FlowControlAckWithDestination) and :func:`classify` that
 names a received message by its flags and command sequence, with parsers for the
-messages whose fields matter.
+messages whose fields matter. The builders and parsers of the channel recycling PDUs
+(the IN_R2 and OUT_R2 sequences of 3.2.1.5.3) live in :mod:`tunnel.rts_recycling`.
 
 Recycling PDUs with the same layout share a kind: IN_R1/A1 is IN_R2/A1, IN_R1/A5 is
 IN_R2/A5, OUT_R1/A2 is OUT_R2/A2 and OUT_R1/A3 is OUT_R2/A3 on the wire (2.2.4.10,
@@ -470,83 +470,6 @@ def flow_control_ack_to(
     )
 
 
-# -- channel recycling ([MS-RPCH] 2.2.4.18-2.2.4.22, 2.2.4.34-2.2.4.46) -------------------
-
-
-def in_r2_a1(vc_cookie: bytes, predecessor: bytes, successor: bytes) -> bytes:
-    """IN_R2/A1 (2.2.4.18; IN_R1/A1 is identical): the first PDU of a successor IN
-    channel, naming the VC, the IN channel it replaces and its own cookie (88 bytes)."""
-    return encode_rts(
-        RtsMessage(
-            RtsFlags.RECYCLE_CHANNEL,
-            (Version(), Cookie(vc_cookie), Cookie(predecessor), Cookie(successor)),
-        )
-    )
-
-
-def in_r2_a4() -> bytes:
-    """IN_R2/A4 (2.2.4.21): on OUT, the successor IN channel is accepted (28 bytes)."""
-    return encode_rts(RtsMessage(RtsFlags.NONE, (Destination(ForwardDestination.CLIENT),)))
-
-
-def in_r2_a5(successor: bytes) -> bytes:
-    """IN_R2/A5 (2.2.4.22; IN_R1/A5 is identical): the last PDU of the predecessor IN
-    channel; everything after it comes on the successor (40 bytes)."""
-    return encode_rts(RtsMessage(RtsFlags.NONE, (Cookie(successor),)))
-
-
-def out_r2_a2() -> bytes:
-    """OUT_R2/A2 (2.2.4.35; OUT_R1/A2 is identical): the proxy asks the client for a
-    successor OUT channel (28 bytes)."""
-    return encode_rts(
-        RtsMessage(RtsFlags.RECYCLE_CHANNEL, (Destination(ForwardDestination.CLIENT),))
-    )
-
-
-def out_r2_a3(vc_cookie: bytes, predecessor: bytes, successor: bytes, receive_window: int) -> bytes:
-    """OUT_R2/A3 (2.2.4.36; OUT_R1/A3 is identical): the first PDU of a successor OUT
-    channel, with the client's receive window for it (96 bytes)."""
-    return encode_rts(
-        RtsMessage(
-            RtsFlags.RECYCLE_CHANNEL,
-            (
-                Version(),
-                Cookie(vc_cookie),
-                Cookie(predecessor),
-                Cookie(successor),
-                ReceiveWindowSize(receive_window),
-            ),
-        )
-    )
-
-
-def out_r2_a6() -> bytes:
-    """OUT_R2/A6 (2.2.4.39): on the predecessor OUT, the successor is attached (32 bytes)."""
-    return encode_rts(RtsMessage(RtsFlags.NONE, (Destination(ForwardDestination.CLIENT), Ance())))
-
-
-def out_r2_a7(successor: bytes) -> bytes:
-    """OUT_R2/A7 (2.2.4.40): on IN, the client confirms the successor OUT channel
-    (56 bytes)."""
-    return encode_rts(
-        RtsMessage(
-            RtsFlags.OUT_CHANNEL,
-            (Destination(ForwardDestination.SERVER), Cookie(successor), Version()),
-        )
-    )
-
-
-def out_r2_b3() -> bytes:
-    """OUT_R2/B3 (2.2.4.44): the last PDU of the predecessor OUT channel (24 bytes)."""
-    return encode_rts(RtsMessage(RtsFlags.EOF, (Ance(),)))
-
-
-def out_r2_c1() -> bytes:
-    """OUT_R2/C1 (2.2.4.45): the last PDU of the successor OUT channel's request body
-    (24 bytes; with OUT_R2/A3 it fills the 120-byte Content-Length)."""
-    return encode_rts(RtsMessage(RtsFlags.PING, (Empty(),)))
-
-
 # -- recognising messages ---------------------------------------------------------------
 
 
@@ -647,8 +570,8 @@ def parse_conn_a1(message: RtsMessage) -> ConnA1:
     version, vc, out, window = message.commands
     assert isinstance(version, Version) and isinstance(vc, Cookie)
     assert isinstance(out, Cookie) and isinstance(window, ReceiveWindowSize)
-    _check_version(version)
-    _check_window(window)
+    check_rts_version(version)
+    check_receive_window(window)
     return ConnA1(vc.cookie, out.cookie, window.value)
 
 
@@ -664,85 +587,29 @@ def parse_conn_b1(message: RtsMessage) -> ConnB1:
     assert isinstance(version, Version) and isinstance(vc, Cookie)
     assert isinstance(cookie, Cookie) and isinstance(lifetime, ChannelLifetime)
     assert isinstance(keepalive, ClientKeepalive) and isinstance(group, AssociationGroupId)
-    _check_version(version)
+    check_rts_version(version)
     return ConnB1(vc.cookie, cookie.cookie, lifetime.value, keepalive.value, group.cookie)
 
 
-@dataclass(frozen=True, slots=True)
-class InRecycleA1:
-    """The fields of IN_R2/A1 (or IN_R1/A1)."""
+def check_rts_version(version: Version) -> None:
+    """Refuse a Version command other than :data:`RTS_VERSION` ([MS-RPCH] 2.2.3.5.7).
 
-    vc_cookie: bytes
-    predecessor: bytes
-    successor: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class OutRecycleA3:
-    """The fields of OUT_R2/A3 (or OUT_R1/A3)."""
-
-    vc_cookie: bytes
-    predecessor: bytes
-    successor: bytes
-    receive_window: int
-
-
-def _check_version(version: Version) -> None:
+    Raises:
+        DecodeError: another RTS version.
+    """
     if version.value != RTS_VERSION:
         raise DecodeError(f"unsupported RTS version {version.value}")
 
 
-def _check_window(window: ReceiveWindowSize) -> None:
+def check_receive_window(window: ReceiveWindowSize) -> None:
+    """Refuse a ReceiveWindowSize out of range ([MS-RPCH] 2.2.3.5.1).
+
+    Raises:
+        DecodeError: the window is below 8 KiB or above 1 GiB.
+    """
     # [MS-RPCH] 2.2.3.5.1: 8 KiB..256 KiB (we accept up to 1 GiB: only a bound matters).
     if not 8192 <= window.value <= 1 << 30:
         raise DecodeError(f"receive window {window.value} out of range")
-
-
-def parse_in_r2_a1(message: RtsMessage) -> InRecycleA1:
-    """The fields of an IN_R2/A1 (or IN_R1/A1) message.
-
-    Raises:
-        DecodeError: the message is something else, or another RTS version.
-    """
-    if classify(message) is not Kind.IN_R2_A1:
-        raise DecodeError("expected IN_R2/A1")
-    version, vc, predecessor, successor = message.commands
-    assert isinstance(version, Version) and isinstance(vc, Cookie)
-    assert isinstance(predecessor, Cookie) and isinstance(successor, Cookie)
-    _check_version(version)
-    return InRecycleA1(vc.cookie, predecessor.cookie, successor.cookie)
-
-
-def parse_out_r2_a3(message: RtsMessage) -> OutRecycleA3:
-    """The fields of an OUT_R2/A3 (or OUT_R1/A3) message.
-
-    Raises:
-        DecodeError: the message is something else, another RTS version or its window
-            is out of range.
-    """
-    if classify(message) is not Kind.OUT_R2_A3:
-        raise DecodeError("expected OUT_R2/A3")
-    version, vc, predecessor, successor, window = message.commands
-    assert isinstance(version, Version) and isinstance(vc, Cookie)
-    assert isinstance(predecessor, Cookie) and isinstance(successor, Cookie)
-    assert isinstance(window, ReceiveWindowSize)
-    _check_version(version)
-    _check_window(window)
-    return OutRecycleA3(vc.cookie, predecessor.cookie, successor.cookie, window.value)
-
-
-def successor_cookie(message: RtsMessage) -> bytes:
-    """The successor channel cookie of an IN_R2/A5 or OUT_R2/A7 message.
-
-    Raises:
-        DecodeError: the message is neither.
-    """
-    if classify(message) not in (Kind.IN_R2_A5, Kind.OUT_R2_A7):
-        raise DecodeError("expected IN_R2/A5 or OUT_R2/A7")
-    for cmd in message.commands:
-        if isinstance(cmd, Cookie):
-            return cmd.cookie
-    raise AssertionError("unreachable: both shapes carry a cookie")
 
 
 def find_window(message: RtsMessage) -> int | None:

@@ -18,7 +18,7 @@ from tunnel_helpers import ECHO, FAST, PASSWORD, SERVER_NAME, USER, Backend, Tun
 from dcerpc.client import open_rpc_client
 from dcerpc.errors import ConnectionClosed
 from endpoint_mapper import lookup_on
-from tunnel import rts
+from tunnel import rts, rts_recycling
 from tunnel.policy import AllowList
 from tunnel.proxy import serve_tunnel
 from tunnel.tls import client_context
@@ -413,7 +413,7 @@ async def test_idle_out_channel_gets_pings(
 
 async def test_recycling_an_unknown_virtual_connection_is_refused(tunnel: Tunnel) -> None:
     path = f"/rpc/rpcproxy.dll?localhost:{tunnel.backend.epm_port}"
-    recycle = rts.in_r2_a1(b"k" * 16, b"i" * 16, b"j" * 16)
+    recycle = rts_recycling.in_r2_a1(b"k" * 16, b"i" * 16, b"j" * 16)
     with trio.fail_after(10):
         async with await connect(tunnel) as s:
             await s.send_all(request("RPC_IN_DATA", path, 1 << 30))

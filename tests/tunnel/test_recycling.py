@@ -53,7 +53,7 @@ from dcerpc.pdu import (
 from dcerpc.server import RpcServer
 from dcerpc.syntax import NDR, SyntaxId
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, stubs
-from tunnel import rts
+from tunnel import rts, rts_recycling
 from tunnel.config import TunnelConfig
 from tunnel.drivers.h1_client import H1TunnelStream
 from tunnel.tls import client_context
@@ -359,7 +359,7 @@ async def test_the_wire_sequence_of_an_in_recycle(tunnel: Tunnel) -> None:
         successor = b"J" * 16
         new_in = await connect(tunnel)
         await new_in.send_all(request("RPC_IN_DATA", tunnel, 1 << 30))
-        await new_in.send_all(rts.in_r2_a1(raw.vc, raw.in_cookie, successor))
+        await new_in.send_all(rts_recycling.in_r2_a1(raw.vc, raw.in_cookie, successor))
         await raw.out.until(rts.Kind.IN_R2_A4, [])
         # An RPC PDU on the successor overtakes the rest of the predecessor: the proxy
         # must not read it before the predecessor's last PDU, IN_R2/A5 (it is plugged).
@@ -367,7 +367,7 @@ async def test_the_wire_sequence_of_an_in_recycle(tunnel: Tunnel) -> None:
         await raw.in_s.send_all(call(2, 0, b"on the predecessor"))
         got = answers([await raw.out.pdu()])
         assert got == {2: (1).to_bytes(4, "little") + b"on the predecessor"}
-        await raw.in_s.send_all(rts.in_r2_a5(successor))
+        await raw.in_s.send_all(rts_recycling.in_r2_a5(successor))
         got = answers([await raw.out.pdu()])
         assert got == {3: (2).to_bytes(4, "little") + b"on the successor"}
         # The proxy closes the predecessor (without an HTTP answer) and reads on.
@@ -394,11 +394,11 @@ async def test_the_wire_sequence_of_an_out_recycle(
         new_out_s = await connect(tunnel)
         new_out = OutReader(new_out_s)
         await new_out_s.send_all(request("RPC_OUT_DATA", tunnel, 120))
-        await new_out_s.send_all(rts.out_r2_a3(raw.vc, raw.out_cookie, successor, 262144))
+        await new_out_s.send_all(rts_recycling.out_r2_a3(raw.vc, raw.out_cookie, successor, 262144))
         on_predecessor: list[bytes] = []
         await raw.out.until(rts.Kind.OUT_R2_A6, on_predecessor)
-        await raw.in_s.send_all(rts.out_r2_a7(successor))
-        await new_out_s.send_all(rts.out_r2_c1())
+        await raw.in_s.send_all(rts_recycling.out_r2_a7(successor))
+        await new_out_s.send_all(rts_recycling.out_r2_c1())
         await raw.out.until(rts.Kind.OUT_R2_B3, on_predecessor)
         # Nothing follows OUT_R2/B3 on the predecessor, which stayed within its length.
         assert await read_until_closed(raw.out_s) == b""
@@ -428,26 +428,38 @@ async def test_successors_with_wrong_cookies_are_refused_and_the_vc_goes_on(
             new = os.urandom(16)
             attempts = [
                 # The right VC, a predecessor that is not the current IN channel.
-                ("RPC_IN_DATA", "localhost", rts.in_r2_a1(stream.vc_cookie, os.urandom(16), new)),
+                (
+                    "RPC_IN_DATA",
+                    "localhost",
+                    rts_recycling.in_r2_a1(stream.vc_cookie, os.urandom(16), new),
+                ),
                 # No such VC.
-                ("RPC_IN_DATA", "localhost", rts.in_r2_a1(os.urandom(16), stream.in_cookie, new)),
+                (
+                    "RPC_IN_DATA",
+                    "localhost",
+                    rts_recycling.in_r2_a1(os.urandom(16), stream.in_cookie, new),
+                ),
                 # The right VC and predecessor, but for another target (server name).
-                ("RPC_IN_DATA", SERVER_NAME, rts.in_r2_a1(stream.vc_cookie, stream.in_cookie, new)),
+                (
+                    "RPC_IN_DATA",
+                    SERVER_NAME,
+                    rts_recycling.in_r2_a1(stream.vc_cookie, stream.in_cookie, new),
+                ),
                 # The same for the OUT channel.
                 (
                     "RPC_OUT_DATA",
                     "localhost",
-                    rts.out_r2_a3(stream.vc_cookie, os.urandom(16), new, 262144),
+                    rts_recycling.out_r2_a3(stream.vc_cookie, os.urandom(16), new, 262144),
                 ),
                 (
                     "RPC_OUT_DATA",
                     "localhost",
-                    rts.out_r2_a3(os.urandom(16), stream.out_cookie, new, 262144),
+                    rts_recycling.out_r2_a3(os.urandom(16), stream.out_cookie, new, 262144),
                 ),
                 (
                     "RPC_OUT_DATA",
                     SERVER_NAME,
-                    rts.out_r2_a3(stream.vc_cookie, stream.out_cookie, new, 262144),
+                    rts_recycling.out_r2_a3(stream.vc_cookie, stream.out_cookie, new, 262144),
                 ),
             ]
             for method, server, first in attempts:
@@ -475,7 +487,7 @@ async def test_an_in_successor_without_its_a5_is_dropped_and_the_vc_goes_on(
         raw = await RawVc.open(tunnel)
         stale = await connect(tunnel)
         await stale.send_all(request("RPC_IN_DATA", tunnel, 1 << 30))
-        await stale.send_all(rts.in_r2_a1(raw.vc, raw.in_cookie, b"S" * 16))
+        await stale.send_all(rts_recycling.in_r2_a1(raw.vc, raw.in_cookie, b"S" * 16))
         await raw.out.until(rts.Kind.IN_R2_A4, [])
         # No IN_R2/A5 comes: the proxy gives up on the successor after recycle_timeout.
         assert await read_until_closed(stale) == b""
@@ -485,9 +497,9 @@ async def test_an_in_successor_without_its_a5_is_dropped_and_the_vc_goes_on(
         # And a later recycle of the same IN channel succeeds.
         new_in = await connect(tunnel)
         await new_in.send_all(request("RPC_IN_DATA", tunnel, 1 << 30))
-        await new_in.send_all(rts.in_r2_a1(raw.vc, raw.in_cookie, b"T" * 16))
+        await new_in.send_all(rts_recycling.in_r2_a1(raw.vc, raw.in_cookie, b"T" * 16))
         await raw.out.until(rts.Kind.IN_R2_A4, [])
-        await raw.in_s.send_all(rts.in_r2_a5(b"T" * 16))
+        await raw.in_s.send_all(rts_recycling.in_r2_a5(b"T" * 16))
         await new_in.send_all(call(3, 0, b"recycled"))
         assert answers([await raw.out.pdu()])[3] == (2).to_bytes(4, "little") + b"recycled"
         await raw.aclose()

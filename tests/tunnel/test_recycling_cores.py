@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dcerpc.errors import DecodeError, RemoteProtocolError
-from tunnel import recycling, rts
+from tunnel import recycling, rts, rts_recycling
 from tunnel.recycling import (
     ClientInRecycler,
     ClientInState,
@@ -33,38 +33,44 @@ VC, OLD, NEW, OTHER = b"V" * 16, b"O" * 16, b"N" * 16, b"X" * 16
 #: (builder output, size from the spec, kind, flags, command types) for every PDU.
 RECYCLING_PDUS = [
     (
-        rts.in_r2_a1(VC, OLD, NEW),
+        rts_recycling.in_r2_a1(VC, OLD, NEW),
         88,
         rts.Kind.IN_R2_A1,
         rts.RtsFlags.RECYCLE_CHANNEL,
         (rts.Version, rts.Cookie, rts.Cookie, rts.Cookie),
     ),
-    (rts.in_r2_a4(), 28, rts.Kind.IN_R2_A4, rts.RtsFlags.NONE, (rts.Destination,)),
-    (rts.in_r2_a5(NEW), 40, rts.Kind.IN_R2_A5, rts.RtsFlags.NONE, (rts.Cookie,)),
+    (rts_recycling.in_r2_a4(), 28, rts.Kind.IN_R2_A4, rts.RtsFlags.NONE, (rts.Destination,)),
+    (rts_recycling.in_r2_a5(NEW), 40, rts.Kind.IN_R2_A5, rts.RtsFlags.NONE, (rts.Cookie,)),
     (
-        rts.out_r2_a2(),
+        rts_recycling.out_r2_a2(),
         28,
         rts.Kind.OUT_R2_A2,
         rts.RtsFlags.RECYCLE_CHANNEL,
         (rts.Destination,),
     ),
     (
-        rts.out_r2_a3(VC, OLD, NEW, 262144),
+        rts_recycling.out_r2_a3(VC, OLD, NEW, 262144),
         96,
         rts.Kind.OUT_R2_A3,
         rts.RtsFlags.RECYCLE_CHANNEL,
         (rts.Version, rts.Cookie, rts.Cookie, rts.Cookie, rts.ReceiveWindowSize),
     ),
-    (rts.out_r2_a6(), 32, rts.Kind.OUT_R2_A6, rts.RtsFlags.NONE, (rts.Destination, rts.Ance)),
     (
-        rts.out_r2_a7(NEW),
+        rts_recycling.out_r2_a6(),
+        32,
+        rts.Kind.OUT_R2_A6,
+        rts.RtsFlags.NONE,
+        (rts.Destination, rts.Ance),
+    ),
+    (
+        rts_recycling.out_r2_a7(NEW),
         56,
         rts.Kind.OUT_R2_A7,
         rts.RtsFlags.OUT_CHANNEL,
         (rts.Destination, rts.Cookie, rts.Version),
     ),
-    (rts.out_r2_b3(), 24, rts.Kind.OUT_R2_B3, rts.RtsFlags.EOF, (rts.Ance,)),
-    (rts.out_r2_c1(), 24, rts.Kind.OUT_R2_C1, rts.RtsFlags.PING, (rts.Empty,)),
+    (rts_recycling.out_r2_b3(), 24, rts.Kind.OUT_R2_B3, rts.RtsFlags.EOF, (rts.Ance,)),
+    (rts_recycling.out_r2_c1(), 24, rts.Kind.OUT_R2_C1, rts.RtsFlags.PING, (rts.Empty,)),
 ]
 IDS = [kind.value for _, _, kind, _, _ in RECYCLING_PDUS]
 
@@ -95,24 +101,24 @@ def test_truncated_recycling_pdus_are_refused(
 
 
 def test_destinations_and_cookies_are_where_the_spec_puts_them() -> None:
-    assert rts.decode_rts(rts.in_r2_a4()).commands == (
+    assert rts.decode_rts(rts_recycling.in_r2_a4()).commands == (
         rts.Destination(rts.ForwardDestination.CLIENT),
     )
-    assert rts.decode_rts(rts.out_r2_a2()).commands == (
+    assert rts.decode_rts(rts_recycling.out_r2_a2()).commands == (
         rts.Destination(rts.ForwardDestination.CLIENT),
     )
-    a7 = rts.decode_rts(rts.out_r2_a7(NEW))
+    a7 = rts.decode_rts(rts_recycling.out_r2_a7(NEW))
     assert a7.commands[0] == rts.Destination(rts.ForwardDestination.SERVER)
-    assert rts.successor_cookie(a7) == NEW
-    assert rts.successor_cookie(rts.decode_rts(rts.in_r2_a5(NEW))) == NEW
+    assert rts_recycling.successor_cookie(a7) == NEW
+    assert rts_recycling.successor_cookie(rts.decode_rts(rts_recycling.in_r2_a5(NEW))) == NEW
     with pytest.raises(DecodeError):
-        rts.successor_cookie(rts.decode_rts(rts.ping()))
+        rts_recycling.successor_cookie(rts.decode_rts(rts.ping()))
 
 
 def test_parsers_return_the_fields() -> None:
-    a1 = rts.parse_in_r2_a1(rts.decode_rts(rts.in_r2_a1(VC, OLD, NEW)))
+    a1 = rts_recycling.parse_in_r2_a1(rts.decode_rts(rts_recycling.in_r2_a1(VC, OLD, NEW)))
     assert (a1.vc_cookie, a1.predecessor, a1.successor) == (VC, OLD, NEW)
-    a3 = rts.parse_out_r2_a3(rts.decode_rts(rts.out_r2_a3(VC, OLD, NEW, 65536)))
+    a3 = rts_recycling.parse_out_r2_a3(rts.decode_rts(rts_recycling.out_r2_a3(VC, OLD, NEW, 65536)))
     assert (a3.vc_cookie, a3.predecessor, a3.successor, a3.receive_window) == (
         VC,
         OLD,
@@ -120,11 +126,11 @@ def test_parsers_return_the_fields() -> None:
         65536,
     )
     with pytest.raises(DecodeError, match="IN_R2/A1"):
-        rts.parse_in_r2_a1(rts.decode_rts(rts.conn_b1(VC, OLD, NEW)))
+        rts_recycling.parse_in_r2_a1(rts.decode_rts(rts.conn_b1(VC, OLD, NEW)))
     with pytest.raises(DecodeError, match="OUT_R2/A3"):
-        rts.parse_out_r2_a3(rts.decode_rts(rts.in_r2_a1(VC, OLD, NEW)))
+        rts_recycling.parse_out_r2_a3(rts.decode_rts(rts_recycling.in_r2_a1(VC, OLD, NEW)))
     with pytest.raises(DecodeError, match="window"):
-        rts.parse_out_r2_a3(rts.decode_rts(rts.out_r2_a3(VC, OLD, NEW, 100)))
+        rts_recycling.parse_out_r2_a3(rts.decode_rts(rts_recycling.out_r2_a3(VC, OLD, NEW, 100)))
 
 
 def test_parsers_refuse_another_rts_version() -> None:
@@ -133,7 +139,7 @@ def test_parsers_refuse_another_rts_version() -> None:
         (rts.Version(2), rts.Cookie(VC), rts.Cookie(OLD), rts.Cookie(NEW)),
     )
     with pytest.raises(DecodeError, match="version"):
-        rts.parse_in_r2_a1(rts.decode_rts(rts.encode_rts(a1)))
+        rts_recycling.parse_in_r2_a1(rts.decode_rts(rts.encode_rts(a1)))
 
 
 def test_r1_variants_and_freerdps_a7_are_recognised() -> None:
@@ -150,7 +156,7 @@ def test_r1_variants_and_freerdps_a7_are_recognised() -> None:
     decoded = rts.decode_rts(rts.encode_rts(in_r1_a4))
     assert rts.classify(decoded) is rts.Kind.IN_R1_A4
     assert rts.find_window(decoded) == 65536
-    assert rts.find_window(rts.decode_rts(rts.in_r2_a4())) is None
+    assert rts.find_window(rts.decode_rts(rts_recycling.in_r2_a4())) is None
     # FreeRDP's signature table lists OUT_R2/A7 without RTS_FLAG_OUT_CHANNEL.
     freerdp_a7 = rts.RtsMessage(
         rts.RtsFlags.NONE,
@@ -164,20 +170,22 @@ def test_r1_variants_and_freerdps_a7_are_recognised() -> None:
 
 
 def test_handshake_sizes_match_the_builders() -> None:
-    assert len(rts.in_r2_a1(VC, OLD, NEW)) == recycling.IN_R2_A1_SIZE
-    assert len(rts.in_r2_a4()) == recycling.IN_R2_A4_SIZE
-    assert len(rts.in_r2_a5(NEW)) == recycling.IN_R2_A5_SIZE
-    assert len(rts.out_r2_a2()) == recycling.OUT_R2_A2_SIZE
-    assert len(rts.out_r2_a6()) == recycling.OUT_R2_A6_SIZE
-    assert len(rts.out_r2_a7(NEW)) == recycling.OUT_R2_A7_SIZE
-    assert len(rts.out_r2_b3()) == recycling.OUT_R2_B3_SIZE
+    assert len(rts_recycling.in_r2_a1(VC, OLD, NEW)) == recycling.IN_R2_A1_SIZE
+    assert len(rts_recycling.in_r2_a4()) == recycling.IN_R2_A4_SIZE
+    assert len(rts_recycling.in_r2_a5(NEW)) == recycling.IN_R2_A5_SIZE
+    assert len(rts_recycling.out_r2_a2()) == recycling.OUT_R2_A2_SIZE
+    assert len(rts_recycling.out_r2_a6()) == recycling.OUT_R2_A6_SIZE
+    assert len(rts_recycling.out_r2_a7(NEW)) == recycling.OUT_R2_A7_SIZE
+    assert len(rts_recycling.out_r2_b3()) == recycling.OUT_R2_B3_SIZE
 
 
 # -- the proxy's OUT recycling ------------------------------------------------------------
 
 
-def a3(predecessor: bytes = OLD, successor: bytes = NEW, window: int = 65536) -> rts.OutRecycleA3:
-    return rts.OutRecycleA3(VC, predecessor, successor, window)
+def a3(
+    predecessor: bytes = OLD, successor: bytes = NEW, window: int = 65536
+) -> rts_recycling.OutRecycleA3:
+    return rts_recycling.OutRecycleA3(VC, predecessor, successor, window)
 
 
 def test_out_recycle_happy_path_and_reserve() -> None:
@@ -216,7 +224,7 @@ def test_out_recycle_accepts_c1_before_a6_and_a3_without_a2() -> None:
     [(a3(predecessor=OTHER), "current OUT channel"), (a3(successor=OLD), "reuses")],
 )
 def test_out_recycle_refuses_a_successor_naming_another_channel(
-    successor: rts.OutRecycleA3, match: str
+    successor: rts_recycling.OutRecycleA3, match: str
 ) -> None:
     out = OutRecycler(threshold=8192, timeout=30.0)
     with pytest.raises(RecycleRefused, match=match):
@@ -273,10 +281,10 @@ def test_out_recycle_deadlines() -> None:
 
 def test_in_recycle_hand_over() -> None:
     inr = InRecycler()
-    inr.attach(rts.InRecycleA1(VC, OLD, NEW), OLD)
+    inr.attach(rts_recycling.InRecycleA1(VC, OLD, NEW), OLD)
     assert inr.state is InState.ATTACHED
     with pytest.raises(RecycleRefused, match="under way"):
-        inr.attach(rts.InRecycleA1(VC, OLD, OTHER), OLD)
+        inr.attach(rts_recycling.InRecycleA1(VC, OLD, OTHER), OLD)
     with pytest.raises(RecycleError, match="another successor"):
         inr.handed_over(OTHER)
     assert inr.handed_over(NEW) == NEW
@@ -288,13 +296,13 @@ def test_in_recycle_hand_over() -> None:
 def test_in_recycle_refusals_and_abort() -> None:
     inr = InRecycler()
     with pytest.raises(RecycleRefused, match="current IN channel"):
-        inr.attach(rts.InRecycleA1(VC, OTHER, NEW), OLD)
+        inr.attach(rts_recycling.InRecycleA1(VC, OTHER, NEW), OLD)
     with pytest.raises(RecycleRefused, match="reuses"):
-        inr.attach(rts.InRecycleA1(VC, OLD, OLD), OLD)
-    inr.attach(rts.InRecycleA1(VC, OLD, NEW), OLD)
+        inr.attach(rts_recycling.InRecycleA1(VC, OLD, OLD), OLD)
+    inr.attach(rts_recycling.InRecycleA1(VC, OLD, NEW), OLD)
     inr.abort()
     assert inr.state is InState.OPENED and inr.successor is None
-    inr.attach(rts.InRecycleA1(VC, OLD, NEW), OLD)  # a later attempt may succeed
+    inr.attach(rts_recycling.InRecycleA1(VC, OLD, NEW), OLD)  # a later attempt may succeed
 
 
 # -- the client's side --------------------------------------------------------------------

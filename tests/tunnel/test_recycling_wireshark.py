@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tunnel import rts
+from tunnel import rts_recycling
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("tshark"), reason="tshark not installed (apt-get install tshark)"
@@ -28,15 +28,15 @@ CLIENT_PORT, PROXY_PORT = 40000, 593
 
 #: (from the client?, PDU, the name tshark must show): both sequences in wire order.
 SEQUENCE = [
-    (True, rts.in_r2_a1(VC, OLD_IN, NEW_IN), "IN_R2/A1"),
-    (False, rts.in_r2_a4(), "IN_R2/A4"),
-    (True, rts.in_r2_a5(NEW_IN), "IN_R2/A5"),
-    (False, rts.out_r2_a2(), "OUT_R2/A2"),
-    (True, rts.out_r2_a3(VC, OLD_OUT, NEW_OUT, 262144), "OUT_R2/A3"),
-    (False, rts.out_r2_a6(), "OUT_R2/A6"),
-    (True, rts.out_r2_a7(NEW_OUT), "OUT_R2/A7"),
-    (True, rts.out_r2_c1(), "OUT_R2/C1"),
-    (False, rts.out_r2_b3(), "OUT_R2/B3"),
+    (True, rts_recycling.in_r2_a1(VC, OLD_IN, NEW_IN), "IN_R2/A1"),
+    (False, rts_recycling.in_r2_a4(), "IN_R2/A4"),
+    (True, rts_recycling.in_r2_a5(NEW_IN), "IN_R2/A5"),
+    (False, rts_recycling.out_r2_a2(), "OUT_R2/A2"),
+    (True, rts_recycling.out_r2_a3(VC, OLD_OUT, NEW_OUT, 262144), "OUT_R2/A3"),
+    (False, rts_recycling.out_r2_a6(), "OUT_R2/A6"),
+    (True, rts_recycling.out_r2_a7(NEW_OUT), "OUT_R2/A7"),
+    (True, rts_recycling.out_r2_c1(), "OUT_R2/C1"),
+    (False, rts_recycling.out_r2_b3(), "OUT_R2/B3"),
 ]
 
 

@@ -46,7 +46,7 @@ import trio
 from dcerpc.errors import DecodeError, RemoteProtocolError
 from dcerpc.framing import PduFramer
 from dcerpc.trio_util import acquire, single_errors
-from tunnel import rts
+from tunnel import rts, rts_recycling
 from tunnel.config import TunnelConfig
 from tunnel.errors import TunnelError
 from tunnel.recycling import (
@@ -426,7 +426,7 @@ class H1TunnelStream(trio.abc.Stream):
                 return
             cookie = os.urandom(16)
             window = SendWindow(self.send_window.peer_window, self.lifetime)
-            a1 = rts.in_r2_a1(self.vc_cookie, self.in_cookie, cookie)
+            a1 = rts_recycling.in_r2_a1(self.vc_cookie, self.in_cookie, cookie)
             window.sent(len(a1), rpc=False)
             self._in_successor = (channel, cookie, window)
             switched = self._in_switched = trio.Event()
@@ -446,7 +446,7 @@ class H1TunnelStream(trio.abc.Stream):
         try:
             old = self.in_ch
             old.retired = True
-            a5 = rts.in_r2_a5(cookie)
+            a5 = rts_recycling.in_r2_a5(cookie)
             if not self.send_window.fits_body(len(a5)):
                 raise TunnelError("no room left for IN_R2/A5")  # a bug: it is reserved
             await self._write_in(a5, rpc=False)
@@ -480,7 +480,7 @@ class H1TunnelStream(trio.abc.Stream):
             self._out_successor = (channel, cookie)
             switched = self._out_switched = trio.Event()
             self._out_recycle.a3_sent()
-            a3 = rts.out_r2_a3(self.vc_cookie, self.out_cookie, cookie, OUT_WINDOW)
+            a3 = rts_recycling.out_r2_a3(self.vc_cookie, self.out_cookie, cookie, OUT_WINDOW)
             await channel.send(h11.Data(data=a3))
             await switched.wait()
 
@@ -488,8 +488,8 @@ class H1TunnelStream(trio.abc.Stream):
         """OUT_R2/A6 arrived: OUT_R2/A7 on IN, OUT_R2/C1 ends the successor's request."""
         assert self._out_successor is not None
         channel, cookie = self._out_successor
-        await self._send_control(rts.out_r2_a7(cookie))
-        await channel.send(h11.Data(data=rts.out_r2_c1()))
+        await self._send_control(rts_recycling.out_r2_a7(cookie))
+        await channel.send(h11.Data(data=rts_recycling.out_r2_c1()))
         await channel.send(h11.EndOfMessage())
 
     async def _switch_out(self) -> None:

@@ -43,7 +43,7 @@ import trio
 
 from dcerpc.errors import DecodeError
 from dcerpc.trio_util import acquire, send_within
-from tunnel import autodiscover, rts
+from tunnel import autodiscover, rts, rts_recycling
 from tunnel.channel import (
     RPC_METHODS,
     BodyEnded,
@@ -332,7 +332,7 @@ class _H1Connection:
         """A successor OUT channel: OUT_R2/A3 read; attach it to its VC ([MS-RPCH]
         3.2.4.5.6.1), read OUT_R2/C1, serve once the writer switched to it."""
         try:
-            a3 = rts.parse_out_r2_a3(first)
+            a3 = rts_recycling.parse_out_r2_a3(first)
         except DecodeError as exc:
             await self._refuse_successor("OUT", f"bad OUT_R2/A3: {exc}")
             return
@@ -414,7 +414,7 @@ class _H1Connection:
         """A successor IN channel: IN_R2/A1 read ([MS-RPCH] 3.2.3.5.5.1). Its body is left
         unread (plugged) until the predecessor delivers IN_R2/A5."""
         try:
-            a1 = rts.parse_in_r2_a1(first)
+            a1 = rts_recycling.parse_in_r2_a1(first)
         except DecodeError as exc:
             await self._refuse_successor("IN", f"bad IN_R2/A1: {exc}")
             return
@@ -428,7 +428,7 @@ class _H1Connection:
             await self._refuse_successor("IN", str(exc))
             return
         handover = vc.in_handover = trio.Event()
-        vc.control.append(rts.in_r2_a4())
+        vc.control.append(rts_recycling.in_r2_a4())
         vc.out_waker.wake()
         self.ctx.vc_table.hold(vc)
         log.debug("%s: successor IN channel attached", self.address)
@@ -502,7 +502,7 @@ class _H1Connection:
                 vc.keepalive_ms = cmd.value
         elif kind is rts.Kind.IN_R2_A5:
             try:
-                vc.in_cookie = vc.in_recycle.handed_over(rts.successor_cookie(message))
+                vc.in_cookie = vc.in_recycle.handed_over(rts_recycling.successor_cookie(message))
             except RecycleError as exc:
                 raise _Closed(f"IN channel recycling: {exc}") from exc
             # The successor is a new channel instance: fresh flow control (3.2.1.1.4).
@@ -512,7 +512,7 @@ class _H1Connection:
             return True
         elif kind is rts.Kind.OUT_R2_A7:
             try:
-                vc.out_recycle.confirmed_on_in(rts.successor_cookie(message))
+                vc.out_recycle.confirmed_on_in(rts_recycling.successor_cookie(message))
             except RecycleError as exc:
                 raise _Closed(f"OUT channel recycling: {exc}") from exc
             vc.out_waker.wake()

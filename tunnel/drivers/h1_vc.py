@@ -31,7 +31,7 @@ import trio
 
 from dcerpc.errors import DecodeError
 from dcerpc.framing import PduFramer
-from tunnel import rts
+from tunnel import rts, rts_recycling
 from tunnel.config import TunnelConfig
 from tunnel.drivers.vc_table import VcTable, VirtualConnection
 from tunnel.recycling import CONTROL_HEADROOM, OutState
@@ -145,7 +145,7 @@ async def _switch_out(config: TunnelConfig, vc: VirtualConnection) -> None:
     the OUT channel with fresh flow control (3.2.4.5.10)."""
     old, new = vc.out_sink, vc.out_successor
     assert old is not None and new is not None
-    await _emit(vc, rts.out_r2_b3(), rpc=False)
+    await _emit(vc, rts_recycling.out_r2_b3(), rpc=False)
     a3 = vc.out_recycle.switched()
     vc.retired_out_cookies.append(vc.out_cookie)
     vc.out_cookie = a3.successor
@@ -166,7 +166,7 @@ async def _request_if_due(vc: VirtualConnection, *, blocked: bool) -> None:
         return
     room = vc.out_window.remaining() - recycle.reserve() - CONTROL_HEADROOM
     if blocked or recycle.should_request(room):
-        await _emit(vc, rts.out_r2_a2(), rpc=False)  # always fits: reserved
+        await _emit(vc, rts_recycling.out_r2_a2(), rpc=False)  # always fits: reserved
         recycle.requested(trio.current_time())
 
 
@@ -187,7 +187,7 @@ async def _out_writer(
                 backend_done = True
         recycle = vc.out_recycle
         if recycle.state is OutState.ATTACHED:
-            await _emit(vc, rts.out_r2_a6(), rpc=False)  # always fits: reserved
+            await _emit(vc, rts_recycling.out_r2_a6(), rpc=False)  # always fits: reserved
             recycle.a6_sent()
         if recycle.state is OutState.SWITCHING:
             # Flush on the predecessor what its window and length still take (without
