@@ -29,6 +29,10 @@ through a tunnel at least half of raw TLS), and rewrites its section of
 
 Usage: ``python bench/tunnel_bench.py [--seconds 5] [--size-mb 100] [--docs PATH]``;
 ``--profile-server FILE`` writes the server's cProfile statistics (main thread) there.
+``--only PART`` (repeatable) measures a subset: ``small`` (the call rates), ``bulk``
+(bulk over every transport, and raw TLS), ``bulk-direct``, ``bulk-h2``, ``bulk-h1``
+(bulk over one transport) and ``tls`` (raw TLS); a subset prints only its own figures
+and ratios, in the same format, and writes no document unless ``--docs`` is given.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ BULK_TARGET = 0.5
 MiB = 1 << 20
 #: Bound on one bulk transfer (each way), whatever the size.
 BULK_TIMEOUT = 900.0
+#: The parts ``--only`` can pick.
+PARTS = ("small", "bulk", "bulk-direct", "bulk-h2", "bulk-h1", "tls")
 
 
 # -- the server (child process) -----------------------------------------------------------
@@ -405,22 +411,32 @@ def bench_raw_tls(port: int, size: int, chunk: int) -> tuple[float, float]:
 
 
 def measure(
-    seconds: float, size: int, chunk: int, profile: Path | None
+    seconds: float,
+    size: int,
+    chunk: int,
+    profile: Path | None,
+    parts: frozenset[str] = frozenset(PARTS),
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """Every figure: (rates in calls/s by key, bulk in bytes/s by key)."""
+    """The figures of ``parts`` (all by default): (rates in calls/s by key, bulk in
+    bytes/s by key)."""
     rates: dict[str, float] = {}
     bulk: dict[str, float] = {}
-    args = ["store"] + (["--profile-server", str(profile)] if profile else [])
-    server, info = launch_server(__file__, *args)
-    try:
-        for transport in TRANSPORTS:
-            rates[f"null/{transport}"] = bench_null(transport, info, seconds)
-            rates[f"getprops/{transport}"] = bench_getprops(transport, info, seconds)
-        for transport in TRANSPORTS:
-            up, down = bench_bulk(transport, info, size, chunk)
-            bulk[f"upload/{transport}"], bulk[f"download/{transport}"] = up, down
-    finally:
-        stop_server(server)
+    bulk_over = [t for t in TRANSPORTS if "bulk" in parts or f"bulk-{t}" in parts]
+    if "small" in parts or bulk_over:
+        args = ["store"] + (["--profile-server", str(profile)] if profile else [])
+        server, info = launch_server(__file__, *args)
+        try:
+            if "small" in parts:
+                for transport in TRANSPORTS:
+                    rates[f"null/{transport}"] = bench_null(transport, info, seconds)
+                    rates[f"getprops/{transport}"] = bench_getprops(transport, info, seconds)
+            for transport in bulk_over:
+                up, down = bench_bulk(transport, info, size, chunk)
+                bulk[f"upload/{transport}"], bulk[f"download/{transport}"] = up, down
+        finally:
+            stop_server(server)
+    if "tls" not in parts and "bulk" not in parts:
+        return rates, bulk
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     tls = subprocess.Popen(
@@ -440,7 +456,7 @@ def measure(
 def report(
     rates: dict[str, float], bulk: dict[str, float], size_mib: float, chunk: int
 ) -> list[str]:
-    """The printed lines, in order."""
+    """The printed lines, in order (only those whose figures were measured)."""
     lines: list[str] = []
     calls = {
         "null": "DCE/RPC null call (mgmt inq_if_ids on the endpoint mapper)",
@@ -448,10 +464,13 @@ def report(
     }
     for kind, label in calls.items():
         for transport, name in TRANSPORTS.items():
-            lines.append(f"{label}, {name}, calls/s: {rates[f'{kind}/{transport}']:.0f}")
+            if f"{kind}/{transport}" in rates:
+                lines.append(f"{label}, {name}, calls/s: {rates[f'{kind}/{transport}']:.0f}")
     for kind, label in calls.items():
         short = label.split(" (")[0]
         for transport, target in SMALL_TARGETS.items():
+            if not {f"{kind}/{transport}", f"{kind}/direct"} <= rates.keys():
+                continue
             ratio = rates[f"{kind}/{transport}"] / rates[f"{kind}/direct"]
             verdict = "met" if ratio >= target else "missed"
             lines.append(
@@ -462,15 +481,19 @@ def report(
     chunk_label = f"{chunk // 1024} KiB chunks"
     for way in ("upload", "download"):
         for transport, name in TRANSPORTS.items():
+            if f"{way}/{transport}" in bulk:
+                lines.append(
+                    f"{size_label} {way} ({chunk_label}), {name}, MiB/s: "
+                    f"{bulk[f'{way}/{transport}'] / MiB:.1f}"
+                )
+        if f"{way}/tls" in bulk:
             lines.append(
-                f"{size_label} {way} ({chunk_label}), {name}, MiB/s: "
-                f"{bulk[f'{way}/{transport}'] / MiB:.1f}"
+                f"raw TLS loopback {way} (trio SSLStream), MiB/s: {bulk[f'{way}/tls'] / MiB:.1f}"
             )
-        lines.append(
-            f"raw TLS loopback {way} (trio SSLStream), MiB/s: {bulk[f'{way}/tls'] / MiB:.1f}"
-        )
     for way in ("upload", "download"):
         for transport in ("h2", "h1"):
+            if not {f"{way}/{transport}", f"{way}/tls", f"{way}/direct"} <= bulk.keys():
+                continue
             name = TRANSPORTS[transport].split(" (")[0]
             to_tls = bulk[f"{way}/{transport}"] / bulk[f"{way}/tls"]
             verdict = "met" if to_tls >= BULK_TARGET else "missed"
@@ -479,8 +502,9 @@ def report(
                 f"attachment {way}, {name} / raw TLS: {to_tls:.2f} (target {BULK_TARGET:.2f},"
                 f" {verdict}); / direct TCP: {to_direct:.2f}"
             )
-        direct_to_tls = bulk[f"{way}/direct"] / bulk[f"{way}/tls"]
-        lines.append(f"attachment {way}, direct TCP / raw TLS: {direct_to_tls:.2f}")
+        if {f"{way}/direct", f"{way}/tls"} <= bulk.keys():
+            direct_to_tls = bulk[f"{way}/direct"] / bulk[f"{way}/tls"]
+            lines.append(f"attachment {way}, direct TCP / raw TLS: {direct_to_tls:.2f}")
     return lines
 
 
@@ -491,7 +515,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each call rate")
     parser.add_argument("--size-mb", type=float, default=100.0, help="attachment size, MiB")
     parser.add_argument("--chunk-kb", type=int, default=1024, help="stream chunk, KiB (<= 1024)")
-    parser.add_argument("--docs", type=Path, default=DOCS, help="document to update")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        help="document to update (default: docs/benchmarks.md; none for an --only subset)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=PARTS,
+        help="measure only this part (repeatable); default: everything",
+    )
     parser.add_argument(
         "--profile-server", type=Path, help="write the store server's cProfile stats here"
     )
@@ -508,10 +542,14 @@ def main() -> None:
         parser.error("--chunk-kb must be within 1..1024 (the server reads at most 1 MiB)")
     size = int(args.size_mb * MiB)
     chunk = args.chunk_kb * 1024
-    rates, bulk = measure(args.seconds, size, chunk, args.profile_server)
+    parts = frozenset(args.only or PARTS)
+    rates, bulk = measure(args.seconds, size, chunk, args.profile_server, parts)
     printed = report(rates, bulk, args.size_mb, chunk)
     for line in printed:
         print(line, flush=True)
+    docs = args.docs if args.docs is not None or args.only else DOCS
+    if docs is None:
+        return
     lines = [f"- {line}" for line in printed]
     lines.append("")
     lines.append(
@@ -523,7 +561,7 @@ def main() -> None:
         "through HTTP/1.1 at least 0.50 of direct TCP; bulk through a tunnel at least half "
         "of raw TLS."
     )
-    write_section("HTTPS tunnel against direct TCP (bench/tunnel_bench.py)", lines, args.docs)
+    write_section("HTTPS tunnel against direct TCP (bench/tunnel_bench.py)", lines, docs)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,8 @@ MAX_WAIT: Final = 120.0
 WAKE_MAGIC: Final = b"MAPIWAKE"
 WAKE_INTERVAL: Final = 0.25
 
+#: Largest request stub tried inline (reads are small; writes go to a worker anyway).
+_INLINE_STUB_LIMIT: Final = 16 * 1024
 #: Limits of a decoded stub (the runtime already caps the stub at 4 MiB).
 _PENDING_LOGONS: Final = "mapi.pending_logons"
 _UNPACK_LIMITS: Final = {
@@ -221,8 +223,8 @@ class StoreService:
         worker thread. Anything unusual (a bad stub, an unknown session) also goes
         there, so errors are answered in one place. None means "not answered".
         """
-        if ctx.opnum != OP_EXECUTE:
-            return None
+        if ctx.opnum != OP_EXECUTE or len(stub) > _INLINE_STUB_LIMIT:
+            return None  # a large stub is a write: not worth decoding twice
         try:
             request = msgpack.unpackb(stub, raw=False, **_UNPACK_LIMITS)
         except Exception:  # msgpack raises several unrelated types

@@ -8,11 +8,18 @@ property of a message or attachment (a body, PR_ATTACH_DATA_BIN) can be read and
 written in pieces. A PT_UNICODE stream carries UTF-16LE bytes without terminator.
 
 Reading a committed large value reads only the chunk rows under the requested range.
-Writing goes to a private :class:`~mapi.propbag.TempData` (opening for write without
-``create`` first copies the current value into it, chunk by chunk); ``commit`` (or
+Writing goes to private pending data, a :class:`~mapi.storage.staging.StagedData`
+whose whole chunks are staged in the mailbox database as they arrive (opening for
+write without ``create`` first copies the current value into it); ``commit`` (or
 ``close`` of a dirty stream) hands that data to the owning object's pending changes,
 so the bytes become visible only when the message is saved, in the message's single
-transaction. Nothing here ever holds more than one read or write request in memory.
+transaction, which links the staged rows instead of copying them. Nothing here ever
+holds more than one read or write request in memory (plus one partial chunk).
+
+Besides the MAPI calls, which work at the stream's position, :meth:`PropStream.read_at`
+and :meth:`PropStream.write_at` read and write at an explicit offset without using or
+moving the position (like ``pread``/``pwrite``): a client may keep several of them in
+flight, since they give the same result in any order.
 """
 
 from __future__ import annotations
@@ -24,11 +31,13 @@ from mapi import proptags as pt
 from mapi.context import StoreContext
 from mapi.propbag import PropBag, Source, TempData
 from mapi.properties import to_stream_bytes
+from mapi.storage.staging import StagedData
 
 STREAM_SEEK_SET: Final = 0
 STREAM_SEEK_CUR: Final = 1
 STREAM_SEEK_END: Final = 2
-_COPY_BLOCK: Final = 1 << 16
+#: Bytes per step when a committed value is copied into pending data.
+_COPY_BLOCK: Final = 1 << 20
 
 
 class StreamOwner(Protocol):
@@ -67,7 +76,7 @@ class PropStream:
         self._large: int | None = None
         found = owner._bag().lookup(self._tag)
         if create:
-            self._temp = TempData(self._ctx.limits.chunk_bytes)
+            self._temp = self._new_temp()
             self._dirty = True
             return
         if found is None:
@@ -85,20 +94,18 @@ class PropStream:
             assert not isinstance(payload, TempData)
             data = to_stream_bytes(self._tag, payload)
             if write:
-                self._temp = TempData(self._ctx.limits.chunk_bytes)
+                self._temp = self._new_temp()
                 self._temp.write_at(0, data)
             else:
                 self._value = data
 
+    def _new_temp(self) -> StagedData:
+        return StagedData(self._ctx.db, self._ctx.limits.chunk_bytes, self._tag)
+
     def _copy_large(self, length: int) -> TempData:
-        temp = TempData(self._ctx.limits.chunk_bytes)
-        offset = 0
-        while offset < length:
-            block = self._owner.read_large_at(self._tag, offset, _COPY_BLOCK)
-            if not block:
-                break
-            temp.write_at(offset, block)
-            offset += len(block)
+        temp = self._new_temp()
+        read = self._owner.read_large_at
+        temp.fill(lambda offset, size: read(self._tag, offset, size), length, _COPY_BLOCK)
         return temp
 
     def _enter(self) -> None:
@@ -122,17 +129,28 @@ class PropStream:
             InvalidParameter: size negative or above the per-call limit.
         """
         with self._ctx.db.lock:
+            data = self.read_at(self._pos, size)
+            self._pos += len(data)
+            return data
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Read up to ``size`` bytes at ``offset`` (b"" at or past the end); the position
+        is neither used nor moved.
+
+        Raises:
+            InvalidParameter: size or offset negative, or size above the per-call limit.
+        """
+        with self._ctx.db.lock:
             self._enter()
             if not isinstance(size, int) or not 0 <= size <= self._ctx.limits.max_value_bytes:
                 raise errors.InvalidParameter("bad read size")
+            if not isinstance(offset, int) or offset < 0:
+                raise errors.InvalidParameter("bad read offset")
             if self._temp is not None:
-                data = self._temp.read_at(self._pos, size)
-            elif self._value is not None:
-                data = self._value[self._pos : self._pos + size]
-            else:
-                data = self._owner.read_large_at(self._tag, self._pos, size)
-            self._pos += len(data)
-            return data
+                return self._temp.read_at(offset, size)
+            if self._value is not None:
+                return self._value[offset : offset + size]
+            return self._owner.read_large_at(self._tag, offset, size)
 
     def write(self, data: bytes) -> int:
         """Write ``data`` at the position and advance; return the bytes written.
@@ -141,20 +159,34 @@ class PropStream:
             NoAccess: the stream is read-only. TooBig: beyond the stream size limit.
         """
         with self._ctx.db.lock:
+            written = self.write_at(self._pos, data)
+            self._pos += written
+            return written
+
+    def write_at(self, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset`` (zero-filling a gap); return the bytes written.
+        The position is neither used nor moved.
+
+        Raises:
+            NoAccess: the stream is read-only. TooBig: beyond the stream size limit.
+            InvalidParameter: a negative offset, or more than the per-call limit.
+        """
+        with self._ctx.db.lock:
             self._enter()
             if not self._write:
                 raise errors.NoAccess("the stream is read-only")
             if not isinstance(data, bytes | bytearray | memoryview):
                 raise errors.InvalidParameter("write needs bytes")
+            if not isinstance(offset, int) or offset < 0:
+                raise errors.InvalidParameter("bad write offset")
             if len(data) > self._ctx.limits.max_value_bytes:
                 raise errors.InvalidParameter("write larger than the per-call limit")
-            if self._pos + len(data) > self._ctx.limits.max_stream_bytes:
+            if offset + len(data) > self._ctx.limits.max_stream_bytes:
                 raise errors.TooBig("stream too large")
             assert self._temp is not None
             if self._temp.frozen:  # committed already: copy on write
                 self._temp = self._temp.copy()
-            self._temp.write_at(self._pos, bytes(data))
-            self._pos += len(data)
+            self._temp.write_at(offset, bytes(data))
             self._dirty = True
             return len(data)
 
@@ -199,6 +231,11 @@ class PropStream:
         with self._ctx.db.lock:
             self._enter()
             if self._write and self._dirty and self._temp is not None:
+                if (
+                    isinstance(self._temp, StagedData)
+                    and self._temp.length > self._ctx.limits.inline_value_bytes
+                ):
+                    self._temp.flush()  # the save links it (smaller values go inline)
                 self._owner._bag().set_temp(self._tag, self._temp)
                 self._owner.touch()
                 self._dirty = False

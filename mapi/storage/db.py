@@ -16,7 +16,13 @@ busy timeout serialise writers.
 **Durability (fsync policy):** WAL journal with ``synchronous=FULL``: SQLite fsyncs
 the WAL at every commit, so a save that returned has reached the disk and survives
 a crash or power loss. Each save is one ``BEGIN IMMEDIATE`` ... ``COMMIT``
-transaction: either all of it is visible or none.
+transaction: either all of it is visible or none. The one exception are *staging*
+transactions (``transaction(staging=True)``), which only write pending stream data
+that no message holds yet (:mod:`mapi.storage.staging`): they commit with
+``synchronous=NORMAL`` (no fsync of their own; the mode is set before every
+transaction, so no other commit ever runs without FULL). Nothing was promised about
+that data; the save that adopts it commits with FULL, and its fsync of the WAL covers
+the staged frames written before it.
 
 The ``meta`` table holds the provider UID, the schema version and the change-number
 counter. :attr:`generation` counts the commits made through this object, so caches
@@ -29,7 +35,10 @@ discarded on rollback, so nobody hears of a change that did not happen.
 :attr:`txn_local` is a scratch dict that lives for one outermost transaction.
 
 **Schema upgrades:** version 1 files (before tombstones) are upgraded in place by
-running the additive :data:`~mapi.storage.schema.UPGRADE_1_TO_2` script.
+running the additive :data:`~mapi.storage.schema.UPGRADE_1_TO_2` script, version 2
+files (before shared chunk data) by :func:`~mapi.storage.schema.upgrade_2_to_3`.
+Opening a mailbox also releases the staging rows a previous process left
+(:func:`mapi.storage.staging.recover`).
 """
 
 from __future__ import annotations
@@ -46,7 +55,8 @@ from mapi import errors
 from mapi.inline import MailboxLock, may_block
 from mapi.limits import Limits
 from mapi.restrictions import content_match
-from mapi.storage.schema import DDL, SCHEMA_VERSION, UPGRADE_1_TO_2
+from mapi.storage.schema import DDL, SCHEMA_VERSION, UPGRADE_1_TO_2, upgrade_2_to_3
+from mapi.storage.staging import recover as release_staged
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -101,6 +111,11 @@ class MailboxDB:
         self._hooks: list[Callable[[], None]] = []
         #: Scratch space of the current outermost transaction (reset at its end).
         self.txn_local: dict[str, Any] = {}
+        #: Staging rows whose stream data died, released by the next staging transaction
+        #: (appended to by finalisers on any thread; see :mod:`mapi.storage.staging`).
+        self.staged_garbage: list[int] = []
+        self._staging = False
+        self._synchronous = "FULL"  # what connect() set
         self._conn = connect(path)
         self.provider_uid = self._init_schema()
 
@@ -117,12 +132,15 @@ class MailboxDB:
             if version == 0:
                 self.conn.executescript(DDL)
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version == 1:
-                self.conn.executescript(UPGRADE_1_TO_2)
-                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version in (1, 2):
+                if version == 1:
+                    self.conn.executescript(UPGRADE_1_TO_2)
+                    self.conn.execute("PRAGMA user_version = 2")
+                upgrade_2_to_3(self.conn)
             elif version != SCHEMA_VERSION:
                 raise errors.Version(f"mailbox schema {version}, expected {SCHEMA_VERSION}")
             with self.transaction() as conn:
+                release_staged(conn)
                 conn.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('provider_uid', ?)",
                     (os.urandom(16),),
@@ -134,17 +152,25 @@ class MailboxDB:
             return uid[0]
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, staging: bool = False) -> Iterator[sqlite3.Connection]:
         """Hold the lock and run the body in one write transaction (nested calls join).
 
         Commits on normal exit, rolls back on any exception. SQLite "database is
         locked" (another process kept the write lock past the busy timeout) becomes
         MAPI_E_BUSY; a full disk MAPI_E_NOT_ENOUGH_DISK (nothing of the transaction is
         kept); other SQLite errors become MAPI_E_CALL_FAILED.
+
+        Args:
+            staging: the body only writes pending stream data no message holds: commit
+                without an fsync (see the fsync policy) and leave :attr:`generation`
+                alone (nothing visible changed). A staging transaction may join any
+                transaction, but nothing may join a staging one.
         """
         with self.lock:
             self._check_open()
             if self._depth:
+                if self._staging and not staging:
+                    raise errors.CallFailed("a durable write inside a staging transaction")
                 self._depth += 1
                 try:
                     yield self.conn
@@ -152,10 +178,17 @@ class MailboxDB:
                     self._depth -= 1
                 return
             try:
+                # Set before every transaction (it cannot change inside one), so a failed
+                # staging transaction never leaves a later save without its fsync.
+                mode = "NORMAL" if staging else "FULL"
+                if self._synchronous != mode:
+                    self.conn.execute(f"PRAGMA synchronous = {mode}")
+                    self._synchronous = mode
                 self.conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise _translate(exc) from exc
             self._depth = 1
+            self._staging = staging
             try:
                 yield self.conn
             except sqlite3.Error as exc:  # disk full or I/O error inside the body
@@ -165,17 +198,20 @@ class MailboxDB:
                 self._abort()
                 raise
             self._depth = 0
+            self._staging = False
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:  # disk full, I/O error
                 self._abort()
                 raise _translate(exc) from exc
-            self.generation += 1
+            if not staging:
+                self.generation += 1
             self._run_hooks()
 
     def _abort(self) -> None:
         """Roll the outermost transaction back (SQLite may already have done so)."""
         self._depth = 0
+        self._staging = False
         self._hooks.clear()
         self.txn_local = {}
         # A failed COMMIT on a full disk has already rolled back; and if ROLLBACK fails,

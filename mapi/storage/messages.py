@@ -9,7 +9,10 @@ MessageState). :func:`save_message` writes all of it inside the caller's single
 transaction ([MS-OXCMSG] 3.1.4.3: the save is atomic): the message row (hot columns
 + blob), its large values as chunk rows, its recipient rows, its attachment rows
 (recursively for embedded messages), then the derived values (size, has-attach,
-``PR_DISPLAY_TO``...). Large values copy from temp files one chunk at a time.
+``PR_DISPLAY_TO``...). Large values written through streams were staged in the
+database as they arrived and are linked, not copied
+(:class:`~mapi.storage.staging.StagedData`); other large values copy one chunk at a
+time.
 
 Stale writes are refused: a state remembers the change number it was loaded at and
 the save fails with MAPI_E_OBJECT_CHANGED (or MAPI_E_OBJECT_DELETED) if the row moved
@@ -38,6 +41,7 @@ from mapi.properties import (
 )
 from mapi.storage import chunks
 from mapi.storage.schema import MESSAGE_SELECT, OWNER_ATTACHMENT, OWNER_MESSAGE
+from mapi.storage.staging import StagedData
 
 #: Hot columns a client may set (the others are computed by the store).
 WRITABLE_COLUMNS = {
@@ -184,6 +188,8 @@ class _Split:
     hot: dict[str, PropData] = field(default_factory=dict)
     blob: dict[int, PropData] = field(default_factory=dict)
     writes: dict[int, chunks.Readable] = field(default_factory=dict)
+    #: Pending stream data: linked when staged in this database, else copied.
+    temps: dict[int, TempData] = field(default_factory=dict)
     drops: set[int] = field(default_factory=set)
     size: int = 0
 
@@ -208,7 +214,7 @@ def _split(bag: PropBag, limits: Limits, hot_columns: dict[int, str]) -> _Split:
                 out_value = from_stream_bytes(tag, payload.read_all())
                 _place(out, tag, out_value, limits, hot_columns)
             else:
-                out.writes[tag] = payload.reader()
+                out.temps[tag] = payload
             continue
         assert not isinstance(payload, TempData)
         value: PropData = payload
@@ -240,6 +246,9 @@ def _write_large(
         chunks.delete(conn, kind, owner, tag)
     for tag, source in split.writes.items():
         chunks.write(conn, kind, owner, tag, source, limits.chunk_bytes)
+    for tag, temp in split.temps.items():
+        if not (isinstance(temp, StagedData) and temp.link_into(conn, kind, owner, tag)):
+            chunks.write(conn, kind, owner, tag, temp.reader(), limits.chunk_bytes)
 
 
 def _display_names(recipients: list[dict[int, PropData]], kind: int) -> str:

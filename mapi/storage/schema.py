@@ -23,19 +23,32 @@ of deleted messages and attachments, and chunks cascade from streams.
 
 Version 2 adds the incremental-sync bookkeeping (:data:`UPGRADE_1_TO_2`, see
 :mod:`mapi.sync`) and the submission log of :mod:`mapi.submit`.
+
+Version 3 (:data:`UPGRADE_2_TO_3`) lets a ``streams`` row *link* to chunk rows held by
+another row (``data_id``) instead of holding its own, so stream data staged while a
+client writes is saved without being copied, and a copied message shares its large
+values (see :mod:`mapi.storage.staging`). A row that links has no chunks of its own;
+holders of shared data are rows of kind :data:`OWNER_DATA` (dropped by a trigger
+when their last link goes) or :data:`OWNER_STAGING` (pending stream data, owned by a
+live stream until it is released).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Final
 
 from mapi import proptags as pt
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 #: Owner kinds of rows in ``streams``.
 OWNER_MESSAGE: Final = 2
 OWNER_ATTACHMENT: Final = 3
+#: Chunk rows that saved values link to, kept while a link exists (owner_id = id).
+OWNER_DATA: Final = 4
+#: Pending stream data of a live stream (owner_id: a number unique among them).
+OWNER_STAGING: Final = 5
 
 #: Hot message columns by canonical tag. Values of these tags live in the column,
 #: never in the blob (NULL means "property absent").
@@ -125,6 +138,7 @@ CREATE TABLE IF NOT EXISTS streams (
     tag        INTEGER NOT NULL,
     length     INTEGER NOT NULL,
     chunk_size INTEGER NOT NULL,
+    data_id    INTEGER,
     UNIQUE (owner_kind, owner_id, tag)
 ) STRICT;
 
@@ -190,5 +204,40 @@ CREATE TABLE IF NOT EXISTS submissions (
 ) STRICT, WITHOUT ROWID;
 """
 
+#: Version 3 additions, the shared chunk data (the ``streams.data_id`` column itself is
+#: in the base schema, and added by :func:`upgrade_2_to_3` to older files): links are
+#: found by ``data_id``; deleting a link drops an :data:`OWNER_DATA` holder nobody else
+#: links to (its chunks cascade). Staging holders are dropped when their stream is
+#: released or, after a crash, when the mailbox is opened
+#: (:func:`mapi.storage.staging.recover`). One statement each.
+_V3_STATEMENTS: Final = (
+    "CREATE INDEX IF NOT EXISTS streams_by_data ON streams(data_id) WHERE data_id IS NOT NULL",
+    f"""CREATE TRIGGER IF NOT EXISTS streams_release_data AFTER DELETE ON streams
+WHEN OLD.data_id IS NOT NULL BEGIN
+    DELETE FROM streams WHERE id = OLD.data_id AND owner_kind = {OWNER_DATA}
+        AND NOT EXISTS (SELECT 1 FROM streams WHERE data_id = OLD.data_id);
+END""",
+)
+
 #: The whole schema of a new mailbox file.
-DDL: Final = _BASE_DDL + UPGRADE_1_TO_2
+DDL: Final = _BASE_DDL + UPGRADE_1_TO_2 + "".join(f"{s};\n" for s in _V3_STATEMENTS)
+
+
+def upgrade_2_to_3(conn: sqlite3.Connection) -> None:
+    """Bring a version 2 file to version 3, in one transaction (idempotent).
+
+    Args:
+        conn: an autocommit connection outside any transaction.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(streams)")}
+        if "data_id" not in columns:
+            conn.execute("ALTER TABLE streams ADD COLUMN data_id INTEGER")
+        for statement in _V3_STATEMENTS:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -12,6 +12,7 @@ from mapi_helpers import FAST_KDF, Clock
 from mapi import errors
 from mapi import proptags as pt
 from mapi.folders import DELETE_HARD_DELETE, Folder
+from mapi.storage.schema import SCHEMA_VERSION
 from mapi.store import MsgStore, ObjectStore
 from mapi.sync import SyncResult, SyncStateTooOld, prune_tombstones, sync_contents, sync_hierarchy
 
@@ -201,5 +202,5 @@ def test_version_1_mailbox_is_upgraded(tmp_path: Path, clock: Clock) -> None:
     eid = _save(inbox, "x")
     inbox.delete_messages([eid], hard=True)
     assert sync_contents(inbox, state).deleted == [eid]
-    assert view.context.db.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert view.context.db.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     again.close()

@@ -1,0 +1,317 @@
+"""Stream data staged in the mailbox database while it is written, linked by the save.
+
+The content model is a plain bytearray: every sequence of stream edits must read back
+the same, before and after the save. Then the lifetime rules: nothing of an unsaved
+stream survives a restart (a crash before the save), saved data survives one, released
+data is dropped, copies share, and the schema of older files is upgraded.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from mapi_helpers import FAST_KDF, Clock
+
+from mapi import errors
+from mapi import proptags as pt
+from mapi.limits import Limits
+from mapi.storage import staging
+from mapi.storage.db import MailboxDB
+from mapi.storage.schema import OWNER_DATA, OWNER_STAGING, SCHEMA_VERSION
+from mapi.store import MsgStore, ObjectStore
+from mapi.streams import STREAM_SEEK_SET, PropStream
+
+CHUNK = 1024
+LIMITS = Limits(chunk_bytes=CHUNK, inline_value_bytes=256, max_value_bytes=8192)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def store(data_dir: Path, clock: Clock) -> Iterator[ObjectStore]:
+    s = ObjectStore(data_dir, kdf=FAST_KDF, clock=clock, limits=LIMITS)
+    s.add_user("eve", "pw")
+    yield s
+    s.close()
+
+
+def _open(store: ObjectStore) -> MsgStore:
+    return store.logon_with_password("eve", "pw").open_store()
+
+
+def _db(ms: MsgStore) -> MailboxDB:
+    return ms.context.db
+
+
+def _count(db: MailboxDB, sql: str, *args: object) -> int:
+    with db.reading() as conn:
+        return int(conn.execute(sql, args).fetchone()[0])
+
+
+def _read_all(stream: PropStream) -> bytes:
+    stream.seek(0, STREAM_SEEK_SET)
+    out = b""
+    for _ in range(10_000):
+        block = stream.read(4096)
+        if not block:
+            return out
+        out += block
+    raise AssertionError("the stream never ended")
+
+
+def _apply(stream: PropStream, model: bytearray, rng: random.Random) -> None:
+    """One random edit, applied to the stream and to the model."""
+    kind = rng.choice(["append", "append", "overwrite", "gap", "truncate", "grow", "at"])
+    size = rng.choice([1, 7, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5, 8192])
+    data = rng.randbytes(size)
+    if kind == "append":
+        stream.seek(len(model))
+        stream.write(data)
+        model += data
+    elif kind in ("overwrite", "at") and model:
+        offset = rng.randrange(len(model))
+        if kind == "at":
+            stream.write_at(offset, data)
+        else:
+            stream.seek(offset)
+            stream.write(data)
+        end = offset + size
+        model[offset:end] = data
+    elif kind == "gap":
+        offset = len(model) + rng.choice([1, CHUNK, 2 * CHUNK + 3])
+        stream.write_at(offset, data)
+        model += bytes(offset - len(model)) + data
+    elif kind == "truncate" and model:
+        size = rng.randrange(len(model))
+        stream.set_size(size)
+        del model[size:]
+    elif kind == "grow":
+        size = len(model) + rng.choice([1, CHUNK + 3])
+        stream.set_size(size)
+        model += bytes(size - len(model))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_edits_read_back_before_and_after_the_save(store: ObjectStore, seed: int) -> None:
+    rng = random.Random(seed)
+    ms = _open(store)
+    inbox = ms.open_folder(ms.get_receive_folder())
+    msg = inbox.create_message()
+    att = msg.create_attach()
+    stream = att.open_stream(pt.PR_ATTACH_DATA_BIN, create=True)
+    model = bytearray()
+    for _ in range(40):
+        _apply(stream, model, rng)
+        assert stream.size() == len(model)
+    assert _read_all(stream) == model
+    offset = rng.randrange(len(model) + 1)
+    assert stream.read_at(offset, 3000) == model[offset : offset + 3000]
+    stream.close()
+    att.save_changes()
+    msg.save_changes()
+    assert msg.entry_id is not None
+    saved = ms.open_message(msg.entry_id).open_attach(0).open_stream(pt.PR_ATTACH_DATA_BIN)
+    assert _read_all(saved) == model
+    # Edited again after the save: a copy, the saved value stays as it was.
+    before = bytes(model)
+    writer = ms.open_message(msg.entry_id, writable=True)
+    watt = writer.open_attach(0, writable=True)
+    edit = watt.open_stream(pt.PR_ATTACH_DATA_BIN, write=True)
+    for _ in range(3):
+        _apply(edit, model, rng)
+    edit.close()
+    assert _read_all(saved) == before  # unchanged until saved
+    watt.save_changes()
+    writer.save_changes()
+    again = ms.open_message(msg.entry_id).open_attach(0).open_stream(pt.PR_ATTACH_DATA_BIN)
+    assert _read_all(again) == model
+
+
+def _save_attachment(ms: MsgStore, data: bytes) -> bytes:
+    inbox = ms.open_folder(ms.get_receive_folder())
+    msg = inbox.create_message()
+    att = msg.create_attach()
+    stream = att.open_stream(pt.PR_ATTACH_DATA_BIN, create=True)
+    for offset in range(0, len(data), 5000):
+        stream.write(data[offset : offset + 5000])
+    stream.close()
+    att.save_changes()
+    msg.save_changes()
+    assert msg.entry_id is not None
+    return msg.entry_id
+
+
+def _attachment_data(ms: MsgStore, eid: bytes) -> bytes:
+    return _read_all(ms.open_message(eid).open_attach(0).open_stream(pt.PR_ATTACH_DATA_BIN))
+
+
+def test_the_save_links_the_staged_rows_without_copying(store: ObjectStore) -> None:
+    ms = _open(store)
+    db = _db(ms)
+    data = random.Random(1).randbytes(20 * CHUNK + 17)
+    eid = _save_attachment(ms, data)
+    chunks = _count(db, "SELECT count(*) FROM chunks")
+    assert chunks == 21  # one copy of the bytes, not two
+    assert _count(db, "SELECT count(*) FROM streams WHERE data_id IS NOT NULL") == 1
+    assert _attachment_data(ms, eid) == data
+    # A copy of the message shares the data; each lives on without the other.
+    inbox = ms.open_folder(ms.get_receive_folder())
+    drafts = ms.open_folder(ms.special_folder_id("drafts"))
+    inbox.copy_messages([eid], drafts)
+    assert _count(db, "SELECT count(*) FROM chunks") == chunks
+    gc.collect()
+    staging.collect(db)  # the writer's objects are gone: the holder is now data
+    assert _count(db, f"SELECT count(*) FROM streams WHERE owner_kind = {OWNER_DATA}") == 1
+    inbox.delete_messages([eid], hard=True)
+    (copy,) = [r for r in drafts.contents_table().query_rows(10)]
+    copy_eid = next(v.value for v in copy if v.tag == pt.PR_ENTRYID)
+    assert isinstance(copy_eid, bytes)
+    assert _attachment_data(ms, copy_eid) == data
+    drafts.delete_messages([copy_eid], hard=True)
+    assert _count(db, "SELECT count(*) FROM chunks") == 0
+    assert _count(db, "SELECT count(*) FROM streams") == 0
+
+
+def test_a_crash_before_the_save_leaves_nothing(store: ObjectStore, data_dir: Path) -> None:
+    ms = _open(store)
+    inbox = ms.open_folder(ms.get_receive_folder())
+    msg = inbox.create_message()
+    att = msg.create_attach()
+    stream = att.open_stream(pt.PR_ATTACH_DATA_BIN, create=True)
+    stream.write(bytes(5 * CHUNK))
+    stream.write(bytes(5 * CHUNK))
+    stream.commit()
+    att.save_changes()
+    path = _db(ms).path
+    assert _count(_db(ms), "SELECT count(*) FROM chunks") == 10
+    # Another process opens the file as if this one had died (its objects still live).
+    other = ObjectStore(data_dir, kdf=FAST_KDF, limits=LIMITS)
+    try:
+        view = other.logon_with_password("eve", "pw").open_store()
+        assert _count(_db(view), "SELECT count(*) FROM chunks") == 0
+        assert _count(_db(view), "SELECT count(*) FROM streams") == 0
+        assert view.open_folder(view.get_receive_folder()).contents_table().get_row_count() == 0
+    finally:
+        other.close()
+    # The first process's save now fails cleanly: its pending data is gone.
+    with pytest.raises(errors.CallFailed):
+        msg.save_changes()
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+
+
+def test_saved_data_survives_a_restart_with_its_stream_still_open(
+    store: ObjectStore, data_dir: Path
+) -> None:
+    ms = _open(store)
+    data = random.Random(2).randbytes(6 * CHUNK + 100)
+    inbox = ms.open_folder(ms.get_receive_folder())
+    msg = inbox.create_message()
+    att = msg.create_attach()
+    stream = att.open_stream(pt.PR_ATTACH_DATA_BIN, create=True)
+    stream.write(data[:4000])
+    stream.write(data[4000:])
+    stream.commit()
+    att.save_changes()
+    msg.save_changes()  # the staging row is still the stream's: a crash now
+    assert msg.entry_id is not None
+    other = ObjectStore(data_dir, kdf=FAST_KDF, limits=LIMITS)
+    try:
+        view = other.logon_with_password("eve", "pw").open_store()
+        db = _db(view)
+        assert _count(db, f"SELECT count(*) FROM streams WHERE owner_kind = {OWNER_STAGING}") == 0
+        assert _count(db, f"SELECT count(*) FROM streams WHERE owner_kind = {OWNER_DATA}") == 1
+        assert _attachment_data(view, msg.entry_id) == data
+        view.open_folder(view.get_receive_folder()).delete_messages([msg.entry_id], hard=True)
+        assert _count(db, "SELECT count(*) FROM chunks") == 0
+    finally:
+        other.close()
+
+
+def test_released_streams_release_their_rows(store: ObjectStore) -> None:
+    ms = _open(store)
+    db = _db(ms)
+    inbox = ms.open_folder(ms.get_receive_folder())
+    msg = inbox.create_message()
+    stream = msg.open_stream(pt.PR_BODY_W, create=True)
+    stream.write(bytes(4 * CHUNK))
+    assert _count(db, "SELECT count(*) FROM chunks") == 4
+    stream.close()
+    del stream, msg
+    gc.collect()
+    assert db.staged_garbage
+    staging.collect(db)
+    assert not db.staged_garbage
+    assert _count(db, "SELECT count(*) FROM chunks") == 0
+    assert _count(db, "SELECT count(*) FROM streams") == 0
+
+
+def test_a_full_disk_refuses_a_write_and_changes_nothing(store: ObjectStore) -> None:
+    ms = _open(store)
+    db = _db(ms)
+    inbox = ms.open_folder(ms.get_receive_folder())
+    msg = inbox.create_message()
+    stream = msg.open_stream(pt.PR_BODY_W, create=True)
+    first = bytes(range(256)) * 12
+    stream.write(first)
+    pages = _count(db, "PRAGMA page_count")
+    db.conn.execute(f"PRAGMA max_page_count = {pages}")  # the "disk" is full now
+    with pytest.raises(errors.NotEnoughDisk):
+        stream.write(b"\x01" * (8 * CHUNK))
+    assert stream.size() == len(first)
+    assert _read_all(stream) == first
+    db.conn.execute("PRAGMA max_page_count = 1073741823")
+    stream.write(b"\x02" * (8 * CHUNK))
+    stream.close()
+    msg.save_changes()
+    assert msg.entry_id is not None
+    body = ms.open_message(msg.entry_id).open_stream(pt.PR_BODY_W)
+    assert _read_all(body) == first + b"\x02" * (8 * CHUNK)
+
+
+def test_staging_commits_skip_the_fsync_and_saves_keep_it(store: ObjectStore) -> None:
+    db = _db(_open(store))
+    with db.transaction(staging=True) as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        with pytest.raises(errors.CallFailed), db.transaction():  # nothing durable joins
+            pass
+    generation = db.generation
+    with pytest.raises(RuntimeError), db.transaction(staging=True):
+        raise RuntimeError("a staging transaction that fails")
+    with db.transaction() as conn:
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert db.generation == generation + 1  # staging commits change nothing visible
+
+
+def test_version_2_files_are_upgraded(store: ObjectStore, data_dir: Path) -> None:
+    ms = _open(store)
+    eid = _save_attachment(ms, bytes(3 * CHUNK))
+    path = _db(ms).path
+    store.close()
+    conn = sqlite3.connect(path)
+    # Back to version 2: no data_id (values hold their own chunks), no index, no trigger.
+    conn.executescript(
+        "DROP TRIGGER streams_release_data; DROP INDEX streams_by_data;"
+        " UPDATE streams SET data_id = NULL;"
+        " UPDATE chunks SET stream_id = (SELECT id FROM streams WHERE owner_kind = 3);"
+        " DELETE FROM streams WHERE owner_kind <> 3;"
+        " ALTER TABLE streams DROP COLUMN data_id; PRAGMA user_version = 2;"
+    )
+    conn.close()
+    again = ObjectStore(data_dir, kdf=FAST_KDF, limits=LIMITS)
+    try:
+        view = again.logon_with_password("eve", "pw").open_store()
+        db = _db(view)
+        assert _count(db, "PRAGMA user_version") == SCHEMA_VERSION
+        assert _attachment_data(view, eid) == bytes(3 * CHUNK)
+        newer = _save_attachment(view, b"x" * (2 * CHUNK))
+        assert _attachment_data(view, newer) == b"x" * (2 * CHUNK)
+    finally:
+        again.close()
