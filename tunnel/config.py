@@ -71,6 +71,8 @@ class TunnelConfig:
             RTS PDU (capped at half the client's ClientKeepalive).
         h2_window: HTTP/2 initial stream window and connection window we grant.
         h2_max_streams: concurrent HTTP/2 streams per TLS connection.
+        h2_max_frame: largest DATA frame we accept (SETTINGS_MAX_FRAME_SIZE): larger
+            frames mean fewer per bulk transfer; a peer may still use 16 KiB ones.
         receive_size: read size on every socket.
         max_fragment: largest DCE/RPC fragment relayed (frag_length is a u16).
     """
@@ -105,6 +107,7 @@ class TunnelConfig:
     keepalive_interval: float = 150.0
     h2_window: int = 8 * 1024 * 1024
     h2_max_streams: int = 100
+    h2_max_frame: int = 256 * 1024
     receive_size: int = 65536
     max_fragment: int = 0xFFFF
 
@@ -154,6 +157,9 @@ class TunnelConfig:
             raise ValueError("connection_timeout_ms must be within 120000..14400000")
         if not 65535 <= self.h2_window <= 0x7FFFFFFF:
             raise ValueError("h2_window must be within 64 KiB..2 GiB")
+        # RFC 9113 6.5.2: SETTINGS_MAX_FRAME_SIZE is 2^14..2^24-1.
+        if not 16384 <= self.h2_max_frame <= 16777215:
+            raise ValueError("h2_max_frame must be within 16 KiB..16 MiB-1")
         if not 4096 <= self.receive_size <= 1 << 20:
             raise ValueError("receive_size must be within 4 KiB..1 MiB")
         if not 1432 <= self.max_fragment <= 0xFFFF:

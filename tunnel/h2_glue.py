@@ -139,9 +139,13 @@ class H2Glue:
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: config.h2_window,
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: config.h2_max_streams,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: config.max_header_bytes,
+                h2.settings.SettingCodes.MAX_FRAME_SIZE: config.h2_max_frame,
                 h2.settings.SettingCodes.ENABLE_PUSH: 0,
             },
         )
+        # Settings given as initial values never pass through h2's "acknowledged" path,
+        # which is what raises its inbound frame limit: raise it to what we advertise.
+        self.conn.max_inbound_frame_size = config.h2_max_frame
         self.conn.initiate_connection()
         if config.h2_window > DEFAULT_WINDOW:
             self.conn.increment_flow_control_window(config.h2_window - DEFAULT_WINDOW)

@@ -58,10 +58,11 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
         self._changed.set()
         self._changed = trio.Event()
 
-    async def _flush(self) -> None:
+    async def _flush(self, drained: bytes = b"") -> None:
+        """Send what h2 queued; ``drained``: bytes already taken from it, sent first."""
         await acquire(self._write_lock)
         try:
-            data = self.glue.data_to_send()
+            data = drained + self.glue.data_to_send()
             if data:
                 try:
                     await self.transport.send_all(data)
@@ -175,16 +176,18 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             self._inbox.appendleft(chunk[limit:])
             chunk = chunk[:limit]
         self.glue.consumed(self.sid, len(chunk))
-        # The chunk is consumed: a cancellation from here on would lose it, so the
-        # window update goes out shielded (and bounded: a stuck transport is broken).
-        deadline = trio.current_time() + FLUSH_LIMIT
-        with (
-            trio.CancelScope(shield=True, deadline=deadline) as scope,
-            suppress(trio.BrokenResourceError),  # the data is still good; the next call says
-        ):
-            await self._flush()
-        if scope.cancelled_caught:
-            self._fail(trio.TooSlowError("the tunnel connection stopped taking data"))
+        update = self.glue.data_to_send()  # a window update, once enough was consumed
+        if update:
+            # The chunk is consumed: a cancellation from here on would lose it, so the
+            # update goes out shielded (and bounded: a stuck transport is broken).
+            deadline = trio.current_time() + FLUSH_LIMIT
+            with (
+                trio.CancelScope(shield=True, deadline=deadline) as scope,
+                suppress(trio.BrokenResourceError),  # the data is still good; next call says
+            ):
+                await self._flush(update)
+            if scope.cancelled_caught:
+                self._fail(trio.TooSlowError("the tunnel connection stopped taking data"))
         return chunk
 
     async def aclose(self) -> None:
