@@ -109,20 +109,23 @@ class _H2Connection:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             await self.flush()
-            while not self.glue.closed and not self.broken:
-                timeout = math.inf if self.streams else cfg.idle_timeout
-                data = b""
-                with trio.CancelScope(deadline=trio.current_time() + timeout) as idle:
+            # One restartable deadline for every read (cheaper than a scope per read):
+            # idle_timeout while no stream is open, none while streams are relayed.
+            with trio.CancelScope() as idle:
+                while not self.glue.closed and not self.broken:
+                    idle.deadline = (
+                        math.inf if self.streams else trio.current_time() + cfg.idle_timeout
+                    )
                     try:
                         data = bytes(await self.stream.receive_some(cfg.receive_size))
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         data = b""
-                if idle.cancelled_caught:
-                    self.glue.close()
+                    idle.deadline = math.inf  # what follows is not reading
+                    for event in self.glue.receive_data(data):
+                        self._dispatch(nursery, event)
                     await self.flush()
-                    break
-                for event in self.glue.receive_data(data):
-                    self._dispatch(nursery, event)
+            if idle.cancelled_caught:
+                self.glue.close()
                 await self.flush()
             nursery.cancel_scope.cancel()
 
