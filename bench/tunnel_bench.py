@@ -474,7 +474,7 @@ def report(
             ratio = rates[f"{kind}/{transport}"] / rates[f"{kind}/direct"]
             verdict = "met" if ratio >= target else "missed"
             lines.append(
-                f"{short}, {TRANSPORTS[transport]} / direct TCP: {ratio:.2f}"
+                f"{short}, {TRANSPORTS[transport]} / direct TCP: {ratio:.3f}"
                 f" (target {target:.2f}, {verdict})"
             )
     size_label = f"{size_mib:g} MiB attachment"
