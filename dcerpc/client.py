@@ -22,8 +22,9 @@ import contextlib
 import logging
 import socket
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import trio
 
@@ -45,17 +46,21 @@ from dcerpc.trio_util import acquire
 
 log = logging.getLogger("dcerpc.client")
 
+T = TypeVar("T")
+
 
 class _Waiter:
     """One caller waiting for its reply: ``wake`` is set when the reply (or the error
     that ends the connection) is in ``event``, or when the caller must take a turn at
     reading."""
 
-    __slots__ = ("event", "wake")
+    __slots__ = ("event", "sent", "wake")
 
     def __init__(self) -> None:
         self.wake = trio.Event()
         self.event: Event | BaseException | None = None
+        #: The request is out; until then the caller is sending, not able to read.
+        self.sent = False
 
     def resolve(self, value: Event | BaseException) -> None:
         if self.event is None:
@@ -96,8 +101,7 @@ class RpcClient:
             context_id = self._next_context_id
             self._next_context_id += 1
             element = ContextElement(context_id, interface, tuple(transfer_syntaxes))
-            call_id = self.core.bind([element])
-            event = await self._exchange(call_id)
+            event = await self._exchange(lambda: self.core.bind([element]))
             if isinstance(event, BindNakReceived):
                 raise BindRejected(
                     f"bind refused: {_name(BindNakReason, event.reason)}", reason=event.reason
@@ -127,18 +131,22 @@ class RpcClient:
         """
         if self._closed is not None or self.core.state is ClientState.CLOSED:
             raise ConnectionClosed(f"the connection is closed ({self._closed or 'by the server'})")
-        call_id = self.core.request(context_id, opnum, stub, object_uuid=object_uuid)
+        queued: list[int] = []
+
+        def request() -> int:
+            queued.append(self.core.request(context_id, opnum, stub, object_uuid=object_uuid))
+            return queued[0]
+
         try:
-            event = await self._exchange(call_id)
+            event = await self._exchange(request)
         except trio.Cancelled:
-            if self._closed is None:  # tell a live server to stop working on it
-                self.core.orphan(call_id)
+            if queued and self._closed is None:  # tell a live server to stop working on it
                 with (
                     trio.CancelScope(shield=True),
                     trio.move_on_after(1),
                     contextlib.suppress(ConnectionClosed),
                 ):
-                    await self._flush()
+                    await self._send(lambda: self.core.orphan(queued[0]))
             raise
         if isinstance(event, FaultReceived):
             raise RpcFault(event.status)
@@ -151,12 +159,25 @@ class RpcClient:
 
     # -- internals -------------------------------------------------------------------------
 
-    async def _exchange(self, call_id: int) -> Event:
+    async def _exchange(self, queue: Callable[[], int]) -> Event:
+        """Queue a PDU (``queue`` returns its call id), send it, then wait for the
+        answer, reading whenever it is this caller's turn."""
         if self._closed is not None:
             raise ConnectionClosed(str(self._closed))
-        waiter = self._waiters[call_id] = _Waiter()
+        waiter = _Waiter()
+
+        def register() -> int:
+            call_id = queue()
+            self._waiters[call_id] = waiter
+            return call_id
+
         try:
-            await self._flush()
+            call_id = await self._send(register)
+        except BaseException:
+            self._waiters = {k: w for k, w in self._waiters.items() if w is not waiter}
+            raise
+        waiter.sent = True  # from now on it may be handed the reading
+        try:
             while waiter.event is None:
                 if not self._reading:
                     await self._read_until(waiter)
@@ -173,10 +194,16 @@ class RpcClient:
         assert waiter.event is not None
         return waiter.event
 
-    async def _flush(self) -> None:
+    async def _send(self, queue: Callable[[], T]) -> T:
+        """Queue PDUs with ``queue`` and send them, under the send lock: each caller sends
+        only what it queued, so a caller blocked in a send never carries another's
+        request, and any caller whose request is out can take the reading (otherwise a
+        server blocked on a reply nobody reads would never read the rest)."""
         await acquire(self._send_lock)  # no scheduler pass when free; the send checkpoints
         try:
+            result = queue()
             await self._send_queued()
+            return result
         finally:
             self._send_lock.release()
 
@@ -201,6 +228,8 @@ class RpcClient:
             failure = trio.TooSlowError("the server did not read our request in time")
         if failure is not None:
             self._fail_all(failure)
+            with trio.CancelScope(shield=True):
+                await trio.aclose_forcefully(self.stream)  # wakes a caller reading it
             raise ConnectionClosed(f"send failed: {failure!r}") from failure
 
     def _fail_all(self, exc: BaseException) -> None:
@@ -230,9 +259,10 @@ class RpcClient:
             self._hand_off()
 
     def _hand_off(self) -> None:
-        """Wake one caller still waiting, to read next (it checks again when it runs)."""
+        """Wake one caller still waiting, whose request is out, to read next (it checks
+        again when it runs; a caller still sending reads when its send is done)."""
         for other in self._waiters.values():
-            if other.event is None:
+            if other.event is None and other.sent:
                 other.wake.set()
                 return
 

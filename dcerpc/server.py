@@ -154,12 +154,17 @@ class RpcServer:
                     if not self._handle_input(conn, nursery, data):
                         break
                     if conn.core.outbox_pending:
-                        # Replies answered inline go out under this same scope, its
-                        # deadline moved to the send timeout: no scope per send.
-                        reading.deadline = trio.current_time() + cfg.send_timeout
-                        sending = True
-                        await self._flush(conn, scoped=False)
-                        sending = False
+                        # Replies go out under this same scope, its deadline moved to the
+                        # send timeout once the lock is ours (waiting behind a call's
+                        # send is bounded by that send's own timeout): no scope per send.
+                        await acquire(conn.send_lock)
+                        try:
+                            reading.deadline = trio.current_time() + cfg.send_timeout
+                            sending = True
+                            await self._send_locked(conn)
+                            sending = False
+                        finally:
+                            conn.send_lock.release()
             if reading.cancelled_caught and sending:
                 log.info("%s: %s does not read its replies, closing", self.name, conn.peer)
                 await self._break(conn)
@@ -278,29 +283,29 @@ class RpcServer:
             conn.core.send_fault(event.call_id, status or FaultStatus.FAULT_UNSPEC)
         await self._flush(conn)
 
-    async def _flush(self, conn: _Connection, *, scoped: bool = True) -> None:
-        """Send what the core queued. ``scoped``: bounded by ``send_timeout`` here;
-        otherwise the caller's scope bounds it and ends the connection on expiry."""
+    async def _flush(self, conn: _Connection) -> None:
+        """Send what the core queued, bounded by ``send_timeout``."""
         if not conn.core.outbox_pending:
             return
         await acquire(conn.send_lock)  # no scheduler pass when free; the send checkpoints
         try:
-            data = conn.core.data_to_send()
-            if not data or conn.broken:
-                return
-            try:
-                if scoped:
-                    deadline = trio.current_time() + self.config.send_timeout
-                    with trio.CancelScope(deadline=deadline) as scope:
-                        await conn.stream.send_all(data)
-                    if scope.cancelled_caught:  # the peer stopped reading
-                        await self._break(conn)
-                else:
-                    await conn.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                await self._break(conn)  # the peer went away: end the connection, not the server
+            deadline = trio.current_time() + self.config.send_timeout
+            with trio.CancelScope(deadline=deadline) as scope:
+                await self._send_locked(conn)
+            if scope.cancelled_caught:  # the peer stopped reading
+                await self._break(conn)
         finally:
             conn.send_lock.release()
+
+    async def _send_locked(self, conn: _Connection) -> None:
+        """Send what the core queued (the caller holds the send lock and bounds the time)."""
+        data = conn.core.data_to_send()
+        if not data or conn.broken:
+            return
+        try:
+            await conn.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._break(conn)  # the peer went away: end the connection, not the server
 
     async def _break(self, conn: _Connection) -> None:
         conn.broken = True

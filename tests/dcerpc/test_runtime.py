@@ -14,6 +14,7 @@ import pytest
 import trio
 
 from dcerpc.client import open_rpc_client, open_tcp_rpc_client
+from dcerpc.client_connection import ClientState
 from dcerpc.config import RpcConfig
 from dcerpc.errors import BindRejected, ConnectionClosed, FaultStatus, NdrError, RpcFault
 from dcerpc.interface import CallContext, Interface
@@ -397,3 +398,119 @@ async def test_cancelling_a_call_mid_send_ends_the_connection_cleanly():
                     await rpc.call(0, 0, b"next")
             release.set()
             nursery.cancel_scope.cancel()
+
+
+# -- callers that take turns reading: liveness (found in review) ---------------------------
+
+LIVE = RpcConfig(idle_timeout=60, receive_timeout=60, send_timeout=20)
+
+
+@pytest.mark.parametrize("inline", [False, True])
+async def test_large_calls_queued_behind_a_send_still_get_read(inline: bool):
+    """Each caller sends only its own request: one blocked in a send never carries
+    another's, so a caller whose request is out can read, and the server, blocked on a
+    reply nobody reads, gets going again."""
+    from tunnel.drivers.local import local_stream_pair
+
+    service = EchoService()
+    server = RpcServer([service.interface(inline=inline)], config=LIVE, name="test")
+    client_end, server_end = local_stream_pair(64 * 1024)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_stream, server_end)
+        async with open_rpc_client(client_end, LIVE) as rpc:
+            ctx = await rpc.bind(ECHO)
+            big = b"x" * (1 << 20)
+            got = {}
+
+            async def call(name: str) -> None:
+                got[name] = len(await rpc.call(ctx, OPS_ECHO, big))
+
+            with trio.fail_after(10):
+                async with trio.open_nursery() as callers:
+                    callers.start_soon(call, "X")
+                    await trio.lowlevel.checkpoint()  # X holds the send lock, sending
+                    callers.start_soon(call, "A")
+                    callers.start_soon(call, "B")
+            assert got == {"X": 1 << 20, "A": 1 << 20, "B": 1 << 20}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_failed_send_wakes_the_caller_reading():
+    """A send that times out ends the connection: the caller waiting for its reply
+    inside receive_some is woken too, not left waiting for a peer that is gone."""
+    from tunnel.drivers.local import local_stream_pair
+
+    client_end, _silent_peer = local_stream_pair(64 * 1024)
+    failures = {}
+    async with open_rpc_client(client_end, RpcConfig(send_timeout=0.5)) as rpc:
+        rpc.core.state = ClientState.BOUND  # no server: the peer neither reads nor writes
+
+        async def call(name: str, stub: bytes) -> None:
+            try:
+                await rpc.call(0, 0, stub)
+            except ConnectionClosed as exc:
+                failures[name] = exc
+
+        with trio.fail_after(5):
+            async with trio.open_nursery() as callers:
+                callers.start_soon(call, "reading", b"a")
+                await trio.sleep(0.05)  # it now reads, for a reply that never comes
+                callers.start_soon(call, "too big to send", b"x" * (1 << 20))
+    assert set(failures) == {"reading", "too big to send"}
+
+
+@pytest.mark.parametrize("inline", [False, True])
+async def test_a_slow_but_steady_reader_is_not_dropped(inline: bool):
+    """The send timeout bounds each send, not the wait for the send lock: replies that
+    together take longer than it to go out do not end a connection that keeps reading."""
+    from tunnel.drivers.local import local_stream_pair
+
+    def answer_inline(ctx: CallContext, stub: bytes) -> bytes | None:
+        return stub if ctx.opnum == OPS_ECHO else None
+
+    async def handler(ctx: CallContext, stub: bytes) -> bytes:
+        return stub if ctx.opnum == OPS_ECHO else b"y" * 150_000
+
+    iface = Interface(ECHO, handler, 2, name="slow", inline=answer_inline if inline else None)
+    server = RpcServer([iface], config=RpcConfig(send_timeout=0.5), name="test")
+
+    class SlowReader(trio.abc.Stream):
+        """4 KiB every 10 ms: the whole exchange takes longer than the send timeout."""
+
+        def __init__(self, inner: trio.abc.Stream) -> None:
+            self.inner = inner
+
+        async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+            await self.inner.send_all(data)
+
+        async def wait_send_all_might_not_block(self) -> None:
+            await self.inner.wait_send_all_might_not_block()
+
+        async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+            await trio.sleep(0.01)
+            return await self.inner.receive_some(4096)
+
+        async def aclose(self) -> None:
+            await self.inner.aclose()
+
+    client_end, server_end = local_stream_pair(4096)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.handle_stream, server_end)
+        async with open_rpc_client(SlowReader(client_end), RpcConfig(send_timeout=30)) as rpc:
+            ctx = await rpc.bind(ECHO)
+            got = {}
+
+            async def big(i: int) -> None:
+                got[i] = len(await rpc.call(ctx, 1, b""))
+
+            async def small() -> None:
+                got["small"] = await rpc.call(ctx, OPS_ECHO, b"hi")
+
+            with trio.fail_after(15):
+                async with trio.open_nursery() as callers:
+                    callers.start_soon(big, 1)
+                    callers.start_soon(big, 2)
+                    await trio.sleep(0.05)
+                    callers.start_soon(small)
+            assert got == {1: 150_000, 2: 150_000, "small": b"hi"}
+        nursery.cancel_scope.cancel()

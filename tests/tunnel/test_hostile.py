@@ -447,3 +447,31 @@ async def test_out_content_length_is_never_exceeded(
             with pytest.raises(ConnectionClosed):
                 await rpc.call(ctx, 1, (20000).to_bytes(4, "little"))  # needs > 8 KiB on OUT
         await still_serving(tunnel)
+
+
+async def test_h2_connection_left_idle_after_its_last_stream_is_closed(tunnel: Tunnel) -> None:
+    """The idle deadline restarts when the last stream ends, not only after a read: a
+    client that got its 401 and then says nothing is dropped after FAST's idle time."""
+    async with await connect(tunnel, "h2") as stream:
+        raw = H2Raw(stream)
+        await raw.flush()
+        await raw.events()  # the proxy's SETTINGS, acknowledged now
+        await trio.sleep(0.5)  # the proxy has read our ACK
+        await raw.open("/nothing", auth=False)
+        status = None
+        with trio.fail_after(10):
+            while status is None:  # read without ever sending again
+                data = await stream.receive_some(65536)
+                for event in raw.conn.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        status = dict(event.headers)[b":status"]
+        assert status == b"401"
+        closed = False
+        with trio.move_on_after(FAST.idle_timeout + 5):
+            try:
+                while await stream.receive_some(65536):
+                    pass
+                closed = True
+            except trio.BrokenResourceError:
+                closed = True
+        assert closed, "the proxy kept an idle h2 connection with no stream open"

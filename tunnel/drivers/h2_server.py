@@ -75,6 +75,8 @@ class _H2Connection:
         self.window = trio.Event()
         self.broken = False
         self.nursery: trio.Nursery | None = None
+        #: The read loop's idle deadline (restarted when the last stream ends).
+        self.idle = trio.CancelScope()
 
     async def flush(self) -> None:
         await acquire(self.lock)
@@ -111,7 +113,7 @@ class _H2Connection:
             await self.flush()
             # One restartable deadline for every read (cheaper than a scope per read):
             # idle_timeout while no stream is open, none while streams are relayed.
-            with trio.CancelScope() as idle:
+            with self.idle as idle:
                 while not self.glue.closed and not self.broken:
                     idle.deadline = (
                         math.inf if self.streams else trio.current_time() + cfg.idle_timeout
@@ -175,6 +177,8 @@ class _H2Connection:
                     s.scope.cancel()
         finally:
             self.streams.pop(sid, None)
+            if not self.streams:  # the reader may be waiting with no deadline: set it
+                self.idle.deadline = trio.current_time() + self.ctx.config.idle_timeout
             if not self.glue.closed and s.scope.cancelled_caught:
                 self.glue.reset(sid, h2.errors.ErrorCodes.CANCEL)
             self.glue.stream_finished(sid)
