@@ -250,7 +250,9 @@ class Message(_WorkingCopy["MessageState"]):
     def _committed(self) -> tuple[int, list[dict[int, PropData]], dict[int, int]]:
         """The saved recipients and attachment sizes, read again only after a commit in
         the mailbox (its generation moved), so repeated property reads of an open
-        message (PR_MESSAGE_SIZE, PR_DISPLAY_TO) need no SQLite."""
+        message (PR_MESSAGE_SIZE, PR_DISPLAY_TO) need no SQLite. Like the materialised
+        tables, it sees commits made through this process's mailbox object only: a
+        change by another process (none touches messages today) shows after the next."""
         generation = self._ctx.db.generation
         cached = self._committed_cache
         if cached is None or cached[0] != generation:
