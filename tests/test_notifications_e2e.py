@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import pytest
 import trio
+from serve_helpers import start_server
 
 from clients.api import Session, connect
 from mapi import errors
 from mapi import proptags as pt
 from mapi.notifications import EventType
-from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
-from tunnel.config import TunnelConfig
 
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
 EVERYTHING = (
@@ -28,19 +27,7 @@ DELEGATE = 0x0000047B  # read, create, edit any, delete any, folder visible
 
 @pytest.fixture
 async def server(nursery, tmp_path):
-    from mapi_anywhere.serve import run_server
-
-    config = Config(
-        server=ServerSection(data_dir=tmp_path / "data"),
-        endpoint_mapper=EndpointMapperSection(port=0),
-        tunnel=TunnelSection(settings=TunnelConfig(port=0)),
-    )
-    running = await nursery.start(run_server, config)
-    for user, password in PASSWORDS.items():
-        await trio.to_thread.run_sync(
-            lambda u=user, p=password: running.store.add_user(u, p, email=f"{u}@example.org")
-        )
-    return running
+    return await start_server(nursery, tmp_path / "data", PASSWORDS, emails=True)
 
 
 @pytest.fixture(params=["lan", "tunnel-h2", "tunnel-http1"])

@@ -13,6 +13,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import trio
+from serve_helpers import start_server
 
 from clients.api import Folder, connect
 from dcerpc.client import open_tcp_rpc_client
@@ -20,25 +21,13 @@ from dcerpc.syntax import MSGPACK
 from mapi import errors
 from mapi import proptags as pt
 from mapi.service import OP_EXECUTE, STORE_SYNTAX
-from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
-from tunnel.config import TunnelConfig
 
 PASSWORDS = {"alice": "correct horse", "bob": "battery staple"}
 
 
 @pytest.fixture
 async def server(nursery, tmp_path):
-    from mapi_anywhere.serve import run_server
-
-    config = Config(
-        server=ServerSection(data_dir=tmp_path / "data"),
-        endpoint_mapper=EndpointMapperSection(port=0),
-        tunnel=TunnelSection(settings=TunnelConfig(port=0)),
-    )
-    running = await nursery.start(run_server, config)
-    for user, password in PASSWORDS.items():
-        await trio.to_thread.run_sync(running.store.add_user, user, password)
-    return running
+    return await start_server(nursery, tmp_path / "data", PASSWORDS)
 
 
 def epm_address(server) -> str:

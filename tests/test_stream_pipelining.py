@@ -8,11 +8,10 @@ import random
 
 import pytest
 import trio
+from serve_helpers import start_server
 
 from clients.api import Attachment, Message, Session, Stream, connect
 from mapi import errors
-from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
-from tunnel.config import TunnelConfig
 
 PASSWORD = "pipelines"
 CHUNK = 64 * 1024
@@ -20,16 +19,7 @@ CHUNK = 64 * 1024
 
 @pytest.fixture
 async def server(nursery, tmp_path):
-    from mapi_anywhere.serve import run_server
-
-    config = Config(
-        server=ServerSection(data_dir=tmp_path / "data"),
-        endpoint_mapper=EndpointMapperSection(port=0),
-        tunnel=TunnelSection(settings=TunnelConfig(port=0)),
-    )
-    running = await nursery.start(run_server, config)
-    await trio.to_thread.run_sync(running.store.add_user, "carol", PASSWORD)
-    return running
+    return await start_server(nursery, tmp_path / "data", {"carol": PASSWORD})
 
 
 def open_session(server, transport: str):

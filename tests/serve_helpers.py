@@ -1,0 +1,34 @@
+"""A real ``serve`` for end-to-end tests: the endpoint mapper, the store and the tunnel
+on dynamic loopback ports, SQLite files under the test's temporary directory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
+from tunnel.config import TunnelConfig
+
+
+async def start_server(
+    nursery: trio.Nursery, data_dir: Path, users: Mapping[str, str], *, emails: bool = False
+) -> Any:
+    """Start ``run_server`` in ``nursery`` with ``users`` (name -> password) added;
+    ``emails`` gives each one ``name@example.org``. Returns the running server."""
+    from mapi_anywhere.serve import run_server
+
+    config = Config(
+        server=ServerSection(data_dir=data_dir),
+        endpoint_mapper=EndpointMapperSection(port=0),
+        tunnel=TunnelSection(settings=TunnelConfig(port=0)),
+    )
+    running = await nursery.start(run_server, config)
+    for user, password in users.items():
+        email = f"{user}@example.org" if emails else None
+        await trio.to_thread.run_sync(
+            lambda u=user, p=password, e=email: running.store.add_user(u, p, email=e)
+        )
+    return running
