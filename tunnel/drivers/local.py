@@ -99,10 +99,13 @@ class LocalStream(trio.abc.HalfCloseableStream):
         self._receiving = True
         try:
             # A cancel point before anything is consumed, as trio's sockets have; after
-            # consuming, only a shielded schedule point (cancelling then would lose data).
+            # consuming, only a shielded schedule point (cancelling then would lose data),
+            # and none when waiting for the data already was one.
             await trio.lowlevel.checkpoint_if_cancelled()
+            waited = False
             while not self._in.buffer and not self._in.eof:
                 await self._in.wait()
+                waited = True
                 if self._closed:
                     raise trio.ClosedResourceError("this stream was closed")
             buffered = len(self._in.buffer)
@@ -110,7 +113,8 @@ class LocalStream(trio.abc.HalfCloseableStream):
             data = bytes(self._in.buffer[:size])  # bytes, as SocketStream returns
             del self._in.buffer[:size]
             self._in.notify()
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            if not waited:
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         finally:
             self._receiving = False
