@@ -111,7 +111,10 @@ async def _backend_reader(
                     data, greeting_checked = head.removeprefix(GREETING), True
                 framer.feed(data)
                 while (pdu := framer.next_pdu()) is not None:
-                    await send.send(pdu)
+                    try:  # no schedule point while there is room: the next read is one
+                        send.send_nowait(pdu)
+                    except trio.WouldBlock:
+                        await send.send(pdu)
                     vc.out_waker.wake()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
