@@ -7,10 +7,14 @@ uncontended lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import trio
+
+#: Longest the send that follows a consumed receive may take before the transport
+#: counts as stuck (seconds).
+AFTER_RECEIVE_LIMIT = 30.0
 
 
 @contextmanager
@@ -46,3 +50,20 @@ async def acquire(lock: trio.Lock) -> None:
         lock.acquire_nowait()
     except trio.WouldBlock:
         await lock.acquire()
+
+
+async def finish_shielded(
+    work: Callable[[], Awaitable[None]], seconds: float = AFTER_RECEIVE_LIMIT
+) -> bool:
+    """Run ``work()`` shielded from cancellation and bounded by ``seconds``: for a send
+    (a window update, an acknowledgement) that must follow data a ``receive_some`` has
+    already consumed, since cancelling it then would lose that data. A broken stream is
+    ignored (the data is still good; the next call reports the break). False when the
+    time ran out: the transport is stuck."""
+    deadline = trio.current_time() + seconds
+    with (
+        trio.CancelScope(shield=True, deadline=deadline) as scope,
+        suppress(trio.BrokenResourceError),
+    ):
+        await work()
+    return not scope.cancelled_caught

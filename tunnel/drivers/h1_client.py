@@ -38,6 +38,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import h11
@@ -45,7 +46,7 @@ import trio
 
 from dcerpc.errors import DecodeError, RemoteProtocolError
 from dcerpc.framing import PduFramer
-from dcerpc.trio_util import acquire, single_errors
+from dcerpc.trio_util import acquire, finish_shielded, single_errors
 from tunnel import rts, rts_recycling
 from tunnel.config import TunnelConfig
 from tunnel.errors import TunnelError
@@ -60,9 +61,6 @@ from tunnel.vc import ReceiveWindow, SendWindow
 #: Our OUT receive window, advertised in CONN/A1 and OUT_R2/A3 (impacket and Windows
 #: use 256 KiB).
 OUT_WINDOW = 262144
-#: Longest a flow-control acknowledgement after a receive may take (seconds) before
-#: the tunnel counts as broken.
-ACK_LIMIT = 30.0
 OUT_REQUEST_LENGTH = 76
 #: A successor OUT channel's request body: OUT_R2/A3 (96) + OUT_R2/C1 (24).
 OUT_SUCCESSOR_LENGTH = 120
@@ -565,15 +563,7 @@ class H1TunnelStream(trio.abc.Stream):
                 ack.available_window,
                 item.cookie,
             )
-            # The PDU is consumed: a cancellation from here on would lose it, so the
-            # acknowledgement goes out shielded (and bounded: a stuck channel is broken).
-            deadline = trio.current_time() + ACK_LIMIT
-            with (
-                trio.CancelScope(shield=True, deadline=deadline) as scope,
-                suppress(trio.BrokenResourceError),  # the data is still good; the next call says
-            ):
-                await self._send_control(message, ack=True)
-            if scope.cancelled_caught:
+            if not await finish_shielded(partial(self._send_control, message, ack=True)):
                 self._fail(trio.TooSlowError("the IN channel stopped taking data"))
         return pdu
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from functools import partial
 
 import trio
 
-from dcerpc.trio_util import acquire, single_errors
+from dcerpc.trio_util import acquire, finish_shielded, single_errors
 from tunnel.config import TunnelConfig
 from tunnel.errors import TunnelError
 from tunnel.h2_glue import (
@@ -30,9 +31,6 @@ from tunnel.h2_glue import (
 )
 
 MAX_ERROR_BODY = 4096
-#: Longest a window update after a receive may take (seconds) before the connection
-#: counts as broken.
-FLUSH_LIMIT = 30.0
 
 
 class H2TunnelStream(trio.abc.HalfCloseableStream):
@@ -177,17 +175,8 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
             chunk = chunk[:limit]
         self.glue.consumed(self.sid, len(chunk))
         update = self.glue.data_to_send()  # a window update, once enough was consumed
-        if update:
-            # The chunk is consumed: a cancellation from here on would lose it, so the
-            # update goes out shielded (and bounded: a stuck transport is broken).
-            deadline = trio.current_time() + FLUSH_LIMIT
-            with (
-                trio.CancelScope(shield=True, deadline=deadline) as scope,
-                suppress(trio.BrokenResourceError),  # the data is still good; next call says
-            ):
-                await self._flush(update)
-            if scope.cancelled_caught:
-                self._fail(trio.TooSlowError("the tunnel connection stopped taking data"))
+        if update and not await finish_shielded(partial(self._flush, update)):
+            self._fail(trio.TooSlowError("the tunnel connection stopped taking data"))
         return chunk
 
     async def aclose(self) -> None:
