@@ -73,6 +73,8 @@ MAX_WAIT: Final = 120.0
 WAKE_MAGIC: Final = b"MAPIWAKE"
 WAKE_INTERVAL: Final = 0.25
 
+#: Seconds between sweeps for idle sessions and mailbox databases.
+SWEEP_INTERVAL: Final = 60.0
 #: Largest request stub tried inline (reads are small; writes go to a worker anyway).
 _INLINE_STUB_LIMIT: Final = 16 * 1024
 #: Limits of a decoded stub (the runtime already caps the stub at 4 MiB).
@@ -236,7 +238,7 @@ class StoreService:
         if live is None or live.closed or live.lock.locked() or not _read_only(batch):
             return None
         now = trio.current_time()
-        if now - self._last_sweep >= 60:
+        if now - self._last_sweep >= SWEEP_INTERVAL:
             return None  # the idle sweep is due: it needs the async path
         assert isinstance(sid, bytes)
         context = ops.Context(live.session, live.handles, self.store.limits, sid)
@@ -337,9 +339,9 @@ class StoreService:
             await _close_session(live, self.store.notifications, sid)
 
     async def _expire_idle(self) -> None:
-        """Close sessions idle for ``session_idle`` seconds (checked once a minute)."""
+        """Close sessions idle for ``session_idle`` seconds (every SWEEP_INTERVAL)."""
         now = trio.current_time()
-        if now - self._last_sweep < 60:
+        if now - self._last_sweep < SWEEP_INTERVAL:
             return
         self._last_sweep = now
         deadline = now - self.limits.session_idle
