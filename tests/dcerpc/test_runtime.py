@@ -21,6 +21,7 @@ from dcerpc.interface import CallContext, Interface
 from dcerpc.pdu import BindPdu, ContextElement, FaultPdu, RequestPdu, ShutdownPdu, decode_pdu
 from dcerpc.server import RpcServer
 from dcerpc.syntax import MSGPACK, NDR, SyntaxId
+from tunnel.drivers.local import local_stream_pair
 
 ECHO = SyntaxId(uuid.UUID("12345678-1234-1234-1234-123456789abc"), 1, 0)
 OPS_ECHO, OPS_FAULT, OPS_NDR, OPS_CRASH, OPS_WAIT, OPS_RELEASE, OPS_STATE = range(7)
@@ -410,8 +411,6 @@ async def test_large_calls_queued_behind_a_send_still_get_read(inline: bool):
     """Each caller sends only its own request: one blocked in a send never carries
     another's, so a caller whose request is out can read, and the server, blocked on a
     reply nobody reads, gets going again."""
-    from tunnel.drivers.local import local_stream_pair
-
     service = EchoService()
     server = RpcServer([service.interface(inline=inline)], config=LIVE, name="test")
     client_end, server_end = local_stream_pair(64 * 1024)
@@ -438,8 +437,6 @@ async def test_large_calls_queued_behind_a_send_still_get_read(inline: bool):
 async def test_a_failed_send_wakes_the_caller_reading():
     """A send that times out ends the connection: the caller waiting for its reply
     inside receive_some is woken too, not left waiting for a peer that is gone."""
-    from tunnel.drivers.local import local_stream_pair
-
     client_end, _silent_peer = local_stream_pair(64 * 1024)
     failures = {}
     async with open_rpc_client(client_end, RpcConfig(send_timeout=0.5)) as rpc:
@@ -463,7 +460,6 @@ async def test_a_failed_send_wakes_the_caller_reading():
 async def test_a_slow_but_steady_reader_is_not_dropped(inline: bool):
     """The send timeout bounds each send, not the wait for the send lock: replies that
     together take longer than it to go out do not end a connection that keeps reading."""
-    from tunnel.drivers.local import local_stream_pair
 
     def answer_inline(ctx: CallContext, stub: bytes) -> bytes | None:
         return stub if ctx.opnum == OPS_ECHO else None
