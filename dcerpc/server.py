@@ -6,6 +6,10 @@ complete call in the connection's nursery, so several calls run at once and noth
 outlives the connection. A call the interface's ``inline`` handler answers at once is
 answered by the reading task itself, with no task started.
 
+An in-process relay that already holds the client's bytes (the tunnel) may instead
+:meth:`RpcServer.attach` an :class:`AttachedConnection`: it feeds the bytes in its own
+task and gets the replies through a callback, so an inline call costs no task switch.
+
 Timeouts: a peer that sends nothing while no call is running is dropped after
 ``idle_timeout``; a PDU or fragmented request that stays incomplete for
 ``receive_timeout`` ends the connection; a peer that does not read our replies for
@@ -18,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +44,9 @@ from dcerpc.trio_util import acquire
 log = logging.getLogger("dcerpc.server")
 
 RECEIVE_SIZE = 65536
+
+#: Takes encoded PDUs for the peer of an attached connection; may wait (backpressure).
+Deliver = Callable[[list[bytes]], Awaitable[None]]
 
 
 def _address(stream: trio.abc.Stream, peer: bool) -> tuple[str, int] | None:
@@ -63,10 +70,16 @@ def _only_broken_streams(exc: BaseException) -> bool:
 
 @dataclass(slots=True)
 class _Connection:
+    """One connection: a byte ``stream`` read by a task, or (attached) a ``deliver``
+    callback for the replies while the caller feeds the input."""
+
     core: ServerConnection
-    stream: trio.abc.Stream
+    stream: trio.abc.Stream | None
     peer: tuple[str, int] | None
     local: tuple[str, int] | None
+    deliver: Deliver | None = None
+    #: Attached connections: ends the connection when the relay broke.
+    on_break: Callable[[], None] | None = None
     send_lock: trio.Lock = field(default_factory=trio.Lock)
     calls: dict[int, trio.CancelScope] = field(default_factory=dict)
     orphaned: set[int] = field(default_factory=set)
@@ -104,6 +117,26 @@ class RpcServer:
             listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await trio.serve_listeners(self.handle_stream, listeners, task_status=task_status)
 
+    def attach(
+        self, nursery: trio.Nursery, deliver: Deliver, *, peer: tuple[str, int] | None = None
+    ) -> AttachedConnection:
+        """A connection without a byte stream, for an in-process relay: the caller feeds
+        the client's bytes (:meth:`AttachedConnection.receive_data`), replies go to
+        ``deliver`` (one call at a time, in order), calls that need a task run in
+        ``nursery``. The caller bounds the time of each feed and applies its own idle
+        timeouts (the server's ``idle_timeout`` and ``receive_timeout`` need a reading
+        task); replies sent by call tasks are bounded by ``send_timeout`` as usual.
+
+        Raises:
+            ConnectionRefusedError: ``max_connections`` are open.
+        """
+        if self.active_connections >= self.config.max_connections:
+            log.warning("%s: connection limit reached, refusing an attached connection", self.name)
+            raise ConnectionRefusedError("the RPC server has too many connections")
+        self.active_connections += 1
+        core = ServerConnection(self.registry, self.groups, self.config)
+        return AttachedConnection(self, _Connection(core, None, peer, None, deliver), nursery)
+
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until it ends; never raises (errors are logged)."""
         if self.active_connections >= self.config.max_connections:
@@ -120,7 +153,7 @@ class RpcServer:
         )
         conn = _Connection(core, stream, peer, local)
         try:
-            await self._serve(conn)
+            await self._serve(conn, stream)
         except Exception as exc:
             if _only_broken_streams(exc):  # a peer reset or vanished: not our error
                 log.debug("%s: connection from %s broke", self.name, peer)
@@ -131,7 +164,7 @@ class RpcServer:
             core.close()
             await trio.aclose_forcefully(stream)
 
-    async def _serve(self, conn: _Connection) -> None:
+    async def _serve(self, conn: _Connection, stream: trio.abc.Stream) -> None:
         cfg = self.config
         async with trio.open_nursery() as nursery:
             # One restartable deadline for every read (hypercorn's idle timer): cheaper
@@ -150,7 +183,7 @@ class RpcServer:
                         partial_since = None
                         # A running call (a long-poll) is not idleness.
                         reading.deadline = math.inf if conn.calls else now + cfg.idle_timeout
-                    data = await conn.stream.receive_some(RECEIVE_SIZE)
+                    data = await stream.receive_some(RECEIVE_SIZE)
                     if not self._handle_input(conn, nursery, data):
                         break
                     if conn.core.outbox_pending:
@@ -169,7 +202,7 @@ class RpcServer:
                 log.info("%s: %s does not read its replies, closing", self.name, conn.peer)
                 await self._break(conn)
             elif reading.cancelled_caught:
-                await self._time_out(conn)
+                await self._time_out(conn, stream)
             elif conn.core.outbox_pending:
                 await self._flush(conn)  # the reply to a protocol error, before closing
             nursery.cancel_scope.cancel()
@@ -202,7 +235,7 @@ class RpcServer:
                 return False
         return True
 
-    async def _time_out(self, conn: _Connection) -> None:
+    async def _time_out(self, conn: _Connection, stream: trio.abc.Stream) -> None:
         if conn.core.has_partial_input:
             log.info("%s: %s sent an incomplete PDU, closing", self.name, conn.peer)
             return
@@ -211,7 +244,7 @@ class RpcServer:
             # [C706] 12.6.4.13: a shutdown asks the client to close when it is done.
             with trio.move_on_after(1):
                 async with conn.send_lock:
-                    await conn.stream.send_all(ShutdownPdu().encode())
+                    await stream.send_all(ShutdownPdu().encode())
 
     def _context(self, conn: _Connection, event: CallReceived) -> CallContext:
         return CallContext(
@@ -299,14 +332,80 @@ class RpcServer:
 
     async def _send_locked(self, conn: _Connection) -> None:
         """Send what the core queued (the caller holds the send lock and bounds the time)."""
-        data = conn.core.data_to_send()
-        if not data or conn.broken:
+        if conn.broken:
+            conn.core.pdus_to_send()
             return
         try:
-            await conn.stream.send_all(data)
+            if conn.deliver is not None:
+                await conn.deliver(conn.core.pdus_to_send())
+            elif data := conn.core.data_to_send():
+                assert conn.stream is not None
+                await conn.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await self._break(conn)  # the peer went away: end the connection, not the server
 
     async def _break(self, conn: _Connection) -> None:
         conn.broken = True
-        await trio.aclose_forcefully(conn.stream)
+        if conn.stream is not None:
+            await trio.aclose_forcefully(conn.stream)
+        else:
+            if conn.on_break is not None:
+                conn.on_break()
+            await trio.lowlevel.checkpoint()
+
+
+class AttachedConnection:
+    """A connection of :meth:`RpcServer.attach`: fed by its caller, no task of its own.
+
+    Only one task feeds it at a time. It ends when the caller closes it, on a protocol
+    error from the client, or when ``deliver`` fails; then :attr:`closed` is set and
+    calls still running are cancelled.
+    """
+
+    def __init__(self, server: RpcServer, conn: _Connection, nursery: trio.Nursery) -> None:
+        self._server = server
+        self._conn = conn
+        self._nursery = nursery
+        self._open = True
+        #: Set once the connection is over, whoever ended it.
+        self.closed = trio.Event()
+        conn.on_break = self._end
+
+    async def receive_data(self, data: bytes | bytearray) -> None:
+        """Feed bytes from the client; ``b""`` is its EOF. Replies to calls answered at
+        once are delivered before this returns. A cancel point; it schedules only if
+        ``deliver`` does (the caller's next read is one anyway).
+
+        Raises:
+            trio.BrokenResourceError: the connection is over (the client broke the
+                protocol: the fault was delivered first; or ``deliver`` failed).
+        """
+        conn = self._conn
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._open:
+            raise trio.BrokenResourceError("the RPC connection is closed")
+        ok = self._server._handle_input(conn, self._nursery, data)
+        if conn.core.outbox_pending:
+            await acquire(conn.send_lock)
+            try:
+                await self._server._send_locked(conn)
+            finally:
+                conn.send_lock.release()
+        if not ok or conn.broken:
+            await self.aclose()
+            raise trio.BrokenResourceError("the RPC server closed the connection")
+
+    async def aclose(self) -> None:
+        """End the connection; calls still running are cancelled and send nothing."""
+        self._end()
+        await trio.lowlevel.checkpoint()
+
+    def _end(self) -> None:
+        if self._open:
+            self._open = False
+            self._conn.broken = True
+            for scope in self._conn.calls.values():
+                scope.cancel()
+            self._conn.core.close()
+            self._server.active_connections -= 1
+            self.closed.set()

@@ -181,7 +181,8 @@ class ServerConnection:
         self._partial_bytes = 0
         self._executing: set[int] = set()
         self._ctx_of_call: dict[int, int] = {}
-        self._outbox = bytearray()
+        #: Encoded PDUs for the peer, in order (kept apart: a relay may need boundaries).
+        self._outbox: list[bytes] = []
 
     # -- public API ------------------------------------------------------------------------
 
@@ -213,10 +214,9 @@ class ServerConnection:
     def send_response(self, call_id: int, stub: bytes) -> None:
         """Queue the response to an executing call, fragmented to the negotiated size."""
         context_id = self._finish_call(call_id)
-        for frag in response_fragments(
+        self._outbox += response_fragments(
             call_id=call_id, context_id=context_id, stub=stub, max_fragment=self.max_xmit_frag
-        ):
-            self._outbox += frag
+        )
 
     def send_fault(self, call_id: int, status: int) -> None:
         """Queue a fault answering a call that was dispatched to its handler.
@@ -225,9 +225,11 @@ class ServerConnection:
         must not assume it may retry. Faults decided before dispatch set it.
         """
         context_id = self._finish_call(call_id)
-        self._outbox += FaultPdu(
-            call_id=call_id, context_id=context_id, status=status, pfc_flags=WHOLE
-        ).encode()
+        self._outbox.append(
+            FaultPdu(
+                call_id=call_id, context_id=context_id, status=status, pfc_flags=WHOLE
+            ).encode()
+        )
 
     def abandon_call(self, call_id: int) -> None:
         """Forget an executing call without answering (the client orphaned it)."""
@@ -236,8 +238,13 @@ class ServerConnection:
 
     def data_to_send(self) -> bytes:
         """Drain the bytes queued for the peer."""
-        out = bytes(self._outbox)
+        out = b"".join(self._outbox)  # one PDU: no copy
         self._outbox.clear()
+        return out
+
+    def pdus_to_send(self) -> list[bytes]:
+        """Drain the PDUs queued for the peer, one encoded PDU per item."""
+        out, self._outbox = self._outbox, []
         return out
 
     def close(self) -> None:
@@ -276,7 +283,7 @@ class ServerConnection:
     def _protocol_error(
         self, call_id: int, msg: str, status: int = FaultStatus.PROTO_ERROR
     ) -> NoReturn:
-        self._outbox += FaultPdu(call_id=call_id, status=status).encode()
+        self._outbox.append(FaultPdu(call_id=call_id, status=status).encode())
         raise RemoteProtocolError(msg, status)
 
     def _next_pdu(self) -> bytes | None:
@@ -323,7 +330,7 @@ class ServerConnection:
     # -- binding ---------------------------------------------------------------------------
 
     def _nak(self, call_id: int, reason: int, msg: str) -> NoReturn:
-        self._outbox += BindNakPdu(call_id=call_id, reason=reason).encode()
+        self._outbox.append(BindNakPdu(call_id=call_id, reason=reason).encode())
         raise RemoteProtocolError(msg)
 
     def _handle_bind(self, pdu: BindPdu) -> Event:
@@ -350,15 +357,17 @@ class ServerConnection:
         results = self._negotiate(pdu.contexts)
         self.state = ConnectionState.BOUND
         flags = WHOLE | (pdu.pfc_flags & PfcFlags.CONC_MPX)
-        self._outbox += BindAckPdu(
-            call_id=pdu.call_id,
-            pfc_flags=flags,
-            max_xmit_frag=self.max_xmit_frag,
-            max_recv_frag=self.max_recv_frag,
-            assoc_group_id=group,
-            secondary_address=self.secondary_address,
-            results=results,
-        ).encode()
+        self._outbox.append(
+            BindAckPdu(
+                call_id=pdu.call_id,
+                pfc_flags=flags,
+                max_xmit_frag=self.max_xmit_frag,
+                max_recv_frag=self.max_recv_frag,
+                assoc_group_id=group,
+                secondary_address=self.secondary_address,
+                results=results,
+            ).encode()
+        )
         return BindReceived(
             assoc_group_id=group, accepted=self._accepted(results, pdu), alter=False
         )
@@ -375,13 +384,15 @@ class ServerConnection:
         if pdu.assoc_group_id not in (0, self.assoc_group_id):
             self._protocol_error(pdu.call_id, "alter_context names another association group")
         results = self._negotiate(pdu.contexts)
-        self._outbox += AlterContextRespPdu(
-            call_id=pdu.call_id,
-            max_xmit_frag=self.max_xmit_frag,
-            max_recv_frag=self.max_recv_frag,
-            assoc_group_id=self.assoc_group_id,
-            results=results,
-        ).encode()
+        self._outbox.append(
+            AlterContextRespPdu(
+                call_id=pdu.call_id,
+                max_xmit_frag=self.max_xmit_frag,
+                max_recv_frag=self.max_recv_frag,
+                assoc_group_id=self.assoc_group_id,
+                results=results,
+            ).encode()
+        )
         return BindReceived(
             assoc_group_id=self.assoc_group_id, accepted=self._accepted(results, pdu), alter=True
         )
@@ -475,9 +486,11 @@ class ServerConnection:
         del self._partial[call_id]
         self._partial_bytes -= 0 if partial.fault else partial.size
         if partial.fault:
-            self._outbox += FaultPdu(
-                call_id=call_id, context_id=partial.context_id, status=partial.fault
-            ).encode()
+            self._outbox.append(
+                FaultPdu(
+                    call_id=call_id, context_id=partial.context_id, status=partial.fault
+                ).encode()
+            )
             return None
         ctx = self._contexts[partial.context_id]
         self._executing.add(call_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Protocol
 
 import trio
 
@@ -33,7 +34,11 @@ def single_errors() -> Iterator[None]:
         raise
 
 
-async def send_within(stream: trio.abc.SendStream, data: bytes, seconds: float) -> None:
+class _Sender(Protocol):
+    async def send_all(self, data: bytes, /) -> None: ...
+
+
+async def send_within(stream: _Sender, data: bytes, seconds: float) -> None:
     """``stream.send_all(data)`` bounded by ``seconds``, raising ``trio.TooSlowError`` as
     ``fail_after`` does, without a context-manager generator per message (these run for
     every relayed PDU)."""

@@ -189,7 +189,7 @@ async def _run(
             host=host, epm_port=_port_of(listeners), database=database, store=store
         )
         # The tunnel reaches these in memory rather than over loopback TCP.
-        local_services = {running.epm_port: epm.handle_stream}
+        local_services: dict[int, RpcServer] = {running.epm_port: epm}
         database.register(
             EPM_SYNTAX,
             [Tower.tcp(EPM_SYNTAX, _tower_host(host), running.epm_port)],
@@ -202,7 +202,7 @@ async def _run(
             )
             listeners = await nursery.start(server.serve_tcp, config.services.dynamic_port, host)
             port = running.service_ports[spec.name] = _port_of(listeners)
-            local_services[port] = server.handle_stream
+            local_services[port] = server
             for iface in spec.interfaces:
                 database.register(
                     iface.syntax,

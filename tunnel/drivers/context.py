@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,14 +17,11 @@ import trio
 
 from tunnel.autodiscover import Site
 from tunnel.config import TunnelConfig
-from tunnel.drivers.local import local_stream_pair
+from tunnel.drivers.backend import AttachedBackend, Backend, LocalService, StreamBackend
 from tunnel.drivers.vc_table import VcTable
 from tunnel.policy import AllowList, Authenticator, Quota, parse_authorization
 
 log = logging.getLogger("tunnel")
-
-#: Serves one connection of an in-process service (``RpcServer.handle_stream``).
-StreamHandler = Callable[[trio.abc.Stream], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -48,10 +45,10 @@ class ProxyContext:
         allow: AllowList,
         authenticate: Authenticator,
         site: Site,
-        local_services: Mapping[int, StreamHandler] | None = None,
+        local_services: Mapping[int, LocalService] | None = None,
     ) -> None:
         self.config = config
-        #: Ports served by this very process: reached through an in-memory stream pair.
+        #: Ports served by this very process: attached in memory, no socket.
         self.local_services = dict(local_services or {})
         #: Where in-process service connections run (set by ``serve_tunnel``).
         self.nursery: trio.Nursery | None = None
@@ -90,27 +87,28 @@ class ProxyContext:
         self.vcs_open -= units
         self.user_quota.release(user, units)
 
-    async def connect_backend(self, address: tuple[str, int]) -> trio.abc.HalfCloseableStream:
+    async def connect_backend(self, address: tuple[str, int]) -> Backend:
         """Connect to an allow-listed backend address.
 
-        A port served by this process is reached in memory (no loopback TCP hop); the
-        service's handler runs in the tunnel's nursery and ends with the stream.
+        A port served by this process is attached in memory (no loopback TCP hop); its
+        calls that need a task run in the tunnel's nursery and end with the backend.
 
         Raises:
             OSError: refused or timed out.
         """
-        handler = self.local_services.get(address[1])
-        if handler is not None and self.nursery is not None:
-            tunnel_end, service_end = local_stream_pair()
-            self.nursery.start_soon(handler, service_end)
-            return tunnel_end
+        service = self.local_services.get(address[1])
+        if service is not None and self.nursery is not None:
+            await trio.lowlevel.checkpoint()
+            return AttachedBackend(service, self.nursery)
         try:
             with trio.fail_after(self.config.connect_timeout):
                 stream = await trio.open_tcp_stream(*address)
         except trio.TooSlowError as exc:
             raise OSError(f"connecting to {address} timed out") from exc
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return stream
+        return StreamBackend(
+            stream, max_fragment=self.config.max_fragment, receive_size=self.config.receive_size
+        )
 
 
 def peer_address(stream: trio.abc.Stream) -> str:

@@ -1,11 +1,11 @@
 """The life of one MS-RPCH virtual connection on the HTTP/1.1 proxy, apart from its
-channels: the backend connection, the backend reader and the OUT writer.
+channels: the backend connection, the relay of its PDUs and the OUT writer.
 
 A VC outlives its channels: IN and OUT channels are recycled (:mod:`tunnel.recycling`)
 while the backend connection, hence the DCE/RPC association and whatever session
 the service keeps on it, stays the same. So :func:`run_vc` runs in the proxy's
-nursery, not in a channel handler: it owns the backend stream, reads PDUs from it
-(dropping a leading ``ncacn_http/1.0`` greeting) and writes them, with the proxy's RTS
+nursery, not in a channel handler: it owns the backend, queues the PDUs it sends
+(:meth:`~tunnel.drivers.backend.Backend.relay`) and writes them, with the proxy's RTS
 PDUs, on whichever OUT channel is current (``vc.out_sink``).
 
 The OUT writer, per turn: the recycling PDUs that are due (OUT_R2/A6; once OUT_R2/A7
@@ -29,17 +29,15 @@ from typing import Any
 
 import trio
 
-from dcerpc.errors import DecodeError
-from dcerpc.framing import PduFramer
 from tunnel import rts, rts_recycling
 from tunnel.config import TunnelConfig
+from tunnel.drivers.backend import Backend
 from tunnel.drivers.vc_table import VcTable, VirtualConnection
 from tunnel.recycling import CONTROL_HEADROOM, OutState
 from tunnel.vc import SendWindow
 
 log = logging.getLogger("tunnel.h1")
 
-GREETING = b"ncacn_http/1.0"
 PING_SIZE = 20
 
 
@@ -60,22 +58,22 @@ async def run_vc(
     config: TunnelConfig,
     table: VcTable,
     vc: VirtualConnection,
-    conn: trio.abc.HalfCloseableStream,
+    backend: Backend,
     address: str,
 ) -> None:
-    """Relay the backend of ``vc`` until the VC ends; then close the backend stream.
+    """Relay the backend of ``vc`` until the VC ends; then close the backend.
 
     The caller holds ``vc`` once for this task (:meth:`VcTable.hold`); it is let go here.
     Never raises: it runs in the proxy's nursery, where an exception would stop every
     connection.
     """
     try:
-        async with conn:
+        async with backend:
             send, receive = trio.open_memory_channel[bytes](4)
             with trio.CancelScope() as scope:
                 vc.attach(scope)
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(guard, vc, _backend_reader(config, vc, conn, send, address))
+                    nursery.start_soon(guard, vc, _relay_backend(vc, backend, send))
                     await guard(vc, _out_writer(config, vc, receive))
                     nursery.cancel_scope.cancel()
     except Exception:
@@ -87,39 +85,22 @@ async def run_vc(
         table.leave(vc, None)
 
 
-async def _backend_reader(
-    config: TunnelConfig,
-    vc: VirtualConnection,
-    conn: trio.abc.HalfCloseableStream,
-    send: trio.MemorySendChannel[bytes],
-    address: str,
+async def _relay_backend(
+    vc: VirtualConnection, backend: Backend, send: trio.MemorySendChannel[bytes]
 ) -> None:
-    framer = PduFramer(config.max_fragment)
-    head = b""
-    greeting_checked = False
+    """Queue the backend's PDUs for the OUT writer until the backend closes."""
+
+    async def deliver(pdus: list[bytes]) -> None:
+        for pdu in pdus:
+            try:  # no schedule point while there is room: the caller's next read is one
+                send.send_nowait(pdu)
+            except trio.WouldBlock:
+                await send.send(pdu)
+            vc.out_waker.wake()
+
     async with send:
         try:
-            while True:
-                data = await conn.receive_some(config.receive_size)
-                if not data:
-                    return
-                if not greeting_checked:
-                    # An ncacn_http endpoint greets first; an ncacn_ip_tcp one does not.
-                    head += data
-                    if len(head) < len(GREETING) and GREETING.startswith(head):
-                        continue
-                    data, greeting_checked = head.removeprefix(GREETING), True
-                framer.feed(data)
-                while (pdu := framer.next_pdu()) is not None:
-                    try:  # no schedule point while there is room: the next read is one
-                        send.send_nowait(pdu)
-                    except trio.WouldBlock:
-                        await send.send(pdu)
-                    vc.out_waker.wake()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            return
-        except DecodeError as exc:
-            log.warning("%s: backend sent a bad PDU: %s", address, exc)
+            await backend.relay(deliver, framed=True)
         finally:
             vc.out_waker.wake()
 

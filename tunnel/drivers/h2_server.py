@@ -29,6 +29,7 @@ import trio
 
 from dcerpc.trio_util import acquire, send_within
 from tunnel import autodiscover
+from tunnel.drivers.backend import Backend
 from tunnel.drivers.context import ProxyContext
 from tunnel.h2_glue import (
     ConnectionEnded,
@@ -236,23 +237,23 @@ class _H2Connection:
         )
         await self.flush()
 
-    async def _relay(self, s: _Stream, user: str, backend: tuple[str, int]) -> None:
+    async def _relay(self, s: _Stream, user: str, address: tuple[str, int]) -> None:
         sid = s.request.stream_id
         try:
-            conn = await self.ctx.connect_backend(backend)
+            backend = await self.ctx.connect_backend(address)
         except OSError as exc:
-            log.warning("%s: backend %s unreachable: %s", self.address, backend, exc)
+            log.warning("%s: backend %s unreachable: %s", self.address, address, exc)
             await self._answer(sid, 502, "RPC server unavailable")
             return
-        log.info("%s: h2 stream %d of %s relayed to %s", self.address, sid, user, backend)
-        async with conn:
+        log.info("%s: h2 stream %d of %s relayed to %s", self.address, sid, user, address)
+        async with backend:
             self.glue.respond(
                 sid, 200, [("content-type", "application/rpc"), ("cache-control", "no-cache")]
             )
             await self.flush()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, s, self._up(s, conn))
-                await self._pump(s, self._down(s, conn))
+                nursery.start_soon(self._pump, s, self._up(s, backend))
+                await self._pump(s, self._down(s, backend))
                 # The backend closed: the client's remaining data has nowhere to go.
                 nursery.cancel_scope.cancel()
 
@@ -265,45 +266,40 @@ class _H2Connection:
             log.info("%s: h2 stream %d relay ended: %r", self.address, s.request.stream_id, exc)
             s.scope.cancel()
 
-    async def _up(self, s: _Stream, conn: trio.abc.HalfCloseableStream) -> None:
+    async def _up(self, s: _Stream, backend: Backend) -> None:
+        """The client's DATA to the backend; the credit goes back once the backend took it
+        (an attached service has then also answered what it answers at once)."""
         sid = s.request.stream_id
         while True:
             while s.inbox:
                 chunk = s.inbox.popleft()
-                await send_within(conn, chunk, self.ctx.config.send_timeout)
+                await send_within(backend, chunk, self.ctx.config.send_timeout)
                 self.glue.consumed(sid, len(chunk))
             await self.flush()
             if s.ended:
-                await conn.send_eof()
+                await backend.send_eof()
                 return
             await s.wait()
 
-    async def _down(self, s: _Stream, conn: trio.abc.HalfCloseableStream) -> None:
+    async def _down(self, s: _Stream, backend: Backend) -> None:
+        """The backend's bytes to the client as DATA, as fast as its windows open: while
+        they are shut, the delivery waits, so nothing more is read from the backend."""
         sid = s.request.stream_id
-        cfg = self.ctx.config
-        while True:
-            room = self.glue.sendable(sid)
-            if room <= 0:
-                # Backpressure: read nothing more from the backend until the client reads.
-                await self.wait_window()
-                continue
-            try:
-                data = await conn.receive_some(min(room, cfg.receive_size))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            if not data:
-                self.glue.end_stream(sid)
-                await self.flush()
-                return
-            data = bytes(data)
-            sent = self.glue.send_data(sid, data)
+
+        async def deliver(chunks: list[bytes]) -> None:
+            for data in chunks:
+                sent = self.glue.send_data(sid, data)
+                while sent < len(data):
+                    await self.flush()
+                    await self.wait_window()
+                    if self.glue.closed:
+                        raise trio.BrokenResourceError("the HTTP/2 connection closed")
+                    sent += self.glue.send_data(sid, data[sent:])
             await self.flush()
-            while sent < len(data):
-                await self.wait_window()
-                if self.glue.closed:
-                    return
-                sent += self.glue.send_data(sid, data[sent:])
-                await self.flush()
+
+        await backend.relay(deliver, framed=False)
+        self.glue.end_stream(sid)
+        await self.flush()
 
 
 async def serve_h2(ctx: ProxyContext, stream: trio.abc.Stream, address: str) -> None:

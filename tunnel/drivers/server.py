@@ -20,7 +20,8 @@ import trio
 
 from tunnel.autodiscover import Site
 from tunnel.config import TunnelConfig
-from tunnel.drivers.context import ProxyContext, StreamHandler, TunnelInfo, peer_address
+from tunnel.drivers.backend import LocalService
+from tunnel.drivers.context import ProxyContext, TunnelInfo, peer_address
 from tunnel.drivers.h1_server import serve_h1
 from tunnel.drivers.h2_server import serve_h2
 from tunnel.drivers.tls import certificate_fingerprint, ensure_certificate, server_context
@@ -64,7 +65,7 @@ async def serve_tunnel(
     authenticate: Authenticator,
     data_dir: Path,
     epm_port: int = 0,
-    local_services: Mapping[int, StreamHandler] | None = None,
+    local_services: Mapping[int, LocalService] | None = None,
     task_status: trio.TaskStatus[TunnelInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the HTTPS tunnel until cancelled.
@@ -77,8 +78,9 @@ async def serve_tunnel(
         authenticate: async ``(user, password) -> bool``; the user directory.
         data_dir: where a self-signed certificate is kept when none is configured.
         epm_port: the endpoint mapper's port, announced by autodiscover.
-        local_services: handlers of the services this process serves, by port: those
-            targets are reached through in-memory streams instead of loopback TCP.
+        local_services: the services this process serves, by port: those targets are
+            attached in memory (:class:`~tunnel.drivers.backend.AttachedBackend`)
+            instead of reached over loopback TCP.
         task_status: receives a :class:`TunnelInfo` (port, fingerprint) once listening.
     """
     cert, key = await trio.to_thread.run_sync(

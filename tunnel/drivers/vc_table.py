@@ -10,7 +10,7 @@ not let another user hijack a connection). The first half waits at most
 user and target rule.
 
 :class:`VirtualConnection` carries what the handlers share: the flow-control state
-(:mod:`tunnel.vc`), the recycling state, the backend stream, the current OUT channel
+(:mod:`tunnel.vc`), the recycling state, the backend, the current OUT channel
 (an :class:`OutSink`) and its successor, the control PDUs and pending acknowledgement
 for the OUT writer, and a cancel scope per task, so ending the VC from any side (or
 the backend) stops them all. Every task working for a VC holds it
@@ -26,6 +26,7 @@ from typing import Protocol
 import trio
 
 from tunnel.config import TunnelConfig
+from tunnel.drivers.backend import Backend
 from tunnel.policy import Target
 from tunnel.recycling import InRecycler, OutRecycler
 from tunnel.vc import ReceiveWindow, SendWindow
@@ -82,7 +83,7 @@ class VirtualConnection:
         self.established = trio.Event()
         self.ended = trio.Event()
         self.end_reason = ""
-        self.backend: trio.abc.HalfCloseableStream | None = None
+        self.backend: Backend | None = None
         self.in_cookie = b"\x00" * 16
         self.out_cookie = b"\x00" * 16
         self.retired_out_cookies: deque[bytes] = deque(maxlen=RETIRED_COOKIES)
