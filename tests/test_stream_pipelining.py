@@ -172,3 +172,29 @@ async def test_nothing_of_a_released_upload_stays_in_the_mailbox(server):
             await inbox.delete_messages([eid], hard=True)
         # The session's end released the writer's objects: nothing is left.
         assert await trio.to_thread.run_sync(rows) == (0, 0)
+
+
+
+@pytest.mark.parametrize("transport", ["h1", "h2"])
+async def test_megabyte_writes_and_reads_ahead_through_the_tunnels(server, transport):
+    # Pipelined megabyte calls keep the proxy's queues full both ways: it must go on
+    # reading the client's flow-control acknowledgements while it holds requests back.
+    data = random.Random(7).randbytes(1 << 20)
+    rounds = 24
+    with trio.fail_after(120):
+        async with open_session(server, transport) as session:
+            msg, attach, stream = await new_attachment(session)
+            for _ in range(rounds):
+                await stream.write(data)
+            await stream.commit()
+            await stream.release()
+            await attach.save()
+            eid = await msg.save()
+            saved = await (await session.open_store()).open_message(eid)
+            async with session.batch() as batch:
+                reader: Stream = batch.add(
+                    batch.add(saved.open_attachment(0)).open_stream("PR_ATTACH_DATA_BIN")
+                )
+            for _ in range(rounds):
+                assert await reader.read(len(data)) == data
+            assert await reader.read(len(data)) == b""

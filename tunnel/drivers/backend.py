@@ -56,6 +56,12 @@ class LocalService(Protocol):
 class Backend(trio.abc.AsyncResource):
     """One virtual connection's backend."""
 
+    #: True for an in-process service: :meth:`send_all` runs calls, whose replies
+    #: reach ``deliver`` from the sending task, so that ``deliver`` must never wait for
+    #: something only that task could bring (an HTTP/1.1 relay holds the client's
+    #: PDUs back instead, see :mod:`tunnel.drivers.h1_vc`).
+    attached = False
+
     async def send_all(self, data: bytes | bytearray) -> None:
         """Forward the client's bytes (the caller bounds the time).
 
@@ -133,9 +139,13 @@ class StreamBackend(Backend):
 class AttachedBackend(Backend):
     """A service of this process, attached without a stream.
 
+    :meth:`send_all` waits only for what ``deliver`` waits for.
+
     Replies produced before :meth:`relay` gave a sink wait for it (bounded by the
     caller of :meth:`send_all`, or by the server's send timeout for call tasks).
     """
+
+    attached = True
 
     def __init__(self, service: LocalService, nursery: trio.Nursery) -> None:
         self._sink: Deliver | None = None

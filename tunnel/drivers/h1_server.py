@@ -59,7 +59,7 @@ from tunnel.channel import (
 )
 from tunnel.drivers.context import ProxyContext
 from tunnel.drivers.h1_vc import Closed as _Closed
-from tunnel.drivers.h1_vc import run_vc
+from tunnel.drivers.h1_vc import ack_in, offer_to_attached, run_vc
 from tunnel.drivers.vc_table import Side, VirtualConnection
 from tunnel.policy import (
     CHALLENGES,
@@ -460,21 +460,17 @@ class _H1Connection:
             event = await self.next_event(self.cfg.vc_idle_timeout)
             if isinstance(event, RpcPduReceived):
                 try:
+                    if backend.attached:
+                        await offer_to_attached(vc, backend, event.data)
+                        continue
                     await send_within(backend, event.data, self.cfg.send_timeout)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                     vc.end("the RPC server stopped reading")
                     return False
-                ack = vc.in_window.received(len(event.data))
-                if ack is not None:
-                    # Acknowledge IN data on OUT, as Windows clients expect ([MS-RPCH] 3.2.3.1.4;
-                    # without it they stall after one window, openchange PR #161).
-                    vc.pending_ack = rts.flow_control_ack_to(
-                        rts.ForwardDestination.CLIENT,
-                        ack.bytes_received,
-                        ack.available_window,
-                        vc.in_cookie,
-                    )
-                    vc.out_waker.wake()
+                except _Closed as exc:
+                    vc.end(str(exc))
+                    return False
+                ack_in(vc, vc.in_window, len(event.data))
             elif isinstance(event, RtsReceived):
                 if self._in_rts(vc, event.message):
                     log.debug("%s: IN channel handed over to its successor", self.address)

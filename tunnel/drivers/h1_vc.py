@@ -34,7 +34,7 @@ from tunnel.config import TunnelConfig
 from tunnel.drivers.backend import Backend
 from tunnel.drivers.vc_table import VcTable, VirtualConnection
 from tunnel.recycling import CONTROL_HEADROOM, OutState
-from tunnel.vc import SendWindow
+from tunnel.vc import ReceiveWindow, SendWindow
 
 log = logging.getLogger("tunnel.h1")
 
@@ -69,12 +69,11 @@ async def run_vc(
     """
     try:
         async with backend:
-            send, receive = trio.open_memory_channel[bytes](4)
             with trio.CancelScope() as scope:
                 vc.attach(scope)
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(guard, vc, _relay_backend(vc, backend, send))
-                    await guard(vc, _out_writer(config, vc, receive))
+                    nursery.start_soon(guard, vc, _relay_backend(vc, backend))
+                    await guard(vc, _out_writer(config, vc, backend))
                     nursery.cancel_scope.cancel()
     except Exception:
         log.exception("%s: virtual connection failed", address)
@@ -85,24 +84,92 @@ async def run_vc(
         table.leave(vc, None)
 
 
-async def _relay_backend(
-    vc: VirtualConnection, backend: Backend, send: trio.MemorySendChannel[bytes]
-) -> None:
-    """Queue the backend's PDUs for the OUT writer until the backend closes."""
+async def _relay_backend(vc: VirtualConnection, backend: Backend) -> None:
+    """Queue the backend's PDUs for the OUT writer until the backend closes.
 
-    async def deliver(pdus: list[bytes]) -> None:
-        for pdu in pdus:
-            try:  # no schedule point while there is room: the caller's next read is one
-                send.send_nowait(pdu)
-            except trio.WouldBlock:
-                await send.send(pdu)
-            vc.out_waker.wake()
+    A stream backend's relay (this task) waits while the queue is full. An attached
+    backend's replies arrive from the tasks that feed it and never wait: the queue is
+    bounded instead by holding the client's PDUs back (:func:`offer_to_attached`).
+    """
 
-    async with send:
-        try:
-            await backend.relay(deliver, framed=True)
-        finally:
-            vc.out_waker.wake()
+    async def deliver_waiting(pdus: list[bytes]) -> None:
+        vc.queue_out(pdus)
+        while vc.out_full() and not vc.ended.is_set():
+            await vc.out_room.wait()
+
+    async def deliver_at_once(pdus: list[bytes]) -> None:
+        vc.queue_out(pdus)
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    try:
+        await backend.relay(deliver_at_once if backend.attached else deliver_waiting, framed=True)
+    finally:
+        vc.backend_done = True
+        vc.out_waker.wake()
+
+
+# -- client PDUs to an attached backend -----------------------------------------------------
+
+
+async def offer_to_attached(vc: VirtualConnection, backend: Backend, pdu: bytes) -> None:
+    """Hand a client RPC PDU to an attached backend now, or hold it back while the OUT
+    queue is full (the OUT writer feeds it once there is room).
+
+    The IN channel's reader must keep reading, whatever the backend's replies wait for:
+    the client's flow-control acknowledgements for the OUT channel come that way. A held
+    PDU is acknowledged (IN flow control) only once fed, so a client that keeps to its
+    window cannot make us hold more than it; one that does not ends the VC.
+
+    Raises:
+        Closed: the client overran its IN window.
+        trio.BrokenResourceError: the backend is gone.
+    """
+    window = vc.in_window
+    if vc.held or vc.feeding or vc.out_full():
+        vc.held.append((pdu, window))
+        vc.held_bytes += len(pdu)
+        # Two windows: a recycled IN channel's successor starts with a fresh one.
+        if vc.held_bytes > 2 * window.window:
+            raise Closed("the client overran its IN window")
+        vc.out_waker.wake()
+        return
+    vc.feeding = True
+    try:
+        await _feed(vc, backend, pdu, window)
+    finally:
+        vc.feeding = False
+
+
+async def _feed_held(vc: VirtualConnection, backend: Backend) -> None:
+    """Feed held client PDUs while the OUT queue has room (the OUT writer's turn)."""
+    if vc.feeding:
+        return
+    vc.feeding = True
+    try:
+        while vc.held and not vc.out_full():
+            pdu, window = vc.held.popleft()
+            vc.held_bytes -= len(pdu)
+            await _feed(vc, backend, pdu, window)
+    finally:
+        vc.feeding = False
+
+
+async def _feed(vc: VirtualConnection, backend: Backend, pdu: bytes, window: ReceiveWindow) -> None:
+    await backend.send_all(pdu)
+    ack_in(vc, window, len(pdu))
+
+
+def ack_in(vc: VirtualConnection, window: ReceiveWindow, size: int) -> None:
+    """Count ``size`` bytes of client RPC PDUs as consumed; queue the acknowledgement
+    that is due, if any (none for a channel instance recycled since)."""
+    ack = window.received(size)
+    if ack is not None and window is vc.in_window:
+        # Acknowledge IN data on OUT, as Windows clients expect ([MS-RPCH] 3.2.3.1.4;
+        # without it they stall after one window, openchange PR #161).
+        vc.pending_ack = rts.flow_control_ack_to(
+            rts.ForwardDestination.CLIENT, ack.bytes_received, ack.available_window, vc.in_cookie
+        )
+        vc.out_waker.wake()
 
 
 # -- the OUT writer -------------------------------------------------------------------------
@@ -154,21 +221,16 @@ async def _request_if_due(vc: VirtualConnection, *, blocked: bool) -> None:
         recycle.requested(trio.current_time())
 
 
-async def _out_writer(
-    config: TunnelConfig, vc: VirtualConnection, receive: trio.MemoryReceiveChannel[bytes]
-) -> None:
+async def _out_writer(config: TunnelConfig, vc: VirtualConnection, backend: Backend) -> None:
     pending: bytes | None = None
-    backend_done = False
     last_sent = trio.current_time()
     largest = config.out_content_length - CONTROL_HEADROOM - vc.out_recycle.reserve()
     while not vc.ended.is_set():
-        if pending is None and not backend_done:
-            try:
-                pending = receive.receive_nowait()
-            except trio.WouldBlock:
-                pass
-            except trio.EndOfChannel:
-                backend_done = True
+        if vc.held:
+            await _feed_held(vc, backend)
+        if pending is None:
+            pending = vc.take_out()
+        backend_done = vc.backend_done and pending is None and not vc.out_queue
         recycle = vc.out_recycle
         if recycle.state is OutState.ATTACHED:
             await _emit(vc, rts_recycling.out_r2_a6(), rpc=False)  # always fits: reserved
@@ -193,7 +255,7 @@ async def _out_writer(
             await _emit(vc, ack, rpc=False)
         while vc.control and _fits(vc, len(vc.control[0]), headroom=False):
             await _emit(vc, vc.control.popleft(), rpc=False)
-        if pending is None and backend_done:
+        if backend_done:
             vc.end("the RPC server closed the connection")
             return
         blocked = False

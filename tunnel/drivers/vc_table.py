@@ -33,6 +33,8 @@ from tunnel.vc import ReceiveWindow, SendWindow
 
 #: Cookies of retired OUT channels remembered, to ignore their late acknowledgements.
 RETIRED_COOKIES = 4
+#: Bytes of backend PDUs queued for the OUT writer before the backend is held back.
+OUT_QUEUE_LIMIT = 256 * 1024
 
 
 class Side(enum.Enum):
@@ -96,6 +98,19 @@ class VirtualConnection:
         #: RTS PDUs for the OUT writer besides acknowledgements (IN_R2/A4).
         self.control: deque[bytes] = deque()
         self.out_waker = Waker()
+        #: The backend's PDUs waiting for the OUT writer, and their size in bytes.
+        self.out_queue: deque[bytes] = deque()
+        self.out_queued = 0
+        #: Woken when the OUT writer takes from the queue (a relay waiting for room).
+        self.out_room = Waker()
+        #: The backend will send nothing more.
+        self.backend_done = False
+        #: Client RPC PDUs held back while the OUT queue is full (attached backends),
+        #: each with the receive window of the IN channel instance that brought it.
+        self.held: deque[tuple[bytes, ReceiveWindow]] = deque()
+        self.held_bytes = 0
+        #: A task is handing client PDUs to the attached backend (one at a time).
+        self.feeding = False
         self.out_sink: OutSink | None = None
         self.out_successor: OutSink | None = None
         self.out_recycle = OutRecycler(config.out_recycle_threshold, config.recycle_timeout)
@@ -115,12 +130,38 @@ class VirtualConnection:
         if scope in self._scopes:
             self._scopes.remove(scope)
 
+    def queue_out(self, pdus: list[bytes]) -> None:
+        """Queue backend PDUs for the OUT writer (no wait: the callers bound the queue).
+
+        Raises:
+            trio.BrokenResourceError: the VC has ended.
+        """
+        if self.ended.is_set():
+            raise trio.BrokenResourceError("the virtual connection has ended")
+        for pdu in pdus:
+            self.out_queue.append(pdu)
+            self.out_queued += len(pdu)
+        self.out_waker.wake()
+
+    def take_out(self) -> bytes | None:
+        """The next queued backend PDU, if any."""
+        if not self.out_queue:
+            return None
+        pdu = self.out_queue.popleft()
+        self.out_queued -= len(pdu)
+        self.out_room.wake()
+        return pdu
+
+    def out_full(self) -> bool:
+        return self.out_queued >= OUT_QUEUE_LIMIT
+
     def end(self, reason: str) -> None:
         if self.ended.is_set():
             return
         self.end_reason = reason
         self.ended.set()
         self.out_waker.wake()
+        self.out_room.wake()
         self.in_handover.set()
         for scope in self._scopes:
             scope.cancel()
