@@ -174,7 +174,6 @@ async def test_nothing_of_a_released_upload_stays_in_the_mailbox(server):
         assert await trio.to_thread.run_sync(rows) == (0, 0)
 
 
-
 @pytest.mark.parametrize("transport", ["h1", "h2"])
 async def test_megabyte_writes_and_reads_ahead_through_the_tunnels(server, transport):
     # Pipelined megabyte calls keep the proxy's queues full both ways: it must go on

@@ -9,9 +9,11 @@ import trio
 from tunnel_helpers import Backend, Tunnel, make_backend, start_tunnel
 
 
-@pytest.fixture
-async def backend(nursery: trio.Nursery) -> Backend:
-    return await make_backend(nursery)
+@pytest.fixture(params=["tcp", "attached"])
+async def backend(nursery: trio.Nursery, request: pytest.FixtureRequest) -> Backend:
+    """The RPC server behind the tunnel: reached over loopback TCP, or attached in
+    memory as ``serve`` attaches its own services."""
+    return await make_backend(nursery, attached=request.param == "attached")
 
 
 @pytest.fixture

@@ -475,3 +475,21 @@ async def test_h2_connection_left_idle_after_its_last_stream_is_closed(tunnel: T
             except trio.BrokenResourceError:
                 closed = True
         assert closed, "the proxy kept an idle h2 connection with no stream open"
+
+
+async def test_a_silent_virtual_connection_ends_after_its_idle_timeout(
+    nursery: trio.Nursery, backend: Backend, tmp_path
+) -> None:
+    tunnel = await start_tunnel(
+        nursery, backend, tmp_path, config=replace(FAST, vc_idle_timeout=0.5)
+    )
+    with trio.fail_after(10):
+        out_s, in_s = await _raw_vc(tunnel)
+        async with out_s, in_s:
+            buffer = bytearray()
+            kinds = [
+                rts.classify(rts.decode_rts(p)) for p in await _read_out_pdus(out_s, 2, buffer)
+            ]
+            assert kinds == [rts.Kind.CONN_A3, rts.Kind.CONN_C2]
+            await read_until_closed(out_s)  # the VC ends: the proxy closes its OUT channel
+        await still_serving(tunnel)

@@ -79,19 +79,19 @@ SMALL = replace(FAST, out_content_length=131072, channel_lifetime=131072)
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
 
-async def make_backend(nursery: trio.Nursery) -> Backend:
+async def make_backend(nursery: trio.Nursery, *, attached: bool = False) -> Backend:
     db = EndpointDatabase()
     server = RpcServer([epm_interface(db), ECHO_INTERFACE, COUNTER_INTERFACE], name="counting")
     listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     db.register(EPM_SYNTAX, [Tower.tcp(EPM_SYNTAX, "127.0.0.1", port)], "Endpoint mapper")
     db.register(COUNTER, [Tower.tcp(COUNTER, "127.0.0.1", port)], "Counter")
-    return Backend(db, port)
+    return Backend(db, port, server, attached)
 
 
-@pytest.fixture
-async def backend(nursery: trio.Nursery) -> Backend:
-    return await make_backend(nursery)
+@pytest.fixture(params=["tcp", "attached"])
+async def backend(nursery: trio.Nursery, request: pytest.FixtureRequest) -> Backend:
+    return await make_backend(nursery, attached=request.param == "attached")
 
 
 def _tunnel_stream(tunnel: Tunnel, config: TunnelConfig = SMALL, server: str = "127.0.0.1"):

@@ -44,6 +44,9 @@ async def check_password(user: str, password: str) -> bool:
 class Backend:
     database: EndpointDatabase
     epm_port: int
+    server: RpcServer
+    #: The tunnel attaches the server in memory (as ``serve`` does), else dials TCP.
+    attached: bool = False
 
 
 @dataclass
@@ -70,14 +73,14 @@ FAST = TunnelConfig(
 )
 
 
-async def make_backend(nursery: trio.Nursery) -> Backend:
+async def make_backend(nursery: trio.Nursery, *, attached: bool = False) -> Backend:
     db = EndpointDatabase()
     server = RpcServer([epm_interface(db), mgmt_interface(), ECHO_INTERFACE], name="epm")
     listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     db.register(EPM_SYNTAX, [Tower.tcp(EPM_SYNTAX, "127.0.0.1", port)], "Endpoint mapper")
     db.register(ECHO, [Tower.tcp(ECHO, "127.0.0.1", port)], "Echo")
-    return Backend(db, port)
+    return Backend(db, port, server, attached)
 
 
 async def start_tunnel(
@@ -95,6 +98,7 @@ async def start_tunnel(
             allowed_targets=allow,
             authenticate=check_password,
             data_dir=data_dir,
+            local_services={backend.epm_port: backend.server} if backend.attached else None,
         )
     )
     return Tunnel(info, backend, replace(config, port=info.port))

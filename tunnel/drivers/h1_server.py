@@ -107,9 +107,10 @@ class _H1Connection:
         finally:
             self.send_lock.release()
 
-    async def next_event(self, idle: float) -> Event:
+    async def next_event(self, idle: float | None) -> Event:
         """The next channel event, reading as needed; ``idle`` bounds the wait
-        (``head_timeout`` instead while part of a request head is in).
+        (``head_timeout`` instead while part of a request head is in), unless None: the
+        caller's own scope bounds it.
 
         Raises:
             _Closed: timeout, the peer broke the protocol or the connection broke.
@@ -122,13 +123,13 @@ class _H1Connection:
         while not self.pending:
             if self.channel.state is ChannelState.CLOSED:
                 raise _Closed("channel closed")
-            limit = self.cfg.head_timeout if self.channel.has_partial_head else idle
-            data = None
-            with trio.CancelScope(deadline=trio.current_time() + limit):
-                try:
-                    data = bytes(await self.stream.receive_some(self.cfg.receive_size))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
+            data: bytes | None = None
+            if idle is None:
+                data = await self._receive()
+            else:
+                limit = self.cfg.head_timeout if self.channel.has_partial_head else idle
+                with trio.CancelScope(deadline=trio.current_time() + limit):
+                    data = await self._receive()
             if data is None:
                 raise _Closed("timed out")
             try:
@@ -136,6 +137,12 @@ class _H1Connection:
             except ChannelError as exc:
                 await self._fail(exc)
         return self.pending.popleft()
+
+    async def _receive(self) -> bytes:
+        try:
+            return bytes(await self.stream.receive_some(self.cfg.receive_size))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
 
     async def _fail(self, exc: ChannelError) -> None:
         log.info("%s: %s", self.address, exc)
@@ -456,28 +463,39 @@ class _H1Connection:
         successor on IN_R2/A5 (True)."""
         backend = vc.backend
         assert backend is not None
-        while True:
-            event = await self.next_event(self.cfg.vc_idle_timeout)
-            if isinstance(event, RpcPduReceived):
-                try:
-                    if backend.attached:
-                        await offer_to_attached(vc, backend, event.data)
-                        continue
-                    await send_within(backend, event.data, self.cfg.send_timeout)
-                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-                    vc.end("the RPC server stopped reading")
+        idle = self.cfg.vc_idle_timeout
+        # One scope bounds the whole relay; its deadline moves at most every ``slack``
+        # seconds (a scope per read cost more than the rest of relaying a small PDU).
+        # What runs between reads is bounded by ``send_timeout``, well inside ``idle``.
+        slack = min(1.0, idle / 8)
+        with trio.CancelScope(deadline=trio.current_time() + idle) as scope:
+            while True:
+                now = trio.current_time()
+                if scope.deadline - now < idle - slack:
+                    scope.deadline = now + idle
+                event = await self.next_event(None)
+                if isinstance(event, RpcPduReceived):
+                    try:
+                        if backend.attached:
+                            await offer_to_attached(vc, backend, event.data)
+                            continue
+                        await send_within(backend, event.data, self.cfg.send_timeout)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                        vc.end("the RPC server stopped reading")
+                        return False
+                    except _Closed as exc:
+                        vc.end(str(exc))
+                        return False
+                    ack_in(vc, vc.in_window, len(event.data))
+                elif isinstance(event, RtsReceived):
+                    if self._in_rts(vc, event.message):
+                        log.debug("%s: IN channel handed over to its successor", self.address)
+                        return True
+                elif isinstance(event, BodyEnded | PeerClosed):
+                    vc.end("the client closed the IN channel")
                     return False
-                except _Closed as exc:
-                    vc.end(str(exc))
-                    return False
-                ack_in(vc, vc.in_window, len(event.data))
-            elif isinstance(event, RtsReceived):
-                if self._in_rts(vc, event.message):
-                    log.debug("%s: IN channel handed over to its successor", self.address)
-                    return True
-            elif isinstance(event, BodyEnded | PeerClosed):
-                vc.end("the client closed the IN channel")
-                return False
+        vc.end("the IN channel was idle too long")
+        return False
 
     def _in_rts(self, vc: VirtualConnection, message: rts.RtsMessage) -> bool:
         """Apply an RTS PDU from the IN channel; True on IN_R2/A5 (hand over)."""
