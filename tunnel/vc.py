@@ -109,10 +109,13 @@ class Ack:
 class ReceiveWindow:
     """Receiver-side accounting for one channel."""
 
-    __slots__ = ("bytes_received", "unacked", "window")
+    __slots__ = ("ack_after", "bytes_received", "unacked", "window")
 
-    def __init__(self, window: int) -> None:
+    def __init__(self, window: int, *, ack_after: int | None = None) -> None:
         self.window = window
+        #: Acknowledge once more than this is unacknowledged: by default once the free
+        #: space falls below half the window, as Windows does.
+        self.ack_after = window - window // 2 if ack_after is None else ack_after
         self.bytes_received = 0
         self.unacked = 0
 
@@ -120,7 +123,7 @@ class ReceiveWindow:
         """Account for an RPC PDU; returns the acknowledgement due now, if any."""
         self.bytes_received += size
         self.unacked += size
-        if self.window - self.unacked < self.window // 2:
+        if self.unacked > self.ack_after:
             self.unacked = 0
             return Ack(self.bytes_received & U32, self.window)
         return None

@@ -61,6 +61,10 @@ from tunnel.vc import ReceiveWindow, SendWindow
 #: Our OUT receive window, advertised in CONN/A1 and OUT_R2/A3 (impacket and Windows
 #: use 256 KiB).
 OUT_WINDOW = 262144
+#: We acknowledge OUT data every quarter of the window (Windows: every half). The spec
+#: caps the window at 256 KiB, so in a download the proxy's credit must come back
+#: while most of the window is still in flight.
+OUT_ACK_AFTER = OUT_WINDOW // 4
 OUT_REQUEST_LENGTH = 76
 #: A successor OUT channel's request body: OUT_R2/A3 (96) + OUT_R2/C1 (24).
 OUT_SUCCESSOR_LENGTH = 120
@@ -164,11 +168,9 @@ class _Opener:
 
 @dataclass(slots=True)
 class _Inbound:
-    """RPC bytes waiting for the caller, with the OUT channel instance they came on."""
+    """RPC bytes waiting for the caller."""
 
     data: bytes
-    window: ReceiveWindow
-    cookie: bytes
 
 
 class H1TunnelStream(trio.abc.Stream):
@@ -186,7 +188,9 @@ class H1TunnelStream(trio.abc.Stream):
         self.in_cookie = os.urandom(16)
         self.out_cookie = os.urandom(16)
         self.assoc_group = os.urandom(16)
-        self.receive_window = ReceiveWindow(OUT_WINDOW)
+        self.receive_window = ReceiveWindow(OUT_WINDOW, ack_after=OUT_ACK_AFTER)
+        #: RPC bytes received on the current OUT channel, not yet counted as consumed.
+        self._unaccounted = 0
         self.send_window = SendWindow(OUT_WINDOW, self.lifetime)
         #: Completed recycles, for logs and tests.
         self.in_recycles = 0
@@ -365,9 +369,11 @@ class H1TunnelStream(trio.abc.Stream):
     async def _out_pdu(self, pdu: bytes) -> bool:
         """Handle one PDU from OUT; True when the OUT channel was switched."""
         if not rts.is_rts(pdu):
-            self._inbox.append(_Inbound(pdu, self.receive_window, self.out_cookie))
+            self._inbox.append(_Inbound(pdu))
             self._buffered += len(pdu)
+            self._unaccounted += len(pdu)
             self._notify()
+            await self._acknowledge()
             return False
         message = rts.decode_rts(pdu)
         kind = rts.classify(message)
@@ -504,7 +510,8 @@ class H1TunnelStream(trio.abc.Stream):
         if event.status_code != 200:
             raise _error_from(event)
         self.out_ch, self.out_cookie = channel, cookie
-        self.receive_window = ReceiveWindow(OUT_WINDOW)
+        self.receive_window = ReceiveWindow(OUT_WINDOW, ack_after=OUT_ACK_AFTER)
+        self._unaccounted = 0  # bytes of the predecessor are acknowledged to nobody
         self._out_framer = PduFramer(self.config.max_fragment)
         self._out_successor = None
         self.out_recycles += 1
@@ -544,28 +551,40 @@ class H1TunnelStream(trio.abc.Stream):
                 await trio.lowlevel.checkpoint()
                 return b""
             await self._changed.wait()
-        item = self._inbox.popleft()
-        pdu = item.data
+        pdu = self._inbox.popleft().data
         self._buffered -= len(pdu)
         limit = max_bytes or len(pdu)
         if len(pdu) > limit:
-            self._inbox.appendleft(_Inbound(pdu[limit:], item.window, item.cookie))
+            self._inbox.appendleft(_Inbound(pdu[limit:]))
             self._buffered += len(pdu) - limit
             pdu = pdu[:limit]
-        # Acknowledge what the caller consumed, counted per whole PDU as framed on OUT;
-        # bytes of a recycled OUT channel are acknowledged to nobody.
-        ack = item.window.received(len(pdu))
         self._notify()
-        if ack is not None and item.window is self.receive_window:
-            message = rts.flow_control_ack_to(
-                rts.ForwardDestination.OUT_PROXY,
-                ack.bytes_received,
-                ack.available_window,
-                item.cookie,
-            )
-            if not await finish_shielded(partial(self._send_control, message, ack=True)):
-                self._fail(trio.TooSlowError("the IN channel stopped taking data"))
+        await self._acknowledge()
         return pdu
+
+    async def _acknowledge(self) -> None:
+        """Count received RPC bytes as consumed while at most a window of them waits for
+        the caller, and send the acknowledgement that is due.
+
+        Acknowledging on receipt, not when the caller reads, keeps a whole window in
+        flight during a download (the caller's processing no longer stalls the proxy);
+        a caller that stops reading still stops the proxy one window later, by flow
+        control rather than by a blocked socket.
+        """
+        if not self._unaccounted or self._buffered > OUT_WINDOW:
+            return
+        size, self._unaccounted = self._unaccounted, 0
+        ack = self.receive_window.received(size)
+        if ack is None:
+            return
+        message = rts.flow_control_ack_to(
+            rts.ForwardDestination.OUT_PROXY,
+            ack.bytes_received,
+            ack.available_window,
+            self.out_cookie,
+        )
+        if not await finish_shielded(partial(self._send_control, message, ack=True)):
+            self._fail(trio.TooSlowError("the IN channel stopped taking data"))
 
     async def aclose(self) -> None:
         self._closed = True

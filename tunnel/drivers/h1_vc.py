@@ -184,6 +184,25 @@ async def _emit(vc: VirtualConnection, data: bytes, *, rpc: bool) -> None:
     await sink.flush()
 
 
+async def _emit_rpc_batch(vc: VirtualConnection, first: bytes) -> bytes | None:
+    """Send ``first`` (the caller checked it fits) and every queued RPC PDU after it
+    that the window and the channel take now, in one flush; returns the next PDU left
+    for later, if any."""
+    sink = vc.out_sink
+    assert sink is not None
+    pdu: bytes | None = first
+    while pdu is not None:
+        sink.send_body(pdu)
+        vc.out_window.sent(len(pdu), rpc=True)
+        pdu = vc.take_out()
+        if pdu is not None and not (
+            vc.out_window.can_send(len(pdu)) and _fits(vc, len(pdu), headroom=True)
+        ):
+            break
+    await sink.flush()
+    return pdu
+
+
 def _fits(vc: VirtualConnection, size: int, *, headroom: bool) -> bool:
     """Whether ``size`` bytes fit the OUT channel and leave the recycle's reserve (and,
     for RPC PDUs and pings, the control headroom)."""
@@ -261,8 +280,7 @@ async def _out_writer(config: TunnelConfig, vc: VirtualConnection, backend: Back
         blocked = False
         if pending is not None and vc.out_window.can_send(len(pending)):
             if _fits(vc, len(pending), headroom=True):
-                await _emit(vc, pending, rpc=True)
-                pending = None
+                pending = await _emit_rpc_batch(vc, pending)
                 last_sent = trio.current_time()
                 await _request_if_due(vc, blocked=False)
                 continue
