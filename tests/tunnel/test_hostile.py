@@ -17,6 +17,7 @@ from tunnel_helpers import ECHO, FAST, PASSWORD, SERVER_NAME, USER, Backend, Tun
 
 from dcerpc.client import open_rpc_client
 from dcerpc.errors import ConnectionClosed
+from dcerpc.events import ResponseReceived
 from endpoint_mapper import lookup_on
 from tunnel import rts, rts_recycling
 from tunnel.policy import AllowList
@@ -493,3 +494,36 @@ async def test_a_silent_virtual_connection_ends_after_its_idle_timeout(
             assert kinds == [rts.Kind.CONN_A3, rts.Kind.CONN_C2]
             await read_until_closed(out_s)  # the VC ends: the proxy closes its OUT channel
         await still_serving(tunnel)
+
+
+async def test_a_caller_that_pauses_reading_keeps_its_virtual_connection(tunnel: Tunnel) -> None:
+    # Our HTTP/1.1 client acknowledges OUT data on receipt, and stops receiving while
+    # the caller does not read: a pause longer than the proxy's send timeout must stop
+    # the proxy by flow control, not block it on a full socket (which ends the VC).
+    size = 12 << 20
+    with trio.fail_after(60):
+        async with (
+            open_tunnel_stream(
+                tunnel.url,
+                "127.0.0.1",
+                tunnel.backend.epm_port,
+                username=USER,
+                password=PASSWORD,
+                http2=False,
+                fingerprint=tunnel.info.fingerprint,
+            ) as stream,
+            open_rpc_client(stream) as rpc,
+        ):
+            ctx = await rpc.bind(ECHO)
+            call_id = rpc.core.request(ctx, 1, size.to_bytes(4, "little"))  # "expand"
+            await stream.send_all(rpc.core.data_to_send())
+            await trio.sleep(tunnel.config.send_timeout * 1.5)
+            stub = None
+            while stub is None:
+                data = await stream.receive_some()
+                assert data, "the virtual connection ended"
+                for event in rpc.core.receive_data(data):
+                    assert isinstance(event, ResponseReceived) and event.call_id == call_id
+                    stub = event.stub
+            assert stub == bytes(i & 0xFF for i in range(size))
+            assert await rpc.call(ctx, 0, b"still here") == b"still here"
