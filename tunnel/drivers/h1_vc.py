@@ -39,6 +39,10 @@ from tunnel.vc import ReceiveWindow, SendWindow
 log = logging.getLogger("tunnel.h1")
 
 PING_SIZE = 20
+#: Bytes of RPC PDUs the OUT writer sends in one flush. Small PDUs share a flush; a
+#: large one goes alone, so the client's acknowledgements (read by the IN channel's
+#: task on this same thread) are not kept waiting behind a long TLS write.
+BATCH_LIMIT = 64 * 1024
 
 
 class Closed(Exception):
@@ -185,15 +189,20 @@ async def _emit(vc: VirtualConnection, data: bytes, *, rpc: bool) -> None:
 
 
 async def _emit_rpc_batch(vc: VirtualConnection, first: bytes) -> bytes | None:
-    """Send ``first`` (the caller checked it fits) and every queued RPC PDU after it
-    that the window and the channel take now, in one flush; returns the next PDU left
-    for later, if any."""
+    """Send ``first`` (the caller checked it fits) and the queued RPC PDUs after it that
+    the window and the channel take now, up to :data:`BATCH_LIMIT` bytes, in one flush;
+    returns the next PDU left for later, if any."""
     sink = vc.out_sink
     assert sink is not None
     pdu: bytes | None = first
+    batch = 0
     while pdu is not None:
         sink.send_body(pdu)
         vc.out_window.sent(len(pdu), rpc=True)
+        batch += len(pdu)
+        if batch >= BATCH_LIMIT:
+            pdu = None
+            break
         pdu = vc.take_out()
         if pdu is not None and not (
             vc.out_window.can_send(len(pdu)) and _fits(vc, len(pdu), headroom=True)
