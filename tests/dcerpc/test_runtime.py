@@ -12,6 +12,7 @@ import uuid
 
 import pytest
 import trio
+from local_streams import local_stream_pair
 
 from dcerpc.client import open_rpc_client, open_tcp_rpc_client
 from dcerpc.client_connection import ClientState
@@ -21,7 +22,6 @@ from dcerpc.interface import CallContext, Interface
 from dcerpc.pdu import BindPdu, ContextElement, FaultPdu, RequestPdu, ShutdownPdu, decode_pdu
 from dcerpc.server import RpcServer
 from dcerpc.syntax import MSGPACK, NDR, SyntaxId
-from tunnel.drivers.local import local_stream_pair
 
 ECHO = SyntaxId(uuid.UUID("12345678-1234-1234-1234-123456789abc"), 1, 0)
 OPS_ECHO, OPS_FAULT, OPS_NDR, OPS_CRASH, OPS_WAIT, OPS_RELEASE, OPS_STATE = range(7)

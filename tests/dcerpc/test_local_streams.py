@@ -1,12 +1,11 @@
-"""The in-process backend streams behave as trio streams must (trio's own conformance
+"""The in-memory test streams behave as trio streams must (trio's own conformance
 checks), and a writer facing a reader that never reads stops at the buffer limit."""
 
 from __future__ import annotations
 
 import trio
 import trio.testing
-
-from tunnel.drivers.local import local_stream_pair
+from local_streams import local_stream_pair
 
 
 async def test_conforms_to_trio_half_closeable_streams():

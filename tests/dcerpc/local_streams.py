@@ -1,14 +1,12 @@
-"""An in-process backend: a bounded byte-stream pair between the tunnel and a service.
+"""A bounded in-memory byte-stream pair, for runtime tests that need a peer which
+does not read (or reads slowly) without the kernel's socket buffers in between.
 
-When a tunnel target is a service of this very process (the usual case: ``serve``
-runs the endpoint mapper, the store and the tunnel together), relaying through a
-loopback TCP connection costs two extra sends, two receives and the kernel's TCP work
-per message. :func:`local_stream_pair` gives two connected
-``trio.abc.HalfCloseableStream`` ends instead; the service serves one end exactly as
-it would a socket, the tunnel relays the other.
-
+:func:`local_stream_pair` gives two connected ``trio.abc.HalfCloseableStream`` ends.
 Each direction buffers at most ``limit`` bytes: a writer waits for the reader, so a
 peer that never reads still cannot make either side buffer without bound.
+
+(The tunnel once relayed to in-process services through it; it now attaches them
+directly, see :mod:`tunnel.drivers.backend`.)
 """
 
 from __future__ import annotations
