@@ -80,6 +80,8 @@ class _Connection:
     deliver: Deliver | None = None
     #: Attached connections: ends the connection when the relay broke.
     on_break: Callable[[], None] | None = None
+    #: Stream connections: the reading task's deadline scope.
+    reading: trio.CancelScope | None = None
     send_lock: trio.Lock = field(default_factory=trio.Lock)
     calls: dict[int, trio.CancelScope] = field(default_factory=dict)
     orphaned: set[int] = field(default_factory=set)
@@ -172,6 +174,7 @@ class RpcServer:
             partial_since: float | None = None
             sending = False
             with trio.CancelScope() as reading:
+                conn.reading = reading
                 while conn.core.state is not ConnectionState.CLOSED and not conn.broken:
                     now = trio.current_time()
                     if conn.core.has_partial_input:
@@ -222,7 +225,8 @@ class RpcServer:
                     continue
                 scope = trio.CancelScope()
                 conn.calls[event.call_id] = scope
-                nursery.start_soon(self._run_call, conn, event, scope)
+                run = self._run_call if conn.stream is not None else self._run_attached_call
+                nursery.start_soon(run, conn, event, scope)
             elif isinstance(event, CallCancelled):
                 if event.orphaned:
                     conn.orphaned.add(event.call_id)
@@ -302,6 +306,9 @@ class RpcServer:
             except Exception as exc:
                 status = self._fault_status(conn, event, exc)
         conn.calls.pop(event.call_id, None)
+        if not conn.calls and conn.reading is not None and conn.reading.deadline == math.inf:
+            # The read began while calls ran (no idle deadline): idleness starts now.
+            conn.reading.deadline = trio.current_time() + self.config.idle_timeout
         if event.call_id in conn.orphaned:
             conn.orphaned.discard(event.call_id)
             conn.core.abandon_call(event.call_id)
@@ -315,6 +322,18 @@ class RpcServer:
         else:
             conn.core.send_fault(event.call_id, status or FaultStatus.FAULT_UNSPEC)
         await self._flush(conn)
+
+    async def _run_attached_call(
+        self, conn: _Connection, event: CallReceived, scope: trio.CancelScope
+    ) -> None:
+        """:meth:`_run_call` in an attached connection's relay nursery, which serves other
+        clients too: an unexpected error ends this connection only (for a stream,
+        :meth:`handle_stream` contains it)."""
+        try:
+            await self._run_call(conn, event, scope)
+        except Exception:
+            log.exception("%s: call on an attached connection failed", self.name)
+            await self._break(conn)
 
     async def _flush(self, conn: _Connection) -> None:
         """Send what the core queued, bounded by ``send_timeout``."""
@@ -355,11 +374,12 @@ class RpcServer:
 
 
 class AttachedConnection:
-    """A connection of :meth:`RpcServer.attach`: fed by its caller, no task of its own.
+    """A connection of :meth:`RpcServer.attach`: fed by its caller, no reading task.
 
     Only one task feeds it at a time. It ends when the caller closes it, on a protocol
-    error from the client, or when ``deliver`` fails; then :attr:`closed` is set and
-    calls still running are cancelled.
+    error from the client, when ``deliver`` fails, or on the server's idle and receive
+    timeouts (:meth:`serve_timeouts`); then :attr:`closed` is set and calls still
+    running are cancelled.
     """
 
     def __init__(self, server: RpcServer, conn: _Connection, nursery: trio.Nursery) -> None:
@@ -367,9 +387,14 @@ class AttachedConnection:
         self._conn = conn
         self._nursery = nursery
         self._open = True
+        self._last_activity = trio.current_time()
+        self._partial_since: float | None = None
         #: Set once the connection is over, whoever ended it.
         self.closed = trio.Event()
         conn.on_break = self._end
+        assert conn.deliver is not None
+        self._deliver = conn.deliver
+        conn.deliver = self._deliver_noted
 
     async def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes from the client; ``b""`` is its EOF. Replies to calls answered at
@@ -384,16 +409,66 @@ class AttachedConnection:
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._open:
             raise trio.BrokenResourceError("the RPC connection is closed")
-        ok = self._server._handle_input(conn, self._nursery, data)
-        if conn.core.outbox_pending:
-            await acquire(conn.send_lock)
-            try:
-                await self._server._send_locked(conn)
-            finally:
-                conn.send_lock.release()
+        self._last_activity = now = trio.current_time()
+        try:
+            ok = self._server._handle_input(conn, self._nursery, data)
+            if conn.core.has_partial_input:
+                if self._partial_since is None:
+                    self._partial_since = now
+            else:
+                self._partial_since = None
+            if conn.core.outbox_pending:
+                await acquire(conn.send_lock)
+                try:
+                    await self._server._send_locked(conn)
+                finally:
+                    conn.send_lock.release()
+        except Exception as exc:
+            # A bug, not the client's doing: this connection ends, the feeder goes on.
+            log.exception("%s: attached connection failed", self._server.name)
+            self._end()
+            raise trio.BrokenResourceError("the RPC server failed") from exc
         if not ok or conn.broken:
             await self.aclose()
             raise trio.BrokenResourceError("the RPC server closed the connection")
+
+    async def serve_timeouts(self) -> None:
+        """Apply the server's ``idle_timeout`` (no input, no call running, no reply for
+        that long: a shutdown PDU, then the end) and ``receive_timeout`` (an incomplete
+        PDU or fragmented request), as the reading task does for a stream; return once
+        the connection is over. The relay runs this for as long as it relays."""
+        cfg = self._server.config
+        while self._open:
+            if self._partial_since is not None:
+                deadline = self._partial_since + cfg.receive_timeout
+            else:
+                deadline = self._last_activity + cfg.idle_timeout
+            with trio.move_on_at(deadline):
+                await self.closed.wait()
+                return
+            now = trio.current_time()
+            if self._partial_since is not None:
+                if now >= self._partial_since + cfg.receive_timeout:
+                    log.info("%s: an attached client sent an incomplete PDU", self._server.name)
+                    break
+            elif self._conn.calls:
+                self._last_activity = now  # a running call (a long-poll) is not idleness
+            elif now >= self._last_activity + cfg.idle_timeout:
+                log.debug("%s: attached connection idle, closing", self._server.name)
+                await self._shut_down()
+                break
+        await self.aclose()
+
+    async def _shut_down(self) -> None:
+        # [C706] 12.6.4.13: a shutdown asks the client to close when it is done.
+        if self._conn.core.state is ConnectionState.BOUND:
+            with trio.move_on_after(1):
+                async with self._conn.send_lock:
+                    await self._deliver([ShutdownPdu().encode()])
+
+    async def _deliver_noted(self, pdus: list[bytes]) -> None:
+        self._last_activity = trio.current_time()
+        await self._deliver(pdus)
 
     async def aclose(self) -> None:
         """End the connection; calls still running are cancelled and send nothing."""

@@ -268,6 +268,11 @@ class H2Glue:
         self._unacked[stream_id] = held - size
         self._ack(stream_id, size)
 
+    def may_send(self, stream_id: int) -> bool:
+        """Whether DATA may still go on the stream (it is neither closed nor reset)."""
+        stream = self.conn.streams.get(stream_id)
+        return not self.closed and stream is not None and not stream.closed
+
     def sendable(self, stream_id: int) -> int:
         """Bytes of DATA the peer's stream and connection windows accept now."""
         if self.closed:

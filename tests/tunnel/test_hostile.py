@@ -13,10 +13,21 @@ import h2.connection
 import h2.events
 import pytest
 import trio
-from tunnel_helpers import ECHO, FAST, PASSWORD, SERVER_NAME, USER, Backend, Tunnel, start_tunnel
+from tunnel_helpers import (
+    ECHO,
+    FAST,
+    PASSWORD,
+    SERVER_NAME,
+    USER,
+    Backend,
+    Tunnel,
+    make_backend,
+    start_tunnel,
+)
 
 from dcerpc.client import open_rpc_client
-from dcerpc.errors import ConnectionClosed
+from dcerpc.config import RpcConfig
+from dcerpc.errors import BindRejected, ConnectionClosed
 from dcerpc.events import ResponseReceived
 from endpoint_mapper import lookup_on
 from tunnel import rts, rts_recycling
@@ -527,3 +538,55 @@ async def test_a_caller_that_pauses_reading_keeps_its_virtual_connection(tunnel:
                     stub = event.stub
             assert stub == bytes(i & 0xFF for i in range(size))
             assert await rpc.call(ctx, 0, b"still here") == b"still here"
+
+
+def _rpc_stream(tunnel: Tunnel, transport: str):
+    return open_tunnel_stream(
+        tunnel.url,
+        "127.0.0.1",
+        tunnel.backend.epm_port,
+        username=USER,
+        password=PASSWORD,
+        http2=transport == "h2",
+        fingerprint=tunnel.info.fingerprint,
+    )
+
+
+@pytest.mark.parametrize("transport", ["h1", "h2"])
+async def test_a_failing_call_ends_its_connection_only(tunnel: Tunnel, transport: str) -> None:
+    # With an attached backend the call runs in the proxy's nursery: a bug there must not
+    # stop the proxy (over TCP the service's own connection handler contains it).
+    with trio.fail_after(20):
+        async with _rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
+            ctx = await rpc.bind(ECHO)
+            with pytest.raises(ConnectionClosed):
+                await rpc.call(ctx, 2, b"")
+        await still_serving(tunnel)
+
+
+@pytest.mark.parametrize("transport", ["h1", "h2"])
+async def test_a_bind_nak_reaches_the_client(tunnel: Tunnel, transport: str) -> None:
+    with trio.fail_after(20):
+        async with _rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
+            rpc.core.assoc_group_id = 0x5EED  # no such association group: bind_nak
+            with pytest.raises(BindRejected):
+                await rpc.bind(ECHO)
+        await still_serving(tunnel)
+
+
+@pytest.mark.parametrize("transport", ["h1", "h2"])
+async def test_the_rpc_servers_idle_timeout_applies_through_the_tunnel(
+    nursery: trio.Nursery, tmp_path, transport: str
+) -> None:
+    for attached in (False, True):
+        backend = await make_backend(nursery, attached=attached, config=RpcConfig(idle_timeout=0.5))
+        tunnel = await start_tunnel(nursery, backend, tmp_path / str(attached))
+        with trio.fail_after(20):
+            async with _rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
+                ctx = await rpc.bind(ECHO)
+                assert await rpc.call(ctx, 0, b"hi") == b"hi"
+                assert backend.server.active_connections == 1
+                while backend.server.active_connections:  # noqa: ASYNC110 (a counter)
+                    await trio.sleep(0.1)
+                with pytest.raises(ConnectionClosed):
+                    await rpc.call(ctx, 0, b"hi")

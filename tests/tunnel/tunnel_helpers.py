@@ -13,6 +13,7 @@ from pathlib import Path
 
 import trio
 
+from dcerpc.config import RpcConfig
 from dcerpc.interface import CallContext, Interface
 from dcerpc.server import RpcServer
 from dcerpc.syntax import SyntaxId
@@ -29,10 +30,12 @@ SERVER_NAME = "mail.example.test"
 async def _echo(ctx: CallContext, stub: bytes) -> bytes:
     if ctx.opnum == 1:  # "expand": a reply of N bytes, for large OUT transfers
         return bytes(i & 0xFF for i in range(int.from_bytes(stub[:4], "little")))
+    if ctx.opnum == 2:  # a handler bug: not a reply the runtime can send
+        return 5  # type: ignore[return-value]
     return stub
 
 
-ECHO_INTERFACE = Interface(ECHO, _echo, 2, name="echo")
+ECHO_INTERFACE = Interface(ECHO, _echo, 3, name="echo")
 
 
 async def check_password(user: str, password: str) -> bool:
@@ -73,9 +76,13 @@ FAST = TunnelConfig(
 )
 
 
-async def make_backend(nursery: trio.Nursery, *, attached: bool = False) -> Backend:
+async def make_backend(
+    nursery: trio.Nursery, *, attached: bool = False, config: RpcConfig | None = None
+) -> Backend:
     db = EndpointDatabase()
-    server = RpcServer([epm_interface(db), mgmt_interface(), ECHO_INTERFACE], name="epm")
+    server = RpcServer(
+        [epm_interface(db), mgmt_interface(), ECHO_INTERFACE], config=config, name="epm"
+    )
     listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
     port = listeners[0].socket.getsockname()[1]
     db.register(EPM_SYNTAX, [Tower.tcp(EPM_SYNTAX, "127.0.0.1", port)], "Endpoint mapper")

@@ -44,6 +44,8 @@ class AttachedService(Protocol):
 
     async def receive_data(self, data: bytes | bytearray) -> None: ...
 
+    async def serve_timeouts(self) -> None: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -171,7 +173,8 @@ class AttachedBackend(Backend):
         await self._conn.aclose()
 
     async def relay(self, deliver: Deliver, *, framed: bool) -> None:
-        # The service delivers whole PDUs, and no greeting, either way.
+        # The service delivers whole PDUs, and no greeting, either way. Its idle and
+        # receive timeouts run here, for as long as the relay does.
         self._sink = deliver
         self._sink_ready.set()
-        await self._conn.closed.wait()
+        await self._conn.serve_timeouts()

@@ -126,7 +126,6 @@ async def offer_to_attached(vc: VirtualConnection, backend: Backend, pdu: bytes)
 
     Raises:
         Closed: the client overran its IN window.
-        trio.BrokenResourceError: the backend is gone.
     """
     window = vc.in_window
     if vc.held or vc.feeding or vc.out_full():
@@ -159,7 +158,13 @@ async def _feed_held(vc: VirtualConnection, backend: Backend) -> None:
 
 
 async def _feed(vc: VirtualConnection, backend: Backend, pdu: bytes, window: ReceiveWindow) -> None:
-    await backend.send_all(pdu)
+    try:
+        await backend.send_all(pdu)
+    except trio.BrokenResourceError:
+        # The service closed the connection (a protocol error: its fault or bind_nak is
+        # queued). Drop what the client still sends; the relay ends, and the OUT writer
+        # ends the VC once the queued PDUs are out, as when a TCP backend closes.
+        return
     ack_in(vc, window, len(pdu))
 
 

@@ -291,9 +291,12 @@ class _H2Connection:
                 sent = self.glue.send_data(sid, data)
                 while sent < len(data):
                     await self.flush()
-                    await self.wait_window()
-                    if self.glue.closed:
-                        raise trio.BrokenResourceError("the HTTP/2 connection closed")
+                    # Checked after the flush, which yields: a window opened meanwhile
+                    # must not be waited for.
+                    while self.glue.sendable(sid) <= 0:
+                        if not self.glue.may_send(sid) or s.scope.cancel_called or self.broken:
+                            raise trio.BrokenResourceError("the HTTP/2 stream is gone")
+                        await self.wait_window()
                     sent += self.glue.send_data(sid, data[sent:])
             await self.flush()
 

@@ -35,6 +35,9 @@ from tunnel.vc import ReceiveWindow, SendWindow
 RETIRED_COOKIES = 4
 #: Bytes of backend PDUs queued for the OUT writer before the backend is held back.
 OUT_QUEUE_LIMIT = 256 * 1024
+#: Bytes of backend PDUs queued beyond which the VC ends: replies of calls that ran in
+#: their own tasks are not held back by the limit above, only by this.
+OUT_QUEUE_HARD_LIMIT = 64 * 1024 * 1024
 
 
 class Side(enum.Enum):
@@ -141,6 +144,9 @@ class VirtualConnection:
         for pdu in pdus:
             self.out_queue.append(pdu)
             self.out_queued += len(pdu)
+        if self.out_queued > OUT_QUEUE_HARD_LIMIT:
+            self.end("the client does not read its replies")
+            raise trio.BrokenResourceError("the virtual connection has ended")
         self.out_waker.wake()
 
     def take_out(self) -> bytes | None:
