@@ -81,20 +81,22 @@ def request(method: str, path: str, length: int, *, auth: bool = True, extra: st
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
 
 
+def _rpc_stream(tunnel: Tunnel, transport: str):
+    """Our client's tunnel stream to the backend's endpoint mapper port (``h1``/``h2``)."""
+    return open_tunnel_stream(
+        tunnel.url,
+        "127.0.0.1",
+        tunnel.backend.epm_port,
+        username=USER,
+        password=PASSWORD,
+        http2=transport == "h2",
+        fingerprint=tunnel.info.fingerprint,
+    )
+
+
 async def still_serving(tunnel: Tunnel) -> None:
-    for http2 in (True, False):
-        async with (
-            open_tunnel_stream(
-                tunnel.url,
-                "127.0.0.1",
-                tunnel.backend.epm_port,
-                username=USER,
-                password=PASSWORD,
-                http2=http2,
-                fingerprint=tunnel.info.fingerprint,
-            ) as stream,
-            open_rpc_client(stream) as rpc,
-        ):
+    for transport in ("h2", "h1"):
+        async with _rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
             assert len(await lookup_on(rpc)) == 2
 
 
@@ -406,6 +408,12 @@ async def _read_out_pdus(
     return pdus
 
 
+async def _out_kinds(stream: trio.abc.ReceiveStream, count: int) -> list[rts.Kind]:
+    """The kinds of the first ``count`` RTS PDUs on a raw OUT channel."""
+    pdus = await _read_out_pdus(stream, count, bytearray())
+    return [rts.classify(rts.decode_rts(p)) for p in pdus]
+
+
 async def test_idle_out_channel_gets_pings(
     nursery: trio.Nursery, backend: Backend, tmp_path
 ) -> None:
@@ -415,10 +423,7 @@ async def test_idle_out_channel_gets_pings(
     with trio.fail_after(10):
         out_s, in_s = await _raw_vc(tunnel)
         async with out_s, in_s:
-            buffer = bytearray()
-            kinds = [
-                rts.classify(rts.decode_rts(p)) for p in await _read_out_pdus(out_s, 4, buffer)
-            ]
+            kinds = await _out_kinds(out_s, 4)
         assert kinds == [rts.Kind.CONN_A3, rts.Kind.CONN_C2, rts.Kind.PING, rts.Kind.PING]
         await still_serving(tunnel)
 
@@ -442,18 +447,7 @@ async def test_out_content_length_is_never_exceeded(
     config = replace(FAST, out_content_length=8192, out_recycle_threshold=2048)
     tunnel = await start_tunnel(nursery, backend, tmp_path, config=config)
     with trio.fail_after(10):
-        async with (
-            open_tunnel_stream(
-                tunnel.url,
-                "127.0.0.1",
-                backend.epm_port,
-                username=USER,
-                password=PASSWORD,
-                http2=False,
-                fingerprint=tunnel.info.fingerprint,
-            ) as stream,
-            open_rpc_client(stream) as rpc,
-        ):
+        async with _rpc_stream(tunnel, "h1") as stream, open_rpc_client(stream) as rpc:
             ctx = await rpc.bind(ECHO)
             assert await rpc.call(ctx, 0, b"small") == b"small"
             with pytest.raises(ConnectionClosed):
@@ -498,11 +492,7 @@ async def test_a_silent_virtual_connection_ends_after_its_idle_timeout(
     with trio.fail_after(10):
         out_s, in_s = await _raw_vc(tunnel)
         async with out_s, in_s:
-            buffer = bytearray()
-            kinds = [
-                rts.classify(rts.decode_rts(p)) for p in await _read_out_pdus(out_s, 2, buffer)
-            ]
-            assert kinds == [rts.Kind.CONN_A3, rts.Kind.CONN_C2]
+            assert await _out_kinds(out_s, 2) == [rts.Kind.CONN_A3, rts.Kind.CONN_C2]
             await read_until_closed(out_s)  # the VC ends: the proxy closes its OUT channel
         await still_serving(tunnel)
 
@@ -513,18 +503,7 @@ async def test_a_caller_that_pauses_reading_keeps_its_virtual_connection(tunnel:
     # the proxy by flow control, not block it on a full socket (which ends the VC).
     size = 12 << 20
     with trio.fail_after(60):
-        async with (
-            open_tunnel_stream(
-                tunnel.url,
-                "127.0.0.1",
-                tunnel.backend.epm_port,
-                username=USER,
-                password=PASSWORD,
-                http2=False,
-                fingerprint=tunnel.info.fingerprint,
-            ) as stream,
-            open_rpc_client(stream) as rpc,
-        ):
+        async with _rpc_stream(tunnel, "h1") as stream, open_rpc_client(stream) as rpc:
             ctx = await rpc.bind(ECHO)
             call_id = rpc.core.request(ctx, 1, size.to_bytes(4, "little"))  # "expand"
             await stream.send_all(rpc.core.data_to_send())
@@ -538,18 +517,6 @@ async def test_a_caller_that_pauses_reading_keeps_its_virtual_connection(tunnel:
                     stub = event.stub
             assert stub == bytes(i & 0xFF for i in range(size))
             assert await rpc.call(ctx, 0, b"still here") == b"still here"
-
-
-def _rpc_stream(tunnel: Tunnel, transport: str):
-    return open_tunnel_stream(
-        tunnel.url,
-        "127.0.0.1",
-        tunnel.backend.epm_port,
-        username=USER,
-        password=PASSWORD,
-        http2=transport == "h2",
-        fingerprint=tunnel.info.fingerprint,
-    )
 
 
 @pytest.mark.parametrize("transport", ["h1", "h2"])
