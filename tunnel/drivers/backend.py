@@ -141,10 +141,9 @@ class StreamBackend(Backend):
 class AttachedBackend(Backend):
     """A service of this process, attached without a stream.
 
-    :meth:`send_all` waits only for what ``deliver`` waits for.
-
-    Replies produced before :meth:`relay` gave a sink wait for it (bounded by the
-    caller of :meth:`send_all`, or by the server's send timeout for call tasks).
+    :meth:`send_all` waits only for what ``deliver`` waits for. Replies produced
+    before :meth:`relay` gave a sink wait for it (the drivers start the relay with the
+    virtual connection, before the client's first PDU can arrive).
     """
 
     attached = True
