@@ -7,7 +7,9 @@ transports side by side: direct TCP (``ncacn_ip_tcp``), the HTTP/2 tunnel (one h
 stream) and the HTTP/1.1 tunnel (RPC over HTTP v2, the MS-RPCH channel pair), each on
 one client connection with calls in series.
 
-Small calls (``--seconds`` each, after a short warm-up):
+Small calls (``--seconds`` in all per figure, after a short warm-up; the median of
+``--rounds`` rounds that alternate the transports, since a call rate on a shared
+machine drifts by several percent between runs):
 
 - a DCE/RPC null call: the management interface's ``inq_if_ids`` on the endpoint mapper
   (empty request stub, a ~100-byte reply; a real call every transport can reach);
@@ -27,7 +29,8 @@ Prints one figure a line, the ratios to direct TCP (targets, issue 4: HTTP/2 at 
 through a tunnel at least half of raw TLS), and rewrites its section of
 ``docs/benchmarks.md``. MiB are 2**20 bytes.
 
-Usage: ``python bench/tunnel_bench.py [--seconds 5] [--size-mb 100] [--docs PATH]``;
+Usage: ``python bench/tunnel_bench.py [--seconds 5] [--rounds 4] [--size-mb 100]
+[--docs PATH]``;
 ``--profile-server FILE`` writes the server's cProfile statistics (main thread) there.
 ``--only PART`` (repeatable) measures a subset: ``small`` (the call rates), ``bulk``
 (bulk over every transport, and raw TLS), ``bulk-direct``, ``bulk-h2``, ``bulk-h1``
@@ -40,6 +43,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -416,9 +420,10 @@ def measure(
     chunk: int,
     profile: Path | None,
     parts: frozenset[str] = frozenset(PARTS),
+    rounds: int = 1,
 ) -> tuple[dict[str, float], dict[str, float]]:
-    """The figures of ``parts`` (all by default): (rates in calls/s by key, bulk in
-    bytes/s by key)."""
+    """The figures of ``parts`` (all by default): (rates in calls/s by key, each the
+    median of ``rounds`` alternating rounds, bulk in bytes/s by key)."""
     rates: dict[str, float] = {}
     bulk: dict[str, float] = {}
     bulk_over = [t for t in TRANSPORTS if "bulk" in parts or f"bulk-{t}" in parts]
@@ -427,9 +432,13 @@ def measure(
         server, info = launch_server(__file__, *args)
         try:
             if "small" in parts:
-                for transport in TRANSPORTS:
-                    rates[f"null/{transport}"] = bench_null(transport, info, seconds)
-                    rates[f"getprops/{transport}"] = bench_getprops(transport, info, seconds)
+                samples: dict[str, list[float]] = {}
+                for _ in range(rounds):
+                    for transport in TRANSPORTS:
+                        for kind, bench in (("null", bench_null), ("getprops", bench_getprops)):
+                            rate = bench(transport, info, seconds / rounds)
+                            samples.setdefault(f"{kind}/{transport}", []).append(rate)
+                rates = {key: statistics.median(values) for key, values in samples.items()}
             for transport in bulk_over:
                 up, down = bench_bulk(transport, info, size, chunk)
                 bulk[f"upload/{transport}"], bulk[f"download/{transport}"] = up, down
@@ -513,6 +522,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each call rate")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="alternating rounds per call rate (median)"
+    )
     parser.add_argument("--size-mb", type=float, default=100.0, help="attachment size, MiB")
     parser.add_argument("--chunk-kb", type=int, default=1024, help="stream chunk, KiB (<= 1024)")
     parser.add_argument(
@@ -543,7 +555,9 @@ def main() -> None:
     size = int(args.size_mb * MiB)
     chunk = args.chunk_kb * 1024
     parts = frozenset(args.only or PARTS)
-    rates, bulk = measure(args.seconds, size, chunk, args.profile_server, parts)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    rates, bulk = measure(args.seconds, size, chunk, args.profile_server, parts, args.rounds)
     printed = report(rates, bulk, args.size_mb, chunk)
     for line in printed:
         print(line, flush=True)
@@ -556,10 +570,10 @@ def main() -> None:
         f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, Python "
         f"{sys.version.split()[0]}; client and server in separate processes on loopback, "
         f"one client connection per figure, calls in series, {args.seconds:g} s per call "
-        "rate; bulk = one stream call per chunk, upload timed to the attachment's and "
-        "message's save. Targets (issue 4): small calls through HTTP/2 at least 0.40 and "
-        "through HTTP/1.1 at least 0.50 of direct TCP; bulk through a tunnel at least half "
-        "of raw TLS."
+        f"rate (median of {args.rounds} alternating rounds); bulk = one stream call per "
+        "chunk, upload timed to the attachment's and message's save. Targets (issue 4): "
+        "small calls through HTTP/2 at least 0.40 and through HTTP/1.1 at least 0.50 of "
+        "direct TCP; bulk through a tunnel at least half of raw TLS."
     )
     write_section("HTTPS tunnel against direct TCP (bench/tunnel_bench.py)", lines, docs)
 

@@ -30,7 +30,7 @@ def _figure(out: str, prefix: str) -> float:
 
 def test_tunnel_bench_smoke(tmp_path):
     docs = tmp_path / "benchmarks.md"
-    out = _run("tunnel_bench.py", "--seconds", "0.2", "--size-mb", "2", docs=docs)
+    out = _run("tunnel_bench.py", "--seconds", "0.2", "--rounds", "2", "--size-mb", "2", docs=docs)
     for transport in ("direct TCP", "HTTP/2 tunnel", "HTTP/1.1 tunnel"):
         assert (
             _figure(out, f"DCE/RPC null call (mgmt inq_if_ids on the endpoint mapper), {transport}")
