@@ -119,15 +119,13 @@ class RpcServer:
             listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await trio.serve_listeners(self.handle_stream, listeners, task_status=task_status)
 
-    def attach(
-        self, nursery: trio.Nursery, deliver: Deliver, *, peer: tuple[str, int] | None = None
-    ) -> AttachedConnection:
+    def attach(self, nursery: trio.Nursery, deliver: Deliver) -> AttachedConnection:
         """A connection without a byte stream, for an in-process relay: the caller feeds
         the client's bytes (:meth:`AttachedConnection.receive_data`), replies go to
         ``deliver`` (one call at a time, in order), calls that need a task run in
-        ``nursery``. The caller bounds the time of each feed and applies its own idle
-        timeouts (the server's ``idle_timeout`` and ``receive_timeout`` need a reading
-        task); replies sent by call tasks are bounded by ``send_timeout`` as usual.
+        ``nursery``. The caller bounds the time of each feed and runs
+        :meth:`AttachedConnection.serve_timeouts` for the idle and receive timeouts;
+        replies sent by call tasks are bounded by ``send_timeout`` as usual.
 
         Raises:
             ConnectionRefusedError: ``max_connections`` are open.
@@ -137,7 +135,7 @@ class RpcServer:
             raise ConnectionRefusedError("the RPC server has too many connections")
         self.active_connections += 1
         core = ServerConnection(self.registry, self.groups, self.config)
-        return AttachedConnection(self, _Connection(core, None, peer, None, deliver), nursery)
+        return AttachedConnection(self, _Connection(core, None, None, None, deliver), nursery)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until it ends; never raises (errors are logged)."""
@@ -205,7 +203,7 @@ class RpcServer:
                 log.info("%s: %s does not read its replies, closing", self.name, conn.peer)
                 await self._break(conn)
             elif reading.cancelled_caught:
-                await self._time_out(conn, stream)
+                await self._time_out(conn)
             elif conn.core.outbox_pending:
                 await self._flush(conn)  # the reply to a protocol error, before closing
             nursery.cancel_scope.cancel()
@@ -239,16 +237,26 @@ class RpcServer:
                 return False
         return True
 
-    async def _time_out(self, conn: _Connection, stream: trio.abc.Stream) -> None:
+    async def _time_out(self, conn: _Connection) -> None:
         if conn.core.has_partial_input:
             log.info("%s: %s sent an incomplete PDU, closing", self.name, conn.peer)
             return
         log.debug("%s: %s idle, closing", self.name, conn.peer)
-        if conn.core.state is ConnectionState.BOUND:
-            # [C706] 12.6.4.13: a shutdown asks the client to close when it is done.
-            with trio.move_on_after(1):
-                async with conn.send_lock:
-                    await stream.send_all(ShutdownPdu().encode())
+        await self._say_shutdown(conn)
+
+    async def _say_shutdown(self, conn: _Connection) -> None:
+        """[C706] 12.6.4.13: a shutdown asks the client to close when it is done (once
+        bound; at most a second's wait for the send)."""
+        if conn.core.state is not ConnectionState.BOUND:
+            return
+        pdu = ShutdownPdu().encode()
+        with trio.move_on_after(1):
+            async with conn.send_lock:
+                if conn.deliver is not None:
+                    await conn.deliver([pdu])
+                else:
+                    assert conn.stream is not None
+                    await conn.stream.send_all(pdu)
 
     def _context(self, conn: _Connection, event: CallReceived) -> CallContext:
         return CallContext(
@@ -455,16 +463,9 @@ class AttachedConnection:
                 self._last_activity = now  # a running call (a long-poll) is not idleness
             elif now >= self._last_activity + cfg.idle_timeout:
                 log.debug("%s: attached connection idle, closing", self._server.name)
-                await self._shut_down()
+                await self._server._say_shutdown(self._conn)
                 break
         await self.aclose()
-
-    async def _shut_down(self) -> None:
-        # [C706] 12.6.4.13: a shutdown asks the client to close when it is done.
-        if self._conn.core.state is ConnectionState.BOUND:
-            with trio.move_on_after(1):
-                async with self._conn.send_lock:
-                    await self._deliver([ShutdownPdu().encode()])
 
     async def _deliver_noted(self, pdus: list[bytes]) -> None:
         self._last_activity = trio.current_time()
