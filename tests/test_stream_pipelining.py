@@ -40,6 +40,22 @@ async def new_attachment(session: Session) -> tuple[Message, Attachment, Stream]
     return msg, attach, stream
 
 
+async def save_and_reopen(
+    session: Session, msg: Message, attach: Attachment, stream: Stream
+) -> Stream:
+    """Commit and save what ``stream`` wrote; the saved attachment's data, read-only."""
+    await stream.commit()
+    await stream.release()
+    await attach.save()
+    eid = await msg.save()
+    saved = await (await session.open_store()).open_message(eid)
+    async with session.batch() as batch:
+        reader: Stream = batch.add(
+            batch.add(saved.open_attachment(0)).open_stream("PR_ATTACH_DATA_BIN")
+        )
+    return reader
+
+
 async def read_to_end(stream: Stream, size: int) -> bytes:
     out = b""
     for _ in range(10_000):
@@ -65,16 +81,7 @@ async def test_pipelined_writes_and_reads_give_what_calls_in_turn_give(server, t
             assert await stream.size() == len(data)
             await stream.seek(0)
             assert await read_to_end(stream, 100_000) == data
-            await stream.commit()
-            await stream.release()
-            await attach.save()
-            eid = await msg.save()
-            store = await session.open_store()
-            saved = await store.open_message(eid)
-            async with session.batch() as batch:
-                reader: Stream = batch.add(
-                    batch.add(saved.open_attachment(0)).open_stream("PR_ATTACH_DATA_BIN")
-                )
+            reader = await save_and_reopen(session, msg, attach, stream)
             reader.window = window
             assert await read_to_end(reader, CHUNK) == data
             # Reads of changing sizes, and a seek in between, after reads ahead.
@@ -117,16 +124,7 @@ async def test_a_failed_write_behind_is_raised_by_the_next_calls(server):
         async with open_session(server, "lan") as session:
             msg, attach, stream = await new_attachment(session)
             await stream.write(b"x" * 1000)
-            await stream.commit()
-            await stream.release()
-            await attach.save()
-            eid = await msg.save()
-            store = await session.open_store()
-            saved = await store.open_message(eid)
-            async with session.batch() as batch:
-                readonly: Stream = batch.add(
-                    batch.add(saved.open_attachment(0)).open_stream("PR_ATTACH_DATA_BIN")
-                )
+            readonly = await save_and_reopen(session, msg, attach, stream)
             assert await readonly.write(b"y") == 1  # sent in the background: no answer yet
             with pytest.raises(errors.NoAccess):
                 await readonly.commit()
@@ -185,15 +183,7 @@ async def test_megabyte_writes_and_reads_ahead_through_the_tunnels(server, trans
             msg, attach, stream = await new_attachment(session)
             for _ in range(rounds):
                 await stream.write(data)
-            await stream.commit()
-            await stream.release()
-            await attach.save()
-            eid = await msg.save()
-            saved = await (await session.open_store()).open_message(eid)
-            async with session.batch() as batch:
-                reader: Stream = batch.add(
-                    batch.add(saved.open_attachment(0)).open_stream("PR_ATTACH_DATA_BIN")
-                )
+            reader = await save_and_reopen(session, msg, attach, stream)
             for _ in range(rounds):
                 assert await reader.read(len(data)) == data
             assert await reader.read(len(data)) == b""
