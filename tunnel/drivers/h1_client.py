@@ -166,13 +166,6 @@ class _Opener:
         return channel
 
 
-@dataclass(slots=True)
-class _Inbound:
-    """RPC bytes waiting for the caller."""
-
-    data: bytes
-
-
 class H1TunnelStream(trio.abc.Stream):
     """The client's end of an MS-RPCH virtual connection. Create it with :func:`h1_tunnel`."""
 
@@ -197,7 +190,8 @@ class H1TunnelStream(trio.abc.Stream):
         self.out_recycles = 0
         self._out_framer = PduFramer(config.max_fragment)
         self._in_framer = PduFramer(config.max_fragment)
-        self._inbox: deque[_Inbound] = deque()
+        #: RPC bytes waiting for the caller.
+        self._inbox: deque[bytes] = deque()
         self._buffered = 0
         self._changed = trio.Event()
         self._error: BaseException | None = None
@@ -369,7 +363,7 @@ class H1TunnelStream(trio.abc.Stream):
     async def _out_pdu(self, pdu: bytes) -> bool:
         """Handle one PDU from OUT; True when the OUT channel was switched."""
         if not rts.is_rts(pdu):
-            self._inbox.append(_Inbound(pdu))
+            self._inbox.append(pdu)
             self._buffered += len(pdu)
             self._unaccounted += len(pdu)
             self._notify()
@@ -551,11 +545,11 @@ class H1TunnelStream(trio.abc.Stream):
                 await trio.lowlevel.checkpoint()
                 return b""
             await self._changed.wait()
-        pdu = self._inbox.popleft().data
+        pdu = self._inbox.popleft()
         self._buffered -= len(pdu)
         limit = max_bytes or len(pdu)
         if len(pdu) > limit:
-            self._inbox.appendleft(_Inbound(pdu[limit:]))
+            self._inbox.appendleft(pdu[limit:])
             self._buffered += len(pdu) - limit
             pdu = pdu[:limit]
         self._notify()
