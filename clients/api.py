@@ -69,6 +69,7 @@ T = TypeVar("T")
 ObjT = TypeVar("ObjT", bound="MapiObject")
 Tag = int | str
 MAPI_W_ERRORS_RETURNED = 0x00040380
+_PT_ERROR = int(pt.PropType.PT_ERROR)
 
 
 def tag_of(tag: Tag) -> int:
@@ -92,12 +93,12 @@ class Props(dict[int, Any]):
     ) -> None:
         super().__init__()
         self.errors: dict[int, int] = {}
-        values = list(values)
+        values = values if isinstance(values, list) else list(values)
         # Values come back in request order, so an error is reported under the tag asked
         # for (the wire carries it with type PT_ERROR, which loses the original type).
         asked = requested if requested is not None and len(requested) == len(values) else None
         for i, (tag, value) in enumerate(values):
-            if pt.prop_type(tag) == pt.PropType.PT_ERROR:
+            if tag & 0xFFFF == _PT_ERROR:
                 self.errors[asked[i] if asked else pt.change_type(tag, 0)] = value
             else:
                 dict.__setitem__(self, tag, value)
@@ -173,7 +174,7 @@ def _none(hresult: int, value: Any) -> None:
 
 
 def _props_for(requested: Sequence[int] | None) -> Callable[[int, Any], Props]:
-    return lambda hresult, value: Props(((tag, v) for tag, v in value), requested)
+    return lambda hresult, value: Props(value, requested)
 
 
 class MapiObject:

@@ -8,7 +8,7 @@ buffered; at most one fragment (bounded by ``max_fragment``) is ever held.
 
 from __future__ import annotations
 
-from dcerpc.pdu import HEADER_SIZE, parse_header
+from dcerpc.pdu import HEADER_SIZE, frame_length
 
 
 class PduFramer:
@@ -29,13 +29,18 @@ class PduFramer:
         Raises:
             DecodeError: the next header is invalid or announces an oversized fragment.
         """
-        if len(self._buffer) < HEADER_SIZE:
+        buffer = self._buffer
+        if len(buffer) < HEADER_SIZE:
             return None
-        header = parse_header(self._buffer, self.max_fragment)
-        if len(self._buffer) < header.frag_length:
+        size = frame_length(buffer, self.max_fragment)
+        if len(buffer) < size:
             return None
-        pdu = bytes(self._buffer[: header.frag_length])
-        del self._buffer[: header.frag_length]
+        if len(buffer) == size:  # the usual case: the read ended with the PDU
+            pdu = bytes(buffer)
+            buffer.clear()
+            return pdu
+        pdu = bytes(buffer[:size])
+        del buffer[:size]
         return pdu
 
     def head(self) -> bytes:

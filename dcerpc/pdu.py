@@ -126,6 +126,15 @@ class BindNakReason(enum.IntEnum):
 
 _HEADER_LE = struct.Struct("<BBBB4sHHI")
 _HEADER_BE = struct.Struct(">BBBB4sHHI")
+#: The fields after the common header: request (alloc_hint, p_cont_id, opnum) and
+#: response (alloc_hint, p_cont_id, cancel_count, reserved).
+_REQUEST_LE = struct.Struct("<IHH")
+_REQUEST_BE = struct.Struct(">IHH")
+_RESPONSE_LE = struct.Struct("<IHBx")
+_RESPONSE_BE = struct.Struct(">IHBx")
+#: A whole response or request PDU's first 24 bytes, as we send them (little-endian).
+_RESPONSE_HEAD = struct.Struct("<BBBB4sHHIIHBx")
+_REQUEST_HEAD = struct.Struct("<BBBB4sHHIIHH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +164,22 @@ def parse_header(
             the header or larger than ``max_fragment``, or an auth length that does
             not fit in the fragment.
     """
+    minor, ptype, flags, drep, frag_len, auth_len, call_id = _checked_header(data, max_fragment)
+    return Header(ptype, flags, bytes(drep), frag_len, auth_len, call_id, minor)
+
+
+def frame_length(
+    data: bytes | bytearray | memoryview, max_fragment: int = MAX_FRAGMENT_SIZE
+) -> int:
+    """The ``frag_length`` of the PDU starting ``data``, checked as :func:`parse_header`
+    checks it (a framer's per-PDU call: no :class:`Header` is built)."""
+    return _checked_header(data, max_fragment)[4]
+
+
+def _checked_header(
+    data: bytes | bytearray | memoryview, max_fragment: int
+) -> tuple[int, int, int, bytes, int, int, int]:
+    """(minor, ptype, pfc_flags, drep, frag_length, auth_length, call_id), validated."""
     if len(data) < HEADER_SIZE:
         raise DecodeError("truncated PDU header")
     order = _HEADER_LE if data[4] & 0x10 else _HEADER_BE
@@ -167,7 +192,7 @@ def parse_header(
         raise DecodeError(f"frag_length {frag_len} exceeds the limit {max_fragment}")
     if auth_len and auth_len + SEC_TRAILER_SIZE > frag_len - HEADER_SIZE:
         raise DecodeError("auth_length does not fit in the fragment")
-    return Header(ptype, flags, bytes(drep), frag_len, auth_len, call_id, minor)
+    return minor, ptype, flags, drep, frag_len, auth_len, call_id
 
 
 class _Reader:
@@ -514,45 +539,66 @@ def decode_pdu(data: bytes, max_fragment: int = MAX_FRAGMENT_SIZE) -> Pdu:
     Raises:
         DecodeError: the bytes are not one well-formed PDU of a known CO type.
     """
-    h = parse_header(data, max_fragment)
-    if len(data) != h.frag_length:
-        raise DecodeError(f"PDU is {len(data)} bytes, frag_length says {h.frag_length}")
-    end = h.frag_length
+    minor, pt, pfc_flags, drep, frag_len, auth_len, call_id = _checked_header(data, max_fragment)
+    if len(data) != frag_len:
+        raise DecodeError(f"PDU is {len(data)} bytes, frag_length says {frag_len}")
+    end = frag_len
     verifier = b""
-    if h.auth_length:
-        start = end - h.auth_length - SEC_TRAILER_SIZE
+    if auth_len:
+        start = end - auth_len - SEC_TRAILER_SIZE
         verifier = data[start:]
         pad = data[start + 2]  # sec_trailer.auth_pad_length
         end = start - pad
         if end < HEADER_SIZE:
             raise DecodeError("auth padding runs into the header")
-    r = _Reader(data, h.byteorder, HEADER_SIZE, end)
-    common: _Common = {
-        "call_id": h.call_id,
-        "pfc_flags": h.pfc_flags,
-        "auth_verifier": verifier,
-    }
-    pt = h.ptype
+    little = bool(drep[0] & 0x10)
+    # Requests and responses carry every call: decoded here without a _Reader.
     if pt == PType.REQUEST:
-        alloc_hint, ctx_id, opnum = r.take("IHH")
+        if end < REQUEST_HEADER_SIZE:
+            raise DecodeError("PDU body truncated")
+        alloc_hint, ctx_id, opnum = (_REQUEST_LE if little else _REQUEST_BE).unpack_from(
+            data, HEADER_SIZE
+        )
         obj = None
-        if h.pfc_flags & OBJECT_UUID:
-            raw = r.raw(16)
-            obj = uuid.UUID(bytes_le=raw) if h.byteorder == "<" else uuid.UUID(bytes=raw)
+        stub_start = REQUEST_HEADER_SIZE
+        if pfc_flags & OBJECT_UUID:
+            stub_start += 16
+            if stub_start > end:
+                raise DecodeError("PDU body truncated")
+            raw = data[REQUEST_HEADER_SIZE:stub_start]
+            obj = uuid.UUID(bytes_le=raw) if little else uuid.UUID(bytes=raw)
         return RequestPdu(
+            call_id=call_id,
+            pfc_flags=pfc_flags,
+            auth_verifier=verifier,
             alloc_hint=alloc_hint,
             context_id=ctx_id,
             opnum=opnum,
             object_uuid=obj,
-            stub=r.rest(),
-            byteorder=h.byteorder,
-            **common,
+            stub=data[stub_start:end],
+            byteorder="<" if little else ">",
         )
     if pt == PType.RESPONSE:
-        alloc_hint, ctx_id, cancel = r.take("IHBx")
-        return ResponsePdu(
-            alloc_hint=alloc_hint, context_id=ctx_id, cancel_count=cancel, stub=r.rest(), **common
+        if end < RESPONSE_HEADER_SIZE:
+            raise DecodeError("PDU body truncated")
+        alloc_hint, ctx_id, cancel = (_RESPONSE_LE if little else _RESPONSE_BE).unpack_from(
+            data, HEADER_SIZE
         )
+        return ResponsePdu(
+            call_id=call_id,
+            pfc_flags=pfc_flags,
+            auth_verifier=verifier,
+            alloc_hint=alloc_hint,
+            context_id=ctx_id,
+            cancel_count=cancel,
+            stub=data[RESPONSE_HEADER_SIZE:end],
+        )
+    r = _Reader(data, "<" if little else ">", HEADER_SIZE, end)
+    common: _Common = {
+        "call_id": call_id,
+        "pfc_flags": pfc_flags,
+        "auth_verifier": verifier,
+    }
     if pt == PType.FAULT:
         alloc_hint, ctx_id, cancel, fflags, status, _ = r.take("IHBBII")
         return FaultPdu(
@@ -605,6 +651,14 @@ def request_fragments(
 ) -> list[bytes]:
     """Split one request's stub into encoded fragments no larger than ``max_fragment``."""
     overhead = REQUEST_HEADER_SIZE + (16 if object_uuid is not None else 0)
+    if object_uuid is None and len(stub) <= _room(max_fragment - overhead):
+        # One whole fragment, packed directly (RequestPdu.encode writes the same bytes).
+        size = REQUEST_HEADER_SIZE + len(stub)
+        head = _REQUEST_HEAD.pack(
+            RPC_VERSION, 0, PType.REQUEST, WHOLE, DREP_LITTLE_ENDIAN, size, 0, call_id,
+            len(stub), context_id, opnum,
+        )  # fmt: skip
+        return [head + stub]
     return _split(
         stub,
         max_fragment - overhead,
@@ -624,6 +678,14 @@ def response_fragments(
     *, call_id: int, context_id: int, stub: bytes, max_fragment: int
 ) -> list[bytes]:
     """Split one response's stub into encoded fragments no larger than ``max_fragment``."""
+    if len(stub) <= _room(max_fragment - RESPONSE_HEADER_SIZE):
+        # One whole fragment, packed directly (ResponsePdu.encode writes the same bytes).
+        size = RESPONSE_HEADER_SIZE + len(stub)
+        head = _RESPONSE_HEAD.pack(
+            RPC_VERSION, 0, PType.RESPONSE, WHOLE, DREP_LITTLE_ENDIAN, size, 0, call_id,
+            len(stub), context_id, 0,
+        )  # fmt: skip
+        return [head + stub]
     return _split(
         stub,
         max_fragment - RESPONSE_HEADER_SIZE,
@@ -633,9 +695,14 @@ def response_fragments(
     )
 
 
+def _room(room: int) -> int:
+    """Stub bytes per fragment: kept 8-aligned so NDR alignment survives reassembly in
+    naive peers."""
+    return room - room % 8
+
+
 def _split(stub: bytes, room: int, build: Callable[[int, bytes, int], bytes]) -> list[bytes]:
-    # Stub fragments stay 8-aligned so NDR alignment survives reassembly in naive peers.
-    room -= room % 8
+    room = _room(room)
     if room <= 0:
         raise ValueError("fragment size too small")
     if len(stub) <= room:

@@ -19,8 +19,6 @@ no ``except Exception`` in the store turns it into a MAPI error on the way out.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import TracebackType
 
 _state = threading.local()
@@ -30,14 +28,27 @@ class NeedsWorker(BaseException):  # a control-flow signal, like trio.Cancelled
     """The code running :func:`inline` reached something that may block."""
 
 
-@contextmanager
-def inline() -> Iterator[None]:
-    """Run the body under the guard (on this thread only; not re-entrant)."""
-    _state.active = True
-    try:
-        yield
-    finally:
+class _Guard:
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _state.active = True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         _state.active = False
+
+
+_GUARD = _Guard()  # stateless (the flag is thread-local): one object, no allocation
+
+
+def inline() -> _Guard:
+    """Run the body under the guard (on this thread only; not re-entrant)."""
+    return _GUARD
 
 
 def may_block() -> None:

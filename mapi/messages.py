@@ -35,7 +35,7 @@ from mapi.context import StoreContext
 from mapi.entryid import change_key, instance_key
 from mapi.events import Change, Op, record
 from mapi.objects import MapiObject
-from mapi.propbag import PropBag, Source, TempData
+from mapi.propbag import PropBag
 from mapi.properties import PropData, PropValue, validate, value_size
 from mapi.restrictions import DictRow
 from mapi.storage import chunks
@@ -93,22 +93,6 @@ _ATTACH_COMPUTED: Final = (
     pt.PR_ATTACH_NUM, pt.PR_ATTACH_SIZE, pt.PR_INSTANCE_KEY, pt.PR_OBJECT_TYPE,
     pt.PR_RECORD_KEY, pt.PR_ACCESS_LEVEL,
 )  # fmt: skip
-
-
-def _bag_size(obj: MapiObject, bag: PropBag) -> int:
-    total = 0
-    for tag in bag.tags():
-        found = bag.lookup(tag)
-        if found is None:
-            continue
-        source, payload = found
-        if source is Source.TEMP and isinstance(payload, TempData):
-            total += payload.length
-        elif source is Source.LARGE and isinstance(payload, int):
-            total += payload
-        elif not isinstance(payload, TempData):
-            total += value_size(tag, payload)
-    return total
 
 
 def _recipient_row(row: object, limits: object, *, keep_rowid: bool) -> dict[int, PropData]:
@@ -244,7 +228,7 @@ class Message(_WorkingCopy["MessageState"]):
             if attach is None:
                 sizes.pop(num, None)
             else:
-                sizes[num] = _bag_size(self, attach.bag)
+                sizes[num] = attach.bag.size()
         return sizes
 
     def _committed(self) -> tuple[int, list[dict[int, PropData]], dict[int, int]]:
@@ -278,7 +262,7 @@ class Message(_WorkingCopy["MessageState"]):
             return pt.MAPI_MESSAGE
         if tag in (pt.PR_MESSAGE_SIZE, pt.PR_MESSAGE_SIZE_EXTENDED):
             recips = sum(value_size(t, v) for r in self._recipients() for t, v in r.items())
-            size = _bag_size(self, st.bag) + recips + sum(self._attachment_sizes().values())
+            size = st.bag.size() + recips + sum(self._attachment_sizes().values())
             return min(size, 0x7FFFFFFF) if tag == pt.PR_MESSAGE_SIZE else size
         if tag == pt.PR_HASATTACH:
             return bool(self._attachment_sizes())
@@ -410,7 +394,7 @@ class Message(_WorkingCopy["MessageState"]):
                                 parent_id=int(row[0]),
                             ),
                         )  # fmt: skip
-                self._state.bag.base[pt.PR_MESSAGE_FLAGS] = flags
+                self._state.bag.set_committed(pt.PR_MESSAGE_FLAGS, flags)
             if pt.PR_MESSAGE_FLAGS in self._state.bag.changes or self._state.db_id is None:
                 self._state.bag.set(pt.PR_MESSAGE_FLAGS, flags)
 
@@ -582,7 +566,7 @@ class Attachment(_WorkingCopy["AttachState"]):
         if tag == pt.PR_ATTACH_NUM:
             return self._state.num
         if tag == pt.PR_ATTACH_SIZE:
-            return min(_bag_size(self, self._state.bag), 0x7FFFFFFF)
+            return min(self._state.bag.size(), 0x7FFFFFFF)
         if tag in (pt.PR_INSTANCE_KEY, pt.PR_RECORD_KEY):
             return self._state.num.to_bytes(4, "big")
         if tag == pt.PR_OBJECT_TYPE:

@@ -26,7 +26,7 @@ from typing import IO
 
 from mapi import errors
 from mapi.inline import may_block
-from mapi.properties import PropData
+from mapi.properties import PropData, value_size
 
 
 class TempData:
@@ -129,6 +129,8 @@ class PropBag:
         self.changes: dict[int, PropData] = {}
         self.temps: dict[int, TempData] = {}
         self.deleted: set[int] = set()
+        #: :meth:`size`, kept until the next change (PR_MESSAGE_SIZE is read often).
+        self._size: int | None = None
 
     @property
     def dirty(self) -> bool:
@@ -151,6 +153,7 @@ class PropBag:
 
     def set(self, tag: int, value: PropData) -> None:
         """Set a pending value."""
+        self._size = None
         self.temps.pop(tag, None)
         self.changes[tag] = value
         self._mask(tag)
@@ -158,6 +161,7 @@ class PropBag:
     def set_temp(self, tag: int, data: TempData) -> None:
         """Set pending stream bytes (the bag freezes them)."""
         data.frozen = True
+        self._size = None
         self.changes.pop(tag, None)
         self.temps[tag] = data
         self._mask(tag)
@@ -165,10 +169,36 @@ class PropBag:
     def delete(self, tag: int) -> bool:
         """Delete ``tag``; True if it existed."""
         existed = self.lookup(tag) is not None
+        self._size = None
         self.changes.pop(tag, None)
         self.temps.pop(tag, None)
         self._mask(tag)
         return existed
+
+    def set_committed(self, tag: int, value: PropData) -> None:
+        """Change a committed value in place (after the database already holds it)."""
+        self._size = None
+        self.base[tag] = value
+
+    def size(self) -> int:
+        """The bytes of every current value, as PR_MESSAGE_SIZE counts them: pending
+        stream data by its length, large committed values by theirs."""
+        if self._size is None:
+            total = 0
+            for tag in self.tags():
+                found = self.lookup(tag)
+                if found is None:
+                    continue
+                source, payload = found
+                if isinstance(payload, TempData):
+                    total += payload.length
+                elif source is Source.LARGE:
+                    assert isinstance(payload, int)
+                    total += payload
+                else:
+                    total += value_size(tag, payload)
+            self._size = total
+        return self._size
 
     def _mask(self, tag: int) -> None:
         if tag in self.base or tag in self.large:

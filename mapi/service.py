@@ -93,6 +93,8 @@ class _LiveSession:
     session: Session
     handles: ops.HandleTable
     user: str
+    #: What the session's batches run against (built once: every call needs it).
+    context: ops.Context
     lock: trio.Lock = field(default_factory=trio.Lock)
     last_used: float = 0.0
     #: Set under ``lock`` when the session ends; a batch queued behind it must not run.
@@ -240,11 +242,9 @@ class StoreService:
         now = trio.current_time()
         if now - self._last_sweep >= SWEEP_INTERVAL:
             return None  # the idle sweep is due: it needs the async path
-        assert isinstance(sid, bytes)
-        context = ops.Context(live.session, live.handles, self.store.limits, sid)
         try:
             with inline():
-                results = ops.run_batch(context, batch)
+                results = ops.run_batch(live.context, batch)
         except NeedsWorker:
             return None
         live.last_used = now
@@ -316,10 +316,12 @@ class StoreService:
         self.throttle.succeeded(user, address)
         name = session.user.username
         sid = secrets.token_bytes(16)
+        handles = ops.HandleTable(self.limits.max_handles)
         self._sessions[sid] = _LiveSession(
             session,
-            ops.HandleTable(self.limits.max_handles),
+            handles,
             name,
+            ops.Context(session, handles, self.store.limits, sid),
             last_used=trio.current_time(),
             wake_address=wake_address,
         )
@@ -365,15 +367,13 @@ class StoreService:
     async def _execute(self, request: dict[str, Any]) -> bytes:
         sid = request.get("session")
         live = self._live(sid)
-        assert isinstance(sid, bytes)  # _live found it
         batch = request.get("ops")
         await self._expire_idle()
         async with live.lock:
             if live.closed:  # disconnected while this batch waited for the lock
                 raise errors.LogonFailed("the session has ended")
             live.last_used = trio.current_time()
-            context = ops.Context(live.session, live.handles, self.store.limits, sid)
-            results = await trio.to_thread.run_sync(ops.run_batch, context, batch)
+            results = await trio.to_thread.run_sync(ops.run_batch, live.context, batch)
         return _pack({"hresult": 0, "results": results})
 
     # -- events ----------------------------------------------------------------------------

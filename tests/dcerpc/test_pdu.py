@@ -238,6 +238,52 @@ def test_fragments_reassemble_and_respect_size():
     assert decode_pdu(single[0]).pfc_flags == WHOLE
 
 
+@given(
+    call_id=st.integers(0, 2**32 - 1),
+    context_id=st.integers(0, 2**16 - 1),
+    opnum=st.integers(0, 2**16 - 1),
+    stub=st.binary(max_size=300),
+    max_fragment=st.integers(64, 400),
+)
+def test_whole_fragment_fast_paths_match_the_dataclass_encoding(
+    call_id, context_id, opnum, stub, max_fragment
+):
+    """request_fragments/response_fragments pack a one-fragment call directly; the bytes
+    must be those of RequestPdu/ResponsePdu.encode(), and decode back to the same PDU."""
+    requests = request_fragments(
+        call_id=call_id, context_id=context_id, opnum=opnum, stub=stub, max_fragment=max_fragment
+    )
+    responses = response_fragments(
+        call_id=call_id, context_id=context_id, stub=stub, max_fragment=max_fragment
+    )
+    if len(requests) == 1:
+        want = RequestPdu(
+            call_id=call_id, alloc_hint=len(stub), context_id=context_id, opnum=opnum, stub=stub
+        )
+        assert requests[0] == want.encode()
+        assert decode_pdu(requests[0]) == want
+    if len(responses) == 1:
+        want_r = ResponsePdu(
+            call_id=call_id, alloc_hint=len(stub), context_id=context_id, stub=stub
+        )
+        assert responses[0] == want_r.encode()
+        assert decode_pdu(responses[0]) == want_r
+    assert b"".join(decode_pdu(f).stub for f in requests) == stub
+    assert b"".join(decode_pdu(f).stub for f in responses) == stub
+
+
+@pytest.mark.parametrize("cut", [17, 23])
+def test_truncated_request_and_response_bodies_rejected(cut):
+    for pdu in (
+        RequestPdu(call_id=1, opnum=2, stub=b"abc").encode(),
+        ResponsePdu(call_id=1, stub=b"abc").encode(),
+    ):
+        short = bytearray(pdu[:cut])
+        struct.pack_into("<H", short, 8, cut)  # a consistent frag_length, a short body
+        with pytest.raises(DecodeError, match="truncated"):
+            decode_pdu(bytes(short))
+
+
 def test_framer_byte_by_byte_and_coalesced():
     pdus = [ShutdownPdu(call_id=i).encode() for i in range(3)] + [impacket_bind()]
     stream = b"".join(pdus)
