@@ -438,9 +438,9 @@ class ServerConnection:
 
     def _handle_request(self, pdu: RequestPdu, frag_size: int) -> Event | None:
         call_id = pdu.call_id
-        first = bool(pdu.pfc_flags & FIRST_FRAG)
+        flags = pdu.pfc_flags
         partial = self._partial.get(call_id)
-        if first:
+        if flags & FIRST_FRAG:
             if partial is not None or call_id in self._executing:
                 self._protocol_error(call_id, f"call_id {call_id} is already in use")
             if len(self._partial) >= self.config.max_concurrent_calls:
@@ -448,21 +448,25 @@ class ServerConnection:
                 # the peer is flooding us, not waiting for answers.
                 self._protocol_error(call_id, "too many fragmented calls at once")
             if len(self._partial) + len(self._executing) >= self.config.max_concurrent_calls:
-                # Too many calls at once: refuse this one, keep the connection.
-                partial = _PartialCall(
-                    pdu.context_id,
-                    pdu.opnum,
-                    pdu.object_uuid,
-                    pdu.byteorder,
-                    fault=FaultStatus.SERVER_TOO_BUSY,
-                )
+                fault = int(FaultStatus.SERVER_TOO_BUSY)  # refuse this call, keep the connection
             else:
-                partial = _PartialCall(pdu.context_id, pdu.opnum, pdu.object_uuid, pdu.byteorder)
-                partial.fault = self._precheck(pdu)
+                fault = self._precheck(pdu)
             if pdu.alloc_hint > self.config.max_request_size:
                 self._protocol_error(
                     call_id, "alloc_hint exceeds the request limit", FaultStatus.ACCESS_DENIED
                 )
+            if flags & LAST_FRAG:
+                # The usual case, a whole call in one fragment: nothing to reassemble.
+                self._check_request_size(call_id, len(pdu.stub), 0 if fault else len(pdu.stub))
+                if fault:
+                    self._queue_fault(call_id, pdu.context_id, fault)
+                    return None
+                return self._start_call(
+                    call_id, pdu.context_id, pdu.opnum, pdu.object_uuid, pdu.byteorder, pdu.stub
+                )
+            partial = _PartialCall(
+                pdu.context_id, pdu.opnum, pdu.object_uuid, pdu.byteorder, fault=fault
+            )
             self._partial[call_id] = partial
         elif partial is None:
             self._protocol_error(call_id, f"fragment of unknown call {call_id}")
@@ -470,41 +474,61 @@ class ServerConnection:
             self._protocol_error(call_id, "fragment changes context or opnum mid-call")
         partial.size += len(pdu.stub)
         self._partial_bytes += 0 if partial.fault else len(pdu.stub)
-        if partial.size > self.config.max_request_size:
-            self._protocol_error(
-                call_id, "request exceeds the size limit", FaultStatus.ACCESS_DENIED
-            )
-        if self._partial_bytes > 2 * self.config.max_request_size:
-            # Several large requests interleaved: bound what one connection buffers.
-            self._protocol_error(
-                call_id, "too much request data buffered", FaultStatus.ACCESS_DENIED
-            )
+        self._check_request_size(call_id, partial.size, 0)
         if not partial.fault:
             partial.chunks.append(pdu.stub)
-        if not pdu.pfc_flags & LAST_FRAG:
+        if not flags & LAST_FRAG:
             return None
         del self._partial[call_id]
         self._partial_bytes -= 0 if partial.fault else partial.size
         if partial.fault:
-            self._outbox.append(
-                FaultPdu(
-                    call_id=call_id, context_id=partial.context_id, status=partial.fault
-                ).encode()
-            )
+            self._queue_fault(call_id, partial.context_id, partial.fault)
             return None
-        ctx = self._contexts[partial.context_id]
-        self._executing.add(call_id)
-        self._ctx_of_call[call_id] = partial.context_id
         stub = partial.chunks[0] if len(partial.chunks) == 1 else b"".join(partial.chunks)
+        return self._start_call(
+            call_id, partial.context_id, partial.opnum, partial.object_uuid, partial.byteorder, stub
+        )
+
+    def _check_request_size(self, call_id: int, size: int, unbuffered: int) -> None:
+        """Refuse a request past the size limit, or one that (with ``unbuffered`` bytes
+        not yet counted in the buffered total) makes the connection hold too much."""
+        if size > self.config.max_request_size:
+            self._protocol_error(
+                call_id, "request exceeds the size limit", FaultStatus.ACCESS_DENIED
+            )
+        if self._partial_bytes + unbuffered > 2 * self.config.max_request_size:
+            # Several large requests interleaved: bound what one connection buffers.
+            self._protocol_error(
+                call_id, "too much request data buffered", FaultStatus.ACCESS_DENIED
+            )
+
+    def _queue_fault(self, call_id: int, context_id: int, status: int) -> None:
+        """A fault decided before the call ran (the stub was never looked at)."""
+        self._outbox.append(
+            FaultPdu(call_id=call_id, context_id=context_id, status=status).encode()
+        )
+
+    def _start_call(
+        self,
+        call_id: int,
+        context_id: int,
+        opnum: int,
+        object_uuid: uuid.UUID | None,
+        byteorder: str,
+        stub: bytes,
+    ) -> CallReceived:
+        ctx = self._contexts[context_id]
+        self._executing.add(call_id)
+        self._ctx_of_call[call_id] = context_id
         return CallReceived(
             call_id=call_id,
-            context_id=partial.context_id,
+            context_id=context_id,
             interface=ctx.interface,
             transfer_syntax=ctx.transfer_syntax,
-            opnum=partial.opnum,
-            object_uuid=partial.object_uuid,
+            opnum=opnum,
+            object_uuid=object_uuid,
             stub=stub,
-            byteorder=partial.byteorder,
+            byteorder=byteorder,
         )
 
     def _precheck(self, pdu: RequestPdu) -> int:

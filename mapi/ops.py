@@ -22,7 +22,7 @@ batch in one worker thread, under the session's lock.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -696,31 +696,42 @@ def run_batch(ctx: Context, ops: object) -> list[list[Any]]:
     Raises:
         InvalidParameter: the batch itself is malformed (not a list of [name, args]).
     """
+    return [result for result, _ in _run_all(ctx, ops)]
+
+
+def run_batch_packed(ctx: Context, ops: object) -> bytes:
+    """:func:`run_batch`, its results as one msgpack array: each result is packed once,
+    as it is measured against :data:`MAX_RESULT_BYTES`, not packed again for the reply."""
+    packed = [data for _, data in _run_all(ctx, ops)]
+    count = len(packed)  # at most MAX_OPS
+    head = bytes([0x90 | count]) if count < 16 else b"\xdc" + count.to_bytes(2, "big")
+    return head + b"".join(packed)
+
+
+def _run_all(ctx: Context, ops: object) -> Iterator[tuple[list[Any], bytes]]:
+    """Each operation's ``[hresult, value]`` and its msgpack encoding, in order; once the
+    encoded results pass MAX_RESULT_BYTES, the rest are not run."""
     if not isinstance(ops, list):
         raise errors.InvalidParameter("ops must be a list")
     if len(ops) > MAX_OPS:
         raise errors.InvalidParameter(f"a batch holds at most {MAX_OPS} operations")
-    results: list[list[Any]] = []
     total = 0
     for item in ops:
         if total > MAX_RESULT_BYTES:
-            results.append([errors.Hresult.MAPI_E_TOO_BIG, "not run: the batch's results are full"])
+            result = [errors.Hresult.MAPI_E_TOO_BIG, "not run: the batch's results are full"]
+            yield result, _packb(result)
             continue
         result = _run_one(ctx, item)
-        total += _approx_size(result[1])
+        data = _packb(result)
+        total += len(data)
         if total > MAX_RESULT_BYTES:
             result = [errors.Hresult.MAPI_E_TOO_BIG, f"results exceed {MAX_RESULT_BYTES} bytes"]
-        results.append(result)
-    return results
+            data = _packb(result)
+        yield result, data
 
 
-def _approx_size(value: Any) -> int:
-    """The encoded size of a result (msgpack's C packer beats walking it in Python); a
-    bytes result (a stream read, up to 1 MiB) counts its longest header instead of
-    being packed here only to be measured."""
-    if type(value) is bytes:
-        return len(value) + 5
-    return len(msgpack.packb(value, use_bin_type=True))
+def _packb(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def _run_one(ctx: Context, item: object) -> list[Any]:

@@ -155,6 +155,13 @@ def _read_only(batch: object) -> bool:
     return True
 
 
+#: ``{"hresult": 0, "results": <array>}`` up to the array, which ops.run_batch_packed
+#: encodes.
+_RESULTS_HEAD: Final = (
+    b"\x82" + msgpack.packb("hresult") + msgpack.packb(0) + msgpack.packb("results")
+)
+
+
 def _pack(value: dict[str, Any]) -> bytes:
     return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
 
@@ -244,11 +251,11 @@ class StoreService:
             return None  # the idle sweep is due: it needs the async path
         try:
             with inline():
-                results = ops.run_batch(live.context, batch)
+                results = ops.run_batch_packed(live.context, batch)
         except NeedsWorker:
             return None
         live.last_used = now
-        return _pack({"hresult": 0, "results": results})
+        return _RESULTS_HEAD + results
 
     async def close(self) -> None:
         """Close every session (at shutdown)."""
@@ -373,8 +380,8 @@ class StoreService:
             if live.closed:  # disconnected while this batch waited for the lock
                 raise errors.LogonFailed("the session has ended")
             live.last_used = trio.current_time()
-            results = await trio.to_thread.run_sync(ops.run_batch, live.context, batch)
-        return _pack({"hresult": 0, "results": results})
+            results = await trio.to_thread.run_sync(ops.run_batch_packed, live.context, batch)
+        return _RESULTS_HEAD + results
 
     # -- events ----------------------------------------------------------------------------
 
