@@ -157,7 +157,7 @@ def _read_only(batch: object) -> bool:
 
 #: ``{"hresult": 0, "results": <array>}`` up to the array, which ops.run_batch_packed
 #: encodes.
-_RESULTS_HEAD: Final = (
+_RESULTS_HEAD: Final[bytes] = (
     b"\x82" + msgpack.packb("hresult") + msgpack.packb(0) + msgpack.packb("results")
 )
 
