@@ -24,7 +24,7 @@ def _run(script: str, *args: str, docs: Path) -> str:
 
 def test_rpc_bench_smoke(tmp_path):
     docs = tmp_path / "benchmarks.md"
-    out = _run("rpc_bench.py", "--seconds", "0.3", docs=docs)
+    out = _run("rpc_bench.py", "--seconds", "0.3", "--rounds", "1", docs=docs)
     for label in ("bare trio TCP echo", "DCE/RPC null call", "store get_props"):
         line = next(line for line in out.splitlines() if line.startswith(label))
         assert float(line.rsplit(":", 1)[1]) > 0
