@@ -20,6 +20,7 @@ import trio
 
 from tunnel.config import TunnelConfig
 from tunnel.drivers.tls import check_pinned, client_context
+from tunnel.drivers.tls_stream import TLSStream
 from tunnel.errors import TunnelError
 from tunnel.policy import RPC_PATHS, basic_authorization
 
@@ -45,7 +46,7 @@ async def connect_tls(
     alpn: list[str],
     fingerprint: str | None,
     connect_timeout: float,
-) -> trio.SSLStream[trio.SocketStream]:
+) -> TLSStream:
     """TCP + TLS to the proxy, with the pin checked.
 
     Raises:
@@ -58,12 +59,12 @@ async def connect_tls(
     except (OSError, trio.TooSlowError) as exc:
         raise TunnelError(f"cannot connect to {host}:{port}: {exc}") from exc
     tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    stream = trio.SSLStream(tcp, ctx, server_hostname=host, https_compatible=True)
+    stream = TLSStream(tcp, ctx, server_hostname=host)
     try:
         with trio.fail_after(connect_timeout):
             await stream.do_handshake()
         if fingerprint is not None:
-            check_pinned(stream, fingerprint)  # type: ignore[arg-type]
+            check_pinned(stream, fingerprint)
     except (ssl.SSLError, trio.BrokenResourceError, trio.TooSlowError, OSError) as exc:
         await trio.aclose_forcefully(stream)
         raise TunnelError(f"TLS with {host}:{port} failed: {exc}") from exc
@@ -121,7 +122,7 @@ async def open_tunnel_stream(
     else:
         from tunnel.drivers.h1_client import h1_tunnel
 
-        async def connect() -> trio.SSLStream[trio.SocketStream]:
+        async def connect() -> TLSStream:
             return await connect_tls(
                 host,
                 proxy_port,

@@ -49,6 +49,7 @@ from dcerpc.framing import PduFramer
 from dcerpc.trio_util import acquire, finish_shielded, single_errors
 from tunnel import rts, rts_recycling
 from tunnel.config import TunnelConfig
+from tunnel.drivers.tls_stream import TLSStream
 from tunnel.errors import TunnelError
 from tunnel.recycling import (
     CONTROL_HEADROOM,
@@ -69,13 +70,13 @@ OUT_REQUEST_LENGTH = 76
 #: A successor OUT channel's request body: OUT_R2/A3 (96) + OUT_R2/C1 (24).
 OUT_SUCCESSOR_LENGTH = 120
 
-Connector = Callable[[], Awaitable[trio.SSLStream[trio.SocketStream]]]
+Connector = Callable[[], Awaitable[TLSStream]]
 
 
 class _Channel:
     """One TLS connection with an h11 client on it."""
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream], size: int) -> None:
+    def __init__(self, stream: TLSStream, size: int) -> None:
         self.stream = stream
         self.h11 = h11.Connection(h11.CLIENT)
         self.size = size
@@ -593,7 +594,7 @@ class H1TunnelStream(trio.abc.Stream):
         await _close_all([channel.stream for channel in channels])
 
 
-async def _close_all(streams: list[trio.SSLStream[trio.SocketStream]]) -> None:
+async def _close_all(streams: list[TLSStream]) -> None:
     """Close every stream, even when a close delivers a Cancelled (socket closes are
     synchronous; only the checkpoint after them raises)."""
     if not streams:

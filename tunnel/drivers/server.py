@@ -25,6 +25,7 @@ from tunnel.drivers.context import ProxyContext, TunnelInfo, peer_address
 from tunnel.drivers.h1_server import serve_h1
 from tunnel.drivers.h2_server import serve_h2
 from tunnel.drivers.tls import certificate_fingerprint, ensure_certificate, server_context
+from tunnel.drivers.tls_stream import TLSStream
 from tunnel.policy import AllowList, Authenticator
 
 log = logging.getLogger("tunnel")
@@ -38,7 +39,7 @@ async def _handle(ctx: ProxyContext, ssl_ctx: ssl.SSLContext, tcp: trio.SocketSt
         await trio.aclose_forcefully(tcp)
         return
     ctx.connections += 1
-    stream = trio.SSLStream(tcp, ssl_ctx, server_side=True, https_compatible=True)
+    stream = TLSStream(tcp, ssl_ctx, server_side=True)
     try:
         with trio.fail_after(cfg.handshake_timeout):
             await stream.do_handshake()

@@ -24,6 +24,7 @@ import os
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -159,10 +160,15 @@ def client_context(
         ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(alpn)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION  # as the server: TLSStream never renegotiates
     return ctx
 
 
-def check_pinned(ssl_object: ssl.SSLObject | ssl.SSLSocket, fingerprint: str) -> None:
+class _HasPeerCert(Protocol):
+    def getpeercert(self, binary_form: bool = ...) -> Any: ...
+
+
+def check_pinned(ssl_object: _HasPeerCert, fingerprint: str) -> None:
     """Compare the peer certificate with the pin.
 
     Raises:
