@@ -21,7 +21,7 @@ from mapi import errors
 from mapi import proptags as pt
 from mapi.limits import Limits
 from mapi.storage import staging
-from mapi.storage.db import MailboxDB
+from mapi.storage.db import PAGE_SIZE, MailboxDB
 from mapi.storage.schema import OWNER_DATA, OWNER_STAGING, SCHEMA_VERSION
 from mapi.store import MsgStore, ObjectStore
 from mapi.streams import STREAM_SEEK_SET, PropStream
@@ -263,17 +263,21 @@ def test_a_full_disk_refuses_a_write_and_changes_nothing(store: ObjectStore) -> 
     stream.write(first)
     pages = _count(db, "PRAGMA page_count")
     db.conn.execute(f"PRAGMA max_page_count = {pages}")  # the "disk" is full now
+    written = first
     with pytest.raises(errors.NotEnoughDisk):
-        stream.write(b"\x01" * (8 * CHUNK))
-    assert stream.size() == len(first)
-    assert _read_all(stream) == first
+        for i in range(64):  # room left inside the file's pages goes first
+            block = bytes([i + 3]) * (8 * CHUNK)
+            stream.write(block)
+            written += block
+    assert stream.size() == len(written)
+    assert _read_all(stream) == written
     db.conn.execute("PRAGMA max_page_count = 1073741823")
     stream.write(b"\x02" * (8 * CHUNK))
     stream.close()
     msg.save_changes()
     assert msg.entry_id is not None
     body = ms.open_message(msg.entry_id).open_stream(pt.PR_BODY_W)
-    assert _read_all(body) == first + b"\x02" * (8 * CHUNK)
+    assert _read_all(body) == written + b"\x02" * (8 * CHUNK)
 
 
 def test_staging_commits_skip_the_fsync_and_saves_keep_it(store: ObjectStore) -> None:
@@ -313,5 +317,29 @@ def test_version_2_files_are_upgraded(store: ObjectStore, data_dir: Path) -> Non
         assert _attachment_data(view, eid) == bytes(3 * CHUNK)
         newer = _save_attachment(view, b"x" * (2 * CHUNK))
         assert _attachment_data(view, newer) == b"x" * (2 * CHUNK)
+    finally:
+        again.close()
+
+
+def test_new_mailboxes_use_16_kib_pages_and_old_files_keep_theirs(
+    store: ObjectStore, data_dir: Path
+) -> None:
+    """Chunk rows are 64 KiB: 16 KiB pages make staging faster (see db.PAGE_SIZE); a
+    file made with another page size must open and work unchanged."""
+    ms = _open(store)
+    path = _db(ms).path
+    assert _count(_db(ms), "PRAGMA page_size") == PAGE_SIZE
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode = DELETE")  # page size changes need a rollback journal
+    conn.execute("PRAGMA page_size = 4096")
+    conn.execute("VACUUM")
+    conn.close()
+    again = ObjectStore(data_dir, kdf=FAST_KDF, limits=LIMITS)
+    try:
+        view = again.logon_with_password("eve", "pw").open_store()
+        assert _count(_db(view), "PRAGMA page_size") == 4096
+        eid = _save_attachment(view, b"y" * (3 * CHUNK))
+        assert _attachment_data(view, eid) == b"y" * (3 * CHUNK)
     finally:
         again.close()
