@@ -26,8 +26,13 @@ carries server→client PDUs. :class:`ServerChannel` wraps an h11 server connect
     Body bytes go through :class:`dcerpc.framing.PduFramer` (a hostile ``frag_length`` is
     refused before its body is buffered) and come out as :class:`RtsReceived` or
     :class:`RpcPduReceived`. The driver sends the OUT response with
-    :meth:`start_out_response` and PDUs with :meth:`send_body`; h11 keeps us within
-    the Content-Length we announced.
+    :meth:`start_out_response` and PDUs with :meth:`send_body`. Both bodies are
+    Content-Length framed and long (1 GiB), so past the heads (and what h11 buffered
+    with them) the channel counts them itself instead of passing each read and write
+    through h11 (a few microseconds each, per small call): it refuses body bytes past
+    the announced length, ends the request body exactly at its Content-Length, and
+    then expects only the EOF (MS-RPCH recycles channels on new connections; nothing
+    follows a channel's body on its connection).
 
 Receiving may queue an error answer (400/431) before raising
 :class:`ChannelError`; the driver flushes :meth:`data_to_send` and closes.
@@ -136,6 +141,12 @@ class ServerChannel:
         self._partial_head = False
         #: True once an RPC channel's response head is queued (a refusal is then too late).
         self._response_started = False
+        #: RPC body bytes h11 delivered, and (once h11's buffer is drained) the body bytes
+        #: still to come, read without h11 (see :meth:`receive_data`).
+        self._body_seen = 0
+        self._raw_left: int | None = None
+        #: OUT response body bytes still allowed, sent without h11 (see :meth:`send_body`).
+        self._out_left: int | None = None
 
     # -- input ---------------------------------------------------------------------------
 
@@ -152,10 +163,40 @@ class ServerChannel:
         """
         if self.state is ChannelState.CLOSED:
             return []
+        if self._raw_left is not None:
+            return self._raw_body(data)
         if self.state is ChannelState.HEAD and data:
             self._partial_head = True
         self.h11.receive_data(data)
         return self.next_events()
+
+    def _raw_body(self, data: bytes) -> list[Event]:
+        """An RPC body's bytes past what h11 buffered, cut into PDUs directly: the body is
+        Content-Length framed, so h11 would only count it (at a few microseconds per
+        read, per small call). h11 never sees those bytes, so no request may follow the
+        body on this connection (MS-RPCH channels are recycled on new connections):
+        after it, only the EOF is expected."""
+        assert self._raw_left is not None
+        if not data:
+            self.state = ChannelState.CLOSED  # the client is gone (inside the body or not)
+            return [PeerClosed()]
+        if self._raw_left == 0:
+            self.state = ChannelState.CLOSED
+            raise ChannelError("bytes after the RPC channel's request body")
+        if len(data) < self._raw_left:
+            self._raw_left -= len(data)
+            return self._pdus(data)
+        body, extra = data[: self._raw_left], data[self._raw_left :]
+        self._raw_left = 0
+        events = self._pdus(body)
+        if self._framer.has_partial:
+            self.state = ChannelState.CLOSED
+            raise ChannelError("the body ended inside a PDU")
+        events.append(BodyEnded())
+        if extra:
+            self.state = ChannelState.CLOSED
+            raise ChannelError("bytes after the RPC channel's request body")
+        return events
 
     def next_events(self) -> list[Event]:
         """Events from bytes already received: call after each decision (a request's
@@ -173,6 +214,10 @@ class ServerChannel:
             except h11.RemoteProtocolError as exc:
                 return self._http_error(exc, events)
             if ev is h11.NEED_DATA or ev is h11.PAUSED:
+                if ev is h11.NEED_DATA and self._can_read_raw():
+                    assert self.request is not None and self.request.content_length is not None
+                    self._raw_left = self.request.content_length - self._body_seen
+                    break
                 if ev is h11.PAUSED and self._can_cycle():
                     self.h11.start_next_cycle()
                     self.state = ChannelState.HEAD
@@ -185,6 +230,14 @@ class ServerChannel:
                 break
             events.extend(self._handle(ev))
         return events
+
+    def _can_read_raw(self) -> bool:
+        return (
+            self.state is ChannelState.RPC
+            and self.request is not None
+            and self.request.content_length is not None
+            and self.h11.their_state is h11.SEND_BODY
+        )
 
     def _can_cycle(self) -> bool:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
@@ -232,6 +285,7 @@ class ServerChannel:
                 return []
             if self.state is ChannelState.BODY:
                 return [BodyReceived(data=bytes(ev.data))]
+            self._body_seen += len(ev.data)
             return self._pdus(bytes(ev.data))
         if isinstance(ev, h11.EndOfMessage):
             if self.state is ChannelState.DRAIN:
@@ -354,14 +408,24 @@ class ServerChannel:
                 ],
             )
         )
+        self._out_left = content_length
 
     def send_body(self, data: bytes) -> None:
         """Queue bytes of the OUT response body.
 
+        The body goes out without h11 (which would only count it): the OUT channel ends
+        by closing, never with a further response on the connection.
+
         Raises:
-            h11.LocalProtocolError: more than the announced Content-Length (a bug).
+            h11.LocalProtocolError: before the response head, or more than the announced
+                Content-Length (a bug).
         """
-        self._send(h11.Data(data=data))
+        if self._out_left is None:
+            raise h11.LocalProtocolError("the OUT response has not started")
+        if len(data) > self._out_left:
+            raise h11.LocalProtocolError("more body than the announced Content-Length")
+        self._out_left -= len(data)
+        self._out += data
 
     def close(self) -> None:
         self.state = ChannelState.CLOSED

@@ -7,6 +7,7 @@ import base64
 
 import h2.connection
 import h2.events
+import h11
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -133,6 +134,46 @@ def test_body_ending_inside_a_pdu_is_an_error() -> None:
     ch.accept_rpc()
     with pytest.raises(ChannelError):
         ch.receive_data(rts.conn_a3(120000)[:20] + b"\x00" * 10)
+
+
+@pytest.mark.parametrize("split", [1, 7, 40])
+def test_a_body_read_past_h11_ends_exactly_and_nothing_may_follow(split: int) -> None:
+    """Past h11's buffer the RPC body is read by counting (channel.py's raw reads): the
+    PDUs, the end of the body at its Content-Length, then only the EOF."""
+    pdus = [ShutdownPdu(call_id=i).encode() for i in range(3)]
+    body = b"".join(pdus)
+    ch = ServerChannel(CFG)
+    ch.receive_data(IN_HEAD.replace(b"1073741824", str(len(body)).encode()))
+    ch.accept_rpc()
+    assert ch.next_events() == []
+    events: list[object] = []
+    for start in range(0, len(body), split):
+        events += ch.receive_data(body[start : start + split])
+    assert [e.data for e in events if isinstance(e, RpcPduReceived)] == pdus
+    assert isinstance(events[-1], BodyEnded)
+    assert isinstance(ch.receive_data(b"")[0], PeerClosed)
+    extra = ServerChannel(CFG)
+    extra.receive_data(IN_HEAD.replace(b"1073741824", str(len(body)).encode()))
+    extra.accept_rpc()
+    extra.next_events()
+    with pytest.raises(ChannelError, match="after the RPC channel"):
+        extra.receive_data(body + b"GET / HTTP/1.1\r\n\r\n")
+
+
+def test_out_body_is_bounded_by_its_content_length() -> None:
+    ch = ServerChannel(CFG)
+    ch.receive_data(IN_HEAD.replace(b"RPC_IN_DATA", b"RPC_OUT_DATA"))
+    ch.accept_rpc()
+    with pytest.raises(h11.LocalProtocolError):
+        ch.send_body(b"early")  # before the response head
+    ch.start_out_response(10)
+    ch.data_to_send()
+    ch.send_body(b"0123456")
+    assert ch.data_to_send() == b"0123456"  # the body bytes as they are
+    with pytest.raises(h11.LocalProtocolError):
+        ch.send_body(b"789!")
+    ch.send_body(b"789")
+    assert ch.data_to_send() == b"789"
 
 
 @settings(max_examples=300, deadline=None)

@@ -74,7 +74,14 @@ Connector = Callable[[], Awaitable[TLSStream]]
 
 
 class _Channel:
-    """One TLS connection with an h11 client on it."""
+    """One TLS connection with an h11 client on it.
+
+    h11 writes and reads the heads. The long bodies (an IN channel's request, an OUT
+    channel's response: Content-Length framed, 1 GiB) go around it once it is past the
+    head, counted here against their Content-Length: h11 would only count them, at a
+    few microseconds per read and per write, per small call. A channel's connection
+    carries nothing after its body (MS-RPCH recycles channels on new connections).
+    """
 
     def __init__(self, stream: TLSStream, size: int) -> None:
         self.stream = stream
@@ -83,15 +90,44 @@ class _Channel:
         self.lock = trio.Lock()
         #: Replaced by a successor: its end is expected, not an error.
         self.retired = False
+        #: Request body bytes we may still send without h11 (None: h11 sends the body).
+        self._send_left: int | None = None
+        #: The response's Content-Length, body bytes h11 delivered, and (once past h11's
+        #: buffer) the body bytes still to come.
+        self._response_length: int | None = None
+        self._body_seen = 0
+        self._receive_left: int | None = None
 
     async def send(self, event: h11.Event) -> None:
         data = self.h11.send(event)
         if data:
-            await acquire(self.lock)
-            try:
-                await self.stream.send_all(data)
-            finally:
-                self.lock.release()
+            await self._send_raw(data)
+
+    def send_body_directly(self, content_length: int) -> None:
+        """From now on :meth:`send_body` writes the request body (``content_length``
+        bytes in all) without h11; nothing may be sent through h11 after it."""
+        self._send_left = content_length
+
+    async def send_body(self, data: bytes) -> None:
+        """Bytes of the request body.
+
+        Raises:
+            TunnelError: more than the request's Content-Length.
+        """
+        if self._send_left is None:
+            await self.send(h11.Data(data=data))
+            return
+        if len(data) > self._send_left:
+            raise TunnelError("the channel's request body is full")
+        self._send_left -= len(data)
+        await self._send_raw(data)
+
+    async def _send_raw(self, data: bytes) -> None:
+        await acquire(self.lock)
+        try:
+            await self.stream.send_all(data)
+        finally:
+            self.lock.release()
 
     async def next_event(self) -> h11.Event | type[h11.PAUSED]:
         while True:
@@ -100,12 +136,62 @@ class _Channel:
             except h11.RemoteProtocolError as exc:
                 raise TunnelError(f"bad HTTP from the proxy: {exc}") from exc
             if event is not h11.NEED_DATA:
+                if isinstance(event, h11.Response):
+                    self._response_length = _content_length(event)
+                elif isinstance(event, h11.Data):
+                    self._body_seen += len(event.data)
                 return event  # type: ignore[return-value]
+            self.h11.receive_data(await self._receive())
+
+    async def receive_body(self) -> bytes:
+        """The next bytes of the response body (after :meth:`next_event` gave its head),
+        ``b""`` at its end.
+
+        Raises:
+            TunnelError: bad HTTP, or the connection ended inside the body.
+        """
+        while self._receive_left is None:
             try:
-                data = await self.stream.receive_some(self.size)
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise TunnelError(f"the proxy connection broke: {exc}") from exc
-            self.h11.receive_data(bytes(data))
+                event = self.h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise TunnelError(f"bad HTTP from the proxy: {exc}") from exc
+            if event is h11.NEED_DATA:
+                if self.h11.their_state is h11.SEND_BODY and self._response_length is not None:
+                    self._receive_left = self._response_length - self._body_seen
+                    break
+                self.h11.receive_data(await self._receive())
+            elif isinstance(event, h11.Data):
+                self._body_seen += len(event.data)
+                return bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                return b""
+            else:
+                raise TunnelError(f"unexpected {event!r} in the response body")
+        if self._receive_left == 0:
+            return b""
+        data = await self._receive()
+        if not data:
+            raise TunnelError("the proxy closed the connection inside the response body")
+        if len(data) > self._receive_left:
+            raise TunnelError("the proxy sent bytes after the response body")
+        self._receive_left -= len(data)
+        return data
+
+    async def _receive(self) -> bytes:
+        try:
+            return bytes(await self.stream.receive_some(self.size))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise TunnelError(f"the proxy connection broke: {exc}") from exc
+
+
+def _content_length(response: h11.Response) -> int | None:
+    """The Content-Length of a 200 response (the only ones whose body we stream)."""
+    if response.status_code != 200:
+        return None
+    for name, value in response.headers:
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return None
 
 
 def _error_from(response: h11.Response) -> TunnelError:
@@ -161,6 +247,8 @@ class _Opener:
                 raise _error_from(event)
             if not (isinstance(event, h11.InformationalResponse) and event.status_code == 100):
                 raise TunnelError(f"{method}: expected 100 Continue, got {event!r}")
+            if method == "RPC_IN_DATA":  # OUT requests end with EndOfMessage: h11 sends those
+                channel.send_body_directly(length)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
@@ -245,7 +333,7 @@ class H1TunnelStream(trio.abc.Stream):
     async def _write_in(self, data: bytes, *, rpc: bool) -> None:
         self.send_window.sent(len(data), rpc=rpc)
         try:
-            await self.in_ch.send(h11.Data(data=data))
+            await self.in_ch.send_body(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._fail(exc)
             raise trio.BrokenResourceError("IN channel broke") from exc
@@ -335,29 +423,27 @@ class H1TunnelStream(trio.abc.Stream):
                 if not rts.is_rts(pdu):
                     raise TunnelError("RPC data before CONN/C2")
                 return rts.decode_rts(pdu)
-            event = await self.out_ch.next_event()
-            if isinstance(event, h11.Data):
-                self._out_framer.feed(event.data)
-            else:
-                raise TunnelError(f"OUT channel ended during establishment: {event!r}")
+            data = await self.out_ch.receive_body()
+            if not data:
+                raise TunnelError("the OUT channel ended during establishment")
+            self._out_framer.feed(data)
 
     # -- background readers ------------------------------------------------------------------
 
     async def _out_reader(self) -> None:
         try:
             while True:
-                event = await self.out_ch.next_event()
-                if isinstance(event, h11.Data):
-                    self._out_framer.feed(event.data)
-                    while (pdu := self._out_framer.next_pdu()) is not None:
-                        if await self._out_pdu(pdu):
-                            break  # OUT_R2/B3: the rest of the predecessor is not read
-                    while self._buffered > 2 * OUT_WINDOW and self._error is None:
-                        await self._changed.wait()  # the caller is not reading: stop too
-                else:
+                data = await self.out_ch.receive_body()
+                if not data:
                     self._eof = True
                     self._notify()
                     return
+                self._out_framer.feed(data)
+                while (pdu := self._out_framer.next_pdu()) is not None:
+                    if await self._out_pdu(pdu):
+                        break  # OUT_R2/B3: the rest of the predecessor is not read
+                while self._buffered > 2 * OUT_WINDOW and self._error is None:
+                    await self._changed.wait()  # the caller is not reading: stop too
         except (TunnelError, RemoteProtocolError, trio.BrokenResourceError) as exc:
             self._fail(exc)
 
@@ -430,7 +516,7 @@ class H1TunnelStream(trio.abc.Stream):
             self._in_successor = (channel, cookie, window)
             switched = self._in_switched = trio.Event()
             self._in_recycle.a1_sent()
-            await channel.send(h11.Data(data=a1))
+            await channel.send_body(a1)
             assert self._nursery is not None
             self._nursery.start_soon(self._watch_in, channel)
             await switched.wait()
