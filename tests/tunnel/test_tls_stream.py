@@ -131,7 +131,13 @@ async def test_failed_handshake_breaks_both_ends(
     contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
     server_ctx, _ = contexts
+    # impacket's examples replace ssl.create_default_context process-wide with one that
+    # verifies nothing; our contexts must not follow it.
+    from impacket.examples import monkeypatch_ssl_create_default_context
+
+    monkeypatch_ssl_create_default_context()
     strict = client_context(alpn=["h2"])  # system trust: our self-signed certificate fails
+    assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
     a, b = socket_streams()
     client = TLSStream(a, strict, server_hostname="localhost")
     server = TLSStream(b, server_ctx, server_side=True)

@@ -137,7 +137,9 @@ def ensure_certificate(
 
 def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     """A server context: TLS 1.2+, the certificate, ALPN ``h2`` and ``http/1.1``."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    # Built directly, not with ssl.create_default_context: a library may replace that
+    # process-wide (impacket's examples do, with an unverifying, SECLEVEL=0 one).
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert_file, key_file)
     ctx.set_alpn_protocols(ALPN_PROTOCOLS)
@@ -151,13 +153,18 @@ def client_context(
 ) -> ssl.SSLContext:
     """A client context. With ``fingerprint`` the chain is not verified by OpenSSL: call
     :func:`check_pinned` after the handshake. Otherwise system trust (or ``cafile``)."""
+    # PROTOCOL_TLS_CLIENT verifies the chain and the host name unless told otherwise.
+    # Not ssl.create_default_context: a library may replace that process-wide with one
+    # that verifies nothing (impacket's examples do), and we must never follow it.
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if fingerprint is not None:
         normalize_fingerprint(fingerprint)  # refuse a malformed pin before connecting
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    elif cafile is not None:
+        ctx.load_verify_locations(cafile=str(cafile))
     else:
-        ctx = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+        ctx.load_default_certs()
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(alpn)
     ctx.options |= ssl.OP_NO_RENEGOTIATION  # as the server: TLSStream never renegotiates
