@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mapi import errors
 from mapi import proptags as pt
@@ -146,6 +147,13 @@ class MapiObject:
         Raises:
             InvalidParameter: too many tags.
         """
+        hresult, pairs = self.get_prop_pairs(tags)
+        return PropsResult(hresult, [PropValue(tag, value) for tag, value in pairs])
+
+    def get_prop_pairs(self, tags: Sequence[int] | None = None) -> tuple[int, list[list[Any]]]:
+        """:meth:`get_props` as the wire carries it: the status, and ``[tag, value]``
+        pairs (a PT_ERROR tag's value is the HRESULT). The RPC service's read path:
+        no :class:`PropValue` is built only to be taken apart again."""
         with self._ctx.db.lock:
             self._check_open()
             self._begin()
@@ -154,22 +162,22 @@ class MapiObject:
             elif len(tags) > self._ctx.limits.max_props_per_call:
                 raise errors.InvalidParameter("too many property tags")
             get_one = self._get_one
-            values = [get_one(tag) for tag in tags]
-            warn = _PT_ERROR in {v.tag & 0xFFFF for v in values}
-            return PropsResult(int(errors.MAPI_W_ERRORS_RETURNED) if warn else 0, values)
+            pairs = [get_one(tag) for tag in tags]
+            warn = _PT_ERROR in {pair[0] & 0xFFFF for pair in pairs}
+            return (int(errors.MAPI_W_ERRORS_RETURNED) if warn else 0), pairs
 
-    def _get_one(self, tag: object) -> PropValue:
+    def _get_one(self, tag: object) -> list[Any]:
         # Plain int comparisons: this runs for every property of every read.
         if not isinstance(tag, int) or isinstance(tag, bool) or not 0 <= tag <= 0xFFFFFFFF:
-            return PropValue(_PT_ERROR, int(errors.Hresult.MAPI_E_INVALID_PARAMETER))
+            return [_PT_ERROR, int(errors.Hresult.MAPI_E_INVALID_PARAMETER)]
         ptype = tag & 0xFFFF
         if ptype == _PT_UNSPECIFIED:
             tag = self._resolve_unspecified(tag)
             ptype = tag & 0xFFFF
         value = self._value_of(pt.canonical_tag(tag) if ptype in _STRING8_TYPES else tag)
         if isinstance(value, errors.MapiError):
-            return PropValue(pt.error_tag(tag), value.hresult)
-        return PropValue(tag, value)
+            return [pt.error_tag(tag), value.hresult]
+        return [tag, value]
 
     def get_prop_list(self) -> list[int]:
         """Tags of every property the object has (strings as PT_UNICODE)."""
