@@ -180,16 +180,23 @@ async def test_a_cancelled_send_breaks_the_stream(
     await server.aclose()
 
 
-async def test_two_receivers_are_refused(pair) -> None:
-    client, _server = pair
-    if not isinstance(client, TLSStream):
-        pytest.skip("our stream's own check")
+async def test_two_receivers_are_refused(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    a, b = socket_streams()
+    client = TLSStream(a, client_ctx, server_hostname="localhost")
+    server = TLSStream(b, server_ctx, server_side=True)
+    with trio.fail_after(10):
+        await handshake(client, server)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.receive_some)
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(trio.BusyResourceError):
             await client.receive_some()
         nursery.cancel_scope.cancel()
+    await client.aclose()
+    await server.aclose()
 
 
 async def test_tls_1_2(tmp_path: Path) -> None:
