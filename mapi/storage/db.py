@@ -61,6 +61,8 @@ from mapi.storage.staging import recover as release_staged
 BUSY_TIMEOUT_MS = 10_000
 #: Page size of new databases (existing ones keep theirs).
 PAGE_SIZE = 16384
+#: Write-ahead log kept before a checkpoint copies it into the database file.
+WAL_CHECKPOINT_BYTES = 64 << 20
 
 
 def create_private_file(path: Path) -> None:
@@ -88,6 +90,13 @@ def connect(path: Path) -> sqlite3.Connection:
     if str(mode).lower() != "wal":  # pragma: no cover - file systems without WAL
         raise errors.CallFailed(f"cannot enable WAL on {path}")
     conn.execute("PRAGMA synchronous = FULL")
+    # Checkpoints run inside the commit that crosses the threshold: every 16 MiB of log at
+    # SQLite's default (1000 pages) they took a third of staging a large attachment.
+    # Every 64 MiB they cost fewer fsyncs for the same copying (staging 360-385 ->
+    # 460-480 MiB/s); the log file is cut back to that size after a checkpoint.
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_BYTES // page_size}")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_BYTES}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.create_function("mapi_content", 3, _sql_content, deterministic=True)
     return conn

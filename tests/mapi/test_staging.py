@@ -21,7 +21,7 @@ from mapi import errors
 from mapi import proptags as pt
 from mapi.limits import Limits
 from mapi.storage import staging
-from mapi.storage.db import PAGE_SIZE, MailboxDB
+from mapi.storage.db import PAGE_SIZE, WAL_CHECKPOINT_BYTES, MailboxDB
 from mapi.storage.schema import OWNER_DATA, OWNER_STAGING, SCHEMA_VERSION
 from mapi.store import MsgStore, ObjectStore
 from mapi.streams import STREAM_SEEK_SET, PropStream
@@ -329,6 +329,7 @@ def test_new_mailboxes_use_16_kib_pages_and_old_files_keep_theirs(
     ms = _open(store)
     path = _db(ms).path
     assert _count(_db(ms), "PRAGMA page_size") == PAGE_SIZE
+    assert _count(_db(ms), "PRAGMA wal_autocheckpoint") == WAL_CHECKPOINT_BYTES // PAGE_SIZE
     store.close()
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA journal_mode = DELETE")  # page size changes need a rollback journal
@@ -339,6 +340,7 @@ def test_new_mailboxes_use_16_kib_pages_and_old_files_keep_theirs(
     try:
         view = again.logon_with_password("eve", "pw").open_store()
         assert _count(_db(view), "PRAGMA page_size") == 4096
+        assert _count(_db(view), "PRAGMA wal_autocheckpoint") == WAL_CHECKPOINT_BYTES // 4096
         eid = _save_attachment(view, b"y" * (3 * CHUNK))
         assert _attachment_data(view, eid) == b"y" * (3 * CHUNK)
     finally:
