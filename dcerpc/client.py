@@ -77,6 +77,7 @@ class RpcClient:
 
     def __init__(self, stream: trio.abc.Stream, config: RpcConfig | None = None) -> None:
         self.stream = stream
+        self._plain_socket = isinstance(stream, trio.SocketStream)
         self.config = config or RpcConfig()
         self.core = ClientConnection(self.config)
         self._waiters: dict[int, _Waiter] = {}
@@ -218,12 +219,14 @@ class RpcClient:
         failure: BaseException | None = None
         timed_out = False
         try:
-            if len(data) <= UNBOUNDED_SEND:
-                # A request this small blocks only on a server that has stopped reading,
-                # and then its reply would never come either: the caller's own timeout
-                # is what ends that wait. A deadline scope costs about 10 us, 7% of a
-                # small call's round trip, so only larger sends (where waiting on flow
-                # control is normal, and a stall must end the connection) get one.
+            if len(data) <= UNBOUNDED_SEND and self._plain_socket:
+                # On a TCP socket a request this small blocks only on a server that has
+                # stopped reading, and then its reply would never come either: the
+                # caller's own timeout is what ends that wait. A deadline scope costs
+                # about 10 us, 7% of a small call's round trip, so only larger sends
+                # (where waiting on flow control is normal, and a stall must end the
+                # connection) get one. A tunnel stream may also wait for the proxy's
+                # flow-control credit, which nothing else bounds: it keeps the deadline.
                 await self.stream.send_all(data)
             else:
                 deadline = trio.current_time() + self.config.send_timeout

@@ -183,10 +183,11 @@ class RpcServer:
                     if not self._handle_input(conn, nursery, data):
                         break
                     if conn.core.has_partial_input:
-                        # From when the incomplete input began, not from the last byte: a
-                        # peer trickling bytes cannot keep pushing the limit away.
+                        # From when the incomplete input arrived (not from when the read
+                        # began: the wait before it was idleness), and not from the last
+                        # byte: a peer trickling bytes cannot keep pushing the limit away.
                         if conn.partial_since is None:
-                            conn.partial_since = conn.active_at
+                            conn.partial_since = trio.current_time()
                     else:
                         conn.partial_since = None
                     if conn.core.outbox_pending:

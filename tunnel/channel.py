@@ -205,8 +205,8 @@ class ServerChannel:
         Raises:
             ChannelError: as :meth:`receive_data`.
         """
-        if self.state is ChannelState.CLOSED:
-            return []
+        if self.state is ChannelState.CLOSED or self._raw_left is not None:
+            return []  # past h11: the body's bytes come through receive_data only
         events: list[Event] = []
         while self.state not in (ChannelState.DECIDING, ChannelState.CLOSED):
             try:
@@ -236,6 +236,8 @@ class ServerChannel:
             self.state is ChannelState.RPC
             and self.request is not None
             and self.request.content_length is not None
+            # With Transfer-Encoding too, h11 reads chunks (RFC 9112 6.3): leave it to h11.
+            and "transfer-encoding" not in self.request.headers
             and self.h11.their_state is h11.SEND_BODY
         )
 

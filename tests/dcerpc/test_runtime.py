@@ -510,3 +510,46 @@ async def test_a_slow_but_steady_reader_is_not_dropped(inline: bool):
                     callers.start_soon(small)
             assert got == {1: 150_000, 2: 150_000, "small": b"hi"}
         nursery.cancel_scope.cancel()
+
+
+class _SplittingStream(trio.abc.Stream):
+    """Sends each PDU in two pieces a moment apart once ``split`` is set."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.split = False
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self.split and len(data) > 20:
+            await self.inner.send_all(data[:10])
+            await trio.sleep(0.05)
+            data = data[10:]
+        await self.inner.send_all(data)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        return await self.inner.receive_some(max_bytes)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def test_the_receive_timeout_counts_from_the_partial_input_not_the_idle_wait():
+    """A request split across reads after a quiet spell longer than receive_timeout (but
+    inside idle_timeout) is served: the time before its first byte was idleness."""
+    config = RpcConfig(idle_timeout=60, receive_timeout=0.5, send_timeout=5)
+    server = RpcServer([EchoService().interface()], config=config, name="test")
+    client_end, server_end = local_stream_pair(1 << 16)
+    splitting = _SplittingStream(client_end)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.handle_stream, server_end)
+            async with open_rpc_client(splitting, config) as rpc:
+                ctx = await rpc.bind(ECHO)
+                assert await rpc.call(ctx, OPS_ECHO, b"a") == b"a"
+                await trio.sleep(1.5)  # three receive timeouts of quiet
+                splitting.split = True
+                assert await rpc.call(ctx, OPS_ECHO, b"b" * 100) == b"b" * 100
+            nursery.cancel_scope.cancel()

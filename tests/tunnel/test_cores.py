@@ -160,6 +160,38 @@ def test_a_body_read_past_h11_ends_exactly_and_nothing_may_follow(split: int) ->
         extra.receive_data(body + b"GET / HTTP/1.1\r\n\r\n")
 
 
+def test_the_body_count_survives_the_drivers_repeated_event_polls() -> None:
+    """The proxy's driver asks next_events() whenever its queue is empty: that must not
+    reset the count of a body read past h11 (bytes past Content-Length are refused)."""
+    pdu = ShutdownPdu().encode()
+    length = 3 * len(pdu)
+    ch = ServerChannel(CFG)
+    ch.receive_data(IN_HEAD.replace(b"1073741824", str(length).encode()))
+    ch.accept_rpc()
+    got: list[object] = []
+    for _ in range(3):
+        assert ch.next_events() == []
+        got += ch.receive_data(pdu)
+        assert ch.next_events() == []
+    assert isinstance(got[-1], BodyEnded)
+    with pytest.raises(ChannelError):
+        ch.receive_data(pdu)
+
+
+def test_a_body_with_transfer_encoding_is_left_to_h11() -> None:
+    """Content-Length with Transfer-Encoding: chunked is read as chunks (RFC 9112 6.3)."""
+    pdu = ShutdownPdu().encode()
+    head = IN_HEAD.replace(b"Content-Length: 1073741824\r\n", b"Content-Length: 99\r\n")
+    head = head.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    ch = ServerChannel(CFG)
+    ch.receive_data(head)
+    ch.accept_rpc()
+    assert ch.next_events() == []
+    chunk = b"%x\r\n" % len(pdu) + pdu + b"\r\n"
+    events = ch.receive_data(chunk) + ch.receive_data(b"0\r\n\r\n")
+    assert [type(e).__name__ for e in events] == ["RpcPduReceived", "BodyEnded"]
+
+
 def test_out_body_is_bounded_by_its_content_length() -> None:
     ch = ServerChannel(CFG)
     ch.receive_data(IN_HEAD.replace(b"RPC_IN_DATA", b"RPC_OUT_DATA"))

@@ -199,6 +199,30 @@ async def test_two_receivers_are_refused(
     await server.aclose()
 
 
+async def test_a_cancelled_receive_loses_nothing(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """Cancelled before it reads, or while only buffered data remains: the data is all
+    there for the next receive."""
+    server_ctx, client_ctx = contexts
+    a, b = socket_streams()
+    client = TLSStream(a, client_ctx, server_hostname="localhost")
+    server = TLSStream(b, server_ctx, server_side=True)
+    with trio.fail_after(10):
+        await handshake(client, server)
+        await client.send_all(b"A" * 100)
+        await client.send_all(b"B" * 100)
+        first = await server.receive_some(1)  # the rest stays decrypted in the buffer
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await server.receive_some(1000)
+        assert scope.cancelled_caught
+        rest = await receive_exactly(server, 199)
+    assert first + rest == b"A" * 100 + b"B" * 100
+    await client.aclose()
+    await server.aclose()
+
+
 async def test_tls_1_2(tmp_path: Path) -> None:
     cert, key = ensure_certificate(tmp_path, ["localhost"])
     server_ctx = server_context(cert, key)

@@ -88,6 +88,7 @@ class TLSStream(trio.abc.Stream):
             return
         async with self._handshake_lock:
             while not self._handshook:
+                self._check_usable()  # a handshake another task broke or gave up on
                 try:
                     self._ssl.do_handshake()
                     self._handshook = True
@@ -126,6 +127,7 @@ class TLSStream(trio.abc.Stream):
             raise trio.BusyResourceError("another task is receiving on this stream")
         self._receiving = True
         try:
+            await trio.lowlevel.checkpoint_if_cancelled()
             self._check_usable()
             if not self._handshook:
                 await self.do_handshake()
@@ -148,14 +150,14 @@ class TLSStream(trio.abc.Stream):
                     self._eof = True  # close_notify
                 except ssl.SSLError as exc:
                     raise self._break(exc) from exc
-            if self._outgoing.pending:  # the read needs an answer (a KeyUpdate)
-                await acquire(self._send_lock)
-                try:
-                    await self._send_outgoing()
-                finally:
-                    self._send_lock.release()
-            elif not waited:
-                await trio.lowlevel.checkpoint()  # served from the buffer: still a checkpoint
+            # Whatever the read made OpenSSL queue (a KeyUpdate answer, an alert) goes out
+            # with the next send, which drains the outgoing BIO first: RFC 8446 4.6.3 asks
+            # for the KeyUpdate before our next application data, not sooner. Sending it
+            # here could block, or be cancelled, with the data already taken.
+            if not waited:
+                # Served from the buffer: still a checkpoint, but cancelling it now would
+                # lose the data read, so only a shielded one (as trio's SocketStream).
+                await trio.lowlevel.cancel_shielded_checkpoint()
             return data
         finally:
             self._receiving = False
