@@ -49,7 +49,10 @@ log = logging.getLogger("dcerpc.client")
 T = TypeVar("T")
 
 #: Largest send made without a deadline (``RpcConfig.send_timeout`` bounds larger ones;
-#: see ``RpcClient._send_queued``).
+#: see ``RpcClient._send_queued``), on a TCP socket or on a stream whose class sets
+#: ``bounded_waits = True``: its ``send_all`` waits without bound for nothing but the
+#: socket under it (the tunnel streams bound their waits for flow-control credit). On
+#: any other stream every send gets the deadline.
 UNBOUNDED_SEND = 8192
 
 
@@ -77,7 +80,10 @@ class RpcClient:
 
     def __init__(self, stream: trio.abc.Stream, config: RpcConfig | None = None) -> None:
         self.stream = stream
-        self._plain_socket = isinstance(stream, trio.SocketStream)
+        # See UNBOUNDED_SEND: a TCP socket, or a stream that bounds its own waits.
+        self._small_sends_free = isinstance(stream, trio.SocketStream) or getattr(
+            stream, "bounded_waits", False
+        )
         self.config = config or RpcConfig()
         self.core = ClientConnection(self.config)
         self._waiters: dict[int, _Waiter] = {}
@@ -219,14 +225,12 @@ class RpcClient:
         failure: BaseException | None = None
         timed_out = False
         try:
-            if len(data) <= UNBOUNDED_SEND and self._plain_socket:
-                # On a TCP socket a request this small blocks only on a server that has
-                # stopped reading, and then its reply would never come either: the
-                # caller's own timeout is what ends that wait. A deadline scope costs
-                # about 10 us, 7% of a small call's round trip, so only larger sends
-                # (where waiting on flow control is normal, and a stall must end the
-                # connection) get one. A tunnel stream may also wait for the proxy's
-                # flow-control credit, which nothing else bounds: it keeps the deadline.
+            if len(data) <= UNBOUNDED_SEND and self._small_sends_free:
+                # A request this small blocks only on a server that has stopped reading,
+                # and then its reply would never come either: the caller's own timeout
+                # is what ends that wait. A deadline scope costs about 10 us, 7% of a
+                # small call's round trip, so only larger sends (where waiting on flow
+                # control is normal, and a stall must end the connection) get one.
                 await self.stream.send_all(data)
             else:
                 deadline = trio.current_time() + self.config.send_timeout

@@ -26,10 +26,10 @@ class RpcConfig:
     idle_timeout: float = 300.0
     #: Seconds a started PDU or a fragmented request may take to arrive whole.
     receive_timeout: float = 30.0
-    #: Seconds a send may block on a peer that does not read. On a TCP socket the client
-    #: applies it to sends larger than ``dcerpc.client.UNBOUNDED_SEND`` (8 KiB): a
-    #: smaller request stalls only when the reply would never come either, which the
-    #: caller bounds. Through a tunnel every send gets it.
+    #: Seconds a send may block on a peer that does not read. The client applies it to
+    #: sends larger than ``dcerpc.client.UNBOUNDED_SEND`` (8 KiB) on TCP and through the
+    #: tunnel (whose streams bound their own flow-control waits): a smaller request
+    #: stalls only when the reply would never come either, which the caller bounds.
     send_timeout: float = 30.0
     #: Connections served at once by one listener; more are refused at accept.
     max_connections: int = 1024

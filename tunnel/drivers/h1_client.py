@@ -258,6 +258,10 @@ class _Opener:
 class H1TunnelStream(trio.abc.Stream):
     """The client's end of an MS-RPCH virtual connection. Create it with :func:`h1_tunnel`."""
 
+    #: send_all waits for flow-control acks or the successor IN channel at most
+    #: ``config.send_timeout`` (see dcerpc.client.UNBOUNDED_SEND).
+    bounded_waits = True
+
     def __init__(
         self, opener: _Opener, in_ch: _Channel, out_ch: _Channel, config: TunnelConfig
     ) -> None:
@@ -368,6 +372,7 @@ class H1TunnelStream(trio.abc.Stream):
         overhead = CONTROL_HEADROOM + self._in_recycle.reserve() + IN_R2_A1_SIZE
         if len(pdu) + overhead > self.lifetime:
             raise trio.BrokenResourceError("an RPC PDU larger than the IN channel lifetime")
+        deadline: float | None = None
         while True:
             if self._error is not None:
                 raise trio.BrokenResourceError(str(self._error))
@@ -380,7 +385,15 @@ class H1TunnelStream(trio.abc.Stream):
                     return
             finally:
                 self._in_lock.release()
-            await self._changed.wait()
+            # No room: a flow-control ack or the successor IN channel must come. A proxy
+            # that sends neither within send_timeout has stopped reading: the VC fails.
+            if deadline is None:
+                deadline = trio.current_time() + self.config.send_timeout
+            with trio.move_on_at(deadline) as scope:
+                await self._changed.wait()
+            if scope.cancelled_caught:
+                self._fail(trio.TooSlowError("the proxy acknowledged nothing in time"))
+                raise trio.BrokenResourceError("the proxy stopped reading our requests")
 
     # -- establishment -----------------------------------------------------------------------
 

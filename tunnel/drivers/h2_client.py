@@ -36,6 +36,10 @@ MAX_ERROR_BODY = 4096
 class H2TunnelStream(trio.abc.HalfCloseableStream):
     """The client's end of one tunnel stream. Create it with :func:`h2_tunnel`."""
 
+    #: send_all waits for flow-control credit at most ``config.send_timeout`` (see
+    #: dcerpc.client.UNBOUNDED_SEND).
+    bounded_waits = True
+
     def __init__(self, transport: trio.abc.Stream, config: TunnelConfig) -> None:
         self.transport = transport
         self.config = config
@@ -136,6 +140,7 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                 raise trio.ClosedResourceError
             view = bytes(data)
             sent = 0
+            credit_deadline: float | None = None
             while sent < len(view):
                 if self._error is not None:
                     raise trio.BrokenResourceError(str(self._error))
@@ -143,11 +148,22 @@ class H2TunnelStream(trio.abc.HalfCloseableStream):
                 sent += n
                 await self._flush()  # the transport's send checkpoints
                 if sent < len(view) and n == 0:
-                    await self._changed.wait()
+                    if credit_deadline is None:
+                        credit_deadline = trio.current_time() + self.config.send_timeout
+                    await self._wait_for_credit(credit_deadline)
             if not view:
                 await trio.lowlevel.checkpoint()
         finally:
             self._send_guard.release()
+
+    async def _wait_for_credit(self, deadline: float) -> None:
+        """Wait for a change (a WINDOW_UPDATE, usually); a proxy that grants no credit
+        until ``deadline`` has stopped reading: the tunnel fails."""
+        with trio.move_on_at(deadline) as scope:
+            await self._changed.wait()
+        if scope.cancelled_caught:
+            self._fail(trio.TooSlowError("the proxy granted no flow-control credit in time"))
+            raise trio.BrokenResourceError("the proxy stopped reading our requests")
 
     async def wait_send_all_might_not_block(self) -> None:
         while self.glue.sendable(self.sid) <= 0 and self._error is None:
