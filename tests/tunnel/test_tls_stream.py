@@ -37,6 +37,19 @@ async def handshake(*streams: trio.abc.Stream) -> None:
             nursery.start_soon(stream.do_handshake)  # type: ignore[attr-defined]
 
 
+async def our_pair(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> tuple[TLSStream, TLSStream]:
+    """Our stream on both ends of a socket pair, handshaken."""
+    server_ctx, client_ctx = contexts
+    a, b = socket_streams()
+    client = TLSStream(a, client_ctx, server_hostname="localhost")
+    server = TLSStream(b, server_ctx, server_side=True)
+    with trio.fail_after(10):
+        await handshake(client, server)
+    return client, server
+
+
 @pytest.fixture(params=["ours-client", "ours-server", "both"])
 async def pair(
     request: pytest.FixtureRequest, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
@@ -165,12 +178,7 @@ async def test_a_cancelled_send_breaks_the_stream(
 ) -> None:
     """Records made and not sent are lost to the TLS sequence: later sends must fail
     rather than send records the peer cannot decrypt."""
-    server_ctx, client_ctx = contexts
-    a, b = socket_streams()
-    client = TLSStream(a, client_ctx, server_hostname="localhost")
-    server = TLSStream(b, server_ctx, server_side=True)
-    with trio.fail_after(10):
-        await handshake(client, server)
+    client, server = await our_pair(contexts)
     with trio.move_on_after(0.2) as scope:
         await client.send_all(b"x" * (32 << 20))  # the server never reads
     assert scope.cancelled_caught
@@ -183,12 +191,7 @@ async def test_a_cancelled_send_breaks_the_stream(
 async def test_two_receivers_are_refused(
     contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
-    server_ctx, client_ctx = contexts
-    a, b = socket_streams()
-    client = TLSStream(a, client_ctx, server_hostname="localhost")
-    server = TLSStream(b, server_ctx, server_side=True)
-    with trio.fail_after(10):
-        await handshake(client, server)
+    client, server = await our_pair(contexts)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(client.receive_some)
         await trio.testing.wait_all_tasks_blocked()
@@ -204,12 +207,8 @@ async def test_a_cancelled_receive_loses_nothing(
 ) -> None:
     """Cancelled before it reads, or while only buffered data remains: the data is all
     there for the next receive."""
-    server_ctx, client_ctx = contexts
-    a, b = socket_streams()
-    client = TLSStream(a, client_ctx, server_hostname="localhost")
-    server = TLSStream(b, server_ctx, server_side=True)
+    client, server = await our_pair(contexts)
     with trio.fail_after(10):
-        await handshake(client, server)
         await client.send_all(b"A" * 100)
         await client.send_all(b"B" * 100)
         first = await server.receive_some(1)  # the rest stays decrypted in the buffer
