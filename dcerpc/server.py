@@ -180,6 +180,9 @@ class RpcServer:
                 while conn.core.state is not ConnectionState.CLOSED and not conn.broken:
                     conn.active_at = trio.current_time()
                     data = await stream.receive_some(RECEIVE_SIZE)
+                    # Input is activity too: a reply waiting for the send lock after a
+                    # long quiet spell must not look idle to the watchdog.
+                    conn.active_at = trio.current_time()
                     if not self._handle_input(conn, nursery, data):
                         break
                     if conn.core.has_partial_input:
@@ -187,7 +190,7 @@ class RpcServer:
                         # began: the wait before it was idleness), and not from the last
                         # byte: a peer trickling bytes cannot keep pushing the limit away.
                         if conn.partial_since is None:
-                            conn.partial_since = trio.current_time()
+                            conn.partial_since = conn.active_at  # when this input arrived
                     else:
                         conn.partial_since = None
                     if conn.core.outbox_pending:
