@@ -13,8 +13,13 @@ task and gets the replies through a callback, so an inline call costs no task sw
 Timeouts: a peer that sends nothing while no call is running is dropped after
 ``idle_timeout``; a PDU or fragmented request that stays incomplete for
 ``receive_timeout`` ends the connection; a peer that does not read our replies for
-``send_timeout`` is dropped. Handler exceptions become faults (and are logged); they
-never reach the peer as text and never stop the server.
+``send_timeout`` is dropped. On a stream the reading task only notes when it began
+waiting, since when input is incomplete and since when a reply is going out; a watchdog
+task per connection (:meth:`RpcServer._watch`) checks those every quarter of the
+shortest timeout and ends the connection, so each limit fires at most a quarter of
+itself late (moving a deadline per read and per reply cost more than the call). Handler
+exceptions become faults (and are logged); they never reach the peer as text and never
+stop the server.
 """
 
 from __future__ import annotations
