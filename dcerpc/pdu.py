@@ -649,50 +649,51 @@ def request_fragments(
     max_fragment: int,
     object_uuid: uuid.UUID | None = None,
 ) -> list[bytes]:
-    """Split one request's stub into encoded fragments no larger than ``max_fragment``."""
-    overhead = REQUEST_HEADER_SIZE + (16 if object_uuid is not None else 0)
-    if object_uuid is None and len(stub) <= _room(max_fragment - overhead):
-        # One whole fragment, packed directly (RequestPdu.encode writes the same bytes).
+    """Split one request's stub into encoded fragments no larger than ``max_fragment``
+    (the bytes :meth:`RequestPdu.encode` writes, each header packed directly)."""
+    if object_uuid is None and len(stub) <= _room(max_fragment - REQUEST_HEADER_SIZE):
+        # The usual small call: one whole fragment, no helper calls.
         size = REQUEST_HEADER_SIZE + len(stub)
-        head = _REQUEST_HEAD.pack(
+        fixed = _REQUEST_HEAD.pack(
             RPC_VERSION, 0, PType.REQUEST, WHOLE, DREP_LITTLE_ENDIAN, size, 0, call_id,
             len(stub), context_id, opnum,
         )  # fmt: skip
-        return [head + stub]
-    return _split(
-        stub,
-        max_fragment - overhead,
-        lambda flags, chunk, hint: RequestPdu(
-            call_id=call_id,
-            pfc_flags=flags,
-            alloc_hint=hint,
-            context_id=context_id,
-            opnum=opnum,
-            object_uuid=object_uuid,
-            stub=chunk,
-        ).encode(),
-    )
+        return [fixed + stub]
+    extra = b"" if object_uuid is None else object_uuid.bytes_le
+    uuid_flag = 0 if object_uuid is None else OBJECT_UUID
+    overhead = REQUEST_HEADER_SIZE + len(extra)
+
+    def head(flags: int, size: int, hint: int) -> bytes:
+        fixed = _REQUEST_HEAD.pack(
+            RPC_VERSION, 0, PType.REQUEST, flags | uuid_flag, DREP_LITTLE_ENDIAN,
+            overhead + size, 0, call_id, hint, context_id, opnum,
+        )  # fmt: skip
+        return fixed + extra
+
+    return _fragments(stub, max_fragment - overhead, head)
 
 
 def response_fragments(
     *, call_id: int, context_id: int, stub: bytes, max_fragment: int
 ) -> list[bytes]:
-    """Split one response's stub into encoded fragments no larger than ``max_fragment``."""
+    """Split one response's stub into encoded fragments no larger than ``max_fragment``
+    (the bytes :meth:`ResponsePdu.encode` writes, each header packed directly)."""
     if len(stub) <= _room(max_fragment - RESPONSE_HEADER_SIZE):
-        # One whole fragment, packed directly (ResponsePdu.encode writes the same bytes).
+        # The usual small call: one whole fragment, no helper calls.
         size = RESPONSE_HEADER_SIZE + len(stub)
-        head = _RESPONSE_HEAD.pack(
+        fixed = _RESPONSE_HEAD.pack(
             RPC_VERSION, 0, PType.RESPONSE, WHOLE, DREP_LITTLE_ENDIAN, size, 0, call_id,
             len(stub), context_id, 0,
         )  # fmt: skip
-        return [head + stub]
-    return _split(
-        stub,
-        max_fragment - RESPONSE_HEADER_SIZE,
-        lambda flags, chunk, hint: ResponsePdu(
-            call_id=call_id, pfc_flags=flags, alloc_hint=hint, context_id=context_id, stub=chunk
-        ).encode(),
-    )
+        return [fixed + stub]
+
+    def head(flags: int, size: int, hint: int) -> bytes:
+        return _RESPONSE_HEAD.pack(
+            RPC_VERSION, 0, PType.RESPONSE, flags, DREP_LITTLE_ENDIAN,
+            RESPONSE_HEADER_SIZE + size, 0, call_id, hint, context_id, 0,
+        )  # fmt: skip
+
+    return _fragments(stub, max_fragment - RESPONSE_HEADER_SIZE, head)
 
 
 def _room(room: int) -> int:
@@ -701,19 +702,19 @@ def _room(room: int) -> int:
     return room - room % 8
 
 
-def _split(stub: bytes, room: int, build: Callable[[int, bytes, int], bytes]) -> list[bytes]:
+def _fragments(stub: bytes, room: int, head: Callable[[int, int, int], bytes]) -> list[bytes]:
+    """``head(flags, stub bytes in the fragment, alloc_hint)`` + each piece of ``stub``:
+    one copy of each byte (a 1 MiB stream read is 16 fragments of 64 KiB)."""
     room = _room(room)
     if room <= 0:
         raise ValueError("fragment size too small")
-    if len(stub) <= room:
-        return [build(WHOLE, stub, len(stub))]
+    total = len(stub)
+    if total <= room:
+        return [head(WHOLE, total, total) + stub]
     view = memoryview(stub)
     out = []
-    for start in range(0, len(stub), room):
-        flags = 0
-        if start == 0:
-            flags |= FIRST_FRAG
-        if start + room >= len(stub):
-            flags |= LAST_FRAG
-        out.append(build(flags, bytes(view[start : start + room]), len(stub) - start))
+    for start in range(0, total, room):
+        end = min(start + room, total)
+        flags = (FIRST_FRAG if start == 0 else 0) | (LAST_FRAG if end == total else 0)
+        out.append(b"".join((head(flags, end - start, total - start), view[start:end])))
     return out

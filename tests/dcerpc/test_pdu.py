@@ -272,6 +272,39 @@ def test_whole_fragment_fast_paths_match_the_dataclass_encoding(
     assert b"".join(decode_pdu(f).stub for f in responses) == stub
 
 
+@given(
+    stub=st.binary(max_size=2000),
+    max_fragment=st.integers(64, 700),
+    with_uuid=st.booleans(),
+)
+def test_every_fragment_is_what_the_dataclass_encodes(stub, max_fragment, with_uuid):
+    """Fragments are packed directly; each must re-encode to itself through the PDU
+    dataclasses, carry the right flags and alloc_hint, and reassemble the stub."""
+    object_uuid = uuid.UUID(int=0x0123456789ABCDEF0123456789ABCDEF) if with_uuid else None
+    for frags in (
+        request_fragments(
+            call_id=7, context_id=1, opnum=3, stub=stub, max_fragment=max_fragment,
+            object_uuid=object_uuid,
+        ),
+        response_fragments(call_id=7, context_id=1, stub=stub, max_fragment=max_fragment),
+    ):  # fmt: skip
+        pdus = [decode_pdu(f) for f in frags]
+        assert [p.encode() for p in pdus] == frags
+        assert all(len(f) <= max_fragment for f in frags)
+        assert pdus[0].pfc_flags & PfcFlags.FIRST_FRAG and pdus[-1].pfc_flags & PfcFlags.LAST_FRAG
+        assert not any(p.pfc_flags & PfcFlags.LAST_FRAG for p in pdus[:-1])
+        assert b"".join(p.stub for p in pdus) == stub
+        remaining = len(stub)
+        for p in pdus:
+            assert p.alloc_hint == remaining
+            remaining -= len(p.stub)
+    first = request_fragments(
+        call_id=7, context_id=1, opnum=3, stub=stub, max_fragment=max_fragment,
+        object_uuid=object_uuid,
+    )[0]  # fmt: skip
+    assert decode_pdu(first).object_uuid == object_uuid
+
+
 @pytest.mark.parametrize("cut", [17, 23])
 def test_truncated_request_and_response_bodies_rejected(cut):
     for pdu in (
