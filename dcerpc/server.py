@@ -180,8 +180,7 @@ class RpcServer:
             # in trio's deadline heap, about 2% of a small call's round trip.
             with trio.CancelScope() as reading:
                 conn.reading = reading
-                conn.active_at = trio.current_time()
-                nursery.start_soon(self._watch, conn)
+                nursery.start_soon(self._watch, conn)  # first runs after active_at is set
                 while conn.core.state is not ConnectionState.CLOSED and not conn.broken:
                     conn.active_at = trio.current_time()
                     data = await stream.receive_some(RECEIVE_SIZE)

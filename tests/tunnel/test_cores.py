@@ -399,3 +399,18 @@ def test_the_cheap_frame_body_repr_gives_hyperframes_string() -> None:
         assert h2_glue.prefix_hex_repr(data) == original(data)
     frame = hyperframe.frame.DataFrame(1, data=b"\x01" * 300000)
     assert repr(frame).endswith(": <hex:01010101010101010101...>")
+
+
+def test_the_h1_client_counts_only_a_plain_content_length_body() -> None:
+    """The client reads an OUT response body past h11 only when Content-Length alone
+    frames it; with Transfer-Encoding too (or no 200), h11 keeps the body."""
+    from tunnel.drivers.h1_client import _content_length
+
+    def response(status: int, *headers: tuple[str, str]) -> h11.Response:
+        return h11.Response(status_code=status, headers=list(headers))
+
+    assert _content_length(response(200, ("Content-Length", "1073741824"))) == 1073741824
+    chunked = response(200, ("Content-Length", "100"), ("Transfer-Encoding", "chunked"))
+    assert _content_length(chunked) is None
+    assert _content_length(response(503, ("Content-Length", "0"))) is None
+    assert _content_length(response(200)) is None

@@ -185,13 +185,16 @@ class _Channel:
 
 
 def _content_length(response: h11.Response) -> int | None:
-    """The Content-Length of a 200 response (the only ones whose body we stream)."""
+    """The Content-Length of a 200 response (the only ones whose body we stream), or
+    None to leave the body to h11: with Transfer-Encoding too, h11 reads chunks (RFC 9112
+    6.3), as the proxy's channel does (tunnel/channel.py)."""
     if response.status_code != 200:
         return None
-    for name, value in response.headers:
-        if name == b"content-length" and value.isdigit():
-            return int(value)
-    return None
+    headers = dict(response.headers)
+    length = headers.get(b"content-length", b"")
+    if b"transfer-encoding" in headers or not length.isdigit():
+        return None
+    return int(length)
 
 
 def _error_from(response: h11.Response) -> TunnelError:

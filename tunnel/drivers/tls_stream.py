@@ -10,11 +10,12 @@ https_compatible=True)``:
 - ``do_handshake()`` (also run by the first send or receive), ``selected_alpn_protocol()``,
   ``getpeercert()``;
 - ``send_all`` encrypts into a memory BIO and sends the records under a send lock:
-  every byte leaving the outgoing BIO is drained and sent under that lock, so records
-  reach the transport in order even when a receive must answer something (a TLS 1.3
-  KeyUpdate);
+  every byte leaving the outgoing BIO (the handshake's too) is drained and sent under
+  that lock, so records reach the transport in order;
 - ``receive_some`` decrypts what is buffered, else reads the transport; an EOF with or
-  without ``close_notify`` is an EOF (HTTP frames its own messages, as RFC 2818 allows);
+  without ``close_notify`` is an EOF (HTTP frames its own messages, as RFC 2818 allows).
+  It never sends: what a read makes OpenSSL queue (a TLS 1.3 KeyUpdate answer, an
+  alert) leaves with the next send, ahead of its records (RFC 8446 4.6.3);
 - ``aclose`` closes the transport without sending ``close_notify``.
 
 Renegotiation is refused by the contexts (``ssl.OP_NO_RENEGOTIATION``, see
