@@ -46,7 +46,8 @@ from mapi.notifications import TABLE_KINDS, NotificationHub, TableSpec
 from mapi.objects import MapiObject
 from mapi.propbag import PropBag
 from mapi.properties import PropData, now_filetime
-from mapi.storage.db import MailboxDB
+from mapi.storage.blobs import BlobDir
+from mapi.storage.db import MailboxDB, blob_dir_of
 from mapi.tables import check_sort
 
 #: A mailbox no session holds is closed after this long unused (FILETIME ticks: 1 min).
@@ -121,6 +122,7 @@ class ObjectStore:
         base = self.data_dir / "mailboxes" / record.mailbox
         for suffix in ("", "-wal", "-shm"):
             Path(f"{base}{suffix}").unlink(missing_ok=True)
+        BlobDir(blob_dir_of(base)).remove()
         return record
 
     # --- Logon -----------------------------------------------------------------------------

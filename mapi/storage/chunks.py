@@ -11,8 +11,10 @@ of the holder its ``data_id`` names: stream data staged while a client wrote it
 drops one when its last link goes). Reading at an offset touches only the chunks that
 overlap the range; :func:`write` copies from a file-like source one chunk at a time;
 copying a value that holds its own chunks is ``INSERT ... SELECT`` inside SQLite. No
-function here holds a whole value in memory. All functions run inside the caller's
-transaction or read snapshot.
+function here holds a whole value in memory. A holder may keep its bytes in a file
+instead (schema version 4, ``in_file``; :mod:`mapi.storage.blobs`): reading follows
+the link either way. All functions run inside the caller's transaction or read
+snapshot.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sqlite3
 from typing import Protocol
 
 from mapi import errors
+from mapi.storage.blobs import BlobDir
 from mapi.storage.schema import OWNER_STAGING
 
 
@@ -114,14 +117,19 @@ def read(
 ) -> bytes:
     """Up to ``size`` bytes of a value from ``offset`` (empty past the end)."""
     row = conn.execute(
-        "SELECT coalesce(data_id, id), length, chunk_size FROM streams"
-        " WHERE owner_kind = ? AND owner_id = ? AND tag = ?",
+        "SELECT coalesce(s.data_id, s.id), s.length, s.chunk_size, coalesce(h.in_file, 0)"
+        " FROM streams AS s LEFT JOIN streams AS h ON h.id = s.data_id"
+        " WHERE s.owner_kind = ? AND s.owner_id = ? AND s.tag = ?",
         (owner_kind, owner_id, tag),
     ).fetchone()
     if row is None or size <= 0 or offset >= row[1]:
         return b""
-    stream_id, length, chunk_size = row
-    return read_rows(conn, stream_id, chunk_size, offset, min(offset + size, length))
+    stream_id, length, chunk_size, in_file = row
+    end = min(offset + size, length)
+    if in_file:
+        blobs: BlobDir = conn.blobs  # type: ignore[attr-defined]
+        return blobs.pread(stream_id, offset, end - offset)
+    return read_rows(conn, stream_id, chunk_size, offset, end)
 
 
 def read_rows(

@@ -36,9 +36,15 @@ discarded on rollback, so nobody hears of a change that did not happen.
 
 **Schema upgrades:** version 1 files (before tombstones) are upgraded in place by
 running the additive :data:`~mapi.storage.schema.UPGRADE_1_TO_2` script, version 2
-files (before shared chunk data) by :func:`~mapi.storage.schema.upgrade_2_to_3`.
-Opening a mailbox also releases the staging rows a previous process left
-(:func:`mapi.storage.staging.recover`).
+files (before shared chunk data) by :func:`~mapi.storage.schema.upgrade_2_to_3`,
+version 3 files (before stream data in files) by
+:func:`~mapi.storage.schema.upgrade_3_to_4`. Opening a mailbox also releases the
+staging rows a previous process left (:func:`mapi.storage.staging.recover`) and
+removes stream data files nothing refers to (:mod:`mapi.storage.blobs`).
+
+**Stream data files:** the connection (a :class:`MailboxConnection`) knows the
+mailbox's :class:`~mapi.storage.blobs.BlobDir`; after each write commit the files of
+rows dropped by it are unlinked (:meth:`~mapi.storage.blobs.BlobDir.sweep`).
 """
 
 from __future__ import annotations
@@ -55,7 +61,14 @@ from mapi import errors
 from mapi.inline import MailboxLock, may_block
 from mapi.limits import Limits
 from mapi.restrictions import content_match
-from mapi.storage.schema import DDL, SCHEMA_VERSION, UPGRADE_1_TO_2, upgrade_2_to_3
+from mapi.storage.blobs import BlobDir
+from mapi.storage.schema import (
+    DDL,
+    SCHEMA_VERSION,
+    UPGRADE_1_TO_2,
+    upgrade_2_to_3,
+    upgrade_3_to_4,
+)
 from mapi.storage.staging import recover as release_staged
 
 BUSY_TIMEOUT_MS = 10_000
@@ -75,12 +88,28 @@ def create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def blob_dir_of(path: Path) -> Path:
+    """Where the stream data files of the mailbox file ``path`` live."""
+    return path.with_name(path.name + ".blobs")
+
+
+class MailboxConnection(sqlite3.Connection):
+    """A mailbox's connection, which also knows the mailbox's stream data files."""
+
+    blobs: BlobDir
+
+
+def connect(path: Path) -> MailboxConnection:
     """Open ``path`` in autocommit mode with WAL, synchronous=FULL and foreign keys."""
     create_private_file(path)
     conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+        path,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        factory=MailboxConnection,
     )
+    conn.blobs = BlobDir(blob_dir_of(path))
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     # Only a new, empty file takes it (and only before WAL is on). Attachment data lives
     # in 64 KiB chunk rows: on 16 KiB pages they cost a quarter of the overflow pages
@@ -135,7 +164,7 @@ class MailboxDB:
         self.provider_uid = self._init_schema()
 
     @property
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> MailboxConnection:
         """The SQLite connection (raises :class:`~mapi.inline.NeedsWorker` on the event
         loop: SQLite runs in worker threads only)."""
         may_block()
@@ -147,11 +176,13 @@ class MailboxDB:
             if version == 0:
                 self.conn.executescript(DDL)
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version in (1, 2):
+            elif version in (1, 2, 3):
                 if version == 1:
                     self.conn.executescript(UPGRADE_1_TO_2)
                     self.conn.execute("PRAGMA user_version = 2")
-                upgrade_2_to_3(self.conn)
+                if version <= 2:
+                    upgrade_2_to_3(self.conn)
+                upgrade_3_to_4(self.conn)
             elif version != SCHEMA_VERSION:
                 raise errors.Version(f"mailbox schema {version}, expected {SCHEMA_VERSION}")
             with self.transaction() as conn:
@@ -161,6 +192,7 @@ class MailboxDB:
                     (os.urandom(16),),
                 )
                 conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('change_num', 0)")
+            self.conn.blobs.remove_orphans(self.conn)
             uid = self.conn.execute("SELECT value FROM meta WHERE key = 'provider_uid'").fetchone()
             if not isinstance(uid[0], bytes) or len(uid[0]) != 16:
                 raise errors.CorruptStore("bad provider UID")
@@ -205,6 +237,7 @@ class MailboxDB:
             self._depth = 1
             self._staging = staging
             try:
+                self.conn.blobs.forget_swept(self.conn)
                 yield self.conn
             except sqlite3.Error as exc:  # disk full or I/O error inside the body
                 self._abort()
@@ -221,6 +254,8 @@ class MailboxDB:
                 raise _translate(exc) from exc
             if not staging:
                 self.generation += 1
+            with contextlib.suppress(sqlite3.Error, OSError):  # files are swept next time
+                self.conn.blobs.sweep(self.conn)
             self._run_hooks()
 
     def _abort(self) -> None:
@@ -285,6 +320,7 @@ class MailboxDB:
             if self._closed:
                 return
             self._closed = True
+            self.conn.blobs.close()
             self.conn.close()
 
 

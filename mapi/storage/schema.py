@@ -31,6 +31,12 @@ values (see :mod:`mapi.storage.staging`). A row that links has no chunks of its 
 holders of shared data are rows of kind :data:`OWNER_DATA` (dropped by a trigger
 when their last link goes) or :data:`OWNER_STAGING` (pending stream data, owned by a
 live stream until it is released).
+
+Version 4 (:func:`upgrade_3_to_4`) keeps the bytes of a holder row with ``in_file = 1``
+in a file of its own beside the database (:mod:`mapi.storage.blobs`) instead of chunk
+rows: stream data staged while a client writes goes there. ``dead_files`` lists the
+ids of such rows that were dropped, whose files are unlinked after the commit (a
+trigger fills it, so every way of dropping a row is covered).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from typing import Final
 
 from mapi import proptags as pt
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 #: Owner kinds of rows in ``streams``.
 OWNER_MESSAGE: Final = 2
@@ -139,6 +145,7 @@ CREATE TABLE IF NOT EXISTS streams (
     length     INTEGER NOT NULL,
     chunk_size INTEGER NOT NULL,
     data_id    INTEGER,
+    in_file    INTEGER NOT NULL DEFAULT 0,
     UNIQUE (owner_kind, owner_id, tag)
 ) STRICT;
 
@@ -219,8 +226,25 @@ WHEN OLD.data_id IS NOT NULL BEGIN
 END""",
 )
 
+#: Version 4 additions, stream data in files (the ``streams.in_file`` column itself is
+#: in the base schema, and added by :func:`upgrade_3_to_4` to older files): the ids of
+#: dropped file holders, whose files :meth:`mapi.storage.blobs.BlobDir.sweep` unlinks
+#: once the drop has committed. One statement each.
+_V4_STATEMENTS: Final = (
+    "CREATE TABLE IF NOT EXISTS dead_files (id INTEGER PRIMARY KEY) STRICT",
+    """CREATE TRIGGER IF NOT EXISTS streams_drop_file AFTER DELETE ON streams
+WHEN OLD.in_file = 1 BEGIN
+    INSERT OR IGNORE INTO dead_files(id) VALUES (OLD.id);
+END""",
+)
+
 #: The whole schema of a new mailbox file.
-DDL: Final = _BASE_DDL + UPGRADE_1_TO_2 + "".join(f"{s};\n" for s in _V3_STATEMENTS)
+DDL: Final = (
+    _BASE_DDL
+    + UPGRADE_1_TO_2
+    + "".join(f"{s};\n" for s in _V3_STATEMENTS)
+    + "".join(f"{s};\n" for s in _V4_STATEMENTS)
+)
 
 
 def upgrade_2_to_3(conn: sqlite3.Connection) -> None:
@@ -237,6 +261,27 @@ def upgrade_2_to_3(conn: sqlite3.Connection) -> None:
         for statement in _V3_STATEMENTS:
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 3")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def upgrade_3_to_4(conn: sqlite3.Connection) -> None:
+    """Bring a version 3 file to version 4, in one transaction (idempotent): its holders
+    keep their chunk rows (``in_file = 0``); new staged data goes to files.
+
+    Args:
+        conn: an autocommit connection outside any transaction.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(streams)")}
+        if "in_file" not in columns:
+            conn.execute("ALTER TABLE streams ADD COLUMN in_file INTEGER NOT NULL DEFAULT 0")
+        for statement in _V4_STATEMENTS:
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 4")
     except BaseException:
         conn.execute("ROLLBACK")
         raise

@@ -1,42 +1,42 @@
-"""Pending stream data staged in the mailbox database as the client writes it.
+"""Pending stream data staged in a file beside the mailbox as the client writes it.
 
 Theory of operation
 -------------------
 Bytes written through a stream ([MS-OXCPRPT] RopWriteStream) become part of a message
 only when the message is saved ([MS-OXCMSG] 3.1.4.3), in the save's one transaction.
-Spooling them to a temporary file and copying that file into chunk rows at the save
-put all the database work of a large attachment (about 4 ms per MiB here) between
-the client's save and its answer. A :class:`StagedData` instead writes the chunk rows
-while the client writes, and the save only *links* them
+Copying a large attachment into the database at the save would put all that work
+between the client's save and its answer. A :class:`StagedData` instead writes the
+bytes where they will stay while the client writes, and the save only *links* them
 (:func:`mapi.storage.chunks.link`, one small row whatever the size):
 
-- It owns one ``streams`` row of kind :data:`~mapi.storage.schema.OWNER_STAGING` and
-  its chunk rows. Whole chunks go to the database as they fill, in one short
-  transaction per write call; the last, partial chunk waits in memory (at most
-  ``chunk_size`` bytes, as a spooled temporary file kept it in memory) until it fills,
-  or until :meth:`StagedData.flush` (the stream's commit) writes it as a short row.
-  Rewrites inside the rows are read-modify-write of the chunks they touch.
+- While the bytes fit in one chunk they stay in memory (most bodies never leave it:
+  values up to :attr:`~mapi.limits.Limits.inline_value_bytes` are saved inline).
+  Past that, it owns one ``streams`` row of kind
+  :data:`~mapi.storage.schema.OWNER_STAGING` with ``in_file = 1``, and the bytes go
+  to that row's file in the mailbox's blob directory (:mod:`mapi.storage.blobs`) with
+  plain positioned writes: no transaction per write. (Version 3 mailboxes staged in
+  chunk rows, about ten times the cost per MiB; their saved values keep those rows.)
 - It is a :class:`~mapi.propbag.TempData` to the rest of the store (same methods,
   same copy-on-write rule: once frozen by a bag it never changes, and a stream that
   keeps writing works on a :meth:`StagedData.copy`), so bags, snapshots and values
   treat it like any pending data.
 - Lifetime: when the last reference to a StagedData goes, a finaliser (which may run
-  on any thread, even inside another transaction) only queues its row id in
-  :attr:`~mapi.storage.db.MailboxDB.staged_garbage`; :func:`collect` (called where
-  objects are released) or the next staging transaction :func:`drop` s it, or turns it
-  into an :data:`~mapi.storage.schema.OWNER_DATA` row when a saved value links to it
-  (a trigger drops that one when its last link goes).
+  on any thread, even inside another transaction) closes its file and only queues its
+  row id in :attr:`~mapi.storage.db.MailboxDB.staged_garbage`; :func:`collect`
+  (called where objects are released) or the next staging transaction :func:`drop` s
+  it, or turns it into an :data:`~mapi.storage.schema.OWNER_DATA` row when a saved
+  value links to it (a trigger drops that one when its last link goes). A dropped
+  row's file is unlinked after the commit (:meth:`mapi.storage.blobs.BlobDir.sweep`).
   After a crash, :func:`recover` does the same for every staging row when the mailbox
   is opened. A crash before the save thus leaves nothing visible: staging rows belong
   to no message.
 
-**Durability.** Staging transactions commit without waiting for the disk
-(``synchronous=NORMAL``, see :meth:`~mapi.storage.db.MailboxDB.transaction`): nothing
-was promised about pending data, which a temporary file did not keep across a crash
-either. The save that links the data commits with ``synchronous=FULL``: its fsync of
-the write-ahead log covers every frame written before its own, among them the staged
-chunks, and a chunk already checkpointed into the database file was synced there
-before the log could be reused. So a save that returned has all its bytes on disk.
+**Durability.** Staging writes and transactions do not wait for the disk (staging
+transactions commit with ``synchronous=NORMAL``, see
+:meth:`~mapi.storage.db.MailboxDB.transaction`): nothing was promised about pending
+data, which a temporary file did not keep across a crash either. The save that links
+the data fsyncs its file and the blob directory first, then commits with
+``synchronous=FULL``. So a save that returned has all its bytes on disk.
 
 Every method runs in a worker thread under the mailbox lock (the stream's methods
 take it), like all SQLite work.
@@ -44,6 +44,8 @@ take it), like all SQLite work.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -51,8 +53,9 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mapi import errors
+from mapi.inline import may_block
 from mapi.propbag import TempData
-from mapi.storage import chunks
+from mapi.storage import blobs, chunks
 from mapi.storage.schema import OWNER_DATA, OWNER_STAGING
 
 if TYPE_CHECKING:
@@ -60,8 +63,6 @@ if TYPE_CHECKING:
 
 #: Most row ids one ``IN (...)`` statement names (SQLite allows 32766 parameters).
 _DROP_BATCH = 500
-#: Zeros written per step when a write leaves a gap past the end.
-_ZERO_BLOCK = 1 << 20
 
 
 def drop(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
@@ -114,8 +115,8 @@ def collect(db: MailboxDB) -> None:
 
 
 class StagedData(TempData):
-    """Pending bytes of one value, in chunk rows of the mailbox (see the module
-    docstring). Positions and lengths are in bytes.
+    """Pending bytes of one value, in a file of the mailbox's blob directory once they
+    outgrow one chunk (see the module docstring). Positions and lengths are in bytes.
 
     It shares :class:`TempData`'s interface and rules (``length``, ``frozen``,
     ``read_at``, ``write_at``, ``truncate``, ``copy``, ``reader``, ``read_all``), not
@@ -127,14 +128,11 @@ class StagedData(TempData):
         self._db = db
         self._chunk = chunk_size
         self._tag = tag
-        #: The staging row, created with the first chunk written (None before).
+        #: The bytes while they fit in one chunk and no file exists (None after).
+        self._memory: bytearray | None = bytearray()
+        #: The staging row and its file's descriptor, made when the bytes outgrow memory.
         self._row: int | None = None
-        #: Bytes in whole chunk rows [0, _rows); always a multiple of the chunk size.
-        self._rows = 0
-        #: The last, partial chunk: bytes [_rows, length), shorter than a chunk.
-        self._tail = b""
-        #: True once the tail is also in the database (a short last row).
-        self._flushed = True
+        self._fd: int | None = None
         self.length = 0
         self.frozen = False
 
@@ -144,94 +142,78 @@ class StagedData(TempData):
         """Up to ``size`` bytes from ``offset``."""
         if offset >= self.length or size <= 0:
             return b""
-        end = min(offset + size, self.length)
-        head = b""
-        if offset < self._rows:
-            assert self._row is not None
-            with self._db.reading() as conn:
-                head = chunks.read_rows(conn, self._row, self._chunk, offset, min(end, self._rows))
-        if end <= self._rows:
-            return head
-        tail = self._tail[max(offset - self._rows, 0) : end - self._rows]
-        return head + tail if head else tail
+        size = min(size, self.length - offset)
+        if self._memory is not None:
+            return bytes(self._memory[offset : offset + size])
+        assert self._fd is not None
+        may_block()
+        try:
+            data = blobs.read_exactly(self._fd, offset, size)
+        except OSError as exc:
+            raise blobs.os_error(exc, "cannot read stream data") from exc
+        if len(data) != size:
+            raise errors.CorruptStore("staged stream data is shorter than written")
+        return data
 
     # -- writing ---------------------------------------------------------------------------
 
     def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        """Write ``data`` at ``offset``, zero-filling a gap past the end first (a block
-        per transaction). The write itself is one transaction, or none while its bytes
-        stay in the tail: if SQLite refuses it (a full disk), it changed nothing.
+        """Write ``data`` at ``offset``, zero-filling a gap past the end. If the disk
+        refuses it, the length is unchanged (bytes inside it may be partly new).
 
         Raises:
-            CallFailed: the data is frozen. NotEnoughDisk, CallFailed: SQLite failed.
+            CallFailed: the data is frozen. NotEnoughDisk, CallFailed: the write failed.
         """
         if self.frozen:
             raise errors.CallFailed("temporary data is frozen")
-        while offset > self.length:  # a gap: zeros, appended a block at a time
-            self.write_at(self.length, bytes(min(_ZERO_BLOCK, offset - self.length)))
-        view = memoryview(data).cast("B")
-        if not view:
+        end = offset + len(data)
+        if self._memory is not None and end <= self._chunk:
+            if offset > self.length:
+                self._memory.extend(bytes(offset - self.length))
+            self._memory[offset:end] = data
+            self.length = len(self._memory)
             return
-        rows: list[tuple[int, bytes | memoryview]] = []
-        seq, pos = offset // self._chunk, 0
-        while offset + pos < self._rows and pos < len(view):  # chunks already in rows
-            lo = offset + pos - seq * self._chunk
-            take = min(self._chunk - lo, len(view) - pos)
-            if take == self._chunk:
-                rows.append((seq, view[pos : pos + take]))
-            else:  # part of a chunk: read, modify, write
-                old = self._chunk_row(seq)
-                rows.append((seq, old[:lo] + view[pos : pos + take].tobytes() + old[lo + take :]))
-            seq, pos = seq + 1, pos + take
-        if pos < len(view):
-            new_rows, new_tail = self._plan_tail(offset + pos, view[pos:], rows)
-        else:
-            new_rows, new_tail = self._rows, self._tail
-        self._store(rows)
-        if new_tail is not self._tail or new_rows != self._rows:
-            self._flushed = not new_tail
-        self._rows, self._tail = new_rows, new_tail
-        self.length = new_rows + len(new_tail)
-
-    def _plan_tail(
-        self, offset: int, view: memoryview, rows: list[tuple[int, bytes | memoryview]]
-    ) -> tuple[int, bytes]:
-        """Plan a write at ``offset`` in [rows end, length]: append the chunk rows it
-        fills to ``rows``; return the new (bytes in rows, tail)."""
-        keep = offset - self._rows
-        first = self._chunk - keep
-        if len(view) < first:  # it stays inside the tail: no database work
-            return self._rows, self._tail[:keep] + view.tobytes() + self._tail[keep + len(view) :]
-        seq, pos = self._rows // self._chunk, 0
-        if keep:
-            rows.append((seq, self._tail[:keep] + view[:first].tobytes()))
-            seq, pos = seq + 1, first
-        while len(view) - pos >= self._chunk:  # whole chunks go to SQLite without a copy
-            rows.append((seq, view[pos : pos + self._chunk]))
-            seq, pos = seq + 1, pos + self._chunk
-        return seq * self._chunk, view[pos:].tobytes()
-
-    def _chunk_row(self, seq: int) -> bytes:
-        assert self._row is not None
-        with self._db.reading() as conn:
-            row = conn.execute(
-                "SELECT data FROM chunks WHERE stream_id = ? AND seq = ?", (self._row, seq)
-            ).fetchone()
-        if row is None:
-            raise errors.CorruptStore("a staged chunk is missing")
-        return bytes(row[0])
-
-    def _store(self, rows: list[tuple[int, bytes | memoryview]]) -> None:
-        """Write chunk rows (insert or replace) in one staging transaction."""
-        if not rows:
+        fd = self._open_file()
+        if not data and end > self.length:  # growth only: the gap reads as zeros
+            self._resize(fd, end)
             return
+        try:
+            blobs.write_all(fd, offset, data)
+        except OSError as exc:
+            raise blobs.os_error(exc, "cannot write stream data") from exc
+        self.length = max(self.length, end)
+
+    def _open_file(self) -> int:
+        """The file's descriptor, creating the staging row and the file (with the bytes
+        held in memory) on first use."""
+        if self._fd is not None:
+            return self._fd
+        may_block()
         with self._transaction() as conn:
-            row = self._row if self._row is not None else self._new_row(conn)
-            conn.executemany(
-                "INSERT OR REPLACE INTO chunks(stream_id, seq, data) VALUES (?, ?, ?)",
-                [(row, seq, data) for seq, data in rows],
-            )
-        self._adopt(row)
+            row = self._new_row(conn)
+        blob_dir = self._db.conn.blobs
+        try:
+            fd = blob_dir.create(row)
+        except BaseException:
+            self._db.staged_garbage.append(row)  # the row goes, its missing file is fine
+            raise
+        weakref.finalize(self, _release, self._db.staged_garbage, row, fd)
+        self._row, self._fd = row, fd
+        memory, self._memory = self._memory, None
+        if memory:
+            try:
+                blobs.write_all(fd, 0, memory)
+            except OSError as exc:
+                self._memory = memory  # still whole in memory: nothing is lost
+                raise blobs.os_error(exc, "cannot write stream data") from exc
+        return fd
+
+    def _resize(self, fd: int, size: int) -> None:
+        try:
+            os.ftruncate(fd, size)
+        except OSError as exc:
+            raise blobs.os_error(exc, "cannot resize stream data") from exc
+        self.length = size
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -250,66 +232,42 @@ class StagedData(TempData):
             f"SELECT coalesce(max(owner_id), 0) + 1 FROM streams WHERE owner_kind = {OWNER_STAGING}"
         ).fetchone()[0]
         row = conn.execute(
-            "INSERT INTO streams(owner_kind, owner_id, tag, length, chunk_size)"
-            " VALUES (?, ?, ?, 0, ?) RETURNING id",
+            "INSERT INTO streams(owner_kind, owner_id, tag, length, chunk_size, in_file)"
+            " VALUES (?, ?, ?, 0, ?, 1) RETURNING id",
             (OWNER_STAGING, number, self._tag, self._chunk),
         ).fetchone()[0]
         return int(row)
-
-    def _adopt(self, row: int) -> None:
-        """Record the staging row once its transaction committed (and queue its release
-        for when this object dies)."""
-        if self._row is None:
-            self._row = row
-            weakref.finalize(self, self._db.staged_garbage.append, row)
 
     def truncate(self, size: int) -> None:
         """Set the length to ``size`` (zero-filling when growing)."""
         if self.frozen:
             raise errors.CallFailed("temporary data is frozen")
-        if size >= self.length:
-            if size > self.length:
-                self.write_at(size, b"")
+        if size == self.length:
             return
-        if size >= self._rows:
-            self._tail = self._tail[: size - self._rows]
+        if self._memory is not None and size <= self._chunk:
+            if size < self.length:
+                del self._memory[size:]
+            else:
+                self._memory.extend(bytes(size - self.length))
             self.length = size
-            self._flushed = not self._tail
             return
-        seq, keep = divmod(size, self._chunk)
-        tail = self._chunk_row(seq)[:keep] if keep else b""
-        assert self._row is not None
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM chunks WHERE stream_id = ? AND seq >= ?", (self._row, seq))
-        self._rows, self._tail, self.length = seq * self._chunk, tail, size
-        self._flushed = not tail
+        self._resize(self._open_file(), size)
 
     def flush(self) -> None:
-        """Write the partial last chunk to the database too (before a save links it);
-        call it before handing the data to a bag. Idempotent."""
-        if self._flushed:
-            return
-        seq = self._rows // self._chunk
-        with self._transaction() as conn:
-            row = self._row if self._row is not None else self._new_row(conn)
-            conn.execute(
-                "INSERT OR REPLACE INTO chunks(stream_id, seq, data) VALUES (?, ?, ?)",
-                (row, seq, self._tail),
-            )
-            conn.execute("UPDATE streams SET length = ? WHERE id = ?", (self.length, row))
-        self._adopt(row)
-        self._flushed = True
+        """Put the bytes in the file (before a save links it): call it before handing
+        the data to a bag. Idempotent."""
+        self._open_file()
 
     # -- saving and copying ------------------------------------------------------------------
 
     def link_into(self, conn: sqlite3.Connection, owner_kind: int, owner_id: int, tag: int) -> bool:
-        """Save this data as the value ``tag`` of an owner by linking its rows, inside the
-        caller's (save) transaction; False when it cannot be linked (another database,
-        or a tail not flushed), and the caller copies it instead."""
-        if not self.frozen or not self._flushed or self._db.conn is not conn:
+        """Save this data as the value ``tag`` of an owner by linking its file, inside the
+        caller's (save) transaction, once the file is on disk; False when it cannot be
+        linked (another database, or not flushed), and the caller copies it instead."""
+        if not self.frozen or self._fd is None or self._db.conn is not conn:
             return False
-        if self._row is None:  # empty: nothing to link, an empty value of its own
-            return False
+        assert self._row is not None
+        self._db.conn.blobs.sync(self._fd)  # on disk before the commit that names it
         chunks.link(
             conn,
             owner_kind,
@@ -319,23 +277,22 @@ class StagedData(TempData):
             length=self.length,
             chunk_size=self._chunk,
         )
+        conn.execute("UPDATE streams SET length = ? WHERE id = ?", (self.length, self._row))
         return True
 
     def copy(self) -> StagedData:
-        """A mutable copy (copy on write): the whole chunks copied inside SQLite."""
+        """A mutable copy (copy on write): the file copied in the kernel."""
         other = StagedData(self._db, self._chunk, self._tag)
-        if self._rows:
-            assert self._row is not None
-            with self._transaction() as conn:
-                row = other._new_row(conn)
-                conn.execute(
-                    "INSERT INTO chunks(stream_id, seq, data) SELECT ?, seq, data FROM chunks"
-                    " WHERE stream_id = ? AND seq < ?",
-                    (row, self._row, self._rows // self._chunk),
-                )
-            other._adopt(row)
-        other._rows, other._tail, other.length = self._rows, self._tail, self.length
-        other._flushed = not self._tail
+        if self._memory is not None:
+            other._memory = bytearray(self._memory)
+        elif self.length:
+            assert self._fd is not None
+            fd = other._open_file()
+            try:
+                blobs.copy_range(self._fd, fd, self.length)
+            except OSError as exc:
+                raise blobs.os_error(exc, "cannot copy stream data") from exc
+        other.length = self.length
         return other
 
     def fill(self, read: Callable[[int, int], bytes], length: int, block: int) -> None:
@@ -350,7 +307,14 @@ class StagedData(TempData):
             offset += len(piece)
 
     def close(self) -> None:
-        """Nothing to close: the rows are released when the object dies."""
+        """Nothing to close: the file and row are released when the object dies."""
+
+
+def _release(garbage: list[int], row: int, fd: int) -> None:
+    """A StagedData died: close its file and queue its row (whose drop unlinks it)."""
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    garbage.append(row)
 
 
 def _take(garbage: list[int]) -> list[int]:

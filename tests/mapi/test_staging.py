@@ -1,4 +1,4 @@
-"""Stream data staged in the mailbox database while it is written, linked by the save.
+"""Stream data staged in a file beside the mailbox while it is written, linked by the save.
 
 The content model is a plain bytearray: every sequence of stream edits must read back
 the same, before and after the save. Then the lifetime rules: nothing of an unsaved
@@ -8,7 +8,9 @@ data is dropped, copies share, and the schema of older files is upgraded.
 
 from __future__ import annotations
 
+import errno
 import gc
+import os
 import random
 import sqlite3
 from collections.abc import Iterator
@@ -21,7 +23,8 @@ from mapi import errors
 from mapi import proptags as pt
 from mapi.limits import Limits
 from mapi.storage import staging
-from mapi.storage.db import PAGE_SIZE, WAL_CHECKPOINT_BYTES, MailboxDB
+from mapi.storage.blobs import BlobDir
+from mapi.storage.db import PAGE_SIZE, WAL_CHECKPOINT_BYTES, MailboxDB, blob_dir_of
 from mapi.storage.schema import OWNER_DATA, OWNER_STAGING, SCHEMA_VERSION
 from mapi.store import MsgStore, ObjectStore
 from mapi.streams import STREAM_SEEK_SET, PropStream
@@ -54,6 +57,12 @@ def _db(ms: MsgStore) -> MailboxDB:
 def _count(db: MailboxDB, sql: str, *args: object) -> int:
     with db.reading() as conn:
         return int(conn.execute(sql, args).fetchone()[0])
+
+
+def _files(db: MailboxDB) -> int:
+    """Stream data files in the mailbox's blob directory."""
+    blobs = blob_dir_of(db.path)
+    return len(list(blobs.iterdir())) if blobs.exists() else 0
 
 
 def _read_all(stream: PropStream) -> bytes:
@@ -153,20 +162,20 @@ def _attachment_data(ms: MsgStore, eid: bytes) -> bytes:
     return _read_all(ms.open_message(eid).open_attach(0).open_stream(pt.PR_ATTACH_DATA_BIN))
 
 
-def test_the_save_links_the_staged_rows_without_copying(store: ObjectStore) -> None:
+def test_the_save_links_the_staged_file_without_copying(store: ObjectStore) -> None:
     ms = _open(store)
     db = _db(ms)
     data = random.Random(1).randbytes(20 * CHUNK + 17)
     eid = _save_attachment(ms, data)
-    chunks = _count(db, "SELECT count(*) FROM chunks")
-    assert chunks == 21  # one copy of the bytes, not two
+    assert _files(db) == 1  # one copy of the bytes, not two
+    assert _count(db, "SELECT count(*) FROM chunks") == 0
     assert _count(db, "SELECT count(*) FROM streams WHERE data_id IS NOT NULL") == 1
     assert _attachment_data(ms, eid) == data
     # A copy of the message shares the data; each lives on without the other.
     inbox = ms.open_folder(ms.get_receive_folder())
     drafts = ms.open_folder(ms.special_folder_id("drafts"))
     inbox.copy_messages([eid], drafts)
-    assert _count(db, "SELECT count(*) FROM chunks") == chunks
+    assert _files(db) == 1
     gc.collect()
     staging.collect(db)  # the writer's objects are gone: the holder is now data
     assert _count(db, f"SELECT count(*) FROM streams WHERE owner_kind = {OWNER_DATA}") == 1
@@ -176,8 +185,11 @@ def test_the_save_links_the_staged_rows_without_copying(store: ObjectStore) -> N
     assert isinstance(copy_eid, bytes)
     assert _attachment_data(ms, copy_eid) == data
     drafts.delete_messages([copy_eid], hard=True)
-    assert _count(db, "SELECT count(*) FROM chunks") == 0
+    assert _files(db) == 0  # unlinked once the delete committed
     assert _count(db, "SELECT count(*) FROM streams") == 0
+    with db.transaction():  # the next write forgets the swept ids
+        pass
+    assert _count(db, "SELECT count(*) FROM dead_files") == 0
 
 
 def test_a_crash_before_the_save_leaves_nothing(store: ObjectStore, data_dir: Path) -> None:
@@ -191,12 +203,12 @@ def test_a_crash_before_the_save_leaves_nothing(store: ObjectStore, data_dir: Pa
     stream.commit()
     att.save_changes()
     path = _db(ms).path
-    assert _count(_db(ms), "SELECT count(*) FROM chunks") == 10
+    assert _files(_db(ms)) == 1
     # Another process opens the file as if this one had died (its objects still live).
     other = ObjectStore(data_dir, kdf=FAST_KDF, limits=LIMITS)
     try:
         view = other.logon_with_password("eve", "pw").open_store()
-        assert _count(_db(view), "SELECT count(*) FROM chunks") == 0
+        assert _files(_db(view)) == 0
         assert _count(_db(view), "SELECT count(*) FROM streams") == 0
         assert view.open_folder(view.get_receive_folder()).contents_table().get_row_count() == 0
     finally:
@@ -230,7 +242,7 @@ def test_saved_data_survives_a_restart_with_its_stream_still_open(
         assert _count(db, f"SELECT count(*) FROM streams WHERE owner_kind = {OWNER_DATA}") == 1
         assert _attachment_data(view, msg.entry_id) == data
         view.open_folder(view.get_receive_folder()).delete_messages([msg.entry_id], hard=True)
-        assert _count(db, "SELECT count(*) FROM chunks") == 0
+        assert _files(db) == 0
     finally:
         other.close()
 
@@ -242,42 +254,111 @@ def test_released_streams_release_their_rows(store: ObjectStore) -> None:
     msg = inbox.create_message()
     stream = msg.open_stream(pt.PR_BODY_W, create=True)
     stream.write(bytes(4 * CHUNK))
-    assert _count(db, "SELECT count(*) FROM chunks") == 4
+    assert _files(db) == 1
     stream.close()
     del stream, msg
     gc.collect()
     assert db.staged_garbage
     staging.collect(db)
     assert not db.staged_garbage
-    assert _count(db, "SELECT count(*) FROM chunks") == 0
+    assert _files(db) == 0
     assert _count(db, "SELECT count(*) FROM streams") == 0
 
 
-def test_a_full_disk_refuses_a_write_and_changes_nothing(store: ObjectStore) -> None:
+def test_a_full_disk_refuses_a_write_and_changes_nothing(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ms = _open(store)
-    db = _db(ms)
     inbox = ms.open_folder(ms.get_receive_folder())
     msg = inbox.create_message()
     stream = msg.open_stream(pt.PR_BODY_W, create=True)
-    first = bytes(range(256)) * 12
+    first = bytes(range(256)) * 2  # in memory: under one chunk
     stream.write(first)
-    pages = _count(db, "PRAGMA page_count")
-    db.conn.execute(f"PRAGMA max_page_count = {pages}")  # the "disk" is full now
-    written = first
+    real_open, real_pwrite = os.open, os.pwrite
+
+    def full(*args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "open", full)  # the "disk" is full: no file can be made
     with pytest.raises(errors.NotEnoughDisk):
-        for i in range(64):  # room left inside the file's pages goes first
-            block = bytes([i + 3]) * (8 * CHUNK)
-            stream.write(block)
-            written += block
+        stream.write(b"\x01" * (2 * CHUNK))
+    assert stream.size() == len(first) and _read_all(stream) == first
+    monkeypatch.setattr(os, "open", real_open)
+    stream.write(b"\x01" * (2 * CHUNK))  # now in a file
+    written = first + b"\x01" * (2 * CHUNK)
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(errors.NotEnoughDisk):
+        stream.write(b"\x03" * (8 * CHUNK))
     assert stream.size() == len(written)
     assert _read_all(stream) == written
-    db.conn.execute("PRAGMA max_page_count = 1073741823")
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
     stream.write(b"\x02" * (8 * CHUNK))
     stream.close()
     msg.save_changes()
     assert msg.entry_id is not None
     body = ms.open_message(msg.entry_id).open_stream(pt.PR_BODY_W)
     assert _read_all(body) == written + b"\x02" * (8 * CHUNK)
+
+
+def test_the_save_syncs_the_file_before_its_commit(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Durability: the linked file and its directory reach the disk before the commit
+    that names them (a save that returned has its bytes on disk)."""
+    ms = _open(store)
+    path = _db(ms).path
+    synced: list[int] = []
+    real_sync = BlobDir.sync
+
+    def sync(self: BlobDir, fd: int) -> None:
+        committed = sqlite3.connect(path).execute("SELECT count(*) FROM messages").fetchone()
+        synced.append(committed[0])
+        real_sync(self, fd)
+
+    monkeypatch.setattr(BlobDir, "sync", sync)
+    _save_attachment(ms, bytes(5 * CHUNK))
+    assert synced == [0]  # once, while the save was not committed yet
+
+
+def test_files_nothing_refers_to_are_removed_when_the_mailbox_opens(
+    store: ObjectStore, data_dir: Path
+) -> None:
+    ms = _open(store)
+    data = bytes(range(256)) * 20
+    eid = _save_attachment(ms, data)
+    blobs = blob_dir_of(_db(ms).path)
+    (kept,) = list(blobs.iterdir())
+    (blobs / "999999").write_bytes(b"left by a crash")
+    (blobs / "stray.tmp").write_bytes(b"not ours either")
+    store.close()
+    again = ObjectStore(data_dir, kdf=FAST_KDF, limits=LIMITS)
+    try:
+        view = again.logon_with_password("eve", "pw").open_store()
+        assert list(blobs.iterdir()) == [kept]
+        assert _attachment_data(view, eid) == data
+    finally:
+        again.close()
+
+
+def test_deleting_the_user_deletes_the_files(store: ObjectStore) -> None:
+    ms = _open(store)
+    _save_attachment(ms, bytes(4 * CHUNK))
+    blobs = blob_dir_of(_db(ms).path)
+    assert blobs.exists()
+    store.delete_user("eve")
+    assert not blobs.exists()
+
+
+def test_streams_keep_no_file_descriptors_once_released(store: ObjectStore) -> None:
+    ms = _open(store)
+    db = _db(ms)
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(40):
+        _save_attachment(ms, bytes([i]) * (3 * CHUNK))
+    gc.collect()
+    staging.collect(db)
+    # The readers' cache keeps at most a few; 40 streams kept open would show.
+    assert len(os.listdir("/proc/self/fd")) - before < 20
 
 
 def test_staging_commits_skip_the_fsync_and_saves_keep_it(store: ObjectStore) -> None:
@@ -294,20 +375,38 @@ def test_staging_commits_skip_the_fsync_and_saves_keep_it(store: ObjectStore) ->
     assert db.generation == generation + 1  # staging commits change nothing visible
 
 
+def _save_in_rows(ms: MsgStore, data: bytes) -> bytes:
+    """A saved attachment whose data is chunk rows of its own (a value set whole, as
+    every version writes it)."""
+    inbox = ms.open_folder(ms.get_receive_folder())
+    msg = inbox.create_message()
+    att = msg.create_attach()
+    att.set_props([(pt.PR_ATTACH_DATA_BIN, data)])
+    att.save_changes()
+    msg.save_changes()
+    assert msg.entry_id is not None
+    return msg.entry_id
+
+
+#: Back to version 3: no files (no column, no table, no trigger).
+_TO_V3 = (
+    "DROP TRIGGER streams_drop_file; DROP TABLE dead_files;"
+    " ALTER TABLE streams DROP COLUMN in_file; PRAGMA user_version = 3;"
+)
+#: Then back to version 2: no data_id (values hold their own chunks), no index, no trigger.
+_TO_V2 = (
+    "DROP TRIGGER streams_release_data; DROP INDEX streams_by_data;"
+    " ALTER TABLE streams DROP COLUMN data_id; PRAGMA user_version = 2;"
+)
+
+
 def test_version_2_files_are_upgraded(store: ObjectStore, data_dir: Path) -> None:
     ms = _open(store)
-    eid = _save_attachment(ms, bytes(3 * CHUNK))
+    eid = _save_in_rows(ms, bytes(3 * CHUNK))
     path = _db(ms).path
     store.close()
     conn = sqlite3.connect(path)
-    # Back to version 2: no data_id (values hold their own chunks), no index, no trigger.
-    conn.executescript(
-        "DROP TRIGGER streams_release_data; DROP INDEX streams_by_data;"
-        " UPDATE streams SET data_id = NULL;"
-        " UPDATE chunks SET stream_id = (SELECT id FROM streams WHERE owner_kind = 3);"
-        " DELETE FROM streams WHERE owner_kind <> 3;"
-        " ALTER TABLE streams DROP COLUMN data_id; PRAGMA user_version = 2;"
-    )
+    conn.executescript(_TO_V3 + _TO_V2)
     conn.close()
     again = ObjectStore(data_dir, kdf=FAST_KDF, limits=LIMITS)
     try:
@@ -317,6 +416,44 @@ def test_version_2_files_are_upgraded(store: ObjectStore, data_dir: Path) -> Non
         assert _attachment_data(view, eid) == bytes(3 * CHUNK)
         newer = _save_attachment(view, b"x" * (2 * CHUNK))
         assert _attachment_data(view, newer) == b"x" * (2 * CHUNK)
+        assert _files(db) == 1
+    finally:
+        again.close()
+
+
+def test_version_3_files_keep_their_staged_rows(store: ObjectStore, data_dir: Path) -> None:
+    """A version 3 mailbox has saved staged data in chunk rows of a holder that values
+    link to: it reads back, and goes with its last link, after the upgrade."""
+    ms = _open(store)
+    data = random.Random(3).randbytes(4 * CHUNK + 9)
+    eid = _save_in_rows(ms, data)
+    path = _db(ms).path
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.executescript(_TO_V3)
+    # Make the value a link to a holder of kind OWNER_DATA, as version 3 saved staged data.
+    (own,) = conn.execute("SELECT id FROM streams WHERE owner_kind = 3").fetchone()
+    holder = conn.execute(
+        f"INSERT INTO streams(owner_kind, owner_id, tag, length, chunk_size)"
+        f" SELECT {OWNER_DATA}, 0, tag, length, chunk_size FROM streams WHERE id = ?"
+        " RETURNING id",
+        (own,),
+    ).fetchone()[0]
+    conn.execute("UPDATE streams SET owner_id = id WHERE id = ?", (holder,))
+    conn.execute("UPDATE chunks SET stream_id = ? WHERE stream_id = ?", (holder, own))
+    conn.execute("UPDATE streams SET data_id = ? WHERE id = ?", (holder, own))
+    conn.commit()
+    conn.close()
+    again = ObjectStore(data_dir, kdf=FAST_KDF, limits=LIMITS)
+    try:
+        view = again.logon_with_password("eve", "pw").open_store()
+        db = _db(view)
+        assert _count(db, "PRAGMA user_version") == SCHEMA_VERSION
+        assert _count(db, "SELECT count(*) FROM chunks") == 5
+        assert _attachment_data(view, eid) == data
+        view.open_folder(view.get_receive_folder()).delete_messages([eid], hard=True)
+        assert _count(db, "SELECT count(*) FROM chunks") == 0
+        assert _count(db, "SELECT count(*) FROM streams") == 0
     finally:
         again.close()
 
