@@ -29,9 +29,9 @@ from clients.cli_folders import Context, cmd_mkdir, cmd_rename, cmd_rmdir, cmd_t
 from clients.cli_format import UsageError, dump_json
 from clients.cli_live import cmd_sync, cmd_watch
 from clients.cli_messages import cmd_ls, cmd_show
+from dcerpc.allocator import tune_allocator
 from dcerpc.errors import BindRejected, ConnectionClosed, ProtocolError, RpcFault
 from mapi import errors
-from mapi_anywhere.allocator import tune_allocator
 from tunnel.errors import TunnelError
 
 DEFAULT_SERVER = "ncacn_ip_tcp:127.0.0.1[1135]"
@@ -364,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.user:
             raise UsageError("no user: give --user or set MAPI_USER")
         password = read_password(args)
-        tune_allocator()  # megabyte stream calls: see mapi_anywhere.allocator
+        tune_allocator()  # megabyte stream calls: see dcerpc.allocator
         return trio.run(run, args, password)
     except KeyboardInterrupt:
         print("mapi-cli: interrupted", file=sys.stderr)

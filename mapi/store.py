@@ -6,6 +6,8 @@ An :class:`ObjectStore` owns one data directory (mode 0700)::
 
     <data_dir>/directory.sqlite3          users and verifiers (mode 0600)
     <data_dir>/mailboxes/<user_id>.sqlite3  one mailbox per user (mode 0600)
+    <data_dir>/mailboxes/<user_id>.sqlite3.blobs/<id>  its stream data files
+                                          (mode 0700/0600; :mod:`mapi.storage.blobs`)
 
 It keeps one :class:`~mapi.storage.db.MailboxDB` per open mailbox (so every session on
 a mailbox shares its lock; see the threading contract in :mod:`mapi.storage.db`) and

@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from mapi_anywhere.allocator import tune_allocator
+from dcerpc.allocator import tune_allocator
 from mapi_anywhere.config import DEFAULT_CONFIG_TOML, ConfigError, load_config, with_overrides
 
 DESCRIPTION = """\

@@ -24,6 +24,11 @@ A crash between the two only repeats an unlink.
 directory before its own commit, which fsyncs the log: a save that returned has its
 attachment's bytes on disk.
 
+**Descriptors.** Files are opened through one cache per mailbox
+(:meth:`BlobDir.descriptor`, at most :data:`_OPEN_FILES` open, least recently used
+closed first), for writing as for reading: a client cannot hold a descriptor per
+pending value (hundreds of unsaved attachments would exhaust the process's limit).
+
 **Threading.** Like everything of a mailbox, the methods run in worker threads under
 its lock; the cache of open files is only touched there.
 """
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import sqlite3
@@ -40,8 +46,10 @@ from pathlib import Path
 
 from mapi import errors
 
-#: Files kept open for reading (most recently read first out last).
-_OPEN_FILES = 16
+log = logging.getLogger(__name__)
+
+#: Files kept open (for reading and writing) per mailbox; the least recently used goes.
+_OPEN_FILES = 32
 #: Ids swept per commit (the rest wait for the next one).
 _SWEEP_BATCH = 256
 
@@ -58,50 +66,62 @@ class BlobDir:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._readers: OrderedDict[int, int] = OrderedDict()
+        #: Open files: id -> (descriptor, writable), least recently used first.
+        self._open: OrderedDict[int, tuple[int, bool]] = OrderedDict()
         #: Ids unlinked since the last write transaction, whose dead_files rows go next.
         self.swept: list[int] = []
+        self._entry_synced = False
 
     def file(self, blob_id: int) -> Path:
         return self.path / str(blob_id)
 
-    # -- writing -------------------------------------------------------------------------
+    def descriptor(self, blob_id: int, *, writable: bool = False, create: bool = False) -> int:
+        """An open descriptor of a file (kept in the cache: never close it). ``create``
+        makes the file, empty (and the directory on first use).
 
-    def create(self, blob_id: int) -> int:
-        """Create the empty file of ``blob_id``; return a read-write descriptor."""
+        Raises:
+            CorruptStore: the file is missing. NotEnoughDisk, CallFailed: it cannot be
+                opened or made.
+        """
+        cached = self._open.get(blob_id)
+        if cached is not None and not create and (cached[1] or not writable):
+            self._open.move_to_end(blob_id)
+            return cached[0]
+        flags = os.O_RDWR if writable or create else os.O_RDONLY
         try:
-            self.path.mkdir(mode=0o700, exist_ok=True)
-            return os.open(self.file(blob_id), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            if create:
+                self.path.mkdir(mode=0o700, exist_ok=True)
+                flags |= os.O_CREAT | os.O_TRUNC
+            fd = os.open(self.file(blob_id), flags, 0o600)
+        except FileNotFoundError as exc:
+            raise errors.CorruptStore(f"stream data {blob_id} is missing") from exc
         except OSError as exc:
-            raise os_error(exc, "cannot create stream data") from exc
+            raise os_error(exc, "cannot open stream data") from exc
+        self._close(blob_id)
+        self._open[blob_id] = (fd, writable or create)
+        while len(self._open) > _OPEN_FILES:
+            os.close(self._open.popitem(last=False)[1][0])
+        return fd
 
-    def sync(self, fd: int) -> None:
-        """Make a file and its directory entry durable (before a save links it)."""
+    def sync(self, blob_id: int) -> None:
+        """Make a file and its directory entry durable (before a save links it); the
+        first time, the directory's own entry in the mailboxes directory too."""
         try:
-            os.fsync(fd)
-            dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            os.fsync(self.descriptor(blob_id, writable=True))
+            dirs = [self.path] if self._entry_synced else [self.path, self.path.parent]
+            for directory in dirs:
+                dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
         except OSError as exc:
             raise os_error(exc, "cannot sync stream data") from exc
-
-    # -- reading -------------------------------------------------------------------------
+        self._entry_synced = True
 
     def pread(self, blob_id: int, offset: int, size: int) -> bytes:
         """Up to ``size`` bytes of a file from ``offset``."""
-        fd = self._readers.pop(blob_id, None)
-        if fd is None:
-            try:
-                fd = os.open(self.file(blob_id), os.O_RDONLY)
-            except FileNotFoundError as exc:
-                raise errors.CorruptStore(f"stream data {blob_id} is missing") from exc
-            except OSError as exc:
-                raise os_error(exc, "cannot open stream data") from exc
-            if len(self._readers) >= _OPEN_FILES:
-                os.close(self._readers.popitem(last=False)[1])
-        self._readers[blob_id] = fd
+        fd = self.descriptor(blob_id)
         try:
             return read_exactly(fd, offset, size)
         except OSError as exc:
@@ -135,23 +155,29 @@ class BlobDir:
             names = os.listdir(self.path)
         except FileNotFoundError:
             return
+        except OSError as exc:  # unreadable: a disk space leak, never a reason to refuse
+            log.warning("cannot list %s for stray stream data: %s", self.path, exc)
+            return
         live = {int(r[0]) for r in conn.execute("SELECT id FROM streams WHERE in_file = 1")}
         for name in names:
-            if not name.isdigit() or int(name) not in live:
+            if not (name.isascii() and name.isdigit()) or int(name) not in live:
                 with contextlib.suppress(OSError):
                     os.unlink(self.path / name)
 
+    def _close(self, blob_id: int) -> None:
+        cached = self._open.pop(blob_id, None)
+        if cached is not None:
+            os.close(cached[0])
+
     def _unlink(self, blob_id: int) -> None:
-        fd = self._readers.pop(blob_id, None)
-        if fd is not None:
-            os.close(fd)
+        self._close(blob_id)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.file(blob_id))
 
     def close(self) -> None:
-        """Close the files kept open for reading."""
-        while self._readers:
-            os.close(self._readers.popitem()[1])
+        """Close every file kept open."""
+        while self._open:
+            os.close(self._open.popitem()[1][0])
 
     def remove(self) -> None:
         """Delete the directory and every file in it (the mailbox is being deleted)."""
@@ -188,7 +214,7 @@ def copy_range(src: int, dst: int, length: int) -> None:
     can: no bytes pass through Python)."""
     done = 0
     try:
-        while done < length:
+        while done < length and hasattr(os, "copy_file_range"):  # Linux only
             moved = os.copy_file_range(src, dst, length - done, done, done)
             if moved == 0:
                 break

@@ -21,12 +21,12 @@ bytes where they will stay while the client writes, and the save only *links* th
   keeps writing works on a :meth:`StagedData.copy`), so bags, snapshots and values
   treat it like any pending data.
 - Lifetime: when the last reference to a StagedData goes, a finaliser (which may run
-  on any thread, even inside another transaction) closes its file and only queues its
-  row id in :attr:`~mapi.storage.db.MailboxDB.staged_garbage`; :func:`collect`
-  (called where objects are released) or the next staging transaction :func:`drop` s
-  it, or turns it into an :data:`~mapi.storage.schema.OWNER_DATA` row when a saved
-  value links to it (a trigger drops that one when its last link goes). A dropped
-  row's file is unlinked after the commit (:meth:`mapi.storage.blobs.BlobDir.sweep`).
+  on any thread, even inside another transaction) only queues its row id in
+  :attr:`~mapi.storage.db.MailboxDB.staged_garbage`; :func:`collect` (called where
+  objects are released) or the next staging transaction :func:`drop` s it, or turns it
+  into an :data:`~mapi.storage.schema.OWNER_DATA` row when a saved value links to it
+  (a trigger drops that one when its last link goes). A dropped row's file is
+  unlinked after the commit (:meth:`mapi.storage.blobs.BlobDir.sweep`).
   After a crash, :func:`recover` does the same for every staging row when the mailbox
   is opened. A crash before the save thus leaves nothing visible: staging rows belong
   to no message.
@@ -53,7 +53,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from mapi import errors
-from mapi.inline import may_block
 from mapi.propbag import TempData
 from mapi.storage import blobs, chunks
 from mapi.storage.schema import OWNER_DATA, OWNER_STAGING
@@ -130,9 +129,8 @@ class StagedData(TempData):
         self._tag = tag
         #: The bytes while they fit in one chunk and no file exists (None after).
         self._memory: bytearray | None = bytearray()
-        #: The staging row and its file's descriptor, made when the bytes outgrow memory.
+        #: The staging row (named after it: its file), made when the bytes outgrow memory.
         self._row: int | None = None
-        self._fd: int | None = None
         self.length = 0
         self.frozen = False
 
@@ -145,12 +143,8 @@ class StagedData(TempData):
         size = min(size, self.length - offset)
         if self._memory is not None:
             return bytes(self._memory[offset : offset + size])
-        assert self._fd is not None
-        may_block()
-        try:
-            data = blobs.read_exactly(self._fd, offset, size)
-        except OSError as exc:
-            raise blobs.os_error(exc, "cannot read stream data") from exc
+        assert self._row is not None
+        data = self._db.conn.blobs.pread(self._row, offset, size)
         if len(data) != size:
             raise errors.CorruptStore("staged stream data is shorter than written")
         return data
@@ -173,39 +167,39 @@ class StagedData(TempData):
             self._memory[offset:end] = data
             self.length = len(self._memory)
             return
-        fd = self._open_file()
+        fd = self._writable()
         if not data and end > self.length:  # growth only: the gap reads as zeros
             self._resize(fd, end)
             return
         try:
             blobs.write_all(fd, offset, data)
         except OSError as exc:
+            if end > self.length:  # bytes past the length may have landed: cut them off
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self.length)
             raise blobs.os_error(exc, "cannot write stream data") from exc
         self.length = max(self.length, end)
 
-    def _open_file(self) -> int:
-        """The file's descriptor, creating the staging row and the file (with the bytes
-        held in memory) on first use."""
-        if self._fd is not None:
-            return self._fd
-        may_block()
+    def _writable(self) -> int:
+        """A writable descriptor of the file (the blob cache's: never close it), creating
+        the staging row and the file, with the bytes held in memory, on first use. If
+        that fails, the bytes stay in memory and nothing else changed."""
+        blob_dir = self._db.conn.blobs  # raises NeedsWorker on the event loop
+        if self._row is not None:
+            return blob_dir.descriptor(self._row, writable=True)
         with self._transaction() as conn:
             row = self._new_row(conn)
-        blob_dir = self._db.conn.blobs
         try:
-            fd = blob_dir.create(row)
-        except BaseException:
-            self._db.staged_garbage.append(row)  # the row goes, its missing file is fine
-            raise
-        weakref.finalize(self, _release, self._db.staged_garbage, row, fd)
-        self._row, self._fd = row, fd
-        memory, self._memory = self._memory, None
-        if memory:
-            try:
-                blobs.write_all(fd, 0, memory)
-            except OSError as exc:
-                self._memory = memory  # still whole in memory: nothing is lost
+            fd = blob_dir.descriptor(row, create=True)
+            if self._memory:
+                blobs.write_all(fd, 0, self._memory)
+        except BaseException as exc:
+            self._db.staged_garbage.append(row)  # its drop unlinks the file, if made
+            if isinstance(exc, OSError):
                 raise blobs.os_error(exc, "cannot write stream data") from exc
+            raise
+        self._row, self._memory = row, None
+        weakref.finalize(self, self._db.staged_garbage.append, row)
         return fd
 
     def _resize(self, fd: int, size: int) -> None:
@@ -251,12 +245,12 @@ class StagedData(TempData):
                 self._memory.extend(bytes(size - self.length))
             self.length = size
             return
-        self._resize(self._open_file(), size)
+        self._resize(self._writable(), size)
 
     def flush(self) -> None:
         """Put the bytes in the file (before a save links it): call it before handing
         the data to a bag. Idempotent."""
-        self._open_file()
+        self._writable()
 
     # -- saving and copying ------------------------------------------------------------------
 
@@ -264,10 +258,9 @@ class StagedData(TempData):
         """Save this data as the value ``tag`` of an owner by linking its file, inside the
         caller's (save) transaction, once the file is on disk; False when it cannot be
         linked (another database, or not flushed), and the caller copies it instead."""
-        if not self.frozen or self._fd is None or self._db.conn is not conn:
+        if not self.frozen or self._row is None or self._db.conn is not conn:
             return False
-        assert self._row is not None
-        self._db.conn.blobs.sync(self._fd)  # on disk before the commit that names it
+        self._db.conn.blobs.sync(self._row)  # on disk before the commit that names it
         chunks.link(
             conn,
             owner_kind,
@@ -286,10 +279,11 @@ class StagedData(TempData):
         if self._memory is not None:
             other._memory = bytearray(self._memory)
         elif self.length:
-            assert self._fd is not None
-            fd = other._open_file()
+            assert self._row is not None
+            fd = other._writable()
+            source = self._db.conn.blobs.descriptor(self._row)
             try:
-                blobs.copy_range(self._fd, fd, self.length)
+                blobs.copy_range(source, fd, self.length)
             except OSError as exc:
                 raise blobs.os_error(exc, "cannot copy stream data") from exc
         other.length = self.length
@@ -307,14 +301,7 @@ class StagedData(TempData):
             offset += len(piece)
 
     def close(self) -> None:
-        """Nothing to close: the file and row are released when the object dies."""
-
-
-def _release(garbage: list[int], row: int, fd: int) -> None:
-    """A StagedData died: close its file and queue its row (whose drop unlinks it)."""
-    with contextlib.suppress(OSError):
-        os.close(fd)
-    garbage.append(row)
+        """Nothing to close: the row (and so its file) is released when the object dies."""
 
 
 def _take(garbage: list[int]) -> list[int]:

@@ -15,6 +15,7 @@ import random
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mapi_helpers import FAST_KDF, Clock
@@ -23,7 +24,7 @@ from mapi import errors
 from mapi import proptags as pt
 from mapi.limits import Limits
 from mapi.storage import staging
-from mapi.storage.blobs import BlobDir
+from mapi.storage.blobs import _OPEN_FILES, BlobDir
 from mapi.storage.db import PAGE_SIZE, WAL_CHECKPOINT_BYTES, MailboxDB, blob_dir_of
 from mapi.storage.schema import OWNER_DATA, OWNER_STAGING, SCHEMA_VERSION
 from mapi.store import MsgStore, ObjectStore
@@ -349,16 +350,30 @@ def test_deleting_the_user_deletes_the_files(store: ObjectStore) -> None:
     assert not blobs.exists()
 
 
-def test_streams_keep_no_file_descriptors_once_released(store: ObjectStore) -> None:
+def test_pending_values_hold_no_descriptor_each(store: ObjectStore) -> None:
+    """Hundreds of unsaved attachments must not hold a descriptor each (the process's
+    limit would fail every user): files are opened through a bounded cache."""
     ms = _open(store)
-    db = _db(ms)
     before = len(os.listdir("/proc/self/fd"))
-    for i in range(40):
-        _save_attachment(ms, bytes([i]) * (3 * CHUNK))
-    gc.collect()
-    staging.collect(db)
-    # The readers' cache keeps at most a few; 40 streams kept open would show.
-    assert len(os.listdir("/proc/self/fd")) - before < 20
+    inbox = ms.open_folder(ms.get_receive_folder())
+    msg = inbox.create_message()
+    pending = []
+    for i in range(3 * _OPEN_FILES):
+        att = msg.create_attach()
+        stream = att.open_stream(pt.PR_ATTACH_DATA_BIN, create=True)
+        stream.write(bytes([i]) * (2 * CHUNK))
+        pending.append((att, stream))
+    assert len(os.listdir("/proc/self/fd")) - before <= _OPEN_FILES
+    for i, (att, stream) in enumerate(pending):  # every one still reads back and saves
+        assert _read_all(stream) == bytes([i]) * (2 * CHUNK)
+        stream.close()
+        att.save_changes()
+    msg.save_changes()
+    assert msg.entry_id is not None
+    saved = ms.open_message(msg.entry_id)
+    assert _read_all(saved.open_attach(7).open_stream(pt.PR_ATTACH_DATA_BIN)) == bytes([7]) * (
+        2 * CHUNK
+    )
 
 
 def test_staging_commits_skip_the_fsync_and_saves_keep_it(store: ObjectStore) -> None:
@@ -480,5 +495,125 @@ def test_new_mailboxes_use_16_kib_pages_and_old_files_keep_theirs(
         assert _count(_db(view), "PRAGMA wal_autocheckpoint") == WAL_CHECKPOINT_BYTES // 4096
         eid = _save_attachment(view, b"y" * (3 * CHUNK))
         assert _attachment_data(view, eid) == b"y" * (3 * CHUNK)
+    finally:
+        again.close()
+
+
+# -- failures of the file system ---------------------------------------------------------
+
+
+def _disk_full(*args: object) -> int:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _new_attachment_stream(ms: MsgStore) -> tuple[Any, Any, PropStream]:
+    msg = ms.open_folder(ms.get_receive_folder()).create_message()
+    att = msg.create_attach()
+    return msg, att, att.open_stream(pt.PR_ATTACH_DATA_BIN, create=True)
+
+
+def _saved(ms: MsgStore, msg: Any, att: Any) -> bytes:
+    att.save_changes()
+    msg.save_changes()
+    return _attachment_data(ms, msg.entry_id)
+
+
+@pytest.mark.parametrize("how", ["write", "set_size"])
+def test_bytes_in_memory_survive_a_file_that_cannot_be_written(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Moving the first bytes from memory to the new file fails: they stay in memory,
+    and the retry (once the disk has room) moves them, so nothing is lost."""
+    ms = _open(store)
+    msg, att, stream = _new_attachment_stream(ms)
+    first = bytes(range(256)) * 2  # in memory: under one chunk
+    stream.write(first)
+    real_pwrite = os.pwrite
+    monkeypatch.setattr(os, "pwrite", _disk_full)
+    with pytest.raises(errors.NotEnoughDisk):
+        if how == "write":
+            stream.write(b"\x01" * (2 * CHUNK))
+        else:
+            stream.set_size(3 * CHUNK)
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert stream.size() == len(first) and _read_all(stream) == first
+    more = b"\x02" * (2 * CHUNK)
+    stream.write(more)
+    assert _read_all(stream) == first + more
+    stream.close()
+    assert _saved(ms, msg, att) == first + more
+
+
+@pytest.mark.parametrize("grow", ["set_size", "gap_write"])
+def test_a_write_that_fails_half_way_leaves_no_bytes_past_the_end(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch, grow: str
+) -> None:
+    """A filling disk takes half a write, then says ENOSPC: growing the stream later
+    must read zeros there, not the half that landed."""
+    ms = _open(store)
+    msg, att, stream = _new_attachment_stream(ms)
+    head = b"h" * (2 * CHUNK)  # in a file
+    stream.write(head)
+    real_pwrite = os.pwrite
+    calls: list[int] = []
+
+    def half_then_full(fd: int, data: Any, offset: int) -> int:
+        calls.append(offset)
+        if len(calls) == 1:
+            return real_pwrite(fd, bytes(memoryview(data)[: len(data) // 2]), offset)
+        return _disk_full()
+
+    monkeypatch.setattr(os, "pwrite", half_then_full)
+    with pytest.raises(errors.NotEnoughDisk):
+        stream.write(b"\xee" * (4 * CHUNK))
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
+    assert stream.size() == len(head)
+    if grow == "set_size":
+        stream.set_size(len(head) + 3 * CHUNK)
+        expected = head + bytes(3 * CHUNK)
+    else:
+        stream.write_at(len(head) + 3 * CHUNK, b"t")
+        expected = head + bytes(3 * CHUNK) + b"t"
+    assert _read_all(stream) == expected
+    stream.close()
+    assert _saved(ms, msg, att) == expected
+
+
+def test_the_first_save_makes_the_blob_directory_entry_durable(
+    store: ObjectStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ms = _open(store)
+    blobs_path = blob_dir_of(_db(ms).path)
+    synced: set[tuple[int, int]] = set()
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        synced.add((st.st_dev, st.st_ino))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    msg, att, stream = _new_attachment_stream(ms)
+    stream.write(b"d" * (3 * CHUNK))
+    stream.close()
+    _saved(ms, msg, att)
+    for directory in (blobs_path, blobs_path.parent):  # the new entry, and its own entry
+        st = os.stat(directory)
+        assert (st.st_dev, st.st_ino) in synced
+
+
+def test_strange_names_in_the_blob_directory_do_not_stop_the_mailbox_opening(
+    store: ObjectStore, data_dir: Path
+) -> None:
+    ms = _open(store)
+    eid = _save_attachment(ms, b"a" * (2 * CHUNK))
+    blobs_path = blob_dir_of(_db(ms).path)
+    (blobs_path / "\u00b2").write_bytes(b"a digit to str.isdigit, not to int()")
+    store.close()
+    again = ObjectStore(data_dir, kdf=FAST_KDF, limits=LIMITS)
+    try:
+        view = again.logon_with_password("eve", "pw").open_store()
+        assert _attachment_data(view, eid) == b"a" * (2 * CHUNK)
+        assert not (blobs_path / "\u00b2").exists()
     finally:
         again.close()
