@@ -39,7 +39,8 @@ class PduFramer:
             pdu = bytes(buffer)
             buffer.clear()
             return pdu
-        pdu = bytes(buffer[:size])
+        with memoryview(buffer) as view:  # one copy (a slice of the bytearray is two)
+            pdu = bytes(view[:size])
         del buffer[:size]
         return pdu
 

@@ -236,3 +236,29 @@ async def test_tls_1_2(tmp_path: Path) -> None:
         assert await receive_exactly(server, 4) == b"ping"
     await client.aclose()
     await server.aclose()
+
+
+async def test_one_receive_takes_every_whole_record_in_hand(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """Records already received come back together, up to ``max_bytes``; a record cut
+    by the read waits for the next call; close_notify after them is still an EOF."""
+    client, server = await our_pair(contexts)
+    data = bytes(range(256)) * 160  # 40 KiB: three records
+    async with client, server:
+        await _whole_records(client, server, data)
+
+
+async def _whole_records(client: TLSStream, server: TLSStream, data: bytes) -> None:
+    with trio.fail_after(10):
+        await client.send_all(data)
+        await client.send_all(b"tail")
+        got = await server.receive_some(65536)
+        assert len(got) > 16384  # more than one record in one call
+        assert (data + b"tail").startswith(got)
+        rest = await receive_exactly(server, len(data) + 4 - len(got))
+        assert got + rest == data + b"tail"
+        await client.send_all(b"x" * 30000)
+        small = await server.receive_some(20000)
+        assert len(small) <= 20000  # never more than asked for
+        assert small + await receive_exactly(server, 30000 - len(small)) == b"x" * 30000

@@ -142,6 +142,8 @@ class TLSStream(trio.abc.Stream):
                     break
                 try:
                     data = self._ssl.read(size)
+                    if len(data) < size and self._incoming.pending:
+                        data = self._read_more(data, size)
                     break
                 except ssl.SSLWantReadError:
                     waited = True
@@ -162,6 +164,23 @@ class TLSStream(trio.abc.Stream):
             return data
         finally:
             self._receiving = False
+
+    def _read_more(self, first: bytes, size: int) -> bytes:
+        """``first`` and the plaintext of the whole records already in hand after it, up
+        to ``size`` bytes: a read returns one record (16 KiB at most), and each read of
+        this stream costs its reader a pass through its loop (the h2 parser, a flush)."""
+        parts = [first]
+        got = len(first)
+        while got < size and self._incoming.pending:
+            try:
+                more = self._ssl.read(size - got)
+            except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                break  # a partial record (or close_notify): for the next call
+            if not more:
+                break
+            parts.append(more)
+            got += len(more)
+        return first if len(parts) == 1 else b"".join(parts)
 
     async def wait_send_all_might_not_block(self) -> None:
         self._check_usable()
