@@ -108,7 +108,7 @@ class TunnelConfig:
     h2_window: int = 8 * 1024 * 1024
     h2_max_streams: int = 100
     h2_max_frame: int = 256 * 1024
-    receive_size: int = 65536
+    receive_size: int = 262144
     max_fragment: int = 0xFFFF
 
     def __post_init__(self) -> None:
