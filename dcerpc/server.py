@@ -13,11 +13,14 @@ task and gets the replies through a callback, so an inline call costs no task sw
 Timeouts: a peer that sends nothing while no call is running is dropped after
 ``idle_timeout``; a PDU or fragmented request that stays incomplete for
 ``receive_timeout`` ends the connection; a peer that does not read our replies for
-``send_timeout`` is dropped. On a stream the reading task only notes when it began
-waiting, since when input is incomplete and since when a reply is going out; a watchdog
-task per connection (:meth:`RpcServer._watch`) checks those every quarter of the
-shortest timeout and ends the connection, so each limit fires at most a quarter of
-itself late (moving a deadline per read and per reply cost more than the call). Handler
+``send_timeout`` is dropped. Whoever feeds a connection (its reading task, or an
+attached connection's relay) only notes times on it: when it began waiting, since when
+input is incomplete, since when a reply is going out. One judge,
+:func:`_expired`, reads them for both kinds; a watchdog (:meth:`RpcServer._watch` for
+a stream, :meth:`AttachedConnection.serve_timeouts` for an attached connection) asks
+it every quarter of the shortest timeout and ends the connection its own way, so each
+limit fires at most a quarter of itself late (moving a deadline per read and per reply
+cost more than the call). Handler
 exceptions become faults (and are logged); they never reach the peer as text and never
 stop the server.
 """
@@ -72,6 +75,39 @@ def _only_broken_streams(exc: BaseException) -> bool:
     return isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError)
 
 
+def _note_partial(conn: _Connection) -> None:
+    """After input at ``conn.active_at``: note since when input is incomplete, if it is.
+
+    From when the incomplete input arrived (not from when the read began: the wait before
+    it was idleness), and not from the last byte: a peer trickling bytes cannot keep
+    pushing the limit away.
+    """
+    if conn.core.has_partial_input:
+        if conn.partial_since is None:
+            conn.partial_since = conn.active_at
+    else:
+        conn.partial_since = None
+
+
+def _expired(conn: _Connection, config: RpcConfig, now: float) -> str:
+    """Which limit ``conn`` has passed at ``now``: ``"send"`` (a reply blocked for
+    ``send_timeout``), ``"receive"`` (input incomplete for ``receive_timeout``),
+    ``"idle"`` (nothing came, ran or left for ``idle_timeout``; a running call, a
+    long-poll say, is not idleness), or ``""``."""
+    if conn.sending_since is not None:
+        return "send" if now - conn.sending_since >= config.send_timeout else ""
+    if conn.partial_since is not None:
+        return "receive" if now - conn.partial_since >= config.receive_timeout else ""
+    if not conn.calls and now - conn.active_at >= config.idle_timeout:
+        return "idle"
+    return ""
+
+
+def _watch_period(config: RpcConfig) -> float:
+    """How often a watchdog asks :func:`_expired`: a quarter of the shortest limit."""
+    return min(config.send_timeout, config.receive_timeout, config.idle_timeout) / 4
+
+
 @dataclass(slots=True)
 class _Connection:
     """One connection: a byte ``stream`` read by a task, or (attached) a ``deliver``
@@ -85,7 +121,7 @@ class _Connection:
     #: Attached connections: ends the connection when the relay broke.
     on_break: Callable[[], None] | None = None
     #: Stream connections: the reading task's scope, cancelled by its watchdog, which
-    #: judges from these times (trio clock) and says why in ``expired``.
+    #: says why in ``expired``. Both kinds: the times :func:`_expired` judges (trio clock).
     reading: trio.CancelScope | None = None
     active_at: float = 0.0
     partial_since: float | None = None
@@ -189,14 +225,7 @@ class RpcServer:
                     conn.active_at = trio.current_time()
                     if not self._handle_input(conn, nursery, data):
                         break
-                    if conn.core.has_partial_input:
-                        # From when the incomplete input arrived (not from when the read
-                        # began: the wait before it was idleness), and not from the last
-                        # byte: a peer trickling bytes cannot keep pushing the limit away.
-                        if conn.partial_since is None:
-                            conn.partial_since = conn.active_at  # when this input arrived
-                    else:
-                        conn.partial_since = None
+                    _note_partial(conn)
                     if conn.core.outbox_pending:
                         # Waiting behind a call's send is bounded by that send's own
                         # timeout; the watchdog times ours from when the lock is ours.
@@ -217,26 +246,14 @@ class RpcServer:
             nursery.cancel_scope.cancel()
 
     async def _watch(self, conn: _Connection) -> None:
-        """End the read loop (cancel ``conn.reading``) when a reply's send has blocked for
-        ``send_timeout``, an incomplete PDU has waited ``receive_timeout``, or nothing
-        came, ran or left for ``idle_timeout``. Checked every quarter of the shortest
-        of them, so each fires at most that much late."""
-        cfg = self.config
-        period = min(cfg.send_timeout, cfg.receive_timeout, cfg.idle_timeout) / 4
+        """End the read loop (cancel ``conn.reading``) once :func:`_expired` names a
+        limit; it is asked every :func:`_watch_period`."""
+        period = _watch_period(self.config)
         assert conn.reading is not None
         while True:
             await trio.sleep(period)
-            now = trio.current_time()
-            if conn.sending_since is not None:
-                if now - conn.sending_since >= cfg.send_timeout:
-                    conn.expired = "send"
-                    break
-            elif conn.partial_since is not None:
-                if now - conn.partial_since >= cfg.receive_timeout:
-                    conn.expired = "receive"
-                    break
-            elif not conn.calls and now - conn.active_at >= cfg.idle_timeout:
-                conn.expired = "idle"  # a running call (a long-poll) is not idleness
+            if reason := _expired(conn, self.config, trio.current_time()):
+                conn.expired = reason
                 break
         conn.reading.cancel()
 
@@ -426,8 +443,7 @@ class AttachedConnection:
         self._conn = conn
         self._nursery = nursery
         self._open = True
-        self._last_activity = trio.current_time()
-        self._partial_since: float | None = None
+        conn.active_at = trio.current_time()
         #: Set once the connection is over, whoever ended it.
         self.closed = trio.Event()
         conn.on_break = self._end
@@ -448,14 +464,10 @@ class AttachedConnection:
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._open:
             raise trio.BrokenResourceError("the RPC connection is closed")
-        self._last_activity = now = trio.current_time()
+        conn.active_at = trio.current_time()
         try:
             ok = self._server._handle_input(conn, self._nursery, data)
-            if conn.core.has_partial_input:
-                if self._partial_since is None:
-                    self._partial_since = now
-            else:
-                self._partial_since = None
+            _note_partial(conn)
             if conn.core.outbox_pending:
                 await acquire(conn.send_lock)
                 try:
@@ -474,32 +486,28 @@ class AttachedConnection:
     async def serve_timeouts(self) -> None:
         """Apply the server's ``idle_timeout`` (no input, no call running, no reply for
         that long: a shutdown PDU, then the end) and ``receive_timeout`` (an incomplete
-        PDU or fragmented request), as the reading task does for a stream; return once
-        the connection is over. The relay runs this for as long as it relays."""
-        cfg = self._server.config
-        while self._open:
-            if self._partial_since is not None:
-                deadline = self._partial_since + cfg.receive_timeout
-            else:
-                deadline = self._last_activity + cfg.idle_timeout
-            with trio.move_on_at(deadline):
+        PDU or fragmented request), judged as for a stream (:func:`_expired`, every
+        :func:`_watch_period`); return once the connection is over. The relay runs this
+        for as long as it relays. (Replies are bounded by ``send_timeout`` where they
+        are sent, and each feed by its caller.)"""
+        server, conn = self._server, self._conn
+        period = _watch_period(server.config)
+        while True:
+            with trio.move_on_after(period):
                 await self.closed.wait()
                 return
-            now = trio.current_time()
-            if self._partial_since is not None:
-                if now >= self._partial_since + cfg.receive_timeout:
-                    log.info("%s: an attached client sent an incomplete PDU", self._server.name)
-                    break
-            elif self._conn.calls:
-                self._last_activity = now  # a running call (a long-poll) is not idleness
-            elif now >= self._last_activity + cfg.idle_timeout:
-                log.debug("%s: attached connection idle, closing", self._server.name)
-                await self._server._say_shutdown(self._conn)
+            reason = _expired(conn, server.config, trio.current_time())
+            if reason == "receive":
+                log.info("%s: an attached client sent an incomplete PDU", server.name)
+                break
+            if reason == "idle":
+                log.debug("%s: attached connection idle, closing", server.name)
+                await server._say_shutdown(conn)
                 break
         await self.aclose()
 
     async def _deliver_noted(self, pdus: list[bytes]) -> None:
-        self._last_activity = trio.current_time()
+        self._conn.active_at = trio.current_time()
         await self._deliver(pdus)
 
     async def aclose(self) -> None:

@@ -541,6 +541,28 @@ async def test_a_bind_nak_reaches_the_client(tunnel: Tunnel, transport: str) -> 
         await still_serving(tunnel)
 
 
+async def test_an_incomplete_pdu_through_the_tunnel_ends_after_the_receive_timeout(
+    nursery: trio.Nursery, tmp_path
+) -> None:
+    """The attached RPC server judges a relayed connection as it judges a stream: an
+    incomplete PDU ends it after ``receive_timeout``, however long the idle limit.
+    (HTTP/2 only: the HTTP/1.1 proxy frames PDUs itself, so a partial one stays in its
+    channel, under the virtual connection's idle timeout.)"""
+    transport = "h2"
+    config = RpcConfig(idle_timeout=600, receive_timeout=0.5)
+    for attached in (False, True):
+        backend = await make_backend(nursery, attached=attached, config=config)
+        tunnel = await start_tunnel(nursery, backend, tmp_path / str(attached))
+        with trio.fail_after(20):
+            async with _rpc_stream(tunnel, transport) as stream:
+                await stream.send_all(b"\x05\x00\x0b\x03\x10\x00\x00\x00")  # half a header
+                while not backend.server.active_connections:  # noqa: ASYNC110 (a counter)
+                    await trio.sleep(0.05)
+                while backend.server.active_connections:  # noqa: ASYNC110 (a counter)
+                    await trio.sleep(0.1)
+        await still_serving(tunnel)
+
+
 @pytest.mark.parametrize("transport", ["h1", "h2"])
 async def test_the_rpc_servers_idle_timeout_applies_through_the_tunnel(
     nursery: trio.Nursery, tmp_path, transport: str
