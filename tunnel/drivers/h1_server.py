@@ -520,7 +520,7 @@ class _H1Connection:
             except RecycleError as exc:
                 raise _Closed(f"IN channel recycling: {exc}") from exc
             # The successor is a new channel instance: fresh flow control (3.2.1.1.4).
-            vc.in_window = ReceiveWindow(self.cfg.in_window)
+            vc.in_window = ReceiveWindow(self.cfg.in_window, ack_after=self.cfg.in_window // 4)
             vc.pending_ack = None
             vc.in_handover.set()
             return True
