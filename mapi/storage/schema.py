@@ -247,8 +247,15 @@ DDL: Final = (
 )
 
 
-def upgrade_2_to_3(conn: sqlite3.Connection) -> None:
-    """Bring a version 2 file to version 3, in one transaction (idempotent).
+def _add_to_streams(
+    conn: sqlite3.Connection,
+    column: str,
+    definition: str,
+    statements: tuple[str, ...],
+    version: int,
+) -> None:
+    """One upgrade step, in one transaction (idempotent): add ``column`` to ``streams``
+    unless it is there, run ``statements``, set the schema ``version``.
 
     Args:
         conn: an autocommit connection outside any transaction.
@@ -256,33 +263,23 @@ def upgrade_2_to_3(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(streams)")}
-        if "data_id" not in columns:
-            conn.execute("ALTER TABLE streams ADD COLUMN data_id INTEGER")
-        for statement in _V3_STATEMENTS:
+        if column not in columns:
+            conn.execute(f"ALTER TABLE streams ADD COLUMN {column} {definition}")
+        for statement in statements:
             conn.execute(statement)
-        conn.execute("PRAGMA user_version = 3")
+        conn.execute(f"PRAGMA user_version = {version}")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def upgrade_2_to_3(conn: sqlite3.Connection) -> None:
+    """Bring a version 2 file to version 3 (shared chunk data), in one transaction."""
+    _add_to_streams(conn, "data_id", "INTEGER", _V3_STATEMENTS, 3)
 
 
 def upgrade_3_to_4(conn: sqlite3.Connection) -> None:
-    """Bring a version 3 file to version 4, in one transaction (idempotent): its holders
-    keep their chunk rows (``in_file = 0``); new staged data goes to files.
-
-    Args:
-        conn: an autocommit connection outside any transaction.
-    """
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(streams)")}
-        if "in_file" not in columns:
-            conn.execute("ALTER TABLE streams ADD COLUMN in_file INTEGER NOT NULL DEFAULT 0")
-        for statement in _V4_STATEMENTS:
-            conn.execute(statement)
-        conn.execute("PRAGMA user_version = 4")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    """Bring a version 3 file to version 4, in one transaction: its holders keep their
+    chunk rows (``in_file = 0``); new staged data goes to files."""
+    _add_to_streams(conn, "in_file", "INTEGER NOT NULL DEFAULT 0", _V4_STATEMENTS, 4)

@@ -415,14 +415,18 @@ _TO_V2 = (
 )
 
 
+def _downgrade(store: ObjectStore, path: Path, script: str) -> None:
+    """Close the store, then take its mailbox file back with ``script``."""
+    store.close()
+    conn = sqlite3.connect(path)
+    conn.executescript(script)
+    conn.close()
+
+
 def test_version_2_files_are_upgraded(store: ObjectStore, data_dir: Path) -> None:
     ms = _open(store)
     eid = _save_in_rows(ms, bytes(3 * CHUNK))
-    path = _db(ms).path
-    store.close()
-    conn = sqlite3.connect(path)
-    conn.executescript(_TO_V3 + _TO_V2)
-    conn.close()
+    _downgrade(store, _db(ms).path, _TO_V3 + _TO_V2)
     again = ObjectStore(data_dir, kdf=FAST_KDF, limits=LIMITS)
     try:
         view = again.logon_with_password("eve", "pw").open_store()
@@ -443,9 +447,8 @@ def test_version_3_files_keep_their_staged_rows(store: ObjectStore, data_dir: Pa
     data = random.Random(3).randbytes(4 * CHUNK + 9)
     eid = _save_in_rows(ms, data)
     path = _db(ms).path
-    store.close()
+    _downgrade(store, path, _TO_V3)
     conn = sqlite3.connect(path)
-    conn.executescript(_TO_V3)
     # Make the value a link to a holder of kind OWNER_DATA, as version 3 saved staged data.
     (own,) = conn.execute("SELECT id FROM streams WHERE owner_kind = 3").fetchone()
     holder = conn.execute(
