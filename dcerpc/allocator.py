@@ -13,10 +13,13 @@ project's 2-core test machine:
 - direct TCP uploads to a store on tmpfs went 490-600 -> 930-980 MiB/s.
 
 :func:`tune_allocator` keeps blocks under :data:`MMAP_THRESHOLD` in the heap and up to
-:data:`TRIM_THRESHOLD` of free heap for reuse. The cost is that a process keeps up to
-that much memory it no longer uses. The ``serve`` command applies these settings, and
-so does the ``mapi-cli`` client, unless the environment already sets glibc's own
-``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``, or sets
+:data:`TRIM_THRESHOLD` of free heap for reuse. The cost is memory a process keeps
+without using it: up to that much per malloc arena (the event loop's, and one per
+worker thread that did store work, at most 8 per core). The ``serve`` command
+applies these settings, and so does the ``mapi-cli`` client, unless the environment
+already sets glibc's own
+``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (or ``glibc.malloc`` tunables
+in ``GLIBC_TUNABLES``), or sets
 ``MAPI_ANYWHERE_MALLOC_TUNING=0``. On other C libraries it does nothing.
 """
 
@@ -46,6 +49,8 @@ def tune_allocator() -> bool:
         return False
     if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
         return False  # the operator chose glibc's settings
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
     if not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")

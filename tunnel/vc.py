@@ -16,8 +16,10 @@ the Content-Length of that HTTP message; a channel must never exceed it.
   (always True when ``strict`` is off, for clients that never acknowledge, e.g.
   Samba) and :meth:`SendWindow.fits_body` whether it fits the Content-Length.
 * :class:`ReceiveWindow` is the IN side of the proxy (and the OUT side of a client):
-  :meth:`ReceiveWindow.received` returns an acknowledgement to send once the free
-  space falls below half the window, as Windows does. Bytes are counted as consumed
+  :meth:`ReceiveWindow.received` returns an acknowledgement to send once more than
+  ``ack_after`` is unacknowledged (by default half the window, as Windows does; the
+  proxy's IN side and our client's OUT side use a quarter, so credit returns while
+  most of the 256 KiB the spec allows is still in flight). Bytes are counted as consumed
   when received, because the terminating proxy hands them to the backend at once.
 
 Both count one channel *instance*: when a channel is recycled
