@@ -17,9 +17,8 @@ project's 2-core test machine:
 without using it: up to that much per malloc arena (the event loop's, and one per
 worker thread that did store work, at most 8 per core). The ``serve`` command
 applies these settings, and so does the ``mapi-cli`` client, unless the environment
-already sets glibc's own
-``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (or ``glibc.malloc`` tunables
-in ``GLIBC_TUNABLES``), or sets
+already sets glibc's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (or
+``glibc.malloc`` tunables in ``GLIBC_TUNABLES``), or sets
 ``MAPI_ANYWHERE_MALLOC_TUNING=0``. On other C libraries it does nothing.
 """
 
