@@ -71,6 +71,7 @@ class BlobDir:
         #: Ids unlinked since the last write transaction, whose dead_files rows go next.
         self.swept: list[int] = []
         self._entry_synced = False
+        self._closed = False
 
     def file(self, blob_id: int) -> Path:
         return self.path / str(blob_id)
@@ -80,9 +81,11 @@ class BlobDir:
         makes the file, empty (and the directory on first use).
 
         Raises:
-            CorruptStore: the file is missing. NotEnoughDisk, CallFailed: it cannot be
-                opened or made.
+            InvalidObject: the mailbox is closed. CorruptStore: the file is missing.
+                NotEnoughDisk, CallFailed: it cannot be opened or made.
         """
+        if self._closed:  # an object outliving its mailbox: no descriptor left behind
+            raise errors.InvalidObject("mailbox is closed")
         cached = self._open.get(blob_id)
         if cached is not None and not create and (cached[1] or not writable):
             self._open.move_to_end(blob_id)
@@ -175,7 +178,8 @@ class BlobDir:
             os.unlink(self.file(blob_id))
 
     def close(self) -> None:
-        """Close every file kept open."""
+        """Close every file kept open; no file can be opened after this."""
+        self._closed = True
         while self._open:
             os.close(self._open.popitem()[1][0])
 

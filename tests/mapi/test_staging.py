@@ -620,3 +620,16 @@ def test_strange_names_in_the_blob_directory_do_not_stop_the_mailbox_opening(
         assert not (blobs_path / "\u00b2").exists()
     finally:
         again.close()
+
+
+def test_a_stream_outliving_its_mailbox_opens_no_file(store: ObjectStore) -> None:
+    ms = _open(store)
+    _msg, _att, stream = _new_attachment_stream(ms)
+    stream.write(b"s" * (3 * CHUNK))  # in a file
+    before = len(os.listdir("/proc/self/fd"))
+    store.close()
+    with pytest.raises(errors.MapiError):
+        stream.write(b"t" * CHUNK)
+    with pytest.raises(errors.MapiError):
+        stream.read_at(0, 10)
+    assert len(os.listdir("/proc/self/fd")) <= before
