@@ -124,9 +124,9 @@ def _heap_in_use() -> int:
     return int(info.uordblks + info.hblkhd)
 
 
-async def _kept_after(burst: bool, sctx: ssl.SSLContext, cctx: ssl.SSLContext) -> int:
-    """Heap in use once N server TLSStreams each received 1 MiB (or one record) in one
-    go and went idle."""
+async def _kept_after(records: int, sctx: ssl.SSLContext, cctx: ssl.SSLContext) -> int:
+    """Heap in use once N server TLSStreams each received ``records`` 16 KiB records in
+    one go, read them all and went idle."""
     servers, clients = [], []
     for _ in range(N):
         a, b = trio.testing.memory_stream_pair()
@@ -143,13 +143,13 @@ async def _kept_after(burst: bool, sctx: ssl.SSLContext, cctx: ssl.SSLContext) -
         clients.append((a, *box["c"]))
     for a, obj, _inc, out in clients:
         wire = bytearray()
-        for _ in range(64 if burst else 1):
+        for _ in range(records):
             obj.write(b"x" * 16384)
             wire += out.read()
         await a.send_all(bytes(wire))
     for server in servers:
-        got, want = 0, (1 << 20) if burst else 16384
-        while got < want:
+        got = 0
+        while got < records * 16384:
             got += len(await server.receive_some(16384))
     clients.clear()
     kept = _heap_in_use()
@@ -157,13 +157,66 @@ async def _kept_after(burst: bool, sctx: ssl.SSLContext, cctx: ssl.SSLContext) -
     return kept
 
 
+@pytest.mark.parametrize("records", [15, 64], ids=["one-read", "1MiB"])
 async def test_an_idle_connection_keeps_little_of_a_burst(
-    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext], records: int
 ) -> None:
-    """1 MiB received at once (256 KiB transport reads) used to leave ~350 KiB of BIO
-    buffer per connection for its life; slices keep it near 64 KiB."""
+    """A burst received at once (256 KiB transport reads) used to leave ~350 KiB per
+    connection for its life: the BIO buffer, and the last read pinned by an empty
+    slice of it. 15 records fit one transport read; 64 are 1 MiB."""
     sctx, cctx = contexts
-    quiet = await _kept_after(False, sctx, cctx)
-    busy = await _kept_after(True, sctx, cctx)
+    quiet = await _kept_after(1, sctx, cctx)
+    busy = await _kept_after(records, sctx, cctx)
     per_connection = (busy - quiet) / N
     assert per_connection < 160 * 1024, f"{per_connection / 1024:.0f} KiB kept per connection"
+
+
+async def test_an_empty_send_is_a_checkpoint(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    server_ctx, client_ctx = contexts
+    a, b = socket_streams()
+    client = TLSStream(a, client_ctx, server_hostname="localhost")
+    server = TLSStream(b, server_ctx, server_side=True)
+    async with client, server:
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client.do_handshake)
+                nursery.start_soon(server.do_handshake)
+        with trio.testing.assert_checkpoints():
+            await client.send_all(b"")
+
+
+async def test_a_send_after_a_stored_error_reports_that_error(
+    contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    """Last data and a fatal alert in one read; the reader then sends (an h2 ACK does)
+    before it receives again: the send fails with the alert as its cause, not with
+    OpenSSL's follow-up EOF."""
+    server_ctx, client_ctx = contexts
+    a, b = socket_streams()
+    server = TLSStream(b, server_ctx, server_side=True)
+    result = {}
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.do_handshake)
+
+            async def client() -> None:
+                result["c"] = await _raw_client(a, client_ctx)
+
+            nursery.start_soon(client)
+        obj, inc, out = result["c"]
+        obj.write(b"last words")
+        inc.write(b"\x17\x03\x03\x00\x20" + os.urandom(32))
+        with pytest.raises(ssl.SSLError):
+            obj.read(100)  # the client queues a fatal bad_record_mac alert
+        await a.send_all(out.read())
+        await trio.sleep(0.05)
+        try:
+            assert await server.receive_some(65536) == b"last words"
+            with pytest.raises(trio.BrokenResourceError) as caught:
+                await server.send_all(b"ack")
+            assert "BAD_RECORD_MAC" in repr(caught.value.__cause__).upper()
+        finally:
+            await server.aclose()
+            await a.aclose()

@@ -48,6 +48,7 @@ from dcerpc.trio_util import acquire
 RECEIVE_SIZE = 262144
 #: Most bytes handed to a memory BIO at once (see "Memory" above).
 BIO_SLICE = 65536
+_NOTHING = memoryview(b"")
 
 
 class TLSStream(trio.abc.Stream):
@@ -79,7 +80,7 @@ class TLSStream(trio.abc.Stream):
         self._closed = False
         self._eof = False
         #: Bytes read from the transport that OpenSSL has not asked for yet.
-        self._raw = memoryview(b"")
+        self._raw = _NOTHING
         #: A TLS error met after records a receive returned: the next receive raises it.
         self._failed: ssl.SSLError | None = None
 
@@ -123,12 +124,18 @@ class TLSStream(trio.abc.Stream):
         self._sending = True
         try:
             self._check_usable()
+            if self._failed is not None:  # a receive met it first: it is the reason
+                raise self._break(self._failed) from self._failed
             if not self._handshook:
                 await self.do_handshake()
+            if not data:
+                await self._flush()  # what a read left queued (a KeyUpdate answer)
+                await trio.lowlevel.checkpoint()  # as trio's streams: always a checkpoint
+                return
             await acquire(self._send_lock)
             try:
                 view = memoryview(data).cast("B")
-                for start in range(0, max(len(view), 1), BIO_SLICE):
+                for start in range(0, len(view), BIO_SLICE):
                     try:
                         self._ssl.write(view[start : start + BIO_SLICE])
                     except ssl.SSLError as exc:  # no renegotiation: nothing can ask to wait
@@ -262,6 +269,8 @@ class TLSStream(trio.abc.Stream):
         """Hand OpenSSL the next slice of what was read from the transport."""
         self._incoming.write(self._raw[:BIO_SLICE])
         self._raw = self._raw[BIO_SLICE:]
+        if not self._raw:
+            self._raw = _NOTHING  # an empty slice would still pin the whole read
 
     async def _flush(self) -> None:
         """Send what the outgoing BIO holds (under the send lock)."""
