@@ -332,6 +332,44 @@ def test_framer_byte_by_byte_and_coalesced():
     assert framer.next_pdu() is None and not framer.has_partial
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_framer_gives_the_pdus_back_however_the_stream_is_cut(data):
+    """Random PDUs, cut at random places, each piece fed as bytes (cut in place) or as
+    a bytearray (copied), with next_pdu drained at random moments: the same PDUs come
+    back, in order, and nothing is left over."""
+    pdus = [
+        RequestPdu(call_id=i, opnum=1, stub=bytes([i]) * data.draw(st.integers(0, 300))).encode()
+        for i in range(data.draw(st.integers(1, 8)))
+    ]
+    stream = b"".join(pdus)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    framer = PduFramer(65535)
+    got = []
+    for piece in pieces:
+        framer.feed(piece if data.draw(st.booleans()) else bytearray(piece))
+        if data.draw(st.booleans()):
+            while (pdu := framer.next_pdu()) is not None:
+                got.append(pdu)
+    while (pdu := framer.next_pdu()) is not None:
+        got.append(pdu)
+    assert got == pdus
+    assert all(type(p) is bytes for p in got)
+    assert not framer.has_partial
+
+
+def test_framer_head_names_the_bad_pdu_wherever_it_sits():
+    good = ShutdownPdu(call_id=7).encode()
+    bad = b"\x05\x00\x00\x03\x10\x00\x00\x00\x00\xf0\x00\x00\x09\x00\x00\x00"
+    framer = PduFramer(4280)
+    framer.feed(good + bad)  # cut in place
+    assert framer.next_pdu() == good
+    with pytest.raises(DecodeError):
+        framer.next_pdu()
+    assert framer.head() == bad
+
+
 def test_framer_refuses_oversized_fragment_before_buffering_body():
     framer = PduFramer(4280)
     framer.feed(b"\x05\x00\x00\x03\x10\x00\x00\x00\x00\xf0\x00\x00\x01\x00\x00\x00")
