@@ -23,7 +23,14 @@ Bulk (``--size-mb`` MiB, 100 by default, in ``--chunk-kb`` chunks, one round tri
 - raw TLS for comparison: the same number of bytes each way over a client/server pair
   of the tunnel's own TLS stream (``tunnel.drivers.tls_stream.TLSStream``, faster than
   ``trio.SSLStream``) on loopback: a second child process, the tunnel's TLS contexts
-  and a self-signed certificate, 64 KiB socket reads like the tunnel's.
+  and a self-signed certificate, 256 KiB socket reads like the tunnel's;
+- raw TCP, the same over plain trio sockets, to tell TLS's own cost from the sockets'.
+
+With each transfer the CPU time of both processes (every thread, user and system) is
+printed per MiB (Linux's process CPU clocks); from these, the bound on any TLS tunnel to this
+store on this machine: direct TCP's CPU plus TLS's own (raw TLS less raw TCP), every
+core busy, the HTTP layer free (see ``cpu_lines``). The bulk target (half of raw TLS)
+can only be met where that bound lies well above it.
 
 Where the store writes: by default the server's data directory is on tmpfs
 (``/dev/shm``), so that bulk figures measure the server and the tunnels rather than
@@ -58,7 +65,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -82,6 +89,10 @@ BULK_TARGET = 0.5
 MiB = 1 << 20
 #: Bound on one bulk transfer (each way), whatever the size.
 BULK_TIMEOUT = 900.0
+#: The raw pairs bulk is compared with.
+RAW = {"tls": "raw TLS loopback (TLSStream)", "tcp": "raw TCP loopback (trio SocketStream)"}
+#: Read size of the raw TLS and TCP pairs: the tunnel's own (TunnelConfig.receive_size).
+RAW_RECEIVE = 256 * 1024
 #: The parts ``--only`` can pick.
 PARTS = ("small", "bulk", "bulk-direct", "bulk-h2", "bulk-h1", "tls")
 
@@ -193,9 +204,10 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
         server.wait(timeout=10)
 
 
-def serve_tls(port: int) -> None:
-    """Raw TLS sink/source: per connection, a 9-byte request ``b"U"|b"D"`` + size (u64):
-    ``U`` reads that many bytes then answers ``b"k"``; ``D`` sends that many bytes."""
+def serve_raw(tls_port: int, tcp_port: int) -> None:
+    """Raw sink/source, over TLS on ``tls_port`` and plain TCP on ``tcp_port``: per
+    connection, a 9-byte request ``b"U"|b"D"`` + size (u64): ``U`` reads that many bytes
+    then answers ``b"k"``; ``D`` sends that many bytes."""
     import tempfile
 
     import trio
@@ -205,9 +217,9 @@ def serve_tls(port: int) -> None:
     from tunnel.tls import ensure_certificate, server_context
 
     tune_allocator()  # as the tunnel's server has it: the same ground for both
+    chunk = os.urandom(MiB)
 
-    async def handler(tcp: trio.SocketStream) -> None:
-        stream = TLSStream(tcp, context, server_side=True)
+    async def sink_or_source(stream: trio.abc.Stream) -> None:
         try:
             head = b""
             while len(head) < 9:
@@ -219,13 +231,12 @@ def serve_tls(port: int) -> None:
             if head[:1] == b"U":
                 got = 0
                 while got < size:
-                    data = await stream.receive_some(65536)
+                    data = await stream.receive_some(RAW_RECEIVE)
                     if not data:
                         return
                     got += len(data)
                 await stream.send_all(b"k")
             else:
-                chunk = os.urandom(MiB)
                 sent = 0
                 while sent < size:
                     piece = chunk[: min(MiB, size - sent)]
@@ -237,10 +248,69 @@ def serve_tls(port: int) -> None:
         finally:
             await trio.aclose_forcefully(stream)
 
+    async def tls_handler(tcp: trio.SocketStream) -> None:
+        await sink_or_source(TLSStream(tcp, context, server_side=True))
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_tcp, tls_handler, tls_port)
+            nursery.start_soon(trio.serve_tcp, sink_or_source, tcp_port)
+
     with tempfile.TemporaryDirectory() as tmp:
         cert, key = ensure_certificate(Path(tmp), ["localhost"])
         context = server_context(cert, key)
-        trio.run(trio.serve_tcp, handler, port)
+        trio.run(main)
+
+
+# -- CPU accounting -------------------------------------------------------------------------
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds so far of process ``pid``, every thread (ended ones too), user and
+    system time, to the nanosecond; None where the system cannot tell.
+
+    Linux names the CPU clock of another process ``(~pid << 3) | 2`` (a process-wide
+    ``CPUCLOCK_SCHED`` clock, as glibc's ``clock_getcpuclockid`` builds it).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return time.clock_gettime((~pid << 3) | 2)
+    except OSError:
+        return None
+
+
+class Transfer(NamedTuple):
+    """One timed transfer: bytes/s, and (server, client) CPU seconds per MiB moved, or
+    None where the server's CPU cannot be read."""
+
+    rate: float
+    cpu: tuple[float, float] | None
+
+
+class CpuMeter:
+    """CPU the server process ``pid`` and this process spend between :meth:`start` and
+    :meth:`transfer` (every thread of each, user and system time)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._server = process_cpu(pid)
+        self._client = time.process_time()
+        self._wall = time.perf_counter()
+
+    def start(self) -> None:
+        self._server = process_cpu(self.pid)
+        self._client = time.process_time()
+        self._wall = time.perf_counter()
+
+    def transfer(self, size: int) -> Transfer:
+        wall = time.perf_counter() - self._wall
+        client = time.process_time() - self._client
+        server = process_cpu(self.pid)
+        mib = size / MiB
+        if server is None or self._server is None:
+            return Transfer(size / wall, None)
+        return Transfer(size / wall, ((server - self._server) / mib, client / mib))
 
 
 # -- clients --------------------------------------------------------------------------------
@@ -330,9 +400,12 @@ def bench_getprops(transport: str, info: dict[str, Any], seconds: float) -> floa
     return trio.run(run)
 
 
-def bench_bulk(transport: str, info: dict[str, Any], size: int, chunk: int) -> tuple[float, float]:
-    """Upload then download of a ``size``-byte attachment in ``chunk``-byte stream calls;
-    returns (upload, download) in bytes/s. The message is deleted afterwards."""
+def bench_bulk(
+    transport: str, info: dict[str, Any], size: int, chunk: int, server_pid: int
+) -> tuple[Transfer, Transfer]:
+    """Upload then download of a ``size``-byte attachment in ``chunk``-byte stream calls,
+    with the CPU of the server (process ``server_pid``) and of this process; returns
+    (upload, download). The message is deleted afterwards."""
     import trio
 
     from clients.api import Attachment, Stream
@@ -340,7 +413,8 @@ def bench_bulk(transport: str, info: dict[str, Any], size: int, chunk: int) -> t
 
     data = os.urandom(chunk)
 
-    async def run() -> tuple[float, float]:
+    async def run() -> tuple[Transfer, Transfer]:
+        meter = CpuMeter(server_pid)
         async with connect_via(transport, info, USER, PASSWORD) as session:
             store = await session.open_store()
             inbox = await store.open_folder(await store.special_folder("inbox"))
@@ -357,7 +431,7 @@ def bench_bulk(transport: str, info: dict[str, Any], size: int, chunk: int) -> t
                     attach.open_stream("PR_ATTACH_DATA_BIN", write=True, create=True)
                 )
             with trio.fail_after(BULK_TIMEOUT):
-                start = time.perf_counter()
+                meter.start()
                 sent = 0
                 while sent < size:
                     piece = data[: min(chunk, size - sent)]
@@ -367,20 +441,20 @@ def bench_bulk(transport: str, info: dict[str, Any], size: int, chunk: int) -> t
                 await stream.release()
                 await attach.save()
                 eid = await msg.save()
-                upload = size / (time.perf_counter() - start)
+                upload = meter.transfer(size)
             message = await store.open_message(eid)
             async with session.batch() as batch:
                 attach = batch.add(message.open_attachment(0))
                 stream = batch.add(attach.open_stream("PR_ATTACH_DATA_BIN"))
             with trio.fail_after(BULK_TIMEOUT):
-                start = time.perf_counter()
+                meter.start()
                 got = 0
                 while got < size:
                     piece = await stream.read(min(chunk, size - got))
                     if not piece:
                         break
                     got += len(piece)
-                download = size / (time.perf_counter() - start)
+                download = meter.transfer(size)
             if got != size:
                 raise RuntimeError(f"downloaded {got} bytes of {size}")
             await stream.release()
@@ -392,8 +466,11 @@ def bench_bulk(transport: str, info: dict[str, Any], size: int, chunk: int) -> t
     return trio.run(run)
 
 
-def bench_raw_tls(port: int, size: int, chunk: int) -> tuple[float, float]:
-    """Raw TLS on loopback: (upload, download) bytes/s of ``size`` bytes each way."""
+def bench_raw(
+    port: int, size: int, chunk: int, server_pid: int, *, tls: bool
+) -> tuple[Transfer, Transfer]:
+    """Raw TLS (or plain TCP) on loopback, ``size`` bytes each way, with the CPU of the
+    sink/source (process ``server_pid``) and of this process: (upload, download)."""
     import socket
 
     import trio
@@ -403,15 +480,19 @@ def bench_raw_tls(port: int, size: int, chunk: int) -> tuple[float, float]:
 
     data = os.urandom(chunk)
     context = client_context(alpn=["http/1.1"], fingerprint="00" * 32)  # no chain check
+    meter = CpuMeter(server_pid)
 
-    async def one(mode: bytes) -> float:
+    async def one(mode: bytes) -> Transfer:
         tcp = await trio.open_tcp_stream("127.0.0.1", port)
         tcp.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        stream = TLSStream(tcp, context, server_hostname="localhost")
+        stream: trio.abc.Stream = tcp
+        if tls:
+            stream = TLSStream(tcp, context, server_hostname="localhost")
         async with stream:
             with trio.fail_after(BULK_TIMEOUT):
-                await stream.do_handshake()
-                start = time.perf_counter()
+                if isinstance(stream, TLSStream):
+                    await stream.do_handshake()
+                meter.start()
                 await stream.send_all(mode + size.to_bytes(8, "big"))
                 if mode == b"U":
                     sent = 0
@@ -420,17 +501,17 @@ def bench_raw_tls(port: int, size: int, chunk: int) -> tuple[float, float]:
                         await stream.send_all(piece)
                         sent += len(piece)
                     if await stream.receive_some(1) != b"k":
-                        raise RuntimeError("the TLS sink did not acknowledge")
+                        raise RuntimeError("the sink did not acknowledge")
                 else:
                     got = 0
                     while got < size:
-                        piece = await stream.receive_some(65536)
-                        if not piece:
-                            raise RuntimeError("the TLS source closed early")
-                        got += len(piece)
-                return size / (time.perf_counter() - start)
+                        received = await stream.receive_some(RAW_RECEIVE)
+                        if not received:
+                            raise RuntimeError("the source closed early")
+                        got += len(received)
+                return meter.transfer(size)
 
-    async def run() -> tuple[float, float]:
+    async def run() -> tuple[Transfer, Transfer]:
         return await one(b"U"), await one(b"D")
 
     return trio.run(run)
@@ -478,12 +559,21 @@ def measure(
     parts: frozenset[str] = frozenset(PARTS),
     rounds: int = 1,
     data_parent: Path | None = None,
-) -> tuple[dict[str, float], dict[str, float]]:
+) -> tuple[dict[str, float], dict[str, float], dict[str, tuple[float, float]]]:
     """The figures of ``parts`` (all by default): (rates in calls/s by key, each the
-    median of ``rounds`` alternating rounds, bulk in bytes/s by key). The server's data
-    directory is made in ``data_parent`` (default: the temporary directory)."""
+    median of ``rounds`` alternating rounds; bulk in bytes/s by key; the (server, client)
+    CPU seconds per MiB of each bulk transfer, by the same key, where Linux tells). The
+    server's data directory is made in ``data_parent`` (default: the temporary
+    directory)."""
     rates: dict[str, float] = {}
     bulk: dict[str, float] = {}
+    cpu: dict[str, tuple[float, float]] = {}
+
+    def keep(key: str, transfer: Transfer) -> None:
+        bulk[key] = transfer.rate
+        if transfer.cpu is not None:
+            cpu[key] = transfer.cpu
+
     bulk_over = [t for t in TRANSPORTS if "bulk" in parts or f"bulk-{t}" in parts]
     if "small" in parts or bulk_over:
         args = ["store"] + (["--profile-server", str(profile)] if profile else [])
@@ -499,32 +589,46 @@ def measure(
                             samples.setdefault(f"{kind}/{transport}", []).append(rate)
                 rates = {key: statistics.median(values) for key, values in samples.items()}
             for transport in bulk_over:
-                up, down = bench_bulk(transport, info, size, chunk)
-                bulk[f"upload/{transport}"], bulk[f"download/{transport}"] = up, down
+                up, down = bench_bulk(transport, info, size, chunk, server.pid)
+                keep(f"upload/{transport}", up)
+                keep(f"download/{transport}", down)
         finally:
             stop_server(server)
     if "bulk" in parts:
         bulk["disk"] = durable_write_rate(None)
     if "tls" not in parts and "bulk" not in parts:
-        return rates, bulk
-    port = free_port()
+        return rates, bulk, cpu
+    tls_port = tcp_port = free_port()
+    while tcp_port == tls_port:
+        tcp_port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    tls = subprocess.Popen(
-        [sys.executable, __file__, "--serve", "tls", "--port", str(port)],
+    raw = subprocess.Popen(
+        [
+            *(sys.executable, __file__, "--serve", "raw"),
+            *("--port", str(tls_port), "--plain-port", str(tcp_port)),
+        ],
         env=env,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for_port(port)
-        bulk["upload/tls"], bulk["download/tls"] = bench_raw_tls(port, size, chunk)
+        wait_for_port(tls_port)
+        wait_for_port(tcp_port)
+        for name, port in (("tls", tls_port), ("tcp", tcp_port)):
+            up, down = bench_raw(port, size, chunk, raw.pid, tls=name == "tls")
+            keep(f"upload/{name}", up)
+            keep(f"download/{name}", down)
     finally:
-        tls.terminate()
-        tls.wait(timeout=10)
-    return rates, bulk
+        raw.terminate()
+        raw.wait(timeout=10)
+    return rates, bulk, cpu
 
 
 def report(
-    rates: dict[str, float], bulk: dict[str, float], size_mib: float, chunk: int
+    rates: dict[str, float],
+    bulk: dict[str, float],
+    cpu: dict[str, tuple[float, float]],
+    size_mib: float,
+    chunk: int,
 ) -> list[str]:
     """The printed lines, in order (only those whose figures were measured)."""
     lines: list[str] = []
@@ -556,10 +660,9 @@ def report(
                     f"{size_label} {way} ({chunk_label}), {name}, MiB/s: "
                     f"{bulk[f'{way}/{transport}'] / MiB:.1f}"
                 )
-        if f"{way}/tls" in bulk:
-            lines.append(
-                f"raw TLS loopback {way} (TLSStream), MiB/s: {bulk[f'{way}/tls'] / MiB:.1f}"
-            )
+        for raw, name in RAW.items():
+            if f"{way}/{raw}" in bulk:
+                lines.append(f"{name} {way}, MiB/s: {bulk[f'{way}/{raw}'] / MiB:.1f}")
     if "disk" in bulk:
         lines.append(
             "durable file writes in the temporary directory (100 MiB + fsync, third round),"
@@ -580,6 +683,48 @@ def report(
         if {f"{way}/direct", f"{way}/tls"} <= bulk.keys():
             direct_to_tls = bulk[f"{way}/direct"] / bulk[f"{way}/tls"]
             lines.append(f"attachment {way}, direct TCP / raw TLS: {direct_to_tls:.2f}")
+    lines += cpu_lines(bulk, cpu)
+    return lines
+
+
+def cpu_lines(bulk: dict[str, float], cpu: dict[str, tuple[float, float]]) -> list[str]:
+    """CPU per MiB of each transfer, and what it implies: the bound on any TLS tunnel to
+    our store on this machine.
+
+    A tunnel does all the work of direct TCP, plus TLS on both ends, plus its HTTP
+    layer. TLS's own cost is raw TLS's CPU less raw TCP's (the sockets are counted in
+    direct TCP already). With every core busy and the HTTP layer free, a tunnel could
+    move at most ``cores / (direct CPU + TLS CPU)`` MiB/s: the bound, an upper limit
+    that no tunnel implementation can pass without making the store's own path cheaper.
+    """
+    lines: list[str] = []
+    names = {**TRANSPORTS, **RAW}
+    for way in ("upload", "download"):
+        for key, name in names.items():
+            if f"{way}/{key}" in cpu:
+                server, client = cpu[f"{way}/{key}"]
+                lines.append(
+                    f"CPU per MiB, {way}, {name}: server {server * 1000:.2f} ms,"
+                    f" client {client * 1000:.2f} ms"
+                )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for way in ("upload", "download"):
+        if not {f"{way}/direct", f"{way}/tls", f"{way}/tcp"} <= cpu.keys() or not cores:
+            continue
+        direct = sum(cpu[f"{way}/direct"])
+        tls_only = max(0.0, sum(cpu[f"{way}/tls"]) - sum(cpu[f"{way}/tcp"]))
+        bound = cores / (direct + tls_only) * MiB  # bytes/s
+        line = (
+            f"attachment {way}, bound for any TLS tunnel on {cores} cores (direct TCP's CPU"
+            f" {direct * 1000:.2f} ms/MiB + TLS's {tls_only * 1000:.2f}, every core busy),"
+            f" MiB/s: {bound / MiB:.0f} = {bound / bulk[f'{way}/tls']:.2f} of raw TLS"
+        )
+        reached = [
+            f"{TRANSPORTS[t].split(' (')[0]} reaches {bulk[f'{way}/{t}'] / bound:.2f} of it"
+            for t in ("h2", "h1")
+            if f"{way}/{t}" in bulk
+        ]
+        lines.append("; ".join([line, *reached]))
     return lines
 
 
@@ -613,14 +758,15 @@ def main() -> None:
         help="where the server's temporary data directory goes (default: /dev/shm if "
         "there is one, else the system's temporary directory; see the docstring)",
     )
-    parser.add_argument("--serve", choices=["store", "tls"], help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["store", "raw"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--plain-port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "store":
         run_bench_server([(USER, PASSWORD)], profile=args.profile_server, data_parent=args.data_dir)
         return
-    if args.serve == "tls":
-        serve_tls(args.port)
+    if args.serve == "raw":
+        serve_raw(args.port, args.plain_port)
         return
     if not 1 <= args.chunk_kb <= 1024:
         parser.error("--chunk-kb must be within 1..1024 (the server reads at most 1 MiB)")
@@ -631,10 +777,10 @@ def main() -> None:
         parser.error("--rounds must be at least 1")
     tune_allocator()  # as mapi-cli does
     data_parent = args.data_dir if args.data_dir is not None else default_data_parent()
-    rates, bulk = measure(
+    rates, bulk, cpu = measure(
         args.seconds, size, chunk, args.profile_server, parts, args.rounds, data_parent
     )
-    printed = report(rates, bulk, args.size_mb, chunk)
+    printed = report(rates, bulk, cpu, args.size_mb, chunk)
     for line in printed:
         print(line, flush=True)
     docs = args.docs if args.docs is not None or args.only else DOCS
