@@ -142,6 +142,62 @@ def _headers(raw: list[tuple[bytes, bytes]] | None) -> dict[str, str]:
     return out
 
 
+#: Frame types that open or continue a header block (RFC 9113 6.2, 6.6, 6.10).
+_HEADERS, _PUSH_PROMISE, _CONTINUATION = 0x1, 0x5, 0x9
+_END_HEADERS = 0x4
+#: The client connection preface, which precedes the server's first frame.
+_PREFACE_SIZE = len(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+
+class HeaderBlockScan:
+    """Follows frame boundaries in the received bytes to bound header blocks.
+
+    h2 holds a header block's HEADERS and CONTINUATION frames until END_HEADERS (up to
+    64 frames of the largest frame size we accept: 16 MiB with 256 KiB frames) and
+    only then checks the decoded size. This scan reads the 9-byte frame heads as the
+    bytes go by, so a block is refused once its encoded size passes ``limit``, before
+    h2 has buffered it; it also tells whether a block is open, for the driver's head
+    deadline. It skips payloads without reading them.
+    """
+
+    def __init__(self, limit: int, *, preface: int = 0) -> None:
+        self.limit = limit
+        self._skip = preface  # bytes still to pass: the preface, or a frame's payload
+        self._head = b""  # a frame head cut by a read
+        #: Encoded bytes of the open header block, or None when no block is open.
+        self.block: int | None = None
+
+    def feed(self, data: bytes) -> bool:
+        """Scan ``data``; False once a header block has grown past the limit."""
+        at, end = 0, len(data)
+        while at < end:
+            if self._skip:
+                step = min(self._skip, end - at)
+                self._skip -= step
+                at += step
+                continue
+            need = 9 - len(self._head)
+            self._head += data[at : at + need]
+            at += need
+            if len(self._head) < 9:
+                break
+            length = int.from_bytes(self._head[:3], "big")
+            kind, flags = self._head[3], self._head[4]
+            self._head = b""
+            self._skip = length
+            if kind in (_HEADERS, _PUSH_PROMISE):
+                self.block = length
+            elif kind == _CONTINUATION and self.block is not None:
+                self.block += length
+            else:
+                continue  # (any other frame inside a block is h2's protocol error)
+            if self.block > self.limit:
+                return False
+            if flags & _END_HEADERS:
+                self.block = None
+        return True
+
+
 class H2Glue:
     """One HTTP/2 connection's state; use one per TLS connection."""
 
@@ -168,8 +224,16 @@ class H2Glue:
             },
         )
         # Settings given as initial values never pass through h2's "acknowledged" path,
-        # which is what raises its inbound frame limit: raise it to what we advertise.
+        # which is what sets its inbound frame limit and its decoder's header list
+        # limit: set them to what we advertise.
         self.conn.max_inbound_frame_size = config.h2_max_frame
+        self.conn.decoder.max_header_list_size = config.max_header_bytes
+        # Encoded blocks may exceed the decoded list a little (literal lengths, padding).
+        self.scan = HeaderBlockScan(
+            2 * config.max_header_bytes, preface=0 if client_side else _PREFACE_SIZE
+        )
+        # Response bodies waiting for the peer's window (``respond``): stream -> rest.
+        self._pending: dict[int, bytes] = {}
         self.conn.initiate_connection()
         if config.h2_window > DEFAULT_WINDOW:
             self.conn.increment_flow_control_window(config.h2_window - DEFAULT_WINDOW)
@@ -183,6 +247,12 @@ class H2Glue:
         if not data:
             self.closed = True
             return [ConnectionEnded(error_code=0, reason="connection closed")]
+        if not self.scan.feed(data):
+            reason = f"a header block over {self.scan.limit} bytes"
+            self.close(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            return [
+                ConnectionEnded(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, reason=reason)
+            ]
         try:
             raw_events = self.conn.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -193,7 +263,14 @@ class H2Glue:
             out = self._translate(ev)
             if out is not None:
                 events.extend(out)
+        if self._pending and any(isinstance(ev, WindowOpened) for ev in events):
+            self._send_pending()
         return events
+
+    @property
+    def header_block_open(self) -> bool:
+        """Whether the peer has started a header block it has not finished."""
+        return self.scan.block is not None
 
     def _translate(self, ev: h2.events.Event) -> list[Event] | None:
         if isinstance(ev, h2.events.RequestReceived):
@@ -242,6 +319,7 @@ class H2Glue:
             return [StreamEnded(stream_id=sid)] if sid in self._served else []
         if isinstance(ev, h2.events.StreamReset):
             sid = ev.stream_id or 0
+            self._pending.pop(sid, None)
             self._forget(sid)
             return [StreamReset(stream_id=sid, error_code=int(ev.error_code or 0))]
         if isinstance(ev, h2.events.WindowUpdated):
@@ -307,8 +385,8 @@ class H2Glue:
     ) -> None:
         """Send a response head; with ``body`` (even empty) the stream ends with it.
 
-        The body of a final answer must fit in the peer's window; error documents are
-        small and the window is at least 64 KiB (RFC 9113 6.9.2).
+        What the peer's windows do not take now is kept and sent as they open (a peer
+        may start with a window of 0); a reset of the stream drops it.
         """
         if self.closed:
             return
@@ -321,16 +399,28 @@ class H2Glue:
                 [(k.encode(), v.encode()) for k, v in block],
                 end_stream=body is not None and not body,
             )
-            if body:
-                self.send_data(stream_id, body)
-                self.end_stream(stream_id)
         except (h2.exceptions.StreamClosedError, h2.exceptions.StreamIDTooLowError):
             # The client reset the stream (and may have opened higher ones since, which
             # h2 reports as StreamIDTooLowError): there is no one left to answer.
             self._forget(stream_id)
             return
+        if body:
+            self._pending[stream_id] = body
+            self._send_pending()
         if body is not None:
             self._stop_serving(stream_id)
+
+    def _send_pending(self) -> None:
+        for sid, rest in list(self._pending.items()):
+            if not self.may_send(sid):
+                del self._pending[sid]
+                continue
+            sent = self.send_data(sid, rest)
+            if sent == len(rest):
+                del self._pending[sid]
+                self.end_stream(sid)
+            elif sent:
+                self._pending[sid] = rest[sent:]
 
     def send_data(self, stream_id: int, data: bytes) -> int:
         """Queue as much of ``data`` as the windows allow; returns how much was taken."""
@@ -359,6 +449,7 @@ class H2Glue:
         if not self.closed:
             with contextlib.suppress(h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                 self.conn.reset_stream(stream_id, error_code)
+        self._pending.pop(stream_id, None)
         self._forget(stream_id)
 
     def stream_finished(self, stream_id: int) -> None:

@@ -26,7 +26,7 @@ from tunnel.channel import (
     ServerChannel,
 )
 from tunnel.config import TunnelConfig
-from tunnel.h2_glue import DataReceived, H2Glue, StreamEnded
+from tunnel.h2_glue import DataReceived, H2Glue, HeaderBlockScan, StreamEnded
 from tunnel.h2_glue import RequestReceived as H2Request
 from tunnel.policy import AllowList, Quota, Target, parse_authorization, parse_rpc_target
 from tunnel.vc import ReceiveWindow, SendWindow
@@ -414,3 +414,68 @@ def test_the_h1_client_counts_only_a_plain_content_length_body() -> None:
     assert _content_length(chunked) is None
     assert _content_length(response(503, ("Content-Length", "0"))) is None
     assert _content_length(response(200)) is None
+
+
+# -- the header block scan ---------------------------------------------------------------
+
+_FRAME = st.tuples(
+    st.sampled_from([0x0, 0x1, 0x5, 0x8, 0x9]),  # DATA, HEADERS, PUSH_PROMISE, WINDOW_UPDATE, CONT.
+    st.booleans(),  # END_HEADERS
+    st.integers(0, 3000),
+)
+
+
+def _frames(spec: list[tuple[int, bool, int]]) -> tuple[bytes, list[int], int | None]:
+    """The wire bytes of ``spec``, the sizes a header block reached (one per frame of
+    a block), and the size of the block still open at the end (None)."""
+    wire, peaks, block = b"", [], None
+    for kind, end, length in spec:
+        wire += length.to_bytes(3, "big") + bytes([kind, 0x4 if end else 0]) + b"\0\0\0\1"
+        wire += b"\xaa" * length
+        if kind in (0x1, 0x5):
+            block = length
+        elif kind == 0x9 and block is not None:
+            block += length
+        else:
+            continue
+        peaks.append(block)
+        if end:
+            block = None
+    return wire, peaks, block
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_FRAME, max_size=12), st.lists(st.integers(1, 5000), max_size=20))
+def test_header_block_scan_follows_frames_however_cut(spec, cuts):
+    """The scan sees the same blocks whatever the reads' sizes, skips payloads, and
+    refuses a block exactly when its encoded size passes the limit."""
+    wire, peaks, still_open = _frames(spec)
+    limit = 4000
+    scan = HeaderBlockScan(limit, preface=3)
+    data, at = b"pre" + wire, 0
+    refused = False
+    for cut in [*cuts, len(data)]:
+        if at >= len(data):
+            break
+        if not scan.feed(data[at : at + cut]):
+            refused = True
+            break
+        at += cut
+    assert refused == any(size > limit for size in peaks)
+    if not refused:
+        assert scan.block == still_open
+
+
+def test_glue_refuses_a_long_header_block_before_h2_holds_it():
+    glue = H2Glue(TunnelConfig(max_header_bytes=4096))
+    client = h2.connection.H2Connection()
+    client.initiate_connection()
+    glue.receive_data(client.data_to_send())
+    head = (1).to_bytes(4, "big")
+    wire = (100).to_bytes(3, "big") + b"\x01\x00" + head + b"\0" * 100  # HEADERS, no END
+    assert glue.receive_data(wire) == [] and glue.header_block_open
+    flood = (8192).to_bytes(3, "big") + b"\x09\x00" + head + b"\0" * 8192  # CONTINUATION
+    (ended,) = glue.receive_data(flood)
+    assert ended.error_code == 11  # ENHANCE_YOUR_CALM, with a GOAWAY queued
+    goaway = [e for e in client.receive_data(glue.data_to_send()) if "Terminated" in repr(e)]
+    assert goaway and goaway[0].error_code == 11

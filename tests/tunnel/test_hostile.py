@@ -4,13 +4,17 @@ and the proxy keeps serving (checked with a normal request after each)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import os
 import socket
 from dataclasses import replace
 
 import h2.connection
+import h2.errors
 import h2.events
+import h2.settings
+import hyperframe.frame
 import pytest
 import trio
 from tunnel_helpers import (
@@ -373,8 +377,165 @@ async def test_h2_client_that_never_reads_bounds_our_buffering(
             # Now read nothing more (no WINDOW_UPDATE either): the proxy must stop
             # reading the backend once our 64 KiB window and the socket buffers are full.
             await stalled.wait()
-        assert written < 32 * 1024 * 1024
+            assert written < 32 * 1024 * 1024
+            # Reading the socket but never opening the window is not reading either:
+            # the stream is reset after send_timeout (2 s), not kept forever.
+            with trio.fail_after(FAST.send_timeout + 5):
+                while not any(
+                    isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid
+                    for ev in await c.events()
+                ):
+                    pass
         await still_serving(tunnel)
+
+
+def _goaway_code(c: H2Raw, data: bytes) -> int | None:
+    for ev in c.conn.receive_data(data):
+        if isinstance(ev, h2.events.ConnectionTerminated):
+            return int(ev.error_code or 0)
+    return None
+
+
+async def _until_goaway(c: H2Raw) -> int | None:
+    """Read until the proxy closes; the error code of its GOAWAY (None without one)."""
+    return _goaway_code(c, await read_until_closed(c.stream))
+
+
+def _header_block(c: H2Raw, headers: list[tuple[str, str]]) -> bytes:
+    """An HPACK block from the client's encoder (for frames sent by hand)."""
+    return bytes(c.conn.encoder.encode(headers))
+
+
+REQUEST_HEADERS = [
+    (":method", "POST"),
+    (":scheme", "https"),
+    (":authority", "localhost"),
+    (":path", "/rpc/rpcproxy.dll?localhost:1"),
+]
+
+
+async def test_h2_continuation_flood_is_refused_early(tunnel: Tunnel) -> None:
+    """h2 would hold 64 CONTINUATION frames of 256 KiB before decoding: the proxy
+    refuses a header block once it passes twice max_header_bytes (32 KiB), without
+    credentials being needed to try."""
+    with trio.fail_after(10):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            await c.flush()
+            block = _header_block(c, REQUEST_HEADERS)
+            frames = [hyperframe.frame.HeadersFrame(1, block).serialize()]
+            for _ in range(4):
+                frames.append(hyperframe.frame.ContinuationFrame(1, b"\x00" * 16384).serialize())
+            with contextlib.suppress(trio.BrokenResourceError):
+                await s.send_all(b"".join(frames))
+            assert await _until_goaway(c) == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        await still_serving(tunnel)
+
+
+async def test_h2_header_list_limit_is_the_advertised_one(tunnel: Tunnel) -> None:
+    with trio.fail_after(10):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            sid = c.conn.get_next_available_stream_id()
+            headers = [*REQUEST_HEADERS, ("authorization", AUTH), ("x-filler", "a" * 20000)]
+            c.conn.send_headers(sid, headers)
+            with contextlib.suppress(trio.BrokenResourceError):
+                await c.flush()
+            assert await _until_goaway(c) == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        await still_serving(tunnel)
+
+
+async def test_h2_connection_without_credentials_is_closed_despite_pings(
+    tunnel: Tunnel,
+) -> None:
+    """Pings restart the idle timeout; they do not buy an unauthenticated connection
+    more than head_timeout (1 s here)."""
+    with trio.fail_after(FAST.head_timeout + 5):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            assert await c.status(await c.open("/nothing", auth=False)) == 401
+
+            async def ping() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    while True:
+                        c.conn.ping(b"12345678")
+                        await c.flush()
+                        await trio.sleep(0.2)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(ping)
+                assert await _until_goaway(c) == h2.errors.ErrorCodes.NO_ERROR
+                nursery.cancel_scope.cancel()
+        await still_serving(tunnel)
+
+
+async def test_h2_authenticated_connection_outlives_head_timeout(tunnel: Tunnel) -> None:
+    with trio.fail_after(10):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            assert await c.status(await c.open("/nothing")) == 404
+            for _ in range(int(FAST.head_timeout * 3 / 0.2)):
+                c.conn.ping(b"12345678")
+                await c.flush()
+                await trio.sleep(0.2)
+            assert await c.status(await c.open("/nothing")) == 404
+
+
+async def test_h2_dripped_header_block_times_out(tunnel: Tunnel) -> None:
+    """Even after authenticating, a header block must be complete within head_timeout."""
+    with trio.fail_after(FAST.head_timeout + 5):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            assert await c.status(await c.open("/nothing")) == 404
+            sid = c.conn.get_next_available_stream_id()
+            block = _header_block(c, [*REQUEST_HEADERS, ("authorization", AUTH)])
+            await s.send_all(hyperframe.frame.HeadersFrame(sid, block[:1]).serialize())
+
+            async def drip() -> None:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    for i in range(1, len(block) - 1):
+                        frame = hyperframe.frame.ContinuationFrame(sid, block[i : i + 1])
+                        await s.send_all(frame.serialize())
+                        await trio.sleep(0.2)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(drip)
+                assert await _until_goaway(c) is not None
+                nursery.cancel_scope.cancel()
+        await still_serving(tunnel)
+
+
+async def test_h2_error_body_waits_for_a_shut_window(tunnel: Tunnel) -> None:
+    """A client may start with a window of 0: the 401 body is sent once it opens,
+    never cut short under its Content-Length."""
+    with trio.fail_after(10):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            c.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+            await c.flush()
+            for _ in range(3):  # the proxy's SETTINGS ACK
+                if any(isinstance(ev, h2.events.SettingsAcknowledged) for ev in await c.events()):
+                    break
+            sid = await c.open("/nothing", auth=False)
+            assert await c.status(sid) == 401
+            c.conn.increment_flow_control_window(1000, sid)
+            await c.flush()
+            body = b""
+            ended = False
+            while not ended:
+                for ev in await c.events():  # InvalidBodyLengthError here if cut short
+                    if isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
+                        body += ev.data
+                    ended |= isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid
+            assert body == b"authentication required\n"
+
+
+async def test_h2_autodiscover_body_must_arrive_in_time(tunnel: Tunnel) -> None:
+    with trio.fail_after(FAST.head_timeout + 5):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            sid = await c.open("/autodiscover/autodiscover.xml")  # and no body, no end
+            assert await c.status(sid) == 408
 
 
 async def _raw_vc(

@@ -76,8 +76,14 @@ class _H2Connection:
         self.window = trio.Event()
         self.broken = False
         self.nursery: trio.Nursery | None = None
-        #: The read loop's idle deadline (restarted when the last stream ends).
+        #: The read loop's deadline (see :meth:`_read_deadline`).
         self.idle = trio.CancelScope()
+        self.reading = False
+        #: A connection must carry an authenticated request by then, or it is closed.
+        self.authenticate_by = trio.current_time() + ctx.config.head_timeout
+        self.authenticated = False
+        #: When the peer's unfinished header block must be complete.
+        self.block_by: float | None = None
 
     async def flush(self) -> None:
         await acquire(self.lock)
@@ -107,27 +113,51 @@ class _H2Connection:
 
     # -- reading -------------------------------------------------------------------------
 
+    def _read_deadline(self) -> float:
+        """When the reader gives up: ``idle_timeout`` after the last read while no stream
+        is open (none while streams are relayed), but always ``head_timeout`` for a
+        header block to complete, and for the connection's first authenticated request
+        (so a peer that pings, or drips a header block, without credentials is closed)."""
+        cfg = self.ctx.config
+        deadline = math.inf if self.streams else trio.current_time() + cfg.idle_timeout
+        if not self.authenticated:
+            deadline = min(deadline, self.authenticate_by)
+        if self.block_by is not None:
+            deadline = min(deadline, self.block_by)
+        return deadline
+
+    def _reset_deadline(self) -> None:
+        if self.reading:
+            self.idle.deadline = self._read_deadline()
+
     async def run(self) -> None:
         cfg = self.ctx.config
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             await self.flush()
-            # One restartable deadline for every read (cheaper than a scope per read):
-            # idle_timeout while no stream is open, none while streams are relayed.
+            # One restartable deadline for every read (cheaper than a scope per read).
             with self.idle as idle:
                 while not self.glue.closed and not self.broken:
-                    idle.deadline = (
-                        math.inf if self.streams else trio.current_time() + cfg.idle_timeout
-                    )
+                    self.reading = True
+                    idle.deadline = self._read_deadline()
                     try:
                         data = bytes(await self.stream.receive_some(cfg.receive_size))
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         data = b""
+                    self.reading = False
                     idle.deadline = math.inf  # what follows is not reading
                     for event in self.glue.receive_data(data):
                         self._dispatch(nursery, event)
+                    if not self.glue.header_block_open:
+                        self.block_by = None
+                    elif self.block_by is None:
+                        self.block_by = trio.current_time() + cfg.head_timeout
                     await self.flush()
             if idle.cancelled_caught:
+                why = "idle" if self.authenticated else "no authenticated request in time"
+                if self.block_by is not None and trio.current_time() >= self.block_by:
+                    why = "header block not finished in time"
+                log.info("%s: h2 connection closed: %s", self.address, why)
                 self.glue.close()
                 await self.flush()
             nursery.cancel_scope.cancel()
@@ -179,7 +209,7 @@ class _H2Connection:
         finally:
             self.streams.pop(sid, None)
             if not self.streams:  # the reader may be waiting with no deadline: set it
-                self.idle.deadline = trio.current_time() + self.ctx.config.idle_timeout
+                self._reset_deadline()
             if not self.glue.closed and s.scope.cancelled_caught:
                 self.glue.reset(sid, h2.errors.ErrorCodes.CANCEL)
             self.glue.stream_finished(sid)
@@ -196,6 +226,9 @@ class _H2Connection:
         req = s.request
         sid = req.stream_id
         user = await self.ctx.check_credentials(req.headers)
+        if user is not None and not self.authenticated:
+            self.authenticated = True
+            self._reset_deadline()
         if user is None:
             log.info("%s: h2 %s %s: 401", self.address, req.method, req.path)
             challenges = [("www-authenticate", c) for c in CHALLENGES]
@@ -227,8 +260,12 @@ class _H2Connection:
             self.ctx.release_vc(user)
 
     async def _autodiscover(self, s: _Stream) -> None:
-        while not s.ended and s.body_size <= autodiscover.MAX_BODY:
-            await s.wait()
+        with trio.move_on_after(self.ctx.config.head_timeout) as body_wait:
+            while not s.ended and s.body_size <= autodiscover.MAX_BODY:
+                await s.wait()
+        if body_wait.cancelled_caught:
+            await self._answer(s.request.stream_id, 408, "request body not received in time")
+            return
         body = b"".join(s.inbox)
         s.inbox.clear()
         reply = autodiscover.answer(self.ctx.site, s.request.method, s.request.path, body)
@@ -292,11 +329,13 @@ class _H2Connection:
                 while sent < len(data):
                     await self.flush()
                     # Checked after the flush, which yields: a window opened meanwhile
-                    # must not be waited for.
-                    while self.glue.sendable(sid) <= 0:
-                        if not self.glue.may_send(sid) or s.scope.cancel_called or self.broken:
-                            raise trio.BrokenResourceError("the HTTP/2 stream is gone")
-                        await self.wait_window()
+                    # must not be waited for. A peer that keeps its windows shut is a
+                    # peer that does not read: send_timeout (TooSlowError resets).
+                    with trio.fail_after(self.ctx.config.send_timeout):
+                        while self.glue.sendable(sid) <= 0:
+                            if not self.glue.may_send(sid) or s.scope.cancel_called or self.broken:
+                                raise trio.BrokenResourceError("the HTTP/2 stream is gone")
+                            await self.wait_window()
                     sent += self.glue.send_data(sid, data[sent:])
             await self.flush()
 
