@@ -33,7 +33,9 @@ class TunnelConfig:
         cert_file, key_file: PEM certificate chain and key. When unset, a self-signed
             certificate is created on first run in the data directory.
         handshake_timeout: bound on the TLS handshake.
-        head_timeout: bound on receiving a whole HTTP request head (slowloris defence).
+        head_timeout: bound on receiving a whole HTTP request head (slowloris defence);
+            over HTTP/2, on a header block, and on the time a connection has to carry
+            its first authenticated request (pings do not keep an anonymous one open).
         idle_timeout: an HTTP connection with no request in progress is closed after it.
         pair_timeout: how long the first channel of an MS-RPCH virtual connection waits
             for its other half (gromox uses 10 s).
