@@ -32,7 +32,8 @@ carries server→client PDUs. :class:`ServerChannel` wraps an h11 server connect
     through h11 (a few microseconds each, per small call): it refuses body bytes past
     the announced length, ends the request body exactly at its Content-Length, and
     then expects only the EOF (MS-RPCH recycles channels on new connections; nothing
-    follows a channel's body on its connection).
+    follows a channel's body on its connection), also when h11 read the whole body
+    with the head.
 
 Receiving may queue an error answer (400/431) before raising
 :class:`ChannelError`; the driver flushes :meth:`data_to_send` and closes.
@@ -141,8 +142,9 @@ class ServerChannel:
         self._partial_head = False
         #: True once an RPC channel's response head is queued (a refusal is then too late).
         self._response_started = False
-        #: RPC body bytes h11 delivered, and (once h11's buffer is drained) the body bytes
-        #: still to come, read without h11 (see :meth:`receive_data`).
+        #: RPC body bytes h11 delivered, and (once h11's buffer is drained, or the body
+        #: ended inside it) the body bytes still to come, read without h11 (see
+        #: :meth:`receive_data`).
         self._body_seen = 0
         self._raw_left: int | None = None
         #: OUT response body bytes still allowed, sent without h11 (see :meth:`send_body`).
@@ -154,6 +156,12 @@ class ServerChannel:
     def has_partial_head(self) -> bool:
         """True while part of a request head is buffered (the driver bounds the wait)."""
         return self.state is ChannelState.HEAD and self._partial_head
+
+    @property
+    def is_draining(self) -> bool:
+        """True while a rejected request's body is read and dropped (the driver bounds the
+        wait: the client has not authenticated)."""
+        return self.state is ChannelState.DRAIN and self.h11.their_state is h11.SEND_BODY
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed received bytes (``b""`` = EOF) and return the events they complete.
@@ -229,6 +237,8 @@ class ServerChannel:
                 events.append(PeerClosed())
                 break
             events.extend(self._handle(ev))
+            if self._raw_left is not None:
+                break  # the RPC body has ended: what follows is refused (see _handle)
         return events
 
     def _can_read_raw(self) -> bool:
@@ -295,6 +305,16 @@ class ServerChannel:
             if self._framer.has_partial:
                 self.state = ChannelState.CLOSED
                 raise ChannelError("the body ended inside a PDU")
+            if self.state is ChannelState.RPC:
+                # h11 read the whole body (it came with the head): nothing may follow it,
+                # as in raw mode. h11 would buffer anything after it without bound (it
+                # checks max_incomplete_event_size only when it needs data, and it
+                # pauses here), so stop passing bytes to it: what is buffered already,
+                # or comes later, is refused.
+                self._raw_left = 0
+                if self.h11.trailing_data[0]:
+                    self.state = ChannelState.CLOSED
+                    raise ChannelError("bytes after the RPC channel's request body")
             return [BodyEnded()]
         return []
 

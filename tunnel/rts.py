@@ -555,8 +555,25 @@ class ConnB1:
     vc_cookie: bytes
     in_cookie: bytes
     lifetime: int
+    #: As applied: see :func:`client_keepalive_ms`.
     keepalive_ms: int
     assoc_group: bytes
+
+
+#: [MS-RPCH] 2.2.3.5.6: a ClientKeepalive is 0 (the default interval) or at least this.
+MIN_CLIENT_KEEPALIVE_MS = 60000
+
+
+def client_keepalive_ms(value: int) -> int:
+    """A ClientKeepalive (CONN/B1, Keep-Alive) as we apply it: 0 (the default) as is,
+    1..59999 raised to :data:`MIN_CLIENT_KEEPALIVE_MS`.
+
+    The spec bounds what the client sends and prescribes no receiver check. The value
+    only sets how often we ping the OUT channel (half of it), so a value below the floor
+    is raised rather than refused: refusing would end the VC, keeping it would have us
+    ping every half millisecond.
+    """
+    return value if value == 0 else max(value, MIN_CLIENT_KEEPALIVE_MS)
 
 
 def parse_conn_a1(message: RtsMessage) -> ConnA1:
@@ -576,7 +593,8 @@ def parse_conn_a1(message: RtsMessage) -> ConnA1:
 
 
 def parse_conn_b1(message: RtsMessage) -> ConnB1:
-    """The fields of a CONN/B1 message.
+    """The fields of a CONN/B1 message (its ClientKeepalive as :func:`client_keepalive_ms`
+    applies it).
 
     Raises:
         DecodeError: the message is not a CONN/B1.
@@ -588,7 +606,13 @@ def parse_conn_b1(message: RtsMessage) -> ConnB1:
     assert isinstance(cookie, Cookie) and isinstance(lifetime, ChannelLifetime)
     assert isinstance(keepalive, ClientKeepalive) and isinstance(group, AssociationGroupId)
     check_rts_version(version)
-    return ConnB1(vc.cookie, cookie.cookie, lifetime.value, keepalive.value, group.cookie)
+    return ConnB1(
+        vc.cookie,
+        cookie.cookie,
+        lifetime.value,
+        client_keepalive_ms(keepalive.value),
+        group.cookie,
+    )
 
 
 def check_rts_version(version: Version) -> None:

@@ -165,3 +165,24 @@ def test_fuzz_mutated_pdus(base: bytes, flips: list[tuple[int, int]], cut: int) 
         if pos < len(data):
             data[pos] = value
     _fuzz(bytes(data[: len(data) - cut]))
+
+
+@pytest.mark.parametrize(
+    ("value", "applied"),
+    [
+        (0, 0),
+        (1, 60000),
+        (59999, 60000),
+        (60000, 60000),
+        (300000, 300000),
+        (0xFFFFFFFF, 0xFFFFFFFF),
+    ],
+)
+def test_client_keepalive_below_the_floor_is_raised(value: int, applied: int) -> None:
+    # [MS-RPCH] 2.2.3.5.6: 0 (the default) or at least 60000 ms; 1 would have us ping
+    # every half millisecond.
+    assert rts.client_keepalive_ms(value) == applied
+    b1 = rts.parse_conn_b1(
+        rts.decode_rts(rts.conn_b1(COOKIE_A, COOKIE_B, COOKIE_C, keepalive_ms=value))
+    )
+    assert b1.keepalive_ms == applied

@@ -27,10 +27,10 @@ A successor that names an unknown VC, another user's VC, a channel that is not t
 current one, or comes while a recycle of its side is under way gets ``503 RPC Error:
 6c0`` (RPC_S_PROTOCOL_ERROR) and the VC goes on untouched.
 
-Every wait is bounded: the request head (``head_timeout``, slowloris), the idle
-connection (``idle_timeout``), the missing half (``pair_timeout``), an idle VC
-(``vc_idle_timeout``), a peer that does not read (``send_timeout``), a recycle
-(``recycle_timeout``).
+Every wait is bounded: the request head and a rejected body's drain (``head_timeout``
+each, in all, not per read: slowloris), the idle connection (``idle_timeout``), the
+missing half (``pair_timeout``), an idle VC (``vc_idle_timeout``), a peer that does
+not read (``send_timeout``), a recycle (``recycle_timeout``).
 """
 
 from __future__ import annotations
@@ -91,6 +91,10 @@ class _H1Connection:
         #: Set once this OUT channel was replaced by its successor.
         self.retired = False
         self._sink_scope: trio.CancelScope | None = None
+        #: The unauthenticated wait under way (a request head, a rejected body being
+        #: drained) and its deadline: one for the whole wait, not one per read, or a
+        #: client dripping a byte now and then would hold the connection for ever.
+        self._bounded: tuple[str, float] | None = None
 
     # -- I/O helpers -----------------------------------------------------------------------
 
@@ -108,9 +112,9 @@ class _H1Connection:
             self.send_lock.release()
 
     async def next_event(self, idle: float | None) -> Event:
-        """The next channel event, reading as needed; ``idle`` bounds the wait
-        (``head_timeout`` instead while part of a request head is in), unless None: the
-        caller's own scope bounds it.
+        """The next channel event, reading as needed; ``idle`` bounds each read, unless
+        None: the caller's own scope bounds it. A request head, from its first byte, and
+        the drain of a rejected body get ``head_timeout`` in all instead.
 
         Raises:
             _Closed: timeout, the peer broke the protocol or the connection broke.
@@ -127,8 +131,7 @@ class _H1Connection:
             if idle is None:
                 data = await self._receive()
             else:
-                limit = self.cfg.head_timeout if self.channel.has_partial_head else idle
-                with trio.CancelScope(deadline=trio.current_time() + limit):
+                with trio.CancelScope(deadline=self._read_deadline(idle)):
                     data = await self._receive()
             if data is None:
                 raise _Closed("timed out")
@@ -136,7 +139,23 @@ class _H1Connection:
                 self.pending.extend(self.channel.receive_data(data))
             except ChannelError as exc:
                 await self._fail(exc)
-        return self.pending.popleft()
+        event = self.pending.popleft()
+        if isinstance(event, RequestReceived):
+            self._bounded = None  # a pipelined head after it starts its own deadline
+        return event
+
+    def _read_deadline(self, idle: float) -> float:
+        now = trio.current_time()
+        if self.channel.has_partial_head:
+            wait = "head"
+        elif self.channel.is_draining:
+            wait = "drain"
+        else:
+            self._bounded = None
+            return now + idle
+        if self._bounded is None or self._bounded[0] != wait:
+            self._bounded = (wait, now + self.cfg.head_timeout)
+        return self._bounded[1]
 
     async def _receive(self) -> bytes:
         try:
@@ -408,12 +427,15 @@ class _H1Connection:
             vc.keepalive_ms = b1.keepalive_ms
             with trio.CancelScope() as scope:
                 vc.attach(scope)
-                with trio.move_on_after(self.cfg.pair_timeout + self.cfg.connect_timeout):
-                    await vc.established.wait()
-                if not vc.established.is_set():
-                    raise _Closed("the virtual connection was not established in time")
-                handed_over = await self._run_in(vc)
-            vc.detach(scope)
+                # Detached however it ends: the VC would otherwise keep the dead scope.
+                try:
+                    with trio.move_on_after(self.cfg.pair_timeout + self.cfg.connect_timeout):
+                        await vc.established.wait()
+                    if not vc.established.is_set():
+                        raise _Closed("the virtual connection was not established in time")
+                    handed_over = await self._run_in(vc)
+                finally:
+                    vc.detach(scope)
         finally:
             self.ctx.vc_table.leave(vc, None if handed_over else "IN channel closed")
 
@@ -443,17 +465,20 @@ class _H1Connection:
         try:
             with trio.CancelScope() as scope:
                 vc.attach(scope)
-                with trio.move_on_after(self.cfg.recycle_timeout):
-                    await handover.wait()
-                if vc.ended.is_set():
-                    return
-                if vc.in_cookie != a1.successor:
-                    if vc.in_recycle.successor == a1.successor:
-                        vc.in_recycle.abort()
-                    raise _Closed("the IN channel recycle did not complete in time")
-                current = True
-                handed_over = await self._run_in(vc)
-            vc.detach(scope)
+                # Detached however it ends: the VC would otherwise keep the dead scope.
+                try:
+                    with trio.move_on_after(self.cfg.recycle_timeout):
+                        await handover.wait()
+                    if vc.ended.is_set():
+                        return
+                    if vc.in_cookie != a1.successor:
+                        if vc.in_recycle.successor == a1.successor:
+                            vc.in_recycle.abort()
+                        raise _Closed("the IN channel recycle did not complete in time")
+                    current = True
+                    handed_over = await self._run_in(vc)
+                finally:
+                    vc.detach(scope)
         finally:
             reason = "IN channel closed" if current and not handed_over else None
             self.ctx.vc_table.leave(vc, reason)
@@ -513,7 +538,7 @@ class _H1Connection:
         elif kind is rts.Kind.KEEP_ALIVE:
             cmd = message.commands[0]
             if isinstance(cmd, rts.ClientKeepalive):
-                vc.keepalive_ms = cmd.value
+                vc.keepalive_ms = rts.client_keepalive_ms(cmd.value)
         elif kind is rts.Kind.IN_R2_A5:
             try:
                 vc.in_cookie = vc.in_recycle.handed_over(rts_recycling.successor_cookie(message))
