@@ -61,8 +61,6 @@ class Limits:
     max_folder_name_chars: int = 255
     #: Most sessions one user may hold at once.
     max_sessions_per_user: int = 64
-    #: Most pending (issued, unanswered) logon challenges.
-    max_pending_challenges: int = 10_000
     #: Most entry ids in one copy/move/delete call.
     max_ids_per_call: int = 10_000
 

@@ -20,7 +20,10 @@ A logon is one round trip plus the answer:
    (:func:`client_response`); the client derives K itself from the password.
 3. The server recomputes the HMAC from its stored K and compares in constant time
    (:func:`verify_response`); challenges are single-use, so a recorded answer cannot
-   be replayed. :func:`server_proof` (role "S") lets the client check in turn that the
+   be replayed. The issuer keeps them in a :class:`PendingChallenges` per connection
+   (bounded, expiring), so they go with the connection that asked for them, and the
+   answer is judged for the user the challenge was issued to, whatever name comes
+   with it. :func:`server_proof` (role "S") lets the client check in turn that the
    server knows K.
 
 An eavesdropper learns the salt and one HMAC per logon: enough for an offline
@@ -35,6 +38,7 @@ import hashlib
 import hmac
 import os
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -165,3 +169,50 @@ def verify_server_proof(
     """Client side: check :func:`server_proof`."""
     key = derive_key(password, challenge.salt, challenge.params)
     return hmac.compare_digest(server_proof(key, challenge, client_nonce), proof)
+
+
+class PendingChallenges:
+    """Challenges issued and not yet answered, by server nonce: single use, each valid
+    for ``lifetime`` (in ``clock``'s units), at most ``limit`` at once.
+
+    One per connection (the RPC service keeps it in the connection's state): a peer
+    can hold no more than ``limit`` of them, and they go when its connection does.
+    Not thread-safe: used from the event loop only.
+    """
+
+    def __init__(self, limit: int, lifetime: int, clock: Callable[[], int]) -> None:
+        self.limit = limit
+        self.lifetime = lifetime
+        self.clock = clock
+        self._issued: dict[bytes, tuple[Challenge, int]] = {}
+
+    def __len__(self) -> int:
+        return len(self._issued)
+
+    def full(self) -> bool:
+        """Whether another challenge would pass the limit (expired ones are dropped)."""
+        if len(self._issued) >= self.limit:
+            now = self.clock()
+            for nonce in [n for n, (_, until) in self._issued.items() if until < now]:
+                del self._issued[nonce]
+        return len(self._issued) >= self.limit
+
+    def add(self, challenge: Challenge) -> None:
+        """Keep an issued challenge.
+
+        Raises:
+            NotEnoughResources: :meth:`full`.
+        """
+        if self.full():
+            raise errors.NotEnoughResources("too many logons in progress on this connection")
+        self._issued[challenge.server_nonce] = (challenge, self.clock() + self.lifetime)
+
+    def take(self, server_nonce: object) -> Challenge | None:
+        """The challenge of ``server_nonce``, now used up; None if it was never issued
+        here, was used already or has expired."""
+        if not isinstance(server_nonce, bytes):
+            return None
+        entry = self._issued.pop(server_nonce, None)
+        if entry is None or entry[1] < self.clock():
+            return None
+        return entry[0]

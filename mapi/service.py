@@ -109,8 +109,8 @@ class _LiveSession:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceLimits:
     max_sessions: int = 4096
-    #: Logons begun and not finished on one connection (a flood of step 1 from one peer
-    #: would otherwise fill the store's table of pending challenges).
+    #: Logons begun and not finished on one connection (their challenges are kept with
+    #: the connection, and go with it).
     max_pending_logons_per_connection: int = 8
     #: Longest user name accepted at logon, in characters.
     max_username_chars: int = 256
@@ -276,12 +276,15 @@ class StoreService:
         user = request.get("user")
         if not isinstance(user, str) or not 0 < len(user) <= self.limits.max_username_chars:
             raise errors.InvalidParameter("connect needs a user name")
-        pending = ctx.connection_state.get(_PENDING_LOGONS, 0)
+        pending = ctx.connection_state.get(_PENDING_LOGONS)
+        if pending is None:
+            limit = self.limits.max_pending_logons_per_connection
+            pending = ctx.connection_state[_PENDING_LOGONS] = self.store.pending_challenges(limit)
         if "response" not in request:
-            if pending >= self.limits.max_pending_logons_per_connection:
+            if pending.full():
                 raise errors.NotEnoughResources("too many logons in progress on this connection")
             challenge = await trio.to_thread.run_sync(self.store.begin_logon, user)
-            ctx.connection_state[_PENDING_LOGONS] = pending + 1
+            pending.add(challenge)
             params = challenge.params
             return _pack(
                 {
@@ -300,21 +303,32 @@ class StoreService:
             isinstance(nonce, bytes) and isinstance(cnonce, bytes) and isinstance(response, bytes)
         ):
             raise errors.InvalidParameter("nonce, cnonce and response must be bytes")
-        ctx.connection_state[_PENDING_LOGONS] = max(0, pending - 1)
+        address = _throttled_address(ctx)
+        # The answer is judged, and throttled, for the user the challenge was issued to
+        # on this connection: never for the name that comes with the answer.
+        issued = pending.take(nonce)
+        if issued is None:  # never issued here, used already, or expired
+            self.throttle.failed(None, address, trio.current_time())
+            log.info("logon answer from %s to no challenge of its connection", address)
+            raise errors.LogonFailed()
+        user = issued.username
         await self._expire_idle()
         if len(self._sessions) >= self.limits.max_sessions:
             raise errors.SessionLimit("too many sessions on this server")
         wake_address = _wake_address(request, ctx)  # checked before any session exists
-        address = _throttled_address(ctx)
         now = trio.current_time()
         wait = self.throttle.delay(user, address, now)
         if wait > 0:
             log.warning("logon of %r from %s refused: too many failures", user, address)
             raise errors.LogonFailed(f"too many failed logons; try again in {wait:.0f} s")
+        if request["user"].strip().lower() != user:
+            self.throttle.failed(user, address, now)
+            log.info("logon answer for %r named another user, from %s", user, address)
+            raise errors.LogonFailed()
         # Wrong answers and per-user session limits are the store's to judge.
         try:
             session = await trio.to_thread.run_sync(
-                self.store.complete_logon, nonce, cnonce, response
+                self.store.complete_logon, issued, cnonce, response
             )
         except errors.LogonFailed:
             self.throttle.failed(user, address, trio.current_time())

@@ -14,10 +14,12 @@ a mailbox shares its lock; see the threading contract in :mod:`mapi.storage.db`)
 creates a mailbox with its standard folders on first use.
 
 Logon ([MS-OXCRPC]-like, but our own scheme, see :mod:`mapi.logon`):
-:meth:`ObjectStore.begin_logon` issues a single-use :class:`~mapi.logon.Challenge`
-(expires after :data:`CHALLENGE_LIFETIME`); :meth:`ObjectStore.complete_logon` checks the
-answer and returns a :class:`Session`, or raises MAPI_E_LOGON_FAILED without saying
-why. A session opens its user's mailbox, or another user's when some folder ACL there
+:meth:`ObjectStore.begin_logon` makes a :class:`~mapi.logon.Challenge`, which the caller
+keeps in a :class:`~mapi.logon.PendingChallenges` (single use, expires after
+:data:`CHALLENGE_LIFETIME`; :meth:`ObjectStore.pending_challenges`);
+:meth:`ObjectStore.complete_logon` checks the answer to a challenge taken from there and
+returns a :class:`Session`, or raises MAPI_E_LOGON_FAILED without saying why. A session
+opens its user's mailbox, or another user's when some folder ACL there
 grants the user something (MAPI_E_NO_ACCESS otherwise), as a :class:`MsgStore`:
 the store object of [MS-OXCSTOR], with its special-folder entry ids, ``open_entry``
 and the named-property mapping.
@@ -42,7 +44,14 @@ from mapi.entryid import EntryKind
 from mapi.folder_rows import HIERARCHY_COLUMNS, ensure_standard_folders, role_folder
 from mapi.folders import Folder
 from mapi.limits import DEFAULT_LIMITS, Limits
-from mapi.logon import Challenge, KdfParams, client_response, make_challenge, verify_response
+from mapi.logon import (
+    Challenge,
+    KdfParams,
+    PendingChallenges,
+    client_response,
+    make_challenge,
+    verify_response,
+)
 from mapi.messages import Message, open_message_checked
 from mapi.notifications import TABLE_KINDS, NotificationHub, TableSpec
 from mapi.objects import MapiObject
@@ -94,7 +103,6 @@ class ObjectStore:
         #: Sessions holding each open mailbox, and when each was last used (FILETIME).
         self._mailbox_sessions: dict[str, int] = {}
         self._mailbox_touched: dict[str, int] = {}
-        self._challenges: dict[bytes, tuple[Challenge, int]] = {}
         self._sessions: dict[str, int] = {}
         #: Subscriptions and event queues of every session (:mod:`mapi.notifications`).
         self.notifications = NotificationHub()
@@ -129,45 +137,32 @@ class ObjectStore:
 
     # --- Logon -----------------------------------------------------------------------------
 
+    def pending_challenges(self, limit: int) -> PendingChallenges:
+        """An empty set of issued challenges (one per connection), on this store's clock."""
+        return PendingChallenges(limit, CHALLENGE_LIFETIME, self.clock)
+
     def begin_logon(self, username: str) -> Challenge:
-        """Issue a single-use challenge (a decoy one for unknown users)."""
+        """A fresh challenge (a decoy one for unknown users); the caller keeps it, in a
+        :meth:`pending_challenges`, until the answer comes."""
         verifier = self.directory.verifier(username)
         name = username.strip().lower() if isinstance(username, str) else ""
         if verifier is None:
-            challenge = make_challenge(
+            return make_challenge(
                 name, None, self.directory.kdf, server_secret=self.directory.server_secret
             )
-        else:
-            challenge = make_challenge(
-                name, verifier.salt, verifier.params, server_secret=self.directory.server_secret
-            )
-        now = self.clock()
-        with self._lock:
-            expired = [k for k, (_, t) in self._challenges.items() if t < now]
-            for key in expired:
-                del self._challenges[key]
-            if len(self._challenges) >= self.limits.max_pending_challenges:
-                raise errors.NotEnoughResources("too many logons in progress")
-            self._challenges[challenge.server_nonce] = (challenge, now + CHALLENGE_LIFETIME)
-        return challenge
+        return make_challenge(
+            name, verifier.salt, verifier.params, server_secret=self.directory.server_secret
+        )
 
-    def complete_logon(self, server_nonce: bytes, client_nonce: bytes, response: bytes) -> Session:
-        """Check a logon answer; return the session.
+    def complete_logon(self, challenge: Challenge, client_nonce: bytes, response: bytes) -> Session:
+        """Check the answer to ``challenge`` (taken from its pending set: single use);
+        return the session of the user it was issued to.
 
         Raises:
-            LogonFailed: unknown/expired challenge, unknown or disabled user, or a wrong
-            answer (indistinguishable on purpose).
+            LogonFailed: unknown or disabled user, or a wrong answer (indistinguishable
+            on purpose).
             SessionLimit: the user has too many sessions.
         """
-        with self._lock:
-            entry = (
-                self._challenges.pop(server_nonce, None)
-                if isinstance(server_nonce, bytes)
-                else None
-            )
-        if entry is None or entry[1] < self.clock():
-            raise errors.LogonFailed()
-        challenge = entry[0]
         verifier = self.directory.verifier(challenge.username)
         key = verifier.key if verifier is not None else bytes(32)
         ok = verify_response(key, challenge, client_nonce, response)
@@ -182,13 +177,14 @@ class ObjectStore:
         return Session(self, user)
 
     def logon_with_password(self, username: str, password: str) -> Session:
-        """Both sides of the challenge-response in-process (local tools and tests)."""
+        """Both sides of the challenge-response in-process (local tools, the tunnel's
+        Basic authentication, tests)."""
         challenge = self.begin_logon(username)
         try:
             client_nonce, response = client_response(password, challenge)
         except errors.MapiError:
             raise errors.LogonFailed() from None
-        return self.complete_logon(challenge.server_nonce, client_nonce, response)
+        return self.complete_logon(challenge, client_nonce, response)
 
     def _session_ended(self, user_id: str) -> None:
         with self._lock:

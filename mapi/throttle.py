@@ -51,8 +51,8 @@ class LogonThrottle:
         self._records: OrderedDict[tuple[str, str], _Record] = OrderedDict()
 
     @staticmethod
-    def _keys(user: str, address: str | None) -> list[tuple[str, str]]:
-        keys = [("user", user.strip().lower())]
+    def _keys(user: str | None, address: str | None) -> list[tuple[str, str]]:
+        keys = [] if user is None else [("user", user.strip().lower())]
         if address:
             keys.append(("address", address))
         return keys
@@ -75,8 +75,9 @@ class LogonThrottle:
                 waits.append(self._wait(record, now))
         return max(waits)
 
-    def failed(self, user: str, address: str | None, now: float) -> None:
-        """Count a failed attempt."""
+    def failed(self, user: str | None, address: str | None, now: float) -> None:
+        """Count a failed attempt (``user`` None: an answer to no known challenge, which
+        counts against the address only)."""
         for key in self._keys(user, address):
             record = self._records.pop(key, None)
             if record is None or now - record.last_failure > self.window:
@@ -88,6 +89,16 @@ class LogonThrottle:
             self._records.popitem(last=False)
 
     def succeeded(self, user: str, address: str | None) -> None:
-        """Forget the failures of this user and this address."""
-        for key in self._keys(user, address):
-            self._records.pop(key, None)
+        """Forget the user's failures, and forgive as many at the address.
+
+        Only as many: the address also counts guesses at other accounts, which a valid
+        logon of one's own must not wipe out (or an account holder could reset the
+        address's count between guesses).
+        """
+        (user_key, *address_key) = self._keys(user, address)
+        forgiven = self._records.pop(user_key, None)
+        if forgiven is None or not address_key:
+            return
+        record = self._records.get(address_key[0])
+        if record is not None:
+            record.failures = max(0, record.failures - forgiven.failures)

@@ -65,22 +65,24 @@ def test_unknown_users_get_a_stable_decoy() -> None:
 
 
 def test_store_logon_flow(store: ObjectStore) -> None:
+    pending = store.pending_challenges(8)
     challenge = store.begin_logon("Alice")
+    pending.add(challenge)
     nonce, response = client_response("alice-pw", challenge)
-    session = store.complete_logon(challenge.server_nonce, nonce, response)
+    taken = pending.take(challenge.server_nonce)
+    assert taken == challenge
+    session = store.complete_logon(taken, nonce, response)
     assert session.user.username == "alice"
-    with pytest.raises(errors.LogonFailed):  # single use: no replay
-        store.complete_logon(challenge.server_nonce, nonce, response)
+    assert pending.take(challenge.server_nonce) is None  # single use: no replay
     bad = store.begin_logon("alice")
     nonce, response = client_response("nope", bad)
     with pytest.raises(errors.LogonFailed):
-        store.complete_logon(bad.server_nonce, nonce, response)
+        store.complete_logon(bad, nonce, response)
     ghost = store.begin_logon("ghost")
     nonce, response = client_response("x", ghost)
     with pytest.raises(errors.LogonFailed):
-        store.complete_logon(ghost.server_nonce, nonce, response)
-    with pytest.raises(errors.LogonFailed):
-        store.complete_logon(b"never issued", nonce, response)
+        store.complete_logon(ghost, nonce, response)
+    assert pending.take(b"never issued") is None
     session.logoff()
     session.logoff()
     with pytest.raises(errors.InvalidObject):
@@ -88,11 +90,25 @@ def test_store_logon_flow(store: ObjectStore) -> None:
 
 
 def test_challenges_expire(store: ObjectStore) -> None:
+    pending = store.pending_challenges(8)
     challenge = store.begin_logon("alice")
-    nonce, response = client_response("alice-pw", challenge)
+    pending.add(challenge)
     store.clock.now += 3 * 60 * 10_000_000  # type: ignore[attr-defined]
-    with pytest.raises(errors.LogonFailed):
-        store.complete_logon(challenge.server_nonce, nonce, response)
+    assert pending.take(challenge.server_nonce) is None
+
+
+def test_pending_challenges_are_bounded_and_expired_ones_make_room(store: ObjectStore) -> None:
+    pending = store.pending_challenges(2)
+    first, second = store.begin_logon("alice"), store.begin_logon("bob")
+    pending.add(first)
+    pending.add(second)
+    assert pending.full()
+    with pytest.raises(errors.NotEnoughResources):
+        pending.add(store.begin_logon("alice"))
+    assert pending.take(first.server_nonce) == first  # an answer frees its slot
+    pending.add(store.begin_logon("alice"))
+    store.clock.now += 3 * 60 * 10_000_000  # type: ignore[attr-defined]
+    assert not pending.full() and len(pending) == 0  # expired ones are dropped
 
 
 def test_directory_admin_functions(store: ObjectStore) -> None:

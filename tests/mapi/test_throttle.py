@@ -44,6 +44,26 @@ def test_success_and_the_window_forget_failures():
     assert throttle.delay("alice", "10.0.0.1", 0.0) == 0
 
 
+def test_success_forgives_only_its_own_failures_at_the_address():
+    """A valid logon of one's own must not wipe the address's guesses at others."""
+    throttle = LogonThrottle(free_failures=3, base_delay=5.0)
+    fail(throttle, 4, user="alice")  # guesses at alice from 10.0.0.1
+    fail(throttle, 2, user="mallory")  # mallory's own typos
+    throttle.succeeded("mallory", "10.0.0.1")
+    assert throttle.delay("mallory", "10.0.0.2", 0.0) == 0  # mallory's count is gone
+    assert throttle.delay("carol", "10.0.0.1", 0.0) > 0  # the address keeps alice's 4
+    throttle.succeeded("alice", "10.0.0.1")
+    assert throttle.delay("carol", "10.0.0.1", 0.0) == 0
+
+
+def test_answers_to_no_challenge_count_against_the_address_only():
+    throttle = LogonThrottle(free_failures=1, base_delay=5.0)
+    for _ in range(3):
+        throttle.failed(None, "10.0.0.1", 0.0)
+    assert throttle.delay("alice", "10.0.0.1", 0.0) > 0
+    assert throttle.delay("alice", "10.0.0.2", 0.0) == 0
+
+
 def test_the_table_is_bounded():
     throttle = LogonThrottle(max_entries=100)
     for i in range(1000):
