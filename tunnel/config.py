@@ -50,6 +50,10 @@ class TunnelConfig:
         max_vcs_per_user: virtual connections at once per user (an h2 stream or an
             MS-RPCH channel pair; a lone MS-RPCH channel waiting for its pair counts).
         max_vcs: virtual connections at once in total.
+        max_auth_checks_per_address: credential checks run at once for one client
+            address; more wait. A check of a password not seen lately costs a scrypt
+            derivation (memory-hard, on purpose): this bounds what one address can make
+            the server spend, however many connections and streams it opens.
         out_flow_control: honour the client's OUT receive window from CONN/A1 strictly
             ([MS-RPCH] 3.2.1.1.4); turn off for clients that never acknowledge (Samba).
         in_window: receive window we advertise for the IN channel (CONN/C2).
@@ -98,6 +102,7 @@ class TunnelConfig:
     max_connections_per_address: int = 64
     max_vcs_per_user: int = 64
     max_vcs: int = 1024
+    max_auth_checks_per_address: int = 4
     out_flow_control: bool = True
     in_window: int = 262144
     out_content_length: int = DEFAULT_OUT_CONTENT_LENGTH
@@ -138,6 +143,7 @@ class TunnelConfig:
             "max_connections_per_address",
             "max_vcs_per_user",
             "max_vcs",
+            "max_auth_checks_per_address",
             "h2_max_streams",
         ):
             if getattr(self, name) < 1:

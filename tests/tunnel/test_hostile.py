@@ -538,6 +538,52 @@ async def test_h2_autodiscover_body_must_arrive_in_time(tunnel: Tunnel) -> None:
             assert await c.status(sid) == 408
 
 
+async def test_credential_checks_per_address_are_bounded(
+    nursery: trio.Nursery, backend: Backend, tmp_path
+) -> None:
+    """However many streams one address opens, at most max_auth_checks_per_address
+    (expensive) credential checks run at once; the others wait, then get their 401."""
+    running = peak = 0
+
+    async def slow(user: str, password: str) -> bool:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await trio.sleep(0.1)  # a scrypt derivation's worth
+        running -= 1
+        return (user, password) == (USER, PASSWORD)
+
+    config = replace(FAST, max_auth_checks_per_address=3)
+    info = await nursery.start(
+        functools.partial(
+            serve_tunnel,
+            config,
+            allowed_targets=AllowList.for_database(backend.database, backend.epm_port, []),
+            authenticate=slow,
+            data_dir=tmp_path,
+        )
+    )
+    tunnel = Tunnel(info, backend, config)
+    with trio.fail_after(10):
+        async with await connect(tunnel, "h2") as s:
+            c = H2Raw(s)
+            sids = []
+            for i in range(12):
+                guess = "Basic " + base64.b64encode(f"{USER}:guess{i}".encode()).decode()
+                sid = c.conn.get_next_available_stream_id()
+                c.conn.send_headers(sid, [*REQUEST_HEADERS, ("authorization", guess)])
+                sids.append(sid)
+            await c.flush()
+            statuses: dict[int, int] = {}
+            while len(statuses) < len(sids):
+                for ev in await c.events():
+                    if isinstance(ev, h2.events.ResponseReceived):
+                        statuses[ev.stream_id] = int(dict(ev.headers)[b":status"])
+            assert set(statuses.values()) == {401}
+    assert peak == 3
+    await still_serving(tunnel)
+
+
 async def _raw_vc(
     tunnel: Tunnel,
 ) -> tuple[trio.SSLStream[trio.SocketStream], trio.SSLStream[trio.SocketStream]]:

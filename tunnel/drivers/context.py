@@ -61,17 +61,34 @@ class ProxyContext:
         self.user_quota = Quota(2 * config.max_vcs_per_user)
         self.vcs_open = 0
         self.vc_table = VcTable(config)
+        #: Credential checks under way (and waiting) per client address.
+        self._checks: dict[str, trio.CapacityLimiter] = {}
 
-    async def check_credentials(self, headers: Mapping[str, str]) -> str | None:
-        """The authenticated user name, or None (answer 401). Never raises for bad input."""
+    async def check_credentials(self, headers: Mapping[str, str], address: str) -> str | None:
+        """The authenticated user name, or None (answer 401). Never raises for bad input.
+
+        At most ``max_auth_checks_per_address`` checks run at once for one client
+        ``address``; more wait their turn (their connection's own deadlines bound the
+        wait).
+        """
         creds = parse_authorization(headers.get("authorization"))
         if creds is None:
             return None
+        limiter = self._checks.get(address)
+        if limiter is None:
+            limiter = self._checks[address] = trio.CapacityLimiter(
+                self.config.max_auth_checks_per_address
+            )
         try:
-            ok = await self.authenticate(creds.username, creds.password)
+            async with limiter:
+                ok = await self.authenticate(creds.username, creds.password)
         except Exception:
             log.exception("authenticator failed")
             return None
+        finally:
+            stats = limiter.statistics()
+            if not stats.borrowed_tokens and not stats.tasks_waiting:
+                self._checks.pop(address, None)
         return creds.username if ok else None
 
     def acquire_vc(self, user: str, units: int = 2) -> bool:

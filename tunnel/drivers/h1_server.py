@@ -205,7 +205,7 @@ class _H1Connection:
     async def decide(self, req: RequestReceived) -> None:
         ch = self.channel
         if autodiscover.is_autodiscover_path(req.path):
-            user = await self.ctx.check_credentials(req.headers)
+            user = await self.ctx.check_credentials(req.headers, self.address)
             if user is None:
                 self._unauthorized(req)
                 return
@@ -227,7 +227,7 @@ class _H1Connection:
         if req.method not in RPC_METHODS:
             ch.reject(405, "Method Not Allowed", [*TEXT, ("Allow", ", ".join(RPC_METHODS))])
             return
-        user = await self.ctx.check_credentials(req.headers)
+        user = await self.ctx.check_credentials(req.headers, self.address)
         if user is None:
             self._unauthorized(req)
             return

@@ -225,7 +225,7 @@ class _H2Connection:
     async def _route(self, s: _Stream) -> None:
         req = s.request
         sid = req.stream_id
-        user = await self.ctx.check_credentials(req.headers)
+        user = await self.ctx.check_credentials(req.headers, self.address)
         if user is not None and not self.authenticated:
             self.authenticated = True
             self._reset_deadline()
