@@ -31,8 +31,21 @@ class RpcConfig:
     #: tunnel (whose streams bound their own flow-control waits): a smaller request
     #: stalls only when the reply would never come either, which the caller bounds.
     send_timeout: float = 30.0
-    #: Connections served at once by one listener; more are refused at accept.
+    #: Stream connections served at once by one server; more are refused at accept.
+    #: Attached (tunnel) connections are counted apart against the same limit: they
+    #: come authenticated and bounded by the tunnel's own quotas, and anonymous sockets
+    #: on the LAN must not be able to take their slots.
     max_connections: int = 1024
+    #: Stream connections at once from one peer address (loopback included: a local
+    #: process is no more trusted than a LAN peer; the in-process tunnel is attached and
+    #: not counted). A front end relaying many users over TCP needs this raised.
+    max_connections_per_address: int = 64
+    #: Seconds a new connection may take to complete its first bind; a peer that
+    #: connects and says nothing holds a slot for this long, not ``idle_timeout``.
+    bind_timeout: float = 10.0
+    #: Bytes of unfinished fragmented requests all connections of one server may hold
+    #: together; a request that would pass it is refused (``nca_s_server_too_busy``).
+    reassembly_budget: int = 256 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not MIN_FRAGMENT_SIZE <= self.max_fragment <= MAX_FRAGMENT_SIZE:
@@ -43,9 +56,13 @@ class RpcConfig:
             "max_concurrent_calls",
             "max_contexts",
             "max_connections",
+            "max_connections_per_address",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        for name in ("idle_timeout", "receive_timeout", "send_timeout"):
+        for name in ("idle_timeout", "receive_timeout", "send_timeout", "bind_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+        if self.reassembly_budget < self.max_request_size:
+            # Else a request within the size limit could never be reassembled.
+            raise ValueError("reassembly_budget must be at least max_request_size")

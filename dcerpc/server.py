@@ -10,7 +10,14 @@ An in-process relay that already holds the client's bytes (the tunnel) may inste
 :meth:`RpcServer.attach` an :class:`AttachedConnection`: it feeds the bytes in its own
 task and gets the replies through a callback, so an inline call costs no task switch.
 
-Timeouts: a peer that sends nothing while no call is running is dropped after
+Limits on connections: ``max_connections`` stream connections, of which at most
+``max_connections_per_address`` from one peer address, are served at once (more are
+closed at accept); attached connections are counted apart, against their own
+``max_connections``, so sockets on the LAN cannot lock tunnel users out. Fragmented
+requests being reassembled share one :class:`ReassemblyBudget` per server.
+
+Timeouts: a connection that has not completed its first bind after ``bind_timeout`` is
+closed; a peer that sends nothing while no call is running is dropped after
 ``idle_timeout``; a PDU or fragmented request that stays incomplete for
 ``receive_timeout`` ends the connection; a peer that does not read our replies for
 ``send_timeout`` is dropped. Whoever feeds a connection (its reading task, or an
@@ -44,6 +51,7 @@ from dcerpc.server_connection import (
     AssociationGroups,
     ConnectionState,
     InterfaceRegistry,
+    ReassemblyBudget,
     ServerConnection,
 )
 from dcerpc.trio_util import acquire
@@ -90,10 +98,16 @@ def _note_partial(conn: _Connection) -> None:
 
 
 def _expired(conn: _Connection, config: RpcConfig, now: float) -> str:
-    """Which limit ``conn`` has passed at ``now``: ``"send"`` (a reply blocked for
+    """Which limit ``conn`` has passed at ``now``: ``"bind"`` (no bind completed within
+    ``bind_timeout`` of opening), ``"send"`` (a reply blocked for
     ``send_timeout``), ``"receive"`` (input incomplete for ``receive_timeout``),
     ``"idle"`` (nothing came, ran or left for ``idle_timeout``; a running call, a
     long-poll say, is not idleness), or ``""``."""
+    if (
+        conn.core.state is ConnectionState.AWAITING_BIND
+        and now - conn.opened_at >= config.bind_timeout
+    ):
+        return "bind"
     if conn.sending_since is not None:
         return "send" if now - conn.sending_since >= config.send_timeout else ""
     if conn.partial_since is not None:
@@ -105,7 +119,10 @@ def _expired(conn: _Connection, config: RpcConfig, now: float) -> str:
 
 def _watch_period(config: RpcConfig) -> float:
     """How often a watchdog asks :func:`_expired`: a quarter of the shortest limit."""
-    return min(config.send_timeout, config.receive_timeout, config.idle_timeout) / 4
+    return (
+        min(config.send_timeout, config.receive_timeout, config.idle_timeout, config.bind_timeout)
+        / 4
+    )
 
 
 @dataclass(slots=True)
@@ -123,6 +140,7 @@ class _Connection:
     #: Stream connections: the reading task's scope, cancelled by its watchdog, which
     #: says why in ``expired``. Both kinds: the times :func:`_expired` judges (trio clock).
     reading: trio.CancelScope | None = None
+    opened_at: float = 0.0
     active_at: float = 0.0
     partial_since: float | None = None
     sending_since: float | None = None
@@ -144,7 +162,17 @@ class RpcServer:
         self.registry = InterfaceRegistry(interfaces)
         self.groups = AssociationGroups()
         self.name = name
-        self.active_connections = 0
+        #: Counted apart so that neither kind can take the other's slots.
+        self.stream_connections = 0
+        self.attached_connections = 0
+        self._per_address: dict[str, int] = {}
+        #: Reassembly memory shared by every connection of this server.
+        self.reassembly = ReassemblyBudget(self.config.reassembly_budget)
+
+    @property
+    def active_connections(self) -> int:
+        """Connections open now, of both kinds."""
+        return self.stream_connections + self.attached_connections
 
     async def serve_tcp(
         self,
@@ -173,28 +201,38 @@ class RpcServer:
         replies sent by call tasks are bounded by ``send_timeout`` as usual.
 
         Raises:
-            ConnectionRefusedError: ``max_connections`` are open.
+            ConnectionRefusedError: ``max_connections`` attached connections are open.
         """
-        if self.active_connections >= self.config.max_connections:
+        # No per-address limit: the relay knows its clients, we would see only the relay.
+        if self.attached_connections >= self.config.max_connections:
             log.warning("%s: connection limit reached, refusing an attached connection", self.name)
             raise ConnectionRefusedError("the RPC server has too many connections")
-        self.active_connections += 1
-        core = ServerConnection(self.registry, self.groups, self.config)
+        self.attached_connections += 1
+        core = ServerConnection(self.registry, self.groups, self.config, budget=self.reassembly)
         return AttachedConnection(self, _Connection(core, None, None, None, deliver), nursery)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until it ends; never raises (errors are logged)."""
-        if self.active_connections >= self.config.max_connections:
+        peer = _address(stream, True)
+        host = peer[0] if peer is not None else ""
+        if self.stream_connections >= self.config.max_connections:
             log.warning("%s: connection limit reached, refusing a connection", self.name)
             await trio.aclose_forcefully(stream)
             return
-        self.active_connections += 1
-        peer, local = _address(stream, True), _address(stream, False)
+        held = self._per_address.get(host, 0)
+        if peer is not None and held >= self.config.max_connections_per_address:
+            log.warning("%s: %s has too many connections, refusing one", self.name, host)
+            await trio.aclose_forcefully(stream)
+            return
+        self.stream_connections += 1
+        self._per_address[host] = held + 1
+        local = _address(stream, False)
         core = ServerConnection(
             self.registry,
             self.groups,
             self.config,
             secondary_address=str(local[1]) if local else "",
+            budget=self.reassembly,
         )
         conn = _Connection(core, stream, peer, local)
         try:
@@ -205,7 +243,9 @@ class RpcServer:
             else:
                 log.exception("%s: unexpected error on connection from %s", self.name, peer)
         finally:
-            self.active_connections -= 1
+            self.stream_connections -= 1
+            if (left := self._per_address.pop(host) - 1) > 0:
+                self._per_address[host] = left
             core.close()
             await trio.aclose_forcefully(stream)
 
@@ -216,6 +256,7 @@ class RpcServer:
             # in trio's deadline heap, about 2% of a small call's round trip.
             with trio.CancelScope() as reading:
                 conn.reading = reading
+                conn.opened_at = trio.current_time()
                 nursery.start_soon(self._watch, conn)  # first runs after active_at is set
                 while conn.core.state is not ConnectionState.CLOSED and not conn.broken:
                     conn.active_at = trio.current_time()
@@ -287,6 +328,9 @@ class RpcServer:
         return True
 
     async def _time_out(self, conn: _Connection) -> None:
+        if conn.expired == "bind":
+            log.info("%s: %s did not bind in time, closing", self.name, conn.peer)
+            return
         if conn.core.has_partial_input:
             log.info("%s: %s sent an incomplete PDU, closing", self.name, conn.peer)
             return
@@ -443,7 +487,7 @@ class AttachedConnection:
         self._conn = conn
         self._nursery = nursery
         self._open = True
-        conn.active_at = trio.current_time()
+        conn.opened_at = conn.active_at = trio.current_time()
         #: Set once the connection is over, whoever ended it.
         self.closed = trio.Event()
         conn.on_break = self._end
@@ -484,7 +528,8 @@ class AttachedConnection:
             raise trio.BrokenResourceError("the RPC server closed the connection")
 
     async def serve_timeouts(self) -> None:
-        """Apply the server's ``idle_timeout`` (no input, no call running, no reply for
+        """Apply the server's ``bind_timeout`` (no bind completed: the end),
+        ``idle_timeout`` (no input, no call running, no reply for
         that long: a shutdown PDU, then the end) and ``receive_timeout`` (an incomplete
         PDU or fragmented request), judged as for a stream (:func:`_expired`, every
         :func:`_watch_period`); return once the connection is over. The relay runs this
@@ -497,6 +542,9 @@ class AttachedConnection:
                 await self.closed.wait()
                 return
             reason = _expired(conn, server.config, trio.current_time())
+            if reason == "bind":
+                log.info("%s: an attached client did not bind in time", server.name)
+                break
             if reason == "receive":
                 log.info("%s: an attached client sent an incomplete PDU", server.name)
                 break
@@ -522,5 +570,5 @@ class AttachedConnection:
             for scope in self._conn.calls.values():
                 scope.cancel()
             self._conn.core.close()
-            self._server.active_connections -= 1
+            self._server.attached_connections -= 1
             self.closed.set()

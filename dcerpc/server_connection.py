@@ -20,7 +20,10 @@ the features we support, and exactly one transfer syntax is accepted per context
 
 Requests are reassembled per ``call_id`` (several may be outstanding when the
 client multiplexes), bounded in size (``max_request_size``, answered like Samba
-with a fault ``access_denied`` and a disconnect) and in number. A protocol
+with a fault ``access_denied`` and a disconnect) and in number. What every connection
+of a server holds together is bounded by one :class:`ReassemblyBudget`, which the
+driver shares between its cores: a request that would pass it gets a fault
+``nca_s_server_too_busy`` at its last fragment and is not buffered. A protocol
 violation queues a fault with ``nca_s_proto_error`` (or a bind_nak before the
 bind) and raises :class:`RemoteProtocolError`; the driver flushes and closes.
 """
@@ -137,6 +140,18 @@ class AssociationGroups:
         return len(self._members)
 
 
+class ReassemblyBudget:
+    """Bytes of unfinished fragmented requests that the connections sharing it may hold
+    together (``RpcConfig.reassembly_budget``). Plain counters: every core of a server
+    is fed from one thread, and a core updates ``used`` inline on its hot path."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+
 @dataclass(slots=True)
 class _Context:
     interface: Interface
@@ -165,8 +180,11 @@ class ServerConnection:
         config: RpcConfig | None = None,
         *,
         secondary_address: str = "",
+        budget: ReassemblyBudget | None = None,
     ) -> None:
         self.config = config or RpcConfig()
+        #: Shared with the server's other connections (a private one if none is given).
+        self._budget = budget or ReassemblyBudget(self.config.reassembly_budget)
         self.registry = registry
         self.groups = groups
         self.secondary_address = secondary_address
@@ -272,6 +290,7 @@ class ServerConnection:
             self.groups.leave(self.assoc_group_id)
         self.state = ConnectionState.CLOSED
         self._partial.clear()
+        self._budget.used -= self._partial_bytes  # idempotent: zeroed below
         self._partial_bytes = 0
 
     def _finish_call(self, call_id: int) -> int:
@@ -313,18 +332,34 @@ class ServerConnection:
         if self.state is ConnectionState.AWAITING_BIND:
             self._protocol_error(pdu.call_id, f"{type(pdu).__name__} before bind")
         if isinstance(pdu, RequestPdu):
+            if pdu.auth_verifier:
+                # No bind here ever made a security context, so no verifier can be
+                # checked: executing the call would pretend it was. Samba answers a
+                # verifier it cannot verify with DCERPC_FAULT_ACCESS_DENIED (5) and a
+                # disconnect (dcesrv_core.c, after dcesrv_auth_pkt_pull); we do the same,
+                # with the status our other refusals of a request use.
+                self._protocol_error(
+                    pdu.call_id,
+                    "request with an auth verifier on an unauthenticated connection",
+                    FaultStatus.ACCESS_DENIED,
+                )
             return self._handle_request(pdu, len(raw))
         if isinstance(pdu, CoCancelPdu | OrphanedPdu):
             orphaned = isinstance(pdu, OrphanedPdu)
             dropped = self._partial.pop(pdu.call_id, None)
             if dropped is not None:
-                self._partial_bytes -= 0 if dropped.fault else dropped.size
+                self._unbuffer(dropped)
                 return None  # never delivered: nothing to cancel
             if pdu.call_id in self._executing:
                 return CallCancelled(call_id=pdu.call_id, orphaned=orphaned)
             return None
         if isinstance(pdu, Auth3Pdu):
-            return None  # we never offer authentication, so there is nothing to complete
+            # auth3 ([MS-RPCE] rpc_auth_3, no reply) only completes a three-leg
+            # authentication a bind started; ours never start one (an authenticated
+            # bind is nakked), so there is nothing here for it to complete.
+            # Ignoring it would be lenient; Samba (dcesrv_auth3, !allow_auth3) treats it
+            # as nca_s_proto_error with a disconnect, as we do.
+            self._protocol_error(pdu.call_id, "auth3 on an unauthenticated connection")
         self._protocol_error(pdu.call_id, f"unexpected {type(pdu).__name__} from a client")
 
     # -- binding ---------------------------------------------------------------------------
@@ -472,15 +507,26 @@ class ServerConnection:
             self._protocol_error(call_id, f"fragment of unknown call {call_id}")
         elif pdu.context_id != partial.context_id or pdu.opnum != partial.opnum:
             self._protocol_error(call_id, "fragment changes context or opnum mid-call")
-        partial.size += len(pdu.stub)
-        self._partial_bytes += 0 if partial.fault else len(pdu.stub)
-        self._check_request_size(call_id, partial.size, 0)
+        size = len(pdu.stub)
         if not partial.fault:
-            partial.chunks.append(pdu.stub)
+            budget = self._budget
+            if budget.used + size <= budget.limit:
+                budget.used += size
+                self._partial_bytes += size
+                partial.chunks.append(pdu.stub)
+            else:
+                # All connections together hold too much: refuse this call (the fault
+                # goes out with its last fragment; a client may retry) and drop what it
+                # holds. The connection and its other calls go on.
+                self._unbuffer(partial)
+                partial.chunks.clear()
+                partial.fault = FaultStatus.SERVER_TOO_BUSY
+        partial.size += size
+        self._check_request_size(call_id, partial.size, 0)
         if not flags & LAST_FRAG:
             return None
         del self._partial[call_id]
-        self._partial_bytes -= 0 if partial.fault else partial.size
+        self._unbuffer(partial)
         if partial.fault:
             self._queue_fault(call_id, partial.context_id, partial.fault)
             return None
@@ -488,6 +534,12 @@ class ServerConnection:
         return self._start_call(
             call_id, partial.context_id, partial.opnum, partial.object_uuid, partial.byteorder, stub
         )
+
+    def _unbuffer(self, partial: _PartialCall) -> None:
+        """Give back what ``partial`` holds of this connection's and the server's budget."""
+        if not partial.fault:  # a refused call buffers nothing
+            self._partial_bytes -= partial.size
+            self._budget.used -= partial.size
 
     def _check_request_size(self, call_id: int, size: int, unbuffered: int) -> None:
         """Refuse a request past the size limit, or one that (with ``unbuffered`` bytes

@@ -73,8 +73,17 @@ idle_timeout = 300.0
 receive_timeout = 30.0
 # Seconds a peer may take to read our replies.
 send_timeout = 30.0
-# Connections served at once by one listener.
+# Stream connections served at once by one service; tunnel connections are counted
+# apart, against the same number, so LAN sockets cannot lock tunnel users out.
 max_connections = 1024
+# Stream connections at once from one client address (loopback included). Raise it
+# for a front end that relays many users over TCP from one address.
+max_connections_per_address = 64
+# Seconds a new connection may take to complete its bind.
+bind_timeout = 10.0
+# Bytes of unfinished fragmented requests all connections of one service may hold;
+# a request past it is refused with a fault (the client may retry).
+reassembly_budget = 268435456
 """
 
 
