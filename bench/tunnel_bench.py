@@ -306,6 +306,9 @@ class CpuMeter:
     def transfer(self, size: int) -> Transfer:
         wall = time.perf_counter() - self._wall
         client = time.process_time() - self._client
+        # Linux adds a running thread's time to its clock when it stops running (or at
+        # a tick): give the server, idle now, a moment to stop before reading it.
+        time.sleep(0.05)
         server = process_cpu(self.pid)
         mib = size / MiB
         if server is None or self._server is None:

@@ -952,8 +952,10 @@ def more_descriptors(count: int) -> Any:
 async def test_half_open_connections_are_closed_and_do_not_block_others(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
-    """500 TCP connections to the store and 150 to the tunnel (from 127.0.0.2) that send
-    nothing: other clients are served meanwhile, and each is closed after its timeout."""
+    """500 TCP connections to the store, 50 to the endpoint mapper and 150 to the tunnel
+    that send nothing, each kind from an address of its own: clients elsewhere are
+    served meanwhile, and each is closed after its timeout (or at once, past the 64
+    connections one address may hold)."""
     server = await start_in_process(
         nursery, fast_config(tmp_path / "data", idle_timeout=3.0, receive_timeout=3.0)
     )
@@ -962,8 +964,8 @@ async def test_half_open_connections_are_closed_and_do_not_block_others(
         try:
             with trio.fail_after(60):
                 for port, count, source in (
-                    (server.store_port, 500, "127.0.0.1"),
-                    (server.epm_port, 50, "127.0.0.1"),
+                    (server.store_port, 500, "127.0.0.3"),
+                    (server.epm_port, 50, "127.0.0.4"),
                     (server.tunnel_port, 150, "127.0.0.2"),
                 ):
                     for _ in range(count):
