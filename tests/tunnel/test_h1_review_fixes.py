@@ -8,7 +8,6 @@ End to end against a real tunnel on loopback where practical; every test is boun
 
 from __future__ import annotations
 
-import base64
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,13 +15,17 @@ import pytest
 import trio
 import trio.testing
 from tunnel_helpers import (
+    AUTH,
     FAST,
     PASSWORD,
     SERVER_NAME,
     USER,
     Tunnel,
     check_password,
+    connect,
     make_backend,
+    read_out_pdus,
+    read_until_closed,
     start_tunnel,
 )
 
@@ -36,10 +39,8 @@ from tunnel.drivers.h1_server import _H1Connection
 from tunnel.drivers.h1_vc import Closed
 from tunnel.drivers.vc_table import Side, VirtualConnection
 from tunnel.policy import AllowList, Target
-from tunnel.tls import client_context
 from tunnel.transport import open_tunnel_stream
 
-AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 VC, OUT, IN, GROUP = b"k" * 16, b"o" * 16, b"i" * 16, b"a" * 16
 OUT_SUCCESSOR = b"p" * 16
 JUNK = b"\x00" * 65536
@@ -49,14 +50,6 @@ JUNK = b"\x00" * 65536
 async def tunnel(nursery: trio.Nursery, tmp_path: Path) -> Tunnel:
     backend = await make_backend(nursery)
     return await start_tunnel(nursery, backend, tmp_path / "data")
-
-
-async def connect(tunnel: Tunnel) -> trio.SSLStream[trio.SocketStream]:
-    tcp = await trio.open_tcp_stream("127.0.0.1", tunnel.info.port)
-    ctx = client_context(alpn=["http/1.1"], fingerprint=tunnel.info.fingerprint)
-    stream = trio.SSLStream(tcp, ctx, server_hostname="localhost", https_compatible=True)
-    await stream.do_handshake()
-    return stream
 
 
 def request(method: str, path: str, length: int, *, auth: bool = True) -> bytes:
@@ -84,24 +77,6 @@ async def closed_by_peer(stream: trio.abc.Stream, junk_bytes: int = 0) -> bool:
     return False
 
 
-async def read_out_pdus(stream: trio.abc.ReceiveStream, buffer: bytearray, count: int) -> list:
-    """The next ``count`` PDUs of a raw OUT channel (past its response head)."""
-    pdus: list[bytes] = []
-    while len(pdus) < count:
-        if buffer.startswith(b"HTTP/") and b"\r\n\r\n" in buffer:
-            del buffer[: buffer.index(b"\r\n\r\n") + 4]
-        if len(buffer) >= 10 and not buffer.startswith(b"HTTP/"):
-            size = int.from_bytes(buffer[8:10], "little")
-            if len(buffer) >= size:
-                pdus.append(bytes(buffer[:size]))
-                del buffer[:size]
-                continue
-        chunk = await stream.receive_some(65536)
-        assert chunk, "the OUT channel closed"
-        buffer += chunk
-    return pdus
-
-
 async def open_vc(
     tunnel: Tunnel, *, keepalive_ms: int = 300000
 ) -> tuple[trio.SSLStream[trio.SocketStream], trio.SSLStream[trio.SocketStream]]:
@@ -115,7 +90,7 @@ async def open_vc(
         request("RPC_IN_DATA", rpc_path(tunnel), 1 << 30)
         + rts.conn_b1(VC, IN, GROUP, keepalive_ms=keepalive_ms)
     )
-    kinds = [rts.classify(rts.decode_rts(p)) for p in await read_out_pdus(out_s, bytearray(), 2)]
+    kinds = [rts.classify(rts.decode_rts(p)) for p in await read_out_pdus(out_s, 2)]
     assert kinds == [rts.Kind.CONN_A3, rts.Kind.CONN_C2]
     return out_s, in_s
 
@@ -206,7 +181,7 @@ async def test_bytes_after_a_successor_out_body_close_the_channel(
             await successor.send_all(head + body + (JUNK if same_write else b""))
             if not same_write:
                 # The proxy took the successor: OUT_R2/A6 on the predecessor.
-                (a6,) = await read_out_pdus(out_s, bytearray(), 1)
+                (a6,) = await read_out_pdus(out_s, 1)
                 assert rts.classify(rts.decode_rts(a6)) is rts.Kind.OUT_R2_A6
             assert await closed_by_peer(successor, 4 << 20)
         await still_serving(tunnel)
@@ -249,12 +224,7 @@ async def test_a_head_dripped_byte_by_byte_times_out(tunnel: Tunnel) -> None:
     with trio.fail_after(4):
         async with await connect(tunnel) as s, trio.open_nursery() as nursery:
             nursery.start_soon(_drip, s, head[:-4] + b"X-Filler: " + b"a" * 100)
-            reply = b""
-            try:
-                while chunk := await s.receive_some(65536):
-                    reply += chunk
-            except trio.BrokenResourceError:
-                pass
+            reply = await read_until_closed(s)
             nursery.cancel_scope.cancel()
         assert reply == b""  # closed after head_timeout, the head still incomplete
     with trio.fail_after(10):
@@ -267,12 +237,7 @@ async def test_a_rejected_body_dripped_byte_by_byte_times_out(tunnel: Tunnel) ->
             # Small enough to be drained (the connection would be kept), but it never ends.
             await s.send_all(request("RPC_IN_DATA", rpc_path(tunnel), 65536, auth=False))
             nursery.start_soon(_drip, s, b"x" * 100)
-            reply = b""
-            try:
-                while chunk := await s.receive_some(65536):
-                    reply += chunk
-            except trio.BrokenResourceError:
-                pass
+            reply = await read_until_closed(s)
             nursery.cancel_scope.cancel()
         assert reply.startswith(b"HTTP/1.1 401 ")
     with trio.fail_after(10):

@@ -18,6 +18,7 @@ import hyperframe.frame
 import pytest
 import trio
 from tunnel_helpers import (
+    AUTH,
     ECHO,
     FAST,
     PASSWORD,
@@ -25,7 +26,10 @@ from tunnel_helpers import (
     USER,
     Backend,
     Tunnel,
+    connect,
     make_backend,
+    read_out_pdus,
+    read_until_closed,
     start_tunnel,
 )
 
@@ -37,18 +41,7 @@ from endpoint_mapper import lookup_on
 from tunnel import rts, rts_recycling
 from tunnel.policy import AllowList
 from tunnel.proxy import serve_tunnel
-from tunnel.tls import client_context
 from tunnel.transport import open_tunnel_stream
-
-AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-
-
-async def connect(tunnel: Tunnel, alpn: str = "http/1.1") -> trio.SSLStream[trio.SocketStream]:
-    tcp = await trio.open_tcp_stream("127.0.0.1", tunnel.info.port)
-    ctx = client_context(alpn=[alpn], fingerprint=tunnel.info.fingerprint)
-    stream = trio.SSLStream(tcp, ctx, server_hostname="localhost", https_compatible=True)
-    await stream.do_handshake()
-    return stream
 
 
 async def read_head(stream: trio.abc.ReceiveStream) -> bytes:
@@ -59,18 +52,6 @@ async def read_head(stream: trio.abc.ReceiveStream) -> bytes:
             break
         data += chunk
     return data
-
-
-async def read_until_closed(stream: trio.abc.ReceiveStream) -> bytes:
-    data = b""
-    while True:
-        try:
-            chunk = await stream.receive_some(65536)
-        except trio.BrokenResourceError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 def request(method: str, path: str, length: int, *, auth: bool = True, extra: str = "") -> bytes:
@@ -596,28 +577,9 @@ async def _raw_vc(
     return out_s, in_s
 
 
-async def _read_out_pdus(
-    stream: trio.abc.ReceiveStream, count: int, buffer: bytearray
-) -> list[bytes]:
-    pdus = []
-    while len(pdus) < count:
-        if b"\r\n\r\n" in buffer and buffer.startswith(b"HTTP/"):
-            del buffer[: buffer.index(b"\r\n\r\n") + 4]
-        if len(buffer) >= 10 and not buffer.startswith(b"HTTP/"):
-            size = int.from_bytes(buffer[8:10], "little")
-            if len(buffer) >= size:
-                pdus.append(bytes(buffer[:size]))
-                del buffer[:size]
-                continue
-        chunk = await stream.receive_some(65536)
-        assert chunk, "the OUT channel closed"
-        buffer += chunk
-    return pdus
-
-
 async def _out_kinds(stream: trio.abc.ReceiveStream, count: int) -> list[rts.Kind]:
     """The kinds of the first ``count`` RTS PDUs on a raw OUT channel."""
-    pdus = await _read_out_pdus(stream, count, bytearray())
+    pdus = await read_out_pdus(stream, count)
     return [rts.classify(rts.decode_rts(p)) for p in pdus]
 
 

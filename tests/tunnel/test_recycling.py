@@ -18,7 +18,6 @@ every test, behaviour asserted, never durations.
 
 from __future__ import annotations
 
-import base64
 import os
 import random
 import struct
@@ -29,6 +28,7 @@ from pathlib import Path
 import pytest
 import trio
 from tunnel_helpers import (
+    AUTH,
     ECHO_INTERFACE,
     FAST,
     PASSWORD,
@@ -36,6 +36,8 @@ from tunnel_helpers import (
     USER,
     Backend,
     Tunnel,
+    connect,
+    read_until_closed,
     start_tunnel,
 )
 
@@ -56,7 +58,6 @@ from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, 
 from tunnel import rts, rts_recycling
 from tunnel.config import TunnelConfig
 from tunnel.drivers.h1_client import H1TunnelStream
-from tunnel.tls import client_context
 from tunnel.transport import open_tunnel_stream
 
 #: An interface that counts the calls of its transport connection: a recycle that
@@ -76,7 +77,6 @@ COUNTER_INTERFACE = Interface(COUNTER, _count, 2, name="counter")
 
 #: Lifetimes of 128 KiB (the spec's minimum ChannelLifetime) on both channels.
 SMALL = replace(FAST, out_content_length=131072, channel_lifetime=131072)
-AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
 
 async def make_backend(nursery: trio.Nursery, *, attached: bool = False) -> Backend:
@@ -227,32 +227,12 @@ async def test_a_store_session_survives_recycles(nursery: trio.Nursery, tmp_path
 # -- raw clients ----------------------------------------------------------------------------
 
 
-async def connect(tunnel: Tunnel) -> trio.SSLStream[trio.SocketStream]:
-    tcp = await trio.open_tcp_stream("127.0.0.1", tunnel.info.port)
-    ctx = client_context(alpn=["http/1.1"], fingerprint=tunnel.info.fingerprint)
-    stream = trio.SSLStream(tcp, ctx, server_hostname="localhost", https_compatible=True)
-    await stream.do_handshake()
-    return stream
-
-
 def request(method: str, tunnel: Tunnel, length: int, server: str = "localhost") -> bytes:
     return (
         f"{method} /rpc/rpcproxy.dll?{server}:{tunnel.backend.epm_port} HTTP/1.1\r\n"
         f"Host: localhost\r\nAccept: application/rpc\r\nContent-Length: {length}\r\n"
         f"Authorization: {AUTH}\r\n\r\n"
     ).encode()
-
-
-async def read_until_closed(stream: trio.abc.ReceiveStream) -> bytes:
-    data = b""
-    while True:
-        try:
-            chunk = await stream.receive_some(65536)
-        except trio.BrokenResourceError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 class OutReader:

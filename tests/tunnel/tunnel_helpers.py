@@ -6,6 +6,7 @@ never asserted (short timeouts in the configs only make the tests quick)."""
 
 from __future__ import annotations
 
+import base64
 import functools
 import uuid
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, 
 from tunnel.config import TunnelConfig
 from tunnel.policy import AllowList
 from tunnel.proxy import TunnelInfo, serve_tunnel
+from tunnel.tls import client_context
 
 ECHO = SyntaxId(uuid.UUID("0f3c2b1a-7d6e-4c5b-9a8f-1e2d3c4b5a69"), 1, 0)
 USER, PASSWORD = "alice", "correct horse"
@@ -109,3 +111,52 @@ async def start_tunnel(
         )
     )
     return Tunnel(info, backend, replace(config, port=info.port))
+
+
+# -- raw clients (misbehaving on purpose) ---------------------------------------------------
+
+AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
+
+async def connect(tunnel: Tunnel, alpn: str = "http/1.1") -> trio.SSLStream[trio.SocketStream]:
+    """A TLS connection to the tunnel, nothing sent yet."""
+    tcp = await trio.open_tcp_stream("127.0.0.1", tunnel.info.port)
+    ctx = client_context(alpn=[alpn], fingerprint=tunnel.info.fingerprint)
+    stream = trio.SSLStream(tcp, ctx, server_hostname="localhost", https_compatible=True)
+    await stream.do_handshake()
+    return stream
+
+
+async def read_until_closed(stream: trio.abc.ReceiveStream) -> bytes:
+    """Everything the peer sends until it closes (a reset counts as a close)."""
+    data = b""
+    while True:
+        try:
+            chunk = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+async def read_out_pdus(
+    stream: trio.abc.ReceiveStream, count: int, buffer: bytearray | None = None
+) -> list[bytes]:
+    """The next ``count`` PDUs of a raw OUT channel (past its response head); bytes read
+    beyond them stay in ``buffer`` for the next call."""
+    buffer = bytearray() if buffer is None else buffer
+    pdus: list[bytes] = []
+    while len(pdus) < count:
+        if buffer.startswith(b"HTTP/") and b"\r\n\r\n" in buffer:
+            del buffer[: buffer.index(b"\r\n\r\n") + 4]
+        if len(buffer) >= 10 and not buffer.startswith(b"HTTP/"):
+            size = int.from_bytes(buffer[8:10], "little")
+            if len(buffer) >= size:
+                pdus.append(bytes(buffer[:size]))
+                del buffer[:size]
+                continue
+        chunk = await stream.receive_some(65536)
+        assert chunk, "the OUT channel closed"
+        buffer += chunk
+    return pdus
