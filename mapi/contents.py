@@ -28,6 +28,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from mapi import permissions
 from mapi import proptags as pt
 from mapi import restrictions as rs
 from mapi.context import StoreContext
@@ -195,6 +196,9 @@ class ContentsTable(MemoryTable):
         super().__init__(ctx, DEFAULT_COLUMNS, self._load, lambda: self._ctx.db.generation)
         self._folder_id = folder_id
         self._plan: tuple[str, list[object], str] | None = self._make_plan()
+
+    def _authorize(self) -> None:
+        self._ctx.require(self._folder_id, permissions.READ_ANY)
 
     def _make_plan(self) -> tuple[str, list[object], str] | None:
         where, params, rest = split_sql(self._restriction)

@@ -104,6 +104,17 @@ def _ancestors(conn: sqlite3.Connection, folder_id: int) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
+def _subtree(conn: sqlite3.Connection, folder_id: int) -> list[int]:
+    """``folder_id`` and every folder below it."""
+    rows = conn.execute(
+        "WITH RECURSIVE down(id) AS (SELECT ?"
+        " UNION ALL SELECT f.id FROM folders f JOIN down ON f.parent_id = down.id)"
+        " SELECT id FROM down",
+        (folder_id,),
+    )
+    return [int(r[0]) for r in rows]
+
+
 def _subtree_height(conn: sqlite3.Connection, folder_id: int) -> int:
     row = conn.execute(
         "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0"

@@ -50,6 +50,7 @@ from mapi.folder_rows import (
     _ancestors,
     _check_name,
     _row,
+    _subtree,
     _subtree_height,
     _touch_subtree,
     _unique_name,
@@ -238,6 +239,8 @@ class Folder(MapiObject):
                 ).fetchone()
                 if existing is not None:
                     if open_if_exists:
+                        # As open_folder would: the name must not open a hidden folder.
+                        self._ctx.require(int(existing[0]), permissions.FOLDER_VISIBLE)
                         return Folder(self._ctx, int(existing[0]))
                     raise errors.Collision(f"a subfolder is named {name!r}")
                 if len(_ancestors(conn, self.folder_id)) > self._ctx.limits.max_folder_depth:
@@ -293,6 +296,9 @@ class Folder(MapiObject):
                 cn = self._ctx.db.next_change_number(conn)
                 tomb.tombstone(conn, tomb.FOLDER, [fid], self.folder_id, cn, self._ctx.now())
                 if flags & DELETE_HARD_DELETE or deleted in _ancestors(conn, self.folder_id):
+                    # For good, with everything below it: ACLs are not inherited, so the
+                    # right to destroy each folder of the subtree is checked, not assumed.
+                    self._require_all(_subtree(conn, fid), permissions.FOLDER_OWNER)
                     conn.execute("DELETE FROM folders WHERE id = ?", (fid,))
                     record(self._ctx, _folder_change(Op.DELETED, fid, self.folder_id))
                 else:
@@ -386,6 +392,13 @@ class Folder(MapiObject):
                 self._copy_tree(conn, child, new_id, child_name, True)
         return new_id
 
+    def _require_all(self, folder_ids: Sequence[int], right: int) -> None:
+        """NoAccess unless the user holds ``right`` on every one of ``folder_ids``."""
+        if self._ctx.is_owner:
+            return
+        for fid in folder_ids:
+            self._ctx.require(fid, right)
+
     def empty_folder(self, flags: int = 0) -> None:
         """Delete every message and subfolder for good ([MS-OXCFOLD] RopEmptyFolder)."""
         with self._ctx.db.lock:
@@ -408,6 +421,10 @@ class Folder(MapiObject):
                         (self.folder_id,),
                     )
                 ]
+                # The subfolders go for good with their subtrees: as delete_folder would
+                # ask, the user must own each of them (DELETE_ANY here covers messages).
+                for fid in fids:
+                    self._require_all(_subtree(conn, fid), permissions.FOLDER_OWNER)
                 cn, now = self._ctx.db.next_change_number(conn), self._ctx.now()
                 tomb.tombstone(conn, tomb.MESSAGE, mids, self.folder_id, cn, now)
                 tomb.tombstone(conn, tomb.FOLDER, fids, self.folder_id, cn, now)

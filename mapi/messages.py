@@ -185,6 +185,8 @@ class Message(_WorkingCopy["MessageState"]):
         self._parent = parent
         self._depth = depth
         self._version = 0
+        #: Made by this object (:meth:`new`): its saves need CREATE, not EDIT_ANY.
+        self._created_here = False
         #: (mailbox generation, committed recipients, committed attachment sizes).
         self._committed_cache: tuple[int, list[dict[int, PropData]], dict[int, int]] | None = None
 
@@ -193,7 +195,9 @@ class Message(_WorkingCopy["MessageState"]):
         now = ctx.now()
         state = MessageState(None, 0, now, now, PropBag())
         state.bag.set(pt.PR_MESSAGE_FLAGS, pt.MSGFLAG_READ | pt.MSGFLAG_UNSENT)
-        return cls(ctx, state, folder_id=folder_id, writable=True)
+        message = cls(ctx, state, folder_id=folder_id, writable=True)
+        message._created_here = True
+        return message
 
     @classmethod
     def open(cls, ctx: StoreContext, message_id: int, *, writable: bool) -> Message:
@@ -340,6 +344,19 @@ class Message(_WorkingCopy["MessageState"]):
                 raise errors.ObjectDeleted("the folder of the message was deleted")
             now = self._ctx.now()
             is_new = self._state.db_id is None
+            # Rights are checked again at the save, where the message is now: they may
+            # have been revoked, or the message moved, since it was opened for writing.
+            # A message this object made needs CREATE there (the right that made it; the
+            # store records no creators for EDIT_OWNED), any other EDIT_ANY.
+            right = permissions.CREATE if self._created_here else permissions.EDIT_ANY
+            if is_new:
+                self._ctx.require(self.folder_id, right)
+            else:
+                where = conn.execute(
+                    "SELECT folder_id FROM messages WHERE id = ?", (self._state.db_id,)
+                ).fetchone()
+                if where is not None:  # (a deleted message is save_message's to report)
+                    self._ctx.require(int(where[0]), right)
             db_id = save_message(
                 conn,
                 self._state,

