@@ -15,9 +15,21 @@ submitting user's own mailbox to its recipients, all of them users of this serve
    PR_RECEIVED_BY_*, PR_MESSAGE_TO_ME / PR_MESSAGE_CC_ME, MSGFLAG_UNSENT and
    MSGFLAG_READ cleared (unread) and the Bcc rows removed; the commit raises
    fnevNewMail, fnevObjectCreated and a contents-table row in that mailbox.
+   The envelope is the server's, not the sender's: the sender-identity properties
+   the recipient might trust are set from the submitting user or removed (entry ids,
+   search keys, SMTP addresses, transport headers, creator/last modifier, received-by
+   leftovers; see :data:`_ENVELOPE_IDS`). Embedded messages are content (a forwarded
+   message legitimately names someone else as its sender) and are left as they are.
+   Named properties (ids 0x8000..0xFFFE) mean something only in their own mailbox:
+   every one on the copy (message, recipient rows, attachments, embedded messages)
+   is translated by name into the recipient's mailbox, its names read from the
+   sender's mailbox during *prepare*; ids the sender's mailbox does not map, and
+   names the recipient's mailbox has no id left for, are dropped.
 3. *File* (sender's mailbox, one transaction): the original gets the sender and
    time properties, loses MSGFLAG_UNSENT, gains MSGFLAG_READ and moves into Sent
-   Items (or is deleted when PR_DELETE_AFTER_SUBMIT is true); when some recipients
+   Items (or is deleted when PR_DELETE_AFTER_SUBMIT is true; the filed copy is the
+   sender's own: only the sender and time properties are set, nothing is removed or
+   translated); when some recipients
    could not be resolved a non-delivery report (``REPORT.IPM.Note.NDR``, subject
    "Undeliverable: <subject>", a body naming the failed addresses, the failed
    recipients as its recipient rows and the original attached as an embedded
@@ -42,12 +54,13 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from mapi import errors
+from mapi import errors, named
 from mapi import proptags as pt
 from mapi.context import Identity, StoreContext
 from mapi.events import Change, Op, record
 from mapi.folder_rows import role_folder
-from mapi.propbag import PropBag
+from mapi.limits import Limits
+from mapi.propbag import PropBag, Source, TempData
 from mapi.properties import PropData
 from mapi.storage import tombstones as tomb
 from mapi.storage.messages import AttachState, MessageState, load_message, save_message
@@ -59,6 +72,31 @@ if TYPE_CHECKING:
 NDR_CLASS: Final = "REPORT.IPM.Note.NDR"
 SYSTEM_NAME: Final = "Mail Delivery System"
 _FLAG_CLEAR: Final = pt.MSGFLAG_UNSENT | pt.MSGFLAG_READ | pt.MSGFLAG_SUBMIT
+
+#: Property ids of the delivered copy's envelope that the sender must not choose.
+#: Every value with one of these ids (of any type, both string flavours included) is
+#: removed from the copy; :func:`_envelope_props` then sets those the server knows.
+_ENVELOPE_IDS: Final = frozenset(
+    pt.prop_id(tag)
+    for tag in (
+        # The sender, as the recipient's client shows and resolves it.
+        pt.PR_SENDER_NAME_W, pt.PR_SENDER_EMAIL_ADDRESS_W, pt.PR_SENDER_ADDRTYPE_W,
+        pt.PR_SENDER_ENTRYID, pt.PR_SENDER_SEARCH_KEY, pt.PR_SENDER_SMTP_ADDRESS_W,
+        pt.PR_SENT_REPRESENTING_NAME_W, pt.PR_SENT_REPRESENTING_EMAIL_ADDRESS_W,
+        pt.PR_SENT_REPRESENTING_ADDRTYPE_W, pt.PR_SENT_REPRESENTING_ENTRYID,
+        pt.PR_SENT_REPRESENTING_SEARCH_KEY, pt.PR_SENT_REPRESENTING_SMTP_ADDRESS_W,
+        # What the transport would have written.
+        pt.PR_TRANSPORT_MESSAGE_HEADERS_W, pt.PR_CREATOR_NAME_W, pt.PR_CREATOR_ENTRYID,
+        pt.PR_LAST_MODIFIER_NAME_W, pt.PR_LAST_MODIFIER_ENTRYID,
+        # Who received it (the recipient's side of the envelope).
+        pt.PR_RECEIVED_BY_NAME_W, pt.PR_RECEIVED_BY_EMAIL_ADDRESS_W,
+        pt.PR_RECEIVED_BY_ADDRTYPE_W, pt.PR_RECEIVED_BY_ENTRYID,
+        pt.PR_RECEIVED_BY_SEARCH_KEY, pt.PR_RECEIVED_BY_SMTP_ADDRESS_W,
+        pt.PR_RCVD_REPRESENTING_NAME_W, pt.PR_RCVD_REPRESENTING_EMAIL_ADDRESS_W,
+        pt.PR_RCVD_REPRESENTING_ADDRTYPE_W, pt.PR_RCVD_REPRESENTING_ENTRYID,
+        pt.PR_RCVD_REPRESENTING_SEARCH_KEY, pt.PR_RCVD_REPRESENTING_SMTP_ADDRESS_W,
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +136,127 @@ def _sender_props(user: Identity, now: int) -> list[tuple[int, PropData]]:
     ]
 
 
+def _envelope_props(sender: Identity, recipient: Identity) -> list[tuple[int, PropData]]:
+    """The envelope of a delivered copy, beyond :func:`_sender_props`: the SMTP
+    addresses where the users have one (none otherwise: a login name is no SMTP
+    address) and who received it. There is no address book to make honest entry ids
+    or search keys from, so those stay removed."""
+    props: list[tuple[int, PropData]] = [
+        (pt.PR_RECEIVED_BY_NAME_W, recipient.display_name),
+        (pt.PR_RECEIVED_BY_EMAIL_ADDRESS_W, recipient.email or recipient.username),
+        (pt.PR_RECEIVED_BY_ADDRTYPE_W, "SMTP"),
+    ]
+    if sender.email:
+        props += [
+            (pt.PR_SENDER_SMTP_ADDRESS_W, sender.email),
+            (pt.PR_SENT_REPRESENTING_SMTP_ADDRESS_W, sender.email),
+        ]
+    if recipient.email:
+        props.append((pt.PR_RECEIVED_BY_SMTP_ADDRESS_W, recipient.email))
+    return props
+
+
+# --- Named properties across mailboxes ---------------------------------------------------
+
+
+def _named_ids(state: MessageState, out: set[int]) -> set[int]:
+    """Add the named-range property ids used anywhere in ``state`` to ``out``."""
+    for tag in state.bag.tags():
+        if pt.is_named_id(pt.prop_id(tag)):
+            out.add(pt.prop_id(tag))
+    for row in state.recipients or []:
+        out.update(pt.prop_id(t) for t in row if pt.is_named_id(pt.prop_id(t)))
+    for attach in state.attachments.values():
+        if attach is None:
+            continue
+        out.update(pt.prop_id(t) for t in attach.bag.tags() if pt.is_named_id(pt.prop_id(t)))
+        if attach.embedded is not None:
+            _named_ids(attach.embedded, out)
+    return out
+
+
+def _sender_names(conn: sqlite3.Connection, state: MessageState) -> dict[int, named.PropName]:
+    """Sender-mailbox named id -> its name, for the ids of ``state`` that are mapped."""
+    ids = sorted(_named_ids(state, set()))
+    found = zip(ids, named.get_names(conn, ids), strict=True)
+    return {pid: name for pid, name in found if name is not None}
+
+
+def _recipient_ids(
+    conn: sqlite3.Connection, names: dict[int, named.PropName], limits: Limits
+) -> dict[int, int]:
+    """Sender id -> recipient id of the same name, allocating ids in the recipient's
+    mailbox (inside its delivery transaction); one mapping serves the whole delivery."""
+    out: dict[int, int] = {}
+    for pid, name in names.items():
+        try:
+            [new] = named.get_ids(conn, [name], create=True, limits=limits)
+        except (errors.NotEnoughResources, errors.InvalidParameter):
+            # The recipient's named-id range is exhausted (or its limits refuse the
+            # name): drop the properties of this name rather than fail the delivery
+            # or, worse, store them under an id that means something else there.
+            continue
+        if pt.is_named_id(new):  # never let a name turn into a tagged property
+            out[pid] = new
+    return out
+
+
+def _translate_tag(tag: int, ids: dict[int, int]) -> int | None:
+    """``tag`` in the recipient's mailbox (None: drop it)."""
+    pid = pt.prop_id(tag)
+    if not pt.is_named_id(pid):
+        return tag
+    new = ids.get(pid)
+    return None if new is None else pt.make_tag(new, pt.prop_type(tag))
+
+
+def _translate_bag(bag: PropBag, ids: dict[int, int]) -> None:
+    moved: list[tuple[int, PropData | TempData]] = []
+    for tag in bag.tags():
+        if not pt.is_named_id(pt.prop_id(tag)):
+            continue
+        found = bag.lookup(tag)
+        assert found is not None
+        source, payload = found
+        if source is Source.LARGE:
+            # Exported states are detached (export_message spools every large value
+            # into a TempData); a committed chunk reference cannot move mailboxes.
+            raise errors.CallFailed("a delivered copy must be detached")
+        new = _translate_tag(tag, ids)
+        if new is not None:
+            moved.append((new, payload))
+    # Delete every named value first, then set the translated ones: an old id may be
+    # the new id of another name.
+    for tag in [t for t in bag.tags() if pt.is_named_id(pt.prop_id(t))]:
+        bag.delete(tag)
+    for tag, payload in moved:
+        if isinstance(payload, TempData):
+            bag.set_temp(tag, payload)  # frozen, shared with the other snapshots
+        else:
+            bag.set(tag, payload)
+
+
+def _translate_named(state: MessageState, ids: dict[int, int]) -> None:
+    """Rewrite every named property of ``state`` (recursively) into the recipient's ids."""
+    _translate_bag(state.bag, ids)
+    if state.recipients is not None:
+        rows = []
+        for row in state.recipients:
+            out: dict[int, PropData] = {}
+            for tag, value in row.items():
+                new = _translate_tag(tag, ids)
+                if new is not None:
+                    out[new] = value
+            rows.append(out)
+        state.recipients = rows
+    for attach in state.attachments.values():
+        if attach is None:
+            continue
+        _translate_bag(attach.bag, ids)
+        if attach.embedded is not None:
+            _translate_named(attach.embedded, ids)
+
+
 def _flags(bag: PropBag) -> int:
     found = bag.lookup(pt.PR_MESSAGE_FLAGS)
     return found[1] if found is not None and isinstance(found[1], int) else 0
@@ -135,6 +294,7 @@ def submit(message: Message, submission_id: bytes | None = None) -> SubmitResult
             change_num = int(
                 conn.execute("SELECT change_num FROM messages WHERE id = ?", (db_id,)).fetchone()[0]
             )
+            names = _sender_names(conn, exported)
     sid = submission_id or (ctx.uid + db_id.to_bytes(8, "big") + change_num.to_bytes(6, "big"))
     recipients = exported.recipients or []
     if not recipients:
@@ -153,7 +313,7 @@ def submit(message: Message, submission_id: bytes | None = None) -> SubmitResult
     # 2. Deliver, one mailbox (one transaction) at a time.
     delivered = []
     for user, kinds in targets.values():
-        _deliver(ctx, exported, user, kinds, sid, now)
+        _deliver(ctx, exported, names, user, kinds, sid, now)
         delivered.append(user.user_id)
     # 3. File the original and report failures, in the sender's mailbox.
     sent, ndr = _file(message, db_id, change_num, exported, failed, now)
@@ -161,8 +321,8 @@ def submit(message: Message, submission_id: bytes | None = None) -> SubmitResult
 
 
 def _deliver(
-    ctx: StoreContext, exported: MessageState, user: Identity, kinds: set[int], sid: bytes,
-    now: int,
+    ctx: StoreContext, exported: MessageState, names: dict[int, named.PropName],
+    user: Identity, kinds: set[int], sid: bytes, now: int,
 ) -> None:  # fmt: skip
     assert ctx.router is not None
     db = ctx.router.mailbox(user)
@@ -172,11 +332,13 @@ def _deliver(
         r for r in state.recipients or [] if r.get(pt.PR_RECIPIENT_TYPE) != pt.MAPI_BCC
     ]
     flags = _flags(state.bag) & ~_FLAG_CLEAR
+    for tag in state.bag.tags():
+        if pt.prop_id(tag) in _ENVELOPE_IDS:
+            state.bag.delete(tag)
     for tag, value in [
         *_sender_props(ctx.user, now),
+        *_envelope_props(ctx.user, user),
         (pt.PR_MESSAGE_FLAGS, flags),
-        (pt.PR_RECEIVED_BY_NAME_W, user.display_name),
-        (pt.PR_RECEIVED_BY_EMAIL_ADDRESS_W, user.email or user.username),
         (pt.PR_MESSAGE_TO_ME, pt.MAPI_TO in kinds),
         (pt.PR_MESSAGE_CC_ME, pt.MAPI_CC in kinds),
         (pt.PR_MESSAGE_RECIP_ME, True),
@@ -185,6 +347,7 @@ def _deliver(
     with db.transaction() as conn:
         if conn.execute("SELECT 1 FROM submissions WHERE submission_id = ?", (sid,)).fetchone():
             return  # delivered by an earlier attempt
+        _translate_named(state, _recipient_ids(conn, names, db.limits))
         inbox = role_folder(conn, "inbox")
         new_id = save_message(
             conn, state, limits=db.limits, change_num=db.next_change_number(conn), now=now,
