@@ -327,6 +327,7 @@ class Folder(MapiObject):
         with self._ctx.db.lock:
             self._check_open()
             dest._check_open()
+            self._check_same_mailbox(dest)
             with self._ctx.db.transaction() as conn:
                 row = self._child(conn, entry_id)
                 fid = int(row[0])
@@ -391,6 +392,16 @@ class Folder(MapiObject):
             for child, child_name in children:
                 self._copy_tree(conn, child, new_id, child_name, True)
         return new_id
+
+    def _check_same_mailbox(self, dest: Folder) -> None:
+        """Copies and moves run in one mailbox's database; a folder of another mailbox
+        would be taken for the folder of the same number in this one.
+
+        Raises:
+            NoSupport: ``dest`` is a folder of another mailbox.
+        """
+        if dest._ctx.db is not self._ctx.db:
+            raise errors.NoSupport("copying or moving between mailboxes is not supported")
 
     def _require_all(self, folder_ids: Sequence[int], right: int) -> None:
         """NoAccess unless the user holds ``right`` on every one of ``folder_ids``."""
@@ -510,6 +521,7 @@ class Folder(MapiObject):
         """
         with self._ctx.db.lock:
             self._check_open()
+            self._check_same_mailbox(dest)
             self._ctx.require(self.folder_id, permissions.READ_ANY)
             if move:
                 self._ctx.require(self.folder_id, permissions.DELETE_ANY)

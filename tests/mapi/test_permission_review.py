@@ -131,3 +131,20 @@ def test_open_if_exists_does_not_open_a_hidden_folder(store: ObjectStore, alice:
         shared.create_folder("HR", open_if_exists=True)
     created = shared.create_folder("Bob's", open_if_exists=True)  # a new name still works
     assert created.get_props([pt.PR_DISPLAY_NAME_W]).values[0].value == "Bob's"
+
+
+def test_copies_between_mailboxes_are_refused_not_misfiled(
+    store: ObjectStore, alice: MsgStore, bob: MsgStore
+) -> None:
+    """Both ends of a copy used to resolve in the source mailbox: alice's message
+    'copied' to a folder of bob's landed in her own folder of the same number."""
+    inbox = alice.open_folder(alice.get_receive_folder())
+    eid = saved(inbox, "mine")
+    sub = inbox.create_folder("Sub")
+    bobs_inbox = bob.open_folder(bob.get_receive_folder())
+    with pytest.raises(errors.NoSupport):
+        inbox.copy_messages([eid], bobs_inbox)
+    with pytest.raises(errors.NoSupport):
+        inbox.copy_folder(sub.entry_id, bobs_inbox)
+    assert bobs_inbox.get_props([pt.PR_CONTENT_COUNT]).values[0].value == 0
+    assert inbox.get_props([pt.PR_CONTENT_COUNT]).values[0].value == 1
