@@ -744,7 +744,7 @@ def write_section(title: str, lines: list[str], path: Path) -> None:
     if header in text:
         begin = text.index(header)
         end = text.find("\n## ", begin + len(header))
-        text = text[:begin] + body + (text[end + 1 :] if end != -1 else "")
+        text = text[:begin] + body + ("\n" + text[end + 1 :] if end != -1 else "")
     else:
         text = text.rstrip("\n") + "\n\n" + body
     path.write_text(text)
@@ -805,7 +805,8 @@ def main() -> None:
         for t in rows:
             for key, value in t.failures.items():
                 lines.append(f"- {t.name}: {key} (reproducer `{value[:200]}`)")
-        lines.append("")
+        if total:
+            lines.append("")
         lines.append(
             f"Run {time.strftime('%Y-%m-%d')}: `python bench/fuzz.py --seconds {args.seconds:g} "
             f"--seed {args.seed}` on Python {sys.version.split()[0]}, {os.cpu_count()} cores."
