@@ -192,13 +192,18 @@ def order_sql(sort: Sequence[SortKey]) -> str | None:
 class ContentsTable(MemoryTable):
     """The contents table of one folder (SQL fast path when possible)."""
 
-    def __init__(self, ctx: StoreContext, folder_id: int) -> None:
+    def __init__(self, ctx: StoreContext, folder_id: int, *, checked: bool = True) -> None:
+        """``checked``: every call checks the user's READ_ANY on the folder (a table a
+        client holds); False for the store's own tables (the notification renderer,
+        which filters what it sends by each subscriber's rights)."""
         super().__init__(ctx, DEFAULT_COLUMNS, self._load, lambda: self._ctx.db.generation)
         self._folder_id = folder_id
+        self._checked = checked
         self._plan: tuple[str, list[object], str] | None = self._make_plan()
 
     def _authorize(self) -> None:
-        self._ctx.require(self._folder_id, permissions.READ_ANY)
+        if self._checked:
+            self._ctx.require(self._folder_id, permissions.READ_ANY)
 
     def _make_plan(self) -> tuple[str, list[object], str] | None:
         where, params, rest = split_sql(self._restriction)

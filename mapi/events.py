@@ -373,7 +373,7 @@ class _Renderer:
         if kind == "contents":
             table = self._tables.get((folder_id, sort))
             if table is None:
-                table = ContentsTable(self.ctx, folder_id)
+                table = ContentsTable(self.ctx, folder_id, checked=False)  # see visible()
                 if sort:
                     table.sort_table(sort)
                 self._tables[(folder_id, sort)] = table

@@ -191,3 +191,22 @@ def test_crossed_submissions_do_not_deadlock(alice: MsgStore, bob: MsgStore) -> 
         assert not t.is_alive()
     assert errors_seen == []
     assert len(_contents(alice, "inbox")) == 5 and len(_contents(bob, "inbox")) == 5
+
+
+def test_delivery_notifies_a_sorted_contents_subscription(
+    store: ObjectStore, alice: MsgStore, bob: MsgStore
+) -> None:
+    """The notification renderer places the new row in the subscriber's sort order with
+    a table of its own; it used to inherit the per-call READ_ANY check of client tables
+    and fail as the sender (no rights on bob's Inbox), dropping every event of the
+    delivery and asking bob to resync."""
+    bob.advise(b"bob", EventType.NEW_MAIL)
+    bob.advise_table(
+        b"bob", bob.get_receive_folder(), "contents", [pt.PR_SUBJECT_W],
+        sort=[(pt.PR_SUBJECT_W, False)],
+    )  # fmt: skip
+    _draft(alice, "hello", _recipient("bob@example.org")).submit()
+    result = store.notifications.poll(b"bob", 0)
+    assert not result.resync_required
+    kinds = {type(n) for n in result.events}
+    assert kinds == {NewMailNotification, TableNote}
