@@ -118,6 +118,12 @@ def _transcript(role: bytes, challenge: Challenge, client_nonce: bytes) -> bytes
     )
 
 
+def challenge_name(username: object) -> str:
+    """The name a challenge is issued to (and an answer must carry): lower case, trimmed;
+    not checked, so that unknown and malformed names get a decoy like any other."""
+    return username.strip().lower() if isinstance(username, str) else ""
+
+
 def make_challenge(
     username: str,
     salt: bytes | None,

@@ -55,6 +55,7 @@ from dcerpc.interface import CallContext, Interface
 from dcerpc.syntax import MSGPACK, SyntaxId
 from mapi import errors, ops
 from mapi.inline import NeedsWorker, inline
+from mapi.logon import challenge_name
 from mapi.notifications import NotificationHub
 from mapi.store import ObjectStore, Session
 from mapi.throttle import LogonThrottle
@@ -321,7 +322,7 @@ class StoreService:
         if wait > 0:
             log.warning("logon of %r from %s refused: too many failures", user, address)
             raise errors.LogonFailed(f"too many failed logons; try again in {wait:.0f} s")
-        if request["user"].strip().lower() != user:
+        if challenge_name(request["user"]) != user:
             self.throttle.failed(user, address, now)
             log.info("logon answer for %r named another user, from %s", user, address)
             raise errors.LogonFailed()

@@ -48,6 +48,7 @@ from mapi.logon import (
     Challenge,
     KdfParams,
     PendingChallenges,
+    challenge_name,
     client_response,
     make_challenge,
     verify_response,
@@ -145,7 +146,7 @@ class ObjectStore:
         """A fresh challenge (a decoy one for unknown users); the caller keeps it, in a
         :meth:`pending_challenges`, until the answer comes."""
         verifier = self.directory.verifier(username)
-        name = username.strip().lower() if isinstance(username, str) else ""
+        name = challenge_name(username)
         if verifier is None:
             return make_challenge(
                 name, None, self.directory.kdf, server_secret=self.directory.server_secret
