@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from mapi import proptags as pt
 from mapi.logon import KdfParams
+from mapi.messages import Message
+from mapi.store import MsgStore
 
 FAST_KDF = KdfParams(n=16, r=1, p=1)  # tests only: real deployments use the default
 
@@ -16,3 +19,12 @@ class Clock:
     def __call__(self) -> int:
         self.now += 10_000_000
         return self.now
+
+
+def contents_of(view: MsgStore, role: str) -> list[Message]:
+    """The messages of a special folder (``"inbox"``, ``"sent"``...), opened, in row order."""
+    folder = view.open_folder(view.special_folder_id(role))
+    table = folder.contents_table()
+    table.set_columns([pt.PR_ENTRYID])
+    rows = table.query_rows(100)
+    return [view.open_message(row[0].value) for row in rows]  # type: ignore[arg-type]

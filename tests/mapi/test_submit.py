@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from mapi_helpers import contents_of
 
 from mapi import errors, permissions, submit
 from mapi import proptags as pt
@@ -37,14 +38,6 @@ def _draft(view: MsgStore, subject: str, *recipients: list[object]) -> Message:
     return msg
 
 
-def _contents(view: MsgStore, role: str) -> list[Message]:
-    folder = view.open_folder(view.special_folder_id(role))
-    table = folder.contents_table()
-    table.set_columns([pt.PR_ENTRYID])
-    rows = table.query_rows(100)
-    return [view.open_message(row[0].value) for row in rows]  # type: ignore[arg-type]
-
-
 def _get(msg: Message, tag: int) -> object:
     return msg.get_props([tag]).values[0].value
 
@@ -66,7 +59,7 @@ def test_submit_delivers_files_and_reports(
     assert result.undeliverable == ["nobody@nowhere.example"]
 
     # Bob's copy: unread, delivered, from Alice, body and attachment intact.
-    [copy] = _contents(bob, "inbox")
+    [copy] = contents_of(bob, "inbox")
     flags = _get(copy, pt.PR_MESSAGE_FLAGS)
     assert isinstance(flags, int) and not flags & (pt.MSGFLAG_READ | pt.MSGFLAG_UNSENT)
     assert _get(copy, pt.PR_SUBJECT_W) == "Lunch?"
@@ -89,15 +82,15 @@ def test_submit_delivers_files_and_reports(
     assert [n.table_event for n in rows] == [TableEvent.TABLE_ROW_ADDED]
 
     # Alice: the original in Sent Items, sent and read; Drafts empty.
-    assert _contents(alice, "drafts") == []
-    [sent] = _contents(alice, "sent")
+    assert contents_of(alice, "drafts") == []
+    [sent] = contents_of(alice, "sent")
     assert sent.entry_id == result.sent_entry_id == msg.entry_id
     flags = _get(sent, pt.PR_MESSAGE_FLAGS)
     assert isinstance(flags, int) and flags & pt.MSGFLAG_READ and not flags & pt.MSGFLAG_UNSENT
     assert isinstance(_get(sent, pt.PR_CLIENT_SUBMIT_TIME), int)
 
     # Alice: a non-delivery report naming the failed address, the original attached.
-    [ndr] = _contents(alice, "inbox")
+    [ndr] = contents_of(alice, "inbox")
     assert ndr.entry_id == result.ndr_entry_id
     assert _get(ndr, pt.PR_MESSAGE_CLASS_W) == submit.NDR_CLASS
     assert _get(ndr, pt.PR_SUBJECT_W) == "Undeliverable: Lunch?"
@@ -120,10 +113,10 @@ def test_bcc_hidden_username_resolution_and_self(
     result = msg.submit()
     assert result.undeliverable == [] and result.ndr_entry_id is None
     assert len(result.delivered) == 2
-    [copy] = _contents(bob, "inbox")
+    [copy] = contents_of(bob, "inbox")
     table = copy.recipient_table()
     assert table.get_row_count() == 1  # the Bcc row is not delivered
-    [own] = _contents(alice, "inbox")
+    [own] = contents_of(alice, "inbox")
     assert _get(own, pt.PR_MESSAGE_TO_ME) is False
 
 
@@ -138,13 +131,13 @@ def test_retry_after_a_crash_delivers_once(
     monkeypatch.setattr(submit, "_file", crash)
     with pytest.raises(RuntimeError):
         msg.submit()
-    assert len(_contents(bob, "inbox")) == 1
-    assert len(_contents(alice, "drafts")) == 1  # still unsent
+    assert len(contents_of(bob, "inbox")) == 1
+    assert len(contents_of(alice, "drafts")) == 1  # still unsent
     monkeypatch.undo()
     result = msg.submit()
     assert result.delivered == [store.directory.get_user("bob").user_id]
-    assert len(_contents(bob, "inbox")) == 1
-    assert len(_contents(alice, "sent")) == 1
+    assert len(contents_of(bob, "inbox")) == 1
+    assert len(contents_of(alice, "sent")) == 1
 
 
 def test_delete_after_submit(alice: MsgStore, bob: MsgStore) -> None:
@@ -152,8 +145,8 @@ def test_delete_after_submit(alice: MsgStore, bob: MsgStore) -> None:
     msg.set_props([(pt.PR_DELETE_AFTER_SUBMIT, True)])
     result = msg.submit()
     assert result.sent_entry_id is None
-    assert _contents(alice, "sent") == [] and _contents(alice, "drafts") == []
-    assert len(_contents(bob, "inbox")) == 1
+    assert contents_of(alice, "sent") == [] and contents_of(alice, "drafts") == []
+    assert len(contents_of(bob, "inbox")) == 1
 
 
 def test_refusals(store: ObjectStore, alice: MsgStore) -> None:
@@ -190,7 +183,7 @@ def test_crossed_submissions_do_not_deadlock(alice: MsgStore, bob: MsgStore) -> 
         t.join(timeout=60)
         assert not t.is_alive()
     assert errors_seen == []
-    assert len(_contents(alice, "inbox")) == 5 and len(_contents(bob, "inbox")) == 5
+    assert len(contents_of(alice, "inbox")) == 5 and len(contents_of(bob, "inbox")) == 5
 
 
 def test_delivery_notifies_a_sorted_contents_subscription(

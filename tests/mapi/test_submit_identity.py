@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from mapi_helpers import FAST_KDF, Clock
+from mapi_helpers import FAST_KDF, Clock, contents_of
 
 from mapi import named
 from mapi import proptags as pt
@@ -50,14 +50,6 @@ COLOUR = named.PropName.by_id(named.PSETID_COMMON, 0x8501)
 BLOB = named.PropName.by_name(named.PS_PUBLIC_STRINGS, "blob")
 
 
-def _contents(view: MsgStore, role: str) -> list[Message]:
-    folder = view.open_folder(view.special_folder_id(role))
-    table = folder.contents_table()
-    table.set_columns([pt.PR_ENTRYID])
-    rows = table.query_rows(100)
-    return [view.open_message(row[0].value) for row in rows]  # type: ignore[arg-type]
-
-
 def _props(msg: Message, *tags: int) -> dict[int, object]:
     return dict(msg.get_props(list(tags)).as_dict())
 
@@ -90,7 +82,7 @@ def test_delivered_copy_carries_the_real_sender_identity(alice: MsgStore, bob: M
     att.save_changes()
     msg.submit()
 
-    [copy] = _contents(bob, "inbox")
+    [copy] = contents_of(bob, "inbox")
     shown = (
         pt.PR_SENDER_NAME_W, pt.PR_SENDER_EMAIL_ADDRESS_W, pt.PR_SENDER_ADDRTYPE_W,
         pt.PR_SENT_REPRESENTING_NAME_W, pt.PR_SENT_REPRESENTING_EMAIL_ADDRESS_W,
@@ -116,7 +108,7 @@ def test_delivered_copy_carries_the_real_sender_identity(alice: MsgStore, bob: M
     }
 
     # The sender's own filed copy keeps what she set (only the existing sender rules).
-    [sent] = _contents(alice, "sent")
+    [sent] = contents_of(alice, "sent")
     kept = _props(sent, pt.PR_SENDER_ENTRYID, SENT_REP_SMTP_W, TRANSPORT_HEADERS_W)
     assert kept == {
         pt.PR_SENDER_ENTRYID: SPOOF_EID,
@@ -129,7 +121,7 @@ def test_sender_without_email_gets_no_smtp_address(store: ObjectStore, bob: MsgS
     store.add_user("carol", "carol-pw", display_name="Carol NoMail")
     carol = store.logon_with_password("carol", "carol-pw").open_store()
     _draft(carol, "hello", "bob@example.org", SPOOFED).submit()
-    [copy] = _contents(bob, "inbox")
+    [copy] = contents_of(bob, "inbox")
     assert _props(copy, pt.PR_SENDER_NAME_W, pt.PR_SENDER_EMAIL_ADDRESS_W) == {
         pt.PR_SENDER_NAME_W: "Carol NoMail",
         pt.PR_SENDER_EMAIL_ADDRESS_W: "carol",
@@ -176,7 +168,7 @@ def test_named_properties_are_translated_by_name(alice: MsgStore, bob: MsgStore)
 
     b_what, b_colour, b_blob = bob.get_ids_from_names([WHATEVER, COLOUR, BLOB])
     assert {b_what, b_colour, b_blob}.isdisjoint({0, 0x8000, 0x8001, 0x8002})
-    [copy] = _contents(bob, "inbox")
+    [copy] = contents_of(bob, "inbox")
     wanted = (_tag(b_what, what_tag), _tag(b_colour, colour_tag), _tag(b_blob, blob_tag))
     assert _props(copy, *wanted) == {
         _tag(b_what, what_tag): True,
@@ -207,7 +199,7 @@ def test_named_properties_are_translated_by_name(alice: MsgStore, bob: MsgStore)
     }
 
     # Alice's own copy keeps her numbering.
-    [sent] = _contents(alice, "sent")
+    [sent] = contents_of(alice, "sent")
     assert _props(sent, what_tag, colour_tag) == {what_tag: True, colour_tag: "blue"}
 
 
@@ -233,7 +225,7 @@ def test_named_properties_dropped_when_recipient_store_is_full(
     msg = _draft(alice, "full", "bob@example.org", [(colour_tag, True), (what_tag, "w")])
     result = msg.submit()
     assert result.delivered == [tight_store.directory.get_user("bob").user_id]
-    [copy] = _contents(bob, "inbox")
+    [copy] = contents_of(bob, "inbox")
     # WHATEVER is Bob's 0x8000; COLOUR has no id left in Bob's store and is dropped
     # (not stored under Bob's 0x8001, X-Sender-Verified).
     assert _props(copy, pt.make_tag(0x8000, pt.PropType.PT_UNICODE)) == {

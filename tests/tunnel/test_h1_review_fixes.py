@@ -17,7 +17,6 @@ import trio.testing
 from tunnel_helpers import (
     AUTH,
     FAST,
-    PASSWORD,
     SERVER_NAME,
     USER,
     Tunnel,
@@ -27,10 +26,9 @@ from tunnel_helpers import (
     read_out_pdus,
     read_until_closed,
     start_tunnel,
+    still_serving,
 )
 
-from dcerpc.client import open_rpc_client
-from endpoint_mapper import lookup_on
 from tunnel import rts, rts_recycling
 from tunnel.autodiscover import Site
 from tunnel.channel import BodyEnded, ChannelError, PeerClosed, RequestReceived, ServerChannel
@@ -39,7 +37,6 @@ from tunnel.drivers.h1_server import _H1Connection
 from tunnel.drivers.h1_vc import Closed
 from tunnel.drivers.vc_table import Side, VirtualConnection
 from tunnel.policy import AllowList, Target
-from tunnel.transport import open_tunnel_stream
 
 VC, OUT, IN, GROUP = b"k" * 16, b"o" * 16, b"i" * 16, b"a" * 16
 OUT_SUCCESSOR = b"p" * 16
@@ -93,21 +90,6 @@ async def open_vc(
     kinds = [rts.classify(rts.decode_rts(p)) for p in await read_out_pdus(out_s, 2)]
     assert kinds == [rts.Kind.CONN_A3, rts.Kind.CONN_C2]
     return out_s, in_s
-
-
-async def still_serving(tunnel: Tunnel) -> None:
-    async with (
-        open_tunnel_stream(
-            tunnel.url,
-            "127.0.0.1",
-            tunnel.backend.epm_port,
-            username=USER,
-            password=PASSWORD,
-            fingerprint=tunnel.info.fingerprint,
-        ) as stream,
-        open_rpc_client(stream) as rpc,
-    ):
-        assert len(await lookup_on(rpc)) == 2
 
 
 # -- 1. nothing after an RPC channel's body, however the reads cut it ----------------------

@@ -30,18 +30,17 @@ from tunnel_helpers import (
     make_backend,
     read_out_pdus,
     read_until_closed,
+    rpc_stream,
     start_tunnel,
+    still_serving,
 )
 
 from dcerpc.client import open_rpc_client
 from dcerpc.config import RpcConfig
 from dcerpc.errors import BindRejected, ConnectionClosed
 from dcerpc.events import ResponseReceived
-from endpoint_mapper import lookup_on
 from tunnel import rts, rts_recycling
 from tunnel.policy import AllowList
-from tunnel.proxy import serve_tunnel
-from tunnel.transport import open_tunnel_stream
 
 
 async def read_head(stream: trio.abc.ReceiveStream) -> bytes:
@@ -64,25 +63,6 @@ def request(method: str, path: str, length: int, *, auth: bool = True, extra: st
     if auth:
         lines.append(f"Authorization: {AUTH}")
     return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
-
-
-def _rpc_stream(tunnel: Tunnel, transport: str):
-    """Our client's tunnel stream to the backend's endpoint mapper port (``h1``/``h2``)."""
-    return open_tunnel_stream(
-        tunnel.url,
-        "127.0.0.1",
-        tunnel.backend.epm_port,
-        username=USER,
-        password=PASSWORD,
-        http2=transport == "h2",
-        fingerprint=tunnel.info.fingerprint,
-    )
-
-
-async def still_serving(tunnel: Tunnel) -> None:
-    for transport in ("h2", "h1"):
-        async with _rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
-            assert len(await lookup_on(rpc)) == 2
 
 
 async def test_malformed_request_line_gets_400(tunnel: Tunnel) -> None:
@@ -196,16 +176,8 @@ async def test_a_second_user_cannot_join_a_foreign_virtual_connection(
         await trio.lowlevel.checkpoint()
         return (user, password) in {(USER, PASSWORD), ("mallory", "x")}
 
-    info = await nursery.start(
-        functools.partial(
-            serve_tunnel,
-            FAST,
-            allowed_targets=AllowList.for_database(backend.database, backend.epm_port, []),
-            authenticate=two_users,
-            data_dir=tmp_path,
-        )
-    )
-    tunnel = Tunnel(info, backend, FAST)
+    allow = AllowList.for_database(backend.database, backend.epm_port, [])
+    tunnel = await start_tunnel(nursery, backend, tmp_path, allow=allow, authenticate=two_users)
     path = f"/rpc/rpcproxy.dll?localhost:{backend.epm_port}"
     mallory = "Basic " + base64.b64encode(b"mallory:x").decode()
     with trio.fail_after(10):
@@ -535,16 +507,8 @@ async def test_credential_checks_per_address_are_bounded(
         return (user, password) == (USER, PASSWORD)
 
     config = replace(FAST, max_auth_checks_per_address=3)
-    info = await nursery.start(
-        functools.partial(
-            serve_tunnel,
-            config,
-            allowed_targets=AllowList.for_database(backend.database, backend.epm_port, []),
-            authenticate=slow,
-            data_dir=tmp_path,
-        )
-    )
-    tunnel = Tunnel(info, backend, config)
+    allow = AllowList.for_database(backend.database, backend.epm_port, [])
+    tunnel = await start_tunnel(nursery, backend, tmp_path, config, allow, authenticate=slow)
     with trio.fail_after(10):
         async with await connect(tunnel, "h2") as s:
             c = H2Raw(s)
@@ -616,7 +580,7 @@ async def test_out_content_length_is_never_exceeded(
     config = replace(FAST, out_content_length=8192, out_recycle_threshold=2048)
     tunnel = await start_tunnel(nursery, backend, tmp_path, config=config)
     with trio.fail_after(10):
-        async with _rpc_stream(tunnel, "h1") as stream, open_rpc_client(stream) as rpc:
+        async with rpc_stream(tunnel, "h1") as stream, open_rpc_client(stream) as rpc:
             ctx = await rpc.bind(ECHO)
             assert await rpc.call(ctx, 0, b"small") == b"small"
             with pytest.raises(ConnectionClosed):
@@ -672,7 +636,7 @@ async def test_a_caller_that_pauses_reading_keeps_its_virtual_connection(tunnel:
     # the proxy by flow control, not block it on a full socket (which ends the VC).
     size = 12 << 20
     with trio.fail_after(60):
-        async with _rpc_stream(tunnel, "h1") as stream, open_rpc_client(stream) as rpc:
+        async with rpc_stream(tunnel, "h1") as stream, open_rpc_client(stream) as rpc:
             ctx = await rpc.bind(ECHO)
             call_id = rpc.core.request(ctx, 1, size.to_bytes(4, "little"))  # "expand"
             await stream.send_all(rpc.core.data_to_send())
@@ -693,7 +657,7 @@ async def test_a_failing_call_ends_its_connection_only(tunnel: Tunnel, transport
     # With an attached backend the call runs in the proxy's nursery: a bug there must not
     # stop the proxy (over TCP the service's own connection handler contains it).
     with trio.fail_after(20):
-        async with _rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
+        async with rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
             ctx = await rpc.bind(ECHO)
             with pytest.raises(ConnectionClosed):
                 await rpc.call(ctx, 2, b"")
@@ -703,7 +667,7 @@ async def test_a_failing_call_ends_its_connection_only(tunnel: Tunnel, transport
 @pytest.mark.parametrize("transport", ["h1", "h2"])
 async def test_a_bind_nak_reaches_the_client(tunnel: Tunnel, transport: str) -> None:
     with trio.fail_after(20):
-        async with _rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
+        async with rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
             rpc.core.assoc_group_id = 0x5EED  # no such association group: bind_nak
             with pytest.raises(BindRejected):
                 await rpc.bind(ECHO)
@@ -723,7 +687,7 @@ async def test_an_incomplete_pdu_through_the_tunnel_ends_after_the_receive_timeo
         backend = await make_backend(nursery, attached=attached, config=config)
         tunnel = await start_tunnel(nursery, backend, tmp_path / str(attached))
         with trio.fail_after(20):
-            async with _rpc_stream(tunnel, transport) as stream:
+            async with rpc_stream(tunnel, transport) as stream:
                 await stream.send_all(b"\x05\x00\x0b\x03\x10\x00\x00\x00")  # half a header
                 while not backend.server.active_connections:  # noqa: ASYNC110 (a counter)
                     await trio.sleep(0.05)
@@ -740,7 +704,7 @@ async def test_the_rpc_servers_idle_timeout_applies_through_the_tunnel(
         backend = await make_backend(nursery, attached=attached, config=RpcConfig(idle_timeout=0.5))
         tunnel = await start_tunnel(nursery, backend, tmp_path / str(attached))
         with trio.fail_after(20):
-            async with _rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
+            async with rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
                 ctx = await rpc.bind(ECHO)
                 assert await rpc.call(ctx, 0, b"hi") == b"hi"
                 assert backend.server.active_connections == 1

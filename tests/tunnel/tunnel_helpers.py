@@ -14,15 +14,24 @@ from pathlib import Path
 
 import trio
 
+from dcerpc.client import open_rpc_client
 from dcerpc.config import RpcConfig
 from dcerpc.interface import CallContext, Interface
 from dcerpc.server import RpcServer
 from dcerpc.syntax import SyntaxId
-from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
+from endpoint_mapper import (
+    EPM_SYNTAX,
+    EndpointDatabase,
+    Tower,
+    epm_interface,
+    lookup_on,
+    mgmt_interface,
+)
 from tunnel.config import TunnelConfig
-from tunnel.policy import AllowList
+from tunnel.policy import AllowList, Authenticator
 from tunnel.proxy import TunnelInfo, serve_tunnel
 from tunnel.tls import client_context
+from tunnel.transport import open_tunnel_stream
 
 ECHO = SyntaxId(uuid.UUID("0f3c2b1a-7d6e-4c5b-9a8f-1e2d3c4b5a69"), 1, 0)
 USER, PASSWORD = "alice", "correct horse"
@@ -98,6 +107,7 @@ async def start_tunnel(
     data_dir: Path,
     config: TunnelConfig = FAST,
     allow: AllowList | None = None,
+    authenticate: Authenticator = check_password,
 ) -> Tunnel:
     allow = allow or AllowList.for_database(backend.database, backend.epm_port, [SERVER_NAME])
     info = await nursery.start(
@@ -105,7 +115,7 @@ async def start_tunnel(
             serve_tunnel,
             config,
             allowed_targets=allow,
-            authenticate=check_password,
+            authenticate=authenticate,
             data_dir=data_dir,
             local_services={backend.epm_port: backend.server} if backend.attached else None,
         )
@@ -160,3 +170,23 @@ async def read_out_pdus(
         assert chunk, "the OUT channel closed"
         buffer += chunk
     return pdus
+
+
+def rpc_stream(tunnel: Tunnel, transport: str):
+    """Our client's tunnel stream to the backend's endpoint mapper port (``h1``/``h2``)."""
+    return open_tunnel_stream(
+        tunnel.url,
+        "127.0.0.1",
+        tunnel.backend.epm_port,
+        username=USER,
+        password=PASSWORD,
+        http2=transport == "h2",
+        fingerprint=tunnel.info.fingerprint,
+    )
+
+
+async def still_serving(tunnel: Tunnel) -> None:
+    """A normal client still gets answers through both tunnels (after a hostile one)."""
+    for transport in ("h2", "h1"):
+        async with rpc_stream(tunnel, transport) as stream, open_rpc_client(stream) as rpc:
+            assert len(await lookup_on(rpc)) == 2
