@@ -294,9 +294,7 @@ class CpuMeter:
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self._server = process_cpu(pid)
-        self._client = time.process_time()
-        self._wall = time.perf_counter()
+        self.start()
 
     def start(self) -> None:
         self._server = process_cpu(self.pid)
