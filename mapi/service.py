@@ -335,7 +335,7 @@ class StoreService:
             self.throttle.failed(user, address, trio.current_time())
             log.info("failed logon of %r from %s", user, address)
             raise
-        self.throttle.succeeded(user, address)
+        self.throttle.succeeded(user, address, trio.current_time())
         name = session.user.username
         sid = secrets.token_bytes(16)
         handles = ops.HandleTable(self.limits.max_handles)

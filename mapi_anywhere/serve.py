@@ -30,6 +30,7 @@ from mapi import errors as mapi_errors
 from mapi.service import StoreService
 from mapi.store import ObjectStore
 from mapi.throttle import LogonThrottle
+from mapi_anywhere.authenticator import DirectoryAuthenticator
 from mapi_anywhere.config import Config
 from tunnel.drivers.context import TunnelInfo
 from tunnel.policy import AllowList
@@ -74,56 +75,6 @@ def _backend_host(host: str) -> str:
 
 
 DEMO_USER = "demo"
-
-
-class DirectoryAuthenticator:
-    """Checks HTTP Basic credentials of the tunnel against the user directory.
-
-    A full check costs a scrypt derivation (memory-hard, on purpose), and every channel
-    of the tunnel authenticates; a successful check is remembered for ``ttl`` seconds
-    as an HMAC of the credentials under a per-process key (never the password itself).
-    The cost of the cache: after ``passwd`` or ``deluser`` (another process), the old
-    password still opens the tunnel for at most ``ttl`` seconds; the store's own logon
-    behind it checks the directory every time.
-    """
-
-    def __init__(
-        self,
-        store: ObjectStore,
-        throttle: LogonThrottle,
-        ttl: float = 60.0,
-        max_entries: int = 4096,
-    ) -> None:
-        self.store = store
-        self.throttle = throttle
-        self.ttl = ttl
-        self.max_entries = max_entries
-        self._key = secrets.token_bytes(32)
-        self._recent: dict[str, tuple[bytes, float]] = {}
-
-    def _digest(self, user: str, password: str) -> bytes:
-        material = user.encode() + b"\x00" + password.encode()
-        return hmac.new(self._key, material, hashlib.sha256).digest()
-
-    async def __call__(self, user: str, password: str) -> bool:
-        digest = self._digest(user, password)
-        cached = self._recent.get(user)
-        now = trio.current_time()
-        if cached and cached[1] > now and hmac.compare_digest(cached[0], digest):
-            return True
-        if self.throttle.delay(user, None, now) > 0:
-            return False  # too many recent failures for this user: do not even check
-        try:
-            session = await trio.to_thread.run_sync(self.store.logon_with_password, user, password)
-        except mapi_errors.MapiError:
-            self.throttle.failed(user, None, trio.current_time())
-            return False
-        self.throttle.succeeded(user, None)
-        session.logoff()
-        if len(self._recent) >= self.max_entries:
-            self._recent.clear()
-        self._recent[user] = (digest, now + self.ttl)
-        return True
 
 
 def ensure_demo_user(store: ObjectStore, data_dir: Path) -> str | None:
@@ -229,7 +180,7 @@ async def _run(
                         # The tunnel reaches the services where they listen.
                         backend_host=_backend_host(config.server.host),
                     ),
-                    authenticate=DirectoryAuthenticator(store, throttle),
+                    authenticate=DirectoryAuthenticator(store, throttle, trio.CapacityLimiter(2)),
                     data_dir=config.server.data_dir,
                     epm_port=running.epm_port,
                     local_services=local_services,

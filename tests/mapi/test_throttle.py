@@ -25,14 +25,51 @@ def test_free_failures_then_exponential_delays_with_a_cap():
     assert throttle.delay("alice", "10.0.0.1", 2.0) == 8.0  # capped
 
 
-def test_user_and_address_are_counted_separately():
-    throttle = LogonThrottle(free_failures=2, base_delay=5.0)
-    fail(throttle, 3, user="alice", addr="10.0.0.1")
-    # Another address trying alice is delayed too (the user's counter)...
-    assert throttle.delay("ALICE", "10.0.0.2", 0.0) > 0
-    # ...and the guessing address is delayed for other users (the address's counter).
+def test_the_guesser_is_throttled_not_the_victim():
+    """Failures at alice from one address delay that address, never alice elsewhere."""
+    throttle = LogonThrottle(free_failures=2, base_delay=5.0, address_free_failures=2)
+    fail(throttle, 12, user="alice", addr="10.0.0.1")
+    assert throttle.delay("alice", "10.0.0.1", 0.0) > 0  # the guesser
+    assert throttle.delay("ALICE", "10.0.0.2", 0.0) == 0  # alice from her own desk
+    # The guessing address is delayed for other users too (the address's counter)...
     assert throttle.delay("bob", "10.0.0.1", 0.0) > 0
     assert throttle.delay("bob", "10.0.0.2", 0.0) == 0
+
+
+def test_many_addresses_meet_a_softer_per_user_ceiling_that_spares_familiar_ones():
+    throttle = LogonThrottle(
+        free_failures=5, user_free_failures=10, base_delay=1.0, max_delay=300.0,
+        user_max_delay=30.0,
+    )  # fmt: skip
+    throttle.succeeded("alice", "10.0.0.9", 0.0)  # where alice works from
+    for i in range(200):  # a botnet: one guess per address
+        throttle.failed("alice", f"192.0.2.{i}", 1.0)
+    # A new place is delayed, but never beyond the per-user ceiling...
+    assert 0 < throttle.delay("alice", "198.51.100.1", 1.0) <= 30.0
+    # ...and alice's familiar address is not delayed at all.
+    assert throttle.delay("alice", "10.0.0.9", 1.0) == 0
+    # Familiarity fades.
+    late = LogonThrottle(user_free_failures=0, familiar_for=10.0)
+    late.succeeded("alice", "10.0.0.9", 0.0)
+    late.failed("alice", "192.0.2.1", 20.0)
+    assert late.delay("alice", "10.0.0.9", 20.0) > 0
+
+
+def test_a_guesser_retrying_whenever_allowed_cannot_keep_the_owner_out():
+    """The issue's weaponised lockout: twelve bad attempts, then one whenever the
+    throttle lets the guesser try, for a day, from one address. The owner logs on
+    from where she works all along, and from a new place within the soft ceiling."""
+    throttle = LogonThrottle()
+    throttle.succeeded("alice", "10.0.0.2", 0.0)
+    fail(throttle, 12, user="alice", addr="203.0.113.7")
+    now = 0.0
+    while now < 86400.0:
+        now += 60.0
+        if throttle.delay("alice", "203.0.113.7", now) == 0:
+            throttle.failed("alice", "203.0.113.7", now)
+        assert throttle.delay("alice", "10.0.0.2", now) == 0
+        assert throttle.delay("alice", "198.51.100.1", now) <= 30.0
+    assert throttle.delay("alice", "203.0.113.7", now) > 0  # the guesser is still held
 
 
 def test_success_and_the_window_forget_failures():
@@ -40,24 +77,24 @@ def test_success_and_the_window_forget_failures():
     fail(throttle, 2)
     assert throttle.delay("alice", "10.0.0.1", 0.0) > 0
     assert throttle.delay("alice", "10.0.0.1", 61.0) == 0  # outside the window
-    throttle.succeeded("alice", "10.0.0.1")
+    throttle.succeeded("alice", "10.0.0.1", 0.0)
     assert throttle.delay("alice", "10.0.0.1", 0.0) == 0
 
 
 def test_success_forgives_only_its_own_failures_at_the_address():
     """A valid logon of one's own must not wipe the address's guesses at others."""
-    throttle = LogonThrottle(free_failures=3, base_delay=5.0)
+    throttle = LogonThrottle(free_failures=3, address_free_failures=3, base_delay=5.0)
     fail(throttle, 4, user="alice")  # guesses at alice from 10.0.0.1
     fail(throttle, 2, user="mallory")  # mallory's own typos
-    throttle.succeeded("mallory", "10.0.0.1")
+    throttle.succeeded("mallory", "10.0.0.1", 0.0)
     assert throttle.delay("mallory", "10.0.0.2", 0.0) == 0  # mallory's count is gone
     assert throttle.delay("carol", "10.0.0.1", 0.0) > 0  # the address keeps alice's 4
-    throttle.succeeded("alice", "10.0.0.1")
+    throttle.succeeded("alice", "10.0.0.1", 0.0)
     assert throttle.delay("carol", "10.0.0.1", 0.0) == 0
 
 
 def test_answers_to_no_challenge_count_against_the_address_only():
-    throttle = LogonThrottle(free_failures=1, base_delay=5.0)
+    throttle = LogonThrottle(address_free_failures=1, base_delay=5.0)
     for _ in range(3):
         throttle.failed(None, "10.0.0.1", 0.0)
     assert throttle.delay("alice", "10.0.0.1", 0.0) > 0

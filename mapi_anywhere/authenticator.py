@@ -1,0 +1,94 @@
+"""The tunnel's HTTP Basic authenticator, checked against the user directory.
+
+A full check costs a scrypt derivation (memory-hard, on purpose), and every channel
+of the tunnel authenticates; so:
+
+- a successful check is remembered for ``ttl`` seconds as an HMAC of the credentials
+  under a per-process key (never the password itself); :meth:`is_cached` answers from
+  that memory without a check, so the tunnel can let a known-good request past a
+  queue of unknown ones, and :meth:`invalidate` forgets a user at once (``passwd`` and
+  ``deluser`` on the running server call it);
+- checks run on their own :class:`trio.CapacityLimiter` (``checks``, shared with the
+  store's logons: by default as many as there are cores), never on the worker threads
+  store batches use, so a flood of guesses cannot starve the store, nor the store a
+  logon;
+- the shared :class:`~mapi.throttle.LogonThrottle` is asked first, for the user *and
+  the client address*, and told the outcome: a guesser is refused early without a
+  check, the account's owner elsewhere is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+
+import trio
+
+from mapi import errors as mapi_errors
+from mapi.store import ObjectStore
+from mapi.throttle import LogonThrottle
+
+log = logging.getLogger("mapi_anywhere.auth")
+
+
+class DirectoryAuthenticator:
+    """Checks HTTP Basic credentials of the tunnel against the user directory."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        throttle: LogonThrottle,
+        checks: trio.CapacityLimiter,
+        ttl: float = 60.0,
+        max_entries: int = 4096,
+    ) -> None:
+        self.store = store
+        self.throttle = throttle
+        self.checks = checks
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._key = secrets.token_bytes(32)
+        self._recent: dict[str, tuple[bytes, float]] = {}
+
+    def _digest(self, user: str, password: str) -> bytes:
+        material = user.encode() + b"\x00" + password.encode()
+        return hmac.new(self._key, material, hashlib.sha256).digest()
+
+    def is_cached(self, user: str, password: str) -> bool:
+        """True when these credentials passed a full check less than ``ttl`` ago."""
+        cached = self._recent.get(user)
+        if cached is None or cached[1] <= trio.current_time():
+            return False
+        return hmac.compare_digest(cached[0], self._digest(user, password))
+
+    def invalidate(self, user: str) -> None:
+        """Forget ``user``'s remembered credentials (password changed, user deleted)."""
+        self._recent.pop(user, None)
+
+    async def __call__(self, user: str, password: str, address: str | None) -> bool:
+        if self.is_cached(user, password):
+            return True
+        now = trio.current_time()
+        wait = self.throttle.delay(user, address, now)
+        if wait > 0:  # too many recent failures: do not even check
+            log.warning(
+                "tunnel logon of %r from %s refused: too many failures (%.0f s left)",
+                user, address, wait,
+            )  # fmt: skip
+            return False
+        try:
+            session = await trio.to_thread.run_sync(
+                self.store.logon_with_password, user, password, limiter=self.checks
+            )
+        except mapi_errors.MapiError:
+            self.throttle.failed(user, address, trio.current_time())
+            log.info("failed tunnel logon of %r from %s", user, address)
+            return False
+        self.throttle.succeeded(user, address, trio.current_time())
+        session.logoff()
+        if len(self._recent) >= self.max_entries:
+            self._recent.clear()
+        self._recent[user] = (self._digest(user, password), now + self.ttl)
+        return True
