@@ -30,7 +30,10 @@ class CallContext:
 
     ``connection_state`` lives as long as the transport connection: handlers keep
     per-connection state there (for example, context handles of an ``ept_lookup``
-    iteration) and it is dropped when the connection closes.
+    iteration) and it is dropped when the connection closes. ``on_close`` is the
+    connection's list of callbacks run (on the event loop, once, without arguments)
+    when it ends, however it ends: a handler appends to it what must not outlive the
+    connection.
     """
 
     opnum: int
@@ -46,6 +49,7 @@ class CallContext:
     #: Byte order of the request stub's integers ("<" little, ">" big), from its drep;
     #: NDR decoders read with it, responses are always little-endian.
     byteorder: str = "<"
+    on_close: list[Callable[[], None]] = field(default_factory=list)
 
 
 Handler = Callable[[CallContext, bytes], Awaitable[bytes]]

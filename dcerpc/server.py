@@ -149,7 +149,17 @@ class _Connection:
     calls: dict[int, trio.CancelScope] = field(default_factory=dict)
     orphaned: set[int] = field(default_factory=set)
     state: dict[str, Any] = field(default_factory=dict)
+    #: Run once when the connection ends (:attr:`CallContext.on_close`).
+    on_close: list[Callable[[], None]] = field(default_factory=list)
     broken: bool = False
+
+    def run_close_callbacks(self) -> None:
+        callbacks, self.on_close = self.on_close, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # one service's bug must not keep the others' from running
+                log.exception("a connection close callback failed")
 
 
 class RpcServer:
@@ -247,6 +257,7 @@ class RpcServer:
             if (left := self._per_address.pop(host) - 1) > 0:
                 self._per_address[host] = left
             core.close()
+            conn.run_close_callbacks()
             await trio.aclose_forcefully(stream)
 
     async def _serve(self, conn: _Connection, stream: trio.abc.Stream) -> None:
@@ -363,6 +374,7 @@ class RpcServer:
             connection_state=conn.state,
             served_interfaces=self.registry.syntaxes,
             byteorder=event.byteorder,
+            on_close=conn.on_close,
         )
 
     def _fault_status(self, conn: _Connection, event: CallReceived, exc: Exception) -> int:
@@ -571,4 +583,5 @@ class AttachedConnection:
                 scope.cancel()
             self._conn.core.close()
             self._server.attached_connections -= 1
+            self._conn.run_close_callbacks()
             self.closed.set()

@@ -41,6 +41,7 @@ class Hresult(enum.IntEnum):
     MAPI_E_VERSION = 0x80040110
     MAPI_E_LOGON_FAILED = 0x80040111
     MAPI_E_SESSION_LIMIT = 0x80040112
+    MAPI_E_USER_CANCEL = 0x80040113
     MAPI_E_TOO_COMPLEX = 0x80040117
     MAPI_E_BAD_COLUMN = 0x80040118
     MAPI_E_COMPUTED = 0x8004011A
@@ -231,6 +232,13 @@ class SessionLimit(_FixedError):
     code = Hresult.MAPI_E_SESSION_LIMIT
 
 
+class UserCancel(_FixedError):
+    """MAPI_E_USER_CANCEL (0x80040113): the work was stopped (its caller went away, or
+    the server is shutting down)."""
+
+    code = Hresult.MAPI_E_USER_CANCEL
+
+
 class TooComplex(_FixedError):
     """MAPI_E_TOO_COMPLEX (0x80040117)."""
 
@@ -369,7 +377,8 @@ _BY_CODE: dict[int, type[_FixedError]] = {
         CallFailed, NotEnoughMemory, InvalidParameter, InterfaceNotSupported, NoAccess,
         NoSupport, BadCharwidth, StringTooLong, UnknownFlags, InvalidEntryId, InvalidObject,
         ObjectChanged, ObjectDeleted, Busy, NotEnoughDisk, NotEnoughResources, NotFound,
-        Version, LogonFailed, SessionLimit, TooComplex, BadColumn, Computed, CorruptData,
+        Version, LogonFailed, SessionLimit, UserCancel, TooComplex, BadColumn, Computed,
+        CorruptData,
         UnknownEntryId, BadValue, InvalidType, TypeNoSupport, UnexpectedType, TooBig,
         UnexpectedId, UnableToComplete, Timeout, TableEmpty, TableTooBig, InvalidBookmark,
         CorruptStore, Collision, NotInitialized, HasFolders, HasMessages, FolderCycle,

@@ -21,6 +21,8 @@ from __future__ import annotations
 import threading
 from types import TracebackType
 
+from mapi import budget, errors
+
 _state = threading.local()
 
 
@@ -68,9 +70,22 @@ class MailboxLock:
         self._lock = threading.RLock()
 
     def __enter__(self) -> None:
-        if not self._lock.acquire(blocking=False):
-            may_block()
+        if self._lock.acquire(blocking=False):
+            return
+        may_block()
+        work = budget.current()
+        if work is None:
             self._lock.acquire()
+            return
+        # Under a work budget the wait is bounded by it, in slices that notice a cancel.
+        while not self._lock.acquire(timeout=max(0.0, min(work.remaining(), budget.LOCK_SLICE))):
+            if work.spent():
+                if work.cancelled:
+                    raise work.error()
+                raise errors.Timeout(
+                    f"the mailbox stayed busy for {work.seconds:g} s (another call of a "
+                    "session on it is running); try again"
+                )
 
     def __exit__(
         self,

@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeAlias
 
 from mapi import errors
 from mapi import proptags as pt
+from mapi.budget import tick
 from mapi.limits import DEFAULT_LIMITS, Limits
 from mapi.properties import PropData, nocase, sort_key, validate, value_size
 
@@ -382,6 +383,7 @@ def compare(relop: int, left: PropData, right: PropData) -> bool:
 
 def evaluate(res: Restriction, row: RowView) -> bool:
     """Decide ``res`` on ``row``."""
+    tick()
     if isinstance(res, And):
         return all(evaluate(r, row) for r in res.restrictions)
     if isinstance(res, Or):
@@ -499,6 +501,7 @@ def regex_search(pattern: str, text: str) -> bool:
     if n in current and not anchored_end:
         return True
     for c in text:
+        tick()
         nxt: set[int] = set()
         for s in current:
             if s < n and _atom_matches(items[s][0], c):

@@ -39,12 +39,14 @@ sessions per user and in all, batch size and open objects.
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import ipaddress
 import logging
 import math
 import secrets
 import socket
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -54,11 +56,14 @@ import trio
 from dcerpc.interface import CallContext, Interface
 from dcerpc.syntax import MSGPACK, SyntaxId
 from mapi import errors, ops
+from mapi.budget import WorkBudget, applied
+from mapi.directory import UserRecord
 from mapi.inline import NeedsWorker, inline
 from mapi.logon import challenge_name
 from mapi.notifications import NotificationHub
 from mapi.store import ObjectStore, Session
 from mapi.throttle import LogonThrottle
+from mapi.workers import WorkerPools
 
 log = logging.getLogger("mapi.service")
 
@@ -76,10 +81,16 @@ WAKE_INTERVAL: Final = 0.25
 
 #: Seconds between sweeps for idle sessions and mailbox databases.
 SWEEP_INTERVAL: Final = 60.0
+#: Seconds between looks for sessions whose connections all closed (housekeeping).
+REAP_INTERVAL: Final = 5.0
+#: Longest a batch tried inline may run on the event loop before it goes to a worker.
+INLINE_SECONDS: Final = 0.02
 #: Largest request stub tried inline (reads are small; writes go to a worker anyway).
 _INLINE_STUB_LIMIT: Final = 16 * 1024
 #: Limits of a decoded stub (the runtime already caps the stub at 4 MiB).
 _PENDING_LOGONS: Final = "mapi.pending_logons"
+#: The sessions used on a connection (connection_state key): counted on its close.
+_CONNECTION_SESSIONS: Final = "mapi.sessions"
 _UNPACK_LIMITS: Final = {
     "max_str_len": 1 << 20,
     "max_bin_len": 4 << 20,
@@ -105,6 +116,31 @@ class _LiveSession:
     #: Where to send UDP wake-up datagrams (the LAN client's address and its port).
     wake_address: tuple[str, int] | None = None
     last_wake: float = -math.inf
+    #: Who and where, for ``mapi-anywhere sessions``.
+    address: str | None = None
+    transport: str = "lan"
+    created: float = 0.0
+    #: Connections that used this session and are still open; when the last one
+    #: closes, ``detached_at`` starts the grace period for a resume.
+    connections: int = 0
+    detached_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One live session, as ``mapi-anywhere sessions`` lists it."""
+
+    #: A short name for the session (a hash of its id: the id itself is a secret).
+    handle: str
+    user: str
+    address: str | None
+    #: "lan" (a TCP connection) or "tunnel" (through the HTTPS tunnel).
+    transport: str
+    #: Seconds since logon, and since the last call.
+    age: float
+    idle: float
+    #: Connections using it now (0: waiting for a resume).
+    connections: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +153,11 @@ class ServiceLimits:
     max_username_chars: int = 256
     #: Seconds without a call before a session is closed.
     session_idle: float = 1800.0
+    #: Seconds a session whose connections all closed waits for a resume.
+    detached_grace: float = 60.0
+    #: Seconds one batch may run (restrictions, sorts and everything else in it);
+    #: past it the operation running answers MAPI_E_TIMEOUT.
+    batch_seconds: float = 30.0
     max_handles: int = ops.MAX_HANDLES
 
 
@@ -142,6 +183,10 @@ def _throttled_address(ctx: CallContext) -> str | None:
         return None if ipaddress.ip_address(ctx.peer[0]).is_loopback else ctx.peer[0]
     except ValueError:
         return ctx.peer[0]
+
+
+def _handle_of(sid: bytes) -> str:
+    return hashlib.sha256(sid).hexdigest()[:12]
 
 
 def _read_only(batch: object) -> bool:
@@ -179,11 +224,15 @@ class StoreService:
         store: ObjectStore,
         limits: ServiceLimits | None = None,
         throttle: LogonThrottle | None = None,
+        pools: WorkerPools | None = None,
     ) -> None:
         self.store = store
         self.limits = limits or ServiceLimits()
         #: Shared with every other logon path (the tunnel's Basic authentication).
         self.throttle = throttle or LogonThrottle()
+        #: Worker threads by kind of work (shared with the tunnel's password checks).
+        self.pools = pools or WorkerPools()
+        self._credentials_changed: list[Callable[[str], None]] = []
         self._sessions: dict[bytes, _LiveSession] = {}
         self._last_sweep = 0.0
         self._token: trio.lowlevel.TrioToken | None = None
@@ -216,9 +265,9 @@ class StoreService:
             self.store.notifications.set_waker(self._wake_from_thread)
         try:
             if ctx.opnum == OP_EXECUTE:
-                return await self._execute(request)
+                return await self._execute(request, ctx)
             if ctx.opnum == OP_WAIT_FOR_EVENTS:
-                return await self._wait_for_events(request)
+                return await self._wait_for_events(request, ctx)
             if ctx.opnum == OP_CONNECT:
                 return await self._connect(request, ctx)
             return await self._disconnect(request)
@@ -247,11 +296,14 @@ class StoreService:
         live = self._sessions.get(sid) if isinstance(sid, bytes) else None
         if live is None or live.closed or live.lock.locked() or not _read_only(batch):
             return None
+        assert isinstance(sid, bytes)
         now = trio.current_time()
         if now - self._last_sweep >= SWEEP_INTERVAL:
             return None  # the idle sweep is due: it needs the async path
+        self._attach(live, sid, ctx)
         try:
-            with inline():
+            # Bounded on the loop too: past INLINE_SECONDS it goes to a worker.
+            with inline(), applied(WorkBudget(INLINE_SECONDS, escalate=NeedsWorker)):
                 results = ops.run_batch_packed(live.context, batch)
         except NeedsWorker:
             return None
@@ -269,9 +321,12 @@ class StoreService:
 
     async def _connect(self, request: dict[str, Any], ctx: CallContext) -> bytes:
         if "resume" in request:
-            live = self._live(request.get("resume"))
+            sid = request.get("resume")
+            live = self._live(sid)
+            assert isinstance(sid, bytes)
             live.last_used = trio.current_time()
             live.wake_address = _wake_address(request, ctx)
+            self._attach(live, sid, ctx)
             log.info("%s resumed a session from %s", live.user, ctx.peer)
             return _pack({"hresult": 0, "session": request["resume"], "user": live.user})
         user = request.get("user")
@@ -284,7 +339,9 @@ class StoreService:
         if "response" not in request:
             if pending.full():
                 raise errors.NotEnoughResources("too many logons in progress on this connection")
-            challenge = await trio.to_thread.run_sync(self.store.begin_logon, user)
+            challenge = await trio.to_thread.run_sync(
+                self.store.begin_logon, user, limiter=self.pools.logons
+            )
             pending.add(challenge)
             params = challenge.params
             return _pack(
@@ -329,7 +386,7 @@ class StoreService:
         # Wrong answers and per-user session limits are the store's to judge.
         try:
             session = await trio.to_thread.run_sync(
-                self.store.complete_logon, issued, cnonce, response
+                self.store.complete_logon, issued, cnonce, response, limiter=self.pools.logons
             )
         except errors.LogonFailed:
             self.throttle.failed(user, address, trio.current_time())
@@ -339,15 +396,20 @@ class StoreService:
         name = session.user.username
         sid = secrets.token_bytes(16)
         handles = ops.HandleTable(self.limits.max_handles)
-        self._sessions[sid] = _LiveSession(
+        now = trio.current_time()
+        live = self._sessions[sid] = _LiveSession(
             session,
             handles,
             name,
             ops.Context(session, handles, self.store.limits, sid),
-            last_used=trio.current_time(),
+            last_used=now,
             wake_address=wake_address,
+            address=None if ctx.peer is None else ctx.peer[0],
+            transport="tunnel" if ctx.peer is None else "lan",
+            created=now,
         )
-        log.info("%s logged on from %s", name, ctx.peer)
+        self._attach(live, sid, ctx)
+        log.info("%s logged on from %s", name, ctx.peer or "the tunnel")
         return _pack({"hresult": 0, "session": sid, "user": name})
 
     async def _disconnect(self, request: dict[str, Any]) -> bytes:
@@ -377,6 +439,136 @@ class StoreService:
                 del self._sessions[sid]
                 log.info("session of %s expired after %.0f s idle", live.user, now - live.last_used)
                 await _close_session(live, self.store.notifications, sid)
+        await self._reap_detached()
+
+    async def _reap_detached(self) -> None:
+        """End sessions whose connections all closed ``detached_grace`` seconds ago and
+        that were not resumed (a client killed, or gone without ``disconnect``)."""
+        now = trio.current_time()
+        for sid, live in list(self._sessions.items()):
+            detached = live.detached_at
+            if detached is not None and now - detached >= self.limits.detached_grace:
+                if self._sessions.get(sid) is live:
+                    del self._sessions[sid]
+                log.info(
+                    "session of %s ended: its connection closed %.0f s ago",
+                    live.user, now - detached,
+                )  # fmt: skip
+                await _close_session(live, self.store.notifications, sid)
+
+    async def housekeeping(self) -> None:
+        """Run the sweeps on a timer, until cancelled (``serve`` starts it): sessions of
+        closed connections end after their grace even when no call comes."""
+        while True:
+            await trio.sleep(REAP_INTERVAL)
+            await self._reap_detached()
+            await self._expire_idle()
+
+    def _attach(self, live: _LiveSession, sid: bytes, ctx: CallContext) -> None:
+        """Count ``ctx``'s connection as a user of the session (once per connection)."""
+        used: set[bytes] | None = ctx.connection_state.get(_CONNECTION_SESSIONS)
+        if used is None:
+            used = ctx.connection_state[_CONNECTION_SESSIONS] = set()
+            ctx.on_close.append(functools.partial(self._connection_closed, used))
+        if sid in used:
+            return
+        used.add(sid)
+        live.connections += 1
+        live.detached_at = None
+
+    def _connection_closed(self, used: set[bytes]) -> None:
+        now = trio.current_time()
+        for sid in used:
+            live = self._sessions.get(sid)
+            if live is None:
+                continue
+            live.connections -= 1
+            if live.connections <= 0:
+                live.connections = 0
+                live.detached_at = now
+        used.clear()
+
+    # -- administration (``mapi-anywhere sessions``, ``deluser``, ``passwd``) --------------
+
+    def list_sessions(self) -> list[SessionInfo]:
+        """Every live session, oldest first."""
+        now = trio.current_time()
+        return [
+            SessionInfo(
+                handle=_handle_of(sid),
+                user=live.user,
+                address=live.address,
+                transport=live.transport,
+                age=now - live.created,
+                idle=now - live.last_used,
+                connections=live.connections,
+            )
+            for sid, live in sorted(self._sessions.items(), key=lambda item: item[1].created)
+        ]
+
+    async def end_session(self, handle: str) -> bool:
+        """End the session named ``handle`` (see :class:`SessionInfo`); False if none."""
+        for sid in list(self._sessions):
+            if _handle_of(sid) == handle:
+                live = self._sessions[sid]
+                log.info("session %s of %s ended by the administrator", handle, live.user)
+                await self._drop(sid)
+                return True
+        return False
+
+    async def end_user_sessions(self, username: str) -> int:
+        """End every session of ``username``; returns how many."""
+        name = username.strip().lower()
+        ended = 0
+        for sid, live in list(self._sessions.items()):
+            if live.user.lower() == name:
+                await self._drop(sid)
+                ended += 1
+        return ended
+
+    def on_credentials_changed(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(username)`` after a password change or a deletion (the
+        tunnel's authenticator forgets the user's cached credentials)."""
+        self._credentials_changed.append(callback)
+
+    def _announce(self, username: str) -> None:
+        for callback in self._credentials_changed:
+            callback(username)
+
+    async def delete_user(self, username: str) -> UserRecord:
+        """Delete an account while serving: its sessions end first, then its mailbox is
+        closed (after any batch on it) and removed with the account.
+
+        Raises:
+            NotFound: no such user.
+        """
+        record = await trio.to_thread.run_sync(
+            self.store.directory.get_user, username, limiter=self.pools.logons
+        )
+        self._announce(record.username)
+        await self.end_user_sessions(record.username)
+        deleted = await trio.to_thread.run_sync(
+            self.store.delete_user, record.username, limiter=self.pools.batches
+        )
+        self._announce(record.username)
+        log.info("user %s deleted; their sessions ended", deleted.username)
+        return deleted
+
+    async def set_password(self, username: str, password: str) -> int:
+        """Change a password while serving: the user's sessions end (they were opened
+        with the old one) and cached credentials are forgotten. Returns the number of
+        sessions ended.
+
+        Raises:
+            NotFound: no such user.
+        """
+        await trio.to_thread.run_sync(
+            self.store.set_password, username, password, limiter=self.pools.password_checks
+        )
+        self._announce(username)
+        ended = await self.end_user_sessions(username)
+        log.info("password of %s changed; %d session(s) ended", username, ended)
+        return ended
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -386,16 +578,23 @@ class StoreService:
             raise errors.LogonFailed("unknown or expired session")
         return live
 
-    async def _execute(self, request: dict[str, Any]) -> bytes:
+    async def _execute(self, request: dict[str, Any], ctx: CallContext) -> bytes:
         sid = request.get("session")
         live = self._live(sid)
+        assert isinstance(sid, bytes)
+        self._attach(live, sid, ctx)
         batch = request.get("ops")
         await self._expire_idle()
         async with live.lock:
             if live.closed:  # disconnected while this batch waited for the lock
                 raise errors.LogonFailed("the session has ended")
             live.last_used = trio.current_time()
-            results = await trio.to_thread.run_sync(ops.run_batch_packed, live.context, batch)
+            # The budget starts now: waiting for the session's lock is not its work.
+            budget = WorkBudget(self.limits.batch_seconds)
+            results = await self.pools.run_batch(
+                live.user, budget, functools.partial(ops.run_batch_packed, live.context, batch)
+            )
+            live.last_used = trio.current_time()
         return _RESULTS_HEAD + results
 
     # -- events ----------------------------------------------------------------------------
@@ -431,9 +630,11 @@ class StoreService:
         except OSError as exc:  # full buffer, unreachable: the datagram is only a hint
             log.debug("wake-up datagram to %s not sent: %s", live.wake_address, exc)
 
-    async def _wait_for_events(self, request: dict[str, Any]) -> bytes:
+    async def _wait_for_events(self, request: dict[str, Any], ctx: CallContext) -> bytes:
         sid = request.get("session")
         live = self._live(sid)
+        assert isinstance(sid, bytes)
+        self._attach(live, sid, ctx)
         after, timeout, most = (
             request.get("after", 0),
             request.get("timeout", 30.0),
@@ -475,7 +676,8 @@ async def _close_session(live: _LiveSession, hub: NotificationHub, sid: bytes) -
         live.closed = True
         live.events_ready.set()  # a parked wait_for_events returns
         hub.forget(sid)
-        await trio.to_thread.run_sync(_release_all, live)
+        with trio.CancelScope(shield=True):  # a session half-released would leak
+            await trio.to_thread.run_sync(_release_all, live)
 
 
 def _release_all(live: _LiveSession) -> None:

@@ -33,11 +33,12 @@ its version callback changes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from mapi import errors
 from mapi import proptags as pt
 from mapi import restrictions as rs
+from mapi.budget import tick
 from mapi.context import StoreContext
 from mapi.properties import PropData, PropValue, sort_key
 
@@ -96,7 +97,12 @@ def sort_rows(
     """Stable multi-key sort (last key first), keeping the source order for ties."""
     for tag, desc in reversed(sort):
         canon = pt.canonical_tag(tag)
-        rows.sort(key=lambda item, c=canon: sort_key(item[1].props.get(c)), reverse=desc)  # type: ignore[misc]
+
+        def key(item: tuple[Key, rs.DictRow], canon: int = canon) -> Any:
+            tick()  # the keys are computed once per pass, before the sort
+            return sort_key(item[1].props.get(canon))
+
+        rows.sort(key=key, reverse=desc)
     return rows
 
 

@@ -57,7 +57,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mapi import errors
+from mapi import budget, errors
 from mapi.inline import MailboxLock, may_block
 from mapi.limits import Limits
 from mapi.restrictions import content_match
@@ -128,6 +128,8 @@ def connect(path: Path) -> MailboxConnection:
     conn.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_BYTES}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.create_function("mapi_content", 3, _sql_content, deterministic=True)
+    # A statement past the current work budget is interrupted (:mod:`mapi.budget`).
+    conn.set_progress_handler(budget.sqlite_progress, budget.SQLITE_PROGRESS_STEPS)
     return conn
 
 
@@ -282,9 +284,14 @@ class MailboxDB:
             self._depth = 1
             try:
                 yield self.conn
+            except sqlite3.OperationalError as exc:
+                if "interrupted" not in str(exc):
+                    raise
+                raise budget.interrupted_error() from exc
             finally:
                 self._depth = 0
-                self.conn.execute("COMMIT")
+                if self.conn.in_transaction:
+                    self.conn.execute("COMMIT")
             self._run_hooks()
 
     def after_commit(self, hook: Callable[[], None]) -> None:
@@ -327,6 +334,8 @@ class MailboxDB:
 def _translate(exc: sqlite3.Error) -> errors.MapiError:
     text = str(exc)
     code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_INTERRUPT or text == "interrupted":
+        return budget.interrupted_error()
     if code == sqlite3.SQLITE_FULL or "disk is full" in text:
         return errors.NotEnoughDisk("the data directory's disk is full")
     if "locked" in text or "busy" in text:

@@ -189,7 +189,7 @@ async def test_lan_sockets_do_not_lock_tunnel_users_out(
     config = RpcConfig(max_connections=3, idle_timeout=60)
     _, server, port = await serve(nursery, config)
 
-    async def authenticate(user: str, password: str) -> bool:
+    async def authenticate(user: str, password: str, address: str | None) -> bool:
         await trio.lowlevel.checkpoint()
         return (user, password) == (USER, PASSWORD)
 
