@@ -1,17 +1,31 @@
-"""The ``mapi-anywhere`` command: run the server and query endpoint mappers."""
+"""The ``mapi-anywhere`` command: run the server, administer it, query endpoint mappers.
+
+Every user error (a bad configuration, a port in use, a missing data directory, no
+terminal to ask a password on) is one line on standard error and a non-zero exit
+status, never a traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from dcerpc.allocator import tune_allocator
-from mapi_anywhere.config import DEFAULT_CONFIG_TOML, ConfigError, load_config, with_overrides
+from mapi_anywhere.config import (
+    DEFAULT_CONFIG_TOML,
+    Config,
+    ConfigError,
+    load_config,
+    with_overrides,
+)
 
 DESCRIPTION = """\
 A MAPI-style object server with a DCE/RPC endpoint mapper and an HTTPS tunnel.
@@ -21,8 +35,18 @@ A MAPI-style object server with a DCE/RPC endpoint mapper and an HTTPS tunnel.
   mapi-anywhere config > server.toml  write the documented default configuration
   mapi-anywhere lookup 127.0.0.1 -p 1135   list what an endpoint mapper has registered
   mapi-anywhere adduser alice         create a user (asks for the password)
+  mapi-anywhere passwd alice          change a password (ends alice's sessions)
+  mapi-anywhere deluser alice         delete a user and its mailbox
   mapi-anywhere users                 list users
+  mapi-anywhere sessions              list the running server's sessions
+  mapi-anywhere sessions --end HANDLE end one of them
+
+passwd, deluser and sessions go through the running server's control socket
+(<data_dir>/control.sock) when it runs; passwd and deluser work on the files otherwise.
 """
+
+#: Commands that need an existing data directory (they never create a store).
+_EXISTING_DATA_DIR = ("users", "passwd", "deluser", "sessions")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser(
         "serve",
-        help="run the server until Ctrl-C",
+        help="run the server until Ctrl-C or SIGTERM",
         description="Start the endpoint mapper and every service.",
     )
     serve.add_argument(
@@ -60,6 +84,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level (overrides [server] log_level)",
     )
+    serve.add_argument(
+        "--log-file",
+        help="log to this file instead of standard error (overrides [server] log_file; "
+        "reopened when logrotate moves it)",
+    )
 
     sub.add_parser(
         "config",
@@ -69,24 +98,30 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, helptext in (
         ("adduser", "create a user (its mailbox is created on first logon)"),
-        ("passwd", "set a user's password"),
-        ("deluser", "delete a user and its mailbox"),
+        ("passwd", "set a user's password (the running server ends the user's sessions)"),
+        ("deluser", "delete a user and its mailbox (the running server ends its sessions)"),
         ("users", "list the users"),
+        ("sessions", "list the running server's sessions, or end some"),
     ):
         cmd = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ".")
         cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
         cmd.add_argument("--data-dir", help="data directory (overrides [server] data_dir)")
-        if name != "users":
+        if name in ("adduser", "passwd", "deluser"):
             cmd.add_argument("username")
         if name in ("adduser", "passwd"):
             cmd.add_argument(
                 "--password-stdin",
                 action="store_true",
-                help="read the password from standard input (for scripts)",
+                help="read the password from the first line of standard input (for scripts)",
             )
         if name == "adduser":
             cmd.add_argument("--display-name", help="the user's display name")
             cmd.add_argument("--email", help="the user's e-mail address")
+        if name == "sessions":
+            group = cmd.add_mutually_exclusive_group()
+            group.add_argument("--end", metavar="HANDLE", help="end the session HANDLE")
+            group.add_argument("--end-user", metavar="USER", help="end every session of USER")
+            cmd.add_argument("--json", action="store_true", help="JSON output (for scripts)")
 
     lookup = sub.add_parser(
         "lookup",
@@ -103,40 +138,85 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+def _fail(message: str, status: int = 1) -> int:
+    print(f"mapi-anywhere: {message}", file=sys.stderr)
+    return status
+
+
+def _setup_logging(level: str, log_file: Path | None) -> None:
+    """Log to standard error, or to ``log_file`` (created mode 0600: the first run logs
+    the demo user's password), reopened whenever logrotate moves or removes it."""
+    handler: logging.Handler
+    if log_file is None:
+        handler = logging.StreamHandler()
+    else:
+        os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+        handler = logging.handlers.WatchedFileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
     # At DEBUG, the HTTP/2 libraries log every header they code, Authorization included
     # (the Basic credentials): secrets never reach our logs, whatever the level.
     for library in ("hpack", "h2", "h11"):
         logging.getLogger(library).setLevel(max(logging.INFO, logging.root.level))
 
 
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    """The exceptions inside (nested) exception groups, or ``exc`` itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _startup_failure(exc: BaseException) -> str | None:
+    """One line for a failed start, or None when ``exc`` is not a user-facing error."""
+    from mapi_anywhere.serve import StartupError
+
+    leaves = list(_leaves(exc))
+    for leaf in leaves:
+        if isinstance(leaf, StartupError):
+            return f"cannot start: {leaf}"
+    for leaf in leaves:
+        if isinstance(leaf, OSError):
+            return f"cannot start: {leaf}"
+    return None
+
+
+def _load(args: argparse.Namespace, **overrides: Any) -> Config:
+    return with_overrides(load_config(args.config), data_dir=args.data_dir, **overrides)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from mapi_anywhere.serve import serve_until_signal
 
     try:
-        config = with_overrides(
-            load_config(args.config),
-            data_dir=args.data_dir,
+        config = _load(
+            args,
             host=args.host,
             log_level=args.log_level,
+            log_file=args.log_file,
             epm_port=args.epm_port,
             tunnel_port=args.tunnel_port,
             no_tunnel=args.no_tunnel,
         )
     except ConfigError as exc:
-        print(f"mapi-anywhere: configuration error: {exc}", file=sys.stderr)
-        return 2
-    _setup_logging(config.server.log_level)
+        return _fail(f"configuration error: {exc}", 2)
+    try:
+        _setup_logging(config.server.log_level, config.server.log_file)
+    except OSError as exc:
+        return _fail(f"cannot open the log file: {exc}", 2)
     logging.getLogger("mapi_anywhere").info("data directory: %s", config.server.data_dir.resolve())
     tune_allocator()
     try:
         trio.run(serve_until_signal, config)
-    except OSError as exc:
-        print(f"mapi-anywhere: cannot start: {exc}", file=sys.stderr)
+    except Exception as exc:
+        message = _startup_failure(exc)
+        if message is None:
+            raise
+        logging.getLogger("mapi_anywhere").error("%s", message)
+        if config.server.log_file is not None:  # the log went to the file: say it here too
+            _fail(message)
         return 1
     return 0
 
@@ -152,11 +232,9 @@ def _lookup(args: argparse.Namespace) -> int:
     try:
         entries = trio.run(bounded)
     except trio.TooSlowError:
-        print(f"mapi-anywhere: lookup timed out after {args.timeout} s", file=sys.stderr)
-        return 1
-    except (ConnectionClosed, RpcFault, OSError) as exc:
-        print(f"mapi-anywhere: lookup failed: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"lookup timed out after {args.timeout} s")
+    except (ConnectionClosed, RpcFault, OSError, OverflowError) as exc:
+        return _fail(f"lookup failed: {exc}")
     for entry in entries:
         print(f"{entry.interface}  {entry.tower.string_binding()}  {entry.annotation}")
     if not entries:
@@ -166,46 +244,156 @@ def _lookup(args: argparse.Namespace) -> int:
 
 def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    import getpass
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise ValueError("no terminal to ask for the password on: use --password-stdin")
+        import getpass
 
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Again: "):
-        raise ValueError("the passwords differ")
-    return first
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Again: "):
+            raise ValueError("the passwords differ")
+    if not password:
+        raise ValueError("empty password")
+    return password
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    header = ("HANDLE", "USER", "ADDRESS", "TRANSPORT", "AGE", "IDLE")
+    cells = [
+        (
+            str(r.get("handle", "")),
+            str(r.get("user", "")),
+            str(r.get("address") or "-"),
+            str(r.get("transport", "")),
+            _duration(float(r.get("age") or 0)),
+            _duration(float(r.get("idle") or 0)),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *cells]
+    )
+
+
+def _sessions(args: argparse.Namespace, data_dir: Path) -> int:
+    import json
+
+    from mapi_anywhere import control
+
+    try:
+        if args.end is not None:
+            if not control.call(data_dir, "end_session", handle=args.end):
+                return _fail(f"sessions: no session {args.end}")
+            print(f"ended session {args.end}")
+        elif args.end_user is not None:
+            count = control.call(data_dir, "end_user_sessions", user=args.end_user)
+            print(f"ended {count} session(s) of {args.end_user}")
+        else:
+            rows = control.call(data_dir, "sessions")
+            if args.json:
+                print(json.dumps(rows))
+            elif rows:
+                print(_table(rows))
+            else:
+                print("(no sessions)")
+    except control.NotRunning:
+        return _fail(f"sessions: no server is running on {data_dir}")
+    except control.ControlError as exc:
+        return _fail(f"sessions: {exc}")
+    except (OSError, control.ControlProtocolError) as exc:
+        return _fail(f"sessions: cannot reach the running server: {exc}")
+    return 0
+
+
+def _through_server(args: argparse.Namespace, data_dir: Path, password: str | None) -> bool:
+    """passwd / deluser through the running server; False when none runs there."""
+    from mapi_anywhere import control
+
+    try:
+        if args.command == "deluser":
+            control.call(data_dir, "delete_user", user=args.username)
+            print(f"deleted {args.username} and its mailbox (its sessions ended)")
+        else:
+            assert password is not None
+            ended = control.call(data_dir, "set_password", user=args.username, password=password)
+            print(f"password of {args.username} changed ({ended} session(s) ended)")
+    except control.NotRunning:
+        return False
+    except control.ControlProtocolError as exc:
+        raise ValueError(str(exc)) from None
+    except control.ControlError as exc:
+        raise ValueError(str(exc)) from None
+    except OSError as exc:
+        raise ValueError(f"cannot reach the running server: {exc}") from None
+    return True
 
 
 def _accounts(args: argparse.Namespace) -> int:
-    """adduser / passwd / deluser / users, straight on the data directory's databases."""
+    """adduser / passwd / deluser / users / sessions: through the running server's
+    control socket where that matters, on the data directory's databases otherwise."""
     from mapi.errors import MapiError
     from mapi.store import ObjectStore
+    from mapi_anywhere.serve import StartupError, forget_demo_password, prepare_data_dir
 
     try:
-        config = with_overrides(load_config(args.config), data_dir=args.data_dir)
+        config = _load(args)
     except ConfigError as exc:
-        print(f"mapi-anywhere: configuration error: {exc}", file=sys.stderr)
-        return 2
-    store = ObjectStore(config.server.data_dir)
+        return _fail(f"configuration error: {exc}", 2)
+    data_dir = config.server.data_dir
+    if args.command in _EXISTING_DATA_DIR and not data_dir.is_dir():
+        return _fail(
+            f"{args.command}: data directory {data_dir} does not exist "
+            "(give --data-dir, or -c with [server] data_dir)"
+        )
+    if args.command == "sessions":
+        return _sessions(args, data_dir)
+    try:
+        password = _read_password(args) if args.command in ("adduser", "passwd") else None
+        if args.command in ("passwd", "deluser") and _through_server(args, data_dir, password):
+            return 0
+        if args.command == "adduser":
+            prepare_data_dir(data_dir)
+    except (ValueError, StartupError, OSError) as exc:
+        return _fail(f"{args.command}: {exc}")
+    try:
+        store = ObjectStore(data_dir)
+    except Exception as exc:
+        return _fail(f"{args.command}: cannot open the store in {data_dir}: {exc}")
     try:
         if args.command == "users":
             for user in store.list_users():
                 print(f"{user.username}\t{user.display_name or ''}\t{user.email or ''}")
         elif args.command == "deluser":
             store.delete_user(args.username)
+            forget_demo_password(data_dir, args.username)
             print(f"deleted {args.username} and its mailbox")
+        elif args.command == "adduser":
+            assert password is not None
+            store.add_user(
+                args.username, password, display_name=args.display_name, email=args.email
+            )
+            print(f"created {args.username}")
         else:
-            password = _read_password(args)
-            if args.command == "adduser":
-                store.add_user(
-                    args.username, password, display_name=args.display_name, email=args.email
-                )
-                print(f"created {args.username}")
-            else:
-                store.set_password(args.username, password)
-                print(f"password of {args.username} changed")
+            assert password is not None
+            store.set_password(args.username, password)
+            forget_demo_password(data_dir, args.username)
+            print(f"password of {args.username} changed")
     except (MapiError, ValueError) as exc:
-        print(f"mapi-anywhere: {args.command}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(f"{args.command}: {exc}")
     finally:
         store.close()
     return 0
@@ -213,14 +401,17 @@ def _accounts(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("adduser", "passwd", "deluser", "users"):
-        return _accounts(args)
-    if args.command == "config":
-        sys.stdout.write(DEFAULT_CONFIG_TOML)
-        return 0
-    if args.command == "lookup":
-        return _lookup(args)
-    return _serve(args)
+    try:
+        if args.command in ("adduser", "passwd", "deluser", "users", "sessions"):
+            return _accounts(args)
+        if args.command == "config":
+            sys.stdout.write(DEFAULT_CONFIG_TOML)
+            return 0
+        if args.command == "lookup":
+            return _lookup(args)
+        return _serve(args)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,12 @@ data_dir = "mapi-anywhere-data"
 host = "127.0.0.1"
 # Log level: DEBUG, INFO, WARNING, ERROR.
 log_level = "INFO"
+# Log to this file instead of standard error (created mode 0600). It is reopened when
+# it is moved or removed, so logrotate needs no copytruncate and no signal.
+# log_file = "/var/log/mapi-anywhere/serve.log"
+# Seconds SIGTERM or Ctrl-C may take to stop everything; past it the process logs one
+# line and exits at once with status 70. A second Ctrl-C exits at once.
+shutdown_timeout = 10.0
 
 [endpoint_mapper]
 # The endpoint mapper's port: 135 in production (needs privileges), 1135 by default.
@@ -38,6 +44,15 @@ dynamic_port = 0
 # On first run with no users, create user "demo" with a random password, printed in
 # the log and kept in <data_dir>/demo-password.txt (mode 0600).
 demo_user = true
+# Seconds one batch of store operations may run (restrictions and sorts included);
+# past it the client gets MAPI_E_TIMEOUT and nothing of the batch's write is kept.
+batch_seconds = 30
+# Worker threads for store batches, in all and for one user (a user's further calls
+# wait their turn without taking a thread).
+batch_threads = 32
+batch_threads_per_user = 4
+# Seconds a session whose connections all closed is kept for its client to resume.
+detached_grace = 60
 
 [tunnel]
 # The HTTPS front end: RPC over HTTP v2 (HTTP/1.1) and HTTP/2, on one TLS port.
@@ -96,6 +111,12 @@ class ServerSection:
     data_dir: Path = Path("mapi-anywhere-data")
     host: str = "127.0.0.1"
     log_level: str = "INFO"
+    log_file: Path | None = None
+    shutdown_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not (0 < self.shutdown_timeout <= 3600):
+            raise ValueError(f"shutdown_timeout: {self.shutdown_timeout} is not in (0, 3600]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,6 +132,24 @@ class ServicesSection:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreSection:
     demo_user: bool = True
+    #: Seconds one batch of store operations may run before it answers MAPI_E_TIMEOUT.
+    batch_seconds: float = 30.0
+    #: Worker threads for store batches in all, and for one user.
+    batch_threads: int = 32
+    batch_threads_per_user: int = 4
+    #: Seconds a session whose connections all closed waits for its client to resume.
+    detached_grace: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.batch_seconds <= 3600:
+            raise ValueError(f"batch_seconds: {self.batch_seconds} is not in (0, 3600]")
+        if not 1 <= self.batch_threads_per_user <= self.batch_threads <= 1024:
+            raise ValueError(
+                "batch_threads_per_user and batch_threads: need "
+                "1 <= batch_threads_per_user <= batch_threads <= 1024"
+            )
+        if not 0 <= self.detached_grace <= 86400:
+            raise ValueError(f"detached_grace: {self.detached_grace} is not in [0, 86400]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,7 +243,9 @@ def load_config(path: Path | None) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc}") from exc
     return parse_config(text)
 
 
@@ -214,8 +255,9 @@ def with_overrides(config: Config, **server: Any) -> Config:
     epm_port = changes.pop("epm_port", None)
     tunnel_port = changes.pop("tunnel_port", None)
     no_tunnel = changes.pop("no_tunnel", False)
-    if "data_dir" in changes:
-        changes["data_dir"] = Path(changes["data_dir"])
+    for key in ("data_dir", "log_file"):
+        if key in changes:
+            changes[key] = Path(changes[key]).expanduser()
     out = replace(config, server=replace(config.server, **changes))
     if "host" in changes:  # one address for every listener, the tunnel's included
         settings = replace(out.tunnel.settings, host=changes["host"])
@@ -227,4 +269,7 @@ def with_overrides(config: Config, **server: Any) -> Config:
         out = replace(out, tunnel=replace(out.tunnel, settings=settings))
     if no_tunnel:
         out = replace(out, tunnel=replace(out.tunnel, enabled=False))
+    for flag, port in (("--epm-port", epm_port), ("--tunnel-port", tunnel_port)):
+        if port is not None and not 0 <= port <= 65535:
+            raise ConfigError(f"{flag}: port {port} out of range (0 .. 65535)")
     return out

@@ -10,16 +10,19 @@ closes every listener and connection, then the store's databases.
 
 from __future__ import annotations
 
+import errno
 import functools
-import hashlib
-import hmac
 import logging
 import os
 import secrets
 import signal
-from collections.abc import Sequence
+import stat
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
 
 import trio
 
@@ -27,11 +30,13 @@ from dcerpc.interface import Interface
 from dcerpc.server import RpcServer
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
 from mapi import errors as mapi_errors
-from mapi.service import StoreService
+from mapi.service import ServiceLimits, StoreService
 from mapi.store import ObjectStore
 from mapi.throttle import LogonThrottle
+from mapi.workers import WorkerLimits, WorkerPools
 from mapi_anywhere.authenticator import DirectoryAuthenticator
 from mapi_anywhere.config import Config
+from mapi_anywhere.control import AlreadyRunning, ServerError, serve_control
 from tunnel.drivers.context import TunnelInfo
 from tunnel.policy import AllowList
 from tunnel.proxy import serve_tunnel
@@ -58,6 +63,14 @@ class RunningServer:
     store: ObjectStore
     service_ports: dict[str, int] = field(default_factory=dict)
     tunnel: TunnelInfo | None = None
+    #: The store's RPC service (sessions, admin operations).
+    store_service: StoreService | None = None
+    #: Where admin commands reach this server (None: no control channel).
+    control_socket: Path | None = None
+
+
+class StartupError(Exception):
+    """``serve`` cannot start; the text says why in one line, and what to change."""
 
 
 def _port_of(listeners: list[trio.SocketListener]) -> int:
@@ -74,26 +87,148 @@ def _backend_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
+def _listen_error(exc: OSError, host: str, port: int, key: str, flag: str) -> StartupError:
+    """One line for a listener that could not bind: what, where, and what to change."""
+    change = f"change {key} in the configuration file or use {flag}"
+    where = f"{host or '*'}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(f"port {port} is already in use ({where}); {change}")
+    if exc.errno == errno.EACCES:
+        return StartupError(
+            f"no permission to listen on port {port} ({where}): ports below 1024 need "
+            f"CAP_NET_BIND_SERVICE (see docs/operating.md); or {change}"
+        )
+    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+        return StartupError(
+            f"cannot listen on {where}: {host!r} is not an address of this machine; "
+            "change [server] host or use --host"
+        )
+    return StartupError(f"cannot listen on {where}: {exc.strerror or exc}; {change}")
+
+
+_T = TypeVar("_T")
+
+
+async def _listening(
+    start: Callable[[], Awaitable[_T]], host: str, port: int, key: str, flag: str
+) -> _T:
+    try:
+        return await start()
+    except OSError as exc:
+        raise _listen_error(exc, host, port, key, flag) from exc
+
+
+# -- the data directory ----------------------------------------------------------------------
+
 DEMO_USER = "demo"
+DEMO_PASSWORD_FILE = "demo-password.txt"
+
+
+def prepare_data_dir(data_dir: Path) -> None:
+    """Create ``data_dir`` with mode 0700 before anything is written in it.
+
+    Missing parents are created as the umask says. An existing directory with a looser
+    mode (it holds password verifiers, mailboxes and the TLS key) is tightened to 0700,
+    with a warning; one that is not ours or not a directory stops the start.
+    """
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(mode=0o700)
+        os.chmod(data_dir, 0o700)  # whatever the umask
+        return
+    except FileExistsError:
+        pass
+    info = data_dir.stat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise StartupError(f"data directory {data_dir} exists and is not a directory")
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o077:
+        try:
+            os.chmod(data_dir, 0o700)
+        except PermissionError as exc:
+            raise StartupError(
+                f"data directory {data_dir} has mode {mode:04o} and is not ours to tighten "
+                f"({exc.strerror}); make it mode 0700, owned by the user that runs serve"
+            ) from exc
+        log.warning(
+            "data directory %s had mode %04o: now 0700 (it holds password verifiers, "
+            "mailboxes and the TLS key)",
+            data_dir,
+            mode,
+        )
 
 
 def ensure_demo_user(store: ObjectStore, data_dir: Path) -> str | None:
     """On a store without users, create ``demo`` with a random password; returns it.
 
-    The password is kept in ``<data_dir>/demo-password.txt`` (mode 0600) so later runs
-    can show it again; None when the store already had users.
+    The password is written once to ``<data_dir>/demo-password.txt`` (mode 0600); it is
+    returned (to be logged) only by the call that created the user, None otherwise.
     """
-    saved = data_dir / "demo-password.txt"
     if store.list_users():
-        if saved.exists() and any(u.username == DEMO_USER for u in store.list_users()):
-            return saved.read_text(encoding="utf-8").strip()
         return None
     password = secrets.token_urlsafe(12)
     store.add_user(DEMO_USER, password, display_name="Demo User", email="demo@localhost")
-    fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(data_dir / DEMO_PASSWORD_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(password + "\n")
     return password
+
+
+def forget_demo_password(data_dir: Path, username: str) -> None:
+    """``demo``'s password changed or ``demo`` is gone: its saved password file goes."""
+    if username != DEMO_USER:
+        return
+    saved = data_dir / DEMO_PASSWORD_FILE
+    if saved.exists():
+        saved.unlink(missing_ok=True)
+        log.info("removed %s: the password of %s changed or the user was deleted", saved, username)
+
+
+# -- the control channel's operations --------------------------------------------------------
+
+
+class _Admin:
+    """What admin commands do in the running server (:mod:`mapi_anywhere.control`)."""
+
+    def __init__(self, service: StoreService) -> None:
+        self.service = service
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "handle": info.handle,
+                "user": info.user,
+                "address": info.address,
+                "transport": info.transport,
+                "age": info.age,
+                "idle": info.idle,
+            }
+            for info in self.service.list_sessions()
+        ]
+
+    async def end_session(self, handle: str) -> bool:
+        return await self.service.end_session(handle)
+
+    async def end_user_sessions(self, user: str) -> int:
+        return await self.service.end_user_sessions(user)
+
+    async def delete_user(self, user: str) -> dict[str, Any]:
+        # The service ends the sessions, closes the mailbox, deletes, and tells the
+        # callbacks (the tunnel's authenticator, forget_demo_password).
+        try:
+            record = await self.service.delete_user(user)
+        except (mapi_errors.MapiError, ValueError) as exc:
+            raise ServerError(str(exc)) from None
+        return {"username": record.username}
+
+    async def set_password(self, user: str, password: str) -> int:
+        try:
+            return await self.service.set_password(user, password)
+        except (mapi_errors.MapiError, ValueError) as exc:
+            raise ServerError(str(exc)) from None
+
+
+# -- the server ------------------------------------------------------------------------------
 
 
 async def run_server(
@@ -102,22 +237,54 @@ async def run_server(
     *,
     task_status: trio.TaskStatus[RunningServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Start the endpoint mapper, the object store and ``services``; run until cancelled."""
+    """Start the control channel, the endpoint mapper, the object store and ``services``;
+    run until cancelled. Raises :class:`StartupError` (in an exception group) when a
+    listener cannot start or another server runs on the data directory."""
     data_dir = config.server.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    await trio.to_thread.run_sync(prepare_data_dir, data_dir)
     store = await trio.to_thread.run_sync(ObjectStore, data_dir)
     throttle = LogonThrottle()  # one for every logon path
-    store_service = StoreService(store, throttle=throttle)
+    settings = config.store
+    pools = WorkerPools(
+        WorkerLimits(
+            batches=settings.batch_threads, batches_per_user=settings.batch_threads_per_user
+        )
+    )
+    store_service = StoreService(
+        store,
+        ServiceLimits(
+            batch_seconds=settings.batch_seconds, detached_grace=settings.detached_grace
+        ),
+        throttle=throttle,
+        pools=pools,
+    )
+    authenticator = DirectoryAuthenticator(store, throttle, pools.password_checks)
+    store_service.on_credentials_changed(authenticator.invalidate)
+    store_service.on_credentials_changed(functools.partial(forget_demo_password, data_dir))
     try:
-        if config.store.demo_user:
-            password = await trio.to_thread.run_sync(ensure_demo_user, store, data_dir)
-            if password is not None:
-                log.warning("demo user: %s, password: %s", DEMO_USER, password)
-        all_services = [
-            ServiceSpec("store", [store_service.interface()], "mapi-anywhere object store"),
-            *services,
-        ]
-        await _run(config, store, all_services, throttle, task_status)
+        async with trio.open_nursery() as nursery:
+            try:
+                control = await nursery.start(serve_control, data_dir, _Admin(store_service))
+            except AlreadyRunning as exc:
+                raise StartupError(
+                    f"another mapi-anywhere serve is running on data directory {data_dir} "
+                    "(stop it, or give this one another --data-dir)"
+                ) from exc
+            if config.store.demo_user:
+                password = await trio.to_thread.run_sync(ensure_demo_user, store, data_dir)
+                saved = data_dir / DEMO_PASSWORD_FILE
+                if password is not None:
+                    log.warning(
+                        "created user %s, password: %s (also in %s)", DEMO_USER, password, saved
+                    )
+                elif saved.exists():
+                    log.info("the password of user %s is in %s", DEMO_USER, saved)
+            all_services = [
+                ServiceSpec("store", [store_service.interface()], "mapi-anywhere object store"),
+                *services,
+            ]
+            await _run(config, store, all_services, authenticator, task_status, control,
+                       store_service)  # fmt: skip
     finally:
         with trio.CancelScope(shield=True):
             await store_service.close()
@@ -128,16 +295,27 @@ async def _run(
     config: Config,
     store: ObjectStore,
     services: Sequence[ServiceSpec],
-    throttle: LogonThrottle,
+    authenticator: DirectoryAuthenticator,
     task_status: trio.TaskStatus[RunningServer],
+    control: Path | None,
+    store_service: StoreService,
 ) -> None:
     host = config.server.host
     database = EndpointDatabase()
     async with trio.open_nursery() as nursery:
         epm = RpcServer([epm_interface(database), mgmt_interface()], config=config.rpc, name="epm")
-        listeners = await nursery.start(epm.serve_tcp, config.endpoint_mapper.port, host)
+        epm_port = config.endpoint_mapper.port
+        listeners = await _listening(
+            functools.partial(nursery.start, epm.serve_tcp, epm_port, host),
+            host, epm_port, "[endpoint_mapper] port", "--epm-port",
+        )  # fmt: skip
         running = RunningServer(
-            host=host, epm_port=_port_of(listeners), database=database, store=store
+            host=host,
+            epm_port=_port_of(listeners),
+            database=database,
+            store=store,
+            store_service=store_service,
+            control_socket=control,
         )
         # The tunnel reaches these in memory rather than over loopback TCP.
         local_services: dict[int, RpcServer] = {running.epm_port: epm}
@@ -151,7 +329,11 @@ async def _run(
             server = RpcServer(
                 [*spec.interfaces, mgmt_interface()], config=config.rpc, name=spec.name
             )
-            listeners = await nursery.start(server.serve_tcp, config.services.dynamic_port, host)
+            dynamic = config.services.dynamic_port
+            listeners = await _listening(
+                functools.partial(nursery.start, server.serve_tcp, dynamic, host),
+                host, dynamic, "[services] dynamic_port", "[services] dynamic_port = 0",
+            )  # fmt: skip
             port = running.service_ports[spec.name] = _port_of(listeners)
             local_services[port] = server
             for iface in spec.interfaces:
@@ -169,35 +351,106 @@ async def _run(
                 )
         if config.tunnel.enabled:
             settings = config.tunnel.settings
-            running.tunnel = await nursery.start(
+            running.tunnel = await _listening(
                 functools.partial(
-                    serve_tunnel,
-                    settings,
-                    allowed_targets=AllowList.for_database(
-                        database,
-                        running.epm_port,
-                        settings.server_names,
-                        # The tunnel reaches the services where they listen.
-                        backend_host=_backend_host(config.server.host),
+                    nursery.start,
+                    functools.partial(
+                        serve_tunnel,
+                        settings,
+                        allowed_targets=AllowList.for_database(
+                            database,
+                            running.epm_port,
+                            settings.server_names,
+                            # The tunnel reaches the services where they listen.
+                            backend_host=_backend_host(config.server.host),
+                        ),
+                        authenticate=authenticator,
+                        data_dir=config.server.data_dir,
+                        epm_port=running.epm_port,
+                        local_services=local_services,
                     ),
-                    authenticate=DirectoryAuthenticator(store, throttle, trio.CapacityLimiter(2)),
-                    data_dir=config.server.data_dir,
-                    epm_port=running.epm_port,
-                    local_services=local_services,
-                )
-            )
+                ),
+                settings.host, settings.port, "[tunnel] port", "--tunnel-port (or --no-tunnel)",
+            )  # fmt: skip
+        # Sessions of vanished clients end after their grace even when nobody calls.
+        nursery.start_soon(store_service.housekeeping)
         task_status.started(running)
         await trio.sleep_forever()
 
 
+# -- the process: signals and the shutdown watchdog ------------------------------------------
+
+#: Exit status when the shutdown did not finish within ``[server] shutdown_timeout``.
+HARD_EXIT_STATUS = 70
+
+
+def _last_words(message: str) -> None:
+    """Log ``message`` if logging answers within a second (a handler may be stuck, e.g.
+    on a full pipe), so the caller can exit whatever happens."""
+    speaker = threading.Thread(target=log.critical, args=(message,), daemon=True)
+    speaker.start()
+    speaker.join(1.0)
+
+
+def hard_exit(message: str, status: int) -> NoReturn:
+    """Log one line (bounded) and end the process now: no cleanup, no waiting for threads."""
+    _last_words(message)
+    os._exit(status)
+
+
+def arm_watchdog(timeout: float, status: int = HARD_EXIT_STATUS) -> threading.Timer:
+    """After ``timeout`` seconds, end the process (unless it ended first).
+
+    A daemon :class:`threading.Timer`: it needs no event loop, so a loop stuck behind a
+    worker thread that ignores cancellation cannot keep the process alive past it.
+    """
+    timer = threading.Timer(
+        timeout,
+        hard_exit,
+        args=(f"did not stop within {timeout:g} s of the signal; exiting now", status),
+    )
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _exit_at_once(signum: int, frame: FrameType | None) -> None:
+    hard_exit(f"second {signal.Signals(signum).name}: exiting now", 128 + signum)
+
+
 async def serve_until_signal(config: Config, services: Sequence[ServiceSpec] = ()) -> None:
-    """Run the server until SIGINT or SIGTERM, then stop everything cleanly."""
+    """Run the server until SIGINT or SIGTERM, then stop everything.
+
+    For a process's main program: the first signal cancels everything and arms a
+    watchdog that ends the process after ``[server] shutdown_timeout`` seconds, however
+    stuck; a second signal ends it at once (status 128 + signal number).
+    """
+    signalled = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(run_server, config, services)
+            server_scope = trio.CancelScope()
+
+            async def run(task_status: trio.TaskStatus[RunningServer]) -> None:
+                with server_scope:
+                    await run_server(config, services, task_status=task_status)
+                nursery.cancel_scope.cancel()  # stopped: stop listening for signals
+
+            await nursery.start(run)
             log.info("ready; press Ctrl-C to stop")
             async for signum in signals:
-                log.info("received %s, shutting down", signal.Signals(signum).name)
-                nursery.cancel_scope.cancel()
-                break
+                if signalled:
+                    _exit_at_once(signum, None)
+                signalled = True
+                timeout = config.server.shutdown_timeout
+                log.info(
+                    "received %s, shutting down (at most %g s; again to exit at once)",
+                    signal.Signals(signum).name,
+                    timeout,
+                )
+                arm_watchdog(timeout)
+                server_scope.cancel()
+    if signalled and threading.current_thread() is threading.main_thread():
+        # The receiver gave the handlers back; what is left of the exit stays interruptible.
+        signal.signal(signal.SIGINT, _exit_at_once)
+        signal.signal(signal.SIGTERM, _exit_at_once)
     log.info("stopped")
