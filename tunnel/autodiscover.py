@@ -16,7 +16,12 @@ only to a client that passed the same Basic check as the tunnel, so it discloses
 nothing to anonymous scanners. A client must therefore know the tunnel host first
 (the mail domain's host) and trust it for that first request (pinning on first use).
 
-Only addresses in the configured domain get a document; others get 404. Request
+Which addresses get a document: any address in the configured domain, and the
+authenticated user's own addresses, ``<user>@<one of our names>`` (the configured
+domain, the server names, ``localhost``): so ``demo@localhost`` is answered for
+``demo`` even when no domain is configured (the default). Others get 404. (The tunnel
+cannot read the user directory's address, a layer above it; a user whose directory
+address is in another domain needs that domain configured.) Request
 bodies are small and parsed with a bounded regular expression, never an XML parser
 (no entity expansion, no external entities).
 """
@@ -56,6 +61,22 @@ class Site:
     fingerprint: str
     #: Port of the endpoint mapper behind the tunnel (a client's first target).
     epm_port: int = 0
+    #: Names this server answers to besides ``domain`` (server names, ``localhost``):
+    #: a user's own address may be in any of them.
+    names: tuple[str, ...] = ("localhost",)
+
+    def serves(self, address: str, user: str | None) -> bool:
+        """Whether ``address`` gets a document: in our domain, or ``user``'s own."""
+        domain = _email_domain(address)
+        if domain is None:
+            return False
+        if self.domain and domain == self.domain.lower():
+            return True
+        if user is None:
+            return False
+        local = address.rpartition("@")[0]
+        ours = {n.lower() for n in (*self.names, self.domain) if n}
+        return local.lower() == user.lower() and domain in ours
 
 
 def is_autodiscover_path(path: str) -> bool:
@@ -71,8 +92,8 @@ def _email_domain(address: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def answer(site: Site, method: str, path: str, body: bytes) -> Reply:
-    """The answer to an (already authenticated) autodiscover request."""
+def answer(site: Site, method: str, path: str, body: bytes, *, user: str | None = None) -> Reply:
+    """The answer to an autodiscover request, authenticated as ``user``."""
     base, _, query = path.partition("?")
     base = base.lower()
     if len(body) > MAX_BODY:
@@ -84,7 +105,7 @@ def answer(site: Site, method: str, path: str, body: bytes) -> Reply:
             query, max_num_fields=8
         ).get("email")
         address = values[0] if values else ""
-        return _json(site, address)
+        return _json(site, address, user)
     if base == XML_PATH:
         if method == "GET":
             address = parse_qs(query, max_num_fields=8).get("Email", [""])[0]
@@ -93,12 +114,12 @@ def answer(site: Site, method: str, path: str, body: bytes) -> Reply:
             address = match.group(1).decode("utf-8", "replace") if match else ""
         else:
             return Reply(405, "text/plain; charset=utf-8", b"method not allowed\n")
-        return _xml(site, address)
+        return _xml(site, address, user)
     return _not_found("no such document")
 
 
-def _json(site: Site, address: str) -> Reply:
-    if _email_domain(address) != site.domain.lower() or not site.domain:
+def _json(site: Site, address: str, user: str | None) -> Reply:
+    if not site.serves(address, user):
         return _not_found("address not served here")
     doc = {
         "Protocol": "RpcHttp",
@@ -114,8 +135,8 @@ def _json(site: Site, address: str) -> Reply:
     return Reply(200, "application/json", json.dumps(doc).encode())
 
 
-def _xml(site: Site, address: str) -> Reply:
-    if _email_domain(address) != site.domain.lower() or not site.domain:
+def _xml(site: Site, address: str, user: str | None) -> Reply:
+    if not site.serves(address, user):
         return _not_found("address not served here")
     e = escape
     body = f"""<?xml version="1.0" encoding="utf-8"?>

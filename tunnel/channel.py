@@ -12,7 +12,9 @@ carries server→client PDUs. :class:`ServerChannel` wraps an h11 server connect
 ``HEAD``
     h11 parses the request head; its ``max_incomplete_event_size`` bounds the head
     (``TunnelConfig.max_header_bytes``), so an oversized head is answered 431 and a
-    malformed one 400 before the driver sees anything. A complete head becomes
+    malformed one 400 before the driver sees anything; so is a head with both
+    Content-Length and Transfer-Encoding (400, then close: [RFC 9112] 6.1), which h11
+    would accept and frame by Transfer-Encoding. A complete head becomes
     :class:`RequestReceived`; the channel then waits for the driver's decision.
 ``DECIDING``
     The driver authenticates and checks the target (asynchronously, outside the core),
@@ -280,6 +282,14 @@ class ServerChannel:
         if isinstance(ev, h11.Request):
             self._partial_head = False
             headers = _headers(ev.headers)
+            if "content-length" in headers and "transfer-encoding" in headers:
+                # h11 frames such a body by Transfer-Encoding alone (RFC 9112 6.3) while
+                # our decisions read Content-Length; a front end that reads the other
+                # one would see another request in the same bytes (request smuggling).
+                # RFC 9112 6.1: reject it, or honour Transfer-Encoding, and close the
+                # connection after answering either way: we answer 400 and close.
+                self._close_with(400, "Bad Request")
+                raise ChannelError("a request with both Content-Length and Transfer-Encoding")
             length_text = headers.get("content-length")
             length = int(length_text) if length_text and length_text.isdigit() else None
             self.request = RequestReceived(
@@ -364,18 +374,20 @@ class ServerChannel:
         self._send(h11.EndOfMessage())
         self.state = ChannelState.DRAIN if keep else ChannelState.CLOSED
 
-    def refuse_rpc(self, code: int) -> None:
+    def refuse_rpc(self, code: int, headers: Sequence[tuple[str, str]] = ()) -> None:
         """``HTTP/1.0 503 RPC Error: <hex>`` (the form impacket and Windows parse), then close.
 
         Allowed while the request awaits a decision, and on an accepted RPC channel whose
         response has not started (the OUT channel learns only after CONN/A1 that its
-        backend is unreachable).
+        backend is unreachable). ``headers`` (such as ``Retry-After``) go before ours.
         """
         accepted_unanswered = self.state is ChannelState.RPC and not self._response_started
         if not accepted_unanswered:
             self._decided()
+        extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
         self._out += (
-            f"HTTP/1.0 503 RPC Error: {code:x}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            f"HTTP/1.0 503 RPC Error: {code:x}\r\n{extra}"
+            "Content-Length: 0\r\nConnection: close\r\n\r\n"
         ).encode("ascii")
         self.state = ChannelState.CLOSED
 

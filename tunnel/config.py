@@ -50,10 +50,20 @@ class TunnelConfig:
         max_vcs_per_user: virtual connections at once per user (an h2 stream or an
             MS-RPCH channel pair; a lone MS-RPCH channel waiting for its pair counts).
         max_vcs: virtual connections at once in total.
-        max_auth_checks_per_address: credential checks run at once for one client
-            address; more wait. A check of a password not seen lately costs a scrypt
-            derivation (memory-hard, on purpose): this bounds what one address can make
-            the server spend, however many connections and streams it opens.
+        max_auth_checks: credential checks run at once across all client addresses
+            (the cores a KDF may use); more wait their turn, granted round-robin across
+            addresses. A check of a password not seen lately costs a scrypt derivation
+            (memory-hard, on purpose): this bounds what all clients together can make
+            the server spend. Credentials the authenticator has cached as good
+            (``is_cached``) skip the checks and never wait.
+        max_auth_checks_per_address: credential checks in progress (running or
+            waiting) at once for one client address; one more is refused at once
+            (``503`` + ``Retry-After``; ``503 RPC Error: 6bb`` on an MS-RPCH channel),
+            however many connections and streams the address opens.
+        max_auth_waiting: credential checks waiting for one of the ``max_auth_checks``
+            at once, across all addresses; one more is refused at once as above, so a
+            flood from many addresses is answered at the rate it comes instead of
+            queueing without bound.
         out_flow_control: honour the client's OUT receive window from CONN/A1 strictly
             ([MS-RPCH] 3.2.1.1.4); turn off for clients that never acknowledge (Samba).
         in_window: receive window we advertise for the IN channel (CONN/C2).
@@ -79,6 +89,11 @@ class TunnelConfig:
         h2_max_streams: concurrent HTTP/2 streams per TLS connection.
         h2_max_frame: largest DATA frame we accept (SETTINGS_MAX_FRAME_SIZE): larger
             frames mean fewer per bulk transfer; a peer may still use 16 KiB ones.
+        h2_max_early_resets: HTTP/2 "rapid reset" defence (CVE-2023-44487): streams a
+            client may reset (RST_STREAM) before we answered them, net of the streams we
+            did answer, on one connection; one more and the connection is closed with
+            GOAWAY(ENHANCE_YOUR_CALM). Each answered stream pays one back, so only a
+            client that cancels far more requests than it lets finish reaches it.
         receive_size: read size on every socket.
         max_fragment: largest DCE/RPC fragment relayed (frag_length is a u16).
     """
@@ -102,7 +117,9 @@ class TunnelConfig:
     max_connections_per_address: int = 64
     max_vcs_per_user: int = 64
     max_vcs: int = 1024
+    max_auth_checks: int = 2
     max_auth_checks_per_address: int = 4
+    max_auth_waiting: int = 32
     out_flow_control: bool = True
     in_window: int = 262144
     out_content_length: int = DEFAULT_OUT_CONTENT_LENGTH
@@ -115,6 +132,7 @@ class TunnelConfig:
     h2_window: int = 8 * 1024 * 1024
     h2_max_streams: int = 100
     h2_max_frame: int = 256 * 1024
+    h2_max_early_resets: int = 100
     receive_size: int = 262144
     max_fragment: int = 0xFFFF
 
@@ -143,8 +161,11 @@ class TunnelConfig:
             "max_connections_per_address",
             "max_vcs_per_user",
             "max_vcs",
+            "max_auth_checks",
             "max_auth_checks_per_address",
+            "max_auth_waiting",
             "h2_max_streams",
+            "h2_max_early_resets",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

@@ -24,6 +24,15 @@ events out, frames queued for :meth:`H2Glue.data_to_send`. It owns two policies:
 
 Protocol errors from h2 make the core queue a GOAWAY (h2 ``_terminate_connection``);
 we report them as :class:`ConnectionEnded` so the driver flushes and closes.
+
+**Rapid reset** (CVE-2023-44487). A client that opens a stream and resets it at once
+makes us start the work of a request (a task, a credential check) while the stream
+never counts against SETTINGS_MAX_CONCURRENT_STREAMS: HEADERS + RST_STREAM pairs can
+start work at the rate of the wire, with no concurrency bound. The glue counts streams
+the client reset before we answered them (:attr:`H2Glue.early_resets`), less one for
+each stream we did answer (a budget, not a clock: cores read no time). Past
+``TunnelConfig.h2_max_early_resets`` it queues GOAWAY(ENHANCE_YOUR_CALM) and reports
+:class:`ConnectionEnded`; the events of the same read that follow are dropped.
 """
 
 from __future__ import annotations
@@ -213,6 +222,10 @@ class H2Glue:
         # Bytes received per stream and not yet handed back (padding included).
         self._unacked: dict[int, int] = {}
         self._served: set[int] = set()
+        #: Requests received that we have not answered (no response head sent).
+        self._unanswered: set[int] = set()
+        #: Streams the client reset before we answered, net of the ones we answered.
+        self.early_resets = 0
         self.conn.local_settings = h2.settings.Settings(
             client=client_side,
             initial_values={
@@ -263,6 +276,15 @@ class H2Glue:
             out = self._translate(ev)
             if out is not None:
                 events.extend(out)
+            if self.early_resets > self.config.h2_max_early_resets:
+                self.close(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+                reason = f"more than {self.config.h2_max_early_resets} streams reset early"
+                events.append(
+                    ConnectionEnded(
+                        error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, reason=reason
+                    )
+                )
+                return events
         if self._pending and any(isinstance(ev, WindowOpened) for ev in events):
             self._send_pending()
         return events
@@ -277,6 +299,7 @@ class H2Glue:
             sid = ev.stream_id or 0
             h = _headers(ev.headers)
             self._served.add(sid)
+            self._unanswered.add(sid)
             ended = ev.stream_ended is not None
             return [
                 RequestReceived(
@@ -319,6 +342,8 @@ class H2Glue:
             return [StreamEnded(stream_id=sid)] if sid in self._served else []
         if isinstance(ev, h2.events.StreamReset):
             sid = ev.stream_id or 0
+            if ev.remote_reset and sid in self._unanswered:
+                self.early_resets += 1
             self._pending.pop(sid, None)
             self._forget(sid)
             return [StreamReset(stream_id=sid, error_code=int(ev.error_code or 0))]
@@ -404,6 +429,9 @@ class H2Glue:
             # h2 reports as StreamIDTooLowError): there is no one left to answer.
             self._forget(stream_id)
             return
+        if stream_id in self._unanswered:
+            self._unanswered.discard(stream_id)
+            self.early_resets = max(0, self.early_resets - 1)
         if body:
             self._pending[stream_id] = body
             self._send_pending()
@@ -471,4 +499,5 @@ class H2Glue:
         self._ack(stream_id, held)
 
     def _forget(self, stream_id: int) -> None:
+        self._unanswered.discard(stream_id)
         self._stop_serving(stream_id)

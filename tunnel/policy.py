@@ -6,10 +6,15 @@ Three decisions are made before a single byte is forwarded, in this order:
 
 1. **Authentication** (:func:`parse_authorization`): HTTP Basic (RFC 7617) is the only
    scheme today; the password travels inside TLS only. The driver passes the
-   credentials to the injected async :data:`Authenticator` (the user directory). A
-   request without acceptable credentials gets ``401`` with :data:`CHALLENGES`.
-   Negotiate/NTLM would be added as further :class:`Credentials` schemes and
-   challenges here; the drivers only ever see a yes/no and a user name.
+   credentials and the client's address to the injected async :class:`Authenticator`
+   (the user directory). A request without acceptable credentials gets ``401`` with
+   :data:`CHALLENGES`. Negotiate/NTLM would be added as further :class:`Credentials`
+   schemes and challenges here; the drivers only ever see a yes/no and a user name.
+   A full check is expensive (a memory-hard KDF), so :class:`CheckQueue` admits checks:
+   a few run at once in all, a few per client address may be in progress, a bounded
+   number wait (granted round-robin across addresses), and anything beyond is refused
+   at once. Credentials the authenticator vouches for from memory
+   (:meth:`CachingAuthenticator.is_cached`) skip the queue.
 2. **Target** (:func:`parse_rpc_target`, :class:`AllowList`): the query of
    ``/rpc/rpcproxy.dll?<server>:<port>`` names the RPC server; it is split at the last
    ``:`` ([MS-RPCH] 2.1.2.1.1). Only our own names (``localhost``, ``127.0.0.1`` and the
@@ -30,13 +35,37 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from endpoint_mapper.database import EndpointDatabase, EndpointEntry
 
-#: Checks a user name and password; the lead plugs in the user directory.
-Authenticator = Callable[[str, str], Awaitable[bool]]
+
+class Authenticator(Protocol):
+    """Checks a user name and password; the composition root plugs in the user directory.
+
+    Called as ``await authenticate(user, password, address)``, where ``address`` is the
+    client's IP address as text (None when unknown), for the authenticator's own
+    throttling and logs. True means the credentials are good. A plain async function
+    of three arguments is one.
+    """
+
+    async def __call__(self, user: str, password: str, address: str | None, /) -> bool: ...
+
+
+class CachingAuthenticator(Protocol):
+    """An authenticator that remembers credentials it checked lately.
+
+    ``is_cached(user, password)`` is synchronous and cheap (no KDF, no I/O): True when
+    the authenticator would accept these credentials now without a full check. The
+    tunnel asks it before queueing a check, so a known-good user never waits behind a
+    flood of guesses. Authenticators without it are simply always queued.
+    """
+
+    def is_cached(self, user: str, password: str, /) -> bool: ...
+
 
 REALM = "mapi-anywhere"
 #: ``WWW-Authenticate`` values offered with a 401, strongest first. Add ``Negotiate``
@@ -224,3 +253,107 @@ class Quota:
 
     def held(self, key: str) -> int:
         return self._held.get(key, 0)
+
+
+class CheckQueue:
+    """Admission of expensive credential checks (pure bookkeeping: the driver waits).
+
+    Three limits, checked when a check asks to :meth:`enter`:
+
+    * ``slots`` checks *run* at once, across all client addresses (the cores a KDF can
+      use; more running at once only makes each slower);
+    * ``per_key`` checks are *in progress* (running or waiting) at once for one key
+      (a client address); one more is refused at once;
+    * ``max_waiting`` checks *wait* at once in all; one more is refused at once.
+
+    Waiting checks are granted round-robin across keys, not first come first served:
+    a key that just arrived waits for at most one check of each other waiting key,
+    however many the others queued. Refusal costs nothing, so a flood is answered at
+    the rate it arrives instead of piling up without bound.
+
+    Tickets are ints; :meth:`enter` returns one (granted now or waiting) or None
+    (refused). Every ticket must be given back with :meth:`leave` exactly once, whether
+    its check ran or its waiter gave up; it returns the tickets granted in its place,
+    whose waiters the driver wakes.
+    """
+
+    def __init__(self, slots: int, per_key: int, max_waiting: int) -> None:
+        if slots < 1 or per_key < 1 or max_waiting < 0:
+            raise ValueError("slots and per_key must be at least 1, max_waiting at least 0")
+        self.slots = slots
+        self.per_key = per_key
+        self.max_waiting = max_waiting
+        self._next = 0
+        self._running: set[int] = set()
+        self._key_of: dict[int, str] = {}
+        self._in_progress: dict[str, int] = {}
+        #: Waiting tickets per key; the dict's order is the round-robin order.
+        self._queues: OrderedDict[str, deque[int]] = OrderedDict()
+        self._waiting = 0
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> int:
+        return self._waiting
+
+    def in_progress(self, key: str) -> int:
+        """Checks running or waiting for ``key``."""
+        return self._in_progress.get(key, 0)
+
+    def enter(self, key: str) -> int | None:
+        """A ticket for a check of ``key`` (see :meth:`granted`), or None: refused."""
+        if self._in_progress.get(key, 0) >= self.per_key:
+            return None
+        free = len(self._running) < self.slots and not self._waiting
+        if not free and self._waiting >= self.max_waiting:
+            return None
+        ticket = self._next
+        self._next += 1
+        self._key_of[ticket] = key
+        self._in_progress[key] = self._in_progress.get(key, 0) + 1
+        if free:
+            self._running.add(ticket)
+        else:
+            self._queues.setdefault(key, deque()).append(ticket)
+            self._waiting += 1
+        return ticket
+
+    def granted(self, ticket: int) -> bool:
+        """Whether the ticket's check may run now."""
+        return ticket in self._running
+
+    def leave(self, ticket: int) -> list[int]:
+        """Give a ticket back (its check is done, or its waiter gave up); returns the
+        waiting tickets granted a slot as a result."""
+        key = self._key_of.pop(ticket, None)
+        if key is None:
+            return []
+        left = self._in_progress[key] - 1
+        if left:
+            self._in_progress[key] = left
+        else:
+            del self._in_progress[key]
+        if ticket in self._running:
+            self._running.discard(ticket)
+        else:
+            queue = self._queues[key]
+            queue.remove(ticket)
+            self._waiting -= 1
+            if not queue:
+                del self._queues[key]
+        granted: list[int] = []
+        while len(self._running) < self.slots and self._queues:
+            # The first key in line gets one check, then goes to the back of the line.
+            first, queue = next(iter(self._queues.items()))
+            ticket = queue.popleft()
+            self._waiting -= 1
+            if queue:
+                self._queues.move_to_end(first)
+            else:
+                del self._queues[first]
+            self._running.add(ticket)
+            granted.append(ticket)
+        return granted

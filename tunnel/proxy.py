@@ -6,10 +6,17 @@ modules that do I/O); this module re-exports it under the documented name::
     info = await nursery.start(functools.partial(
         serve_tunnel, config,
         allowed_targets=AllowList.for_database(db, epm_port, config.server_names),
-        authenticate=directory.check_password,
+        authenticate=authenticator,
         data_dir=data_dir,
     ))
     info.port, info.fingerprint
+
+``authenticator`` is any :class:`~tunnel.policy.Authenticator`: awaited as
+``authenticator(user, password, address)`` with the client's IP address (None when
+unknown), it returns whether the credentials are good. When it also has a cheap,
+synchronous ``is_cached(user, password) -> bool``
+(:class:`~tunnel.policy.CachingAuthenticator`), credentials it vouches for skip the
+queue of credential checks (``TunnelConfig.max_auth_checks`` and its neighbours).
 """
 
 from __future__ import annotations

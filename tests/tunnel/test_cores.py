@@ -179,10 +179,9 @@ def test_the_body_count_survives_the_drivers_repeated_event_polls() -> None:
 
 
 def test_a_body_with_transfer_encoding_is_left_to_h11() -> None:
-    """Content-Length with Transfer-Encoding: chunked is read as chunks (RFC 9112 6.3)."""
+    """A Transfer-Encoding: chunked body is read as chunks, by h11 (RFC 9112 6.3)."""
     pdu = ShutdownPdu().encode()
-    head = IN_HEAD.replace(b"Content-Length: 1073741824\r\n", b"Content-Length: 99\r\n")
-    head = head.replace(b"\r\n\r\n", b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+    head = IN_HEAD.replace(b"Content-Length: 1073741824\r\n", b"Transfer-Encoding: chunked\r\n")
     ch = ServerChannel(CFG)
     ch.receive_data(head)
     ch.accept_rpc()

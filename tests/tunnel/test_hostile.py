@@ -172,7 +172,7 @@ async def test_wrong_cookie_on_the_second_channel(tunnel: Tunnel) -> None:
 async def test_a_second_user_cannot_join_a_foreign_virtual_connection(
     nursery: trio.Nursery, backend: Backend, tmp_path
 ) -> None:
-    async def two_users(user: str, password: str) -> bool:
+    async def two_users(user: str, password: str, address: str | None) -> bool:
         await trio.lowlevel.checkpoint()
         return (user, password) in {(USER, PASSWORD), ("mallory", "x")}
 
@@ -500,10 +500,11 @@ async def test_credential_checks_per_address_are_bounded(
     nursery: trio.Nursery, backend: Backend, tmp_path
 ) -> None:
     """However many streams one address opens, at most max_auth_checks_per_address
-    (expensive) credential checks run at once; the others wait, then get their 401."""
+    (expensive) credential checks are in progress at once; the others are refused at
+    once with 503 and Retry-After (not checked, so not 401), the checked ones get 401."""
     running = peak = 0
 
-    async def slow(user: str, password: str) -> bool:
+    async def slow(user: str, password: str, address: str | None) -> bool:
         nonlocal running, peak
         running += 1
         peak = max(peak, running)
@@ -511,7 +512,7 @@ async def test_credential_checks_per_address_are_bounded(
         running -= 1
         return (user, password) == (USER, PASSWORD)
 
-    config = replace(FAST, max_auth_checks_per_address=3)
+    config = replace(FAST, max_auth_checks_per_address=3, max_auth_checks=8)
     allow = AllowList.for_database(backend.database, backend.epm_port, [])
     tunnel = await start_tunnel(nursery, backend, tmp_path, config, allow, authenticate=slow)
     with trio.fail_after(10):
@@ -525,11 +526,15 @@ async def test_credential_checks_per_address_are_bounded(
                 sids.append(sid)
             await c.flush()
             statuses: dict[int, int] = {}
+            retry: dict[int, bytes | None] = {}
             while len(statuses) < len(sids):
                 for ev in await c.events():
                     if isinstance(ev, h2.events.ResponseReceived):
-                        statuses[ev.stream_id] = int(dict(ev.headers)[b":status"])
-            assert set(statuses.values()) == {401}
+                        headers = dict(ev.headers)
+                        statuses[ev.stream_id] = int(headers[b":status"])
+                        retry[ev.stream_id] = headers.get(b"retry-after")
+            assert sorted(statuses.values()) == [401] * 3 + [503] * 9
+            assert all(retry[sid] == b"1" for sid in sids if statuses[sid] == 503)
     assert peak == 3
     await still_serving(tunnel)
 

@@ -49,7 +49,7 @@ async def _echo(ctx: CallContext, stub: bytes) -> bytes:
 ECHO_INTERFACE = Interface(ECHO, _echo, 3, name="echo")
 
 
-async def check_password(user: str, password: str) -> bool:
+async def check_password(user: str, password: str, address: str | None) -> bool:
     await trio.lowlevel.checkpoint()
     return (user, password) == (USER, PASSWORD)
 

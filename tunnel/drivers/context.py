@@ -12,6 +12,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import trio
 
@@ -19,9 +20,43 @@ from tunnel.autodiscover import Site
 from tunnel.config import TunnelConfig
 from tunnel.drivers.backend import AttachedBackend, Backend, LocalService, StreamBackend
 from tunnel.drivers.vc_table import VcTable
-from tunnel.policy import AllowList, Authenticator, Quota, parse_authorization
+from tunnel.policy import (
+    AllowList,
+    Authenticator,
+    CachingAuthenticator,
+    CheckQueue,
+    Quota,
+    parse_authorization,
+)
 
 log = logging.getLogger("tunnel")
+
+#: Seconds a client refused for too many credential checks is asked to wait
+#: (``Retry-After``): about what a queue of checks takes to drain.
+AUTH_RETRY_AFTER = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AuthOutcome:
+    """What :meth:`ProxyContext.check_credentials` decided.
+
+    Attributes:
+        user: the authenticated user name; None when not authenticated.
+        offered: the user name the request's credentials carried (None without
+            credentials); for the logs of a refusal.
+        busy: the credentials were not checked: too many checks were in progress (for
+            this client address, or waiting in all). Answer ``503`` with
+            ``Retry-After: AUTH_RETRY_AFTER`` rather than ``401``: a 401 tells a client
+            its password is wrong (Outlook asks the user for another, our client and
+            impacket give up with "access denied"), while the password was never
+            looked at; 503 is "come back later", which every RPC over HTTP client
+            already handles as RPC_S_SERVER_TOO_BUSY (the form the proxy uses for its
+            other limits).
+    """
+
+    user: str | None
+    offered: str | None = None
+    busy: bool = False
 
 
 @dataclass(slots=True)
@@ -61,35 +96,63 @@ class ProxyContext:
         self.user_quota = Quota(2 * config.max_vcs_per_user)
         self.vcs_open = 0
         self.vc_table = VcTable(config)
-        #: Credential checks under way (and waiting) per client address.
-        self._checks: dict[str, trio.CapacityLimiter] = {}
+        #: Admission of credential checks (see :class:`~tunnel.policy.CheckQueue`).
+        self.checks = CheckQueue(
+            config.max_auth_checks, config.max_auth_checks_per_address, config.max_auth_waiting
+        )
+        #: Wakes the waiter of each queued ticket once it is granted.
+        self._check_wakers: dict[int, trio.Event] = {}
+        is_cached = getattr(authenticate, "is_cached", None)
+        self._is_cached = (
+            cast(CachingAuthenticator, authenticate).is_cached if callable(is_cached) else None
+        )
 
-    async def check_credentials(self, headers: Mapping[str, str], address: str) -> str | None:
-        """The authenticated user name, or None (answer 401). Never raises for bad input.
+    async def check_credentials(self, headers: Mapping[str, str], address: str) -> AuthOutcome:
+        """Check the request's Basic credentials. Never raises for bad input.
 
-        At most ``max_auth_checks_per_address`` checks run at once for one client
-        ``address``; more wait their turn (their connection's own deadlines bound the
-        wait).
+        Credentials the authenticator has cached as good are accepted at once (no queue:
+        a known user is not held up by a flood of guesses). Others take a place in
+        :attr:`checks`: at most ``max_auth_checks`` run at once in all, at most
+        ``max_auth_checks_per_address`` are in progress per client ``address`` and at
+        most ``max_auth_waiting`` wait; a check beyond these is refused at once
+        (``busy``). A waiting check is bounded by its connection's own deadlines.
         """
         creds = parse_authorization(headers.get("authorization"))
         if creds is None:
-            return None
-        limiter = self._checks.get(address)
-        if limiter is None:
-            limiter = self._checks[address] = trio.CapacityLimiter(
-                self.config.max_auth_checks_per_address
-            )
+            return AuthOutcome(None)
+        user = creds.username
         try:
-            async with limiter:
-                ok = await self.authenticate(creds.username, creds.password)
+            if self._is_cached is not None and self._is_cached(user, creds.password):
+                await trio.lowlevel.checkpoint()
+                return AuthOutcome(user, user)
+        except Exception:
+            log.exception("authenticator failed (is_cached)")
+        ticket = self.checks.enter(address)
+        if ticket is None:
+            log.warning(
+                "%s: logon of %r refused unchecked: too many credential checks in progress"
+                " (%d running, %d waiting, %d from this address)",
+                address,
+                user,
+                self.checks.running,
+                self.checks.waiting,
+                self.checks.in_progress(address),
+            )
+            await trio.lowlevel.checkpoint()
+            return AuthOutcome(None, user, busy=True)
+        try:
+            if not self.checks.granted(ticket):
+                waker = self._check_wakers[ticket] = trio.Event()
+                await waker.wait()
+            ok = await self.authenticate(user, creds.password, _client_ip(address))
         except Exception:
             log.exception("authenticator failed")
-            return None
+            ok = False
         finally:
-            stats = limiter.statistics()
-            if not stats.borrowed_tokens and not stats.tasks_waiting:
-                self._checks.pop(address, None)
-        return creds.username if ok else None
+            self._check_wakers.pop(ticket, None)
+            for granted in self.checks.leave(ticket):
+                self._check_wakers[granted].set()
+        return AuthOutcome(user if ok else None, user)
 
     def acquire_vc(self, user: str, units: int = 2) -> bool:
         """Take ``units`` half-VC slots for ``user`` (False: over a limit)."""
@@ -126,6 +189,11 @@ class ProxyContext:
         return StreamBackend(
             stream, max_fragment=self.config.max_fragment, receive_size=self.config.receive_size
         )
+
+
+def _client_ip(address: str) -> str | None:
+    """The address handed to the authenticator: None when unknown (``peer_address``)."""
+    return None if address in ("", "?") else address
 
 
 def peer_address(stream: trio.abc.Stream) -> str:

@@ -57,7 +57,7 @@ from tunnel.channel import (
     RtsReceived,
     ServerChannel,
 )
-from tunnel.drivers.context import ProxyContext
+from tunnel.drivers.context import AUTH_RETRY_AFTER, AuthOutcome, ProxyContext
 from tunnel.drivers.h1_vc import Closed as _Closed
 from tunnel.drivers.h1_vc import ack_in, offer_to_attached, run_vc
 from tunnel.drivers.vc_table import Side, VirtualConnection
@@ -205,15 +205,16 @@ class _H1Connection:
     async def decide(self, req: RequestReceived) -> None:
         ch = self.channel
         if autodiscover.is_autodiscover_path(req.path):
-            user = await self.ctx.check_credentials(req.headers, self.address)
+            outcome = await self.ctx.check_credentials(req.headers, self.address)
+            user = outcome.user
             if user is None:
-                self._unauthorized(req)
+                self._unauthorized(req, outcome)
                 return
             if (req.content_length or 0) > autodiscover.MAX_BODY:
                 ch.reject(413, "Payload Too Large", TEXT)
                 return
             body = await self._read_body(autodiscover.MAX_BODY)
-            reply = autodiscover.answer(self.ctx.site, req.method, req.path, body)
+            reply = autodiscover.answer(self.ctx.site, req.method, req.path, body, user=user)
             ch.respond(
                 reply.status,
                 _reason(reply.status),
@@ -227,9 +228,10 @@ class _H1Connection:
         if req.method not in RPC_METHODS:
             ch.reject(405, "Method Not Allowed", [*TEXT, ("Allow", ", ".join(RPC_METHODS))])
             return
-        user = await self.ctx.check_credentials(req.headers, self.address)
+        outcome = await self.ctx.check_credentials(req.headers, self.address)
+        user = outcome.user
         if user is None:
-            self._unauthorized(req)
+            self._unauthorized(req, outcome)
             return
         if req.content_length is None:
             ch.reject(411, "Length Required", TEXT)
@@ -261,9 +263,31 @@ class _H1Connection:
             self.ctx.release_vc(user, 1)
             ch.close()
 
-    def _unauthorized(self, req: RequestReceived) -> None:
+    def _unauthorized(self, req: RequestReceived, outcome: AuthOutcome) -> None:
+        """401 for missing or wrong credentials; 503 + Retry-After when they were not
+        checked because too many checks were in progress (see :class:`AuthOutcome`):
+        on an RPC channel in the MS-RPCH form (``503 RPC Error: 6bb``,
+        RPC_S_SERVER_TOO_BUSY), which closes the connection (its body may be 1 GiB)."""
+        path = req.path.partition("?")[0]
+        if outcome.busy:
+            log.info(
+                "%s: %s %s of %r: 503 (too many credential checks)",
+                self.address, req.method, path, outcome.offered,
+            )  # fmt: skip
+            retry = [("Retry-After", str(AUTH_RETRY_AFTER))]
+            if req.method in RPC_METHODS:
+                self.channel.refuse_rpc(RPC_S_SERVER_TOO_BUSY, retry)
+            else:
+                self.channel.reject(503, "Service Unavailable", [*TEXT, *retry])
+            return
         headers = [("WWW-Authenticate", c) for c in CHALLENGES]
-        log.info("%s: %s %s: 401", self.address, req.method, req.path.partition("?")[0])
+        if outcome.offered is None:
+            log.info("%s: %s %s without credentials: 401", self.address, req.method, path)
+        else:
+            log.info(
+                "%s: %s %s: 401: failed logon of %r from %s",
+                self.address, req.method, path, outcome.offered, self.address,
+            )  # fmt: skip
         self.channel.reject(401, "Unauthorized", headers)
 
     async def _first_rts(self) -> rts.RtsMessage:

@@ -10,7 +10,8 @@ windows accept, so a client that does not read stops us reading the backend. All
 writes to the TLS stream go through :meth:`_H2Connection.flush` (one writer, a lock,
 a send timeout that drops a peer that does not read).
 
-Status codes: 401 (+ ``WWW-Authenticate: Basic``) without valid credentials, 403 for
+Status codes: 401 (+ ``WWW-Authenticate: Basic``) without valid credentials, 503 (+
+``Retry-After``) when they were not checked for too many checks in progress, 403 for
 a target off the allow list (no connection is attempted), 404 for other paths, 405
 for other methods, 429 over a per-user limit, 502 when the allowed backend refuses.
 """
@@ -30,7 +31,7 @@ import trio
 from dcerpc.trio_util import acquire, send_within
 from tunnel import autodiscover
 from tunnel.drivers.backend import Backend
-from tunnel.drivers.context import ProxyContext
+from tunnel.drivers.context import AUTH_RETRY_AFTER, ProxyContext
 from tunnel.h2_glue import (
     ConnectionEnded,
     DataReceived,
@@ -225,17 +226,34 @@ class _H2Connection:
     async def _route(self, s: _Stream) -> None:
         req = s.request
         sid = req.stream_id
-        user = await self.ctx.check_credentials(req.headers, self.address)
+        outcome = await self.ctx.check_credentials(req.headers, self.address)
+        user = outcome.user
         if user is not None and not self.authenticated:
             self.authenticated = True
             self._reset_deadline()
+        path = req.path.partition("?")[0]
+        if outcome.busy:
+            # Not checked: too many checks in progress. 503, not 401 (see AuthOutcome).
+            log.info(
+                "%s: h2 %s %s of %r: 503 (too many credential checks)",
+                self.address, req.method, path, outcome.offered,
+            )  # fmt: skip
+            retry = [("retry-after", str(AUTH_RETRY_AFTER))]
+            await self._answer(sid, 503, "too many logons in progress, retry later", retry)
+            return
         if user is None:
-            log.info("%s: h2 %s %s: 401", self.address, req.method, req.path)
+            if outcome.offered is None:
+                log.info("%s: h2 %s %s without credentials: 401", self.address, req.method, path)
+            else:
+                log.info(
+                    "%s: h2 %s %s: 401: failed logon of %r from %s",
+                    self.address, req.method, path, outcome.offered, self.address,
+                )  # fmt: skip
             challenges = [("www-authenticate", c) for c in CHALLENGES]
             await self._answer(sid, 401, "authentication required", challenges)
             return
         if autodiscover.is_autodiscover_path(req.path):
-            await self._autodiscover(s)
+            await self._autodiscover(s, user)
             return
         if not is_rpc_path(req.path):
             await self._answer(sid, 404, "not found")
@@ -259,7 +277,7 @@ class _H2Connection:
         finally:
             self.ctx.release_vc(user)
 
-    async def _autodiscover(self, s: _Stream) -> None:
+    async def _autodiscover(self, s: _Stream, user: str) -> None:
         with trio.move_on_after(self.ctx.config.head_timeout) as body_wait:
             while not s.ended and s.body_size <= autodiscover.MAX_BODY:
                 await s.wait()
@@ -268,7 +286,9 @@ class _H2Connection:
             return
         body = b"".join(s.inbox)
         s.inbox.clear()
-        reply = autodiscover.answer(self.ctx.site, s.request.method, s.request.path, body)
+        reply = autodiscover.answer(
+            self.ctx.site, s.request.method, s.request.path, body, user=user
+        )
         self.glue.respond(
             s.request.stream_id, reply.status, [("content-type", reply.content_type)], reply.body
         )

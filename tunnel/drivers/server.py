@@ -76,7 +76,11 @@ async def serve_tunnel(
         allowed_targets: the (server, port) targets channels may reach and the backend
             address they lead to (see :meth:`AllowList.for_database`), or a callable
             returning the allowed (server, port) pairs (they lead to 127.0.0.1).
-        authenticate: async ``(user, password) -> bool``; the user directory.
+        authenticate: async ``(user, password, address) -> bool``; the user directory
+            (``address``: the client's IP address, None when unknown). When it also has
+            a cheap ``is_cached(user, password) -> bool``
+            (:class:`~tunnel.policy.CachingAuthenticator`), credentials it vouches for
+            skip the queue of credential checks.
         data_dir: where a self-signed certificate is kept when none is configured.
         epm_port: the endpoint mapper's port, announced by autodiscover.
         local_services: the services this process serves, by port: those targets are
@@ -103,6 +107,7 @@ async def serve_tunnel(
         url=url,
         fingerprint=fingerprint,
         epm_port=epm_port,
+        names=(*config.server_names, config.host, "localhost", "127.0.0.1"),
     )
     allow = (
         allowed_targets
