@@ -42,6 +42,7 @@ from typing import Any, Generic, TypeVar
 import msgpack
 import trio
 
+from clients.autodiscover import discover, parse_email_address
 from dcerpc.client import RpcClient, open_rpc_client, open_tcp_rpc_client
 from dcerpc.errors import BindRejected, ConnectionClosed, RpcFault
 from dcerpc.pdu import ProviderReason
@@ -60,6 +61,7 @@ from mapi.service import (
     WAKE_MAGIC,
 )
 from tunnel.errors import TunnelError
+from tunnel.tls import normalize_fingerprint
 from tunnel.transport import open_tunnel_stream
 
 #: Largest scrypt cost (N) the client accepts from a server: 2**20 with r=8 is 1 GiB.
@@ -115,6 +117,17 @@ class Props(dict[int, Any]):
     def named(self) -> dict[str, Any]:
         """The values keyed by property name (for display and JSON)."""
         return {pt.tag_name(tag): value for tag, value in self.items()}
+
+    def __repr__(self) -> str:
+        """``Props({'PR_SUBJECT': 'Hello', ...})``: names, not numeric tags, when printed;
+        per-property errors follow by name too."""
+        text = f"Props({self.named()!r})"
+        if self.errors:
+            failed = {pt.tag_name(t): errors.hresult_name(h) for t, h in self.errors.items()}
+            text = f"Props({self.named()!r}, errors={failed!r})"
+        return text
+
+    __str__ = __repr__
 
 
 def _raise_for(hresult: int, message: Any) -> None:
@@ -173,6 +186,50 @@ def _none(hresult: int, value: Any) -> None:
     return None
 
 
+#: Largest string or binary value one ``set_props`` may carry: the server refuses
+#: larger values of one call (its stub limit, ``max_value_bytes``: 1 MiB); a value as
+#: large as a whole request fragment would cost the connection itself.
+MAX_INLINE_VALUE = 1 << 20
+
+
+def _inline_size(value: Any) -> int:
+    """The size a value takes on the server (UTF-16 for strings), 0 for small types."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return len(value)
+    if isinstance(value, str):
+        # UTF-16: 2 bytes a character, 4 for the rare astral ones (cheap bound first).
+        return (
+            2 * len(value)
+            if len(value) * 2 <= MAX_INLINE_VALUE // 2
+            else len(value.encode("utf-16-le", "surrogatepass"))
+        )
+    if isinstance(value, list | tuple):
+        return sum(_inline_size(v) for v in value)
+    return 0
+
+
+def _too_big(tag: int, size: int | None = None) -> errors.MapiError:
+    amount = f" ({size} bytes)" if size is not None else ""
+    return errors.TooBig(
+        f"{pt.tag_name(tag)}{amount} is too large for one set_props call: write it "
+        f"through a stream, open_stream({pt.tag_name(tag)}, write=True, create=True)"
+    )
+
+
+def _problems(props: list[list[Any]]) -> Callable[[int, Any], list[list[int]]]:
+    """Decode set_props' problem array; a MAPI_E_TOO_BIG problem is raised, not returned
+    (a value silently not set is lost data), with a hint to use a stream."""
+
+    def decode(hresult: int, value: Any) -> list[list[int]]:
+        problems = value if isinstance(value, list) else []
+        for problem in problems:
+            if len(problem) >= 3 and problem[2] == errors.Hresult.MAPI_E_TOO_BIG:
+                raise _too_big(int(problem[1]))
+        return problems
+
+    return decode
+
+
 def _props_for(requested: Sequence[int] | None) -> Callable[[int, Any], Props]:
     return lambda hresult, value: Props(value, requested)
 
@@ -202,8 +259,18 @@ class MapiObject:
         return self._call("get_props", _props_for(wanted), tags=wanted)
 
     def set_props(self, values: dict[Tag, Any]) -> Call[list[list[int]]]:
-        """Set properties; returns the per-property problems ``[index, tag, hresult]``."""
-        return self._call("set_props", props=[[tag_of(t), v] for t, v in values.items()])
+        """Set properties; returns the per-property problems ``[index, tag, hresult]``.
+
+        Raises:
+            TooBig: a value too large for one call (checked here before anything is
+                sent, or answered MAPI_E_TOO_BIG by the server): write it through
+                ``open_stream(tag, write=True, create=True)`` instead.
+        """
+        props = [[tag_of(t), v] for t, v in values.items()]
+        for tag, value in props:
+            if _inline_size(value) > MAX_INLINE_VALUE:
+                raise _too_big(tag, _inline_size(value))
+        return self._call("set_props", _problems(props), props=props)
 
     def delete_props(self, tags: Sequence[Tag]) -> Call[list[list[int]]]:
         return self._call("delete_props", tags=[tag_of(t) for t in tags])
@@ -975,7 +1042,10 @@ def parse_address(address: str) -> tuple[str, int]:
         raise ValueError(
             f"not an ncacn_ip_tcp address: {address!r} (expected ncacn_ip_tcp:host[port])"
         )
-    return match["host"], int(match["port"] or 135)
+    port = int(match["port"] or 135)
+    if not 0 < port < 65536:
+        raise ValueError(f"bad port in {address!r}: {port} is not a TCP port (1-65535)")
+    return match["host"], port
 
 
 @asynccontextmanager
@@ -1033,14 +1103,56 @@ DEFAULT_TUNNEL_EPM_PORT = 1135
 
 
 def parse_tunnel_address(address: str) -> tuple[str, str, int]:
-    """``https://host:port/[?epm=N]`` -> (tunnel URL, target server name, EPM port)."""
+    """``https://host:port/[?epm=N]`` -> (tunnel URL, target server name, EPM port).
+
+    Raises:
+        ValueError: not an https:// URL, a bad port, or a bad ``?epm=`` (the message
+            says which, in one line).
+    """
     split = urllib.parse.urlsplit(address)
     if split.scheme != "https" or not split.hostname:
         raise ValueError(f"not an https:// tunnel address: {address!r}")
+    try:
+        split.port  # noqa: B018 - urllib checks the port when it is read
+    except ValueError:
+        raise ValueError(
+            f"bad port in {address!r}: give https://host:PORT/ with PORT 1-65535"
+        ) from None
     query = urllib.parse.parse_qs(split.query)
-    epm = int(query.get("epm", [DEFAULT_TUNNEL_EPM_PORT])[0])
+    epm = _epm_port(query.get("epm", [str(DEFAULT_TUNNEL_EPM_PORT)])[-1], address)
     url = urllib.parse.urlunsplit(("https", split.netloc, split.path or "/", "", ""))
     return url, split.hostname, epm
+
+
+def _epm_port(text: str, address: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(
+            f"bad ?epm= in {address!r}: {text!r} is not a port number (the endpoint "
+            "mapper's port behind the tunnel, 1-65535)"
+        )
+    return int(text)
+
+
+def _names_epm(address: str) -> bool:
+    """True when the tunnel address says where the endpoint mapper is (``?epm=``)."""
+    return "epm" in urllib.parse.parse_qs(urllib.parse.urlsplit(address).query)
+
+
+def check_fingerprint(fingerprint: str | None) -> None:
+    """Refuse a malformed pin before connecting anywhere.
+
+    Raises:
+        ValueError: not a SHA-256 fingerprint (32 hex bytes, ``AB:CD:...``).
+    """
+    if fingerprint is None:
+        return
+    try:
+        normalize_fingerprint(fingerprint)
+    except ValueError:
+        raise ValueError(
+            f"bad fingerprint {fingerprint!r}: expected the certificate's SHA-256 as 32 hex "
+            "bytes, AB:CD:... (the server logs it when it starts)"
+        ) from None
 
 
 @asynccontextmanager
@@ -1064,6 +1176,14 @@ async def _open_tunnel_store_rpc(
     except TunnelError as exc:
         if exc.status == 401:  # the same answer as a refused logon on the LAN
             raise errors.LogonFailed("the tunnel refused the user name or password") from exc
+        if exc.status in (403, 404, 502, 503) and not _names_epm(address):
+            raise TunnelError(
+                f"{exc} (the address names no endpoint mapper port, so port {epm_port} "
+                "was tried: add ?epm=PORT to the URL with the port the server logs for "
+                "its endpoint mapper)",
+                status=exc.status,
+                rpc_error=exc.rpc_error,
+            ) from exc
         raise
     if tower is None or tower.port is None:
         raise ConnectionClosed(f"no store registered with the endpoint mapper behind {url}")
@@ -1085,9 +1205,12 @@ async def connect(
     """Log on to the store at ``address``; the session is closed on exit.
 
     Args:
-        address: ``ncacn_ip_tcp:host[port]`` (LAN) or ``https://host:port/`` (tunnel).
+        address: ``ncacn_ip_tcp:host[port]`` (LAN), ``https://host:port/`` (tunnel), or
+            an e-mail address ``user@domain`` (``user@domain:port`` for a server not on
+            443): the tunnel is found by autodiscover (:mod:`clients.autodiscover`).
         fingerprint: SHA-256 of the tunnel's certificate to pin ("AB:CD:..."), for a
-            self-signed server; None verifies with the system's trust store.
+            self-signed server; None verifies with the system's trust store (with an
+            e-mail address: the autodiscover host's, whose answer names the tunnel's).
         http2: through the tunnel, HTTP/2 (default) or RPC over HTTP v2 on HTTP/1.1.
         resume: a session whose connection was cut: take it up again (its server-side
             state, subscriptions and queued events; :attr:`Session.last_seq` carries on)
@@ -1098,8 +1221,17 @@ async def connect(
     Raises:
         LogonFailed: wrong user name or password.
         ConnectionClosed: the server could not be reached.
-        TunnelError: the tunnel refused us (HTTP status and RPC error inside).
+        TunnelError: the tunnel refused us (HTTP status and RPC error inside), or
+            autodiscover found no server for an e-mail address.
+        ValueError: a malformed address or fingerprint.
     """
+    check_fingerprint(fingerprint)
+    email = parse_email_address(address)
+    if email is not None:  # find the tunnel first (see clients.autodiscover)
+        if wake_udp:
+            raise ValueError("UDP wake-ups are for the LAN (ncacn_ip_tcp addresses) only")
+        found = await discover(email, user, password, fingerprint=fingerprint)
+        address, fingerprint, http2 = found.url, found.fingerprint, http2 and found.http2
     if address.startswith("https://"):
         if wake_udp:
             raise ValueError("UDP wake-ups are for the LAN (ncacn_ip_tcp addresses) only")

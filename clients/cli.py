@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import getpass
+import io
 import logging
 import os
+import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,12 +25,15 @@ from typing import Any
 
 import trio
 
-from clients.api import connect, parse_address, parse_tunnel_address
+from clients.api import check_fingerprint, connect, parse_address, parse_tunnel_address
+from clients.autodiscover import AutodiscoverError, EmailAddress, parse_email_address
 from clients.cli_edit import cmd_copy, cmd_create, cmd_get, cmd_put, cmd_rm
 from clients.cli_folders import Context, cmd_mkdir, cmd_rename, cmd_rmdir, cmd_tree, open_context
 from clients.cli_format import UsageError, dump_json
 from clients.cli_live import cmd_sync, cmd_watch
 from clients.cli_messages import cmd_ls, cmd_show
+from clients.cli_permissions import add_permission_commands
+from clients.cli_safety import printable
 from dcerpc.allocator import tune_allocator
 from dcerpc.errors import BindRejected, ConnectionClosed, ProtocolError, RpcFault
 from mapi import errors
@@ -62,6 +67,28 @@ examples:
 """
 
 
+def _seconds(text: str) -> float:
+    """An argparse type: a duration in seconds, not negative (argparse reports the error)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"seconds must be 0 or more, not {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: a count of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text!r}")
+    return value
+
+
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """The options every command takes, before or after the command name."""
 
@@ -72,8 +99,9 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     group.add_argument(
         "--server",
         default=default(None),
-        help="ncacn_ip_tcp:host[port] on the LAN, or https://host:port/[?epm=N] through the "
-        f"HTTPS tunnel (env MAPI_SERVER; default {DEFAULT_SERVER})",
+        help="ncacn_ip_tcp:host[port] on the LAN, https://host:port/[?epm=N] through the "
+        "HTTPS tunnel, or your e-mail address user@domain[:port] to find the tunnel by "
+        f"autodiscover (env MAPI_SERVER; default {DEFAULT_SERVER})",
     )
     group.add_argument(
         "--fingerprint",
@@ -105,7 +133,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
     group.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=default(None),
         help="give up after this many seconds (default: no limit)",
     )
@@ -204,17 +232,21 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("attach_num", nargs="?", type=int, metavar="ATTACH_NUM")
     cmd.add_argument("-o", "--output", help="file to write ('-': stdout; default: its name)")
     cmd.add_argument("-f", "--force", action="store_true", help="overwrite an existing file")
+    cmd.add_argument(
+        "--mode", help="permissions of the saved file, octal (default 600: only you can read it)"
+    )
 
     cmd = command("watch", "print events as they arrive (new mail, changes, table rows)")
     cmd.add_argument("folder", nargs="?", help="a folder (default: the whole store)")
-    cmd.add_argument("--count", type=int, help="stop after N events")
-    cmd.add_argument("--duration", type=float, help="stop after S seconds")
+    cmd.add_argument("--count", type=_count, help="stop after N events")
+    cmd.add_argument("--duration", type=_seconds, help="stop after S seconds")
 
     cmd = command("sync", "mirror a folder into a directory (one JSON file per message)")
     cmd.add_argument("folder")
     cmd.add_argument("directory")
     cmd.add_argument("--follow", action="store_true", help="keep the mirror current")
-    cmd.add_argument("--duration", type=float, help="with --follow, stop after S seconds")
+    cmd.add_argument("--duration", type=_seconds, help="with --follow, stop after S seconds")
+    add_permission_commands(command, COMMANDS)  # share, permissions
     return parser
 
 
@@ -266,11 +298,51 @@ def read_password(args: argparse.Namespace) -> str:
     if password is not None:
         return password
     if sys.stdin.isatty():
-        return getpass.getpass(f"Password for {args.user}: ")
+        try:
+            return getpass.getpass(f"Password for {args.user}: ")
+        except EOFError:  # Ctrl-D at the prompt
+            raise UsageError("no password given") from None
     raise UsageError("no password: set MAPI_PASSWORD, use --password-file, or run in a terminal")
 
 
+class Stopped(Exception):
+    """A signal asked the client to stop; the session was closed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+#: Signals that end mapi-cli as Ctrl-C does: the command is cancelled and the session
+#: disconnected (so the server does not keep it, its subscriptions and queued events
+#: until the idle timeout). SIGINT arrives as KeyboardInterrupt, which does the same.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 async def run(args: argparse.Namespace, password: str) -> int:
+    """Run the command; SIGTERM or SIGHUP cancel it (leaving cleanly) and raise Stopped."""
+    received: list[int] = []
+    async with trio.open_nursery() as nursery:
+        command = trio.CancelScope()
+
+        async def stop_on_signal(task_status: trio.TaskStatus[None]) -> None:
+            with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+                task_status.started()
+                async for signum in signals:
+                    received.append(signum)
+                    command.cancel()
+                    return
+
+        await nursery.start(stop_on_signal)
+        with command:
+            status = await _run_command(args, password)
+        nursery.cancel_scope.cancel()
+    if received:
+        raise Stopped(received[0])
+    return status
+
+
+async def _run_command(args: argparse.Namespace, password: str) -> int:
     """Log on, open the store and run the command."""
     args.password_value = password  # watch reconnects with it after a cut connection
     live = args.command in ("watch", "sync")  # bounded by --duration/--count instead
@@ -298,7 +370,8 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 def _fail(args: argparse.Namespace | None, status: int, message: str, code: str | None) -> int:
-    print(f"mapi-cli: {message}", file=sys.stderr)
+    # Messages quote the server (error details, folder names): escape what they carry.
+    print(f"mapi-cli: {printable(message)}", file=sys.stderr)
     if args is not None and getattr(args, "json", False):
         print(dump_json({"error": {"code": code, "message": message}}))
     return status
@@ -319,11 +392,19 @@ def _report(args: argparse.Namespace, exc: BaseException) -> int:
         )
     if isinstance(exc, errors.MapiError):
         return _fail(args, EXIT_ERROR, mapi_message(exc), errors.hresult_name(exc.hresult))
+    if isinstance(exc, BrokenPipeError):  # the reader went away (`mapi-cli ls | head`)
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    if isinstance(exc, OSError) and exc.filename is not None:  # a local file, not the server
+        return _fail(args, EXIT_ERROR, f"{exc.filename}: {exc.strerror or exc}", "file")
     if isinstance(exc, ssl.SSLError):
         return _fail(args, EXIT_ERROR, f"TLS with {args.server} failed: {exc}", "tls")
     if isinstance(exc, ConnectionClosed | OSError | BindRejected | trio.BrokenResourceError):
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return _fail(args, EXIT_ERROR, f"server unreachable at {args.server}: {text}", "connection")
+    if isinstance(exc, AutodiscoverError):
+        return _fail(args, EXIT_ERROR, str(exc), "autodiscover")
     if isinstance(exc, TunnelError):
         status = f" (HTTP {exc.status})" if exc.status else ""
         hint = ""
@@ -350,27 +431,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    _escape_unencodable_output()
     args.server = args.server or os.environ.get("MAPI_SERVER") or DEFAULT_SERVER
     args.user = args.user or os.environ.get("MAPI_USER")
     args.fingerprint = args.fingerprint or os.environ.get("MAPI_FINGERPRINT")
     try:
-        if args.server.startswith("https://"):
-            parse_tunnel_address(args.server)
-        else:
-            parse_address(args.server)
+        email = check_address(args.server)
+        check_fingerprint(args.fingerprint)
     except ValueError as exc:
         return _fail(args, EXIT_USAGE, str(exc), "usage")
+    if email is not None and not args.user:
+        args.user = email.local  # the address's own user, unless told otherwise
     try:
         if not args.user:
             raise UsageError("no user: give --user or set MAPI_USER")
         password = read_password(args)
         tune_allocator()  # megabyte stream calls: see dcerpc.allocator
         return trio.run(run, args, password)
-    except KeyboardInterrupt:
-        print("mapi-cli: interrupted", file=sys.stderr)
-        return 130
     except BaseException as exc:  # every failure becomes a message
-        return _report(args, _leaf(exc))
+        leaf = _leaf(exc)
+        if isinstance(leaf, KeyboardInterrupt):
+            print("mapi-cli: interrupted", file=sys.stderr)
+            return 130
+        if isinstance(leaf, Stopped):
+            print(f"mapi-cli: stopped by {leaf}", file=sys.stderr)
+            return 128 + leaf.signum
+        return _report(args, leaf)
+
+
+def check_address(server: str) -> EmailAddress | None:
+    """Check ``--server`` before connecting; returns it parsed when an e-mail address.
+
+    Raises:
+        ValueError: not an address the client understands (the message says why).
+    """
+    if server.startswith("https://"):
+        parse_tunnel_address(server)
+        return None
+    if server.startswith("ncacn_ip_tcp:"):
+        parse_address(server)
+        return None
+    email = parse_email_address(server)
+    if email is None:
+        raise ValueError(
+            f"not a server address: {server!r} (expected ncacn_ip_tcp:host[port], "
+            "https://host:port/ or an e-mail address user@domain)"
+        )
+    return email
+
+
+def _escape_unencodable_output() -> None:
+    """Print characters the terminal's encoding lacks as escapes instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            with contextlib.suppress(ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
 
 
 if __name__ == "__main__":

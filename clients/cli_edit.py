@@ -15,13 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import trio
-
 from clients.api import Attachment, Call, Message, Props, Stream
 from clients.cli_folders import Context, release_call, resolve
 from clients.cli_format import UsageError, now_filetime
 from clients.cli_messages import attachments_of, select, select_one
-from clients.cli_transfer import attach_file, download, upload_text
+from clients.cli_safety import printable, safe_filename
+from clients.cli_transfer import FileExists, attach_file, download, upload_text
 from mapi import errors
 from mapi import proptags as pt
 
@@ -179,8 +178,36 @@ async def cmd_put(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _default_name(info: dict[str, Any], num: int) -> str:
-    name = Path(str(info.get("filename") or "")).name
-    return name if name not in ("", ".", "..") else f"attachment-{num}.bin"
+    """The attachment's own name made safe (:func:`clients.cli_safety.safe_filename`)."""
+    return safe_filename(info.get("filename"), f"attachment-{num}.bin")
+
+
+def _file_mode(text: str | None) -> int:
+    """``--mode``: octal permissions of the saved file (default 600: mail is private)."""
+    if text is None:
+        return 0o600
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise UsageError(f"bad --mode {text!r}: give octal permissions such as 600 or 644")
+    return mode
+
+
+def _target_path(output: str | None, default: str, *, force: bool) -> str:
+    """Where ``get`` writes: ``-o FILE``, into ``-o DIR/`` under the attachment's own
+    (safe) name, or that name in the current directory.
+
+    Raises:
+        UsageError: the file exists (a dangling symlink too) and ``force`` is false.
+    """
+    target = default if output is None else output
+    if output is not None and output != "-" and os.path.isdir(output):
+        target = os.path.join(output, default)
+    if target != "-" and os.path.lexists(target) and not force:
+        raise UsageError(f"{printable(target)!r} exists; use --force to overwrite it")
+    return target
 
 
 async def cmd_get(ctx: Context, args: argparse.Namespace) -> int:
@@ -200,13 +227,20 @@ async def cmd_get(ctx: Context, args: argparse.Namespace) -> int:
     info = next((a for a in listing if a["num"] == num), None)
     if info is None:
         raise errors.NotFound(f"the message has no attachment #{num}")
-    target = args.output or _default_name(info, num)
-    if target != "-" and await trio.Path(target).exists() and not args.force:
-        raise UsageError(f"{target!r} exists; use --force to overwrite it")
+    mode = _file_mode(args.mode)
+    name = _default_name(info, num)
+    target = _target_path(args.output, name, force=args.force)
     async with ctx.session.batch() as batch:
         attachment: Attachment = batch.add(message.open_attachment(num))
         stream: Stream = batch.add(attachment.open_stream(pt.PR_ATTACH_DATA_BIN))
-    size = await download(stream, target, progress=ctx.progress, label=_default_name(info, num))
+    try:
+        size = await download(
+            stream, target, progress=ctx.progress, label=name, mode=mode, overwrite=args.force
+        )
+    except FileExists:
+        raise UsageError(
+            f"{printable(target)!r} appeared meanwhile; use --force to overwrite it"
+        ) from None
     async with ctx.session.batch() as batch:
         batch.add(release_call(stream, attachment, message))
     if target != "-":

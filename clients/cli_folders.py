@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from clients.api import Call, Folder, MapiObject, Props, Session, Store, Table
 from clients.cli_format import UsageError, dump_json, render_table
+from clients.cli_safety import printable
 from mapi import errors
 from mapi import proptags as pt
 from mapi import restrictions as rs
@@ -67,9 +68,10 @@ class Context:
                 self.write(rendered)
 
     def write(self, text: str) -> None:
-        """Print one line (or block) of output."""
+        """Print one line (or block) of output; the last guard against raw control
+        characters (commands escape server text themselves, see :mod:`clients.cli_safety`)."""
         out = self.out if self.out is not None else sys.stdout
-        out.write(text + "\n")
+        out.write(printable(text, multiline=True) + "\n")
         out.flush()
 
 
@@ -217,7 +219,7 @@ async def cmd_tree(ctx: Context, args: argparse.Namespace) -> int:
     def text() -> str:
         body = [
             [
-                "  " * (f["depth"] - 1) + f["name"],
+                "  " * (f["depth"] - 1) + printable(f["name"]),
                 str(f["content_count"] or 0),
                 str(f["content_unread"] or 0),
                 f["role"] or "",
@@ -235,6 +237,10 @@ async def cmd_mkdir(ctx: Context, args: argparse.Namespace) -> int:
     role, segments = split_path(args.path)
     if not segments:
         raise UsageError(f"{args.path!r} names an existing special folder")
+    if any(s.strip() in (".", "..") for s in segments):
+        # Folder paths are names from the top, not a file system: "." and ".." would
+        # create folders literally called so (mkdir -p x/../y makes three folders).
+        raise UsageError(f"bad folder path {args.path!r}: no '.' or '..' components")
     if args.parents:
         parent_id, names = ctx.roles[role], segments
     else:
@@ -267,10 +273,16 @@ async def cmd_rmdir(ctx: Context, args: argparse.Namespace) -> int:
         parent_id = bytes(props[pt.PR_PARENT_ENTRYID])
     flags = (DEL_MESSAGES | DEL_FOLDERS) if args.recursive else 0
     flags |= DELETE_HARD_DELETE if args.hard else 0
-    async with ctx.session.batch() as batch:
-        parent: Folder = batch.add(ctx.store.open_folder(parent_id))
-        batch.add(parent.delete_folder(entry_id, flags))
-        batch.add(release_call(parent))
+    try:
+        async with ctx.session.batch() as batch:
+            parent: Folder = batch.add(ctx.store.open_folder(parent_id))
+            batch.add(parent.delete_folder(entry_id, flags))
+            batch.add(release_call(parent))
+    except (errors.HasFolders, errors.HasMessages) as exc:
+        what = "subfolders" if isinstance(exc, errors.HasFolders) else "messages"
+        raise type(exc)(
+            f"{path} is not empty (it has {what}); use rmdir -r to delete it with its contents"
+        ) from None
     where = "deleted for good" if args.hard else "moved to Deleted Items"
     ctx.emit({"removed": path, "hard": bool(args.hard)}, f"{path}: {where}")
     return 0

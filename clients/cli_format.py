@@ -10,11 +10,11 @@ stay integers.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from clients.cli_safety import printable, safe_json
 from mapi import proptags as pt
 from mapi import restrictions as rs
 
@@ -144,7 +144,8 @@ def json_value(tag: int, value: Any) -> Any:
 
 
 def text_value(tag: int, value: Any, *, width: int | None = None) -> str:
-    """A property value for text output, shortened to ``width`` characters if given."""
+    """A property value for one line of text output, shortened to ``width`` characters if
+    given; line breaks become spaces and control characters escapes (it is untrusted)."""
     if value is None:
         text = ""
     elif tag == pt.PR_MESSAGE_FLAGS and isinstance(value, int):
@@ -156,7 +157,7 @@ def text_value(tag: int, value: Any, *, width: int | None = None) -> str:
     else:
         plain = json_value(tag, value)
         text = "; ".join(map(str, plain)) if isinstance(plain, list) else str(plain)
-    text = text.replace("\r", " ").replace("\n", " ")
+    text = printable(text.replace("\r\n", " ").replace("\r", " ").replace("\n", " "))
     if width is not None and len(text) > width:
         text = text[: max(width - 1, 0)] + "\u2026"
     return text
@@ -181,14 +182,9 @@ def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: s
 
 
 def dump_json(data: Any) -> str:
-    """JSON text for ``--json`` output (bytes as hex, anything else via ``str``)."""
-
-    def default(obj: object) -> Any:
-        if isinstance(obj, bytes):
-            return obj.hex()
-        return str(obj)
-
-    return json.dumps(data, indent=2, ensure_ascii=False, default=default)
+    """JSON text for ``--json`` output (bytes as hex, anything else via ``str``), with
+    terminal-unsafe characters as ``\\uXXXX`` escapes (:func:`clients.cli_safety.safe_json`)."""
+    return safe_json(data)
 
 
 # --- --sort and --where ---------------------------------------------------------------

@@ -22,6 +22,7 @@ import trio
 from clients.api import Event, ResyncRequired, Session, connect
 from clients.cli_folders import Context, resolve
 from clients.cli_format import display_name, json_value
+from clients.cli_safety import printable, safe_json
 from dcerpc.errors import ConnectionClosed
 from mapi import proptags as pt
 from mapi.notifications import EventType
@@ -41,20 +42,57 @@ TABLE_EVENTS = {1: "changed", 3: "row added", 4: "row deleted", 5: "row modified
 RECONNECT_ATTEMPTS = 10
 
 
+#: Table events with nothing for a person to read: "something changed, re-read it".
+_EMPTY_TABLE_EVENTS = frozenset({1, 9})
+#: How many delivered entry ids :class:`NoiseFilter` remembers.
+_REMEMBERED = 1024
+
+
+class NoiseFilter:
+    """Decides which events ``watch`` shows: not the empty or internal ones.
+
+    Dropped: a folder's "object modified" (the store raises it whenever a folder's
+    counts change, i.e. with every message: the message's own event says what
+    happened); the "object created" that follows a "new mail" for the same message
+    (one arrival, one line); table events that carry no row ("changed", "reload").
+    """
+
+    def __init__(self) -> None:
+        self._delivered: dict[bytes, None] = {}  # insertion-ordered, bounded
+
+    def shows(self, event: Event) -> bool:
+        """True when ``event`` is worth a line."""
+        entry_id = event.get("entry_id")
+        if event.name == "new_mail" and isinstance(entry_id, bytes):
+            self._delivered[entry_id] = None
+            if len(self._delivered) > _REMEMBERED:
+                del self._delivered[next(iter(self._delivered))]
+            return True
+        if event.name == "object_modified" and event.get("object_type") == pt.MAPI_FOLDER:
+            return False
+        if event.name == "object_created" and entry_id in self._delivered:
+            return False
+        if event.name == "table_modified":
+            kind = int(event.get("table_event", 0))
+            return kind not in _EMPTY_TABLE_EVENTS and (kind == 4 or bool(event.get("row")))
+        return True
+
+
 def _describe(event: Event, names: dict[bytes, str]) -> str:
+    """One line for an event; everything taken from the event is escaped (untrusted)."""
     parts = [f"#{event.seq}", event.name.replace("_", " ")]
     if event.name == "table_modified":
         parts.append(TABLE_EVENTS.get(int(event.get("table_event", 0)), "?"))
         row = dict(event.get("row") or [])
         if pt.PR_SUBJECT in row:
-            parts.append(repr(row[pt.PR_SUBJECT]))
+            parts.append(printable(repr(row[pt.PR_SUBJECT])))
     folder = event.get("parent_id") or event.get("folder_id")
     if isinstance(folder, bytes):
-        parts.append(f"in {names.get(folder, folder.hex()[-12:])}")
+        parts.append(f"in {printable(names.get(folder, folder.hex()[-12:]))}")
     if isinstance(event.get("entry_id"), bytes):
         parts.append(f"entry {event['entry_id'].hex()[-16:]}")
     if "message_class" in event:
-        parts.append(str(event["message_class"]))
+        parts.append(printable(event["message_class"]))
     return "  ".join(parts)
 
 
@@ -103,11 +141,11 @@ async def cmd_watch(ctx: Context, args: argparse.Namespace) -> int:
 
     def emit(data: dict[str, Any], text: str) -> None:
         # JSON lines: one object per event, so a reader can act on each as it comes.
-        ctx.write(json.dumps(data, separators=(",", ":")) if ctx.json else text)
+        ctx.write(safe_json(data, compact=True) if ctx.json else text)
 
     what = args.folder or "the whole store"
     emit({"event": "watching", "folder": what}, f"watching {what} (Ctrl-C to stop)")
-    session, seen = ctx.session, 0
+    session, seen, noise = ctx.session, 0, NoiseFilter()
     async with contextlib.AsyncExitStack() as reconnections:
         with trio.move_on_after(args.duration) if args.duration else trio.CancelScope():
             while args.count is None or seen < args.count:
@@ -120,7 +158,8 @@ async def cmd_watch(ctx: Context, args: argparse.Namespace) -> int:
                     emit({"event": "reconnecting"}, "connection lost: reconnecting")
                     session = await _reconnect(reconnections, args, session)
                     continue
-                for event in events[: None if args.count is None else args.count - seen]:
+                shown = [e for e in events if noise.shows(e)]
+                for event in shown[: None if args.count is None else args.count - seen]:
                     emit(_event_json(event), _describe(event, names))
                     seen += 1
     return 0
@@ -183,13 +222,16 @@ async def cmd_sync(ctx: Context, args: argparse.Namespace) -> int:
     resolved = await resolve(ctx, args.folder)
     if args.follow:
         await ctx.store.advise(WATCH_MASK, resolved.entry_id)
+    first = True
     with trio.move_on_after(args.duration) if args.duration else trio.CancelScope():
         while True:
             changed, deleted = await _sync_once(resolved.folder, directory)
-            ctx.emit(
-                {"folder": resolved.path, "changed": changed, "deleted": deleted},
-                f"{resolved.path} -> {directory}: {changed} new or changed, {deleted} deleted",
-            )
+            if first or changed or deleted:  # following: a line per change, not per wake-up
+                ctx.emit(
+                    {"folder": resolved.path, "changed": changed, "deleted": deleted},
+                    f"{resolved.path} -> {directory}: {changed} new or changed, {deleted} deleted",
+                )
+            first = False
             if not args.follow:
                 return 0
             # Wait until something changes (or the long-poll times out: sync anyway).

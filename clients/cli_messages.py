@@ -10,10 +10,11 @@ sorted once, with a seek and a query per selector.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 from typing import Any
 
-from clients.api import Call, Message, Props, Stream, Table
+from clients.api import Attachment, Call, Message, Props, Stream, Table
 from clients.cli_folders import PAGE, Context, release_call, resolve
 from clients.cli_format import (
     UsageError,
@@ -29,6 +30,8 @@ from clients.cli_format import (
     render_table,
     text_value,
 )
+from clients.cli_safety import printable
+from clients.html_text import decode_html, html_to_text
 from mapi import errors
 from mapi import proptags as pt
 
@@ -217,7 +220,7 @@ _SHOW_TAGS = [
     pt.PR_ENTRYID, pt.PR_SUBJECT, pt.PR_SENDER_NAME, pt.PR_SENDER_EMAIL_ADDRESS,
     pt.PR_SENT_REPRESENTING_NAME, pt.PR_MESSAGE_DELIVERY_TIME, pt.PR_CLIENT_SUBMIT_TIME,
     pt.PR_CREATION_TIME, pt.PR_MESSAGE_SIZE, pt.PR_MESSAGE_FLAGS, pt.PR_MESSAGE_CLASS,
-    pt.PR_IMPORTANCE, pt.PR_BODY,
+    pt.PR_IMPORTANCE, pt.PR_BODY, pt.PR_HTML, pt.PR_INTERNET_CPID,
 ]  # fmt: skip
 _RECIPIENT_COLUMNS = [pt.PR_DISPLAY_NAME, pt.PR_EMAIL_ADDRESS, pt.PR_RECIPIENT_TYPE]
 ATTACHMENT_COLUMNS = [
@@ -248,14 +251,74 @@ async def attachments_of(message: Message) -> list[dict[str, Any]]:
     return [attachment_info(r) for r in rows.result]
 
 
-async def _read_body(message: Message) -> str:
-    """PR_BODY through a stream, for bodies too large for get_props."""
-    stream: Stream = await message.open_stream(pt.PR_BODY)
+async def attachment_sizes(message: Message, rows: list[Props]) -> dict[int, int]:
+    """Attachment number -> the size of its data (PR_ATTACH_DATA_BIN), in one round trip.
+
+    PR_ATTACH_SIZE is the size of the whole attachment object (its properties too), not
+    what ``get`` saves; the data's size is its stream's. Attachments without data (an
+    embedded message) are left out.
+    """
+    nums = [
+        int(r[pt.PR_ATTACH_NUM])
+        for r in rows
+        if r.get(pt.PR_ATTACH_METHOD, pt.ATTACH_BY_VALUE) == pt.ATTACH_BY_VALUE
+        and isinstance(r.get(pt.PR_ATTACH_NUM), int)
+    ]
+    if not nums:
+        return {}
+    calls: dict[int, Call[int]] = {}
+    opened: list[Any] = []
+    try:
+        async with message.session.batch() as batch:
+            for num in nums:
+                attachment: Attachment = batch.add(message.open_attachment(num))
+                stream: Stream = batch.add(attachment.open_stream(pt.PR_ATTACH_DATA_BIN))
+                calls[num] = batch.add(stream.size())
+                opened += [stream, attachment]
+            batch.add(release_call(*opened))
+    except errors.MapiError:
+        pass  # an attachment without data: the others' sizes are still known
+    sizes = {}
+    for num, call in calls.items():
+        with contextlib.suppress(RuntimeError):  # not run: that attachment had no data
+            sizes[num] = int(call.result)
+    return sizes
+
+
+async def read_stream(obj: Message, tag: int) -> bytes:
+    """A property through a stream, for values too large for get_props."""
+    stream: Stream = await obj.open_stream(tag)
     data = bytearray()
     while chunk := await stream.read(_STREAM_READ):
         data += chunk
     await stream.release()
-    return data.decode("utf-16-le", "replace")
+    return bytes(data)
+
+
+def _too_big(props: Props, tag: int) -> bool:
+    """The value exists but get_props did not carry it (too large: read a stream)."""
+    return tag not in props and props.errors.get(tag) not in (None, errors.Hresult.MAPI_E_NOT_FOUND)
+
+
+async def _body_text(message: Message, p: Props) -> tuple[str | None, str | None]:
+    """(the body as text, "text" or "html"): PR_BODY, else PR_HTML made readable."""
+    if pt.PR_BODY in p:
+        return str(p[pt.PR_BODY]), "text"
+    if _too_big(p, pt.PR_BODY):
+        return (await read_stream(message, pt.PR_BODY)).decode("utf-16-le", "replace"), "text"
+    html = p.get(pt.PR_HTML)
+    if html is None and _too_big(p, pt.PR_HTML):
+        html = await read_stream(message, pt.PR_HTML)
+    if isinstance(html, bytes):
+        return html_to_text(decode_html(html, p.get(pt.PR_INTERNET_CPID))), "html"
+    return None, None
+
+
+def _property_value(tag: int, value: Any, cpid: Any) -> Any:
+    """A property for ``show --props``: PR_HTML decoded as text, the rest as JSON shows it."""
+    if tag == pt.PR_HTML and isinstance(value, bytes):
+        return decode_html(value, cpid if isinstance(cpid, int) else None)
+    return json_value(tag, value)
 
 
 def _people(rows: list[Props], kind: int) -> list[dict[str, Any]]:
@@ -290,10 +353,11 @@ async def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
         attach_rows: Call[list[Props]] = batch.add(attach_table.query_rows(PAGE))
         batch.add(release_call(recipients, attach_table))
     p = props.result
-    body = p.get(pt.PR_BODY)
-    body_error = p.errors.get(pt.PR_BODY)
-    if body is None and body_error not in (None, errors.Hresult.MAPI_E_NOT_FOUND):
-        body = await _read_body(message)
+    body, body_format = await _body_text(message, p)
+    attachments = [attachment_info(r) for r in attach_rows.result]
+    sizes = await attachment_sizes(message, attach_rows.result)
+    for info in attachments:
+        info["size"] = sizes.get(info["num"])
     when = next(
         (p[t] for t in (pt.PR_MESSAGE_DELIVERY_TIME, pt.PR_CLIENT_SUBMIT_TIME, pt.PR_CREATION_TIME)
          if t in p),
@@ -317,35 +381,40 @@ async def cmd_show(ctx: Context, args: argparse.Namespace) -> int:
         "flag_names": flag_names(flags),
         "message_class": p.get(pt.PR_MESSAGE_CLASS),
         "body": body,
-        "attachments": [attachment_info(r) for r in attach_rows.result],
+        "body_format": body_format,
+        "attachments": attachments,
     }
     if everything is not None:
+        cpid = everything.result.get(pt.PR_INTERNET_CPID)
         data["properties"] = {
-            display_name(t): json_value(t, v) for t, v in sorted(everything.result.items())
+            display_name(t): _property_value(t, v, cpid)
+            for t, v in sorted(everything.result.items())
         }
 
     def text() -> str:
+        # Everything shown here but the sizes, dates and flags comes from the sender.
         head = [
-            ("Subject", data["subject"] or ""),
-            ("From", _person(data["from"])),
-            ("To", "; ".join(map(_person, data["to"]))),
-            ("Cc", "; ".join(map(_person, data["cc"]))),
+            ("Subject", printable(data["subject"] or "")),
+            ("From", printable(_person(data["from"]))),
+            ("To", printable("; ".join(map(_person, data["to"])))),
+            ("Cc", printable("; ".join(map(_person, data["cc"])))),
             ("Date", data["date"] or ""),
             ("Size", "" if data["size"] is None else human_size(data["size"])),
             ("Flags", ", ".join(data["flag_names"])),
             ("Entry-Id", data["entry_id"]),
         ]
         lines = [f"{k + ':':<9} {v}" for k, v in head if v or k in ("Subject", "From")]
-        lines += ["", body or "(no body)"]
+        lines += ["", printable(body, multiline=True) if body else "(no body)"]
         if data["attachments"]:
             lines += ["", "Attachments:"]
             for a in data["attachments"]:
                 size = "" if a["size"] is None else human_size(a["size"])
-                name = a["filename"] or "(unnamed)"
-                lines.append(f"  #{a['num']}  {name}  {size}  {a['mime_type'] or ''}".rstrip())
+                name = printable(a["filename"] or "(unnamed)")
+                mime = printable(a["mime_type"] or "")
+                lines.append(f"  #{a['num']}  {name}  {size}  {mime}".rstrip())
         if "properties" in data:
             lines += ["", "Properties:"]
-            lines += [f"  {k} = {v!r}" for k, v in data["properties"].items()]
+            lines += [f"  {k} = {printable(repr(v))}" for k, v in data["properties"].items()]
         return "\n".join(lines)
 
     ctx.emit(data, text)

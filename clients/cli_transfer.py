@@ -9,9 +9,11 @@ per chunk), and downloads go the other way. :class:`Progress` draws a one-line b
 from __future__ import annotations
 
 import contextlib
+import functools
 import mimetypes
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +23,7 @@ import trio
 
 from clients.api import Attachment, Message, Stream
 from clients.cli_format import human_size
+from clients.cli_safety import printable
 from mapi import proptags as pt
 
 #: Bytes per read/write round trip (the server takes up to 1 MiB per read).
@@ -41,7 +44,7 @@ class Progress:
         out: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.label = label
+        self.label = printable(label)  # often an attachment's name: untrusted
         self.total = total
         self.out = out if out is not None else sys.stderr
         self.clock = clock
@@ -155,21 +158,79 @@ async def attach_file(message: Message, path: Path, *, progress: bool) -> Attach
     return attachment
 
 
-async def download(stream: Stream, target: str, *, progress: bool, label: str) -> int:
+class FileExists(Exception):
+    """The file to save exists (or appeared meanwhile) and overwriting was not asked for."""
+
+
+def _create_partial(target: str, mode: int) -> tuple[int, str]:
+    """A new, private temporary file beside ``target``: (descriptor, path).
+
+    ``mkstemp`` creates it with O_EXCL (never opening an existing file or following a
+    symlink someone planted under a predictable name) and mode 0600; ``mode`` is
+    applied to the descriptor, so the file never has wider rights under its final name.
+    """
+    directory = os.path.dirname(target) or "."
+    fd, path = tempfile.mkstemp(
+        dir=directory, prefix="." + os.path.basename(target)[:64] + ".", suffix=".part"
+    )
+    os.fchmod(fd, mode)
+    return fd, path
+
+
+def _publish(partial: str, target: str, *, overwrite: bool) -> None:
+    """Give the finished file its name: a rename when overwriting (which replaces a
+    symlink at ``target`` rather than writing through it), otherwise a hard link, which
+    fails if the name exists, so nothing is overwritten even by a file created while
+    the download ran (filesystems without hard links: a check, then the rename).
+
+    Raises:
+        FileExists: ``target`` exists and ``overwrite`` is false.
+    """
+    if overwrite:
+        os.replace(partial, target)
+        return
+    try:
+        os.link(partial, target)
+    except FileExistsError:
+        os.unlink(partial)
+        raise FileExists(target) from None
+    except OSError:  # no hard links here
+        if os.path.lexists(target):
+            os.unlink(partial)
+            raise FileExists(target) from None
+        os.replace(partial, target)
+        return
+    os.unlink(partial)
+
+
+async def download(
+    stream: Stream,
+    target: str,
+    *,
+    progress: bool,
+    label: str,
+    mode: int = 0o600,
+    overwrite: bool = False,
+) -> int:
     """Copy ``stream`` to the file ``target`` (``-``: stdout) chunk by chunk.
 
-    A file is written as ``target.part`` and renamed once complete, so an interrupted
-    download never leaves a truncated file under the final name.
+    The data goes to a new temporary file beside ``target`` (mode ``mode``, 0600 by
+    default: mail is private) that takes the final name once complete, so an
+    interrupted download never leaves a truncated file under the final name, and an
+    existing file (or symlink) is replaced only with ``overwrite``.
+
+    Raises:
+        FileExists: ``target`` exists and ``overwrite`` is false.
     """
     total = await stream.size()
     bar = Progress(label, total) if want_progress(progress, total) else None
     done = 0
+    partial: str | None = None
     if target == "-":
         out: Any = trio.wrap_file(sys.stdout.buffer)
-        partial = None
     else:
-        partial = trio.Path(target + ".part")
-        out = await trio.open_file(partial, "wb")
+        fd, partial = await trio.to_thread.run_sync(_create_partial, target, mode)
+        out = trio.wrap_file(os.fdopen(fd, "wb"))
     try:
         while chunk := await stream.read(CHUNK):
             await out.write(chunk)
@@ -177,15 +238,18 @@ async def download(stream: Stream, target: str, *, progress: bool, label: str) -
             if bar is not None:
                 bar.update(done)
         await out.flush()
-    except BaseException:
         if partial is not None:
             await out.aclose()
+            await trio.to_thread.run_sync(
+                functools.partial(_publish, partial, target, overwrite=overwrite)
+            )
+            partial = None
+    finally:
+        if partial is not None:  # failed or interrupted: leave nothing behind
+            with trio.CancelScope(shield=True):
+                await out.aclose()
             with contextlib.suppress(OSError):
-                await partial.unlink()
-        raise
-    if partial is not None:
-        await out.aclose()
-        await trio.to_thread.run_sync(os.replace, partial, target)
+                os.unlink(partial)
     if bar is not None:
         bar.finish()
     return done
