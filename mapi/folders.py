@@ -31,6 +31,7 @@ read-state change numbers; :mod:`mapi.storage.tombstones`).
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
@@ -40,6 +41,7 @@ from mapi import proptags as pt
 from mapi import restrictions as rs
 from mapi.contents import ContentsTable
 from mapi.context import StoreContext
+from mapi.directory import Directory
 from mapi.entryid import EntryKind
 from mapi.events import Change, Op, record
 from mapi.folder_rows import (
@@ -71,6 +73,15 @@ DEL_FOLDERS: Final = 0x04
 DELETE_HARD_DELETE: Final = 0x10
 # Hierarchy table flags.
 CONVENIENT_DEPTH: Final = 0x01
+#: What the directory's user ids look like (uuid4 hex).
+_USER_ID_RE: Final = re.compile(r"[0-9a-f]{32}")
+
+
+def _directory(ctx: StoreContext) -> Directory | None:
+    """The user directory behind a store context: its mail router is the
+    :class:`~mapi.store.ObjectStore`, which holds it (None for tools without one)."""
+    directory = getattr(ctx.router, "directory", None)
+    return directory if isinstance(directory, Directory) else None
 
 
 def _folder_change(
@@ -638,26 +649,76 @@ class Folder(MapiObject):
     # --- Permissions ------------------------------------------------------------------------------
 
     def get_permissions(self) -> list[tuple[str, int]]:
-        """The ACL rows of this folder as (member, rights)."""
+        """The ACL rows of this folder as (member, rights); members are user ids or
+        "default"."""
         with self._ctx.db.lock:
             self._check_open()
             self._ctx.require(self.folder_id, permissions.FOLDER_VISIBLE)
             with self._ctx.db.reading() as conn:
                 return permissions.members(conn, self.folder_id)
 
+    def permission_rows(self) -> list[tuple[str, str | None, int]]:
+        """The ACL rows of this folder as (member, name, rights): the member's login
+        name, "default", or None for an account deleted since (its id stays until the
+        row is revoked)."""
+        rows = self.get_permissions()
+        directory = _directory(self._ctx)
+        out: list[tuple[str, str | None, int]] = []
+        for member, rights in rows:
+            name: str | None = member if member == permissions.DEFAULT_MEMBER else None
+            if name is None and directory is not None:
+                try:
+                    name = directory.get_user_by_id(member).username
+                except errors.NotFound:
+                    name = None
+            out.append((member, name, rights))
+        return out
+
     def set_permission(self, member: str, rights: int) -> None:
-        """Grant ``rights`` to ``member`` (a user id or "default"); 0 revokes.
+        """Grant ``rights`` to ``member``; 0 revokes.
+
+        ``member`` is a user's login name or e-mail address, "default" (everyone
+        else), or a user id as :meth:`get_permissions` lists them (stored as the id
+        either way). A row whose account was deleted can still be revoked by its id.
 
         Raises:
-            NoAccess: the caller is not a folder owner.
+            NoAccess: the caller is not a folder owner. NotFound: ``member`` is no user.
+            InvalidParameter: bad rights.
         """
         with self._ctx.db.lock:
             self._check_open()
             self._ctx.require(self.folder_id, permissions.FOLDER_OWNER)
             if not isinstance(member, str) or not member:
                 raise errors.InvalidParameter("bad member")
+            permissions.check_rights(rights)
             with self._ctx.db.transaction() as conn:
-                permissions.set_member(conn, self.folder_id, member, rights)
+                member_id = self._member_id(conn, member, revoking=rights == 0)
+                permissions.set_member(conn, self.folder_id, member_id, rights)
+
+    def _member_id(self, conn: sqlite3.Connection, member: str, *, revoking: bool) -> str:
+        """The ACL key of ``member`` (see :meth:`set_permission`).
+
+        Raises:
+            NotFound: no such user (and, when revoking, no row under that key).
+        """
+        if member == permissions.DEFAULT_MEMBER:
+            return member
+        directory = _directory(self._ctx)
+        if directory is not None:
+            record = directory.find_by_address(member)
+            if record is None and _USER_ID_RE.fullmatch(member):
+                try:
+                    record = directory.get_user_by_id(member)
+                except errors.NotFound:
+                    record = None
+            if record is not None:
+                return record.user_id
+        if revoking and any(m == member for m, _ in permissions.members(conn, self.folder_id)):
+            return member  # the row of a deleted account
+        raise errors.NotFound(
+            f"no user {member!r}: a member is a user's login name or e-mail address,"
+            ' or "default" for everyone else'
+        )
 
     def close(self) -> None:
         """Release the folder object."""

@@ -469,7 +469,9 @@ def _hierarchy_table(ctx: Context, args: Args) -> int:
 
 @op("get_permissions")
 def _get_permissions(ctx: Context, args: Args) -> list[list[Any]]:
-    return [[m, r] for m, r in _target(ctx, args, Folder).get_permissions()]
+    """``[member, rights, name]`` rows: the member's id (what older clients read), its
+    rights, and its login name ("default"; None for an account deleted since)."""
+    return [[m, r, name] for m, name, r in _target(ctx, args, Folder).permission_rows()]
 
 
 @op("set_permission")

@@ -3,11 +3,17 @@
 Theory of operation
 -------------------
 Rights are the [MS-OXCPERM] 2.2.7 ``PidTagMemberRights`` bits; the roles clients
-offer are fixed combinations of them (owner 0x7FB, editor 0x47B, reviewer 0x401,
-none 0). Each folder of a mailbox has ACL rows ``(folder_id, member, rights)`` where
-``member`` is a user id from the directory or :data:`DEFAULT_MEMBER` (everyone
-else). There is no inheritance: a folder without a row for a user grants what its
-default row grants, and no default row means nothing.
+offer are fixed combinations of them, Exchange's (:data:`ROLES`: owner 0x7FB,
+publishing_editor 0x4FB, editor 0x47B, publishing_author 0x49B, author 0x41B,
+nonediting_author 0x413, reviewer 0x401, contributor 0x402, none 0; "none" removes
+the member's row). Each folder of a mailbox has ACL rows ``(folder_id, member,
+rights)`` where ``member`` is a user id from the directory or :data:`DEFAULT_MEMBER`
+(everyone else): ids are stable and never reused, so a re-created account with an
+old name inherits nothing. Clients name members by login name or e-mail address
+(:meth:`mapi.folders.Folder.set_permission` resolves them; a name that is no user is
+refused) and see them by name (:meth:`mapi.folders.Folder.permission_rows`). There
+is no inheritance: a folder without a row for a user grants what its default row
+grants, and no default row means nothing.
 
 The mailbox owner holds every right on every folder. Anyone else needs
 ``FOLDER_VISIBLE`` to open a folder or see it in a hierarchy table, ``READ_ANY`` to
@@ -37,10 +43,17 @@ FOLDER_CONTACT: Final = 0x00000200
 FOLDER_VISIBLE: Final = 0x00000400
 ALL_RIGHTS: Final = 0x000007FB
 
+#: Exchange's roles, most rights first. The "author" roles' own-item rights grant
+#: nothing more than their other bits here (see above).
 ROLES: Final[dict[str, int]] = {
     "owner": 0x000007FB,
+    "publishing_editor": 0x000004FB,
     "editor": 0x0000047B,
+    "publishing_author": 0x0000049B,
+    "author": 0x0000041B,
+    "nonediting_author": 0x00000413,
     "reviewer": 0x00000401,
+    "contributor": 0x00000402,
     "none": 0x00000000,
 }
 
@@ -57,6 +70,31 @@ def role_rights(role: str) -> int:
         return ROLES[role]
     except KeyError:
         raise errors.InvalidParameter(f"unknown role {role!r}") from None
+
+
+def role_name(rights: int) -> str:
+    """The role whose rights are exactly ``rights``, else "custom"."""
+    for name, value in ROLES.items():
+        if value == rights:
+            return name
+    return "custom"
+
+
+def parse_rights(text: str) -> int:
+    """A role name (any case, "-" or "_") or a rights mask ("0x401", "1025").
+
+    Raises:
+        InvalidParameter: neither a role nor a valid mask.
+    """
+    key = text.strip().lower().replace("-", "_")
+    if key in ROLES:
+        return ROLES[key]
+    try:
+        value = int(key, 0)
+    except ValueError:
+        roles = ", ".join(ROLES)
+        raise errors.InvalidParameter(f"unknown role {text!r} (roles: {roles})") from None
+    return check_rights(value)
 
 
 def check_rights(rights: int) -> int:
