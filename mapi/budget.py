@@ -31,7 +31,6 @@ and the rest of the batch share it.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Final
@@ -56,11 +55,12 @@ class WorkBudget:
     def __init__(
         self,
         seconds: float,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float],
         *,
         escalate: Callable[[], BaseException] | None = None,
     ) -> None:
-        """``escalate``: what a spent budget raises from :meth:`check` instead of its
+        """``clock``: seconds on a monotonic clock (the driver's; this module reads
+        none). ``escalate``: what a spent budget raises from :meth:`check` instead of its
         MAPI error (the inline fast path hands the call to a worker thread with
         :class:`~mapi.inline.NeedsWorker`)."""
         if not seconds > 0:

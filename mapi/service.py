@@ -46,6 +46,7 @@ import logging
 import math
 import secrets
 import socket
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -303,7 +304,10 @@ class StoreService:
         self._attach(live, sid, ctx)
         try:
             # Bounded on the loop too: past INLINE_SECONDS it goes to a worker.
-            with inline(), applied(WorkBudget(INLINE_SECONDS, escalate=NeedsWorker)):
+            with (
+                inline(),
+                applied(WorkBudget(INLINE_SECONDS, time.monotonic, escalate=NeedsWorker)),
+            ):
                 results = ops.run_batch_packed(live.context, batch)
         except NeedsWorker:
             return None
@@ -590,7 +594,7 @@ class StoreService:
                 raise errors.LogonFailed("the session has ended")
             live.last_used = trio.current_time()
             # The budget starts now: waiting for the session's lock is not its work.
-            budget = WorkBudget(self.limits.batch_seconds)
+            budget = WorkBudget(self.limits.batch_seconds, time.monotonic)
             results = await self.pools.run_batch(
                 live.user, budget, functools.partial(ops.run_batch_packed, live.context, batch)
             )

@@ -96,9 +96,7 @@ class WorkerPools:
         return len(self._per_user)
 
 
-async def run_budgeted(
-    fn: Callable[[], T], budget: WorkBudget, limiter: trio.CapacityLimiter
-) -> T:
+async def run_budgeted(fn: Callable[[], T], budget: WorkBudget, limiter: trio.CapacityLimiter) -> T:
     """``fn()`` in a worker thread of ``limiter`` with ``budget`` as its current budget.
 
     Cancelling the calling task cancels the budget, then waits (shielded) for the

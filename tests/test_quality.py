@@ -28,6 +28,7 @@ DRIVERS = {
     "dcerpc/trio_util.py",
     "endpoint_mapper/client.py",
     "mapi/service.py",
+    "mapi/workers.py",  # the store's worker threads (trio limiters, cancellation)
 }
 IO_MODULES = {"trio", "socket", "ssl", "time", "asyncio", "selectors"}
 
