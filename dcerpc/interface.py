@@ -50,6 +50,8 @@ class CallContext:
     #: NDR decoders read with it, responses are always little-endian.
     byteorder: str = "<"
     on_close: list[Callable[[], None]] = field(default_factory=list)
+    #: An in-process connection (the HTTPS tunnel's relay), not a socket of its own.
+    attached: bool = False
 
 
 Handler = Callable[[CallContext, bytes], Awaitable[bytes]]

@@ -202,13 +202,19 @@ class RpcServer:
             listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await trio.serve_listeners(self.handle_stream, listeners, task_status=task_status)
 
-    def attach(self, nursery: trio.Nursery, deliver: Deliver) -> AttachedConnection:
+    def attach(
+        self, nursery: trio.Nursery, deliver: Deliver, *, peer: tuple[str, int] | None = None
+    ) -> AttachedConnection:
         """A connection without a byte stream, for an in-process relay: the caller feeds
         the client's bytes (:meth:`AttachedConnection.receive_data`), replies go to
         ``deliver`` (one call at a time, in order), calls that need a task run in
         ``nursery``. The caller bounds the time of each feed and runs
         :meth:`AttachedConnection.serve_timeouts` for the idle and receive timeouts;
         replies sent by call tasks are bounded by ``send_timeout`` as usual.
+
+        ``peer`` is the relay's client (an HTTPS tunnel's), when the relay knows it:
+        handlers see it as :attr:`CallContext.peer`, with :attr:`CallContext.attached`
+        set.
 
         Raises:
             ConnectionRefusedError: ``max_connections`` attached connections are open.
@@ -219,7 +225,8 @@ class RpcServer:
             raise ConnectionRefusedError("the RPC server has too many connections")
         self.attached_connections += 1
         core = ServerConnection(self.registry, self.groups, self.config, budget=self.reassembly)
-        return AttachedConnection(self, _Connection(core, None, None, None, deliver), nursery)
+        conn = _Connection(core, None, peer, None, deliver)
+        return AttachedConnection(self, conn, nursery)
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until it ends; never raises (errors are logged)."""
@@ -375,6 +382,7 @@ class RpcServer:
             served_interfaces=self.registry.syntaxes,
             byteorder=event.byteorder,
             on_close=conn.on_close,
+            attached=conn.stream is None,
         )
 
     def _fault_status(self, conn: _Connection, event: CallReceived, exc: Exception) -> int:

@@ -180,6 +180,8 @@ def _throttled_address(ctx: CallContext) -> str | None:
     delay everyone."""
     if ctx.peer is None:
         return None
+    if ctx.attached:  # through the tunnel, which named its client: that address
+        return ctx.peer[0]
     try:
         return None if ipaddress.ip_address(ctx.peer[0]).is_loopback else ctx.peer[0]
     except ValueError:
@@ -409,7 +411,7 @@ class StoreService:
             last_used=now,
             wake_address=wake_address,
             address=None if ctx.peer is None else ctx.peer[0],
-            transport="tunnel" if ctx.peer is None else "lan",
+            transport="tunnel" if ctx.attached or ctx.peer is None else "lan",
             created=now,
         )
         self._attach(live, sid, ctx)
