@@ -67,6 +67,8 @@ class RunningServer:
     store_service: StoreService | None = None
     #: Where admin commands reach this server (None: no control channel).
     control_socket: Path | None = None
+    #: The tunnel's credential checker (and cache).
+    authenticator: DirectoryAuthenticator | None = None
 
 
 class StartupError(Exception):
@@ -316,6 +318,7 @@ async def _run(
             store=store,
             store_service=store_service,
             control_socket=control,
+            authenticator=authenticator,
         )
         # The tunnel reaches these in memory rather than over loopback TCP.
         local_services: dict[int, RpcServer] = {running.epm_port: epm}
