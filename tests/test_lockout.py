@@ -1,0 +1,76 @@
+"""Lockout cannot be weaponised: a third party's wrong passwords hold back the guesser,
+not the account's owner (end to end: a real server, its tunnel over TLS, the LAN port).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import ssl
+
+import pytest
+import trio
+from serve_helpers import start_server
+
+from clients.api import connect
+from mapi import errors
+
+PASSWORDS = {"alice": "correct horse"}
+
+
+async def basic_attempt(tunnel_port: int, source: str, user: str, password: str) -> int:
+    """One HTTP/1.1 RPC_IN_DATA request with Basic credentials, from ``source``; the
+    status code of the answer."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    tcp = await trio.open_tcp_stream("127.0.0.1", tunnel_port, local_address=source)
+    stream = trio.SSLStream(tcp, context, server_hostname="localhost")
+    try:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        await stream.send_all(
+            (
+                "RPC_IN_DATA /rpc/rpcproxy.dll?localhost:593 HTTP/1.1\r\n"
+                "Host: localhost\r\n"
+                f"Authorization: Basic {token}\r\n"
+                "Content-Length: 1073741824\r\n\r\n"
+            ).encode()
+        )
+        head = b""
+        while b"\r\n" not in head:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                break
+            head += chunk
+        return int(head.split(b" ", 2)[1])
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def test_a_third_party_cannot_lock_the_owner_out(nursery, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    server = await start_server(nursery, tmp_path / "data", PASSWORDS)
+    tunnel = server.tunnel
+    with trio.fail_after(60):
+        # Twelve wrong passwords through the tunnel, from an address of its own.
+        statuses = [
+            await basic_attempt(tunnel.port, "127.0.0.2", "alice", f"guess {i}") for i in range(12)
+        ]
+        assert set(statuses) == {401}
+        # The guesser is held back now, even with the right password...
+        assert await basic_attempt(tunnel.port, "127.0.0.2", "alice", "correct horse") == 401
+        # ...the owner is not: on the LAN,
+        lan = f"ncacn_ip_tcp:127.0.0.1[{server.epm_port}]"
+        async with connect(lan, "alice", "correct horse") as session:
+            await session.open_store()
+        # through the tunnel from her own address,
+        url = f"https://127.0.0.1:{tunnel.port}/?epm={server.epm_port}"
+        async with connect(url, "alice", "correct horse", fingerprint=tunnel.fingerprint) as s:
+            await s.open_store()
+        # and a guess at her from the LAN still fails as a wrong password does.
+        with pytest.raises(errors.LogonFailed):
+            async with connect(lan, "alice", "wrong"):
+                pass
+    # Every failed tunnel logon names the client's address.
+    failures = [r.getMessage() for r in caplog.records if "failed tunnel logon" in r.getMessage()]
+    assert failures and all("127.0.0.2" in line for line in failures), failures
