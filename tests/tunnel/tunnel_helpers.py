@@ -128,9 +128,12 @@ async def start_tunnel(
 AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
 
 
-async def connect(tunnel: Tunnel, alpn: str = "http/1.1") -> trio.SSLStream[trio.SocketStream]:
-    """A TLS connection to the tunnel, nothing sent yet."""
-    tcp = await trio.open_tcp_stream("127.0.0.1", tunnel.info.port)
+async def connect(
+    tunnel: Tunnel, alpn: str = "http/1.1", *, source: str | None = None
+) -> trio.SSLStream[trio.SocketStream]:
+    """A TLS connection to the tunnel, nothing sent yet; from the loopback address
+    ``source`` (127.0.0.2, ...) when given, so the proxy sees another client address."""
+    tcp = await trio.open_tcp_stream("127.0.0.1", tunnel.info.port, local_address=source)
     ctx = client_context(alpn=[alpn], fingerprint=tunnel.info.fingerprint)
     stream = trio.SSLStream(tcp, ctx, server_hostname="localhost", https_compatible=True)
     await stream.do_handshake()
