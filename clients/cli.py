@@ -404,7 +404,10 @@ def _report(args: argparse.Namespace, exc: BaseException) -> int:
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         return _fail(args, EXIT_ERROR, f"server unreachable at {args.server}: {text}", "connection")
     if isinstance(exc, AutodiscoverError):
-        return _fail(args, EXIT_ERROR, str(exc), "autodiscover")
+        hint = ""
+        if "TLS" in str(exc) and not args.fingerprint:
+            hint = " (a self-signed certificate? pin it with --fingerprint)"
+        return _fail(args, EXIT_ERROR, f"{exc}{hint}", "autodiscover")
     if isinstance(exc, TunnelError):
         status = f" (HTTP {exc.status})" if exc.status else ""
         hint = ""

@@ -37,13 +37,19 @@ _MAX_FILENAME_BYTES = 200
 _RESERVED = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
 
 
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def is_unsafe(char: str) -> bool:
     """True for a character that must never reach a terminal as it is."""
     return char in BIDI_CONTROLS or unicodedata.category(char) in _UNSAFE_CATEGORIES
 
 
 def escape_char(char: str) -> str:
-    """``\\x1b``, ``\\u202e`` or ``\\U000e0001``: the character's code, Python-style."""
+    """``\\n``, ``\\x1b``, ``\\u202e`` or ``\\U000e0001``: the character's code, Python-style."""
+    named = _NAMED_ESCAPES.get(char)
+    if named is not None:
+        return named
     code = ord(char)
     if code < 0x100:
         return f"\\x{code:02x}"
