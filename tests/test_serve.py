@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import runpy
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -387,3 +390,165 @@ def test_cli_account_commands(tmp_path: Path):
     assert cli("deluser", "alice").returncode == 0
     missing = cli("deluser", "alice")
     assert missing.returncode == 1 and "MAPI_E_NOT_FOUND" in missing.stderr
+
+
+# -- the data directory and the demo user's password ---------------------------------------
+
+
+def _quick_config(data_dir: Path) -> Config:
+    return Config(
+        server=ServerSection(data_dir=data_dir),
+        endpoint_mapper=EndpointMapperSection(port=0),
+        tunnel=TunnelSection(enabled=False),
+    )
+
+
+async def _start_and_stop(data_dir: Path) -> RunningServer:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            running = await nursery.start(run_server, _quick_config(data_dir))
+            nursery.cancel_scope.cancel()
+    return running
+
+
+async def test_the_data_directory_is_made_private_first(tmp_path: Path, caplog):
+    fresh = tmp_path / "new" / "parents" / "data"
+    await _start_and_stop(fresh)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o700
+
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    os.chmod(loose, 0o755)
+    with caplog.at_level(logging.WARNING, logger="mapi_anywhere"):
+        await _start_and_stop(loose)
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o700
+    assert any("had mode 0755: now 0700" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_demo_password_is_logged_once_and_goes_when_changed(tmp_path: Path, caplog):
+    data = tmp_path / "data"
+    saved = data / "demo-password.txt"
+    with caplog.at_level(logging.INFO, logger="mapi_anywhere"):
+        await _start_and_stop(data)
+    password = saved.read_text().strip()
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert sum(password in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+
+    with caplog.at_level(logging.INFO, logger="mapi_anywhere"):
+        await _start_and_stop(data)  # a later run: where the file is, not what it holds
+    assert not any(password in r.getMessage() for r in caplog.records)
+    assert any(str(saved) in r.getMessage() for r in caplog.records)
+    assert saved.read_text().strip() == password  # written once
+
+    changed = await trio.to_thread.run_sync(
+        lambda: subprocess.run(
+            [sys.executable, "-m", "mapi_anywhere", "passwd", "demo", "--password-stdin",
+             "--data-dir", str(data)],
+            input="another-one\n", capture_output=True, text=True, timeout=60,
+        )
+    )  # fmt: skip
+    assert changed.returncode == 0, changed.stderr
+    assert not saved.exists()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mapi_anywhere"):
+        await _start_and_stop(data)
+    assert not saved.exists()
+    assert not any("demo-password" in r.getMessage() for r in caplog.records)
+
+
+def test_the_default_data_directory_is_ignored_by_git():
+    root = Path(__file__).resolve().parent.parent
+    assert "mapi-anywhere-data/" in (root / ".gitignore").read_text().splitlines()
+
+
+# -- the process: log file, signals, the shutdown watchdog ---------------------------------
+
+
+def test_log_file_is_private_and_follows_rotation(tmp_path: Path):
+    from test_admin_cli import ServeProcess, cli
+
+    data = tmp_path / "data"
+    server = ServeProcess(data).start()
+    try:
+        assert stat.S_IMODE(server.log_file.stat().st_mode) == 0o600
+        assert "endpoint mapper listening" in server.log()
+        assert "endpoint mapper listening" not in server.stderr()
+        rotated = server.log_file.with_suffix(".log.1")
+        server.log_file.rename(rotated)  # what logrotate does
+        assert cli("sessions", data_dir=data).returncode == 0  # the server logs this
+        server.wait_for("control: sessions")
+        assert "control: sessions" not in rotated.read_text()
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        server.stop()
+    assert "stopped" in server.log()
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path):
+    from test_admin_cli import ServeProcess
+
+    server = ServeProcess(tmp_path / "data").start()
+    try:
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    finally:
+        server.stop()
+    assert "received SIGTERM, shutting down" in server.log()
+    assert "stopped" in server.log()
+    assert "Traceback" not in server.log() + server.stderr()
+    assert not (tmp_path / "data" / "control.sock").exists()
+
+
+#: ``mapi-anywhere`` whose shutdown hangs in a worker thread that ignores cancellation.
+STUCK_SERVE = """\
+import sys, threading
+import trio
+from mapi.service import StoreService
+
+async def close_never(self):
+    await trio.to_thread.run_sync(threading.Event().wait)  # not abandoned on cancel
+
+StoreService.close = close_never
+from mapi_anywhere.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _stuck_server(tmp_path: Path, shutdown_timeout: float) -> Any:
+    from test_admin_cli import ServeProcess
+
+    script = tmp_path / "stuck_serve.py"
+    script.write_text(STUCK_SERVE)
+    config = tmp_path / "server.toml"
+    config.write_text(f"[server]\nshutdown_timeout = {shutdown_timeout}\n")
+    return ServeProcess(
+        tmp_path / "data", "-c", str(config), argv=[sys.executable, str(script)]
+    ).start()
+
+
+def test_watchdog_ends_a_shutdown_stuck_in_a_worker(tmp_path: Path):
+    from mapi_anywhere.serve import HARD_EXIT_STATUS
+
+    server = _stuck_server(tmp_path, 1.0)
+    try:
+        server.signal(signal.SIGTERM)
+        assert server.wait() == HARD_EXIT_STATUS
+    finally:
+        server.stop()
+    log = server.log()
+    assert "did not stop within 1 s of the signal; exiting now" in log
+    assert "stopped" not in log
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path: Path):
+    server = _stuck_server(tmp_path, 3600.0)  # the watchdog would wait an hour
+    try:
+        server.signal(signal.SIGINT)
+        server.wait_for("received SIGINT, shutting down")
+        server.signal(signal.SIGINT)
+        assert server.wait() == 128 + signal.SIGINT
+    finally:
+        server.stop()
+    assert "second SIGINT: exiting now" in server.log()
