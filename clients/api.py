@@ -866,6 +866,16 @@ class Event(dict[str, Any]):
         """``new_mail``, ``object_created``, ``table_modified``, ..."""
         return _EVENT_NAMES.get(self.kind, f"0x{self.kind:x}")
 
+    def __repr__(self) -> str:
+        """``Event(new_mail, {...})`` with a table row's columns by property name."""
+        fields = dict(self)
+        row = fields.get("row")
+        if isinstance(row, list):
+            fields["row"] = Props((int(t), v) for t, v in row)
+        return f"Event({self.name}, {fields!r})"
+
+    __str__ = __repr__
+
 
 _EVENT_NAMES = {
     0x2: "new_mail", 0x4: "object_created", 0x8: "object_deleted", 0x10: "object_modified",

@@ -170,9 +170,12 @@ def _create_partial(target: str, mode: int) -> tuple[int, str]:
     applied to the descriptor, so the file never has wider rights under its final name.
     """
     directory = os.path.dirname(target) or "."
-    fd, path = tempfile.mkstemp(
-        dir=directory, prefix="." + os.path.basename(target)[:64] + ".", suffix=".part"
-    )
+    try:
+        fd, path = tempfile.mkstemp(
+            dir=directory, prefix="." + os.path.basename(target)[:64] + ".", suffix=".part"
+        )
+    except OSError as exc:  # name the file the user asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, target) from None
     os.fchmod(fd, mode)
     return fd, path
 

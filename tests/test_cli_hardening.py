@@ -436,6 +436,9 @@ def test_props_print_with_names() -> None:
         assert "PR_MESSAGE_SIZE" in text and str(pt.PR_SUBJECT) not in text
     failed = api.Props([(pt.change_type(pt.PR_BODY, pt.PropType.PT_ERROR), 0x8004010F)])
     assert "MAPI_E_NOT_FOUND" in repr(failed)
+    event = api.Event(kind=0x100, seq=1, table_event=3, row=[[pt.PR_SUBJECT, "Hi"]])
+    assert "table_modified" in repr(event) and "PR_SUBJECT" in str(event)
+    assert str(pt.PR_SUBJECT) not in repr(event)
 
 
 def test_set_props_too_big_says_use_a_stream(server: Server) -> None:
@@ -511,12 +514,17 @@ def test_email_address_finds_the_server_by_autodiscover(server: Server) -> None:
 # --- 4. SIGTERM ends the session like Ctrl-C ---------------------------------------------
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize(
+    ("command", "signum"),
+    [("watch", signal.SIGTERM), ("watch", signal.SIGINT), ("sync", signal.SIGTERM)],
+    ids=["watch-SIGTERM", "watch-SIGINT", "sync-follow-SIGTERM"],
+)
 async def test_signal_disconnects_the_session(
-    nursery: trio.Nursery, tmp_path: Path, signum: signal.Signals
+    nursery: trio.Nursery, tmp_path: Path, command: str, signum: signal.Signals
 ) -> None:
-    """A ``watch`` stopped by SIGTERM says goodbye to the server, as Ctrl-C does: its
-    session and subscriptions are gone at once, not kept until the idle timeout."""
+    """``watch`` or ``sync --follow`` stopped by SIGTERM says goodbye to the server, as
+    Ctrl-C does: its session and subscriptions are gone at once, not kept until the idle
+    timeout."""
     running = await start_server(nursery, tmp_path / "data", {"alice": "alice-password-1"})
     hub = running.store.notifications
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAPI_")}
@@ -527,8 +535,11 @@ async def test_signal_disconnects_the_session(
         PYTHONPATH=str(ROOT),
     )
     with trio.fail_after(TIMEOUT):
+        args = ["watch", "inbox"]
+        if command == "sync":
+            args = ["sync", "inbox", str(tmp_path / "mirror"), "--follow"]
         proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "clients.cli", "watch", "inbox"],
+            [sys.executable, "-m", "clients.cli", *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -540,7 +551,7 @@ async def test_signal_disconnects_the_session(
                 chunk = await proc.stdout.receive_some()
                 assert chunk, "watch ended before watching"
                 seen += chunk
-            assert seen.startswith(b"watching inbox")
+            assert seen.startswith(b"watching inbox" if command == "watch" else b"inbox -> ")
             assert hub.statistics()["subscribers"] == 1
             proc.send_signal(signum)
             await proc.wait()
