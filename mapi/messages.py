@@ -22,6 +22,15 @@ Recipients ([MS-OXCMSG] 2.2.3, RopModifyRecipients): rows of properties keyed by
 PR_ROWID; ``modify_recipients`` adds (fresh PR_ROWID), modifies, removes or replaces
 them. PR_DISPLAY_TO / _CC / _BCC, PR_HASATTACH, PR_MESSAGE_SIZE, times, entry ids and
 change keys are computed by the server (MAPI_E_COMPUTED on write).
+
+Times: PR_CREATION_TIME is the moment the message object was created, and
+PR_LAST_MODIFICATION_TIME that of its last save; PR_MESSAGE_DELIVERY_TIME is set at
+delivery and submission (:mod:`mapi.submit`). A client's new message saved in a
+folder without one (a draft, a note) gets its first save's time
+(:meth:`Message.stamp_delivery_time`, called by the RPC service's ``save_changes``),
+so sorting a folder newest first holds for every message a client made; a delivery
+time the client sets (an importer's) is kept. In-process callers (tools, tests)
+decide for themselves.
 """
 
 from __future__ import annotations
@@ -373,6 +382,21 @@ class Message(_WorkingCopy["MessageState"]):
         self._state = state
         self.folder_id = folder_id
         self._version += 1
+
+    def stamp_delivery_time(self) -> None:
+        """Give a new top-level message without PR_MESSAGE_DELIVERY_TIME the current time
+        as one (pending until the save; see the module docstring). Idempotent."""
+        with self._ctx.db.lock:
+            self._check_open()
+            st = self._state
+            if (
+                self._writable
+                and st.db_id is None
+                and self._parent is None
+                and st.bag.lookup(pt.PR_MESSAGE_DELIVERY_TIME) is None
+            ):
+                st.bag.set(pt.PR_MESSAGE_DELIVERY_TIME, self._ctx.now())
+                self._version += 1
 
     # --- Submission -------------------------------------------------------------------
 

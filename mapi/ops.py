@@ -14,6 +14,10 @@ Every operation answers ``[hresult, value]``. A failing operation reports its MA
 error and the batch goes on (as ROPs do); an operation on a handle whose opening
 failed gets MAPI_E_INVALID_OBJECT. Malformed arguments give
 MAPI_E_INVALID_PARAMETER; nothing here raises anything but :class:`MapiError`.
+``set_props`` on a message or attachment with a string or binary value larger than
+:attr:`~mapi.limits.Limits.max_value_bytes` fails as a whole, nothing applied, with
+MAPI_E_TOO_BIG "...; write it through a stream (open_stream)" (other per-property
+failures are the call's problem array, as [MS-OXCPRPT] RopSetProperties reports them).
 
 This module is synchronous and imports no networking: the service runs a whole
 batch in one worker thread, under the session's lock.
@@ -30,6 +34,7 @@ from typing import Any, Final
 import msgpack
 
 from mapi import errors, sync
+from mapi import proptags as pt
 from mapi import restrictions as rs
 from mapi.folders import Folder
 from mapi.limits import Limits
@@ -259,7 +264,42 @@ def _get_props(ctx: Context, args: Args) -> Result:
 
 @op("set_props")
 def _set_props(ctx: Context, args: Args) -> list[list[int]]:
-    return _problems(_target(ctx, args, MapiObject).set_props(_props(args)))
+    target = _target(ctx, args, MapiObject)
+    props = _props(args)
+    if isinstance(target, Message | Attachment):
+        _check_inline_sizes(props, ctx.limits)
+    return _problems(target.set_props(props))
+
+
+#: Property types a stream can carry (and so the types a stream hint applies to).
+_STREAM_TYPES: Final = frozenset({pt.PropType.PT_BINARY, pt.PropType.PT_UNICODE,
+                                  pt.PropType.PT_STRING8})  # fmt: skip
+
+
+def _check_inline_sizes(props: Sequence[tuple[int, object]], limits: Limits) -> None:
+    """Refuse the whole call (nothing applied) when a string or binary value is larger
+    than one set_props carries, saying what to do instead: a value silently reported
+    as a per-property problem would be data the client thinks it saved.
+
+    Raises:
+        TooBig: the first such value.
+    """
+    for tag, value in props:
+        if pt.prop_type(tag) not in _STREAM_TYPES:
+            continue
+        if isinstance(value, str):
+            size = 2 * len(value)  # UTF-16; astral characters take 4
+            if size > limits.max_value_bytes // 2:
+                size = len(value.encode("utf-16-le", "surrogatepass"))
+        elif isinstance(value, bytes):
+            size = len(value)
+        else:
+            continue  # the type check is set_props' own
+        if size > limits.max_value_bytes:
+            raise errors.TooBig(
+                f"{pt.tag_name(tag)} ({size} bytes) is more than one set_props call carries"
+                f" ({limits.max_value_bytes} bytes); write it through a stream (open_stream)"
+            )
 
 
 @op("delete_props")
@@ -486,7 +526,10 @@ def _set_permission(ctx: Context, args: Args) -> None:
 @op("save_changes")
 def _save_changes(ctx: Context, args: Args) -> bytes | None:
     obj = _target(ctx, args, (Message, Attachment))
-    obj.save_changes(_arg(args, "flags", int, KEEP_OPEN_READWRITE))
+    flags = _arg(args, "flags", int, KEEP_OPEN_READWRITE)
+    if isinstance(obj, Message):
+        obj.stamp_delivery_time()  # "newest first" holds for a client's drafts too
+    obj.save_changes(flags)
     return obj.entry_id if isinstance(obj, Message) else None
 
 
