@@ -197,12 +197,11 @@ def _inline_size(value: Any) -> int:
     if isinstance(value, bytes | bytearray | memoryview):
         return len(value)
     if isinstance(value, str):
-        # UTF-16: 2 bytes a character, 4 for the rare astral ones (cheap bound first).
-        return (
-            2 * len(value)
-            if len(value) * 2 <= MAX_INLINE_VALUE // 2
-            else len(value.encode("utf-16-le", "surrogatepass"))
-        )
+        # UTF-16: 2 bytes a character, 4 for astral ones. Short strings fit whatever
+        # they hold, so only long ones are measured exactly.
+        if 4 * len(value) <= MAX_INLINE_VALUE:
+            return 2 * len(value)
+        return len(value.encode("utf-16-le", "surrogatepass"))
     if isinstance(value, list | tuple):
         return sum(_inline_size(v) for v in value)
     return 0

@@ -5,8 +5,13 @@ password (``MAPI_PASSWORD``, ``--password-file`` or a prompt, never the command
 line), logs on with :func:`clients.api.connect`, opens the store, and runs one
 command module: :mod:`clients.cli_folders` (tree, mkdir, rmdir, rename),
 :mod:`clients.cli_messages` (ls, show) or :mod:`clients.cli_edit` (create/send,
-mv/cp/rm, put, get). Exit status: 0 success, 1 a MAPI, server or connection error
-(the message names the MAPI error, e.g. ``MAPI_E_NOT_FOUND``), 2 a usage error.
+mv/cp/rm, put, get). Exit status: 0 success, 1 a MAPI, server, connection or local
+file error (the message names the MAPI error, e.g. ``MAPI_E_NOT_FOUND``), 2 a usage
+error (checked before connecting where possible: addresses, ``?epm=``, fingerprints),
+130 after Ctrl-C, 128+N after signal N (SIGTERM, SIGHUP): both end the session with the
+server on the way out. Every failure is one line on stderr, never a traceback; text
+that comes from the server is escaped before it reaches the terminal
+(:mod:`clients.cli_safety`).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ examples:
   export MAPI_USER=demo MAPI_PASSWORD=... MAPI_SERVER='ncacn_ip_tcp:mail.lan[1135]'
   mapi-cli tree
   mapi-cli --server https://mail.example.org/ --fingerprint AB:CD:... tree   (via the tunnel)
+  mapi-cli --server alice@example.org tree     (the tunnel found by autodiscover; user alice)
   mapi-cli mkdir -p Inbox/Projects/2024
   mapi-cli create Inbox/Projects --subject 'Q3 report' --to 'Bob <bob@example.org>' \\
            --body-file notes.txt --attach report.pdf
@@ -62,6 +68,7 @@ examples:
   mapi-cli ls inbox --columns PR_SUBJECT,PR_MESSAGE_SIZE --ids --json
   mapi-cli show inbox 1
   mapi-cli get inbox 1 0 -o report.pdf       (attachment #0 of the newest message)
+  mapi-cli get inbox 1 0 -o Downloads/        (under its own name, made safe; mode 600)
   mapi-cli mv inbox 1 3-5 Inbox/Projects
   mapi-cli rm inbox 2 --hard
 """
