@@ -133,9 +133,19 @@ def _parser() -> argparse.ArgumentParser:
         "-p", "--port", type=int, default=1135, help="endpoint mapper port (default 1135)"
     )
     lookup.add_argument(
-        "--timeout", type=float, default=10.0, help="give up after S seconds (default 10)"
+        "--timeout", type=_seconds, default=10.0, help="give up after S seconds (default 10)"
     )
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < 1e6:
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 def _fail(message: str, status: int = 1) -> int:
@@ -355,8 +365,9 @@ def _accounts(args: argparse.Namespace) -> int:
         return _fail(f"configuration error: {exc}", 2)
     data_dir = config.server.data_dir
     if args.command in _EXISTING_DATA_DIR and not data_dir.is_dir():
+        problem = "is not a directory" if data_dir.exists() else "does not exist"
         return _fail(
-            f"{args.command}: data directory {data_dir} does not exist "
+            f"{args.command}: data directory {data_dir} {problem} "
             "(give --data-dir, or -c with [server] data_dir)"
         )
     if args.command == "sessions":

@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import stat
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -89,35 +90,37 @@ def _backend_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
-def _listen_error(exc: OSError, host: str, port: int, key: str, flag: str) -> StartupError:
-    """One line for a listener that could not bind: what, where, and what to change."""
+def _listen_error(
+    exc: OSError, what: str, host: str, port: int, key: str, flag: str
+) -> StartupError:
+    """One line for a listener that could not start: what, where, and what to change."""
     change = f"change {key} in the configuration file or use {flag}"
     where = f"{host or '*'}:{port}"
     if exc.errno == errno.EADDRINUSE:
-        return StartupError(f"port {port} is already in use ({where}); {change}")
+        return StartupError(f"port {port} is already in use ({where}, {what}); {change}")
     if exc.errno == errno.EACCES:
         return StartupError(
-            f"no permission to listen on port {port} ({where}): ports below 1024 need "
-            f"CAP_NET_BIND_SERVICE (see docs/operating.md); or {change}"
+            f"no permission to listen on port {port} ({where}, {what}): ports below 1024 "
+            f"need CAP_NET_BIND_SERVICE (see docs/operating.md); or {change}"
         )
-    if exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+    if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
         return StartupError(
-            f"cannot listen on {where}: {host!r} is not an address of this machine; "
-            "change [server] host or use --host"
+            f"cannot listen on {where} ({what}): {host!r} is not an address of this machine "
+            f"({exc.strerror or exc}); change [server] host or use --host"
         )
-    return StartupError(f"cannot listen on {where}: {exc.strerror or exc}; {change}")
+    return StartupError(f"the {what} cannot start: {exc}")
 
 
 _T = TypeVar("_T")
 
 
 async def _listening(
-    start: Callable[[], Awaitable[_T]], host: str, port: int, key: str, flag: str
+    start: Callable[[], Awaitable[_T]], what: str, host: str, port: int, key: str, flag: str
 ) -> _T:
     try:
         return await start()
     except OSError as exc:
-        raise _listen_error(exc, host, port, key, flag) from exc
+        raise _listen_error(exc, what, host, port, key, flag) from exc
 
 
 # -- the data directory ----------------------------------------------------------------------
@@ -254,9 +257,7 @@ async def run_server(
     )
     store_service = StoreService(
         store,
-        ServiceLimits(
-            batch_seconds=settings.batch_seconds, detached_grace=settings.detached_grace
-        ),
+        ServiceLimits(batch_seconds=settings.batch_seconds, detached_grace=settings.detached_grace),
         throttle=throttle,
         pools=pools,
     )
@@ -309,7 +310,7 @@ async def _run(
         epm_port = config.endpoint_mapper.port
         listeners = await _listening(
             functools.partial(nursery.start, epm.serve_tcp, epm_port, host),
-            host, epm_port, "[endpoint_mapper] port", "--epm-port",
+            "endpoint mapper", host, epm_port, "[endpoint_mapper] port", "--epm-port",
         )  # fmt: skip
         running = RunningServer(
             host=host,
@@ -335,7 +336,7 @@ async def _run(
             dynamic = config.services.dynamic_port
             listeners = await _listening(
                 functools.partial(nursery.start, server.serve_tcp, dynamic, host),
-                host, dynamic, "[services] dynamic_port", "[services] dynamic_port = 0",
+                spec.name, host, dynamic, "[services] dynamic_port", "[services] dynamic_port = 0",
             )  # fmt: skip
             port = running.service_ports[spec.name] = _port_of(listeners)
             local_services[port] = server
@@ -373,7 +374,8 @@ async def _run(
                         local_services=local_services,
                     ),
                 ),
-                settings.host, settings.port, "[tunnel] port", "--tunnel-port (or --no-tunnel)",
+                "tunnel", settings.host, settings.port, "[tunnel] port",
+                "--tunnel-port (or --no-tunnel)",
             )  # fmt: skip
         # Sessions of vanished clients end after their grace even when nobody calls.
         nursery.start_soon(store_service.housekeeping)
