@@ -220,7 +220,7 @@ _SHOW_TAGS = [
     pt.PR_ENTRYID, pt.PR_SUBJECT, pt.PR_SENDER_NAME, pt.PR_SENDER_EMAIL_ADDRESS,
     pt.PR_SENT_REPRESENTING_NAME, pt.PR_MESSAGE_DELIVERY_TIME, pt.PR_CLIENT_SUBMIT_TIME,
     pt.PR_CREATION_TIME, pt.PR_MESSAGE_SIZE, pt.PR_MESSAGE_FLAGS, pt.PR_MESSAGE_CLASS,
-    pt.PR_IMPORTANCE, pt.PR_BODY, pt.PR_HTML, pt.PR_INTERNET_CPID,
+    pt.PR_IMPORTANCE, pt.PR_BODY, pt.PR_INTERNET_CPID,
 ]  # fmt: skip
 _RECIPIENT_COLUMNS = [pt.PR_DISPLAY_NAME, pt.PR_EMAIL_ADDRESS, pt.PR_RECIPIENT_TYPE]
 ATTACHMENT_COLUMNS = [
@@ -301,13 +301,18 @@ def _too_big(props: Props, tag: int) -> bool:
 
 
 async def _body_text(message: Message, p: Props) -> tuple[str | None, str | None]:
-    """(the body as text, "text" or "html"): PR_BODY, else PR_HTML made readable."""
+    """(the body as text, "text" or "html"): PR_BODY, else PR_HTML made readable.
+
+    PR_HTML is asked for only when there is no PR_BODY (most messages have one: the
+    HTML, often larger, then never crosses the wire for ``show``).
+    """
     if pt.PR_BODY in p:
         return str(p[pt.PR_BODY]), "text"
     if _too_big(p, pt.PR_BODY):
         return (await read_stream(message, pt.PR_BODY)).decode("utf-16-le", "replace"), "text"
-    html = p.get(pt.PR_HTML)
-    if html is None and _too_big(p, pt.PR_HTML):
+    found = await message.get_props([pt.PR_HTML])
+    html = found.get(pt.PR_HTML)
+    if html is None and _too_big(found, pt.PR_HTML):
         html = await read_stream(message, pt.PR_HTML)
     if isinstance(html, bytes):
         return html_to_text(decode_html(html, p.get(pt.PR_INTERNET_CPID))), "html"

@@ -409,12 +409,27 @@ def test_show_html_only_message_and_attachment_data_size(server: Server) -> None
     assert detail["body_format"] == "html"
     props = ok(server, "show", "inbox/Html", "1", "--props")
     assert "PR_HTML = '<html><head><style>" in props  # text, not a bytes repr or hex
-    assert (
-        json.loads(ok(server, "--json", "show", "inbox/Html", "1", "--props"))["properties"][
-            "PR_HTML"
-        ]
-        == html
-    )
+    every = json.loads(ok(server, "--json", "show", "inbox/Html", "1", "--props"))
+    assert every["properties"]["PR_HTML"] == html
+
+    # An HTML body too large for get_props comes through a stream.
+    big = "<p>Big <i>one</i></p><script>" + "x" * 1_500_000 + "</script><p>tail</p>"
+
+    async def stream_html(session: api.Session) -> None:
+        folder = await _folder(session, "BigHtml")
+        message = await folder.create_message()
+        await message.set_props({"PR_SUBJECT": "big html"})
+        stream = await message.open_stream("PR_HTML", write=True, create=True)
+        data = big.encode()
+        for start in range(0, len(data), 256 * 1024):
+            await stream.write(data[start : start + 256 * 1024])
+        await stream.commit()
+        await stream.release()
+        await message.save()
+
+    with_session(server, stream_html)
+    shown = ok(server, "show", "inbox/BigHtml", "1")
+    assert "Big one\n\ntail" in shown and "xxxx" not in shown
 
 
 def test_rmdir_suggests_r_and_mkdir_refuses_dot_components(server: Server) -> None:
