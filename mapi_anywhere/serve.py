@@ -426,35 +426,42 @@ def _exit_at_once(signum: int, frame: FrameType | None) -> None:
 async def serve_until_signal(config: Config, services: Sequence[ServiceSpec] = ()) -> None:
     """Run the server until SIGINT or SIGTERM, then stop everything.
 
-    For a process's main program: the first signal cancels everything and arms a
-    watchdog that ends the process after ``[server] shutdown_timeout`` seconds, however
-    stuck; a second signal ends it at once (status 128 + signal number).
+    For a process's main program: the first signal (during the start too) cancels
+    everything and arms a watchdog that ends the process after ``[server]
+    shutdown_timeout`` seconds, however stuck; a second signal ends it at once (status
+    128 + signal number).
     """
-    signalled = False
+    stopping = False
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        log.info("starting; Ctrl-C or SIGTERM stops")
         async with trio.open_nursery() as nursery:
             server_scope = trio.CancelScope()
 
-            async def run(task_status: trio.TaskStatus[RunningServer]) -> None:
+            async def watch() -> None:
+                nonlocal stopping
+                async for signum in signals:
+                    if stopping:
+                        _exit_at_once(signum, None)
+                    stopping = True
+                    timeout = config.server.shutdown_timeout
+                    log.info(
+                        "received %s, shutting down (at most %g s; again to exit at once)",
+                        signal.Signals(signum).name,
+                        timeout,
+                    )
+                    arm_watchdog(timeout)
+                    server_scope.cancel()
+
+            async def run() -> None:
                 with server_scope:
-                    await run_server(config, services, task_status=task_status)
+                    async with trio.open_nursery() as server:
+                        await server.start(run_server, config, services)
+                        log.info("ready; press Ctrl-C to stop")
                 nursery.cancel_scope.cancel()  # stopped: stop listening for signals
 
-            await nursery.start(run)
-            log.info("ready; press Ctrl-C to stop")
-            async for signum in signals:
-                if signalled:
-                    _exit_at_once(signum, None)
-                signalled = True
-                timeout = config.server.shutdown_timeout
-                log.info(
-                    "received %s, shutting down (at most %g s; again to exit at once)",
-                    signal.Signals(signum).name,
-                    timeout,
-                )
-                arm_watchdog(timeout)
-                server_scope.cancel()
-    if signalled and threading.current_thread() is threading.main_thread():
+            nursery.start_soon(watch)
+            nursery.start_soon(run)
+    if stopping and threading.current_thread() is threading.main_thread():
         # The receiver gave the handlers back; what is left of the exit stays interruptible.
         signal.signal(signal.SIGINT, _exit_at_once)
         signal.signal(signal.SIGTERM, _exit_at_once)

@@ -73,12 +73,14 @@ class ServeProcess:
         ]
         self.proc: subprocess.Popen[bytes] | None = None
         self.offset = 0
+        #: The log line start() waits for.
+        self.ready = "ready; press Ctrl-C"
 
     def start(self) -> ServeProcess:
         self.offset = len(self.log())  # a restart appends to the same log
         with open(self.stderr_file, "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdout=err, stderr=err)
-        self.wait_for("ready; press Ctrl-C")
+        self.wait_for(self.ready)
         return self
 
     def log(self) -> str:

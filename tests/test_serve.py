@@ -516,16 +516,45 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def _stuck_server(tmp_path: Path, shutdown_timeout: float) -> Any:
+#: ``mapi-anywhere`` whose start hangs in a worker thread (opening the store).
+STUCK_START = """\
+import sys, threading
+from mapi.store import ObjectStore
+
+def open_never(self, *args, **kwargs):
+    threading.Event().wait()
+
+ObjectStore.__init__ = open_never
+from mapi_anywhere.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _stuck_server(
+    tmp_path: Path, shutdown_timeout: float, script_text: str = STUCK_SERVE, ready: str = "ready"
+) -> Any:
     from test_admin_cli import ServeProcess
 
     script = tmp_path / "stuck_serve.py"
-    script.write_text(STUCK_SERVE)
+    script.write_text(script_text)
     config = tmp_path / "server.toml"
     config.write_text(f"[server]\nshutdown_timeout = {shutdown_timeout}\n")
-    return ServeProcess(
-        tmp_path / "data", "-c", str(config), argv=[sys.executable, str(script)]
-    ).start()
+    server = ServeProcess(tmp_path / "data", "-c", str(config), argv=[sys.executable, str(script)])
+    server.ready = ready
+    return server.start()
+
+
+def test_a_signal_during_a_stuck_start_ends_the_process(tmp_path: Path):
+    from mapi_anywhere.serve import HARD_EXIT_STATUS
+
+    server = _stuck_server(tmp_path, 1.0, STUCK_START, ready="starting; Ctrl-C or SIGTERM stops")
+    try:
+        server.signal(signal.SIGTERM)
+        assert server.wait() == HARD_EXIT_STATUS
+    finally:
+        server.stop()
+    assert "ready" not in server.log()
+    assert "did not stop within 1 s of the signal; exiting now" in server.log()
 
 
 def test_watchdog_ends_a_shutdown_stuck_in_a_worker(tmp_path: Path):
