@@ -1216,7 +1216,8 @@ async def connect(
     Args:
         address: ``ncacn_ip_tcp:host[port]`` (LAN), ``https://host:port/`` (tunnel), or
             an e-mail address ``user@domain`` (``user@domain:port`` for a server not on
-            443): the tunnel is found by autodiscover (:mod:`clients.autodiscover`).
+            443): the tunnel is found by autodiscover (:mod:`clients.autodiscover`), and
+            an empty ``user`` means the address's own (the part before the ``@``).
         fingerprint: SHA-256 of the tunnel's certificate to pin ("AB:CD:..."), for a
             self-signed server; None verifies with the system's trust store (with an
             e-mail address: the autodiscover host's, whose answer names the tunnel's).
@@ -1239,6 +1240,7 @@ async def connect(
     if email is not None:  # find the tunnel first (see clients.autodiscover)
         if wake_udp:
             raise ValueError("UDP wake-ups are for the LAN (ncacn_ip_tcp addresses) only")
+        user = user or email.local  # no user name given: the address's own
         found = await discover(email, user, password, fingerprint=fingerprint)
         address, fingerprint, http2 = found.url, found.fingerprint, http2 and found.http2
     if address.startswith("https://"):

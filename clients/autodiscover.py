@@ -166,6 +166,11 @@ async def discover(
 ) -> Discovered:
     """Ask the autodiscover hosts of ``email`` where its tunnel is.
 
+    Args:
+        user, password: the Basic credentials (the tunnel's; sent inside TLS only).
+        fingerprint: pin the autodiscover host's certificate instead of system trust.
+        seconds: bound on connecting to each host and on its answer.
+
     Raises:
         LogonFailed: the host refused the user name or password.
         AutodiscoverError: no host answered with a document for the address.
@@ -183,5 +188,8 @@ async def discover(
             return Discovered(found.url, fingerprint or found.fingerprint, found.http2)
         if status == 401:
             raise errors.LogonFailed(f"autodiscover at {host} refused the user name or password")
-        failures.append(f"autodiscover at {host}:{port} answered HTTP {status}")
+        if status == 404:
+            failures.append(f"{host}:{port} does not serve {email.address} (HTTP 404)")
+        else:
+            failures.append(f"autodiscover at {host}:{port} answered HTTP {status}")
     raise AutodiscoverError(f"no server found for {email.address}: " + "; ".join(failures))

@@ -74,6 +74,13 @@ examples:
 """
 
 
+class SafeFormatter(logging.Formatter):
+    """Log lines (``-v``) quote server answers and exceptions too: escape them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record), multiline=True)
+
+
 def _seconds(text: str) -> float:
     """An argparse type: a duration in seconds, not negative (argparse reports the error)."""
     try:
@@ -436,11 +443,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    level = logging.DEBUG if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, handlers=[handler])
     _escape_unencodable_output()
     args.server = args.server or os.environ.get("MAPI_SERVER") or DEFAULT_SERVER
     args.user = args.user or os.environ.get("MAPI_USER")
