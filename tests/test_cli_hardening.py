@@ -11,6 +11,7 @@ loop is bounded in time; nothing asserts durations.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import stat
@@ -25,6 +26,7 @@ import trio
 
 from clients import api
 from clients.autodiscover import EmailAddress, hosts_to_ask, parse_answer, parse_email_address
+from clients.cli import SafeFormatter
 from clients.cli_safety import printable, safe_filename, safe_json
 from clients.html_text import decode_html, html_to_text
 from mapi import errors
@@ -353,6 +355,29 @@ def test_user_errors_are_one_line(server: Server, tmp_path: Path) -> None:
         result = run(server, *args)
         assert result.returncode == 2 and b"Traceback" not in result.stderr, args
         assert result.stderr.decode().strip().splitlines()[-1].startswith("mapi-cli")
+
+
+def test_closed_stdout_is_no_error_message(server: Server) -> None:
+    """``mapi-cli tree | head -0``: the reader left; no traceback, no "server unreachable"."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write gets EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "clients.cli", "tree"],
+            cwd=ROOT, env=server.env(), stdout=write_end, stderr=subprocess.PIPE,
+            timeout=TIMEOUT, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert result.returncode == 1
+    assert result.stderr == b""
+
+
+def test_verbose_log_lines_are_escaped() -> None:
+    record = logging.LogRecord("mapi-cli", logging.DEBUG, __file__, 1, "got %s", (HOSTILE,), None)
+    line = SafeFormatter("%(message)s").format(record)
+    assert_terminal_safe(line.encode())
+    assert "\\x1b]0;pwned" in line
 
 
 def test_api_refuses_bad_addresses_early() -> None:
