@@ -306,14 +306,14 @@ def _sessions(args: argparse.Namespace, data_dir: Path) -> int:
 
     try:
         if args.end is not None:
-            if not control.call(data_dir, "end_session", handle=args.end):
+            if not control.call(data_dir, "end_session", handle=args.end, timeout=60):
                 return _fail(f"sessions: no session {args.end}")
             print(f"ended session {args.end}")
         elif args.end_user is not None:
-            count = control.call(data_dir, "end_user_sessions", user=args.end_user)
+            count = control.call(data_dir, "end_user_sessions", user=args.end_user, timeout=60)
             print(f"ended {count} session(s) of {args.end_user}")
         else:
-            rows = control.call(data_dir, "sessions")
+            rows = control.call(data_dir, "sessions", timeout=60)
             if args.json:
                 print(json.dumps(rows))
             elif rows:

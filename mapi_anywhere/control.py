@@ -209,11 +209,13 @@ def _peer_uid(sock: Any) -> int | None:
 # -- the client (blocking, for the command line) ---------------------------------------------
 
 
-def call(data_dir: Path, op: str, *, timeout: float = 60.0, **args: str) -> Any:
+def call(data_dir: Path, op: str, *, timeout: float = 330.0, **args: str) -> Any:
     """Send one request to the server on ``data_dir``; return its result.
 
     Raises :class:`NotRunning` when no server listens there, :class:`ControlError`
-    when it answers with an error, ``OSError``/``TimeoutError`` on a broken exchange.
+    when it answers with an error, ``OSError``/``TimeoutError`` on a broken exchange
+    (``timeout`` bounds each wait; the default outlasts the server's own bound on a
+    request, so a slow ``deluser`` gets the server's answer).
     """
     request = encode_request(op, **args)
     path = socket_path(data_dir)
@@ -385,7 +387,14 @@ async def serve_control(
         task_status.started(None)
         await trio.sleep_forever()
         return
-    log.info("control channel on %s", path)
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        log.info(
+            "control channel on %s (a path past %d bytes: reached through /proc/self/fd)",
+            path,
+            MAX_SOCKET_PATH,
+        )
+    else:
+        log.info("control channel on %s", path)
     limiter = trio.CapacityLimiter(limits.max_connections)
     try:
         async with trio.open_nursery() as nursery:
