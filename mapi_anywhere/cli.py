@@ -372,6 +372,8 @@ def _accounts(args: argparse.Namespace) -> int:
         )
     if args.command == "sessions":
         return _sessions(args, data_dir)
+    if args.command != "adduser" and not (data_dir / "directory.sqlite3").is_file():
+        return _fail(f"{args.command}: {data_dir} holds no store (no directory.sqlite3)")
     try:
         password = _read_password(args) if args.command in ("adduser", "passwd") else None
         if args.command in ("passwd", "deluser") and _through_server(args, data_dir, password):

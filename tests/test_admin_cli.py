@@ -382,6 +382,10 @@ def test_a_missing_data_directory_is_not_created(tmp_path: Path, command: list[s
     line = one_line_error(cli(*command, data_dir=missing, stdin="pw\n"))
     assert "does not exist" in line and str(missing) in line
     assert not missing.exists()
+    if command != ["sessions"]:
+        missing.mkdir()  # there, but empty: still no store is created
+        assert "holds no store" in one_line_error(cli(*command, data_dir=missing, stdin="pw\n"))
+        assert not any(missing.iterdir())
 
 
 def test_bad_configuration_files_and_values(tmp_path: Path):
