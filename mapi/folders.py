@@ -23,6 +23,10 @@ has messages or subfolders needs ``DEL_MESSAGES`` / ``DEL_FOLDERS``
 Counts are computed, never stored: PR_CONTENT_COUNT and PR_CONTENT_UNREAD are
 ``count(*)`` over the ``(folder_id, ...)`` indexes, so they cannot drift.
 
+Copies (of messages or folders, not moves) add to the mailbox's size: one that takes
+it past its quota fails with MAPI_E_NOT_ENOUGH_DISK and copies nothing
+(:mod:`mapi.quota`).
+
 Every operation records what it changed for the notification hub
 (:func:`mapi.events.record`, published after the commit) and for incremental sync
 (fresh change numbers on moves, tombstones in the folder an object left,
@@ -64,7 +68,7 @@ from mapi.objects import MapiObject
 from mapi.propbag import PropBag
 from mapi.properties import PropData, pack_props, unpack_props, validate
 from mapi.storage import tombstones as tomb
-from mapi.storage.messages import copy_message
+from mapi.storage.messages import check_mailbox_room, copy_message
 from mapi.tables import MemoryTable
 
 # RopDeleteFolder flags ([MS-OXCFOLD] 2.2.1.3.1).
@@ -373,6 +377,7 @@ class Folder(MapiObject):
                     change = _folder_change(Op.MOVED, fid, dest.folder_id, self.folder_id)
                 else:
                     new_id = self._copy_tree(conn, fid, dest.folder_id, name, recursive)
+                    check_mailbox_room(conn, self._ctx.limits, None)  # copies count
                     change = _folder_change(
                         Op.COPIED, new_id, dest.folder_id, self.folder_id, old_id=fid
                     )
@@ -560,6 +565,8 @@ class Folder(MapiObject):
                                 Op.COPIED, new, dest.folder_id, self.folder_id, old_id=mid
                             )
                         )
+                if not move and ids:
+                    check_mailbox_room(conn, self._ctx.limits, None)  # copies count
                 record(self._ctx, *changes)
             return int(errors.MAPI_W_PARTIAL_COMPLETION) if partial else 0
 

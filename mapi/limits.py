@@ -4,12 +4,18 @@ Every decoder and every object in :mod:`mapi` checks its input against these lim
 before allocating (DESIGN.md, "Security"), and answers a violation with a MAPI error
 (``MAPI_E_TOO_BIG``, ``MAPI_E_STRING_TOO_LONG``, ``MAPI_E_TOO_COMPLEX``,
 ``MAPI_E_TABLE_TOO_BIG`` or ``MAPI_E_INVALID_PARAMETER``), never a crash or a hang.
+The quota fields (mailbox and message sizes, :mod:`mapi.quota`) are the server's
+configured defaults; 0 means no limit there.
 The frozen dataclass validates itself, like aioquic's ``QuicConfiguration``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Final
+
+#: Limits for which 0 means "none".
+_ZERO_MEANS_NONE: Final = frozenset({"max_mailbox_bytes", "max_message_bytes"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,12 +69,26 @@ class Limits:
     max_sessions_per_user: int = 64
     #: Most entry ids in one copy/move/delete call.
     max_ids_per_call: int = 10_000
+    #: Size limit of every mailbox that has none of its own (:mod:`mapi.quota`): the
+    #: sum of its messages' PR_MESSAGE_SIZE, Deleted Items included. A save, copy or
+    #: delivery past it fails with MAPI_E_NOT_ENOUGH_DISK. 0: no limit.
+    max_mailbox_bytes: int = 0
+    #: Share of a mailbox's limit, in percent, where the store starts warning
+    #: (PR_STORAGE_QUOTA_LIMIT).
+    mailbox_warning_percent: int = 90
+    #: Largest message (PR_MESSAGE_SIZE, attachments included): a save or stream write
+    #: past it fails with MAPI_E_TOO_BIG. 0: no limit.
+    max_message_bytes: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"limit {f.name} must be a positive integer, got {value!r}")
+            floor = 0 if f.name in _ZERO_MEANS_NONE else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < floor:
+                what = "a non-negative" if floor == 0 else "a positive"
+                raise ValueError(f"limit {f.name} must be {what} integer, got {value!r}")
+        if self.mailbox_warning_percent > 100:
+            raise ValueError("limit mailbox_warning_percent must be at most 100")
         if self.inline_value_bytes > self.max_value_bytes:
             raise ValueError("inline_value_bytes must not exceed max_value_bytes")
         if self.max_named_props > 0x7FFF:

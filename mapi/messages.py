@@ -374,6 +374,7 @@ class Message(_WorkingCopy["MessageState"]):
                 now=now,
                 folder_id=self.folder_id,
                 force=force,
+                check_quota=True,  # a client's edit may not grow a full mailbox
             )
             state, folder_id = load_message(conn, db_id)
             assert folder_id is not None
@@ -403,10 +404,18 @@ class Message(_WorkingCopy["MessageState"]):
     def submit(self, submission_id: bytes | None = None) -> SubmitResult:
         """Send the message to its recipients ([MS-OXOMSG] RopSubmitMessage).
 
-        See :mod:`mapi.submit`: local delivery, filing in Sent Items, NDRs.
+        See :mod:`mapi.submit`: local delivery, filing in Sent Items, NDRs. Before
+        anything is delivered, the sender's and every recipient's mailbox must have
+        room for it (:func:`mapi.quota.check_submission`).
+
+        Raises:
+            NotEnoughDisk: a mailbox is full (nothing was sent; the message stays
+            where it is, unsent). TooBig: the message is too large.
         """
+        from mapi.quota import check_submission
         from mapi.submit import submit
 
+        check_submission(self)
         return submit(self, submission_id)
 
     # --- Read flag ------------------------------------------------------------------------

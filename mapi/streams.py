@@ -16,6 +16,12 @@ so the bytes become visible only when the message is saved, in the message's sin
 transaction, which links the staged rows instead of copying them. Nothing here ever
 holds more than one read or write request in memory (plus one partial chunk).
 
+Limits apply as the bytes arrive, not only at the save: a write that takes the value
+past :attr:`~mapi.limits.Limits.max_message_bytes` answers MAPI_E_TOO_BIG, and one
+that grows it past the room its mailbox had when the stream first grew (quota minus
+size, :mod:`mapi.quota`; read once per stream) MAPI_E_NOT_ENOUGH_DISK, so a client
+learns before it has sent gigabytes. The save checks again, exactly.
+
 Besides the MAPI calls, which work at the stream's position, :meth:`PropStream.read_at`
 and :meth:`PropStream.write_at` read and write at an explicit offset without using or
 moving the position (like ``pread``/``pwrite``): a client may keep several of them in
@@ -31,6 +37,7 @@ from mapi import proptags as pt
 from mapi.context import StoreContext
 from mapi.propbag import PropBag, Source, TempData
 from mapi.properties import to_stream_bytes
+from mapi.storage.messages import full_mailbox, mailbox_quota, mailbox_room
 from mapi.storage.staging import StagedData
 
 STREAM_SEEK_SET: Final = 0
@@ -74,6 +81,11 @@ class PropStream:
         self._temp: TempData | None = None
         self._value: bytes | None = None
         self._large: int | None = None
+        #: The mailbox's room and limit (bytes), read when first needed; None: no limit.
+        self._room: tuple[int, int] | None = None
+        self._room_read = False
+        #: The value's length when opened: growth past it needs room in the mailbox.
+        self._base = 0
         found = owner._bag().lookup(self._tag)
         if create:
             self._temp = self._new_temp()
@@ -85,19 +97,47 @@ class PropStream:
         if source is Source.TEMP:
             assert isinstance(payload, TempData)
             self._temp = payload.copy() if write else payload
+            self._base = payload.length
         elif source is Source.LARGE:
             assert isinstance(payload, int)
-            self._large = payload
+            self._large = self._base = payload
             if write:
                 self._temp = self._copy_large(payload)
         else:
             assert not isinstance(payload, TempData)
             data = to_stream_bytes(self._tag, payload)
+            self._base = len(data)
             if write:
                 self._temp = self._new_temp()
                 self._temp.write_at(0, data)
             else:
                 self._value = data
+
+    def _check_growth(self, length: int) -> None:
+        """Refuse to grow the pending value to ``length`` bytes past the message size
+        limit or the mailbox's room (see the module docstring).
+
+        Raises:
+            TooBig, NotEnoughDisk.
+        """
+        assert self._temp is not None
+        if length <= self._temp.length:
+            return
+        limits = self._ctx.limits
+        if limits.max_message_bytes and length > limits.max_message_bytes:
+            raise errors.TooBig(
+                f"{pt.tag_name(self._tag)} would be {length} bytes, more than the"
+                f" {limits.max_message_bytes} bytes a message may hold"
+            )
+        if not self._room_read:
+            with self._ctx.db.reading() as conn:
+                room = mailbox_room(conn, limits)
+                self._room = None if room is None else (room, mailbox_quota(conn, limits))
+            self._room_read = True
+        if self._room is not None:
+            room, limit = self._room
+            if length - self._base > room:
+                raise full_mailbox(limit - room, limit, length - self._base)
 
     def _new_temp(self) -> StagedData:
         return StagedData(self._ctx.db, self._ctx.limits.chunk_bytes, self._tag)
@@ -184,6 +224,7 @@ class PropStream:
             if offset + len(data) > self._ctx.limits.max_stream_bytes:
                 raise errors.TooBig("stream too large")
             assert self._temp is not None
+            self._check_growth(offset + len(data))
             if self._temp.frozen:  # committed already: copy on write
                 self._temp = self._temp.copy()
             self._temp.write_at(offset, bytes(data))
@@ -221,6 +262,7 @@ class PropStream:
             if not isinstance(size, int) or not 0 <= size <= self._ctx.limits.max_stream_bytes:
                 raise errors.TooBig("bad stream size")
             assert self._temp is not None
+            self._check_growth(size)
             if self._temp.frozen:
                 self._temp = self._temp.copy()
             self._temp.truncate(size)

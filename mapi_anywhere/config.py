@@ -53,6 +53,15 @@ batch_threads = 32
 batch_threads_per_user = 4
 # Seconds a session whose connections all closed is kept for its client to resume.
 detached_grace = 60
+# Size limit of a mailbox, in bytes: the sum of its messages' sizes, Deleted Items
+# included. A save, copy or delivery past it answers MAPI_E_NOT_ENOUGH_DISK. A mailbox
+# may have its own (mapi.quota.set_mailbox_quota). 0 = no limit.
+mailbox_quota_bytes = 0
+# Percent of a mailbox's limit where clients are told to warn (PR_STORAGE_QUOTA_LIMIT).
+quota_warning_percent = 90
+# Largest message, attachments included, in bytes: a save or stream write past it
+# answers MAPI_E_TOO_BIG. 0 = no limit.
+max_message_bytes = 0
 
 [tunnel]
 # The HTTPS front end: RPC over HTTP v2 (HTTP/1.1) and HTTP/2, on one TLS port.
@@ -139,6 +148,11 @@ class StoreSection:
     batch_threads_per_user: int = 4
     #: Seconds a session whose connections all closed waits for its client to resume.
     detached_grace: float = 60.0
+    #: Quotas (:mod:`mapi.quota`): the mailbox size limit (0: none), where warnings
+    #: start (percent of it), the message size limit (0: none); all bytes.
+    mailbox_quota_bytes: int = 0
+    quota_warning_percent: int = 90
+    max_message_bytes: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.batch_seconds <= 3600:
@@ -150,6 +164,13 @@ class StoreSection:
             )
         if not 0 <= self.detached_grace <= 86400:
             raise ValueError(f"detached_grace: {self.detached_grace} is not in [0, 86400]")
+        for key in ("mailbox_quota_bytes", "max_message_bytes"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}: {getattr(self, key)} is negative (0 = no limit)")
+        if not 1 <= self.quota_warning_percent <= 100:
+            raise ValueError(
+                f"quota_warning_percent: {self.quota_warning_percent} is not in [1, 100]"
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
