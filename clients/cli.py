@@ -340,7 +340,9 @@ async def run(args: argparse.Namespace, password: str) -> int:
         command = trio.CancelScope()
 
         async def stop_on_signal(task_status: trio.TaskStatus[None]) -> None:
-            with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            # A signal ignored on purpose (SIGHUP under nohup) stays ignored.
+            wanted = [s for s in STOP_SIGNALS if signal.getsignal(s) != signal.SIG_IGN]
+            with trio.open_signal_receiver(*wanted) as signals:
                 task_status.started()
                 async for signum in signals:
                     received.append(signum)
