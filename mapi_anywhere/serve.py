@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import logging.handlers
 import os
 import secrets
 import signal
@@ -419,12 +420,22 @@ def arm_watchdog(timeout: float, status: int = HARD_EXIT_STATUS) -> threading.Ti
     return timer
 
 
+def reopen_log_files() -> None:
+    """SIGHUP (what logrotate's ``postrotate`` often sends): reopen a log file that was
+    moved. A moved file is reopened at the next line anyway; SIGHUP never stops serve."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.handlers.WatchedFileHandler):
+            handler.reopenIfNeeded()
+    log.info("received SIGHUP: log file reopened if it was moved")
+
+
 def _exit_at_once(signum: int, frame: FrameType | None) -> None:
     hard_exit(f"second {signal.Signals(signum).name}: exiting now", 128 + signum)
 
 
 async def serve_until_signal(config: Config, services: Sequence[ServiceSpec] = ()) -> None:
-    """Run the server until SIGINT or SIGTERM, then stop everything.
+    """Run the server until SIGINT or SIGTERM, then stop everything (SIGHUP only
+    reopens a moved log file).
 
     For a process's main program: the first signal (during the start too) cancels
     everything and arms a watchdog that ends the process after ``[server]
@@ -432,7 +443,7 @@ async def serve_until_signal(config: Config, services: Sequence[ServiceSpec] = (
     128 + signal number).
     """
     stopping = False
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
         log.info("starting; Ctrl-C or SIGTERM stops")
         async with trio.open_nursery() as nursery:
             server_scope = trio.CancelScope()
@@ -440,6 +451,9 @@ async def serve_until_signal(config: Config, services: Sequence[ServiceSpec] = (
             async def watch() -> None:
                 nonlocal stopping
                 async for signum in signals:
+                    if signum == signal.SIGHUP:
+                        reopen_log_files()
+                        continue
                     if stopping:
                         _exit_at_once(signum, None)
                     stopping = True

@@ -479,6 +479,11 @@ def test_log_file_is_private_and_follows_rotation(tmp_path: Path):
         assert cli("sessions", data_dir=data).returncode == 0  # the server logs this
         server.wait_for("control: sessions")
         assert "control: sessions" not in rotated.read_text()
+        # SIGHUP (a logrotate postrotate habit) reopens; it does not stop the server.
+        server.log_file.rename(rotated.with_suffix(".2"))
+        server.signal(signal.SIGHUP)
+        server.wait_for("received SIGHUP")
+        assert cli("sessions", data_dir=data).returncode == 0
         server.signal(signal.SIGTERM)
         assert server.wait() == 0
     finally:
