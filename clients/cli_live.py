@@ -2,10 +2,13 @@
 
 ``watch`` subscribes to a folder (or the whole store) and long-polls; when the
 connection is cut it reconnects and *resumes* the session, so no event raised
-meanwhile is lost and none is shown twice (the sequence numbers say so). ``sync``
-mirrors a folder's messages into a local directory, one JSON file per message, and
-keeps it current with incremental sync: only what changed since the saved state
-crosses the wire.
+meanwhile is lost and none is shown twice (the sequence numbers say so); events with
+nothing to tell a person (a folder's count updates, the "created" twin of a "new
+mail", empty table events) are not shown (:class:`NoiseFilter`). ``sync`` mirrors a
+folder's messages into a local directory, one JSON file per message, and keeps it
+current with incremental sync: only what changed since the saved state crosses the
+wire; ``--follow`` prints a line when something changed, not at every wake-up.
+Everything printed from an event is escaped (:mod:`clients.cli_safety`).
 """
 
 from __future__ import annotations
