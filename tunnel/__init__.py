@@ -5,6 +5,6 @@ policy: :class:`AllowList`."""
 
 from tunnel.config import TunnelConfig
 from tunnel.errors import TunnelError
-from tunnel.policy import AllowList, Authenticator
+from tunnel.policy import AllowList, Authenticator, CachingAuthenticator
 
-__all__ = ["AllowList", "Authenticator", "TunnelConfig", "TunnelError"]
+__all__ = ["AllowList", "Authenticator", "CachingAuthenticator", "TunnelConfig", "TunnelError"]

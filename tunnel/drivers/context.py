@@ -8,6 +8,7 @@ handlers take it as their first argument.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from tunnel.policy import (
 
 log = logging.getLogger("tunnel")
 
+#: At most one warning about refused credential checks this often (seconds).
+_REFUSAL_LOG_EVERY = 10.0
 #: Seconds a client refused for too many credential checks is asked to wait
 #: (``Retry-After``): about what a queue of checks takes to drain.
 AUTH_RETRY_AFTER = 1
@@ -102,6 +105,9 @@ class ProxyContext:
         )
         #: Wakes the waiter of each queued ticket once it is granted.
         self._check_wakers: dict[int, trio.Event] = {}
+        #: Checks refused unchecked since the last warning, and when it was logged.
+        self._refused = 0
+        self._refusal_logged = -math.inf
         is_cached = getattr(authenticate, "is_cached", None)
         self._is_cached = (
             cast(CachingAuthenticator, authenticate).is_cached if callable(is_cached) else None
@@ -129,15 +135,7 @@ class ProxyContext:
             log.exception("authenticator failed (is_cached)")
         ticket = self.checks.enter(address)
         if ticket is None:
-            log.warning(
-                "%s: logon of %r refused unchecked: too many credential checks in progress"
-                " (%d running, %d waiting, %d from this address)",
-                address,
-                user,
-                self.checks.running,
-                self.checks.waiting,
-                self.checks.in_progress(address),
-            )
+            self._note_refusal(address)
             await trio.lowlevel.checkpoint()
             return AuthOutcome(None, user, busy=True)
         try:
@@ -153,6 +151,22 @@ class ProxyContext:
             for granted in self.checks.leave(ticket):
                 self._check_wakers[granted].set()
         return AuthOutcome(user if ok else None, user)
+
+    def _note_refusal(self, address: str) -> None:
+        """Count a check refused unchecked; warn at most every ``_REFUSAL_LOG_EVERY``
+        seconds (the handlers log each refusal at INFO: a flood must not flood the log
+        at WARNING too)."""
+        self._refused += 1
+        now = trio.current_time()
+        if now < self._refusal_logged + _REFUSAL_LOG_EVERY:
+            return
+        log.warning(
+            "credential checks saturated: %d request(s) refused unchecked (503) since the"
+            " last warning; now %d running, %d waiting; the last from %s",
+            self._refused, self.checks.running, self.checks.waiting, address,
+        )  # fmt: skip
+        self._refused = 0
+        self._refusal_logged = now
 
     def acquire_vc(self, user: str, units: int = 2) -> bool:
         """Take ``units`` half-VC slots for ``user`` (False: over a limit)."""

@@ -2,7 +2,9 @@
 
 One task per TLS connection owns a :class:`~tunnel.channel.ServerChannel`. Requests
 are decided in this order: autodiscover (after authentication), path (404), method
-(405), authentication (401 with ``WWW-Authenticate: Basic``), echo (Content-Length
+(405), authentication (401 with ``WWW-Authenticate: Basic``; ``503 RPC Error: 6bb``
+with ``Retry-After`` when the credentials were not checked because too many checks
+were in progress, a plain 503 for autodiscover), echo (Content-Length
 ≤ 16: ``200 Success`` + echo RTS), target (``503 RPC Error: 6ba`` without a
 connection attempt), limits (``503 RPC Error: 6bb``). An accepted channel gets
 ``100 Continue`` (when expected) and becomes one channel of a virtual connection:
