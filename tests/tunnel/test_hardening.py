@@ -21,6 +21,8 @@ import h2.events
 import hyperframe.frame
 import pytest
 import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_hostile import REQUEST_HEADERS, H2Raw, read_head
 from tunnel_helpers import (
     AUTH,
@@ -119,6 +121,39 @@ def test_check_queue_forgets_a_waiter_that_gives_up() -> None:
     assert q.waiting == 0 and q.in_progress("a") == 1
     assert q.leave(running) == [] and q.in_progress("a") == 0
     assert q.leave(running) == []  # twice is harmless
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.sampled_from("abcd"), st.integers(0, 40)), max_size=80),
+    st.integers(1, 3),
+    st.integers(1, 4),
+    st.integers(0, 6),
+)
+def test_check_queue_invariants(
+    ops: list[tuple[bool, str, int]], slots: int, per_key: int, max_waiting: int
+) -> None:
+    """Any sequence of arrivals and departures keeps every limit, never leaves a slot
+    idle while a check waits, and grants each ticket at most once."""
+    q = CheckQueue(slots, per_key, max_waiting)
+    held: list[int] = []
+    granted_once: set[int] = set()
+    for arrive, key, pick in ops:
+        if arrive or not held:
+            ticket = q.enter(key)
+            if ticket is not None:
+                held.append(ticket)
+                if q.granted(ticket):
+                    granted_once.add(ticket)
+        else:
+            for ticket in q.leave(held.pop(pick % len(held))):
+                assert ticket not in granted_once and ticket in held
+                granted_once.add(ticket)
+        assert q.running <= slots and q.waiting <= max_waiting
+        assert q.running == slots or q.waiting == 0
+        assert all(q.in_progress(k) <= per_key for k in "abcd")
+        assert q.running + q.waiting == len(held)
+        assert sum(q.granted(t) for t in held) == q.running
 
 
 # -- A and C. logon floods through a real tunnel ----------------------------------------------
