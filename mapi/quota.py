@@ -35,8 +35,9 @@ even where its large values share storage, which is what a user can see and act 
   message (an edit that shrinks it) is allowed over the limit, so a user can clean up;
 - a stream write (RopWriteStream, RopSetStreamSize) that grows a value past the room
   the mailbox had answers the same, as the bytes arrive rather than at the save;
-- a message past the message size limit: MAPI_E_TOO_BIG, at the save and at the
-  stream write that passes it;
+- a message past the message size limit: MAPI_E_TOO_BIG, at the client's save, at
+  the stream write that passes it, and at submission (a delivered copy is not judged
+  again: the server's envelope makes it a little larger than what was checked);
 - submission (:func:`check_submission`, before anything is delivered): the sender's
   full mailbox (prohibit send), a recipient's mailbox without room for the copy
   (prohibit receive; the error names the recipient's address), or no room for the

@@ -280,12 +280,14 @@ def save_message(
 ) -> int:
     """Write ``state`` (inside the caller's transaction); return the message id.
 
-    A top-level message that grows past :attr:`~mapi.limits.Limits.max_message_bytes`
-    is refused, and so is one that takes the mailbox past its quota
-    (:func:`check_mailbox_room`): by default for new messages only (saves of new
-    messages, deliveries, reports), since ``check_quota=None`` leaves updates alone (so
-    filing a sent message, which adds its envelope, never fails); a client's save
-    passes True. Refused means raised inside the caller's transaction: nothing is kept.
+    With ``check_quota=True`` (a client's save) a top-level message that grows is
+    refused past :attr:`~mapi.limits.Limits.max_message_bytes` or when it takes the
+    mailbox past its quota (:func:`check_mailbox_room`). The default, None, checks
+    only the quota, and only for new messages (deliveries, reports): the server's own
+    updates (filing a sent message adds its envelope) never fail, and a delivered
+    copy, a little larger than what its sender saved, is judged by the sender's
+    checks (:func:`mapi.quota.check_submission`). Refused means raised inside the
+    caller's transaction: nothing is kept.
 
     Raises:
         ObjectDeleted, ObjectChanged: the committed row is gone or newer (not forced).
@@ -363,7 +365,8 @@ def save_message(
         (min(size, 0x7FFFFFFF), int(has_attach), flags, pack_props(blob), db_id),
     )
     if attach_id is None and size > old_size:  # embedded messages count in their parent
-        check_message_size(size, limits)
+        if check_quota:
+            check_message_size(size, limits)
         if check_quota or (check_quota is None and is_new):
             check_mailbox_room(conn, limits, size - old_size)
     return int(db_id)
