@@ -46,7 +46,7 @@ even where its large values share storage, which is what a user can see and act 
   transaction checks again (a mailbox that filled in between fails the submission
   there, and a retry delivers only to the mailboxes that have no copy yet,
   :mod:`mapi.submit`); filing the original in Sent Items is never refused;
-- the store object ([MS-OXCSTOR] 2.2.2.1.1, :class:`MailboxStore`) shows
+- the store object ([MS-OXCSTOR] 2.2.2.1.1, :class:`~mapi.store.MsgStore`) shows
   PR_MESSAGE_SIZE_EXTENDED (bytes used) and PR_MESSAGE_SIZE, and, where limits apply,
   PR_PROHIBIT_SEND_QUOTA = PR_PROHIBIT_RECEIVE_QUOTA (the limit),
   PR_STORAGE_QUOTA_LIMIT (where warnings start: ``[store] quota_warning_percent``
@@ -66,7 +66,6 @@ from mapi import proptags as pt
 from mapi.properties import PropData
 from mapi.storage import messages as stored
 from mapi.storage.db import MailboxDB
-from mapi.store import MsgStore
 
 if TYPE_CHECKING:
     from mapi.messages import Message
@@ -134,19 +133,6 @@ def store_props(db: MailboxDB) -> dict[int, PropData]:
     return props
 
 
-class MailboxStore(MsgStore):
-    """A message store that also shows its quota ([MS-OXCSTOR] 2.2.2.1.1): what
-    :meth:`mapi.store.Session.open_store` returns."""
-
-    def _computed(self, tag: int) -> PropData | None:
-        if tag in QUOTA_TAGS:
-            return store_props(self._ctx.db).get(tag)
-        return super()._computed(tag)
-
-    def _computed_tags(self) -> list[int]:
-        return super()._computed_tags() + list(store_props(self._ctx.db))
-
-
 def check_submission(message: Message) -> None:
     """Before a submission delivers anything: room in the sender's mailbox and in every
     recipient's (see the module docstring). Recipients are resolved as
@@ -209,7 +195,6 @@ __all__ = [
     "PR_PROHIBIT_RECEIVE_QUOTA",
     "PR_PROHIBIT_SEND_QUOTA",
     "PR_STORAGE_QUOTA_LIMIT",
-    "MailboxStore",
     "check_submission",
     "mailbox_quota",
     "mailbox_size",

@@ -35,7 +35,7 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Final
 
-from mapi import errors, named, permissions
+from mapi import errors, named, permissions, quota
 from mapi import proptags as pt
 from mapi.contents import DEFAULT_COLUMNS as CONTENTS_COLUMNS
 from mapi.context import Identity, StoreContext
@@ -173,7 +173,12 @@ class ObjectStore:
         with self._lock:
             count = self._sessions.get(user.user_id, 0)
             if count >= self.limits.max_sessions_per_user:
-                raise errors.SessionLimit()
+                raise errors.SessionLimit(
+                    f"{user.username} has {count} sessions, the most allowed; log off "
+                    "some clients (an administrator can list and end sessions with "
+                    "'mapi-anywhere sessions'); sessions of clients that vanished end by "
+                    "themselves a minute after their connection closed"
+                )
             self._sessions[user.user_id] = count + 1
         return Session(self, user)
 
@@ -269,27 +274,44 @@ class Session:
         self._mailboxes: set[str] = set()
 
     def open_store(self, owner: str | None = None) -> MsgStore:
-        """Open the user's mailbox, or ``owner``'s.
+        """Open the user's mailbox, or ``owner``'s (a login name).
+
+        Another user's mailbox opens only when some folder there grants this user
+        something. The permission table lives in that mailbox, so it is read there,
+        but a mailbox file that does not exist is never created for someone else (no
+        mailbox, no grant), and a refused attempt keeps nothing open for this session.
+        An unknown user, an invalid name, a mailbox never made and one that grants
+        nothing all get the same answer: the call tells nobody who has an account.
 
         Raises:
-            NoAccess: another user's mailbox where no folder grants this user anything.
-            NotFound: no such owner.
+            NoAccess: another user's mailbox that is not shared with this user, or no
+            such user (indistinguishable on purpose).
         """
         if self._closed:
             raise errors.InvalidObject("the session is closed")
-        owner_rec = self.user if owner is None else self._store.directory.get_user(owner)
-        db = self._store.mailbox_db(owner_rec)
-        if owner_rec.user_id not in self._mailboxes:
-            self._mailboxes.add(owner_rec.user_id)
-            self._store._mailbox_used(owner_rec.user_id, +1)
-        ctx = StoreContext(
-            db, user=_identity(self.user), owner=_identity(owner_rec),
-            hub=self._store.notifications, router=self._store,
-        )  # fmt: skip
-        if not ctx.is_owner:
+        store = self._store
+        owner_rec = self.user
+        if owner is not None:
+            try:
+                owner_rec = store.directory.get_user(owner)
+            except (errors.NotFound, errors.InvalidParameter):
+                raise errors.NoAccess("no permission on this mailbox") from None
+        if owner_rec.user_id == self.user.user_id:
+            db = store.mailbox_db(owner_rec)
+        else:
+            if not (store.data_dir / "mailboxes" / owner_rec.mailbox).is_file():
+                raise errors.NoAccess("no permission on this mailbox")
+            db = store.mailbox_db(owner_rec)  # exists: opened, never created
             with db.reading() as conn:
                 if not permissions.grants_anything(conn, self.user.user_id):
                     raise errors.NoAccess("no permission on this mailbox")
+        if owner_rec.user_id not in self._mailboxes:
+            self._mailboxes.add(owner_rec.user_id)
+            store._mailbox_used(owner_rec.user_id, +1)
+        ctx = StoreContext(
+            db, user=_identity(self.user), owner=_identity(owner_rec),
+            hub=store.notifications, router=store,
+        )  # fmt: skip
         return MsgStore(ctx)
 
     def logoff(self) -> None:
@@ -340,6 +362,8 @@ class MsgStore(MapiObject):
         with ctx.db.reading() as conn:
             for tag, role in _STORE_ROLE_TAGS.items():
                 props[tag] = ctx.folder_eid(role_folder(conn, role))
+        # Size and quota ([MS-OXCSTOR] 2.2.2.1.1); no limit, no quota property.
+        props.update(quota.store_props(ctx.db))
         return props
 
     def _computed(self, tag: int) -> PropData | None:
