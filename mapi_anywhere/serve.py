@@ -11,6 +11,7 @@ closes every listener and connection, then the store's databases.
 from __future__ import annotations
 
 import errno
+import dataclasses
 import functools
 import logging
 import logging.handlers
@@ -32,6 +33,7 @@ from dcerpc.interface import Interface
 from dcerpc.server import RpcServer
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
 from mapi import errors as mapi_errors
+from mapi.limits import DEFAULT_LIMITS, Limits
 from mapi.service import ServiceLimits, StoreService
 from mapi.store import ObjectStore
 from mapi.throttle import LogonThrottle
@@ -164,6 +166,17 @@ def prepare_data_dir(data_dir: Path) -> None:
         )
 
 
+def store_limits(config: Config) -> Limits:
+    """The store's limits with the ``[store]`` quota keys applied."""
+    settings = config.store
+    return dataclasses.replace(
+        DEFAULT_LIMITS,
+        max_mailbox_bytes=settings.mailbox_quota_bytes,
+        mailbox_warning_percent=settings.quota_warning_percent,
+        max_message_bytes=settings.max_message_bytes,
+    )
+
+
 def ensure_demo_user(store: ObjectStore, data_dir: Path) -> str | None:
     """On a store without users, create ``demo`` with a random password; returns it.
 
@@ -248,7 +261,9 @@ async def run_server(
     listener cannot start or another server runs on the data directory."""
     data_dir = config.server.data_dir
     await trio.to_thread.run_sync(prepare_data_dir, data_dir)
-    store = await trio.to_thread.run_sync(ObjectStore, data_dir)
+    store = await trio.to_thread.run_sync(
+        functools.partial(ObjectStore, data_dir, limits=store_limits(config))
+    )
     throttle = LogonThrottle()  # one for every logon path
     settings = config.store
     pools = WorkerPools(
