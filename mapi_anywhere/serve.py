@@ -10,8 +10,8 @@ closes every listener and connection, then the store's databases.
 
 from __future__ import annotations
 
-import errno
 import dataclasses
+import errno
 import functools
 import logging
 import logging.handlers
