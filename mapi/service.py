@@ -258,6 +258,15 @@ class StoreService:
     async def handle(self, ctx: CallContext, stub: bytes) -> bytes:
         try:
             request = msgpack.unpackb(stub, raw=False, **_UNPACK_LIMITS)
+        except ValueError as exc:
+            if "exceeds max_str_len" in str(exc) or "exceeds max_bin_len" in str(exc):
+                return _error(
+                    errors.TooBig(
+                        f"a value in this call is too large for one call ({exc}); write "
+                        "large values through a stream (open_stream)"
+                    )
+                )
+            return _error(errors.InvalidParameter(f"stub is not valid msgpack: {exc}"))
         except Exception as exc:  # msgpack raises several unrelated types
             return _error(errors.InvalidParameter(f"stub is not valid msgpack: {exc}"))
         if not isinstance(request, dict):
