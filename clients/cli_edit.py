@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from clients.api import Attachment, Call, Message, Props, Stream
 from clients.cli_folders import Context, release_call, resolve
 from clients.cli_format import UsageError, now_filetime
@@ -49,6 +51,13 @@ def _recipient(address: str, kind: int) -> dict[str | int, Any]:
         pt.PR_SMTP_ADDRESS_W: addr,
         pt.PR_RECIPIENT_TYPE: kind,
     }
+
+
+def _detail(exc: errors.MapiError) -> str:
+    """The server's message of ``exc`` without the code's name in front."""
+    text = str(exc)
+    name = errors.hresult_name(exc.hresult)
+    return text[len(name) + 2 :] if text.startswith(name + ": ") else text
 
 
 async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
@@ -99,7 +108,17 @@ async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         await attachment.release()
     entry_id = await message.save()
     if args.command == "send":
-        report = await message.submit()
+        try:
+            report = await message.submit()
+        except errors.MapiError as exc:
+            # A send that failed leaves nothing behind: the message this command made
+            # is removed (shielded: also when the failure is a cancellation).
+            with trio.CancelScope(shield=True), trio.move_on_after(10):
+                await message.release()
+                await target.folder.delete_messages([entry_id], hard=True)
+            raise errors.error_for(
+                exc.hresult, f"{_detail(exc)} (not sent; the unsent message was removed)"
+            ) from exc
         await message.release()
         sent = report["sent"].hex() if report["sent"] else None
         lines = [f"sent to {report['delivered']} mailbox(es); filed as {sent}"]
