@@ -399,12 +399,15 @@ def _report(args: argparse.Namespace, exc: BaseException) -> int:
     if isinstance(exc, UsageError):
         return _fail(args, EXIT_USAGE, str(exc), "usage")
     if isinstance(exc, errors.LogonFailed):
+        # The server's reason when it gave one ("too many failed logons; try again in
+        # 40 s", "unknown or expired session"); a bare refusal is a wrong password.
+        name = errors.hresult_name(exc.hresult)
+        reason = str(exc).removeprefix(name).removeprefix(": ") or "wrong user name or password"
         return _fail(
             args,
             EXIT_ERROR,
-            f"logon failed for user {args.user!r} at {args.server}: wrong user name or "
-            "password (MAPI_E_LOGON_FAILED)",
-            errors.hresult_name(exc.hresult),
+            f"logon failed for user {args.user!r} at {args.server}: {reason} ({name})",
+            name,
         )
     if isinstance(exc, errors.MapiError):
         return _fail(args, EXIT_ERROR, mapi_message(exc), errors.hresult_name(exc.hresult))

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import ssl
+import sys
 
 import pytest
 import trio
@@ -74,3 +76,24 @@ async def test_a_third_party_cannot_lock_the_owner_out(nursery, tmp_path, caplog
     # Every failed tunnel logon names the client's address.
     failures = [r.getMessage() for r in caplog.records if "failed tunnel logon" in r.getMessage()]
     assert failures and all("127.0.0.2" in line for line in failures), failures
+
+
+async def test_the_cli_prints_the_servers_reason_for_a_refused_logon(nursery, tmp_path):
+    server = await start_server(nursery, tmp_path / "data", PASSWORDS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPI_")}
+    env.update(
+        MAPI_SERVER=f"ncacn_ip_tcp:127.0.0.1[{server.epm_port}]",
+        MAPI_USER="alice",
+        MAPI_PASSWORD="wrong",
+    )
+    lines = []
+    with trio.fail_after(120):
+        for _ in range(7):  # five free failures, then the delay
+            result = await trio.run_process(
+                [sys.executable, "-m", "clients.cli", "tree"],
+                env=env, capture_stderr=True, check=False,
+            )  # fmt: skip
+            assert result.returncode != 0
+            lines.append(result.stderr.decode().strip())
+    assert "wrong user name or password" in lines[0], lines
+    assert "too many failed logons; try again in" in lines[-1], lines
