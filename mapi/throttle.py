@@ -139,11 +139,16 @@ class LogonThrottle:
         """Count a failed attempt (``user`` None: an answer to no known challenge, which
         counts against the address only)."""
         keys = self._keys(user, address)
-        if user is not None and self._wait(keys[0], now) > 0:
-            # A failure of a pair already held back (an answer judged anyway, e.g. to a
-            # challenge issued before the delay began) does not add to the user's
-            # count: one address moves the per-user ceiling by ``free_failures`` at most.
-            keys = [key for key in keys if key[0] != "user"]
+        if user is not None:
+            pair = self._records.get(keys[0])
+            if (
+                pair is not None
+                and now - pair.last_failure <= self.window
+                and pair.failures >= self._rules["pair"].free
+            ):
+                # The pair's own counter holds this guesser back already: one address
+                # moves the per-user ceiling by ``free_failures`` at most per window.
+                keys = [key for key in keys if key[0] != "user"]
         for key in keys:
             record = self._records.pop(key, None)
             if record is None or now - record.last_failure > self.window:

@@ -111,3 +111,15 @@ def test_the_table_is_bounded():
 def test_settings_are_checked():
     with pytest.raises(ValueError):
         LogonThrottle(base_delay=0)
+
+
+def test_one_address_moves_the_per_user_ceiling_by_its_free_failures_at_most():
+    throttle = LogonThrottle(free_failures=5, user_free_failures=5, base_delay=1.0)
+    now = 0.0
+    for i in range(100):  # one guesser, trying whenever it may, within the window
+        now = i * 30.0
+        if throttle.delay("alice", "203.0.113.7", now) == 0:
+            throttle.failed("alice", "203.0.113.7", now)
+    assert throttle.delay("alice", "198.51.100.1", now) == 0  # a new place: not held
+    throttle.failed("alice", "192.0.2.1", now)  # a second address tips it over
+    assert throttle.delay("alice", "198.51.100.1", now) > 0
