@@ -682,6 +682,34 @@ def target_restrictions() -> Target:
     return Target("restrictions", seeds, run, (errors.MapiError,), mutate)
 
 
+def target_control() -> Target:
+    """The admin control channel's line codec (mapi_anywhere.control): any bytes, cut
+    anywhere, give requests or ControlProtocolError, never another exception."""
+    from mapi_anywhere import control
+
+    seeds: list[Any] = [
+        control.encode_request("sessions"),
+        control.encode_request("end_session", handle="0123456789ab"),
+        control.encode_request("delete_user", user="alice"),
+        b'{"op":"set_password","user":"a","password":"\\u0000"}\n',
+        b'{"op":"sessions","extra":1}\n{"op":7}\n[]\n\xff\xfe\n',
+        control.encode_result([{"user": "alice"}]),
+        control.encode_error("no such user"),
+    ]
+
+    def run(data: bytes) -> None:
+        buffer = control.LineBuffer(max_line=4096)
+        cut = len(data) // 3
+        for part in (data[:cut], data[cut:]):
+            for line in buffer.feed(part):
+                with contextlib.suppress(control.ControlProtocolError):
+                    control.parse_request(line)
+                with contextlib.suppress(control.ControlProtocolError, control.ControlError):
+                    control.parse_response(line)
+
+    return Target("control", seeds, run, (control.ControlProtocolError,))
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -775,6 +803,7 @@ def main() -> None:
             target_store_batch(fixture),
             target_store_service(fixture),
             target_restrictions(),
+            target_control(),
         ]
         only = {name for name in args.only.split(",") if name}
         rng = random.Random(args.seed)
