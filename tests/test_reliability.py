@@ -1202,7 +1202,8 @@ def test_fuzz_smoke() -> None:
     out = result.stdout
     assert result.returncode in (0, 1), out + result.stderr
     for name in ("pdu", "framing", "server_core", "ndr_stubs", "towers", "rts", "h1_channel",
-                 "h2_glue", "store_batch", "store_service", "restrictions"):  # fmt: skip
+                 "h2_glue", "store_batch", "store_service", "restrictions",
+                 "control"):  # fmt: skip
         assert re.search(rf"^{name}: \d+ inputs", out, re.M), out
     findings = [
         line.strip() for line in out.splitlines() if line.startswith("  ") and " at " in line
