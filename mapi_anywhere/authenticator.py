@@ -14,7 +14,8 @@ of the tunnel authenticates; so:
   logon;
 - the shared :class:`~mapi.throttle.LogonThrottle` is asked first, for the user *and
   the client address*, and told the outcome: a guesser is refused early without a
-  check, the account's owner elsewhere is not.
+  check, the account's owner elsewhere is not; :meth:`refuses` lets the tunnel ask
+  before it queues the check at all.
 """
 
 from __future__ import annotations
@@ -62,6 +63,18 @@ class DirectoryAuthenticator:
         if cached is None or cached[1] <= trio.current_time():
             return False
         return hmac.compare_digest(cached[0], self._digest(user, password))
+
+    def refuses(self, user: str, address: str | None) -> bool:
+        """True when the throttle holds this user back at this address now: the tunnel
+        then answers 401 without queueing a check (a guesser's attempts never wait
+        among, or delay, real checks)."""
+        wait = self.throttle.delay(user, address, trio.current_time())
+        if wait > 0:
+            log.info(
+                "tunnel logon of %r from %s refused: too many failures (%.0f s left)",
+                user, address, wait,
+            )  # fmt: skip
+        return wait > 0
 
     def invalidate(self, user: str) -> None:
         """Forget ``user``'s remembered credentials (password changed, user deleted)."""

@@ -97,3 +97,23 @@ async def test_the_cli_prints_the_servers_reason_for_a_refused_logon(nursery, tm
             lines.append(result.stderr.decode().strip())
     assert "wrong user name or password" in lines[0], lines
     assert "too many failed logons; try again in" in lines[-1], lines
+
+
+async def test_tunnel_sessions_carry_the_clients_address(nursery, tmp_path):
+    """The store sees a tunnel client's own address (it throttles and lists by it), and
+    the tunnel can ask, before queueing a check, whether the throttle holds a guesser
+    back."""
+    server = await start_server(nursery, tmp_path / "data", PASSWORDS)
+    tunnel = server.tunnel
+    url = f"https://127.0.0.1:{tunnel.port}/?epm={server.epm_port}"
+    with trio.fail_after(60):
+        async with connect(url, "alice", "correct horse", fingerprint=tunnel.fingerprint) as s:
+            await s.open_store()
+            [info] = server.store_service.list_sessions()
+            assert (info.user, info.transport, info.address) == ("alice", "tunnel", "127.0.0.1")
+        for i in range(5):
+            assert await basic_attempt(tunnel.port, "127.0.0.3", "alice", f"guess {i}") == 401
+        authenticator = server.authenticator
+        assert authenticator.refuses("alice", "127.0.0.3")
+        assert not authenticator.refuses("alice", "127.0.0.1")
+        assert authenticator.throttle is server.store_service.throttle  # one for all paths

@@ -51,7 +51,9 @@ class TunnelConfig:
             MS-RPCH channel pair; a lone MS-RPCH channel waiting for its pair counts).
         max_vcs: virtual connections at once in total.
         max_auth_checks: credential checks run at once across all client addresses
-            (the cores a KDF may use); more wait their turn, granted round-robin across
+            (the cores a KDF may use: one by default, so a flood of guesses leaves the
+            other cores to the users already logged on; measured in
+            docs/benchmarks.md); more wait their turn, granted round-robin across
             addresses. A check of a password not seen lately costs a scrypt derivation
             (memory-hard, on purpose): this bounds what all clients together can make
             the server spend. Credentials the authenticator has cached as good
@@ -117,7 +119,7 @@ class TunnelConfig:
     max_connections_per_address: int = 64
     max_vcs_per_user: int = 64
     max_vcs: int = 1024
-    max_auth_checks: int = 2
+    max_auth_checks: int = 1
     max_auth_checks_per_address: int = 4
     max_auth_waiting: int = 32
     out_flow_control: bool = True

@@ -67,6 +67,19 @@ class CachingAuthenticator(Protocol):
     def is_cached(self, user: str, password: str, /) -> bool: ...
 
 
+class ScreeningAuthenticator(Protocol):
+    """An authenticator that can refuse an attempt without checking it.
+
+    ``refuses(user, address)`` is synchronous and cheap: True when the authenticator
+    would refuse this user from this client address now whatever the password (its
+    logon throttle holds the guesser back). The tunnel asks it before queueing a
+    check, so refused guesses never take a place among the real checks; the client
+    gets the 401 a wrong password gets.
+    """
+
+    def refuses(self, user: str, address: str | None, /) -> bool: ...
+
+
 REALM = "mapi-anywhere"
 #: ``WWW-Authenticate`` values offered with a 401, strongest first. Add ``Negotiate``
 #: (and ``NTLM``) here once :func:`parse_authorization` understands them. Offering Basic

@@ -52,7 +52,9 @@ class AttachedService(Protocol):
 class LocalService(Protocol):
     """A service of this process the tunnel may attach to (:class:`dcerpc.server.RpcServer`)."""
 
-    def attach(self, nursery: trio.Nursery, deliver: Deliver) -> AttachedService: ...
+    def attach(
+        self, nursery: trio.Nursery, deliver: Deliver, *, peer: tuple[str, int] | None = None
+    ) -> AttachedService: ...
 
 
 class Backend(trio.abc.AsyncResource):
@@ -148,10 +150,15 @@ class AttachedBackend(Backend):
 
     attached = True
 
-    def __init__(self, service: LocalService, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        service: LocalService,
+        nursery: trio.Nursery,
+        peer: tuple[str, int] | None = None,
+    ) -> None:
         self._sink: Deliver | None = None
         self._sink_ready = trio.Event()
-        self._conn = service.attach(nursery, self._deliver)
+        self._conn = service.attach(nursery, self._deliver, peer=peer)
 
     async def _deliver(self, pdus: list[bytes]) -> None:
         if self._sink is None:

@@ -27,6 +27,7 @@ from tunnel.policy import (
     CachingAuthenticator,
     CheckQueue,
     Quota,
+    ScreeningAuthenticator,
     parse_authorization,
 )
 
@@ -112,6 +113,10 @@ class ProxyContext:
         self._is_cached = (
             cast(CachingAuthenticator, authenticate).is_cached if callable(is_cached) else None
         )
+        refuses = getattr(authenticate, "refuses", None)
+        self._refuses = (
+            cast(ScreeningAuthenticator, authenticate).refuses if callable(refuses) else None
+        )
 
     async def check_credentials(self, headers: Mapping[str, str], address: str) -> AuthOutcome:
         """Check the request's Basic credentials. Never raises for bad input.
@@ -131,8 +136,11 @@ class ProxyContext:
             if self._is_cached is not None and self._is_cached(user, creds.password):
                 await trio.lowlevel.checkpoint()
                 return AuthOutcome(user, user)
+            if self._refuses is not None and self._refuses(user, _client_ip(address)):
+                await trio.lowlevel.checkpoint()
+                return AuthOutcome(None, user)  # held back: no check, no place in the queue
         except Exception:
-            log.exception("authenticator failed (is_cached)")
+            log.exception("authenticator failed (is_cached or refuses)")
         ticket = self.checks.enter(address)
         if ticket is None:
             self._note_refusal(address)
@@ -181,11 +189,14 @@ class ProxyContext:
         self.vcs_open -= units
         self.user_quota.release(user, units)
 
-    async def connect_backend(self, address: tuple[str, int]) -> Backend:
-        """Connect to an allow-listed backend address.
+    async def connect_backend(self, address: tuple[str, int], client: str = "") -> Backend:
+        """Connect to an allow-listed backend address for the tunnel's ``client`` (its
+        IP address, as :func:`peer_address` gives it).
 
         A port served by this process is attached in memory (no loopback TCP hop); its
-        calls that need a task run in the tunnel's nursery and end with the backend.
+        calls that need a task run in the tunnel's nursery and end with the backend,
+        and its handlers see ``client`` as their peer (the store throttles and lists
+        tunnel logons by the client's address, not the tunnel's).
 
         Raises:
             OSError: refused or timed out.
@@ -193,7 +204,8 @@ class ProxyContext:
         service = self.local_services.get(address[1])
         if service is not None and self.nursery is not None:
             await trio.lowlevel.checkpoint()
-            return AttachedBackend(service, self.nursery)
+            ip = _client_ip(client)
+            return AttachedBackend(service, self.nursery, None if ip is None else (ip, 0))
         try:
             with trio.fail_after(self.config.connect_timeout):
                 stream = await trio.open_tcp_stream(*address)

@@ -331,7 +331,7 @@ class _H1Connection:
         except DecodeError as exc:
             raise _Closed(f"bad CONN/A1: {exc}") from exc
         try:
-            conn = await self.ctx.connect_backend(backend)
+            conn = await self.ctx.connect_backend(backend, self.address)
         except OSError as exc:
             log.warning("%s: backend %s unreachable: %s", self.address, backend, exc)
             self.channel.refuse_rpc(RPC_S_SERVER_UNAVAILABLE)

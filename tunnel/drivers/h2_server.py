@@ -297,7 +297,7 @@ class _H2Connection:
     async def _relay(self, s: _Stream, user: str, address: tuple[str, int]) -> None:
         sid = s.request.stream_id
         try:
-            backend = await self.ctx.connect_backend(address)
+            backend = await self.ctx.connect_backend(address, self.address)
         except OSError as exc:
             log.warning("%s: backend %s unreachable: %s", self.address, address, exc)
             await self._answer(sid, 502, "RPC server unavailable")
