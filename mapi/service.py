@@ -393,7 +393,9 @@ class StoreService:
         wait = self.throttle.delay(user, address, now)
         if wait > 0:
             log.warning("logon of %r from %s refused: too many failures", user, address)
-            raise errors.LogonFailed(f"too many failed logons; try again in {wait:.0f} s")
+            raise errors.LogonFailed(
+                f"too many failed logons; try again in {max(1, math.ceil(wait))} s"
+            )
         if challenge_name(request["user"]) != user:
             self.throttle.failed(user, address, now)
             log.info("logon answer for %r named another user, from %s", user, address)
