@@ -105,6 +105,12 @@ def mailbox_quota(db: MailboxDB) -> int:
         return stored.mailbox_quota(conn, db.limits)
 
 
+def has_own_quota(db: MailboxDB) -> bool:
+    """Does the mailbox have a limit of its own (set by :func:`set_mailbox_quota`)?"""
+    with db.reading() as conn:
+        return stored.has_own_quota(conn)
+
+
 def mailbox_size(db: MailboxDB) -> int:
     """The size of a mailbox in bytes (see the module docstring)."""
     with db.reading() as conn:

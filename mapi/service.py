@@ -571,6 +571,17 @@ class StoreService:
         log.info("user %s deleted; their sessions ended", deleted.username)
         return deleted
 
+    async def mailbox_quota(
+        self, username: str, limit: int | None = None, *, change: bool = False
+    ) -> tuple[int, int, bool]:
+        """:meth:`ObjectStore.mailbox_quota <mapi.store.ObjectStore.mailbox_quota>` on
+        the running server (a worker thread of the batch pool, waiting for the mailbox
+        like any batch)."""
+        return await trio.to_thread.run_sync(
+            functools.partial(self.store.mailbox_quota, username, limit, change=change),
+            limiter=self.pools.batches,
+        )
+
     async def set_password(self, username: str, password: str) -> int:
         """Change a password while serving: the user's sessions end (they were opened
         with the old one) and cached credentials are forgotten. Returns the number of

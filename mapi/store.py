@@ -136,6 +136,22 @@ class ObjectStore:
         BlobDir(blob_dir_of(base)).remove()
         return record
 
+    def mailbox_quota(
+        self, username: str, limit: int | None = None, *, change: bool = False
+    ) -> tuple[int, int, bool]:
+        """A user's mailbox size and limit: ``(used, limit, own)`` in bytes (limit 0: none;
+        ``own``: the mailbox has a limit of its own rather than the server's default).
+        With ``change``, first give it ``limit`` as its own (0: no limit), or with None
+        take its own away (the default applies again).
+
+        Raises:
+            NotFound: no such user. InvalidParameter: a bad limit.
+        """
+        db = self.mailbox_db(self.directory.get_user(username))
+        if change:
+            quota.set_mailbox_quota(db, limit)
+        return quota.mailbox_size(db), quota.mailbox_quota(db), quota.has_own_quota(db)
+
     # --- Logon -----------------------------------------------------------------------------
 
     def pending_challenges(self, limit: int) -> PendingChallenges:

@@ -40,13 +40,15 @@ A MAPI-style object server with a DCE/RPC endpoint mapper and an HTTPS tunnel.
   mapi-anywhere users                 list users
   mapi-anywhere sessions              list the running server's sessions
   mapi-anywhere sessions --end HANDLE end one of them
+  mapi-anywhere quota alice --set 2G  give alice's mailbox a limit of its own
 
-passwd, deluser and sessions go through the running server's control socket
-(<data_dir>/control.sock) when it runs; passwd and deluser work on the files otherwise.
+passwd, deluser, quota and sessions go through the running server's control socket
+(<data_dir>/control.sock) when it runs; passwd, deluser and quota work on the files
+otherwise.
 """
 
 #: Commands that need an existing data directory (they never create a store).
-_EXISTING_DATA_DIR = ("users", "passwd", "deluser", "sessions")
+_EXISTING_DATA_DIR = ("users", "passwd", "deluser", "sessions", "quota")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,12 +104,21 @@ def _parser() -> argparse.ArgumentParser:
         ("deluser", "delete a user and its mailbox (the running server ends its sessions)"),
         ("users", "list the users"),
         ("sessions", "list the running server's sessions, or end some"),
+        ("quota", "show a user's mailbox size and limit, or give it a limit of its own"),
     ):
         cmd = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ".")
         cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
         cmd.add_argument("--data-dir", help="data directory (overrides [server] data_dir)")
-        if name in ("adduser", "passwd", "deluser"):
+        if name in ("adduser", "passwd", "deluser", "quota"):
             cmd.add_argument("username")
+        if name == "quota":
+            cmd.add_argument(
+                "--set",
+                metavar="LIMIT",
+                help="the mailbox's own limit: bytes with an optional K/M/G/T suffix (e.g. "
+                "500M), 0 for none, or 'default' for the server's [store] "
+                "mailbox_quota_bytes",
+            )
         if name in ("adduser", "passwd"):
             cmd.add_argument(
                 "--password-stdin",
@@ -329,6 +340,43 @@ def _sessions(args: argparse.Namespace, data_dir: Path) -> int:
     return 0
 
 
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _quota(args: argparse.Namespace, config: Config) -> int:
+    """quota USER [--set LIMIT]: through the running server, else on the files."""
+    from mapi import errors as mapi_errors
+    from mapi.store import ObjectStore
+    from mapi_anywhere import control
+    from mapi_anywhere.serve import parse_quota_limit, store_limits
+
+    data_dir = config.server.data_dir
+    limit = args.set or ""
+    try:
+        change, value = parse_quota_limit(limit)
+        try:
+            answer = control.call(data_dir, "quota", user=args.username, limit=limit, timeout=60)
+            used, applies, own = answer["used"], answer["limit"], answer["own"]
+        except control.NotRunning:
+            store = ObjectStore(data_dir, limits=store_limits(config))
+            try:
+                used, applies, own = store.mailbox_quota(args.username, value, change=change)
+            finally:
+                store.close()
+    except control.ControlError as exc:
+        return _fail(f"quota: {exc}")
+    except (mapi_errors.MapiError, ValueError, OSError, control.ControlProtocolError) as exc:
+        return _fail(f"quota: {exc}")
+    where = "its own" if own else "the server's default"
+    shown = "no limit" if not applies else f"a limit of {_size(applies)} ({where})"
+    print(f"{args.username}: {_size(used)} used, {shown}")
+    return 0
+
+
 def _through_server(args: argparse.Namespace, data_dir: Path, password: str | None) -> bool:
     """passwd / deluser through the running server; False when none runs there."""
     from mapi_anywhere import control
@@ -372,6 +420,8 @@ def _accounts(args: argparse.Namespace) -> int:
         )
     if args.command == "sessions":
         return _sessions(args, data_dir)
+    if args.command == "quota":
+        return _quota(args, config)
     if args.command != "adduser" and not (data_dir / "directory.sqlite3").is_file():
         return _fail(f"{args.command}: {data_dir} holds no store (no directory.sqlite3)")
     try:
@@ -415,7 +465,7 @@ def _accounts(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in ("adduser", "passwd", "deluser", "users", "sessions"):
+        if args.command in ("adduser", "passwd", "deluser", "users", "sessions", "quota"):
             return _accounts(args)
         if args.command == "config":
             sys.stdout.write(DEFAULT_CONFIG_TOML)

@@ -58,6 +58,8 @@ OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
     "end_user_sessions": ("user",),
     "delete_user": ("user",),
     "set_password": ("user", "password"),
+    # limit: "" shows it, "default" takes the mailbox's own limit away, else bytes.
+    "quota": ("user", "limit"),
 }
 #: The longest path a ``sockaddr_un`` holds (108 bytes with the final NUL).
 MAX_SOCKET_PATH: Final = 107
@@ -256,6 +258,8 @@ class Admin(Protocol):
 
     async def set_password(self, user: str, password: str) -> int: ...
 
+    async def quota(self, user: str, limit: str) -> dict[str, Any]: ...
+
 
 class ServerError(Exception):
     """Raised by an :class:`Admin` method: its text is the error sent to the client."""
@@ -283,6 +287,8 @@ async def _dispatch(admin: Admin, request: Request) -> Any:
         return await admin.end_user_sessions(a["user"])
     if request.op == "delete_user":
         return await admin.delete_user(a["user"])
+    if request.op == "quota":
+        return await admin.quota(a["user"], a["limit"])
     return await admin.set_password(a["user"], a["password"])
 
 

@@ -246,6 +246,38 @@ class _Admin:
         except (mapi_errors.MapiError, ValueError) as exc:
             raise ServerError(str(exc)) from None
 
+    async def quota(self, user: str, limit: str) -> dict[str, Any]:
+        """``limit``: "" to show, "default" to take the mailbox's own limit away, else
+        a number of bytes (0: no limit)."""
+        try:
+            change, value = parse_quota_limit(limit)
+            used, applies, own = await self.service.mailbox_quota(user, value, change=change)
+        except (mapi_errors.MapiError, ValueError) as exc:
+            raise ServerError(str(exc)) from None
+        return {"user": user, "used": used, "limit": applies, "own": own}
+
+
+def parse_quota_limit(text: str) -> tuple[bool, int | None]:
+    """A quota argument: "" (no change), "default" (take the mailbox's own limit away),
+    or bytes with an optional K, M, G or T suffix (powers of 1024; 0: no limit).
+
+    Raises:
+        ValueError: anything else.
+    """
+    text = text.strip()
+    if not text:
+        return False, None
+    if text.lower() == "default":
+        return True, None
+    scale = 1
+    suffix = text[-1].upper()
+    if suffix in ("K", "M", "G", "T"):
+        scale = 1024 ** ("KMGT".index(suffix) + 1)
+        text = text[:-1]
+    if not text.isdigit():
+        raise ValueError(f"a quota is bytes (e.g. 500M, 2G), 0 for none, or 'default': {text!r}")
+    return True, int(text) * scale
+
 
 # -- the server ------------------------------------------------------------------------------
 

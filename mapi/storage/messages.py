@@ -404,6 +404,12 @@ def mailbox_quota(conn: sqlite3.Connection, limits: Limits) -> int:
     return limits.max_mailbox_bytes
 
 
+def has_own_quota(conn: sqlite3.Connection) -> bool:
+    """Does this mailbox have a size limit of its own (not the server's default)?"""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (QUOTA_KEY,)).fetchone()
+    return row is not None
+
+
 def set_mailbox_quota(conn: sqlite3.Connection, limit: int | None) -> None:
     """Give this mailbox its own size limit (0: none), or None: the default again."""
     if limit is None:
