@@ -123,6 +123,18 @@ def applied(budget: WorkBudget) -> Iterator[WorkBudget]:
         _local.budget = previous
 
 
+@contextmanager
+def suspended() -> Iterator[None]:
+    """Run the body with no current budget: work that must finish once begun (opening
+    a mailbox: schema upgrades, recovery) is never cut in the middle."""
+    previous = current()
+    _local.budget = None
+    try:
+        yield
+    finally:
+        _local.budget = previous
+
+
 def check() -> None:
     """Raise if the current budget is spent (no budget: nothing to do)."""
     budget = current()

@@ -33,7 +33,7 @@ from typing import Any, Final
 
 import msgpack
 
-from mapi import errors, sync
+from mapi import budget, errors, sync
 from mapi import proptags as pt
 from mapi import restrictions as rs
 from mapi.folders import Folder
@@ -762,9 +762,17 @@ def _run_all(ctx: Context, ops: object) -> Iterator[tuple[list[Any], bytes]]:
     if len(ops) > MAX_OPS:
         raise errors.InvalidParameter(f"a batch holds at most {MAX_OPS} operations")
     total = 0
+    work = budget.current()
     for item in ops:
         if total > MAX_RESULT_BYTES:
             result = [errors.Hresult.MAPI_E_TOO_BIG, "not run: the batch's results are full"]
+            yield result, _packb(result)
+            continue
+        if work is not None and work.spent():  # out of time, or its caller went away
+            if work.escalate is not None:  # the inline try: hand it to a worker
+                raise work.escalate()
+            exc = work.error()
+            result = [exc.hresult, f"not run: {error_detail(exc)}"]
             yield result, _packb(result)
             continue
         result = _run_one(ctx, item)

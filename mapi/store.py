@@ -35,7 +35,7 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Final
 
-from mapi import errors, named, permissions, quota
+from mapi import budget, errors, named, permissions, quota
 from mapi import proptags as pt
 from mapi.contents import DEFAULT_COLUMNS as CONTENTS_COLUMNS
 from mapi.context import Identity, StoreContext
@@ -224,9 +224,11 @@ class ObjectStore:
             db = self._mailboxes.get(user.user_id)
             if db is None:
                 path = self.data_dir / "mailboxes" / user.mailbox
-                db = MailboxDB(path, limits=self.limits, clock=self.clock)
-                with db.transaction() as conn:
-                    ensure_standard_folders(conn, self.clock())
+                # Opening runs to its end (schema upgrades, recovery): no budget cuts it.
+                with budget.suspended():
+                    db = MailboxDB(path, limits=self.limits, clock=self.clock)
+                    with db.transaction() as conn:
+                        ensure_standard_folders(conn, self.clock())
                 self._mailboxes[user.user_id] = db
             self._mailbox_touched[user.user_id] = self.clock()
             return db

@@ -231,9 +231,9 @@ class MailboxDB:
                 # staging transaction never leaves a later save without its fsync.
                 mode = "NORMAL" if staging else "FULL"
                 if self._synchronous != mode:
-                    self.conn.execute(f"PRAGMA synchronous = {mode}")
+                    self._control(f"PRAGMA synchronous = {mode}")
                     self._synchronous = mode
-                self.conn.execute("BEGIN IMMEDIATE")
+                self._control("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise _translate(exc) from exc
             self._depth = 1
@@ -250,7 +250,7 @@ class MailboxDB:
             self._depth = 0
             self._staging = False
             try:
-                self.conn.execute("COMMIT")
+                self._control("COMMIT")
             except sqlite3.Error as exc:  # disk full, I/O error
                 self._abort()
                 raise _translate(exc) from exc
@@ -270,7 +270,7 @@ class MailboxDB:
         # the transaction is gone either way: the original error says why.
         if self.conn.in_transaction:
             with contextlib.suppress(sqlite3.Error):
-                self.conn.execute("ROLLBACK")
+                self._control("ROLLBACK")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
@@ -280,18 +280,19 @@ class MailboxDB:
             if self._depth:
                 yield self.conn
                 return
-            self.conn.execute("BEGIN")
+            try:
+                self._control("BEGIN")
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
             self._depth = 1
             try:
                 yield self.conn
-            except sqlite3.OperationalError as exc:
-                if "interrupted" not in str(exc):
-                    raise
-                raise budget.interrupted_error() from exc
+            except sqlite3.Error as exc:  # interrupted (the budget), I/O errors
+                raise _translate(exc) from exc
             finally:
                 self._depth = 0
                 if self.conn.in_transaction:
-                    self.conn.execute("COMMIT")
+                    self._control("COMMIT")  # a read snapshot: ending it cannot fail
             self._run_hooks()
 
     def after_commit(self, hook: Callable[[], None]) -> None:
@@ -316,6 +317,18 @@ class MailboxDB:
             "UPDATE meta SET value = value + 1 WHERE key = 'change_num' RETURNING value"
         ).fetchone()
         return int(row[0])
+
+    def _control(self, sql: str) -> None:
+        """Run a transaction-control statement (BEGIN, COMMIT, ROLLBACK, PRAGMA) that
+        the work budget must never interrupt: an interrupted COMMIT or ROLLBACK would
+        leave the transaction, and the mailbox's write lock, open. The progress handler
+        is off while it runs."""
+        conn = self.conn  # NeedsWorker on the event loop, as every statement
+        conn.set_progress_handler(None, 0)
+        try:
+            conn.execute(sql)
+        finally:
+            conn.set_progress_handler(budget.sqlite_progress, budget.SQLITE_PROGRESS_STEPS)
 
     def _check_open(self) -> None:
         if self._closed:
