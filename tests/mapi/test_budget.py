@@ -63,10 +63,16 @@ def test_a_statement_past_the_budget_is_interrupted_with_the_budgets_error(tmp_p
     try:
         work = WorkBudget(30, time.monotonic)
         work.deadline = 0.0
-        slow = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT max(i) FROM n"
-        with pytest.raises(errors.Timeout, match="ran out of time"), applied(work):
-            with db.reading() as conn:
-                conn.execute(slow).fetchone()  # endless without the progress handler
+        slow = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) "
+            "SELECT max(i) FROM n"
+        )  # endless without the progress handler
+        with (
+            pytest.raises(errors.Timeout, match="ran out of time"),
+            applied(work),
+            db.reading() as conn,
+        ):
+            conn.execute(slow).fetchone()
         assert not db.conn.in_transaction
     finally:
         db.close()
