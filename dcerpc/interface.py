@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from dcerpc.syntax import NDR, SyntaxId
 
@@ -53,6 +53,11 @@ class CallContext:
     #: An in-process connection (the HTTPS tunnel's relay), not a socket of its own.
     attached: bool = False
 
+
+#: Set (True) in ``connection_state`` once the connection has ended and its ``on_close``
+#: callbacks ran: a call that starts after that (its request came with the close) must
+#: not register anything that waits for a close.
+CONNECTION_CLOSED: Final = "dcerpc.closed"
 
 Handler = Callable[[CallContext, bytes], Awaitable[bytes]]
 #: Answers at once, or returns None to hand the call to the async :data:`Handler`.

@@ -45,7 +45,7 @@ import trio
 from dcerpc.config import RpcConfig
 from dcerpc.errors import FaultStatus, ProtocolError, RemoteProtocolError, RpcFault
 from dcerpc.events import BindReceived, CallCancelled, CallReceived, ConnectionEnded
-from dcerpc.interface import CallContext, Interface
+from dcerpc.interface import CONNECTION_CLOSED, CallContext, Interface
 from dcerpc.pdu import ShutdownPdu
 from dcerpc.server_connection import (
     AssociationGroups,
@@ -154,6 +154,7 @@ class _Connection:
     broken: bool = False
 
     def run_close_callbacks(self) -> None:
+        self.state[CONNECTION_CLOSED] = True
         callbacks, self.on_close = self.on_close, []
         for callback in callbacks:
             try:

@@ -54,7 +54,7 @@ from typing import Any, Final
 import msgpack
 import trio
 
-from dcerpc.interface import CallContext, Interface
+from dcerpc.interface import CONNECTION_CLOSED, CallContext, Interface
 from dcerpc.syntax import MSGPACK, SyntaxId
 from mapi import errors, ops
 from mapi.budget import WorkBudget, applied
@@ -483,6 +483,10 @@ class StoreService:
 
     def _attach(self, live: _LiveSession, sid: bytes, ctx: CallContext) -> None:
         """Count ``ctx``'s connection as a user of the session (once per connection)."""
+        if ctx.connection_state.get(CONNECTION_CLOSED):
+            # A call that started after its connection ended (request and close came
+            # in one read): the close callbacks ran already, nobody would uncount it.
+            return
         used: set[bytes] | None = ctx.connection_state.get(_CONNECTION_SESSIONS)
         if used is None:
             used = ctx.connection_state[_CONNECTION_SESSIONS] = set()
@@ -696,15 +700,18 @@ class StoreService:
 
 
 async def _close_session(live: _LiveSession, hub: NotificationHub, sid: bytes) -> None:
-    """End a session: under its lock (after any running batch), in a worker thread
-    (closing objects takes the mailbox lock, which a batch elsewhere may hold)."""
-    async with live.lock:
-        if live.closed:
-            return
-        live.closed = True
-        live.events_ready.set()  # a parked wait_for_events returns
-        hub.forget(sid)
-        with trio.CancelScope(shield=True):  # a session half-released would leak
+    """End a session: under its lock (after any running batch, whose budget bounds the
+    wait), in a worker thread (closing objects takes the mailbox lock, which a batch
+    elsewhere may hold). Shielded from the first step: callers remove the session from
+    the table just before, and a session removed but not released would leak (its
+    objects open, its place in the user's session count taken for good)."""
+    with trio.CancelScope(shield=True):
+        async with live.lock:
+            if live.closed:
+                return
+            live.closed = True
+            live.events_ready.set()  # a parked wait_for_events returns
+            hub.forget(sid)
             await trio.to_thread.run_sync(_release_all, live)
 
 

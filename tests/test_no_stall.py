@@ -9,19 +9,25 @@ other users, other calls and the process itself still get.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import msgpack
 import pytest
 import trio
 
 from clients.api import connect
+from dcerpc.pdu import BindPdu, ContextElement, RequestPdu
+from dcerpc.server import RpcServer
+from dcerpc.syntax import MSGPACK
 from mapi import errors
 from mapi import proptags as pt
 from mapi import restrictions as rs
+from mapi.service import OP_EXECUTE, STORE_SYNTAX
 from mapi.store import ObjectStore
 from mapi_anywhere.config import (
     Config,
@@ -266,3 +272,66 @@ def test_sigterm_stops_the_server_during_a_runaway_query(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_a_sweep_cancelled_midway_still_closes_what_it_removed(nursery, tmp_path):
+    """Review finding: a call that ran the periodic sweep and was cancelled (its client
+    hung up) removed another user's session from the table without closing it; the
+    store kept counting it against that user's session limit for good."""
+    running = await start(nursery, tmp_path, detached_grace=0.1)
+    service, store = running.store_service, running.store
+    with trio.fail_after(30):
+        async with connect(address(running), "alice", PASSWORDS["alice"]) as alice:
+            await alice.open_store()
+            await alice.rpc.aclose()  # alice's client vanishes
+        await trio.sleep(0.3)  # past her grace
+        [live] = list(service._sessions.values())
+        service._last_sweep = -math.inf  # the sweep is due in the next call
+        token = trio.lowlevel.current_trio_token()
+        real = store.close_idle_mailboxes
+        with trio.CancelScope() as scope:
+
+            def hang_up_meanwhile(*args: object) -> int:
+                token.run_sync_soon(scope.cancel)
+                return real(*args)  # type: ignore[arg-type]
+
+            store.close_idle_mailboxes = hang_up_meanwhile  # type: ignore[method-assign]
+            await service._expire_idle()  # what any user's call runs first
+        store.close_idle_mailboxes = real  # type: ignore[method-assign]
+        assert not service._sessions
+        assert live.closed
+        assert store._sessions == {}  # alice's place in the session count is free
+
+
+async def test_a_call_that_comes_with_its_connections_close_does_not_pin_a_session(
+    nursery, tmp_path
+):
+    """Review finding: a request and the end of a tunnel connection in one read ran the
+    close callbacks before the call counted its connection: the session was never
+    reaped."""
+    running = await start(nursery, tmp_path, detached_grace=0.5)
+    service = running.store_service
+    with trio.fail_after(60):
+        async with connect(address(running), "bob", PASSWORDS["bob"]) as bob:
+            sid = bob.session_id
+            await bob.rpc.aclose()  # bob's client vanishes: the grace starts
+        relay = RpcServer([service.interface()])
+        delivered: list[bytes] = []
+
+        async def deliver(pdus: list[bytes]) -> None:
+            delivered.extend(pdus)
+
+        conn = relay.attach(nursery, deliver, peer=("198.51.100.9", 0))
+        bind = BindPdu(
+            call_id=1,
+            max_xmit_frag=4280,
+            max_recv_frag=4280,
+            contexts=(ContextElement(0, STORE_SYNTAX, (MSGPACK,)),),
+        )
+        await conn.receive_data(bind.encode())
+        stub = msgpack.packb({"session": sid, "ops": [["open_store", {"out": 1}]]})
+        await conn.receive_data(RequestPdu(call_id=2, opnum=OP_EXECUTE, stub=stub).encode())
+        with contextlib.suppress(trio.BrokenResourceError):
+            await conn.receive_data(b"")  # the tunnel's client hangs up at once
+        while service.list_sessions():  # noqa: ASYNC110 - reaped by the housekeeping
+            await trio.sleep(0.2)
