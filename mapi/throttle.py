@@ -26,9 +26,11 @@ failure, forgotten ``window`` seconds after it:
     never lock its owner out of where they work from ([MS-ADFS]'s "smart lockout"
     idea of familiar and unfamiliar locations).
 
-``address`` None is a caller the server cannot place (a loopback peer: the tunnel's
-backend connection or a local tool); it counts as one address of its own for the pair
-counter and is never familiar.
+Addresses are counted by the network a client controls: an IPv6 address by its /64
+(one subscriber's network: rotating through it gains nothing), an IPv4-mapped IPv6
+address as the IPv4 address. ``address`` None is a caller the server cannot place (a
+loopback peer: a local tool); it counts as one address of its own for the pair counter
+and is never familiar (so local processes share one guesser's counter per user).
 
 The module is pure: time comes in as ``now`` (seconds, any monotonic clock), and the
 tables are bounded (``max_entries`` each; the oldest entries go first).
@@ -36,10 +38,25 @@ tables are bounded (``max_entries`` each; the oldest entries go first).
 
 from __future__ import annotations
 
+import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 
 _NO_ADDRESS = ""
+
+
+def client_network(address: str) -> str:
+    """What failures of ``address`` are counted under: an IPv4 address itself, an IPv6
+    address's /64, an IPv4-mapped address's IPv4 address (anything else as it is)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(slots=True)
@@ -98,6 +115,7 @@ class LogonThrottle:
         return user.strip().lower()
 
     def _keys(self, user: str | None, address: str | None) -> list[tuple[str, ...]]:
+        address = client_network(address) if address else None
         keys: list[tuple[str, ...]] = []
         if user is not None:
             name = self._user(user)
@@ -111,7 +129,7 @@ class LogonThrottle:
         """Has ``user`` logged on from ``address`` within ``familiar_for`` seconds?"""
         if not address:
             return False
-        seen = self._familiar.get((self._user(user), address))
+        seen = self._familiar.get((self._user(user), client_network(address)))
         return seen is not None and now - seen <= self.familiar_for
 
     def _wait(self, key: tuple[str, ...], now: float) -> float:
@@ -170,7 +188,7 @@ class LogonThrottle:
         pair, user_key, *address_key = self._keys(user, address)
         forgiven = self._records.pop(pair, None)
         if address:
-            familiar = (self._user(user), address)
+            familiar = (self._user(user), client_network(address))
             self._familiar.pop(familiar, None)
             self._familiar[familiar] = now
             while len(self._familiar) > self.max_entries:

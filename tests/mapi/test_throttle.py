@@ -123,3 +123,15 @@ def test_one_address_moves_the_per_user_ceiling_by_its_free_failures_at_most():
     assert throttle.delay("alice", "198.51.100.1", now) == 0  # a new place: not held
     throttle.failed("alice", "192.0.2.1", now)  # a second address tips it over
     assert throttle.delay("alice", "198.51.100.1", now) > 0
+
+
+def test_an_ipv6_network_is_one_address_and_mapped_ipv4_is_ipv4():
+    throttle = LogonThrottle(free_failures=3, address_free_failures=3, base_delay=5.0)
+    for i in range(4):  # rotating through one /64
+        throttle.failed("alice", f"2001:db8:1:2::{i + 1:x}", 0.0)
+    assert throttle.delay("alice", "2001:db8:1:2::ffff", 0.0) > 0
+    assert throttle.delay("bob", "2001:db8:1:2:abcd::1", 0.0) > 0  # the network sprays
+    assert throttle.delay("alice", "2001:db8:1:3::1", 0.0) == 0  # another network
+    for _ in range(4):
+        throttle.failed("carol", "::ffff:192.0.2.7", 0.0)
+    assert throttle.delay("carol", "192.0.2.7", 0.0) > 0

@@ -469,3 +469,13 @@ async def test_autodiscover_through_the_tunnel_without_a_domain(
                 head = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {AUTH}\r\n\r\n"
                 await s.send_all(head.encode())
                 assert (await read_head(s)).startswith(b"HTTP/1.1 200 ")
+
+
+def test_check_queue_keys_group_an_ipv6_network():
+    from tunnel.policy import client_network
+
+    assert client_network("2001:db8:1:2::1") == client_network("2001:db8:1:2:ffff::9")
+    assert client_network("2001:db8:1:2::1") != client_network("2001:db8:1:3::1")
+    assert client_network("::ffff:192.0.2.7") == "192.0.2.7"
+    assert client_network("192.0.2.7") == "192.0.2.7"
+    assert client_network("?") == "?"

@@ -28,6 +28,7 @@ from tunnel.policy import (
     CheckQueue,
     Quota,
     ScreeningAuthenticator,
+    client_network,
     parse_authorization,
 )
 
@@ -141,7 +142,7 @@ class ProxyContext:
                 return AuthOutcome(None, user)  # held back: no check, no place in the queue
         except Exception:
             log.exception("authenticator failed (is_cached or refuses)")
-        ticket = self.checks.enter(address)
+        ticket = self.checks.enter(client_network(address))
         if ticket is None:
             self._note_refusal(address)
             await trio.lowlevel.checkpoint()
