@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypeAlias
 
 from mapi import errors
 from mapi import proptags as pt
-from mapi.budget import tick
+from mapi.budget import current as current_budget
 from mapi.limits import DEFAULT_LIMITS, Limits
 from mapi.properties import PropData, nocase, sort_key, validate, value_size
 
@@ -382,8 +382,8 @@ def compare(relop: int, left: PropData, right: PropData) -> bool:
 
 
 def evaluate(res: Restriction, row: RowView) -> bool:
-    """Decide ``res`` on ``row``."""
-    tick()
+    """Decide ``res`` on ``row`` (callers looping over rows call
+    :func:`mapi.budget.tick` per row; long texts are checked inside)."""
     if isinstance(res, And):
         return all(evaluate(r, row) for r in res.restrictions)
     if isinstance(res, Or):
@@ -500,8 +500,10 @@ def regex_search(pattern: str, text: str) -> bool:
     current = set(start)
     if n in current and not anchored_end:
         return True
-    for c in text:
-        tick()
+    work = current_budget()
+    for i, c in enumerate(text):
+        if work is not None and not i & 1023:  # the clock costs more than a step
+            work.check()
         nxt: set[int] = set()
         for s in current:
             if s < n and _atom_matches(items[s][0], c):

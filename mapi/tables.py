@@ -91,6 +91,18 @@ def build_row(row: rs.DictRow, columns: Sequence[int]) -> list[PropValue]:
     return out
 
 
+def _matching(
+    res: rs.Restriction, rows: list[tuple[Key, rs.DictRow]]
+) -> list[tuple[Key, rs.DictRow]]:
+    """The rows ``res`` selects, the work budget checked per row."""
+    selected = []
+    for item in rows:
+        tick()
+        if rs.evaluate(res, item[1]):
+            selected.append(item)
+    return selected
+
+
 def sort_rows(
     rows: list[tuple[Key, rs.DictRow]], sort: Sequence[SortKey]
 ) -> list[tuple[Key, rs.DictRow]]:
@@ -338,6 +350,7 @@ class Table:
                 if backward:
                     rows.reverse()
                 for index, row in rows:
+                    tick()
                     if rs.evaluate(res, row):
                         self._pos = index
                         return build_row(row, self._columns)
@@ -380,7 +393,7 @@ class MemoryTable(Table):
         rows = self._loader()
         if self._restriction is not None:
             res = self._restriction
-            rows = [item for item in rows if rs.evaluate(res, item[1])]
+            rows = _matching(res, rows)
         if len(rows) > self._ctx.limits.max_materialized_rows:
             raise errors.TableTooBig("too many rows to evaluate this table")
         self._cache = sort_rows(rows, self._sort)
