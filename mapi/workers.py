@@ -14,7 +14,10 @@ So:
   another;
 - within the batch pool, one user holds at most ``per_user`` threads; the user's
   further calls wait on the event loop (cheap; bounded by the RPC runtime's limits on
-  calls and connections), never in a thread;
+  calls and connections), never in a thread; and a quarter of the pool is kept for
+  users with no batch running: a user's second and later batches wait while the rest
+  is taken, so several accounts running many batches each cannot take every thread
+  (it takes as many accounts as there are threads);
 - :func:`run_budgeted` runs a function in a worker thread under a
   :class:`~mapi.budget.WorkBudget`: when the calling task is cancelled (its
   connection went away, the server is stopping) the budget is cancelled, so the
@@ -70,6 +73,32 @@ class WorkerPools:
             self.limits.password_checks or os.cpu_count() or 2
         )
         self._per_user: dict[str, trio.CapacityLimiter] = {}
+        #: Threads kept for users with no batch admitted: a user's second and later
+        #: batches are admitted only while fewer than ``batches - reserve`` are.
+        self.reserve = self.limits.batches // 4
+        #: Batches admitted (running, or waiting for a thread), in all and per user.
+        self._admitted = 0
+        self._active: dict[str, int] = {}
+        self._changed = trio.Event()
+
+    async def _admit(self, user: str) -> None:
+        """Admit a batch of ``user``: a first one at once; a further one only while
+        fewer than ``batches - reserve`` batches are admitted in all, so a few accounts
+        running many batches each leave threads to the users who have none running."""
+        while self._active.get(user, 0) and self._admitted >= self.limits.batches - self.reserve:
+            await self._changed.wait()
+        self._active[user] = self._active.get(user, 0) + 1
+        self._admitted += 1
+
+    def _done(self, user: str) -> None:
+        left = self._active[user] - 1
+        if left:
+            self._active[user] = left
+        else:
+            del self._active[user]
+        self._admitted -= 1
+        self._changed.set()
+        self._changed = trio.Event()
 
     def _user_limiter(self, user: str) -> trio.CapacityLimiter:
         limiter = self._per_user.get(user)
@@ -87,7 +116,11 @@ class WorkerPools:
         limiter = self._user_limiter(user)
         try:
             async with limiter:
-                return await run_budgeted(fn, budget, self.batches)
+                await self._admit(user)
+                try:
+                    return await run_budgeted(fn, budget, self.batches)
+                finally:
+                    self._done(user)
         finally:
             self._release_user(user, limiter)
 

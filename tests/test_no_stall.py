@@ -96,9 +96,9 @@ def address(running) -> str:  # type: ignore[no-untyped-def]
     return f"ncacn_ip_tcp:127.0.0.1[{running.epm_port}]"
 
 
-async def runaway(running) -> None:  # type: ignore[no-untyped-def]
-    """alice's runaway query: restrict the Inbox's contents table and read a row."""
-    async with connect(address(running), "alice", PASSWORDS["alice"]) as session:
+async def runaway(running, user: str = "alice", password: str = "") -> None:  # type: ignore[no-untyped-def]
+    """``user``'s runaway query: restrict the Inbox's contents table and read a row."""
+    async with connect(address(running), user, password or PASSWORDS[user]) as session:
         store = await session.open_store()
         inbox = await store.open_folder(await store.special_folder("inbox"))
         table = await inbox.contents_table()
@@ -335,3 +335,30 @@ async def test_a_call_that_comes_with_its_connections_close_does_not_pin_a_sessi
             await conn.receive_data(b"")  # the tunnel's client hangs up at once
         while service.list_sessions():  # noqa: ASYNC110 - reaped by the housekeeping
             await trio.sleep(0.2)
+
+
+async def test_a_few_accounts_running_many_batches_leave_threads_to_the_others(nursery, tmp_path):
+    """Review finding: the cap was per account only, so a few accounts (8 x 4 of 32
+    threads by default) took every thread. Here 4 threads: alice and carol run two
+    runaway queries each, and bob, with nothing running, still gets a thread."""
+    running = await start(
+        nursery, tmp_path, batch_seconds=5.0, batch_threads=4, batch_threads_per_user=4
+    )
+    await trio.to_thread.run_sync(running.store.add_user, "carol", "carol-password")
+    await trio.to_thread.run_sync(fill_inbox, running.store, "carol", "carol-password")
+    finished = 0
+
+    async def one(user: str, password: str) -> None:
+        nonlocal finished
+        with contextlib.suppress(errors.MapiError):
+            await runaway(running, user, password)
+        finished += 1
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as inner:
+            for user, password in [("alice", PASSWORDS["alice"]), ("carol", "carol-password")]:
+                for _ in range(2):
+                    inner.start_soon(one, user, password)
+            await trio.sleep(1.0)  # four runaways asked for the four threads
+            await bob_works(running)
+            assert finished == 0, "bob waited for a runaway to end"
