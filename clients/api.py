@@ -51,8 +51,9 @@ from dcerpc.trio_util import single_errors
 from endpoint_mapper import EPM_SYNTAX, map_endpoint_on
 from mapi import errors
 from mapi import proptags as pt
+from mapi.limits import DEFAULT_LIMITS
 from mapi.logon import Challenge, KdfParams, client_response
-from mapi.service import (
+from mapi.wire import (
     OP_CONNECT,
     OP_DISCONNECT,
     OP_EXECUTE,
@@ -187,9 +188,9 @@ def _none(hresult: int, value: Any) -> None:
 
 
 #: Largest string or binary value one ``set_props`` may carry: the server refuses
-#: larger values of one call (its stub limit, ``max_value_bytes``: 1 MiB); a value as
-#: large as a whole request fragment would cost the connection itself.
-MAX_INLINE_VALUE = 1 << 20
+#: larger values of one call (its stub limit, ``max_value_bytes``: 1 MiB by default); a
+#: value as large as a whole request fragment would cost the connection itself.
+MAX_INLINE_VALUE = DEFAULT_LIMITS.max_value_bytes
 
 
 def _inline_size(value: Any) -> int:

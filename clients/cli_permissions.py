@@ -3,7 +3,7 @@
 ``share FOLDER USER ROLE`` grants USER (a login name, an e-mail address, or
 ``default`` for every other user) a role on one of your folders; ``share FOLDER USER
 none`` takes it back. Roles are Exchange's ([MS-OXCPERM] rights, see
-:data:`mapi.permissions.ROLES`): owner, publishing_editor, editor, publishing_author,
+:data:`mapi.rights.ROLES`): owner, publishing_editor, editor, publishing_author,
 author, nonediting_author, reviewer, contributor, none; a rights mask (``0x401``)
 works too. Permissions are per folder and not inherited: to let someone read a
 subfolder, share it as well. The other user then opens your mailbox with
@@ -22,11 +22,12 @@ from typing import Any
 from clients.api import Call
 from clients.cli_folders import Context, release_call, resolve
 from clients.cli_format import UsageError, render_table
-from mapi import errors, permissions
+from mapi import errors
+from mapi.rights import ROLES, parse_rights, role_name
 
 Command = Callable[[Context, argparse.Namespace], Awaitable[int]]
 
-ROLE_HELP = ", ".join(permissions.ROLES) + ", or a rights mask like 0x401"
+ROLE_HELP = ", ".join(ROLES) + ", or a rights mask like 0x401"
 
 
 def add_permission_commands(
@@ -46,7 +47,7 @@ def add_permission_commands(
 
 def _rights(text: str) -> int:
     try:
-        return permissions.parse_rights(text)
+        return parse_rights(text)
     except errors.InvalidParameter as exc:
         raise UsageError(str(exc).removeprefix("MAPI_E_INVALID_PARAMETER: ")) from None
 
@@ -58,7 +59,7 @@ async def cmd_share(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.session.batch() as batch:
         batch.add(target.folder.set_permission(args.member, rights))
         batch.add(release_call(target.folder))
-    role = permissions.role_name(rights)
+    role = role_name(rights)
     data = {"folder": target.path, "member": args.member, "role": role, "rights": rights}
     if rights:
         text = f"{target.path}: {args.member} is {role} (rights 0x{rights:X})"
@@ -82,7 +83,7 @@ async def cmd_permissions(ctx: Context, args: argparse.Namespace) -> int:
             {
                 "member": name,
                 "id": member_id,
-                "role": permissions.role_name(rights),
+                "role": role_name(rights),
                 "rights": rights,
             }
         )

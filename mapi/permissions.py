@@ -29,79 +29,27 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from mapi import errors
-
-READ_ANY: Final = 0x00000001
-CREATE: Final = 0x00000002
-EDIT_OWNED: Final = 0x00000008
-DELETE_OWNED: Final = 0x00000010
-EDIT_ANY: Final = 0x00000020
-DELETE_ANY: Final = 0x00000040
-CREATE_SUBFOLDER: Final = 0x00000080
-FOLDER_OWNER: Final = 0x00000100
-FOLDER_CONTACT: Final = 0x00000200
-FOLDER_VISIBLE: Final = 0x00000400
-ALL_RIGHTS: Final = 0x000007FB
-
-#: Exchange's roles, most rights first. The "author" roles' own-item rights grant
-#: nothing more than their other bits here (see above).
-ROLES: Final[dict[str, int]] = {
-    "owner": 0x000007FB,
-    "publishing_editor": 0x000004FB,
-    "editor": 0x0000047B,
-    "publishing_author": 0x0000049B,
-    "author": 0x0000041B,
-    "nonediting_author": 0x00000413,
-    "reviewer": 0x00000401,
-    "contributor": 0x00000402,
-    "none": 0x00000000,
-}
+# The rights model lives in mapi.rights (a client imports it without the store);
+# its names stay importable from here.
+from mapi.rights import (
+    ALL_RIGHTS,
+    CREATE,
+    CREATE_SUBFOLDER,
+    DELETE_ANY,
+    DELETE_OWNED,
+    EDIT_ANY,
+    EDIT_OWNED,
+    FOLDER_CONTACT,
+    FOLDER_OWNER,
+    FOLDER_VISIBLE,
+    READ_ANY,
+    ROLES,
+    check_rights,
+    parse_rights,
+    role_name,
+)
 
 DEFAULT_MEMBER: Final = "default"
-
-
-def role_rights(role: str) -> int:
-    """Rights of a named role.
-
-    Raises:
-        InvalidParameter: unknown role.
-    """
-    try:
-        return ROLES[role]
-    except KeyError:
-        raise errors.InvalidParameter(f"unknown role {role!r}") from None
-
-
-def role_name(rights: int) -> str:
-    """The role whose rights are exactly ``rights``, else "custom"."""
-    for name, value in ROLES.items():
-        if value == rights:
-            return name
-    return "custom"
-
-
-def parse_rights(text: str) -> int:
-    """A role name (any case, "-" or "_") or a rights mask ("0x401", "1025").
-
-    Raises:
-        InvalidParameter: neither a role nor a valid mask.
-    """
-    key = text.strip().lower().replace("-", "_")
-    if key in ROLES:
-        return ROLES[key]
-    try:
-        value = int(key, 0)
-    except ValueError:
-        roles = ", ".join(ROLES)
-        raise errors.InvalidParameter(f"unknown role {text!r} (roles: {roles})") from None
-    return check_rights(value)
-
-
-def check_rights(rights: int) -> int:
-    """Validate a rights mask (only the defined bits)."""
-    if not isinstance(rights, int) or rights & ~ALL_RIGHTS & ~FOLDER_CONTACT or rights < 0:
-        raise errors.InvalidParameter(f"bad rights mask {rights!r}")
-    return rights
 
 
 def folder_rights(conn: sqlite3.Connection, folder_id: int, member: str) -> int:
@@ -142,3 +90,27 @@ def grants_anything(conn: sqlite3.Connection, member: str) -> bool:
         (member, DEFAULT_MEMBER),
     ).fetchone()
     return row is not None
+
+
+__all__ = [
+    "ALL_RIGHTS",
+    "CREATE",
+    "CREATE_SUBFOLDER",
+    "DEFAULT_MEMBER",
+    "DELETE_ANY",
+    "DELETE_OWNED",
+    "EDIT_ANY",
+    "EDIT_OWNED",
+    "FOLDER_CONTACT",
+    "FOLDER_OWNER",
+    "FOLDER_VISIBLE",
+    "READ_ANY",
+    "ROLES",
+    "check_rights",
+    "folder_rights",
+    "grants_anything",
+    "members",
+    "parse_rights",
+    "role_name",
+    "set_member",
+]

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Interface :data:`STORE_SYNTAX`, stub data in our msgpack transfer syntax
+Interface :data:`mapi.wire.STORE_SYNTAX`, stub data in our msgpack transfer syntax
 (:data:`dcerpc.syntax.MSGPACK`): every request and response stub is one msgpack map,
 and every response carries ``"hresult"`` (0, or the MAPI error of the call as a
 whole). Opnums:
@@ -12,8 +12,8 @@ whole). Opnums:
     Step 2 ``{"user", "nonce", "cnonce", "response"}`` answers ``{"session", "user"}``:
     the password never crosses the wire (:mod:`mapi.logon`). A LAN client may add
     ``"wake_port"``: when events are queued, the server sends a UDP datagram
-    (:data:`WAKE_MAGIC`) to that port at the client's address, at most every
-    :data:`WAKE_INTERVAL` seconds, as a hint to long-poll now.
+    (:data:`~mapi.wire.WAKE_MAGIC`) to that port at the client's address, at most every
+    :data:`~mapi.wire.WAKE_INTERVAL` seconds, as a hint to long-poll now.
     Or ``{"resume": session}`` takes up a live session on a new connection (after a
     connection was cut): its objects, subscriptions and queued events are intact.
 1 ``disconnect`` ``{"session"}``: closes every object of the session.
@@ -55,7 +55,7 @@ import msgpack
 import trio
 
 from dcerpc.interface import CONNECTION_CLOSED, CallContext, Interface
-from dcerpc.syntax import MSGPACK, SyntaxId
+from dcerpc.syntax import MSGPACK
 from mapi import errors, ops
 from mapi.budget import WorkBudget, applied
 from mapi.directory import UserRecord
@@ -64,21 +64,20 @@ from mapi.logon import challenge_name
 from mapi.notifications import NotificationHub
 from mapi.store import ObjectStore, Session
 from mapi.throttle import LogonThrottle
+from mapi.wire import (
+    MAX_WAIT,
+    OP_CONNECT,
+    OP_DISCONNECT,
+    OP_EXECUTE,
+    OP_WAIT_FOR_EVENTS,
+    OPNUM_COUNT,
+    STORE_SYNTAX,
+    WAKE_INTERVAL,
+    WAKE_MAGIC,
+)
 from mapi.workers import WorkerPools
 
 log = logging.getLogger("mapi.service")
-
-STORE_SYNTAX: Final = SyntaxId.parse("6d617069-616e-7977-6865-726501000000", 1, 0)
-OP_CONNECT: Final = 0
-OP_DISCONNECT: Final = 1
-OP_EXECUTE: Final = 2
-OP_WAIT_FOR_EVENTS: Final = 3
-OPNUM_COUNT: Final = 4
-#: Longest a wait_for_events may park, in seconds (below the tunnel's idle timeouts).
-MAX_WAIT: Final = 120.0
-#: UDP wake-up datagrams: a fixed prefix, and at most one per session per interval.
-WAKE_MAGIC: Final = b"MAPIWAKE"
-WAKE_INTERVAL: Final = 0.25
 
 #: Seconds between sweeps for idle sessions and mailbox databases.
 SWEEP_INTERVAL: Final = 60.0
@@ -88,10 +87,11 @@ REAP_INTERVAL: Final = 5.0
 INLINE_SECONDS: Final = 0.02
 #: Largest request stub tried inline (reads are small; writes go to a worker anyway).
 _INLINE_STUB_LIMIT: Final = 16 * 1024
-#: Limits of a decoded stub (the runtime already caps the stub at 4 MiB).
+#: The logon challenges issued on a connection (connection_state key).
 _PENDING_LOGONS: Final = "mapi.pending_logons"
 #: The sessions used on a connection (connection_state key): counted on its close.
 _CONNECTION_SESSIONS: Final = "mapi.sessions"
+#: Limits of a decoded stub (the runtime already caps the stub at 4 MiB).
 _UNPACK_LIMITS: Final = {
     "max_str_len": 1 << 20,
     "max_bin_len": 4 << 20,
@@ -718,3 +718,24 @@ async def _close_session(live: _LiveSession, hub: NotificationHub, sid: bytes) -
 def _release_all(live: _LiveSession) -> None:
     live.handles.clear()
     live.session.logoff()
+
+
+# The wire constants live in mapi.wire (a client imports them without the store);
+# they stay importable from here.
+__all__ = [
+    "INLINE_SECONDS",
+    "MAX_WAIT",
+    "OPNUM_COUNT",
+    "OP_CONNECT",
+    "OP_DISCONNECT",
+    "OP_EXECUTE",
+    "OP_WAIT_FOR_EVENTS",
+    "REAP_INTERVAL",
+    "STORE_SYNTAX",
+    "SWEEP_INTERVAL",
+    "WAKE_INTERVAL",
+    "WAKE_MAGIC",
+    "ServiceLimits",
+    "SessionInfo",
+    "StoreService",
+]

@@ -103,7 +103,7 @@ def test_user_ids_still_work_and_rows_of_deleted_users_can_be_revoked(
 
 
 def test_roles_by_name_and_back() -> None:
-    assert permissions.role_rights("author") == 0x41B
+    assert permissions.ROLES["author"] == 0x41B
     assert permissions.role_name(0x401) == "reviewer"
     assert permissions.role_name(0x7FB) == "owner"
     assert permissions.role_name(0x400) == "custom"
