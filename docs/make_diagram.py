@@ -44,7 +44,7 @@ def main() -> int:
     if args.check:
         target = SOURCE.with_suffix(".svg")
         if not target.is_file() or target.read_bytes() != render("svg"):
-            print(f"make_diagram: {target.name} is stale; run docs/make_diagram.py", file=sys.stderr)
+            print(f"make_diagram: {target.name} is stale: run it again", file=sys.stderr)
             return 1
         return 0
     for fmt in FORMATS:
