@@ -159,10 +159,6 @@ class ClientConnection:
             raise
         return events
 
-    @property
-    def outstanding_calls(self) -> int:
-        return len(self._calls)
-
     # -- internals -------------------------------------------------------------------------
 
     def _new_call_id(self) -> int:

@@ -76,10 +76,8 @@ MAX_ENTRIES = 500
 #: ``rpc_c_stats_array_max_size`` ([C706] Appendix Q): calls in/out, packets in/out.
 STATS_COUNT = 4
 
-# Smallest wire sizes, to bound counts before reading elements.
+# Smallest wire size of one entry, to bound counts before reading entries.
 _ENTRY_SIZE = 16 + 4 + 8  # GUID, tower referent, annotation offset/count
-_TWR_MIN = 8
-_IF_ID_SIZE = 20
 
 
 # -- twr_t --------------------------------------------------------------------

@@ -342,8 +342,3 @@ def from_stream_bytes(tag: int, data: bytes) -> PropData:
     if ptype == PropType.PT_STRING8:
         return data.decode("utf-8", "replace").replace("\x00", "\ufffd")
     return data
-
-
-def stream_types() -> frozenset[int]:
-    """Property types that may be opened as streams."""
-    return frozenset({PropType.PT_BINARY, PropType.PT_UNICODE, PropType.PT_STRING8})

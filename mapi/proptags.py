@@ -99,11 +99,6 @@ def is_multi(tag: int) -> bool:
     return bool(tag & MV_FLAG)
 
 
-def is_string_type(ptype: int) -> bool:
-    """True for PT_STRING8, PT_UNICODE and their multi-valued forms."""
-    return ptype & ~MV_FLAG in (PropType.PT_STRING8, PropType.PT_UNICODE)
-
-
 def canonical_tag(tag: int) -> int:
     """The storage key of ``tag``: 8-bit string types fold into their UTF-16 twin."""
     ptype = prop_type(tag)

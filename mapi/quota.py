@@ -75,11 +75,6 @@ PR_PROHIBIT_RECEIVE_QUOTA: Final = 0x666A0003
 PR_PROHIBIT_SEND_QUOTA: Final = 0x666E0003
 PR_STORAGE_QUOTA_LIMIT: Final = 0x3FF50003
 PR_MAX_SUBMIT_MESSAGE_SIZE: Final = 0x666D0003
-#: The store properties this module computes.
-QUOTA_TAGS: Final = (
-    pt.PR_MESSAGE_SIZE, pt.PR_MESSAGE_SIZE_EXTENDED, PR_PROHIBIT_SEND_QUOTA,
-    PR_PROHIBIT_RECEIVE_QUOTA, PR_STORAGE_QUOTA_LIMIT, PR_MAX_SUBMIT_MESSAGE_SIZE,
-)  # fmt: skip
 #: Room a non-delivery report needs beyond the copy of the original it carries.
 NDR_ALLOWANCE: Final = 4096
 _MAX_LONG: Final = 0x7FFFFFFF

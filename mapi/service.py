@@ -251,10 +251,6 @@ class StoreService:
             inline=self.handle_inline,
         )
 
-    @property
-    def session_count(self) -> int:
-        return len(self._sessions)
-
     async def handle(self, ctx: CallContext, stub: bytes) -> bytes:
         try:
             request = msgpack.unpackb(stub, raw=False, **_UNPACK_LIMITS)

@@ -40,7 +40,7 @@ from mapi import proptags as pt
 from mapi import restrictions as rs
 from mapi.budget import tick
 from mapi.context import StoreContext
-from mapi.properties import PropData, PropValue, sort_key
+from mapi.properties import PropValue, sort_key
 
 TBL_NOADVANCE: Final = 0x1
 BOOKMARK_BEGINNING: Final = 0
@@ -176,22 +176,12 @@ class Table:
                     raise errors.TooComplex("MV_INSTANCE columns are not supported")
             self._columns = list(columns)
 
-    def query_columns(self) -> list[int]:
-        """The current column set."""
-        with self._ctx.db.lock:
-            self._enter()
-            return list(self._columns)
-
     def sort_table(self, sort: Sequence[tuple[int, bool]]) -> None:
         """Sort by (tag, descending) keys; resets the cursor and bookmarks."""
         with self._ctx.db.lock:
             self._enter()
             self._sort = check_sort(sort, self._ctx.limits.max_sort_keys)
             self._reset()
-
-    def query_sort_order(self) -> list[SortKey]:
-        with self._ctx.db.lock:
-            return list(self._sort)
 
     def restrict(self, restriction: rs.Restriction | None) -> None:
         """Filter rows (None removes the filter); resets the cursor and bookmarks."""
@@ -201,10 +191,6 @@ class Table:
                 None if restriction is None else rs.check(restriction, self._ctx.limits)
             )
             self._reset()
-
-    def get_restriction(self) -> rs.Restriction | None:
-        with self._ctx.db.lock:
-            return self._restriction
 
     def _reset(self) -> None:
         self._pos = 0
@@ -414,8 +400,3 @@ class MemoryTable(Table):
     def _position_of(self, key: Key) -> int | None:
         self._materialize()
         return self._index.get(key)
-
-
-def props_row(props: dict[int, PropData]) -> rs.DictRow:
-    """A DictRow over canonical-tag props."""
-    return rs.DictRow(props)

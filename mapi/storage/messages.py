@@ -508,11 +508,6 @@ def _save_attachment(
     )
 
 
-def message_ids_in(conn: sqlite3.Connection, folder_id: int) -> list[int]:
-    """Ids of the messages of a folder."""
-    return [r[0] for r in conn.execute("SELECT id FROM messages WHERE folder_id = ?", (folder_id,))]
-
-
 def copy_message(
     conn: sqlite3.Connection,
     src_id: int,
