@@ -344,21 +344,65 @@ def test_client_out_recycle() -> None:
 OUT_EVENTS = ["request", "attach", "attach_other", "a6", "a7", "a7_other", "c1", "switch"]
 
 
+class OutModel:
+    """The outbound proxy's recycling as [MS-RPCH] 3.2.4.5.6-3.2.4.5.11 describe it, one
+    event at a time: the state after the event, and whether it is a protocol error (the
+    state then stays as it was)."""
+
+    def __init__(self) -> None:
+        self.state = OutState.OPENED
+        self.a7 = self.c1 = False
+
+    def step(self, event: str) -> bool:
+        """Apply ``event``; True when the proxy must answer it with a protocol error."""
+        s = OutState
+        if event == "request":  # OUT_R2/A2 goes out: only with no recycle under way
+            self.state = s.REQUESTED
+        elif event == "attach":  # OUT_R2/A3 naming the current OUT channel
+            if self.state not in (s.OPENED, s.REQUESTED):
+                return True  # a recycle already under way
+            self.state = s.ATTACHED
+        elif event == "attach_other":  # OUT_R2/A3 naming another channel: refused
+            return True
+        elif event == "a6":  # OUT_R2/A6 went out
+            self.state = s.CONFIRMING
+        elif event in ("a7", "a7_other"):  # OUT_R2/A7 on IN, right or wrong successor
+            if self.state is not s.CONFIRMING or self.a7 or event == "a7_other":
+                return True
+            self.a7 = True
+        elif event == "c1":  # OUT_R2/C1 on the successor, before or after A7
+            if self.state not in (s.ATTACHED, s.CONFIRMING) or self.c1:
+                return True
+            self.c1 = True
+        elif event == "switch":  # OUT_R2/B3 went out: the successor takes over
+            self.state, self.a7, self.c1 = s.OPENED, False, False
+        if self.state is s.CONFIRMING and self.a7 and self.c1:
+            self.state = s.SWITCHING
+        return False
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(OUT_EVENTS), max_size=20))
 def test_random_out_events_give_valid_states_or_protocol_errors(events: list[str]) -> None:
-    """Whatever a client sends, the proxy's OUT recycler only moves through its states
-    (or answers with a protocol error), and its reserve always covers what is owed."""
+    """Whatever a client sends, the proxy's OUT recycler moves exactly as the spec's
+    sequence says (or answers with a protocol error and stays put), and its reserve
+    always covers what is owed."""
     out = OutRecycler(threshold=8192, timeout=30.0)
+    model = OutModel()
+    #: The calls the proxy's own writer makes only in their state (others are its bugs).
+    own = {"request": OutState.OPENED, "a6": OutState.ATTACHED, "switch": OutState.SWITCHING}
     for event in events:
+        if event in own and out.state is not own[event]:
+            continue
+        refused = False
         try:
-            if event == "request" and out.state is OutState.OPENED:
+            if event == "request":
                 out.requested(0.0)
             elif event == "attach":
                 out.attach(a3(), OLD, 0.0)
             elif event == "attach_other":
                 out.attach(a3(predecessor=OTHER), OLD, 0.0)
-            elif event == "a6" and out.state is OutState.ATTACHED:
+            elif event == "a6":
                 out.a6_sent()
             elif event == "a7":
                 out.confirmed_on_in(NEW)
@@ -366,11 +410,12 @@ def test_random_out_events_give_valid_states_or_protocol_errors(events: list[str
                 out.confirmed_on_in(OTHER)
             elif event == "c1":
                 out.successor_pinged()
-            elif event == "switch" and out.state is OutState.SWITCHING:
+            elif event == "switch":
                 assert out.switched().successor == NEW
         except RemoteProtocolError:
-            pass
-        assert out.state in OutState
+            refused = True
+        assert refused == model.step(event), (event, events)
+        assert out.state is model.state, (event, events)
         owed = {
             OutState.OPENED: 84,
             OutState.REQUESTED: 56,
