@@ -5,12 +5,9 @@ msgpack value unpacked from it, the reassembled fragments, the file read for a
 download. glibc serves blocks above its mmap threshold (128 KiB, raised on its own up
 to the size of the last such block freed) with fresh ``mmap`` pages, and gives the top
 of the heap back to the kernel once twice that much is free there. Either way, each
-new megabyte costs 256 page faults and the zeroing of its pages. Measured on this
-project's 2-core test machine:
-
-- packing a 1 MiB value with msgpack took 1.12 ms, and 0.11 ms with the settings below;
-- unpacking it took 0.37 ms, and 0.02 ms with them;
-- direct TCP uploads to a store on tmpfs went 490-600 -> 930-980 MiB/s.
+new megabyte costs 256 page faults and the zeroing of its pages. With the settings
+below msgpack packs and unpacks a megabyte many times faster, and bulk uploads run
+faster (the figures: ``docs/benchmarks.md``, "Notes").
 
 :func:`tune_allocator` keeps blocks under :data:`MMAP_THRESHOLD` in the heap and up to
 :data:`TRIM_THRESHOLD` of free heap for reuse. The cost is memory a process keeps

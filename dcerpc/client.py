@@ -228,9 +228,10 @@ class RpcClient:
             if len(data) <= UNBOUNDED_SEND and self._small_sends_free:
                 # A request this small blocks only on a server that has stopped reading,
                 # and then its reply would never come either: the caller's own timeout
-                # is what ends that wait. A deadline scope costs about 10 us, 7% of a
-                # small call's round trip, so only larger sends (where waiting on flow
-                # control is normal, and a stall must end the connection) get one.
+                # is what ends that wait. A deadline scope is a noticeable part of a
+                # small call's round trip (docs/benchmarks.md), so only larger sends
+                # (where waiting on flow control is normal, and a stall must end the
+                # connection) get one.
                 await self.stream.send_all(data)
             else:
                 deadline = trio.current_time() + self.config.send_timeout

@@ -271,8 +271,8 @@ class RpcServer:
     async def _serve(self, conn: _Connection, stream: trio.abc.Stream) -> None:
         async with trio.open_nursery() as nursery:
             # The read loop only notes times; _watch enforces the timeouts. A deadline
-            # moved for every read and every reply (idle, then send) cost ~3 us a call
-            # in trio's deadline heap, about 2% of a small call's round trip.
+            # moved for every read and every reply (idle, then send) would cost every
+            # call two updates of trio's deadline heap (docs/benchmarks.md).
             with trio.CancelScope() as reading:
                 conn.reading = reading
                 conn.opened_at = trio.current_time()

@@ -17,13 +17,14 @@ Theory of operation
 **How the size is measured.** Computed when needed, never stored
 (:func:`mapi.storage.messages.mailbox_size`): one ``sum(size)`` over the covering index
 ``messages_by_size``, inside the transaction of the change it judges. A tracked
-counter would be cheaper (O(1) instead of about 4.5 ms per 100,000 messages), but
-messages leave a mailbox by many paths (deletes, cascades of folder deletes,
-submissions deleted after sending, another process): a counter updated by each of
-them drifts the day one is missed, and keeping it exact needs triggers in the schema;
-the sum cannot drift, and runs only where a limit applies. It counts what the client
-stored (the logical size), not SQLite's pages or the blob files: a copy counts twice
-even where its large values share storage, which is what a user can see and act on.
+counter would be O(1) where the sum is linear in the messages (cheap, though: see
+docs/benchmarks.md), but messages leave a mailbox by many paths (deletes, cascades of
+folder deletes, submissions deleted after sending, another process): a counter
+updated by each of them drifts the day one is missed, and keeping it exact needs
+triggers in the schema; the sum cannot drift, and runs only where a limit applies. It
+counts what the client stored (the logical size), not SQLite's pages or the blob
+files: a copy counts twice even where its large values share storage, which is what a
+user can see and act on.
 
 **What a client sees** (errors per [MS-OXCDATA] 2.4):
 

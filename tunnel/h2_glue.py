@@ -60,8 +60,8 @@ def prefix_hex_repr(data: bytes | None) -> str:
 
     h2 formats ``repr(frame)`` for every frame it receives (the argument of a trace
     log call, built even when nothing logs), and hyperframe hexlifies the whole body
-    to show its first 20 hex digits: for 256 KiB DATA frames that was a third of a
-    download's CPU in the client.
+    to show its first 20 hex digits: for 256 KiB DATA frames that was a large share of
+    a download's CPU in the client (docs/benchmarks.md).
     """
     if not data:
         return "None"

@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 Data staged through a stream (:mod:`mapi.storage.staging`) is one file per holder
 row of ``streams`` (``in_file = 1``), named by the row's id, in the mailbox's blob
-directory (``<mailbox file>.blobs``). Writing a MiB to a file costs about a tenth of
+directory (``<mailbox file>.blobs``). Writing a MiB to a file costs far less than
 writing it into chunk rows, which SQLite writes twice (log, then database file) and
-checkpoints; a 100 MiB attachment staged in rows spent about 3 ms per MiB there.
+checkpoints (the figures: docs/benchmarks.md).
 
 Ids come from ``AUTOINCREMENT``, so a file name is never reused. The row is committed
 first, the file created after it: a file whose row does not exist is garbage, and

@@ -113,16 +113,17 @@ def connect(path: Path) -> MailboxConnection:
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     # Only a new, empty file takes it (and only before WAL is on). Attachment data lives
     # in 64 KiB chunk rows: on 16 KiB pages they cost a quarter of the overflow pages
-    # of the 4 KiB default, and a 100 MiB upload stages at ~420 MiB/s instead of ~270.
+    # of the 4 KiB default, and large uploads stage faster (docs/benchmarks.md).
     conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     if str(mode).lower() != "wal":  # pragma: no cover - file systems without WAL
         raise errors.CallFailed(f"cannot enable WAL on {path}")
     conn.execute("PRAGMA synchronous = FULL")
     # Checkpoints run inside the commit that crosses the threshold: every 16 MiB of log at
-    # SQLite's default (1000 pages) they took a third of staging a large attachment.
-    # Every 64 MiB they cost fewer fsyncs for the same copying (staging 360-385 ->
-    # 460-480 MiB/s); the log file is cut back to that size after a checkpoint.
+    # SQLite's default (1000 pages) they took a large share of staging a large
+    # attachment. Every 64 MiB they cost fewer fsyncs for the same copying (staging is
+    # faster: docs/benchmarks.md); the log file is cut back to that size after a
+    # checkpoint.
     page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
     conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_BYTES // page_size}")
     conn.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_BYTES}")

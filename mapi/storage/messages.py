@@ -385,7 +385,7 @@ def mailbox_size(conn: sqlite3.Connection) -> int:
 
     Computed, never stored, like folder counts: it cannot drift, whichever path
     (a cascade, another process) removed a message. It reads only the covering index
-    ``messages_by_size`` (about 45 ns per message: 4.5 ms for 100,000 messages), and
+    ``messages_by_size`` (linear in the messages but cheap: docs/benchmarks.md), and
     runs only where a limit applies. A message's size is its properties' logical size
     (what the client wrote), so a copy counts twice even where its large values share
     storage, and SQLite's free pages or the blob directory's block rounding never do.

@@ -44,7 +44,7 @@ import trio
 from dcerpc.trio_util import acquire
 
 #: Bytes asked of the transport per read (a TLS record is at most ~16 KiB): 256 KiB
-#: reads moved tunnelled uploads 511-574 -> 560-592 MiB/s over 64 KiB ones.
+#: reads make tunnelled uploads faster than 64 KiB ones (docs/benchmarks.md).
 RECEIVE_SIZE = 262144
 #: Most bytes handed to a memory BIO at once (see "Memory" above).
 BIO_SLICE = 65536

@@ -98,7 +98,7 @@ class VirtualConnection:
         )
         # Acknowledged every quarter (not half) of the window: the spec caps it at 256 KiB,
         # and credit must come back while most of it is still in flight (HTTP/1.1
-        # uploads 397-441 -> 429-478 MiB/s), as our client does for OUT data.
+        # uploads are faster: docs/benchmarks.md), as our client does for OUT data.
         self.in_window = ReceiveWindow(config.in_window, ack_after=config.in_window // 4)
         self.pending_ack: bytes | None = None
         #: RTS PDUs for the OUT writer besides acknowledgements (IN_R2/A4).
