@@ -8,6 +8,7 @@ import contextlib
 import functools
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import replace
 
 import h2.connection
@@ -283,25 +284,88 @@ async def test_h2_statuses(tunnel: Tunnel) -> None:
         await still_serving(tunnel)
 
 
-async def test_h2_reset_and_goaway_end_cleanly(tunnel: Tunnel) -> None:
-    path = f"/rpc/rpcproxy.dll?localhost:{tunnel.backend.epm_port}"
-    with trio.fail_after(10):
-        async with await connect(tunnel, "h2") as s:
-            c = H2Raw(s)
-            sid = await c.open(path)
-            assert await c.status(sid) == 200
-            c.conn.reset_stream(sid)
-            sid2 = await c.open(path)
-            assert await c.status(sid2) == 200
-            c.conn.close_connection()
-            await c.flush()
-            # The proxy closes after our GOAWAY: this returns (within fail_after), with
-            # at most the proxy's own frames, never a new stream's.
-            rest = await read_until_closed(s)
-            assert not any(
-                isinstance(ev, h2.events.ResponseReceived) for ev in c.conn.receive_data(rest)
-            )
-        await still_serving(tunnel)
+async def test_h2_reset_and_goaway_end_cleanly(
+    nursery: trio.Nursery, backend: Backend, tmp_path
+) -> None:
+    """A reset stream and a GOAWAY end cleanly; a stream the client opens after its own
+    GOAWAY is not served: the connection is going away ([RFC 9113] 6.8), so the proxy
+    neither answers it nor connects to its target (an allowed one), and closes."""
+    bait = socket.socket()
+    bait.bind(("127.0.0.1", 0))
+    bait.listen(8)
+    bait.setblocking(False)
+    bait_port = bait.getsockname()[1]
+    allow = AllowList.static([SERVER_NAME], [backend.epm_port, bait_port])
+    tunnel = await start_tunnel(nursery, backend, tmp_path, allow=allow)
+    path = f"/rpc/rpcproxy.dll?localhost:{backend.epm_port}"
+    try:
+        with trio.fail_after(10):
+            async with await connect(tunnel, "h2") as s:
+                c = H2Raw(s)
+                sid = await c.open(path)
+                assert await c.status(sid) == 200
+                c.conn.reset_stream(sid)
+                sid2 = await c.open(path)
+                assert await c.status(sid2) == 200
+                # Our GOAWAY and, in the same write, a request on a new stream (written
+                # by hand: h2 sends nothing after its GOAWAY).
+                c.conn.close_connection()
+                late = sid2 + 2
+                headers = [
+                    *REQUEST_HEADERS[:3],
+                    (":path", f"/rpc/rpcproxy.dll?localhost:{bait_port}"),
+                    ("authorization", AUTH),
+                ]
+                frame = hyperframe.frame.HeadersFrame(
+                    late, _header_block(c, headers), flags=["END_HEADERS"]
+                )
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await s.send_all(c.conn.data_to_send() + frame.serialize())
+                # Up to the proxy's close, or to a first answer on the late stream.
+                frames = await _frames_until_closed(s, lambda f: _answers(f, late))
+            assert not any(_answers(f, late) for f in frames), frames
+        with pytest.raises(BlockingIOError):
+            bait.accept()  # the late stream's target never saw a connection
+    finally:
+        bait.close()
+    await still_serving(tunnel)
+
+
+def _answers(frame: hyperframe.frame.Frame, stream_id: int) -> bool:
+    """``frame`` serves ``stream_id``: anything on it but RST_STREAM(REFUSED_STREAM), the
+    one answer a stream opened after a GOAWAY may get."""
+    if frame.stream_id != stream_id:
+        return False
+    return not (
+        isinstance(frame, hyperframe.frame.RstStreamFrame)
+        and frame.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+    )
+
+
+async def _frames_until_closed(
+    stream: trio.abc.ReceiveStream, stop: Callable[[hyperframe.frame.Frame], bool]
+) -> list[hyperframe.frame.Frame]:
+    """The HTTP/2 frames the peer sends until it closes (a reset counts as a close), or
+    up to the first frame ``stop`` accepts."""
+    frames: list[hyperframe.frame.Frame] = []
+    buffer = b""
+    while True:
+        try:
+            chunk = await stream.receive_some(65536)
+        except trio.BrokenResourceError:
+            chunk = b""
+        if not chunk:
+            return frames
+        buffer += chunk
+        while len(buffer) >= 9:
+            frame, length = hyperframe.frame.Frame.parse_frame_header(memoryview(buffer[:9]))
+            if len(buffer) < 9 + length:
+                break
+            frame.parse_body(memoryview(buffer[9 : 9 + length]))
+            buffer = buffer[9 + length :]
+            frames.append(frame)
+            if stop(frame):
+                return frames
 
 
 async def test_h2_client_that_never_reads_bounds_our_buffering(
