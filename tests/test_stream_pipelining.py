@@ -1,16 +1,21 @@
 """Pipelined stream calls in the client library against a real server: write-behind and
 read-ahead give the bytes, positions and errors that calls in turn give, on the LAN and
-through both tunnels."""
+through both tunnels, and the calls do overlap (counted at the client's DCE/RPC
+connection: requests sent whose answer has not arrived yet)."""
 
 from __future__ import annotations
 
 import random
+import weakref
+from typing import Any
 
 import pytest
 import trio
 from serve_helpers import start_server
 
 from clients.api import Attachment, Message, Session, Stream, connect
+from dcerpc.client_connection import ClientConnection
+from dcerpc.events import FaultReceived, ResponseReceived
 from mapi import errors
 from mapi.storage.db import blob_dir_of
 
@@ -21,6 +26,68 @@ CHUNK = 64 * 1024
 @pytest.fixture
 async def server(nursery, tmp_path):
     return await start_server(nursery, tmp_path / "data", {"carol": PASSWORD})
+
+
+class Outstanding:
+    """The most requests one client connection had out at once (sent, their answer not
+    received yet) since :meth:`reset`: a sans-IO count, whatever the transport."""
+
+    def __init__(self) -> None:
+        self.most = 0
+        self._out: weakref.WeakKeyDictionary[ClientConnection, set[int]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def reset(self) -> None:
+        self.most = 0
+
+    def sent(self, core: ClientConnection, call_id: int) -> None:
+        out = self._out.setdefault(core, set())
+        out.add(call_id)
+        self.most = max(self.most, len(out))
+
+    def answered(self, core: ClientConnection, call_ids: list[int]) -> None:
+        self._out.get(core, set()).difference_update(call_ids)
+
+
+@pytest.fixture
+def outstanding(monkeypatch: pytest.MonkeyPatch) -> Outstanding:
+    """Counts the requests of every client connection of the test (all of this process)."""
+    count = Outstanding()
+    request, receive, orphan = (
+        ClientConnection.request,
+        ClientConnection.receive_data,
+        ClientConnection.orphan,
+    )
+
+    def counted_request(self: ClientConnection, *args: Any, **kwargs: Any) -> int:
+        call_id = request(self, *args, **kwargs)
+        count.sent(self, call_id)
+        return call_id
+
+    def counted_receive(self: ClientConnection, data: bytes | bytearray) -> list[Any]:
+        events = receive(self, data)
+        answers = (ResponseReceived, FaultReceived)
+        count.answered(self, [e.call_id for e in events if isinstance(e, answers)])
+        return events
+
+    def counted_orphan(self: ClientConnection, call_id: int) -> None:
+        orphan(self, call_id)
+        count.answered(self, [call_id])
+
+    monkeypatch.setattr(ClientConnection, "request", counted_request)
+    monkeypatch.setattr(ClientConnection, "receive_data", counted_receive)
+    monkeypatch.setattr(ClientConnection, "orphan", counted_orphan)
+    return count
+
+
+def assert_overlap(most: int, window: int, what: str) -> None:
+    """Pipelined calls overlap, up to the window and no further; without pipelining
+    (a window of 1) each call waits for its answer."""
+    if window == 1:
+        assert most == 1, f"{what}: {most} requests out at once with a window of 1"
+    else:
+        assert 2 <= most <= window, f"{what}: {most} requests out at once (window {window})"
 
 
 def open_session(server, transport: str):
@@ -68,7 +135,9 @@ async def read_to_end(stream: Stream, size: int) -> bytes:
 
 
 @pytest.mark.parametrize(("transport", "window"), [("lan", 1), ("lan", 4), ("h2", 4), ("h1", 3)])
-async def test_pipelined_writes_and_reads_give_what_calls_in_turn_give(server, transport, window):
+async def test_pipelined_writes_and_reads_give_what_calls_in_turn_give(
+    server, outstanding, transport, window
+):
     rng = random.Random(window)
     pieces = [rng.randbytes(rng.choice([1, 1000, CHUNK, CHUNK + 7, 200_000])) for _ in range(30)]
     data = b"".join(pieces)
@@ -76,15 +145,19 @@ async def test_pipelined_writes_and_reads_give_what_calls_in_turn_give(server, t
         async with open_session(server, transport) as session:
             msg, attach, stream = await new_attachment(session)
             stream.window = window
+            outstanding.reset()
             for piece in pieces:
                 assert await stream.write(piece) == len(piece)
             assert await stream.seek(0, 1) == len(data)  # from the position: ours
+            assert_overlap(outstanding.most, window, "writes")
             assert await stream.size() == len(data)
             await stream.seek(0)
+            outstanding.reset()
             assert await read_to_end(stream, 100_000) == data
             reader = await save_and_reopen(session, msg, attach, stream)
             reader.window = window
             assert await read_to_end(reader, CHUNK) == data
+            assert_overlap(outstanding.most, window, "reads")
             # Reads of changing sizes, and a seek in between, after reads ahead.
             await reader.seek(10)
             assert await reader.read(5) == data[10:15]
