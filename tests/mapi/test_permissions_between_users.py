@@ -1,7 +1,6 @@
-"""Regressions from a review of authorization between users: a delegate cannot destroy
-folders it does not own through empty_folder or a cascading delete, rights are checked
-again when a table is read or a message saved (revocation, moves), and a name does not
-open a hidden folder."""
+"""Authorization between users: a delegate cannot destroy folders it does not own
+through empty_folder or a cascading delete, rights are checked again when a table is
+read or a message saved (revocation, moves), and a name does not open a hidden folder."""
 
 from __future__ import annotations
 

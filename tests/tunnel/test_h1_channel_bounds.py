@@ -1,7 +1,7 @@
-"""Regressions from a review of the HTTP/1.1 side: nothing may follow an RPC channel's
-body however the reads cut it, a ClientKeepalive below the spec's floor cannot make us
-ping in a loop, a request head (and a rejected body) gets one deadline for all its
-reads, and a successor IN channel that times out leaves no cancel scope behind.
+"""The bounds of an HTTP/1.1 RPC channel: nothing may follow its body however the reads
+cut it, a ClientKeepalive below the spec's floor cannot make us ping in a loop, a
+request head (and a rejected body) gets one deadline for all its reads, and a successor
+IN channel that times out leaves no cancel scope behind.
 
 End to end against a real tunnel on loopback where practical; every test is bounded by
 ``trio.fail_after``."""

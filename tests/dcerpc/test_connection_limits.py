@@ -1,7 +1,7 @@
-"""Review findings on the runtime's limits, against real servers on loopback: a peer
-that connects and never binds, many sockets from one address, LAN sockets that would
-lock tunnel users out, reassembly memory summed over connections, and auth verifiers
-on connections that never authenticated.
+"""The runtime's connection limits, against real servers on loopback: a peer that
+connects and never binds, many sockets from one address, LAN sockets that would lock
+tunnel users out, reassembly memory summed over connections, and auth verifiers on
+connections that never authenticated.
 
 Rules: loopback only, port 0, every test bounded by ``fail_after``; durations are
 never asserted (short timeouts in the configs only make the tests quick)."""
