@@ -31,8 +31,10 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from html import (
+    escape,  # XML text and attributes alike; the stdlib sax helpers load urllib and socket
+)
 from urllib.parse import parse_qs
-from xml.sax.saxutils import escape
 
 XML_PATH = "/autodiscover/autodiscover.xml"
 JSON_PATH = "/autodiscover/autodiscover.json"
