@@ -181,8 +181,9 @@ def test_connection_and_logon_failures(server: Server, tmp_path: Path) -> None:
 
 def test_through_the_https_tunnel(server: Server) -> None:
     """The same commands work with an ``https://`` address (HTTP/2 and HTTP/1.1)."""
-    if server.tunnel_url is None or server.fingerprint is None:
-        pytest.skip("the server did not start its HTTPS tunnel")
+    assert server.tunnel_url is not None and server.fingerprint is not None, (
+        "the server did not start its HTTPS tunnel"
+    )
     via = ["--server", server.tunnel_url, "--fingerprint", server.fingerprint]
     assert "created Inbox/Tunnelled" in ok(server, *via, "mkdir", "-p", "Inbox/Tunnelled")
     entry_id = ok(server, *via, "--http1", "create", "Inbox/Tunnelled", "--subject", "via h1")
