@@ -14,6 +14,9 @@ On :class:`NeedsWorker` the service runs the whole batch again in a worker threa
 That is only correct for operations without side effects (reads), which is why the
 service tries only those. :class:`NeedsWorker` derives from ``BaseException`` so that
 no ``except Exception`` in the store turns it into a MAPI error on the way out.
+``tests/mapi/test_inline_reads.py`` runs every read-only operation under the guard
+against a storage that raises on any use, so a new path that would block the event
+loop fails there.
 """
 
 from __future__ import annotations
