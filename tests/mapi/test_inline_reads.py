@@ -60,7 +60,7 @@ def _context(store: ObjectStore) -> tuple[ops.Context, int]:
     session = store.logon_with_password("alice", "alice-pw")
     ctx = ops.Context(session, ops.HandleTable(), store.limits, b"s" * 16)
     _, inbox = _ok(
-        ctx, [["open_store", {"out": STORE}], ["special_folder", {"h": 1, "role": "inbox"}]]
+        ctx, [["open_store", {"out": STORE}], ["special_folder", {"h": STORE, "role": "inbox"}]]
     )
     recipient = [
         [pt.PR_DISPLAY_NAME_W, "Bob"],
