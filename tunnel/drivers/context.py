@@ -63,6 +63,15 @@ class AuthOutcome:
     offered: str | None = None
     busy: bool = False
 
+    def refusal(self, address: str) -> str:
+        """The end of the log line of a refused request, after its method and path:
+        the answer and why (the same for both HTTP versions)."""
+        if self.busy:
+            return f" of {self.offered!r}: 503 (too many credential checks)"
+        if self.offered is None:
+            return " without credentials: 401"
+        return f": 401: failed logon of {self.offered!r} from {address}"
+
 
 @dataclass(slots=True)
 class TunnelInfo:

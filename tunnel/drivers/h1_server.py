@@ -271,11 +271,8 @@ class _H1Connection:
         on an RPC channel in the MS-RPCH form (``503 RPC Error: 6bb``,
         RPC_S_SERVER_TOO_BUSY), which closes the connection (its body may be 1 GiB)."""
         path = req.path.partition("?")[0]
+        log.info("%s: %s %s%s", self.address, req.method, path, outcome.refusal(self.address))
         if outcome.busy:
-            log.info(
-                "%s: %s %s of %r: 503 (too many credential checks)",
-                self.address, req.method, path, outcome.offered,
-            )  # fmt: skip
             retry = [("Retry-After", str(AUTH_RETRY_AFTER))]
             if req.method in RPC_METHODS:
                 self.channel.refuse_rpc(RPC_S_SERVER_TOO_BUSY, retry)
@@ -283,13 +280,6 @@ class _H1Connection:
                 self.channel.reject(503, "Service Unavailable", [*TEXT, *retry])
             return
         headers = [("WWW-Authenticate", c) for c in CHALLENGES]
-        if outcome.offered is None:
-            log.info("%s: %s %s without credentials: 401", self.address, req.method, path)
-        else:
-            log.info(
-                "%s: %s %s: 401: failed logon of %r from %s",
-                self.address, req.method, path, outcome.offered, self.address,
-            )  # fmt: skip
         self.channel.reject(401, "Unauthorized", headers)
 
     async def _first_rts(self) -> rts.RtsMessage:

@@ -231,24 +231,16 @@ class _H2Connection:
         if user is not None and not self.authenticated:
             self.authenticated = True
             self._reset_deadline()
-        path = req.path.partition("?")[0]
+        if user is None:
+            path = req.path.partition("?")[0]
+            refusal = outcome.refusal(self.address)
+            log.info("%s: h2 %s %s%s", self.address, req.method, path, refusal)
         if outcome.busy:
             # Not checked: too many checks in progress. 503, not 401 (see AuthOutcome).
-            log.info(
-                "%s: h2 %s %s of %r: 503 (too many credential checks)",
-                self.address, req.method, path, outcome.offered,
-            )  # fmt: skip
             retry = [("retry-after", str(AUTH_RETRY_AFTER))]
             await self._answer(sid, 503, "too many logons in progress, retry later", retry)
             return
         if user is None:
-            if outcome.offered is None:
-                log.info("%s: h2 %s %s without credentials: 401", self.address, req.method, path)
-            else:
-                log.info(
-                    "%s: h2 %s %s: 401: failed logon of %r from %s",
-                    self.address, req.method, path, outcome.offered, self.address,
-                )  # fmt: skip
             challenges = [("www-authenticate", c) for c in CHALLENGES]
             await self._answer(sid, 401, "authentication required", challenges)
             return
