@@ -38,25 +38,12 @@ tables are bounded (``max_entries`` each; the oldest entries go first).
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from dcerpc.peers import client_network
+
 _NO_ADDRESS = ""
-
-
-def client_network(address: str) -> str:
-    """What failures of ``address`` are counted under: an IPv4 address itself, an IPv6
-    address's /64, an IPv4-mapped address's IPv4 address (anything else as it is)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 @dataclass(slots=True)

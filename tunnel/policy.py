@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
@@ -267,20 +266,6 @@ class Quota:
 
     def held(self, key: str) -> int:
         return self._held.get(key, 0)
-
-
-def client_network(address: str) -> str:
-    """The key of a client's checks: an IPv4 address itself, an IPv6 address's /64 (one
-    subscriber's network), an IPv4-mapped address's IPv4 address."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.IPv6Network((ip, 64), strict=False))
-    return str(ip)
 
 
 class CheckQueue:

@@ -472,7 +472,7 @@ async def test_autodiscover_through_the_tunnel_without_a_domain(
 
 
 def test_check_queue_keys_group_an_ipv6_network():
-    from tunnel.policy import client_network
+    from dcerpc.peers import client_network
 
     assert client_network("2001:db8:1:2::1") == client_network("2001:db8:1:2:ffff::9")
     assert client_network("2001:db8:1:2::1") != client_network("2001:db8:1:3::1")

@@ -17,6 +17,7 @@ from typing import cast
 
 import trio
 
+from dcerpc.peers import client_network
 from tunnel.autodiscover import Site
 from tunnel.config import TunnelConfig
 from tunnel.drivers.backend import AttachedBackend, Backend, LocalService, StreamBackend
@@ -28,7 +29,6 @@ from tunnel.policy import (
     CheckQueue,
     Quota,
     ScreeningAuthenticator,
-    client_network,
     parse_authorization,
 )
 
