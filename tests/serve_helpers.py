@@ -9,20 +9,33 @@ from typing import Any
 
 import trio
 
-from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
+from mapi_anywhere.config import (
+    Config,
+    EndpointMapperSection,
+    ServerSection,
+    StoreSection,
+    TunnelSection,
+)
 from tunnel.config import TunnelConfig
 
 
 async def start_server(
-    nursery: trio.Nursery, data_dir: Path, users: Mapping[str, str], *, emails: bool = False
+    nursery: trio.Nursery,
+    data_dir: Path,
+    users: Mapping[str, str],
+    *,
+    emails: bool = False,
+    store: StoreSection | None = None,
 ) -> Any:
     """Start ``run_server`` in ``nursery`` with ``users`` (name -> password) added;
-    ``emails`` gives each one ``name@example.org``. Returns the running server."""
+    ``emails`` gives each one ``name@example.org``; ``store`` is the ``[store]``
+    section (default: the built-in one). Returns the running server."""
     from mapi_anywhere.serve import run_server
 
     config = Config(
         server=ServerSection(data_dir=data_dir),
         endpoint_mapper=EndpointMapperSection(port=0),
+        store=store or StoreSection(),
         tunnel=TunnelSection(settings=TunnelConfig(port=0)),
     )
     running = await nursery.start(run_server, config)

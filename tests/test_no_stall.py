@@ -19,6 +19,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import trio
+from serve_helpers import start_server
 
 from clients.api import connect
 from dcerpc.pdu import BindPdu, ContextElement, RequestPdu
@@ -29,14 +30,7 @@ from mapi import proptags as pt
 from mapi import restrictions as rs
 from mapi.service import OP_EXECUTE, STORE_SYNTAX
 from mapi.store import ObjectStore
-from mapi_anywhere.config import (
-    Config,
-    EndpointMapperSection,
-    ServerSection,
-    StoreSection,
-    TunnelSection,
-)
-from tunnel.config import TunnelConfig
+from mapi_anywhere.config import StoreSection
 
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
 #: Messages in alice's Inbox and the length of each body: enough that the runaway
@@ -73,21 +67,11 @@ def fill_inbox(store: ObjectStore, user: str, password: str) -> None:
         session.logoff()
 
 
-def config_for(data_dir: Path, **store: object) -> Config:
-    return Config(
-        server=ServerSection(data_dir=data_dir),
-        endpoint_mapper=EndpointMapperSection(port=0),
-        store=StoreSection(demo_user=False, **store),  # type: ignore[arg-type]
-        tunnel=TunnelSection(settings=TunnelConfig(port=0)),
-    )
-
-
 async def start(nursery: trio.Nursery, tmp_path: Path, **store: object):  # type: ignore[no-untyped-def]
-    from mapi_anywhere.serve import run_server
-
-    running = await nursery.start(run_server, config_for(tmp_path / "data", **store))
-    for user, password in PASSWORDS.items():
-        await trio.to_thread.run_sync(running.store.add_user, user, password)
+    """A real server with alice and bob, and alice's Inbox filled; ``store``: keys of
+    the ``[store]`` section."""
+    settings = StoreSection(demo_user=False, **store)  # type: ignore[arg-type]
+    running = await start_server(nursery, tmp_path / "data", PASSWORDS, store=settings)
     await trio.to_thread.run_sync(fill_inbox, running.store, "alice", PASSWORDS["alice"])
     return running
 

@@ -5,30 +5,19 @@ from __future__ import annotations
 
 import pytest
 import trio
+from serve_helpers import start_server
 
 from clients.api import connect
 from mapi import errors
 from mapi.quota import PR_PROHIBIT_SEND_QUOTA
-from mapi_anywhere.config import (
-    Config,
-    EndpointMapperSection,
-    ServerSection,
-    StoreSection,
-    TunnelSection,
-)
+from mapi_anywhere.config import StoreSection
 
 
 async def test_the_configured_mailbox_quota_is_enforced(nursery, tmp_path):
-    from mapi_anywhere.serve import run_server
-
-    config = Config(
-        server=ServerSection(data_dir=tmp_path / "data"),
-        endpoint_mapper=EndpointMapperSection(port=0),
-        store=StoreSection(demo_user=False, mailbox_quota_bytes=20_000),
-        tunnel=TunnelSection(enabled=False),
+    settings = StoreSection(demo_user=False, mailbox_quota_bytes=20_000)
+    running = await start_server(
+        nursery, tmp_path / "data", {"carol": "carol-password"}, store=settings
     )
-    running = await nursery.start(run_server, config)
-    await trio.to_thread.run_sync(running.store.add_user, "carol", "carol-password")
     with trio.fail_after(30):
         address = f"ncacn_ip_tcp:127.0.0.1[{running.epm_port}]"
         async with connect(address, "carol", "carol-password") as session:

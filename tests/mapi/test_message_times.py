@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import pytest
 import trio
+from serve_helpers import start_server
 
 from clients.api import Call, connect
 from mapi import errors
 from mapi import proptags as pt
-from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
-from tunnel.config import TunnelConfig
 
 PASSWORDS = {"alice": "correct horse", "bob": "battery staple"}
 TIMES = ["PR_CREATION_TIME", "PR_LAST_MODIFICATION_TIME", "PR_MESSAGE_DELIVERY_TIME"]
@@ -20,20 +19,7 @@ TIMES = ["PR_CREATION_TIME", "PR_LAST_MODIFICATION_TIME", "PR_MESSAGE_DELIVERY_T
 
 @pytest.fixture
 async def server(nursery, tmp_path):
-    """A real ``serve`` on loopback (as tests/serve_helpers.py starts one)."""
-    from mapi_anywhere.serve import run_server
-
-    config = Config(
-        server=ServerSection(data_dir=tmp_path / "data"),
-        endpoint_mapper=EndpointMapperSection(port=0),
-        tunnel=TunnelSection(enabled=False, settings=TunnelConfig(port=0)),
-    )
-    running = await nursery.start(run_server, config)
-    for user, password in PASSWORDS.items():
-        await trio.to_thread.run_sync(
-            lambda u=user, p=password: running.store.add_user(u, p, email=f"{u}@example.org")
-        )
-    return running
+    return await start_server(nursery, tmp_path / "data", PASSWORDS, emails=True)
 
 
 def session_of(server, user: str):

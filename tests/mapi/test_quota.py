@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 from mapi_helpers import FAST_KDF, Clock, contents_of
+from serve_helpers import start_server
 
 from clients.api import connect
 from mapi import errors, quota
@@ -19,14 +20,9 @@ from mapi.limits import Limits
 from mapi.messages import Message
 from mapi.store import MsgStore, ObjectStore
 from mapi_anywhere.config import (
-    Config,
     ConfigError,
-    EndpointMapperSection,
-    ServerSection,
-    TunnelSection,
     parse_config,
 )
-from tunnel.config import TunnelConfig
 
 BODY = "quota " * 1000  # 12,000 bytes of UTF-16
 
@@ -278,19 +274,7 @@ PASSWORDS = {"alice": "correct horse", "bob": "battery staple"}
 
 @pytest.fixture
 async def server(nursery, tmp_path):
-    from mapi_anywhere.serve import run_server
-
-    config = Config(
-        server=ServerSection(data_dir=tmp_path / "wire"),
-        endpoint_mapper=EndpointMapperSection(port=0),
-        tunnel=TunnelSection(enabled=False, settings=TunnelConfig(port=0)),
-    )
-    running = await nursery.start(run_server, config)
-    for user, password in PASSWORDS.items():
-        await trio.to_thread.run_sync(
-            lambda u=user, p=password: running.store.add_user(u, p, email=f"{u}@example.org")
-        )
-    return running
+    return await start_server(nursery, tmp_path / "wire", PASSWORDS, emails=True)
 
 
 async def test_quota_errors_cross_the_wire(server) -> None:
