@@ -33,9 +33,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from mapi import errors
+
+if TYPE_CHECKING:  # the client imports this module (through restrictions): no sqlite3
+    import sqlite3
 
 #: :func:`tick` reads the clock once per this many calls.
 TICK_EVERY: Final = 256
@@ -135,13 +138,6 @@ def suspended() -> Iterator[None]:
         _local.budget = previous
 
 
-def check() -> None:
-    """Raise if the current budget is spent (no budget: nothing to do)."""
-    budget = current()
-    if budget is not None:
-        budget.check()
-
-
 def tick() -> None:
     """A cheap :func:`check` for inner loops."""
     budget = current()
@@ -153,6 +149,11 @@ def sqlite_progress() -> int:
     """SQLite's progress handler: non-zero interrupts the running statement."""
     budget = current()
     return int(budget is not None and budget.spent())
+
+
+def watch_sqlite(conn: sqlite3.Connection) -> None:
+    """Make ``conn``'s statements stop when the current budget is spent."""
+    conn.set_progress_handler(sqlite_progress, SQLITE_PROGRESS_STEPS)
 
 
 def interrupted_error() -> errors.MapiError:

@@ -130,7 +130,7 @@ def connect(path: Path) -> MailboxConnection:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.create_function("mapi_content", 3, _sql_content, deterministic=True)
     # A statement past the current work budget is interrupted (:mod:`mapi.budget`).
-    conn.set_progress_handler(budget.sqlite_progress, budget.SQLITE_PROGRESS_STEPS)
+    budget.watch_sqlite(conn)
     return conn
 
 
@@ -329,7 +329,7 @@ class MailboxDB:
         try:
             conn.execute(sql)
         finally:
-            conn.set_progress_handler(budget.sqlite_progress, budget.SQLITE_PROGRESS_STEPS)
+            budget.watch_sqlite(conn)
 
     def _check_open(self) -> None:
         if self._closed:
