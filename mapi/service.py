@@ -567,7 +567,10 @@ class StoreService:
         deleted = await trio.to_thread.run_sync(
             self.store.delete_user, record.username, limiter=self.pools.batches
         )
+        # Again, now that the account is gone: a logon or a tunnel check that completed
+        # while the deletion ran must not outlive it.
         self._announce(record.username)
+        await self.end_user_sessions(record.username)
         log.info("user %s deleted; their sessions ended", deleted.username)
         return deleted
 
