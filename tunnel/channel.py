@@ -30,12 +30,11 @@ carries server→client PDUs. :class:`ServerChannel` wraps an h11 server connect
     :class:`RpcPduReceived`. The driver sends the OUT response with
     :meth:`start_out_response` and PDUs with :meth:`send_body`. Both bodies are
     Content-Length framed and long (1 GiB), so past the heads (and what h11 buffered
-    with them) the channel counts them itself instead of passing each read and write
-    through h11 (a few microseconds each, per small call): it refuses body bytes past
-    the announced length, ends the request body exactly at its Content-Length, and
-    then expects only the EOF (MS-RPCH recycles channels on new connections; nothing
-    follows a channel's body on its connection), also when h11 read the whole body
-    with the head.
+    with them) the channel counts them itself (:mod:`tunnel.bodies`, shared with the
+    client): it refuses body bytes past the announced length, ends the request body
+    exactly at its Content-Length, and then expects only the EOF (MS-RPCH recycles
+    channels on new connections; nothing follows a channel's body on its connection),
+    also when h11 read the whole body with the head.
 
 Receiving may queue an error answer (400/431) before raising
 :class:`ChannelError`; the driver flushes :meth:`data_to_send` and closes.
@@ -51,6 +50,7 @@ import h11
 
 from dcerpc.errors import DecodeError, RemoteProtocolError
 from dcerpc.framing import PduFramer
+from tunnel.bodies import BodyReader, BodyWriter, framing_length
 from tunnel.config import TunnelConfig
 from tunnel.rts import RtsMessage, decode_rts, is_rts
 
@@ -144,13 +144,11 @@ class ServerChannel:
         self._partial_head = False
         #: True once an RPC channel's response head is queued (a refusal is then too late).
         self._response_started = False
-        #: RPC body bytes h11 delivered, and (once h11's buffer is drained, or the body
-        #: ended inside it) the body bytes still to come, read without h11 (see
-        #: :meth:`receive_data`).
-        self._body_seen = 0
-        self._raw_left: int | None = None
-        #: OUT response body bytes still allowed, sent without h11 (see :meth:`send_body`).
-        self._out_left: int | None = None
+        #: An accepted RPC channel's request body, read without h11 once h11's buffer is
+        #: drained, or the body ended inside it (see :meth:`receive_data`).
+        self._body: BodyReader | None = None
+        #: The OUT response body, sent without h11 (see :meth:`send_body`).
+        self._out_body: BodyWriter | None = None
 
     # -- input ---------------------------------------------------------------------------
 
@@ -173,32 +171,29 @@ class ServerChannel:
         """
         if self.state is ChannelState.CLOSED:
             return []
-        if self._raw_left is not None:
-            return self._raw_body(data)
+        if self._body is not None and self._body.bypassing:
+            return self._raw_body(data, self._body)
         if self.state is ChannelState.HEAD and data:
             self._partial_head = True
         self.h11.receive_data(data)
         return self.next_events()
 
-    def _raw_body(self, data: bytes) -> list[Event]:
+    def _raw_body(self, data: bytes, body: BodyReader) -> list[Event]:
         """An RPC body's bytes past what h11 buffered, cut into PDUs directly: the body is
         Content-Length framed, so h11 would only count it (at a few microseconds per
         read, per small call). h11 never sees those bytes, so no request may follow the
         body on this connection (MS-RPCH channels are recycled on new connections):
         after it, only the EOF is expected."""
-        assert self._raw_left is not None
         if not data:
             self.state = ChannelState.CLOSED  # the client is gone (inside the body or not)
             return [PeerClosed()]
-        if self._raw_left == 0:
+        if body.left == 0:
             self.state = ChannelState.CLOSED
             raise ChannelError("bytes after the RPC channel's request body")
-        if len(data) < self._raw_left:
-            self._raw_left -= len(data)
-            return self._pdus(data)
-        body, extra = data[: self._raw_left], data[self._raw_left :]
-        self._raw_left = 0
-        events = self._pdus(body)
+        part, extra = body.split(data)
+        events = self._pdus(part)
+        if body.left:
+            return events
         if self._framer.has_partial:
             self.state = ChannelState.CLOSED
             raise ChannelError("the body ended inside a PDU")
@@ -215,7 +210,7 @@ class ServerChannel:
         Raises:
             ChannelError: as :meth:`receive_data`.
         """
-        if self.state is ChannelState.CLOSED or self._raw_left is not None:
+        if self.state is ChannelState.CLOSED or (self._body is not None and self._body.bypassing):
             return []  # past h11: the body's bytes come through receive_data only
         events: list[Event] = []
         while self.state not in (ChannelState.DECIDING, ChannelState.CLOSED):
@@ -225,8 +220,6 @@ class ServerChannel:
                 return self._http_error(exc, events)
             if ev is h11.NEED_DATA or ev is h11.PAUSED:
                 if ev is h11.NEED_DATA and self._can_read_raw():
-                    assert self.request is not None and self.request.content_length is not None
-                    self._raw_left = self.request.content_length - self._body_seen
                     break
                 if ev is h11.PAUSED and self._can_cycle():
                     self.h11.start_next_cycle()
@@ -239,18 +232,16 @@ class ServerChannel:
                 events.append(PeerClosed())
                 break
             events.extend(self._handle(ev))
-            if self._raw_left is not None:
+            if self._body is not None and self._body.bypassing:
                 break  # the RPC body has ended: what follows is refused (see _handle)
         return events
 
     def _can_read_raw(self) -> bool:
+        """Whether the rest of the RPC body goes around h11 from now on."""
         return (
             self.state is ChannelState.RPC
-            and self.request is not None
-            and self.request.content_length is not None
-            # With Transfer-Encoding too, h11 reads chunks (RFC 9112 6.3): leave it to h11.
-            and "transfer-encoding" not in self.request.headers
-            and self.h11.their_state is h11.SEND_BODY
+            and self._body is not None
+            and self._body.bypass(self.h11)
         )
 
     def _can_cycle(self) -> bool:
@@ -307,7 +298,8 @@ class ServerChannel:
                 return []
             if self.state is ChannelState.BODY:
                 return [BodyReceived(data=bytes(ev.data))]
-            self._body_seen += len(ev.data)
+            if self._body is not None:
+                self._body.delivered(len(ev.data))
             return self._pdus(bytes(ev.data))
         if isinstance(ev, h11.EndOfMessage):
             if self.state is ChannelState.DRAIN:
@@ -321,7 +313,8 @@ class ServerChannel:
                 # checks max_incomplete_event_size only when it needs data, and it
                 # pauses here), so stop passing bytes to it: what is buffered already,
                 # or comes later, is refused.
-                self._raw_left = 0
+                if self._body is not None:
+                    self._body.finish()
                 if self.h11.trailing_data[0]:
                     self.state = ChannelState.CLOSED
                     raise ChannelError("bytes after the RPC channel's request body")
@@ -425,6 +418,10 @@ class ServerChannel:
         self._decided()
         if self.h11.they_are_waiting_for_100_continue:
             self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+        assert self.request is not None
+        # With Transfer-Encoding too, h11 reads chunks (RFC 9112 6.3): the body stays with
+        # h11 (framing_length is None); such a request was refused with 400 anyway.
+        self._body = BodyReader(framing_length(self.request.headers))
         self.state = ChannelState.RPC
 
     def start_out_response(self, content_length: int) -> None:
@@ -442,7 +439,7 @@ class ServerChannel:
                 ],
             )
         )
-        self._out_left = content_length
+        self._out_body = BodyWriter(content_length)
 
     def send_body(self, data: bytes) -> None:
         """Queue bytes of the OUT response body.
@@ -454,11 +451,10 @@ class ServerChannel:
             h11.LocalProtocolError: before the response head, or more than the announced
                 Content-Length (a bug).
         """
-        if self._out_left is None:
+        if self._out_body is None:
             raise h11.LocalProtocolError("the OUT response has not started")
-        if len(data) > self._out_left:
+        if not self._out_body.take(len(data)):
             raise h11.LocalProtocolError("more body than the announced Content-Length")
-        self._out_left -= len(data)
         self._out += data
 
     def close(self) -> None:

@@ -403,7 +403,7 @@ def test_the_cheap_frame_body_repr_gives_hyperframes_string() -> None:
 def test_the_h1_client_counts_only_a_plain_content_length_body() -> None:
     """The client reads an OUT response body past h11 only when Content-Length alone
     frames it; with Transfer-Encoding too (or no 200), h11 keeps the body."""
-    from tunnel.drivers.h1_client import _content_length
+    from tunnel.client_channel import content_length as _content_length
 
     def response(status: int, *headers: tuple[str, str]) -> h11.Response:
         return h11.Response(status_code=status, headers=list(headers))

@@ -36,7 +36,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -47,25 +47,23 @@ import trio
 from dcerpc.errors import DecodeError, RemoteProtocolError
 from dcerpc.framing import PduFramer
 from dcerpc.trio_util import acquire, finish_shielded, single_errors
-from tunnel import rts, rts_recycling
+from tunnel.client_channel import ClientChannel, channel_request, error_from
+from tunnel.client_vc import (
+    OUT_WINDOW,
+    AckApplied,
+    ClientVc,
+    Established,
+    InSuccessorAccepted,
+    OutEvent,
+    OutPredecessorEnded,
+    OutRecycleConfirmed,
+    OutRecycleRequested,
+    RpcReceived,
+)
 from tunnel.config import TunnelConfig
 from tunnel.drivers.tls_stream import TLSStream
 from tunnel.errors import TunnelError
-from tunnel.recycling import (
-    CONTROL_HEADROOM,
-    IN_R2_A1_SIZE,
-    ClientInRecycler,
-    ClientOutRecycler,
-)
-from tunnel.vc import ReceiveWindow, SendWindow
 
-#: Our OUT receive window, advertised in CONN/A1 and OUT_R2/A3 (impacket and Windows
-#: use 256 KiB).
-OUT_WINDOW = 262144
-#: We acknowledge OUT data every quarter of the window (Windows: every half). The spec
-#: caps the window at 256 KiB, so in a download the proxy's credit must come back
-#: while most of the window is still in flight.
-OUT_ACK_AFTER = OUT_WINDOW // 4
 OUT_REQUEST_LENGTH = 76
 #: A successor OUT channel's request body: OUT_R2/A3 (96) + OUT_R2/C1 (24).
 OUT_SUCCESSOR_LENGTH = 120
@@ -74,39 +72,23 @@ Connector = Callable[[], Awaitable[TLSStream]]
 
 
 class _Channel:
-    """One TLS connection with an h11 client on it.
-
-    h11 writes and reads the heads. The long bodies (an IN channel's request, an OUT
-    channel's response: Content-Length framed, 1 GiB) go around it once it is past the
-    head, counted here against their Content-Length: h11 would only count them, at a
-    few microseconds per read and per write, per small call. A channel's connection
-    carries nothing after its body (MS-RPCH recycles channels on new connections).
-    """
+    """One TLS connection with a :class:`~tunnel.client_channel.ClientChannel` on it:
+    this driver reads and writes, the core says what the bytes are. A channel's
+    connection carries nothing after its body (MS-RPCH recycles channels on new
+    connections)."""
 
     def __init__(self, stream: TLSStream, size: int) -> None:
         self.stream = stream
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.core = ClientChannel()
         self.size = size
         self.lock = trio.Lock()
         #: Replaced by a successor: its end is expected, not an error.
         self.retired = False
-        #: Request body bytes we may still send without h11 (None: h11 sends the body).
-        self._send_left: int | None = None
-        #: The response's Content-Length, body bytes h11 delivered, and (once past h11's
-        #: buffer) the body bytes still to come.
-        self._response_length: int | None = None
-        self._body_seen = 0
-        self._receive_left: int | None = None
 
     async def send(self, event: h11.Event) -> None:
-        data = self.h11.send(event)
+        data = self.core.send(event)
         if data:
             await self._send_raw(data)
-
-    def send_body_directly(self, content_length: int) -> None:
-        """From now on :meth:`send_body` writes the request body (``content_length``
-        bytes in all) without h11; nothing may be sent through h11 after it."""
-        self._send_left = content_length
 
     async def send_body(self, data: bytes) -> None:
         """Bytes of the request body.
@@ -114,13 +96,7 @@ class _Channel:
         Raises:
             TunnelError: more than the request's Content-Length.
         """
-        if self._send_left is None:
-            await self.send(h11.Data(data=data))
-            return
-        if len(data) > self._send_left:
-            raise TunnelError("the channel's request body is full")
-        self._send_left -= len(data)
-        await self._send_raw(data)
+        await self._send_raw(self.core.send_body(data))
 
     async def _send_raw(self, data: bytes) -> None:
         await acquire(self.lock)
@@ -129,19 +105,10 @@ class _Channel:
         finally:
             self.lock.release()
 
-    async def next_event(self) -> h11.Event | type[h11.PAUSED]:
-        while True:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise TunnelError(f"bad HTTP from the proxy: {exc}") from exc
-            if event is not h11.NEED_DATA:
-                if isinstance(event, h11.Response):
-                    self._response_length = _content_length(event)
-                elif isinstance(event, h11.Data):
-                    self._body_seen += len(event.data)
-                return event  # type: ignore[return-value]
-            self.h11.receive_data(await self._receive())
+    async def next_event(self) -> h11.Event:
+        while (event := self.core.next_event()) is None:
+            self.core.receive_data(await self._receive())
+        return event
 
     async def receive_body(self) -> bytes:
         """The next bytes of the response body (after :meth:`next_event` gave its head),
@@ -150,31 +117,8 @@ class _Channel:
         Raises:
             TunnelError: bad HTTP, or the connection ended inside the body.
         """
-        while self._receive_left is None:
-            try:
-                event = self.h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise TunnelError(f"bad HTTP from the proxy: {exc}") from exc
-            if event is h11.NEED_DATA:
-                if self.h11.their_state is h11.SEND_BODY and self._response_length is not None:
-                    self._receive_left = self._response_length - self._body_seen
-                    break
-                self.h11.receive_data(await self._receive())
-            elif isinstance(event, h11.Data):
-                self._body_seen += len(event.data)
-                return bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-                return b""
-            else:
-                raise TunnelError(f"unexpected {event!r} in the response body")
-        if self._receive_left == 0:
-            return b""
-        data = await self._receive()
-        if not data:
-            raise TunnelError("the proxy closed the connection inside the response body")
-        if len(data) > self._receive_left:
-            raise TunnelError("the proxy sent bytes after the response body")
-        self._receive_left -= len(data)
+        while (data := self.core.next_body()) is None:
+            self.core.receive_data(await self._receive())
         return data
 
     async def _receive(self) -> bytes:
@@ -182,32 +126,6 @@ class _Channel:
             return bytes(await self.stream.receive_some(self.size))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise TunnelError(f"the proxy connection broke: {exc}") from exc
-
-
-def _content_length(response: h11.Response) -> int | None:
-    """The Content-Length of a 200 response (the only ones whose body we stream), or
-    None to leave the body to h11: with Transfer-Encoding too, h11 reads chunks (RFC 9112
-    6.3), as the proxy's channel does (tunnel/channel.py)."""
-    if response.status_code != 200:
-        return None
-    headers = dict(response.headers)
-    length = headers.get(b"content-length", b"")
-    if b"transfer-encoding" in headers or not length.isdigit():
-        return None
-    return int(length)
-
-
-def _error_from(response: h11.Response) -> TunnelError:
-    reason = response.reason.decode("latin-1", "replace")
-    rpc_error = None
-    if reason.startswith("RPC Error:"):
-        with suppress(ValueError):
-            rpc_error = int(reason.removeprefix("RPC Error:").strip(), 16)
-    return TunnelError(
-        f"proxy answered {response.status_code} {reason}",
-        status=response.status_code,
-        rpc_error=rpc_error,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,29 +147,15 @@ class _Opener:
         channel = _Channel(stream, 65536)
         try:
             await channel.send(
-                h11.Request(
-                    method=method,
-                    target=self.path,
-                    headers=[
-                        ("Host", self.authority),
-                        ("Accept", "application/rpc"),
-                        ("User-Agent", "MSRPC"),
-                        ("Cache-Control", "no-cache"),
-                        ("Pragma", "No-cache"),
-                        ("Connection", "Keep-Alive"),
-                        ("Expect", "100-continue"),
-                        ("Authorization", self.authorization),
-                        ("Content-Length", str(length)),
-                    ],
-                )
+                channel_request(method, self.path, self.authority, self.authorization, length)
             )
             event = await channel.next_event()
             if isinstance(event, h11.Response):
-                raise _error_from(event)
+                raise error_from(event)
             if not (isinstance(event, h11.InformationalResponse) and event.status_code == 100):
                 raise TunnelError(f"{method}: expected 100 Continue, got {event!r}")
             if method == "RPC_IN_DATA":  # OUT requests end with EndOfMessage: h11 sends those
-                channel.send_body_directly(length)
+                channel.core.send_body_directly(length)
         except BaseException:
             await trio.aclose_forcefully(stream)
             raise
@@ -259,7 +163,11 @@ class _Opener:
 
 
 class H1TunnelStream(trio.abc.Stream):
-    """The client's end of an MS-RPCH virtual connection. Create it with :func:`h1_tunnel`."""
+    """The client's end of an MS-RPCH virtual connection. Create it with :func:`h1_tunnel`.
+
+    The protocol state and its decisions are the core's (:class:`ClientVc`); this class
+    owns the channels, the tasks that read OUT and run the recycles, and the waits.
+    """
 
     #: send_all waits for flow-control acks or the successor IN channel at most
     #: ``config.send_timeout`` (see dcerpc.client.UNBOUNDED_SEND).
@@ -272,19 +180,15 @@ class H1TunnelStream(trio.abc.Stream):
         self.in_ch = in_ch
         self.out_ch = out_ch
         self.config = config
-        self.lifetime = config.channel_lifetime
-        self.vc_cookie = os.urandom(16)
-        self.in_cookie = os.urandom(16)
-        self.out_cookie = os.urandom(16)
-        self.assoc_group = os.urandom(16)
-        self.receive_window = ReceiveWindow(OUT_WINDOW, ack_after=OUT_ACK_AFTER)
-        #: RPC bytes received on the current OUT channel, not yet counted as consumed.
-        self._unaccounted = 0
-        self.send_window = SendWindow(OUT_WINDOW, self.lifetime)
-        #: Completed recycles, for logs and tests.
-        self.in_recycles = 0
-        self.out_recycles = 0
-        self._out_framer = PduFramer(config.max_fragment)
+        self.vc = ClientVc(
+            vc_cookie=os.urandom(16),
+            in_cookie=os.urandom(16),
+            out_cookie=os.urandom(16),
+            assoc_group=os.urandom(16),
+            lifetime=config.channel_lifetime,
+            recycle_threshold=config.in_recycle_threshold,
+            max_fragment=config.max_fragment,
+        )
         self._in_framer = PduFramer(config.max_fragment)
         #: RPC bytes waiting for the caller.
         self._inbox: deque[bytes] = deque()
@@ -297,18 +201,36 @@ class H1TunnelStream(trio.abc.Stream):
         self._in_lock = trio.Lock()
         self._closed = False
         self._nursery: trio.Nursery | None = None
-        self._in_recycle = ClientInRecycler(config.in_recycle_threshold)
-        self._out_recycle = ClientOutRecycler()
-        self._in_successor: tuple[_Channel, bytes, SendWindow] | None = None
-        self._out_successor: tuple[_Channel, bytes] | None = None
+        self._in_successor: _Channel | None = None
+        self._out_successor: _Channel | None = None
         self._in_switched = trio.Event()
         self._out_switched = trio.Event()
-        self._retired_in_cookies: deque[bytes] = deque(maxlen=4)
-        #: Control PDUs that found no room on a full IN channel; they go on its successor.
-        self._deferred: list[bytes] = []
-        self._owed_ack: bytes | None = None
         #: Predecessor IN channels the proxy has not closed yet.
         self._retiring: set[_Channel] = set()
+
+    @property
+    def vc_cookie(self) -> bytes:
+        return self.vc.vc_cookie
+
+    @property
+    def in_cookie(self) -> bytes:
+        """The current IN channel's cookie."""
+        return self.vc.in_cookie
+
+    @property
+    def out_cookie(self) -> bytes:
+        """The current OUT channel's cookie."""
+        return self.vc.out_cookie
+
+    @property
+    def in_recycles(self) -> int:
+        """Completed IN channel recycles, for logs and tests."""
+        return self.vc.in_recycles
+
+    @property
+    def out_recycles(self) -> int:
+        """Completed OUT channel recycles, for logs and tests."""
+        return self.vc.out_recycles
 
     def _notify(self) -> None:
         self._changed.set()
@@ -337,34 +259,24 @@ class H1TunnelStream(trio.abc.Stream):
 
     # -- writing on IN (callers hold _in_lock) ----------------------------------------------
 
-    async def _write_in(self, data: bytes, *, rpc: bool) -> None:
-        self.send_window.sent(len(data), rpc=rpc)
+    async def _write_in(self, channel: _Channel, data: bytes) -> None:
+        """Write bytes the core counted on ``channel``."""
         try:
-            await self.in_ch.send_body(data)
+            await channel.send_body(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._fail(exc)
             raise trio.BrokenResourceError("IN channel broke") from exc
 
-    def _room(self, size: int) -> int:
-        """IN bytes left after ``size`` more, the IN_R2/A5 reserve and the headroom."""
-        return self.send_window.remaining() - size - self._in_recycle.reserve() - CONTROL_HEADROOM
-
     def _maybe_recycle_in(self, size: int) -> None:
-        if self._in_recycle.should_start(self._room(size)):
-            self._in_recycle.started()
+        if self.vc.in_recycle_due(size):
             self._spawn(self._recycle_in)
 
     async def _send_control(self, data: bytes, *, ack: bool = False) -> None:
-        """An RTS PDU on IN; on a full channel it waits for the successor (the newest
-        acknowledgement replacing an older one)."""
+        """An RTS PDU on IN; on a full channel the core keeps it for the successor."""
         await acquire(self._in_lock)
         try:
-            if self.send_window.fits_body(len(data) + self._in_recycle.reserve()):
-                await self._write_in(data, rpc=False)
-            elif ack:
-                self._owed_ack = data
-            else:
-                self._deferred.append(data)
+            if self.vc.send_control(data, ack=ack):
+                await self._write_in(self.in_ch, data)
             self._maybe_recycle_in(0)
         finally:
             self._in_lock.release()
@@ -372,8 +284,7 @@ class H1TunnelStream(trio.abc.Stream):
     async def _send_rpc(self, pdu: bytes) -> None:
         """One RPC PDU on IN, within the window and the channel's budget (waiting for an
         acknowledgement or for the successor IN channel as needed)."""
-        overhead = CONTROL_HEADROOM + self._in_recycle.reserve() + IN_R2_A1_SIZE
-        if len(pdu) + overhead > self.lifetime:
+        if not self.vc.check_rpc_size(len(pdu)):
             raise trio.BrokenResourceError("an RPC PDU larger than the IN channel lifetime")
         deadline: float | None = None
         while True:
@@ -382,8 +293,8 @@ class H1TunnelStream(trio.abc.Stream):
             await acquire(self._in_lock)
             try:
                 self._maybe_recycle_in(len(pdu))
-                if self.send_window.can_send(len(pdu)) and self._room(len(pdu)) >= 0:
-                    await self._write_in(pdu, rpc=True)
+                if self.vc.send_rpc(len(pdu)):
+                    await self._write_in(self.in_ch, pdu)
                     self._maybe_recycle_in(0)
                     return
             finally:
@@ -406,43 +317,21 @@ class H1TunnelStream(trio.abc.Stream):
         Raises:
             TunnelError: the proxy refused or answered something else.
         """
-        await self.out_ch.send(
-            h11.Data(data=rts.conn_a1(self.vc_cookie, self.out_cookie, OUT_WINDOW))
-        )
+        await self.out_ch.send(h11.Data(data=self.vc.conn_a1()))
         await self.out_ch.send(h11.EndOfMessage())
-        await self._write_in(
-            rts.conn_b1(self.vc_cookie, self.in_cookie, self.assoc_group, lifetime=self.lifetime),
-            rpc=False,
-        )
+        await self._write_in(self.in_ch, self.vc.conn_b1())
         event = await self.out_ch.next_event()
         while isinstance(event, h11.InformationalResponse):
             event = await self.out_ch.next_event()
         if not isinstance(event, h11.Response):
             raise TunnelError(f"expected the OUT channel response, got {event!r}")
         if event.status_code != 200:
-            raise _error_from(event)
-        kinds: list[rts.Kind] = []
-        while len(kinds) < 2:
-            message = await self._next_out_rts()
-            kinds.append(rts.classify(message))
-            if kinds[-1] is rts.Kind.CONN_C2:
-                window = rts.find_window(message)
-                if window is not None:
-                    self.send_window.peer_window = window
-        if kinds != [rts.Kind.CONN_A3, rts.Kind.CONN_C2]:
-            raise TunnelError(f"unexpected establishment sequence {kinds}")
-
-    async def _next_out_rts(self) -> rts.RtsMessage:
-        while True:
-            pdu = self._out_framer.next_pdu()
-            if pdu is not None:
-                if not rts.is_rts(pdu):
-                    raise TunnelError("RPC data before CONN/C2")
-                return rts.decode_rts(pdu)
+            raise error_from(event)
+        while not isinstance(self.vc.next_out_event(), Established):
             data = await self.out_ch.receive_body()
             if not data:
                 raise TunnelError("the OUT channel ended during establishment")
-            self._out_framer.feed(data)
+            self.vc.receive_out(data)
 
     # -- background readers ------------------------------------------------------------------
 
@@ -454,48 +343,33 @@ class H1TunnelStream(trio.abc.Stream):
                     self._eof = True
                     self._notify()
                     return
-                self._out_framer.feed(data)
-                while (pdu := self._out_framer.next_pdu()) is not None:
-                    if await self._out_pdu(pdu):
+                self.vc.receive_out(data)
+                while (event := self.vc.next_out_event()) is not None:
+                    if await self._out_event(event):
                         break  # OUT_R2/B3: the rest of the predecessor is not read
                 while self._buffered > 2 * OUT_WINDOW and self._error is None:
                     await self._changed.wait()  # the caller is not reading: stop too
         except (TunnelError, RemoteProtocolError, trio.BrokenResourceError) as exc:
             self._fail(exc)
 
-    async def _out_pdu(self, pdu: bytes) -> bool:
-        """Handle one PDU from OUT; True when the OUT channel was switched."""
-        if not rts.is_rts(pdu):
-            self._inbox.append(pdu)
-            self._buffered += len(pdu)
-            self._unaccounted += len(pdu)
+    async def _out_event(self, event: OutEvent) -> bool:
+        """Act on what a PDU from OUT asks; True when the OUT channel was switched."""
+        if isinstance(event, RpcReceived):
+            self._inbox.append(event.data)
+            self._buffered += len(event.data)
             self._notify()
             await self._acknowledge()
-            return False
-        message = rts.decode_rts(pdu)
-        kind = rts.classify(message)
-        if kind is rts.Kind.FLOW_CONTROL_ACK:
-            ack = rts.find_ack(message)
-            assert ack is not None
-            if ack.channel_cookie not in self._retired_in_cookies:
-                self.send_window.acknowledged(ack.bytes_received, ack.available_window)
-                self._notify()
-        elif kind in (rts.Kind.IN_R2_A4, rts.Kind.IN_R1_A4):
-            self._in_recycle.a4_received()
-            self._spawn(lambda: self._in_handover(rts.find_window(message)))
-        elif kind is rts.Kind.OUT_R2_A2:
-            self._out_recycle.a2_received()
+        elif isinstance(event, AckApplied):
+            self._notify()
+        elif isinstance(event, InSuccessorAccepted):
+            self._spawn(lambda: self._in_handover(event.window))
+        elif isinstance(event, OutRecycleRequested):
             self._spawn(self._recycle_out)
-        elif kind is rts.Kind.OUT_R2_A6:
-            self._out_recycle.a6_received()
+        elif isinstance(event, OutRecycleConfirmed):
             self._spawn(self._confirm_out)
-        elif kind is rts.Kind.OUT_R2_B3:
-            self._out_recycle.b3_received()
+        elif isinstance(event, OutPredecessorEnded):
             await self._switch_out()
             return True
-        elif kind in (rts.Kind.RECYCLE, rts.Kind.IN_R2_A1, rts.Kind.OUT_R2_A3):
-            raise TunnelError(f"unexpected {kind.value} from the proxy")
-        # Ping, and anything else a proxy may send (PingTrafficSentNotify...): ignored.
         return False
 
     async def _watch_in(self, channel: _Channel) -> None:
@@ -505,7 +379,7 @@ class H1TunnelStream(trio.abc.Stream):
         try:
             event = await channel.next_event()
             if isinstance(event, h11.Response):
-                error = _error_from(event)
+                error = error_from(event)
             else:
                 error = TunnelError("the IN channel ended")
         except TunnelError as exc:
@@ -521,17 +395,13 @@ class H1TunnelStream(trio.abc.Stream):
     async def _recycle_in(self) -> None:
         """Open a successor IN channel with IN_R2/A1 and wait for the switch."""
         with trio.fail_after(self.config.recycle_timeout):
-            channel = await self.opener.open("RPC_IN_DATA", self.lifetime)
+            channel = await self.opener.open("RPC_IN_DATA", self.vc.lifetime)
             if self._closed:
                 await trio.aclose_forcefully(channel.stream)
                 return
-            cookie = os.urandom(16)
-            window = SendWindow(self.send_window.peer_window, self.lifetime)
-            a1 = rts_recycling.in_r2_a1(self.vc_cookie, self.in_cookie, cookie)
-            window.sent(len(a1), rpc=False)
-            self._in_successor = (channel, cookie, window)
+            a1 = self.vc.in_successor_opened(os.urandom(16))
+            self._in_successor = channel
             switched = self._in_switched = trio.Event()
-            self._in_recycle.a1_sent()
             await channel.send_body(a1)
             assert self._nursery is not None
             self._nursery.start_soon(self._watch_in, channel)
@@ -539,27 +409,17 @@ class H1TunnelStream(trio.abc.Stream):
 
     async def _in_handover(self, window: int | None) -> None:
         """IN_R2/A4 arrived: IN_R2/A5 ends the predecessor, the successor takes over."""
-        assert self._in_successor is not None
-        channel, cookie, successor_window = self._in_successor
-        if window is not None:  # IN_R1/A4: the new inbound proxy's window
-            successor_window.peer_window = window
+        channel = self._in_successor
+        assert channel is not None
         await acquire(self._in_lock)
         try:
             old = self.in_ch
             old.retired = True
-            a5 = rts_recycling.in_r2_a5(cookie)
-            if not self.send_window.fits_body(len(a5)):
-                raise TunnelError("no room left for IN_R2/A5")  # a bug: it is reserved
-            await self._write_in(a5, rpc=False)
-            self._retired_in_cookies.append(self.in_cookie)
-            self.in_ch, self.in_cookie, self.send_window = channel, cookie, successor_window
-            self._in_successor = None
-            self._in_recycle.switched()
-            self.in_recycles += 1
-            deferred, self._deferred = self._deferred, []
-            owed, self._owed_ack = self._owed_ack, None
-            for data in [*deferred, *([owed] if owed is not None else [])]:
-                await self._write_in(data, rpc=False)
+            handover = self.vc.in_handover(window)
+            await self._write_in(old, handover.a5)
+            self.in_ch, self._in_successor = channel, None
+            for data in handover.then:
+                await self._write_in(channel, data)
         finally:
             self._in_lock.release()
         self._in_switched.set()
@@ -577,26 +437,25 @@ class H1TunnelStream(trio.abc.Stream):
             if self._closed:
                 await trio.aclose_forcefully(channel.stream)
                 return
-            cookie = os.urandom(16)
-            self._out_successor = (channel, cookie)
+            a3 = self.vc.out_successor_opened(os.urandom(16))
+            self._out_successor = channel
             switched = self._out_switched = trio.Event()
-            self._out_recycle.a3_sent()
-            a3 = rts_recycling.out_r2_a3(self.vc_cookie, self.out_cookie, cookie, OUT_WINDOW)
             await channel.send(h11.Data(data=a3))
             await switched.wait()
 
     async def _confirm_out(self) -> None:
         """OUT_R2/A6 arrived: OUT_R2/A7 on IN, OUT_R2/C1 ends the successor's request."""
-        assert self._out_successor is not None
-        channel, cookie = self._out_successor
-        await self._send_control(rts_recycling.out_r2_a7(cookie))
-        await channel.send(h11.Data(data=rts_recycling.out_r2_c1()))
+        channel = self._out_successor
+        assert channel is not None
+        a7, c1 = self.vc.out_confirm()
+        await self._send_control(a7)
+        await channel.send(h11.Data(data=c1))
         await channel.send(h11.EndOfMessage())
 
     async def _switch_out(self) -> None:
         """OUT_R2/B3 arrived: read the successor from its ``200 Success`` on."""
-        assert self._out_successor is not None
-        channel, cookie = self._out_successor
+        channel = self._out_successor
+        assert channel is not None
         old = self.out_ch
         old.retired = True
         event = await channel.next_event()
@@ -605,13 +464,9 @@ class H1TunnelStream(trio.abc.Stream):
         if not isinstance(event, h11.Response):
             raise TunnelError(f"expected the successor OUT channel's response, got {event!r}")
         if event.status_code != 200:
-            raise _error_from(event)
-        self.out_ch, self.out_cookie = channel, cookie
-        self.receive_window = ReceiveWindow(OUT_WINDOW, ack_after=OUT_ACK_AFTER)
-        self._unaccounted = 0  # bytes of the predecessor are acknowledged to nobody
-        self._out_framer = PduFramer(self.config.max_fragment)
-        self._out_successor = None
-        self.out_recycles += 1
+            raise error_from(event)
+        self.out_ch, self._out_successor = channel, None
+        self.vc.out_switched()
         self._out_switched.set()
         await trio.aclose_forcefully(old.stream)
 
@@ -660,26 +515,11 @@ class H1TunnelStream(trio.abc.Stream):
         return pdu
 
     async def _acknowledge(self) -> None:
-        """Count received RPC bytes as consumed while at most a window of them waits for
-        the caller, and send the acknowledgement that is due.
-
-        Acknowledging on receipt, not when the caller reads, keeps a whole window in
-        flight during a download (the caller's processing no longer stalls the proxy);
-        a caller that stops reading still stops the proxy one window later, by flow
-        control rather than by a blocked socket.
-        """
-        if not self._unaccounted or self._buffered > OUT_WINDOW:
+        """Send the acknowledgement of OUT data that is due, if any (see
+        :meth:`ClientVc.acknowledgement`)."""
+        message = self.vc.acknowledgement(self._buffered)
+        if message is None:
             return
-        size, self._unaccounted = self._unaccounted, 0
-        ack = self.receive_window.received(size)
-        if ack is None:
-            return
-        message = rts.flow_control_ack_to(
-            rts.ForwardDestination.OUT_PROXY,
-            ack.bytes_received,
-            ack.available_window,
-            self.out_cookie,
-        )
         if not await finish_shielded(partial(self._send_control, message, ack=True)):
             self._fail(trio.TooSlowError("the IN channel stopped taking data"))
 
@@ -688,9 +528,9 @@ class H1TunnelStream(trio.abc.Stream):
         self._fail(trio.ClosedResourceError("closed"))
         channels = [self.in_ch, self.out_ch, *self._retiring]
         if self._in_successor is not None:
-            channels.append(self._in_successor[0])
+            channels.append(self._in_successor)
         if self._out_successor is not None:
-            channels.append(self._out_successor[0])
+            channels.append(self._out_successor)
         for channel in channels:
             channel.retired = True
         await _close_all([channel.stream for channel in channels])
