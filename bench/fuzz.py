@@ -18,9 +18,9 @@ towers          ``Tower.decode`` and the tower's accessors          DecodeError
 rts             ``tunnel.rts.decode_rts``, classify, CONN/A1, B1    DecodeError
 h1_channel      ``tunnel.channel.ServerChannel`` (accepts RPC)      ChannelError
 h2_glue         ``tunnel.h2_glue.H2Glue.receive_data`` (+respond)   none (ConnectionEnded)
-store_batch     ``mapi.ops.run_batch`` on a real store (tmp dir)    MapiError
+store_batch     ``mapi.rpc.ops.run_batch`` on a real store (tmp dir)    MapiError
 store_service   ``StoreService.handle`` with msgpack stubs          none (an HRESULT reply)
-restrictions    ``mapi.restrictions.from_plain`` (deep nesting),    MapiError
+restrictions    ``mapi.model.restrictions.from_plain`` (deep nesting),    MapiError
                 then ``evaluate`` on a row
 ==============  ==================================================  ===========================
 
@@ -472,8 +472,8 @@ class StoreFixture:
     """A real store in a temporary directory, a logged-on session and its handle table."""
 
     def __init__(self) -> None:
-        from mapi import ops
-        from mapi.logon import KdfParams
+        from mapi.access.logon import KdfParams
+        from mapi.rpc import ops
         from mapi.store import ObjectStore
 
         self._tmp = tempfile.TemporaryDirectory()
@@ -506,7 +506,7 @@ class StoreFixture:
 
 
 def batch_seeds(inbox_eid: bytes) -> list[Any]:
-    from mapi import proptags as pt
+    from mapi.model import proptags as pt
 
     return [
         [
@@ -565,7 +565,8 @@ def batch_seeds(inbox_eid: bytes) -> list[Any]:
 
 
 def target_store_batch(fixture: StoreFixture) -> Target:
-    from mapi import errors, ops
+    from mapi.model import errors
+    from mapi.rpc import ops
 
     seeds = batch_seeds(fixture.inbox_eid)
     names = sorted(ops.OPS)
@@ -599,7 +600,7 @@ def target_store_service(fixture: StoreFixture) -> Target:
     import trio
 
     from dcerpc.interface import CallContext
-    from mapi.service import OP_CONNECT, OP_DISCONNECT, OP_EXECUTE, StoreService
+    from mapi.rpc.service import OP_CONNECT, OP_DISCONNECT, OP_EXECUTE, StoreService
 
     service = StoreService(fixture.store)
     session = b"\x01" * 16
@@ -640,9 +641,9 @@ def target_store_service(fixture: StoreFixture) -> Target:
 
 
 def target_restrictions() -> Target:
-    from mapi import errors
-    from mapi import proptags as pt
-    from mapi import restrictions as rs
+    from mapi.model import errors
+    from mapi.model import proptags as pt
+    from mapi.model import restrictions as rs
 
     leaf = {"rt": 3, "fuzzy": 0x10001, "tag": pt.PR_SUBJECT, "value": "a*b"}
     seeds: list[Any] = [

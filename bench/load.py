@@ -150,7 +150,7 @@ def start_server(
     data_dir: Path, sessions: int, per_user: int
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     """Create the users, write the configuration, start ``serve`` and wait until ready."""
-    from mapi.logon import KdfParams
+    from mapi.access.logon import KdfParams
     from mapi.store import ObjectStore
 
     users = math.ceil(sessions / per_user)
@@ -243,8 +243,8 @@ def run_worker(info: dict[str, Any], indices: list[int], seconds: float, think: 
     import trio
 
     from clients.api import ResyncRequired, Session
-    from mapi import proptags as pt
-    from mapi.notifications import EventType
+    from mapi.model import proptags as pt
+    from mapi.wire import EventType
 
     rng = random.Random(os.getpid())
     users = info["users"]

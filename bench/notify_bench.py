@@ -9,7 +9,7 @@ logons do not take minutes; logon is not what is measured here.
 Latency (``--count`` submissions after a few warm-up ones, for each transport): a
 sender on the LAN prepares a message to the recipient (one batch: create, set
 properties, add the recipient, save), then the clock starts and it calls
-``Message.submit()``. The recipient, on the LAN (direct TCP), through the HTTP/2
+``submit(message)``. The recipient, on the LAN (direct TCP), through the HTTP/2
 tunnel or through the HTTP/1.1 tunnel (RPC over HTTP v2), has advised NEW_MAIL on its
 store and sits in ``Session.wait_for_events()``; the clock stops when its long-poll
 returns the new-mail event. One submission at a time; median and p99 in ms. Sender
@@ -95,7 +95,7 @@ def own_cpu_seconds() -> float:
 
 async def prepare(session: Any, drafts: Any, recipients: list[str], subject: str) -> Any:
     """A saved message to ``recipients`` in ``drafts``, in one round trip."""
-    from mapi import proptags as pt
+    from mapi.model import proptags as pt
 
     async with session.batch() as batch:
         msg = batch.add(drafts.create_message())
@@ -129,7 +129,7 @@ def bench_latency(transport: str, info: dict[str, Any], count: int) -> list[floa
     """Seconds from ``submit()`` to the recipient's new-mail event, ``count`` times."""
     import trio
 
-    from mapi.notifications import EventType
+    from mapi.wire import EventType
 
     async def run() -> list[float]:
         arrivals_in, arrivals = trio.open_memory_channel[float](1000)
@@ -185,8 +185,8 @@ def bench_fanout(
     from clients.api import ResyncRequired, Session, logon
     from dcerpc.client import open_tcp_rpc_client
     from dcerpc.syntax import MSGPACK
-    from mapi.notifications import EventType
-    from mapi.service import STORE_SYNTAX
+    from mapi.rpc.service import STORE_SYNTAX
+    from mapi.wire import EventType
 
     users = fan_users(math.ceil(sessions / per_user))
     owners = [users[i % len(users)] for i in range(sessions)]

@@ -37,8 +37,8 @@ USER, PASSWORD = "bench", "bench-password"
 
 def build_folder(data_dir: Path, count: int) -> None:
     """Create the user and fill its Inbox with ``count`` messages."""
-    from mapi import proptags as pt
-    from mapi.properties import pack_props
+    from mapi.model import proptags as pt
+    from mapi.model.properties import pack_props
     from mapi.store import ObjectStore
 
     store = ObjectStore(data_dir)

@@ -122,7 +122,7 @@ def run_bench_server(
     import trio
 
     from dcerpc.allocator import tune_allocator
-    from mapi.logon import KdfParams
+    from mapi.access.logon import KdfParams
     from mapi.store import ObjectStore
     from mapi_anywhere.config import (
         Config,
@@ -410,7 +410,7 @@ def bench_bulk(
     import trio
 
     from clients.api import Attachment, Stream
-    from mapi import proptags as pt
+    from mapi.model import proptags as pt
 
     data = os.urandom(chunk)
 

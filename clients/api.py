@@ -14,7 +14,7 @@ or queue several in ``async with session.batch() as batch`` to send them in one
 round trip (``batch.add(call)``); objects opened in a batch can be used by later
 calls of the same batch, because the client picks their handle numbers. Properties
 are named by tag (``0x0037001F``) or by MS-OXPROPS name (``"PR_SUBJECT"``). MAPI
-errors are raised as the :mod:`mapi.errors` classes (``NotFound``, ``NoAccess``...).
+errors are raised as the :mod:`mapi.model.errors` classes (``NotFound``, ``NoAccess``...).
 
 The address chooses the transport: ``ncacn_ip_tcp:host[port]`` connects to an
 endpoint mapper (port 135 by default) and asks it where the store is; it also works
@@ -24,7 +24,7 @@ mapper behind the tunnel (port ``?epm=N`` in the URL, 1135 by default) where the
 is, then opens a second tunnelled connection to it. The certificate is verified with
 the system's trust store or a pinned SHA-256 ``fingerprint``; there is no clear-text
 fallback. The password never crosses the wire in clear: logon is a challenge-response
-(:mod:`mapi.logon`), and the tunnel's HTTP Basic authentication runs inside TLS.
+(:mod:`mapi.access.logon`), and the tunnel's HTTP Basic authentication runs inside TLS.
 
 The library is split by job, and this module re-exports its public names:
 :mod:`clients.calls` (calls, property values, the object base), :mod:`clients.objects`

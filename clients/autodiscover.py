@@ -28,7 +28,7 @@ from typing import Any
 import h11
 import trio
 
-from mapi import errors
+from mapi.model import errors
 from tunnel.drivers.client import connect_tls
 from tunnel.errors import TunnelError
 

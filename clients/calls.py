@@ -5,7 +5,7 @@ holds open for a session (:mod:`clients.api` re-exports all of it).
 A call is ``await``-ed on its own (one round trip) or queued in a batch
 (:meth:`clients.session.Session.batch`); its ``decode`` turns the server's
 ``[hresult, value]`` into the Python value, and a MAPI error into its
-:mod:`mapi.errors` class.
+:mod:`mapi.model.errors` class.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from mapi import errors
-from mapi import proptags as pt
-from mapi.limits import DEFAULT_LIMITS
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.model.limits import DEFAULT_LIMITS
 
 if TYPE_CHECKING:
     from clients.session import Session

@@ -41,7 +41,7 @@ from clients.cli_permissions import add_permission_commands
 from clients.cli_safety import printable
 from dcerpc.allocator import tune_allocator
 from dcerpc.errors import BindRejected, ConnectionClosed, ProtocolError, RpcFault
-from mapi import errors
+from mapi.model import errors
 from tunnel.errors import TunnelError
 
 DEFAULT_SERVER = "ncacn_ip_tcp:127.0.0.1[1135]"

@@ -23,8 +23,8 @@ from clients.cli_format import UsageError, now_filetime
 from clients.cli_messages import attachments_of, select, select_one
 from clients.cli_safety import printable, safe_filename
 from clients.cli_transfer import FileExists, attach_file, download, upload_text
-from mapi import errors
-from mapi import proptags as pt
+from mapi.model import errors
+from mapi.model import proptags as pt
 
 #: Bodies longer than this (in characters) go through a stream, not set_props.
 _INLINE_BODY_CHARS = 256 * 1024

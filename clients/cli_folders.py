@@ -21,9 +21,9 @@ from typing import Any, TextIO
 from clients.api import Call, Folder, MapiObject, Props, Session, Store, Table
 from clients.cli_format import UsageError, dump_json, render_table
 from clients.cli_safety import printable
-from mapi import errors
-from mapi import proptags as pt
-from mapi import restrictions as rs
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.model import restrictions as rs
 
 #: Roles the store knows (``Store.special_folder``), in tree order.
 ROLES = (

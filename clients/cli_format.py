@@ -15,8 +15,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from clients.cli_safety import printable, safe_json
-from mapi import proptags as pt
-from mapi import restrictions as rs
+from mapi.model import proptags as pt
+from mapi.model import restrictions as rs
 
 #: FILETIME ticks (100 ns) between 1601-01-01 and 1970-01-01.
 FILETIME_EPOCH_OFFSET = 116_444_736_000_000_000

@@ -27,8 +27,8 @@ from clients.cli_folders import Context, resolve
 from clients.cli_format import display_name, json_value
 from clients.cli_safety import printable, safe_json
 from dcerpc.errors import ConnectionClosed
-from mapi import proptags as pt
-from mapi.notifications import EventType
+from mapi.model import proptags as pt
+from mapi.wire import EventType
 from tunnel.errors import TunnelError
 
 #: Every event kind watch subscribes to.

@@ -32,8 +32,8 @@ from clients.cli_format import (
 )
 from clients.cli_safety import printable
 from clients.html_text import decode_html, html_to_text
-from mapi import errors
-from mapi import proptags as pt
+from mapi.model import errors
+from mapi.model import proptags as pt
 
 #: The default order of a folder, which INDEX selectors count in.
 DEFAULT_SORT: list[tuple[int, bool]] = [(pt.PR_MESSAGE_DELIVERY_TIME, True)]

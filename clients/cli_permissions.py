@@ -3,7 +3,7 @@
 ``share FOLDER USER ROLE`` grants USER (a login name, an e-mail address, or
 ``default`` for every other user) a role on one of your folders; ``share FOLDER USER
 none`` takes it back. Roles are Exchange's ([MS-OXCPERM] rights, see
-:data:`mapi.rights.ROLES`): owner, publishing_editor, editor, publishing_author,
+:data:`mapi.model.rights.ROLES`): owner, publishing_editor, editor, publishing_author,
 author, nonediting_author, reviewer, contributor, none; a rights mask (``0x401``)
 works too. Permissions are per folder and not inherited: to let someone read a
 subfolder, share it as well. The other user then opens your mailbox with
@@ -22,8 +22,8 @@ from typing import Any
 from clients.api import Call
 from clients.cli_folders import Context, release_call, resolve
 from clients.cli_format import UsageError, render_table
-from mapi import errors
-from mapi.rights import ROLES, parse_rights, role_name
+from mapi.model import errors
+from mapi.model.rights import ROLES, parse_rights, role_name
 
 Command = Callable[[Context, argparse.Namespace], Awaitable[int]]
 

@@ -24,7 +24,7 @@ import trio
 from clients.api import Attachment, Message, Stream
 from clients.cli_format import human_size
 from clients.cli_safety import printable
-from mapi import proptags as pt
+from mapi.model import proptags as pt
 
 #: Bytes per read/write round trip (the server takes up to 1 MiB per read).
 CHUNK = 256 * 1024

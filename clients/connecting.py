@@ -23,8 +23,8 @@ from dcerpc.pdu import ProviderReason
 from dcerpc.syntax import MSGPACK
 from dcerpc.trio_util import single_errors
 from endpoint_mapper import EPM_SYNTAX, map_endpoint_on
-from mapi import errors
-from mapi.logon import Challenge, KdfParams, client_response
+from mapi.access.logon import Challenge, KdfParams, client_response
+from mapi.model import errors
 from mapi.wire import OP_CONNECT, STORE_SYNTAX
 from tunnel.errors import TunnelError
 from tunnel.tls import normalize_fingerprint

@@ -18,7 +18,7 @@ from clients.calls import (
     tag_of,
 )
 from clients.streams import Stream
-from mapi import proptags as pt
+from mapi.model import proptags as pt
 
 
 class Store(MapiObject):
@@ -269,7 +269,7 @@ class Table(MapiObject):
         return self._call("sort_table", _none, keys=[[tag_of(t), d] for t, d in keys])
 
     def restrict(self, restriction: dict[str, Any] | None) -> Call[None]:
-        """A restriction in its plain form (:func:`mapi.restrictions.to_plain`), or None."""
+        """A restriction in its plain form (:func:`mapi.model.restrictions.to_plain`), or None."""
         return self._call("restrict", _none, restriction=_restriction(restriction))
 
     def query_rows(self, count: int, flags: int = 0) -> Call[list[Props]]:

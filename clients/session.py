@@ -16,7 +16,7 @@ from clients.calls import Call, MapiObject, Props, T, _raise_for
 from clients.objects import Store
 from clients.streams import Stream, _StreamCall
 from dcerpc.client import RpcClient
-from mapi import errors
+from mapi.model import errors
 from mapi.wire import OP_DISCONNECT, OP_EXECUTE, OP_WAIT_FOR_EVENTS, WAKE_MAGIC
 
 

@@ -16,11 +16,11 @@ budget instead:
 - Python loops over rows or text (restriction evaluation, the RELOP_RE matcher,
   sorting) call :func:`tick`, which looks at the clock every :data:`TICK_EVERY`
   calls;
-- waiting for a mailbox's lock (:class:`mapi.inline.MailboxLock`) waits no longer
+- waiting for a mailbox's lock (:class:`mapi.storage.guard.MailboxLock`) waits no longer
   than the budget, in short slices that notice ``cancelled``.
 
-A spent budget raises :class:`~mapi.errors.Timeout` (MAPI_E_TIMEOUT, "the call ran
-out of time"), a cancelled one :class:`~mapi.errors.UserCancel`; both are ordinary
+A spent budget raises :class:`~mapi.model.errors.Timeout` (MAPI_E_TIMEOUT, "the call ran
+out of time"), a cancelled one :class:`~mapi.model.errors.UserCancel`; both are ordinary
 MAPI errors, so the batch unwinds through the store's own error handling: the
 transaction in progress is rolled back, nothing half-done is kept, the mailbox lock
 is released. Code with no current budget (local tools, delivery inside a batch that
@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
-from mapi import errors
+from mapi.model import errors
 
 if TYPE_CHECKING:  # the client imports this module (through restrictions): no sqlite3
     import sqlite3
@@ -65,7 +65,7 @@ class WorkBudget:
         """``clock``: seconds on a monotonic clock (the driver's; this module reads
         none). ``escalate``: what a spent budget raises from :meth:`check` instead of its
         MAPI error (the inline fast path hands the call to a worker thread with
-        :class:`~mapi.inline.NeedsWorker`)."""
+        :class:`~mapi.storage.guard.NeedsWorker`)."""
         if not seconds > 0:
             raise ValueError("a work budget must be positive")
         self.seconds = seconds

@@ -13,9 +13,9 @@ It keeps one :class:`~mapi.storage.db.MailboxDB` per open mailbox (so every sess
 a mailbox shares its lock; see the threading contract in :mod:`mapi.storage.db`) and
 creates a mailbox with its standard folders on first use.
 
-Logon ([MS-OXCRPC]-like, but our own scheme, see :mod:`mapi.logon`):
-:meth:`ObjectStore.begin_logon` makes a :class:`~mapi.logon.Challenge`, which the caller
-keeps in a :class:`~mapi.logon.PendingChallenges` (single use, expires after
+Logon ([MS-OXCRPC]-like, but our own scheme, see :mod:`mapi.access.logon`):
+:meth:`ObjectStore.begin_logon` makes a :class:`~mapi.access.logon.Challenge`, which the caller
+keeps in a :class:`~mapi.access.logon.PendingChallenges` (single use, expires after
 :data:`CHALLENGE_LIFETIME`; :meth:`ObjectStore.pending_challenges`);
 :meth:`ObjectStore.complete_logon` checks the answer to a challenge taken from there and
 returns a :class:`Session`, or raises MAPI_E_LOGON_FAILED without saying why. A session
@@ -35,16 +35,10 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Final
 
-from mapi import budget, errors, named, permissions, quota
-from mapi import proptags as pt
-from mapi.contents import DEFAULT_COLUMNS as CONTENTS_COLUMNS
-from mapi.context import Identity, StoreContext
-from mapi.directory import Directory, UserRecord
-from mapi.entryid import EntryKind
-from mapi.folder_rows import HIERARCHY_COLUMNS, ensure_standard_folders, role_folder
-from mapi.folders import Folder
-from mapi.limits import DEFAULT_LIMITS, Limits
-from mapi.logon import (
+from mapi import budget
+from mapi.access import permissions
+from mapi.access.directory import Directory, UserRecord
+from mapi.access.logon import (
     Challenge,
     KdfParams,
     PendingChallenges,
@@ -53,14 +47,23 @@ from mapi.logon import (
     make_challenge,
     verify_response,
 )
-from mapi.messages import Message, open_message_checked
-from mapi.notifications import TABLE_KINDS, NotificationHub, TableSpec
-from mapi.objects import MapiObject
-from mapi.propbag import PropBag
-from mapi.properties import PropData, now_filetime
+from mapi.model import errors, named
+from mapi.model import proptags as pt
+from mapi.model.entryid import EntryKind
+from mapi.model.limits import DEFAULT_LIMITS, Limits
+from mapi.model.properties import PropData, now_filetime
+from mapi.notify.subscriptions import TABLE_KINDS, NotificationHub, TableSpec
+from mapi.objects import quota
+from mapi.objects.base import MapiObject
+from mapi.objects.context import Identity, StoreContext
+from mapi.objects.folders import Folder
+from mapi.objects.hierarchy import HIERARCHY_COLUMNS, ensure_standard_folders, role_folder
+from mapi.objects.messages import Message, open_message_checked
 from mapi.storage.blobs import BlobDir
 from mapi.storage.db import MailboxDB, blob_dir_of
-from mapi.tables import check_sort
+from mapi.storage.propbag import PropBag
+from mapi.tables.contents import DEFAULT_COLUMNS as CONTENTS_COLUMNS
+from mapi.tables.table import check_sort
 
 #: A mailbox no session holds is closed after this long unused (FILETIME ticks: 1 min).
 MAILBOX_IDLE: Final = 60 * 10_000_000
@@ -105,7 +108,7 @@ class ObjectStore:
         self._mailbox_sessions: dict[str, int] = {}
         self._mailbox_touched: dict[str, int] = {}
         self._sessions: dict[str, int] = {}
-        #: Subscriptions and event queues of every session (:mod:`mapi.notifications`).
+        #: Subscriptions and event queues of every session (:mod:`mapi.notify.subscriptions`).
         self.notifications = NotificationHub()
 
     # --- Accounts (the CLI's adduser / passwd / deluser / list users) -----------------
@@ -455,7 +458,7 @@ class MsgStore(MapiObject):
 
         Args:
             subscriber: the hub queue key (the service's session id).
-            mask: :class:`~mapi.notifications.EventType` bits (fnevNewMail...).
+            mask: :class:`~mapi.notify.subscriptions.EventType` bits (fnevNewMail...).
             entry_id: a folder or message of this store; None for the whole store.
 
         Returns:

@@ -19,7 +19,7 @@ import trio
 from serve_helpers import start_server
 
 from clients.api import Session, connect
-from mapi import errors
+from mapi.model import errors
 from mapi_anywhere import control
 
 #: Upper bound of every wait on a child process (a bound, never an assertion).

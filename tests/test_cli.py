@@ -24,8 +24,8 @@ import pytest
 from clients import cli_format as fmt
 from clients.cli_folders import split_path
 from clients.cli_messages import parse_selector
-from mapi import proptags as pt
-from mapi import restrictions as rs
+from mapi.model import proptags as pt
+from mapi.model import restrictions as rs
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60

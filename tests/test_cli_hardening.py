@@ -29,8 +29,8 @@ from clients.autodiscover import EmailAddress, hosts_to_ask, parse_answer, parse
 from clients.cli import SafeFormatter
 from clients.cli_safety import printable, safe_filename, safe_json
 from clients.html_text import decode_html, html_to_text
-from mapi import errors
-from mapi import proptags as pt
+from mapi.model import errors
+from mapi.model import proptags as pt
 from tests.serve_helpers import start_server
 from tests.test_cli import ROOT, TIMEOUT, Server, server
 

@@ -10,7 +10,7 @@ import trio
 from serve_helpers import start_server
 
 from clients.api import connect
-from mapi import quota
+from mapi.objects import quota
 
 
 async def test_a_failed_send_removes_its_draft(nursery, tmp_path):

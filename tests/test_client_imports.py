@@ -17,23 +17,31 @@ CLIENT_MODULES = sorted(
 )
 
 #: The store and the server: never in a client process.
-FORBIDDEN = ("sqlite3", "_sqlite3", "mapi.service", "mapi.store", "mapi.storage", "mapi_anywhere")
-#: What a client may load of ``mapi``: the wire constants, the property model (tags,
-#: types, values, errors, limits, folder rights, restrictions and their budget), the
-#: logon protocol's pure client half, and the event model for its ``EventType`` bits
-#: (pure: no store, no trio).
+FORBIDDEN = (
+    "sqlite3",
+    "_sqlite3",
+    "mapi.rpc.service",
+    "mapi.store",
+    "mapi.storage",
+    "mapi_anywhere",
+)
+#: What a client may load of ``mapi``: the wire constants (with the notification event
+#: bits), the property model (tags, types, values, errors, limits, folder rights,
+#: restrictions) with the work budget restrictions check, and the logon protocol's
+#: pure client half. Package ``__init__`` modules hold only a docstring.
 ALLOWED_MAPI = {
     "mapi",
     "mapi.wire",
-    "mapi.errors",
-    "mapi.proptags",
-    "mapi.properties",
-    "mapi.limits",
-    "mapi.rights",
-    "mapi.restrictions",
     "mapi.budget",
-    "mapi.logon",
-    "mapi.notifications",
+    "mapi.model",
+    "mapi.model.errors",
+    "mapi.model.proptags",
+    "mapi.model.properties",
+    "mapi.model.limits",
+    "mapi.model.rights",
+    "mapi.model.restrictions",
+    "mapi.access",
+    "mapi.access.logon",
 }
 
 

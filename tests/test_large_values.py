@@ -8,7 +8,7 @@ import trio
 from serve_helpers import start_server
 
 from clients.api import connect
-from mapi import errors
+from mapi.model import errors
 
 
 async def test_a_string_past_the_decoders_limit_says_to_use_a_stream(nursery, tmp_path):

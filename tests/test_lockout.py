@@ -16,7 +16,7 @@ import trio
 from serve_helpers import start_server
 
 from clients.api import connect
-from mapi import errors
+from mapi.model import errors
 
 PASSWORDS = {"alice": "correct horse"}
 

@@ -14,9 +14,9 @@ from serve_helpers import start_server
 
 from dcerpc.client import open_tcp_rpc_client
 from dcerpc.syntax import MSGPACK
-from mapi import errors
-from mapi.logon import Challenge, KdfParams, client_response
-from mapi.service import OP_CONNECT, STORE_SYNTAX
+from mapi.access.logon import Challenge, KdfParams, client_response
+from mapi.model import errors
+from mapi.rpc.service import OP_CONNECT, STORE_SYNTAX
 
 PASSWORDS = {"alice": "alice-password", "mallory": "mallory-password"}
 H = errors.Hresult

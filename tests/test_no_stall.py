@@ -25,10 +25,10 @@ from clients.api import connect
 from dcerpc.pdu import BindPdu, ContextElement, RequestPdu
 from dcerpc.server import RpcServer
 from dcerpc.syntax import MSGPACK
-from mapi import errors
-from mapi import proptags as pt
-from mapi import restrictions as rs
-from mapi.service import OP_EXECUTE, STORE_SYNTAX
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.model import restrictions as rs
+from mapi.rpc.service import OP_EXECUTE, STORE_SYNTAX
 from mapi.store import ObjectStore
 from mapi_anywhere.config import StoreSection
 

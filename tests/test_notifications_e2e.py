@@ -9,9 +9,9 @@ import trio
 from serve_helpers import start_server
 
 from clients.api import Session, connect
-from mapi import errors
-from mapi import proptags as pt
-from mapi.notifications import EventType
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.wire import EventType
 
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password"}
 EVERYTHING = (
@@ -189,7 +189,7 @@ async def test_wake_port_must_be_unprivileged(server):
 
     from dcerpc.client import open_tcp_rpc_client
     from dcerpc.syntax import MSGPACK
-    from mapi.service import OP_CONNECT, STORE_SYNTAX
+    from mapi.rpc.service import OP_CONNECT, STORE_SYNTAX
 
     with trio.fail_after(30):
         async with open_tcp_rpc_client("127.0.0.1", server.service_ports["store"]) as rpc:
@@ -197,7 +197,7 @@ async def test_wake_port_must_be_unprivileged(server):
             first = msgpack.unpackb(
                 await rpc.call(ctx_id, OP_CONNECT, msgpack.packb({"user": "bob"}))
             )
-            from mapi.logon import Challenge, KdfParams, client_response
+            from mapi.access.logon import Challenge, KdfParams, client_response
 
             kdf = first["kdf"]
             challenge = Challenge("bob", first["salt"], KdfParams(kdf["n"], kdf["r"], kdf["p"]),

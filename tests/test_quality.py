@@ -32,8 +32,8 @@ DRIVERS = {
     # selectors), not protocol code; issue 17 moves it to the composition root.
     "dcerpc/allocator.py",
     "endpoint_mapper/client.py",
-    "mapi/service.py",
-    "mapi/workers.py",  # the store's worker threads (trio limiters, cancellation)
+    "mapi/rpc/service.py",
+    "mapi/rpc/workers.py",  # the store's worker threads (trio limiters, cancellation)
     # Public import paths that only re-export the trio drivers of tunnel/drivers/.
     "tunnel/proxy.py",
     "tunnel/tls.py",
@@ -57,10 +57,10 @@ IO_MODULES = {
 #: state); no other sans-IO module may.
 MAPI_THREADING = {
     "mapi/budget.py": "the work budget of the call running in this thread (thread-local)",
-    "mapi/directory.py": "one lock over the directory's SQLite connection, shared by threads",
-    "mapi/inline.py": "the inline-path flag (thread-local) and mailbox locks that never wait",
-    "mapi/notifications.py": "one lock over subscriptions and queues, shared by threads",
-    "mapi/ops.py": "a msgpack packer per worker thread (thread-local)",
+    "mapi/access/directory.py": "one lock over the directory's SQLite connection",
+    "mapi/storage/guard.py": "the inline-path flag (thread-local), mailbox locks that never wait",
+    "mapi/notify/subscriptions.py": "one lock over subscriptions and queues, shared by threads",
+    "mapi/rpc/ops.py": "a msgpack packer per worker thread (thread-local)",
     "mapi/store.py": "one lock over the table of open mailboxes, shared by threads",
 }
 #: Loaded by a core module's imports, directly or not: never. (``time`` is loaded at

@@ -9,7 +9,7 @@ import pytest
 import trio
 from test_admin_cli import WAIT, cli, logged_on, one_line_error, run_cli, serving
 
-from mapi import errors
+from mapi.model import errors
 from mapi_anywhere.serve import parse_quota_limit
 
 

@@ -8,8 +8,8 @@ import trio
 from serve_helpers import start_server
 
 from clients.api import connect
-from mapi import errors
-from mapi.quota import PR_PROHIBIT_SEND_QUOTA
+from mapi.model import errors
+from mapi.objects.quota import PR_PROHIBIT_SEND_QUOTA
 from mapi_anywhere.config import StoreSection
 
 

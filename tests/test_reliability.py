@@ -58,9 +58,9 @@ from dcerpc.pdu import (  # noqa: E402
     request_fragments,
 )
 from dcerpc.syntax import MSGPACK  # noqa: E402
-from mapi import errors  # noqa: E402
-from mapi import proptags as pt  # noqa: E402
-from mapi.service import OP_EXECUTE, OP_WAIT_FOR_EVENTS, STORE_SYNTAX  # noqa: E402
+from mapi.model import errors  # noqa: E402
+from mapi.model import proptags as pt  # noqa: E402
+from mapi.rpc.service import OP_EXECUTE, OP_WAIT_FOR_EVENTS, STORE_SYNTAX  # noqa: E402
 from mapi_anywhere.config import (  # noqa: E402
     Config,
     EndpointMapperSection,
@@ -1038,7 +1038,7 @@ async def test_no_unauthenticated_byte_reaches_a_service(server: Server) -> None
     import h2.events
 
     from endpoint_mapper import Tower
-    from mapi.service import STORE_SYNTAX as BAIT_SYNTAX
+    from mapi.rpc.service import STORE_SYNTAX as BAIT_SYNTAX
     from tunnel.tls import client_context
 
     bait = trio.socket.socket()

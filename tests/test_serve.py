@@ -29,7 +29,7 @@ from dcerpc.errors import RpcFault
 from dcerpc.interface import CallContext, Interface
 from dcerpc.syntax import SyntaxId
 from endpoint_mapper import EPM_SYNTAX, EndpointNotRegistered, lookup, map_endpoint, resolve
-from mapi.service import STORE_SYNTAX
+from mapi.rpc.service import STORE_SYNTAX
 from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
 from mapi_anywhere.serve import RunningServer, ServiceSpec, run_server
 from tunnel.config import TunnelConfig
@@ -377,7 +377,7 @@ def test_cli_account_commands(tmp_path: Path):
     assert cli("passwd", "alice", "--password-stdin", stdin="pw-two\n").returncode == 0
     assert "alice" in cli("users").stdout
 
-    from mapi.errors import LogonFailed
+    from mapi.model.errors import LogonFailed
     from mapi.store import ObjectStore
 
     store = ObjectStore(tmp_path)
@@ -510,7 +510,7 @@ def test_sigterm_stops_cleanly(tmp_path: Path):
 STUCK_SERVE = """\
 import sys, threading
 import trio
-from mapi.service import StoreService
+from mapi.rpc.service import StoreService
 
 async def close_never(self):
     await trio.to_thread.run_sync(threading.Event().wait)  # not abandoned on cancel

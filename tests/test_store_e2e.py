@@ -18,9 +18,9 @@ from serve_helpers import start_server
 from clients.api import Folder, connect
 from dcerpc.client import open_tcp_rpc_client
 from dcerpc.syntax import MSGPACK
-from mapi import errors
-from mapi import proptags as pt
-from mapi.service import OP_EXECUTE, STORE_SYNTAX
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.rpc.service import OP_EXECUTE, STORE_SYNTAX
 
 PASSWORDS = {"alice": "correct horse", "bob": "battery staple"}
 
@@ -416,7 +416,7 @@ async def _raw_store_call(rpc, ctx_id: int, opnum: int, request: dict) -> dict:
 
 
 async def test_logon_flood_and_oversized_names_are_refused(server):
-    from mapi.service import OP_CONNECT
+    from mapi.rpc.service import OP_CONNECT
 
     with trio.fail_after(30):
         async with open_tcp_rpc_client("127.0.0.1", server.service_ports["store"]) as rpc:
@@ -448,7 +448,7 @@ async def test_delegates_cannot_create_named_properties_in_another_mailbox(serve
 
 
 async def test_batch_results_are_bounded(server):
-    from mapi import ops
+    from mapi.rpc import ops
 
     with trio.fail_after(60):
         async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as session:
@@ -471,7 +471,7 @@ async def test_batch_results_are_bounded(server):
 
 
 async def test_a_batch_queued_behind_disconnect_does_not_run(server):
-    from mapi.service import OP_DISCONNECT
+    from mapi.rpc.service import OP_DISCONNECT
 
     with trio.fail_after(30):
         async with connect(epm_address(server), "alice", PASSWORDS["alice"]) as session:
@@ -509,7 +509,7 @@ async def test_repeated_wrong_passwords_delay_further_logons(server, transport):
 @pytest.mark.parametrize("role", ["none", "reviewer", "editor", "owner"])
 async def test_folder_permission_roles_over_rpc(server, role):
     """What each role on Alice's Inbox lets Bob do, checked over the wire."""
-    from mapi.permissions import ROLES
+    from mapi.access.permissions import ROLES
 
     lan = epm_address(server)
     with trio.fail_after(60):

@@ -16,7 +16,7 @@ from serve_helpers import start_server
 from clients.api import Attachment, Message, Session, Stream, connect
 from dcerpc.client_connection import ClientConnection
 from dcerpc.events import FaultReceived, ResponseReceived
-from mapi import errors
+from mapi.model import errors
 from mapi.storage.db import blob_dir_of
 
 PASSWORD = "pipelines"

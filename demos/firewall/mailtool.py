@@ -23,7 +23,7 @@ from pathlib import Path
 import trio
 
 from clients.api import Session, connect
-from mapi.notifications import EventType
+from mapi.wire import EventType
 
 
 def _say(text: str) -> None:

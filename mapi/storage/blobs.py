@@ -44,7 +44,7 @@ import sqlite3
 from collections import OrderedDict
 from pathlib import Path
 
-from mapi import errors
+from mapi.model import errors
 
 log = logging.getLogger(__name__)
 

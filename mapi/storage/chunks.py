@@ -23,9 +23,9 @@ import io
 import sqlite3
 from typing import Protocol
 
-from mapi import errors
+from mapi.model import errors
 from mapi.storage.blobs import BlobDir
-from mapi.storage.schema import OWNER_STAGING
+from mapi.storage.schema import OWNER_DATA, OWNER_STAGING
 
 
 class Readable(Protocol):
@@ -188,3 +188,18 @@ def copy_all(conn: sqlite3.Connection, owner_kind: int, from_id: int, to_id: int
             " WHERE stream_id = ?",
             (new_id, old_id),
         )
+
+
+def release_staging(conn: sqlite3.Connection) -> None:
+    """Release every staging row (left by a process that ended) and any data holder
+    that nothing links to. Runs inside a write transaction when a mailbox is opened."""
+    conn.execute(
+        f"UPDATE streams SET owner_kind = {OWNER_DATA}, owner_id = id"
+        f" WHERE owner_kind = {OWNER_STAGING}"
+        " AND EXISTS (SELECT 1 FROM streams AS l WHERE l.data_id = streams.id)"
+    )
+    conn.execute(f"DELETE FROM streams WHERE owner_kind = {OWNER_STAGING}")
+    conn.execute(
+        f"DELETE FROM streams WHERE owner_kind = {OWNER_DATA}"
+        " AND NOT EXISTS (SELECT 1 FROM streams AS l WHERE l.data_id = streams.id)"
+    )

@@ -29,7 +29,7 @@ counter. :attr:`generation` counts the commits made through this object, so cach
 (materialised tables) know when to recompute.
 
 **After-commit hooks:** code inside a transaction may register
-:meth:`MailboxDB.after_commit` callbacks (notifications, :mod:`mapi.events`); they run
+:meth:`MailboxDB.after_commit` callbacks (notifications, :mod:`mapi.notify.changes`); they run
 once the outermost transaction has committed, still under the lock, and are
 discarded on rollback, so nobody hears of a change that did not happen.
 :attr:`txn_local` is a scratch dict that lives for one outermost transaction.
@@ -39,7 +39,7 @@ running the additive :data:`~mapi.storage.schema.UPGRADE_1_TO_2` script, version
 files (before shared chunk data) by :func:`~mapi.storage.schema.upgrade_2_to_3`,
 version 3 files (before stream data in files) by
 :func:`~mapi.storage.schema.upgrade_3_to_4`. Opening a mailbox also releases the
-staging rows a previous process left (:func:`mapi.storage.staging.recover`) and
+staging rows a previous process left (:func:`mapi.storage.chunks.release_staging`) and
 removes stream data files nothing refers to (:mod:`mapi.storage.blobs`).
 
 **Stream data files:** the connection (a :class:`MailboxConnection`) knows the
@@ -57,11 +57,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mapi import budget, errors
-from mapi.inline import MailboxLock, may_block
-from mapi.limits import Limits
-from mapi.restrictions import content_match
+from mapi import budget
+from mapi.model import errors
+from mapi.model.limits import Limits
+from mapi.model.restrictions import content_match
 from mapi.storage.blobs import BlobDir
+from mapi.storage.chunks import release_staging
+from mapi.storage.guard import MailboxLock, may_block
 from mapi.storage.schema import (
     DDL,
     SCHEMA_VERSION,
@@ -69,7 +71,6 @@ from mapi.storage.schema import (
     upgrade_2_to_3,
     upgrade_3_to_4,
 )
-from mapi.storage.staging import recover as release_staged
 
 BUSY_TIMEOUT_MS = 10_000
 #: Page size of new databases (existing ones keep theirs).
@@ -150,7 +151,7 @@ class MailboxDB:
         self.path = path
         self.limits = limits
         self.clock = clock
-        #: Never waited for on the event loop (see :mod:`mapi.inline`).
+        #: Never waited for on the event loop (see :mod:`mapi.storage.guard`).
         self.lock = MailboxLock()
         self.generation = 0
         self._depth = 0
@@ -168,7 +169,7 @@ class MailboxDB:
 
     @property
     def conn(self) -> MailboxConnection:
-        """The SQLite connection (raises :class:`~mapi.inline.NeedsWorker` on the event
+        """The SQLite connection (raises :class:`~mapi.storage.guard.NeedsWorker` on the event
         loop: SQLite runs in worker threads only)."""
         may_block()
         return self._conn
@@ -189,7 +190,7 @@ class MailboxDB:
             elif version != SCHEMA_VERSION:
                 raise errors.Version(f"mailbox schema {version}, expected {SCHEMA_VERSION}")
             with self.transaction() as conn:
-                release_staged(conn)
+                release_staging(conn)
                 conn.execute(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES ('provider_uid', ?)",
                     (os.urandom(16),),

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A :class:`MessageState` is everything an open message knows: its committed row (if
-any), a :class:`~mapi.propbag.PropBag`, its recipients when changed, and pending
+any), a :class:`~mapi.storage.propbag.PropBag`, its recipients when changed, and pending
 attachment states (each with a bag and, for embedded messages, a nested
 MessageState). :func:`save_message` writes all of it inside the caller's single
 transaction ([MS-OXCMSG] 3.1.4.3: the save is atomic): the message row (hot columns
@@ -21,7 +21,7 @@ on in between, unless the caller forces it.
 Sizes: the save of a top-level message checks the message size limit and the
 mailbox's quota in its own transaction, after writing (so the measure is exact and a
 refusal keeps nothing): :func:`mailbox_size` (a sum over an index, never a stored
-counter: see :mod:`mapi.quota` for why), :func:`mailbox_quota` (the mailbox's own
+counter: see :mod:`mapi.objects.quota` for why), :func:`mailbox_quota` (the mailbox's own
 limit in ``meta``, else the server's default), :func:`check_mailbox_room`.
 """
 
@@ -33,11 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mapi import errors
-from mapi import proptags as pt
-from mapi.limits import Limits
-from mapi.propbag import PropBag, Source, TempData
-from mapi.properties import (
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.model.limits import Limits
+from mapi.model.properties import (
     PropData,
     from_stream_bytes,
     pack_props,
@@ -46,6 +45,7 @@ from mapi.properties import (
     value_size,
 )
 from mapi.storage import chunks
+from mapi.storage.propbag import PropBag, Source, TempData
 from mapi.storage.schema import MESSAGE_SELECT, OWNER_ATTACHMENT, OWNER_MESSAGE
 from mapi.storage.staging import StagedData
 
@@ -281,12 +281,12 @@ def save_message(
     """Write ``state`` (inside the caller's transaction); return the message id.
 
     With ``check_quota=True`` (a client's save) a top-level message that grows is
-    refused past :attr:`~mapi.limits.Limits.max_message_bytes` or when it takes the
+    refused past :attr:`~mapi.model.limits.Limits.max_message_bytes` or when it takes the
     mailbox past its quota (:func:`check_mailbox_room`). The default, None, checks
     only the quota, and only for new messages (deliveries, reports): the server's own
     updates (filing a sent message adds its envelope) never fail, and a delivered
     copy, a little larger than what its sender saved, is judged by the sender's
-    checks (:func:`mapi.quota.check_submission`). Refused means raised inside the
+    checks (:func:`mapi.objects.quota.check_submission`). Refused means raised inside the
     caller's transaction: nothing is kept.
 
     Raises:
@@ -375,7 +375,7 @@ def save_message(
 # --- Mailbox size and quota ------------------------------------------------------------
 
 #: The ``meta`` key of a mailbox's own quota (bytes; 0 = none), which replaces the
-#: server's default (:attr:`~mapi.limits.Limits.max_mailbox_bytes`).
+#: server's default (:attr:`~mapi.model.limits.Limits.max_mailbox_bytes`).
 QUOTA_KEY = "quota_bytes"
 
 

@@ -5,16 +5,16 @@ Theory of operation
 One database file per mailbox. Folders and messages are rows with a few *hot
 columns* (the properties tables sort and restrict on most: delivery time, subject,
 size, flags, message class, times) next to a msgpack *property blob* holding every
-other property up to :attr:`~mapi.limits.Limits.inline_value_bytes`. Larger values
+other property up to :attr:`~mapi.model.limits.Limits.inline_value_bytes`. Larger values
 (bodies, attachment data) live in ``streams`` (one row per value) and ``chunks``
-(one row per :attr:`~mapi.limits.Limits.chunk_bytes` slice), so a table scan never
+(one row per :attr:`~mapi.model.limits.Limits.chunk_bytes` slice), so a table scan never
 reads them and no value is ever held whole in memory.
 
 Every hot column has an index ``(folder_id, column, id)``: a contents table sorted
 by that column is an index walk, a page at an offset is ``LIMIT``/``OFFSET`` over the
 covering index (no row is read for skipped rows), and ``id`` breaks ties so the
 order is total and stable. String hot columns use ``COLLATE NOCASE``; the Python
-evaluator in :mod:`mapi.properties` (``sort_key``) reproduces that order.
+evaluator in :mod:`mapi.model.properties` (``sort_key``) reproduces that order.
 
 Ids come from ``AUTOINCREMENT`` so a deleted object's id (and its entry id) is never
 reused. Deleting a folder cascades to its subfolders, messages, recipients,
@@ -22,7 +22,7 @@ attachments and embedded messages through foreign keys; triggers drop the stream
 of deleted messages and attachments, and chunks cascade from streams.
 
 Version 2 adds the incremental-sync bookkeeping (:data:`UPGRADE_1_TO_2`, see
-:mod:`mapi.sync`) and the submission log of :mod:`mapi.submit`.
+:mod:`mapi.objects.sync`) and the submission log of :mod:`mapi.objects.submit`.
 
 Version 3 (:data:`UPGRADE_2_TO_3`) lets a ``streams`` row *link* to chunk rows held by
 another row (``data_id``) instead of holding its own, so stream data staged while a
@@ -44,7 +44,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from mapi import proptags as pt
+from mapi.model import proptags as pt
 
 SCHEMA_VERSION: Final = 4
 
@@ -216,7 +216,7 @@ CREATE TABLE IF NOT EXISTS submissions (
 #: found by ``data_id``; deleting a link drops an :data:`OWNER_DATA` holder nobody else
 #: links to (its chunks cascade). Staging holders are dropped when their stream is
 #: released or, after a crash, when the mailbox is opened
-#: (:func:`mapi.storage.staging.recover`). One statement each.
+#: (:func:`mapi.storage.chunks.release_staging`). One statement each.
 _V3_STATEMENTS: Final = (
     "CREATE INDEX IF NOT EXISTS streams_by_data ON streams(data_id) WHERE data_id IS NOT NULL",
     f"""CREATE TRIGGER IF NOT EXISTS streams_release_data AFTER DELETE ON streams

@@ -10,13 +10,13 @@ bytes where they will stay while the client writes, and the save only *links* th
 (:func:`mapi.storage.chunks.link`, one small row whatever the size):
 
 - While the bytes fit in one chunk they stay in memory (most bodies never leave it:
-  values up to :attr:`~mapi.limits.Limits.inline_value_bytes` are saved inline).
+  values up to :attr:`~mapi.model.limits.Limits.inline_value_bytes` are saved inline).
   Past that, it owns one ``streams`` row of kind
   :data:`~mapi.storage.schema.OWNER_STAGING` with ``in_file = 1``, and the bytes go
   to that row's file in the mailbox's blob directory (:mod:`mapi.storage.blobs`) with
   plain positioned writes: no transaction per write. (Version 3 mailboxes staged in
   chunk rows, about ten times the cost per MiB; their saved values keep those rows.)
-- It is a :class:`~mapi.propbag.TempData` to the rest of the store (same methods,
+- It is a :class:`~mapi.storage.propbag.TempData` to the rest of the store (same methods,
   same copy-on-write rule: once frozen by a bag it never changes, and a stream that
   keeps writing works on a :meth:`StagedData.copy`), so bags, snapshots and values
   treat it like any pending data.
@@ -50,15 +50,12 @@ import sqlite3
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
-from mapi import errors
-from mapi.propbag import TempData
+from mapi.model import errors
 from mapi.storage import blobs, chunks
+from mapi.storage.db import MailboxDB
+from mapi.storage.propbag import TempData
 from mapi.storage.schema import OWNER_DATA, OWNER_STAGING
-
-if TYPE_CHECKING:
-    from mapi.storage.db import MailboxDB
 
 #: Most row ids one ``IN (...)`` statement names (SQLite allows 32766 parameters).
 _DROP_BATCH = 500
@@ -81,21 +78,6 @@ def drop(conn: sqlite3.Connection, ids: Iterable[int]) -> None:
             f"DELETE FROM streams WHERE owner_kind = {OWNER_STAGING} AND id IN ({marks})",
             batch,
         )
-
-
-def recover(conn: sqlite3.Connection) -> None:
-    """Release every staging row (left by a process that ended) and any data holder
-    that nothing links to. Runs inside a write transaction when a mailbox is opened."""
-    conn.execute(
-        f"UPDATE streams SET owner_kind = {OWNER_DATA}, owner_id = id"
-        f" WHERE owner_kind = {OWNER_STAGING}"
-        " AND EXISTS (SELECT 1 FROM streams AS l WHERE l.data_id = streams.id)"
-    )
-    conn.execute(f"DELETE FROM streams WHERE owner_kind = {OWNER_STAGING}")
-    conn.execute(
-        f"DELETE FROM streams WHERE owner_kind = {OWNER_DATA}"
-        " AND NOT EXISTS (SELECT 1 FROM streams AS l WHERE l.data_id = streams.id)"
-    )
 
 
 def collect(db: MailboxDB) -> None:
@@ -313,4 +295,4 @@ def _take(garbage: list[int]) -> list[int]:
     return out
 
 
-__all__ = ["StagedData", "collect", "drop", "recover"]
+__all__ = ["StagedData", "collect", "drop"]

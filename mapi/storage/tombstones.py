@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-[MS-OXCFXICS] 3.2.5.3 in our simple form (the reading side is :mod:`mapi.sync`).
+[MS-OXCFXICS] 3.2.5.3 in our simple form (the reading side is :mod:`mapi.objects.sync`).
 Every folder and message row carries the change number (CN) of its last change;
 the mailbox-wide counter is ``meta.change_num``. What a CN cannot show is an object
 that *left* a folder: these get a tombstone row ``(kind, object id, folder it left,
@@ -24,7 +24,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Final
 
-from mapi.entryid import EntryKind
+from mapi.model.entryid import EntryKind
 
 #: Tombstones older than this (FILETIME ticks: 30 days) may be pruned.
 TOMBSTONE_RETENTION: Final = 30 * 24 * 3600 * 10_000_000

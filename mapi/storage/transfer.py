@@ -3,11 +3,11 @@
 Theory of operation
 -------------------
 :func:`~mapi.storage.messages.copy_message` copies inside one database with SQL.
-Delivery ([MS-OXOMSG] 3.2.5.1 in our simple form, :mod:`mapi.submit`) copies a
+Delivery ([MS-OXOMSG] 3.2.5.1 in our simple form, :mod:`mapi.objects.submit`) copies a
 message into *another* mailbox file, so :func:`export_message` reads it into a
 :class:`~mapi.storage.messages.MessageState` that belongs to no database (``db_id``
 None): small values as values, large ones (bodies, attachment data) spooled chunk by
-chunk into :class:`~mapi.propbag.TempData` (nothing is held whole in memory), its
+chunk into :class:`~mapi.storage.propbag.TempData` (nothing is held whole in memory), its
 recipients, its attachments and their embedded messages, recursively. Saving that
 state with :func:`~mapi.storage.messages.save_message` in the target database writes
 a new message there. Snapshots of one export share the frozen spooled data, so one
@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from mapi.limits import Limits
-from mapi.propbag import PropBag, TempData
+from mapi.model.limits import Limits
 from mapi.storage import chunks
 from mapi.storage.messages import (
     AttachState,
@@ -29,6 +28,7 @@ from mapi.storage.messages import (
     load_message,
     load_recipients,
 )
+from mapi.storage.propbag import PropBag, TempData
 from mapi.storage.schema import OWNER_ATTACHMENT, OWNER_MESSAGE
 
 

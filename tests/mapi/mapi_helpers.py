@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mapi import proptags as pt
-from mapi.logon import KdfParams
-from mapi.messages import Message
+from mapi.access.logon import KdfParams
+from mapi.model import proptags as pt
+from mapi.objects.messages import Message
 from mapi.store import MsgStore
 
 FAST_KDF = KdfParams(n=16, r=1, p=1)  # tests only: real deployments use the default

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mapi import errors
-from mapi import proptags as pt
-from mapi.entryid import EntryKind, make_entryid, parse_entryid
-from mapi.limits import Limits
-from mapi.properties import (
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.model.entryid import EntryKind, make_entryid, parse_entryid
+from mapi.model.limits import Limits
+from mapi.model.properties import (
     datetime_from_filetime,
     filetime_from_datetime,
     pack_props,

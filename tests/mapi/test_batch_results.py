@@ -6,8 +6,9 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from mapi import errors, ops
-from mapi import proptags as pt
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.rpc import ops
 from mapi.store import MsgStore, ObjectStore
 
 

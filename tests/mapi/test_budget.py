@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from mapi import budget, errors
+from mapi import budget
 from mapi.budget import WorkBudget, applied
-from mapi.limits import DEFAULT_LIMITS
+from mapi.model import errors
+from mapi.model.limits import DEFAULT_LIMITS
 from mapi.storage.db import MailboxDB
 
 #: More transactions than it took to hit an interrupted COMMIT or ROLLBACK.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mapi import errors
-from mapi import proptags as pt
-from mapi.folders import DEL_FOLDERS, DEL_MESSAGES, DELETE_HARD_DELETE, Folder
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.objects.folders import DEL_FOLDERS, DEL_MESSAGES, DELETE_HARD_DELETE, Folder
 from mapi.store import MsgStore
 
 

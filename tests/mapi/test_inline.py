@@ -1,4 +1,4 @@
-"""The guard that lets the service answer reads on the event loop (mapi.inline): under it,
+"""The guard that lets the service answer reads on the event loop (mapi.storage.guard): under it,
 nothing touches SQLite or waits for a mailbox lock; it raises NeedsWorker instead."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from mapi import inline
-from mapi import proptags as pt
+from mapi.model import proptags as pt
+from mapi.storage import guard as inline
 from mapi.store import MsgStore
 
 TAGS = [pt.PR_SUBJECT_W, pt.PR_MESSAGE_SIZE, pt.PR_MESSAGE_FLAGS, pt.PR_DISPLAY_TO_W]

@@ -1,9 +1,9 @@
 """Every read-only operation, run under the inline guard against a storage that raises.
 
-The service answers batches of :data:`mapi.ops.READ_ONLY` operations on the event loop
-under :func:`mapi.inline.inline` (see :mod:`mapi.inline`). That is safe only while
+The service answers batches of :data:`mapi.rpc.ops.READ_ONLY` operations on the event loop
+under :func:`mapi.storage.guard.inline` (see :mod:`mapi.storage.guard`). That is safe only while
 every path those operations take to SQLite goes through the guard, which turns it into
-:class:`~mapi.inline.NeedsWorker`. Here the mailbox's and the directory's connections
+:class:`~mapi.storage.guard.NeedsWorker`. Here the mailbox's and the directory's connections
 are replaced by objects that raise on any use: an operation may answer from memory or
 raise NeedsWorker, and a new path that reaches storage without the guard (a blocking
 call on the event loop) fails the test.
@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from mapi import inline, ops
-from mapi import proptags as pt
+from mapi.model import proptags as pt
+from mapi.rpc import ops
+from mapi.storage import guard as inline
 from mapi.store import ObjectStore
 
 PS_PUBLIC_STRINGS = bytes.fromhex("2908020000000000c000000000000046")

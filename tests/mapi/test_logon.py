@@ -6,9 +6,8 @@ import hmac
 
 import pytest
 
-from mapi import errors
-from mapi.directory import normalise_username
-from mapi.logon import (
+from mapi.access.directory import normalise_username
+from mapi.access.logon import (
     KdfParams,
     client_response,
     derive_key,
@@ -17,6 +16,7 @@ from mapi.logon import (
     verify_response,
     verify_server_proof,
 )
+from mapi.model import errors
 from mapi.store import ObjectStore
 
 PARAMS = KdfParams(n=16, r=1, p=1)

@@ -3,8 +3,8 @@ costs file descriptors and SQLite's cache), and reopen transparently."""
 
 from __future__ import annotations
 
-from mapi import proptags as pt
-from mapi.logon import KdfParams
+from mapi.access.logon import KdfParams
+from mapi.model import proptags as pt
 from mapi.store import MAILBOX_IDLE, ObjectStore
 
 

@@ -10,8 +10,8 @@ import trio
 from serve_helpers import start_server
 
 from clients.api import Call, connect
-from mapi import errors
-from mapi import proptags as pt
+from mapi.model import errors
+from mapi.model import proptags as pt
 
 PASSWORDS = {"alice": "correct horse", "bob": "battery staple"}
 TIMES = ["PR_CREATION_TIME", "PR_LAST_MODIFICATION_TIME", "PR_MESSAGE_DELIVERY_TIME"]

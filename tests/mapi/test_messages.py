@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from mapi_helpers import FAST_KDF, Clock
 
-from mapi import errors
-from mapi import proptags as pt
-from mapi.messages import MODRECIP_ADD, MODRECIP_MODIFY, MODRECIP_REMOVE, Message
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.objects.messages import MODRECIP_ADD, MODRECIP_MODIFY, MODRECIP_REMOVE, Message
 from mapi.store import MsgStore, ObjectStore
 
 PR_SUBJECT_A = 0x0037001E
@@ -152,7 +152,7 @@ def test_change_key_and_conflicts(alice: MsgStore, store: ObjectStore) -> None:
     msg.set_props([(pt.PR_SUBJECT_W, "mine")])
     with pytest.raises(errors.ObjectChanged):
         msg.save_changes()
-    from mapi.messages import FORCE_SAVE, KEEP_OPEN_READWRITE
+    from mapi.objects.messages import FORCE_SAVE, KEEP_OPEN_READWRITE
 
     msg.save_changes(FORCE_SAVE | KEEP_OPEN_READWRITE)
     assert msg.get_props([pt.PR_CHANGE_KEY]).values[0].value != key1

@@ -8,9 +8,11 @@ from collections.abc import Hashable
 
 import pytest
 
-from mapi import errors, events, permissions
-from mapi import proptags as pt
-from mapi.notifications import (
+from mapi.access import permissions
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.notify import changes as events
+from mapi.notify.subscriptions import (
     EventType,
     NewMailNotification,
     Notification,

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from mapi import errors, permissions
-from mapi import proptags as pt
-from mapi.folders import DEL_FOLDERS, DEL_MESSAGES, DELETE_HARD_DELETE
+from mapi.access import permissions
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.objects.folders import DEL_FOLDERS, DEL_MESSAGES, DELETE_HARD_DELETE
 from mapi.store import MsgStore, ObjectStore
 
 EDITOR = permissions.ROLES["editor"]

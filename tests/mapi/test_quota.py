@@ -14,10 +14,12 @@ from mapi_helpers import FAST_KDF, Clock, contents_of
 from serve_helpers import start_server
 
 from clients.api import connect
-from mapi import errors, quota
-from mapi import proptags as pt
-from mapi.limits import Limits
-from mapi.messages import Message
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.model.limits import Limits
+from mapi.objects import quota
+from mapi.objects.messages import Message
+from mapi.objects.submit import submit
 from mapi.store import MsgStore, ObjectStore
 from mapi_anywhere.config import (
     ConfigError,
@@ -186,7 +188,7 @@ def test_delivery_to_a_full_mailbox_fails_cleanly_for_the_sender(limited: Object
     draft(bob, "filler three").save_changes()  # Bob's mailbox has no room for 12 KB
     msg = submit_to(alice, "carol@example.org", "bob@example.org")
     with pytest.raises(errors.NotEnoughDisk, match=r"bob@example\.org"):
-        msg.submit()
+        submit(msg)
     # Nothing was delivered to anyone, and the draft is where it was, still unsent.
     assert count(carol) == 0 and count(bob) == 3
     assert count(alice, "drafts") == 1 and count(alice, "sent") == 0
@@ -195,7 +197,7 @@ def test_delivery_to_a_full_mailbox_fails_cleanly_for_the_sender(limited: Object
     # Once Bob makes room, the same submission goes out once to each.
     bob_inbox = folder(bob)
     bob_inbox.delete_messages([m.entry_id for m in contents_of(bob, "inbox")], hard=True)  # type: ignore[misc]
-    result = msg.submit()
+    result = submit(msg)
     assert len(result.delivered) == 2
     assert count(carol) == 1 and count(bob) == 1
     assert count(alice, "drafts") == 0 and count(alice, "sent") == 1
@@ -212,12 +214,12 @@ def test_a_mailbox_that_fills_during_a_submission_fails_it_without_loss(
     monkeypatch.setattr(quota, "check_submission", lambda message: None)
     msg = submit_to(alice, "carol@example.org", "bob@example.org")
     with pytest.raises(errors.NotEnoughDisk, match="mailbox is full"):
-        msg.submit()
+        submit(msg)
     assert count(carol) == 1 and count(bob) == 3  # Carol's delivery was its own
     assert count(alice, "drafts") == 1 and count(alice, "sent") == 0
     bob_inbox = folder(bob)
     bob_inbox.delete_messages([m.entry_id for m in contents_of(bob, "inbox")], hard=True)  # type: ignore[misc]
-    msg.submit()
+    submit(msg)
     assert count(carol) == 1 and count(bob) == 1  # not twice to Carol
     assert count(alice, "drafts") == 0 and count(alice, "sent") == 1
 
@@ -227,7 +229,7 @@ def test_a_full_sender_cannot_send(limited: ObjectStore) -> None:
     msg = submit_to(alice, "bob@example.org")
     quota.set_mailbox_quota(alice.context.db, 1000)
     with pytest.raises(errors.NotEnoughDisk, match="your mailbox is full"):
-        msg.submit()
+        submit(msg)
     assert count(view(limited, "bob")) == 0
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mapi import errors, permissions
+from mapi.access import permissions
+from mapi.model import errors
 from mapi.store import MsgStore, ObjectStore
 
 

@@ -20,15 +20,15 @@ from typing import Any
 import pytest
 from mapi_helpers import FAST_KDF, Clock
 
-from mapi import errors
-from mapi import proptags as pt
-from mapi.limits import Limits
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.model.limits import Limits
+from mapi.objects.streams import STREAM_SEEK_SET, PropStream
 from mapi.storage import staging
 from mapi.storage.blobs import _OPEN_FILES, BlobDir
 from mapi.storage.db import PAGE_SIZE, WAL_CHECKPOINT_BYTES, MailboxDB, blob_dir_of
 from mapi.storage.schema import OWNER_DATA, OWNER_STAGING, SCHEMA_VERSION
 from mapi.store import MsgStore, ObjectStore
-from mapi.streams import STREAM_SEEK_SET, PropStream
 
 CHUNK = 1024
 LIMITS = Limits(chunk_bytes=CHUNK, inline_value_bytes=256, max_value_bytes=8192)

@@ -9,12 +9,20 @@ from pathlib import Path
 import pytest
 from mapi_helpers import FAST_KDF, Clock
 
-from mapi import errors, permissions
-from mapi import proptags as pt
-from mapi.limits import Limits
-from mapi.named import MNID_ID, MNID_STRING, PS_MAPI, PS_PUBLIC_STRINGS, PSETID_COMMON, PropName
+from mapi.access import permissions
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.model.limits import Limits
+from mapi.model.named import (
+    MNID_ID,
+    MNID_STRING,
+    PS_MAPI,
+    PS_PUBLIC_STRINGS,
+    PSETID_COMMON,
+    PropName,
+)
+from mapi.objects.streams import STREAM_SEEK_CUR, STREAM_SEEK_END
 from mapi.store import MsgStore, ObjectStore
-from mapi.streams import STREAM_SEEK_CUR, STREAM_SEEK_END
 
 
 @pytest.fixture

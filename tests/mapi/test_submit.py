@@ -7,12 +7,15 @@ import threading
 import pytest
 from mapi_helpers import contents_of
 
-from mapi import errors, permissions, submit
-from mapi import proptags as pt
-from mapi.messages import Message
-from mapi.notifications import EventType, NewMailNotification, ObjectNotification, TableEvent
-from mapi.notifications import TableNotification as TableNote
+from mapi.access import permissions
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.notify.subscriptions import NewMailNotification, ObjectNotification, TableEvent
+from mapi.notify.subscriptions import TableNotification as TableNote
+from mapi.objects import submit
+from mapi.objects.messages import Message
 from mapi.store import MsgStore, ObjectStore
+from mapi.wire import EventType
 
 BIG_BODY = "lorem ipsum " * 2000  # beyond the inline limit: stored in chunks
 
@@ -53,7 +56,7 @@ def test_submit_delivers_files_and_reports(
         _recipient("Bob@Example.org"),
         _recipient("nobody@nowhere.example", pt.MAPI_CC),
     )  # fmt: skip
-    result = msg.submit()
+    result = submit.submit(msg)
     bob_id = store.directory.get_user("bob").user_id
     assert result.delivered == [bob_id]
     assert result.undeliverable == ["nobody@nowhere.example"]
@@ -110,7 +113,7 @@ def test_bcc_hidden_username_resolution_and_self(
         _recipient("bob", email=False),  # a login name in the display name
         _recipient("alice@example.org", pt.MAPI_BCC),
     )  # fmt: skip
-    result = msg.submit()
+    result = submit.submit(msg)
     assert result.undeliverable == [] and result.ndr_entry_id is None
     assert len(result.delivered) == 2
     [copy] = contents_of(bob, "inbox")
@@ -130,11 +133,11 @@ def test_retry_after_a_crash_delivers_once(
 
     monkeypatch.setattr(submit, "_file", crash)
     with pytest.raises(RuntimeError):
-        msg.submit()
+        submit.submit(msg)
     assert len(contents_of(bob, "inbox")) == 1
     assert len(contents_of(alice, "drafts")) == 1  # still unsent
     monkeypatch.undo()
-    result = msg.submit()
+    result = submit.submit(msg)
     assert result.delivered == [store.directory.get_user("bob").user_id]
     assert len(contents_of(bob, "inbox")) == 1
     assert len(contents_of(alice, "sent")) == 1
@@ -143,7 +146,7 @@ def test_retry_after_a_crash_delivers_once(
 def test_delete_after_submit(alice: MsgStore, bob: MsgStore) -> None:
     msg = _draft(alice, "Gone", _recipient("bob@example.org"))
     msg.set_props([(pt.PR_DELETE_AFTER_SUBMIT, True)])
-    result = msg.submit()
+    result = submit.submit(msg)
     assert result.sent_entry_id is None
     assert contents_of(alice, "sent") == [] and contents_of(alice, "drafts") == []
     assert len(contents_of(bob, "inbox")) == 1
@@ -152,7 +155,7 @@ def test_delete_after_submit(alice: MsgStore, bob: MsgStore) -> None:
 def test_refusals(store: ObjectStore, alice: MsgStore) -> None:
     msg = _draft(alice, "Nobody")
     with pytest.raises(errors.InvalidParameter):
-        msg.submit()
+        submit.submit(msg)
     drafts = alice.open_folder(alice.special_folder_id("drafts"))
     bob_id = store.directory.get_user("bob").user_id
     drafts.set_permission(bob_id, permissions.ROLES["owner"])
@@ -160,7 +163,7 @@ def test_refusals(store: ObjectStore, alice: MsgStore) -> None:
     other = bob_view.open_folder(drafts.entry_id).create_message()
     other.modify_recipients([_recipient("alice@example.org")])
     with pytest.raises(errors.NoAccess):
-        other.submit()
+        submit.submit(other)
 
 
 def test_crossed_submissions_do_not_deadlock(alice: MsgStore, bob: MsgStore) -> None:
@@ -169,7 +172,7 @@ def test_crossed_submissions_do_not_deadlock(alice: MsgStore, bob: MsgStore) -> 
     def send(view: MsgStore, to: str) -> None:
         try:
             for i in range(5):
-                _draft(view, f"m{i}", _recipient(to)).submit()
+                submit.submit(_draft(view, f"m{i}", _recipient(to)))
         except BaseException as exc:  # pragma: no cover - reported below
             errors_seen.append(exc)
 
@@ -198,7 +201,7 @@ def test_delivery_notifies_a_sorted_contents_subscription(
         b"bob", bob.get_receive_folder(), "contents", [pt.PR_SUBJECT_W],
         sort=[(pt.PR_SUBJECT_W, False)],
     )  # fmt: skip
-    _draft(alice, "hello", _recipient("bob@example.org")).submit()
+    submit.submit(_draft(alice, "hello", _recipient("bob@example.org")))
     result = store.notifications.poll(b"bob", 0)
     assert not result.resync_required
     kinds = {type(n) for n in result.events}

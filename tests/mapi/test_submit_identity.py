@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from mapi_helpers import FAST_KDF, Clock, contents_of
 
-from mapi import named
-from mapi import proptags as pt
-from mapi.limits import Limits
-from mapi.messages import Message
+from mapi.model import named
+from mapi.model import proptags as pt
+from mapi.model.limits import Limits
+from mapi.objects.messages import Message
+from mapi.objects.submit import submit
 from mapi.store import MsgStore, ObjectStore
 
 SPOOF_EID = bytes(4) + bytes(16) + b"\x00\x00" + b"ceo@example.org"
@@ -80,7 +81,7 @@ def test_delivered_copy_carries_the_real_sender_identity(alice: MsgStore, bob: M
                      (TRANSPORT_HEADERS_W, "From: someone\r\n")])  # fmt: skip
     inner.save_changes()
     att.save_changes()
-    msg.submit()
+    submit(msg)
 
     [copy] = contents_of(bob, "inbox")
     shown = (
@@ -120,7 +121,7 @@ def test_delivered_copy_carries_the_real_sender_identity(alice: MsgStore, bob: M
 def test_sender_without_email_gets_no_smtp_address(store: ObjectStore, bob: MsgStore) -> None:
     store.add_user("carol", "carol-pw", display_name="Carol NoMail")
     carol = store.logon_with_password("carol", "carol-pw").open_store()
-    _draft(carol, "hello", "bob@example.org", SPOOFED).submit()
+    submit(_draft(carol, "hello", "bob@example.org", SPOOFED))
     [copy] = contents_of(bob, "inbox")
     assert _props(copy, pt.PR_SENDER_NAME_W, pt.PR_SENDER_EMAIL_ADDRESS_W) == {
         pt.PR_SENDER_NAME_W: "Carol NoMail",
@@ -164,7 +165,7 @@ def test_named_properties_are_translated_by_name(alice: MsgStore, bob: MsgStore)
     inner.set_props([(pt.PR_SUBJECT_W, "inner"), (colour_tag, "inner-blue"), (what_tag, True)])
     inner.save_changes()
     att2.save_changes()
-    msg.submit()
+    submit(msg)
 
     b_what, b_colour, b_blob = bob.get_ids_from_names([WHATEVER, COLOUR, BLOB])
     assert {b_what, b_colour, b_blob}.isdisjoint({0, 0x8000, 0x8001, 0x8002})
@@ -223,7 +224,7 @@ def test_named_properties_dropped_when_recipient_store_is_full(
     colour_tag = pt.make_tag(0x8000, pt.PropType.PT_BOOLEAN)
     what_tag = pt.make_tag(0x8001, pt.PropType.PT_UNICODE)
     msg = _draft(alice, "full", "bob@example.org", [(colour_tag, True), (what_tag, "w")])
-    result = msg.submit()
+    result = submit(msg)
     assert result.delivered == [tight_store.directory.get_user("bob").user_id]
     [copy] = contents_of(bob, "inbox")
     # WHATEVER is Bob's 0x8000; COLOUR has no id left in Bob's store and is dropped

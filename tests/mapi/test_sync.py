@@ -9,12 +9,18 @@ from pathlib import Path
 import pytest
 from mapi_helpers import FAST_KDF, Clock
 
-from mapi import errors
-from mapi import proptags as pt
-from mapi.folders import DELETE_HARD_DELETE, Folder
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.objects.folders import DELETE_HARD_DELETE, Folder
+from mapi.objects.sync import (
+    SyncResult,
+    SyncStateTooOld,
+    prune_tombstones,
+    sync_contents,
+    sync_hierarchy,
+)
 from mapi.storage.schema import SCHEMA_VERSION
 from mapi.store import MsgStore, ObjectStore
-from mapi.sync import SyncResult, SyncStateTooOld, prune_tombstones, sync_contents, sync_hierarchy
 
 
 def _save(folder: Folder, subject: str) -> bytes:

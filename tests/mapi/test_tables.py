@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mapi import errors
-from mapi import proptags as pt
-from mapi import restrictions as rs
-from mapi.contents import ContentsTable
-from mapi.folders import Folder
-from mapi.limits import Limits
+from mapi.model import errors
+from mapi.model import proptags as pt
+from mapi.model import restrictions as rs
+from mapi.model.limits import Limits
+from mapi.objects.folders import Folder
 from mapi.store import MsgStore
+from mapi.tables.contents import ContentsTable
 
 # (subject, delivery, size-ish importance, flags, recipient, has attachment)
 DATA = [

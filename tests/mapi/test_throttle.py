@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mapi.throttle import LogonThrottle
+from mapi.access.throttle import LogonThrottle
 
 
 def fail(throttle: LogonThrottle, times: int, user: str = "alice", addr: str = "10.0.0.1",

@@ -1,0 +1,1 @@
+"""Notifications: committed changes turned into events, subscriptions and their queues."""

@@ -1,0 +1,1 @@
+"""Tables: hierarchy and contents tables, restrictions and sort orders."""
