@@ -61,9 +61,15 @@ from mapi import budget
 from mapi.model import errors
 from mapi.model.limits import Limits
 from mapi.model.restrictions import content_match
+from mapi.storage.acl import SqliteAcl
 from mapi.storage.blobs import BlobDir
+from mapi.storage.changes import SqliteChanges
 from mapi.storage.chunks import release_staging
+from mapi.storage.contents import SqliteContents
+from mapi.storage.folders import SqliteFolders
 from mapi.storage.guard import MailboxLock, may_block
+from mapi.storage.messages import SqliteMessages
+from mapi.storage.named import SqliteNamedProps
 from mapi.storage.schema import (
     DDL,
     SCHEMA_VERSION,
@@ -71,6 +77,7 @@ from mapi.storage.schema import (
     upgrade_2_to_3,
     upgrade_3_to_4,
 )
+from mapi.storage.sync import SqliteSync
 
 BUSY_TIMEOUT_MS = 10_000
 #: Page size of new databases (existing ones keep theirs).
@@ -166,6 +173,14 @@ class MailboxDB:
         self._synchronous = "FULL"  # what connect() set
         self._conn = connect(path)
         self.provider_uid = self._init_schema()
+        # What the core asks of storage, by job (the interface: :mod:`mapi.storage.api`).
+        self.folders = SqliteFolders()
+        self.messages = SqliteMessages()
+        self.contents = SqliteContents()
+        self.sync = SqliteSync()
+        self.changes = SqliteChanges()
+        self.acl = SqliteAcl()
+        self.named = SqliteNamedProps()
 
     @property
     def conn(self) -> MailboxConnection:

@@ -545,3 +545,9 @@ def copy_message(
             copy_message(conn, emb, change_num=change_num, attach_id=new_attach)
         del num
     return int(new_id)
+
+
+class SqliteMessages:
+    """Message rows for the core (``MailboxDB.messages``): the SQLite implementation."""
+
+    __slots__ = ()

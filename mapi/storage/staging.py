@@ -50,12 +50,15 @@ import sqlite3
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from mapi.model import errors
 from mapi.storage import blobs, chunks
-from mapi.storage.db import MailboxDB
 from mapi.storage.propbag import TempData
 from mapi.storage.schema import OWNER_DATA, OWNER_STAGING
+
+if TYPE_CHECKING:  # a type only: the database object wires the modules that use this one
+    from mapi.storage.db import MailboxDB
 
 #: Most row ids one ``IN (...)`` statement names (SQLite allows 32766 parameters).
 _DROP_BATCH = 500

@@ -1,0 +1,15 @@
+"""Change numbers and what changed since a sync state, in SQLite.
+
+Part of the SQLite backend; the core reaches it as ``MailboxDB.sync`` (see
+:mod:`mapi.storage.api`). Methods take the transaction handle that
+:meth:`~mapi.storage.db.MailboxDB.transaction` or :meth:`~mapi.storage.db.MailboxDB.reading`
+yielded.
+"""
+
+from __future__ import annotations
+
+
+class SqliteSync:
+    """The SQLite implementation (stateless: one per mailbox object)."""
+
+    __slots__ = ()
