@@ -73,7 +73,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from rpc_bench import DOCS, free_port, wait_for_port, write_section  # noqa: E402
 
-from dcerpc.allocator import tune_allocator  # noqa: E402
+from clients.allocator import tune_allocator  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-password"
 TAGS = ["PR_SUBJECT", "PR_MESSAGE_SIZE", "PR_MESSAGE_FLAGS", "PR_MESSAGE_DELIVERY_TIME"]
@@ -112,7 +112,7 @@ def run_bench_server(
     ``users`` are created before the server starts (with scrypt cost ``kdf_n`` when
     given, so that creating and logging on many users stays cheap). The data directory
     is a temporary one in ``data_parent`` (default: the system's temporary directory).
-    The allocator is tuned as ``serve`` tunes it (:mod:`dcerpc.allocator`).
+    The allocator is tuned as ``serve`` tunes it (:mod:`clients.allocator`).
     Prints one JSON line ``{"epm", "store", "tunnel", "fingerprint"}`` once every
     listener is up. Closing stdin stops the server cleanly (sessions, databases, then
     the profile).
@@ -121,7 +121,7 @@ def run_bench_server(
 
     import trio
 
-    from dcerpc.allocator import tune_allocator
+    from clients.allocator import tune_allocator
     from mapi.access.logon import KdfParams
     from mapi.store import ObjectStore
     from mapi_anywhere.config import (
@@ -212,7 +212,7 @@ def serve_raw(tls_port: int, tcp_port: int) -> None:
 
     import trio
 
-    from dcerpc.allocator import tune_allocator
+    from clients.allocator import tune_allocator
     from tunnel.drivers.tls_stream import TLSStream
     from tunnel.tls import ensure_certificate, server_context
 
@@ -796,7 +796,7 @@ def main() -> None:
         f"rate (median of {args.rounds} alternating rounds); bulk = one stream call per "
         "chunk, upload timed to the attachment's and message's save; the server's data "
         f"directory in {data_parent or 'the temporary directory'}; the allocator tuned "
-        "in every process (dcerpc/allocator.py). Targets (issue 4): "
+        "in every process (clients/allocator.py). Targets (issue 4): "
         "small calls through HTTP/2 at least 0.40 and through HTTP/1.1 at least 0.50 of "
         "direct TCP; bulk through a tunnel at least half of raw TLS."
     )

@@ -30,6 +30,7 @@ from typing import Any
 
 import trio
 
+from clients.allocator import tune_allocator
 from clients.api import check_fingerprint, connect, parse_address, parse_tunnel_address
 from clients.autodiscover import AutodiscoverError, EmailAddress, parse_email_address
 from clients.cli_edit import cmd_copy, cmd_create, cmd_get, cmd_put, cmd_rm
@@ -39,7 +40,6 @@ from clients.cli_live import cmd_sync, cmd_watch
 from clients.cli_messages import cmd_ls, cmd_show
 from clients.cli_permissions import add_permission_commands
 from clients.cli_safety import printable
-from dcerpc.allocator import tune_allocator
 from dcerpc.errors import BindRejected, ConnectionClosed, ProtocolError, RpcFault
 from mapi.model import errors
 from tunnel.errors import TunnelError
@@ -467,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.user:
             raise UsageError("no user: give --user or set MAPI_USER")
         password = read_password(args)
-        tune_allocator()  # megabyte stream calls: see dcerpc.allocator
+        tune_allocator()  # megabyte stream calls: see clients.allocator
         return trio.run(run, args, password)
     except BaseException as exc:  # every failure becomes a message
         leaf = _leaf(exc)

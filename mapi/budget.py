@@ -10,9 +10,10 @@ connection went away or a server shutting down) and runs the batch under
 not pass it around; the places where work can grow without bound ask the current
 budget instead:
 
-- every SQLite statement, through the mailbox connection's progress handler
-  (:func:`sqlite_progress`, every few thousand virtual-machine steps): a statement
-  past the budget is interrupted, and the transaction around it rolled back;
+- every database statement: the SQLite backend installs a progress handler that asks
+  the current budget every few thousand virtual-machine steps
+  (:func:`mapi.storage.db.watch_budget`); a statement past the budget is interrupted,
+  and the transaction around it rolled back;
 - Python loops over rows or text (restriction evaluation, the RELOP_RE matcher,
   sorting) call :func:`tick`, which looks at the clock every :data:`TICK_EVERY`
   calls;
@@ -33,17 +34,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from mapi.model import errors
 
-if TYPE_CHECKING:  # the client imports this module (through restrictions): no sqlite3
-    import sqlite3
-
 #: :func:`tick` reads the clock once per this many calls.
 TICK_EVERY: Final = 256
-#: SQLite virtual-machine steps between two calls of the progress handler.
-SQLITE_PROGRESS_STEPS: Final = 20_000
 #: Longest single wait for a busy mailbox lock, so a cancel is noticed (seconds).
 LOCK_SLICE: Final = 0.05
 
@@ -145,19 +141,8 @@ def tick() -> None:
         budget.tick()
 
 
-def sqlite_progress() -> int:
-    """SQLite's progress handler: non-zero interrupts the running statement."""
-    budget = current()
-    return int(budget is not None and budget.spent())
-
-
-def watch_sqlite(conn: sqlite3.Connection) -> None:
-    """Make ``conn``'s statements stop when the current budget is spent."""
-    conn.set_progress_handler(sqlite_progress, SQLITE_PROGRESS_STEPS)
-
-
 def interrupted_error() -> errors.MapiError:
-    """What an interrupted SQLite statement means: the current budget's error."""
+    """What an interrupted database statement means: the current budget's error."""
     budget = current()
     if budget is not None and budget.spent():
         return budget.error()

@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from dcerpc.allocator import tune_allocator
+from clients.allocator import tune_allocator
 from mapi_anywhere.config import (
     DEFAULT_CONFIG_TOML,
     Config,
@@ -349,7 +349,7 @@ def _size(n: int) -> str:
 
 def _quota(args: argparse.Namespace, config: Config) -> int:
     """quota USER [--set LIMIT]: through the running server, else on the files."""
-    from mapi import errors as mapi_errors
+    from mapi.model import errors as mapi_errors
     from mapi.store import ObjectStore
     from mapi_anywhere import control
     from mapi_anywhere.serve import parse_quota_limit, store_limits
@@ -403,7 +403,7 @@ def _through_server(args: argparse.Namespace, data_dir: Path, password: str | No
 def _accounts(args: argparse.Namespace) -> int:
     """adduser / passwd / deluser / users / sessions: through the running server's
     control socket where that matters, on the data directory's databases otherwise."""
-    from mapi.errors import MapiError
+    from mapi.model.errors import MapiError
     from mapi.store import ObjectStore
     from mapi_anywhere.serve import StartupError, forget_demo_password, prepare_data_dir
 

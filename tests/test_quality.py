@@ -28,9 +28,6 @@ DRIVERS = {
     "dcerpc/server.py",
     "dcerpc/client.py",
     "dcerpc/trio_util.py",
-    # Process-wide malloc tuning through ctypes (ctypes.util loads subprocess and
-    # selectors), not protocol code; issue 17 moves it to the composition root.
-    "dcerpc/allocator.py",
     "endpoint_mapper/client.py",
     "mapi/rpc/service.py",
     "mapi/rpc/workers.py",  # the store's worker threads (trio limiters, cancellation)

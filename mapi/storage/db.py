@@ -82,6 +82,8 @@ from mapi.storage.sync import SqliteSync
 BUSY_TIMEOUT_MS = 10_000
 #: Page size of new databases (existing ones keep theirs).
 PAGE_SIZE = 16384
+#: SQLite virtual-machine steps between two looks at the current work budget.
+SQLITE_PROGRESS_STEPS = 20_000
 #: Write-ahead log kept before a checkpoint copies it into the database file.
 WAL_CHECKPOINT_BYTES = 64 << 20
 
@@ -138,8 +140,19 @@ def connect(path: Path) -> MailboxConnection:
     conn.execute("PRAGMA foreign_keys = ON")
     conn.create_function("mapi_content", 3, _sql_content, deterministic=True)
     # A statement past the current work budget is interrupted (:mod:`mapi.budget`).
-    budget.watch_sqlite(conn)
+    watch_budget(conn)
     return conn
+
+
+def _budget_spent() -> int:
+    """SQLite's progress handler: non-zero interrupts the running statement."""
+    work = budget.current()
+    return int(work is not None and work.spent())
+
+
+def watch_budget(conn: sqlite3.Connection) -> None:
+    """Make ``conn``'s statements stop when the current work budget is spent."""
+    conn.set_progress_handler(_budget_spent, SQLITE_PROGRESS_STEPS)
 
 
 def _sql_content(value: object, pattern: object, fuzzy: object) -> int:
@@ -345,7 +358,7 @@ class MailboxDB:
         try:
             conn.execute(sql)
         finally:
-            budget.watch_sqlite(conn)
+            watch_budget(conn)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from mapi import budget
 from mapi.budget import WorkBudget, applied
 from mapi.model import errors
 from mapi.model.limits import DEFAULT_LIMITS
-from mapi.storage.db import MailboxDB
+from mapi.storage.db import SQLITE_PROGRESS_STEPS, MailboxDB
 
 #: More transactions than it took to hit an interrupted COMMIT or ROLLBACK.
-ROUNDS = budget.SQLITE_PROGRESS_STEPS
+ROUNDS = SQLITE_PROGRESS_STEPS
 
 
 def open_db(tmp_path: Path) -> MailboxDB:

@@ -17,6 +17,10 @@ applies these settings, and so does the ``mapi-cli`` client, unless the environm
 already sets glibc's own ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` (or
 ``glibc.malloc`` tunables in ``GLIBC_TUNABLES``), or sets
 ``MAPI_ANYWHERE_MALLOC_TUNING=0``. On other C libraries it does nothing.
+
+It is process set-up, not protocol code, so it lives with the command-line roots: here
+in ``clients/`` (the lower of the two), where ``mapi-cli`` and ``serve``
+(:mod:`mapi_anywhere.cli`) both reach it.
 """
 
 from __future__ import annotations

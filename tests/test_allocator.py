@@ -8,7 +8,7 @@ import platform
 
 import pytest
 
-from dcerpc.allocator import tune_allocator
+from clients.allocator import tune_allocator
 
 GLIBC = platform.libc_ver()[0] == "glibc" and ctypes.util.find_library("c") is not None
 
