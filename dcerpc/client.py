@@ -14,6 +14,11 @@ when cancelled, as trio's socket streams and our tunnel streams guarantee. A cal
 that is cancelled while waiting orphans its call ([C706] 12.6.4.12), so the server
 can stop working on it and the connection stays usable. Server PDUs that answer no
 call (a shutdown request, the close of the connection) are seen at the next call.
+
+Authentication: ``open_tcp_rpc_client(host, port, auth=ClientAuth(user=..., password=...,
+auth_level=AuthLevel.PKT_PRIVACY))`` makes the first bind authenticate (NTLM, or
+SPNEGO with ``auth_type=AuthType.SPNEGO``); the core queues the auth3 or
+alter_context legs, which the reader sends as soon as they are queued.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +34,7 @@ from typing import TypeVar
 
 import trio
 
+from dcerpc.auth_context import ClientAuth
 from dcerpc.client_connection import ClientConnection, ClientState
 from dcerpc.config import RpcConfig
 from dcerpc.errors import BindRejected, ConnectionClosed, ProtocolError, RpcFault
@@ -78,14 +85,20 @@ class _Waiter:
 class RpcClient:
     """One DCE/RPC connection from the client side. Create it with the ``open_*`` helpers."""
 
-    def __init__(self, stream: trio.abc.Stream, config: RpcConfig | None = None) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        config: RpcConfig | None = None,
+        *,
+        auth: ClientAuth | None = None,
+    ) -> None:
         self.stream = stream
         # See UNBOUNDED_SEND: a TCP socket, or a stream that bounds its own waits.
         self._small_sends_free = isinstance(stream, trio.SocketStream) or getattr(
             stream, "bounded_waits", False
         )
         self.config = config or RpcConfig()
-        self.core = ClientConnection(self.config)
+        self.core = ClientConnection(self.config, auth=auth)
         self._waiters: dict[int, _Waiter] = {}
         self._send_lock = trio.Lock()
         self._bind_lock = trio.Lock()
@@ -112,7 +125,7 @@ class RpcClient:
             context_id = self._next_context_id
             self._next_context_id += 1
             element = ContextElement(context_id, interface, tuple(transfer_syntaxes))
-            event = await self._exchange(lambda: self.core.bind([element]))
+            event = await self._exchange(lambda: self.core.bind([element], now=time.time()))
             if isinstance(event, BindNakReceived):
                 raise BindRejected(
                     f"bind refused: {_name(BindNakReason, event.reason)}", reason=event.reason
@@ -272,6 +285,9 @@ class RpcClient:
                 data = await self.stream.receive_some(65536)
                 for event in self.core.receive_data(data):
                     self._dispatch(event)
+                if self.core.outbox_pending:
+                    # An authentication leg (auth3, alter_context) the bind_ack called for.
+                    await self._send(lambda: None)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             self._fail_all(exc)
         except ProtocolError as exc:
@@ -315,10 +331,11 @@ def _name(enum_type: type, value: int) -> str:
 
 @asynccontextmanager
 async def open_rpc_client(
-    stream: trio.abc.Stream, config: RpcConfig | None = None
+    stream: trio.abc.Stream, config: RpcConfig | None = None, *, auth: ClientAuth | None = None
 ) -> AsyncIterator[RpcClient]:
-    """Run an :class:`RpcClient` over an established stream; closes it on exit."""
-    client = RpcClient(stream, config)
+    """Run an :class:`RpcClient` over an established stream; closes it on exit.
+    ``auth``: authenticate the first bind (see the module docstring)."""
+    client = RpcClient(stream, config, auth=auth)
     try:
         yield client
     finally:
@@ -333,6 +350,7 @@ async def open_tcp_rpc_client(
     *,
     config: RpcConfig | None = None,
     connect_timeout: float = 10.0,
+    auth: ClientAuth | None = None,
 ) -> AsyncIterator[RpcClient]:
     """Connect to ``host:port`` over TCP (ncacn_ip_tcp) and yield an :class:`RpcClient`.
 
@@ -345,5 +363,5 @@ async def open_tcp_rpc_client(
     except (OSError, trio.TooSlowError) as exc:
         raise ConnectionClosed(f"cannot connect to {host}[{port}]: {exc}") from exc
     stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    async with open_rpc_client(stream, config) as client:
+    async with open_rpc_client(stream, config, auth=auth) as client:
         yield client

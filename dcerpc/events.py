@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from dcerpc.interface import Interface
 from dcerpc.pdu import ContextResult
+from dcerpc.security import CallerAuth
 from dcerpc.syntax import SyntaxId
 
 
@@ -40,6 +41,8 @@ class CallReceived(Event):
     stub: bytes
     #: Byte order of integers in the stub, from the request's data representation.
     byteorder: str = "<"
+    #: The connection's authenticated caller, None if it did not authenticate.
+    auth: CallerAuth | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

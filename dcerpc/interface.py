@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from dcerpc.security import OPEN_POLICY, AuthPolicy, CallerAuth
 from dcerpc.syntax import NDR, SyntaxId
 
 
@@ -52,6 +53,10 @@ class CallContext:
     on_close: list[Callable[[], None]] = field(default_factory=list)
     #: An in-process connection (the HTTPS tunnel's relay), not a socket of its own.
     attached: bool = False
+    #: Who the connection authenticated as (user, domain, anonymous) and at which
+    #: auth type and level; None when the connection did not authenticate. Checked
+    #: against the interface's :attr:`Interface.policy` before the handler was called.
+    auth: CallerAuth | None = None
 
 
 #: Set (True) in ``connection_state`` once the connection has ended and its ``on_close``
@@ -76,6 +81,9 @@ class Interface:
     name: str = ""
     #: Tried first for every call; it must never block (see the module docstring).
     inline: InlineHandler | None = None
+    #: Who may call: a bind asking for less is refused, and so is a call arriving at
+    #: less (or anonymously, if the policy says so), before the handler runs.
+    policy: AuthPolicy = OPEN_POLICY
 
     def __post_init__(self) -> None:
         if self.opnum_count < 0:

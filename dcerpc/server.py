@@ -36,12 +36,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
+from dcerpc.auth_context import ServerSecurity
 from dcerpc.config import RpcConfig
 from dcerpc.errors import FaultStatus, ProtocolError, RemoteProtocolError, RpcFault
 from dcerpc.events import BindReceived, CallCancelled, CallReceived, ConnectionEnded
@@ -167,9 +169,18 @@ class RpcServer:
     """Serves a fixed set of interfaces on any number of listeners or streams."""
 
     def __init__(
-        self, interfaces: Sequence[Interface], *, config: RpcConfig | None = None, name: str = "rpc"
+        self,
+        interfaces: Sequence[Interface],
+        *,
+        config: RpcConfig | None = None,
+        name: str = "rpc",
+        security: ServerSecurity | None = None,
     ) -> None:
+        """``security`` offers NTLM/SPNEGO (see :class:`~dcerpc.auth_context.ServerSecurity`);
+        without it every authenticated bind is refused. Each interface's
+        :attr:`~dcerpc.interface.Interface.policy` says what its callers need."""
         self.config = config or RpcConfig()
+        self.security = security
         self.registry = InterfaceRegistry(interfaces)
         self.groups = AssociationGroups()
         self.name = name
@@ -225,7 +236,13 @@ class RpcServer:
             log.warning("%s: connection limit reached, refusing an attached connection", self.name)
             raise ConnectionRefusedError("the RPC server has too many connections")
         self.attached_connections += 1
-        core = ServerConnection(self.registry, self.groups, self.config, budget=self.reassembly)
+        core = ServerConnection(
+            self.registry,
+            self.groups,
+            self.config,
+            budget=self.reassembly,
+            security=self.security,
+        )
         conn = _Connection(core, None, peer, None, deliver)
         return AttachedConnection(self, conn, nursery)
 
@@ -251,6 +268,7 @@ class RpcServer:
             self.config,
             secondary_address=str(local[1]) if local else "",
             budget=self.reassembly,
+            security=self.security,
         )
         conn = _Connection(core, stream, peer, local)
         try:
@@ -322,7 +340,9 @@ class RpcServer:
     ) -> bool:
         """Feed the core and start calls; False when the connection must end."""
         try:
-            events = conn.core.receive_data(data)
+            # Wall-clock time only where NTLM may need it (its CHALLENGE timestamp).
+            now = time.time() if self.security is not None else None
+            events = conn.core.receive_data(data, now=now)
         except RemoteProtocolError as exc:
             log.info("%s: protocol error from %s: %s", self.name, conn.peer, exc)
             return False
@@ -384,6 +404,7 @@ class RpcServer:
             byteorder=event.byteorder,
             on_close=conn.on_close,
             attached=conn.stream is None,
+            auth=event.auth,
         )
 
     def _fault_status(self, conn: _Connection, event: CallReceived, exc: Exception) -> int:

@@ -26,6 +26,23 @@ driver shares between its cores: a request that would pass it gets a fault
 ``nca_s_server_too_busy`` at its last fragment and is not buffered. A protocol
 violation queues a fault with ``nca_s_proto_error`` (or a bind_nak before the
 bind) and raises :class:`RemoteProtocolError`; the driver flushes and closes.
+
+Security ([MS-RPCE] 3.3.1.5.2): with a :class:`~dcerpc.auth_context.ServerSecurity`,
+a bind or alter_context carrying a ``sec_trailer`` starts the connection's security
+context (:mod:`dcerpc.auth_context`); auth3 or a further alter_context completes it.
+We do not grant security context multiplexing, so a connection has at most one
+context and every PDU must name its auth_context_id. The policy of each interface
+(:class:`~dcerpc.security.AuthPolicy`) is applied twice, before any handler runs: a
+bind whose every interface refuses the requested level is refused with a bind_nak
+(reason 8, authentication type not recognized, as Samba answers an auth request it
+will not serve), a context of an alter_context with a provider rejection; and a call
+whose caller does not satisfy its interface (unauthenticated, too low a level,
+anonymous where refused) gets the fault ``access_denied`` (5, what Windows' security
+callbacks and Samba answer) with PFC_DID_NOT_EXECUTE, the connection kept. A failed
+authentication (bad token at bind: bind_nak reason 9; a wrong password in auth3,
+which has no reply: the next request), a verifier that does not verify, a missing
+verifier at integrity or privacy, or a sec_trailer naming another context, is
+answered with ``access_denied`` and the connection closed, as Samba does.
 """
 
 from __future__ import annotations
@@ -37,6 +54,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NoReturn
 
+from dcerpc.auth_context import PROTECTION_OVERHEAD, SecurityContext, ServerSecurity, valid_level
 from dcerpc.config import RpcConfig
 from dcerpc.errors import (
     DecodeError,
@@ -51,6 +69,9 @@ from dcerpc.pdu import (
     FIRST_FRAG,
     LAST_FRAG,
     MIN_FRAGMENT_SIZE,
+    OBJECT_UUID,
+    REQUEST_HEADER_SIZE,
+    RESPONSE_HEADER_SIZE,
     WHOLE,
     AlterContextPdu,
     AlterContextRespPdu,
@@ -67,9 +88,19 @@ from dcerpc.pdu import (
     OrphanedPdu,
     PfcFlags,
     ProviderReason,
+    PType,
     RequestPdu,
     decode_pdu,
+    parse_header,
     response_fragments,
+)
+from dcerpc.security import (
+    MAX_TOKEN_SIZE,
+    AuthError,
+    AuthLevel,
+    CallerAuth,
+    SecTrailer,
+    split_verifier,
 )
 from dcerpc.syntax import BTFN_KEEP_CONNECTION_ON_ORPHAN, SyntaxId, btfn_features
 
@@ -181,8 +212,17 @@ class ServerConnection:
         *,
         secondary_address: str = "",
         budget: ReassemblyBudget | None = None,
+        security: ServerSecurity | None = None,
     ) -> None:
         self.config = config or RpcConfig()
+        #: Security providers; None refuses every authenticated bind (reason 8).
+        self.security = security
+        #: The connection's security context, once a bind or alter_context asked.
+        self._auth: SecurityContext | None = None
+        #: Unix time of the latest input (``receive_data(now=)``), for NTLM timestamps.
+        self._now: float | None = None
+        #: Set by a bind whose interfaces were refused only for its auth level.
+        self._refused_by_policy = False
         #: Shared with the server's other connections (a private one if none is given).
         self._budget = budget or ReassemblyBudget(self.config.reassembly_budget)
         self.registry = registry
@@ -204,8 +244,11 @@ class ServerConnection:
 
     # -- public API ------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes | bytearray) -> list[Event]:
+    def receive_data(self, data: bytes | bytearray, *, now: float | None = None) -> list[Event]:
         """Feed bytes from the peer; ``b""`` means EOF. Returns the events they complete.
+
+        ``now`` (Unix seconds, wall clock) is the time NTLM CHALLENGE messages carry;
+        drivers that offer security pass it.
 
         Raises:
             RemoteProtocolError: the peer broke the protocol; the reply (fault or
@@ -217,6 +260,8 @@ class ServerConnection:
         if not data:
             self._close()
             return [ConnectionEnded()]
+        if now is not None:
+            self._now = now
         self._framer.feed(data)
         events: list[Event] = []
         try:
@@ -232,9 +277,19 @@ class ServerConnection:
     def send_response(self, call_id: int, stub: bytes) -> None:
         """Queue the response to an executing call, fragmented to the negotiated size."""
         context_id = self._finish_call(call_id)
-        self._outbox += response_fragments(
-            call_id=call_id, context_id=context_id, stub=stub, max_fragment=self.max_xmit_frag
-        )
+        auth = self._auth
+        if auth is None or not auth.protects:
+            self._outbox += response_fragments(
+                call_id=call_id, context_id=context_id, stub=stub, max_fragment=self.max_xmit_frag
+            )
+            return
+        for frag in response_fragments(
+            call_id=call_id,
+            context_id=context_id,
+            stub=stub,
+            max_fragment=self.max_xmit_frag - PROTECTION_OVERHEAD,
+        ):
+            self._outbox.append(auth.protect(frag, RESPONSE_HEADER_SIZE))
 
     def send_fault(self, call_id: int, status: int) -> None:
         """Queue a fault answering a call that was dispatched to its handler.
@@ -283,6 +338,11 @@ class ServerConnection:
     def executing(self) -> frozenset[int]:
         return frozenset(self._executing)
 
+    @property
+    def caller(self) -> CallerAuth | None:
+        """Who the connection authenticated as (None: not, or not yet)."""
+        return self._auth.caller() if self._auth is not None else None
+
     # -- internals -------------------------------------------------------------------------
 
     def _close(self) -> None:
@@ -321,6 +381,8 @@ class ServerConnection:
         self._protocol_error(call_id, str(exc))
 
     def _handle_pdu(self, raw: bytes) -> Event | None:
+        if self._auth is not None and raw[2] == PType.REQUEST:
+            raw = self._unprotect_request(raw)
         try:
             pdu = decode_pdu(raw, self.config.max_fragment)
         except DecodeError as exc:
@@ -332,7 +394,7 @@ class ServerConnection:
         if self.state is ConnectionState.AWAITING_BIND:
             self._protocol_error(pdu.call_id, f"{type(pdu).__name__} before bind")
         if isinstance(pdu, RequestPdu):
-            if pdu.auth_verifier:
+            if pdu.auth_verifier and self._auth is None:
                 # No bind here ever made a security context, so no verifier can be
                 # checked: executing the call would pretend it was. Samba answers a
                 # verifier it cannot verify with DCERPC_FAULT_ACCESS_DENIED (5) and a
@@ -355,11 +417,19 @@ class ServerConnection:
             return None
         if isinstance(pdu, Auth3Pdu):
             # auth3 ([MS-RPCE] rpc_auth_3, no reply) only completes a three-leg
-            # authentication a bind started; ours never start one (an authenticated
-            # bind is nakked), so there is nothing here for it to complete.
-            # Ignoring it would be lenient; Samba (dcesrv_auth3, !allow_auth3) treats it
-            # as nca_s_proto_error with a disconnect, as we do.
-            self._protocol_error(pdu.call_id, "auth3 on an unauthenticated connection")
+            # authentication a bind started. Anywhere else, Samba (dcesrv_auth3,
+            # !allow_auth3) treats it as nca_s_proto_error with a disconnect; so do we.
+            auth = self._auth
+            if auth is None or auth.mech.complete or auth.failed:
+                self._protocol_error(pdu.call_id, "auth3 without an authentication under way")
+            trailer, token = self._split(pdu.call_id, pdu.auth_verifier)
+            if not auth.matches(trailer):
+                self._protocol_error(pdu.call_id, "auth3 names another security context")
+            try:
+                auth.mech.step(token)  # nothing can answer an auth3
+            except AuthError:
+                auth.failed = True  # the next request is refused (access_denied)
+            return None
         self._protocol_error(pdu.call_id, f"unexpected {type(pdu).__name__} from a client")
 
     # -- binding ---------------------------------------------------------------------------
@@ -371,12 +441,12 @@ class ServerConnection:
     def _handle_bind(self, pdu: BindPdu) -> Event:
         if self.state is not ConnectionState.AWAITING_BIND:
             self._nak(pdu.call_id, BindNakReason.NOT_SPECIFIED, "second bind on a connection")
+        level: int = AuthLevel.NONE
+        verifier = b""
         if pdu.auth_verifier:
-            self._nak(
-                pdu.call_id,
-                BindNakReason.AUTHENTICATION_TYPE_NOT_RECOGNIZED,
-                "authenticated bind is not supported",
-            )
+            auth, out = self._start_auth_at_bind(pdu)
+            level = auth.auth_level
+            verifier = auth.trailer() + out if out else b""
         if not pdu.contexts:
             self._nak(pdu.call_id, BindNakReason.NOT_SPECIFIED, "bind with no contexts")
         group = self.groups.join(pdu.assoc_group_id)
@@ -389,9 +459,22 @@ class ServerConnection:
         self.max_xmit_frag = max(MIN_FRAGMENT_SIZE, min(pdu.max_recv_frag, ours)) & ~7
         self.max_recv_frag = max(MIN_FRAGMENT_SIZE, min(pdu.max_xmit_frag, ours)) & ~7
         self._framer.max_fragment = self.max_recv_frag
-        results = self._negotiate(pdu.contexts)
+        self._refused_by_policy = False
+        results = self._negotiate(pdu.contexts, level)
+        if self._refused_by_policy and not any(
+            r.result == ContextResultCode.ACCEPTANCE for r in results
+        ):
+            self._nak(
+                pdu.call_id,
+                BindNakReason.AUTHENTICATION_TYPE_NOT_RECOGNIZED,
+                f"auth level {level} is below what the interfaces require",
+            )
         self.state = ConnectionState.BOUND
         flags = WHOLE | (pdu.pfc_flags & PfcFlags.CONC_MPX)
+        if self._auth is not None:
+            # [MS-RPCE] 2.2.2.3: echo PFC_SUPPORT_HEADER_SIGN. NTLM signs the header
+            # whether or not it was asked to, so nothing else changes.
+            flags |= pdu.pfc_flags & PfcFlags.PENDING_CANCEL
         self._outbox.append(
             BindAckPdu(
                 call_id=pdu.call_id,
@@ -401,6 +484,7 @@ class ServerConnection:
                 assoc_group_id=group,
                 secondary_address=self.secondary_address,
                 results=results,
+                auth_verifier=verifier,
             ).encode()
         )
         return BindReceived(
@@ -410,15 +494,19 @@ class ServerConnection:
     def _handle_alter(self, pdu: AlterContextPdu) -> Event:
         if self.state is not ConnectionState.BOUND:
             self._protocol_error(pdu.call_id, "alter_context before bind")
+        verifier = b""
         if pdu.auth_verifier:
-            self._protocol_error(
-                pdu.call_id,
-                "authenticated alter_context is not supported",
-                FaultStatus.SEC_PKG_ERROR,
-            )
+            if self.security is None:
+                self._protocol_error(
+                    pdu.call_id,
+                    "authenticated alter_context is not supported",
+                    FaultStatus.SEC_PKG_ERROR,
+                )
+            verifier = self._auth_at_alter(pdu)
         if pdu.assoc_group_id not in (0, self.assoc_group_id):
             self._protocol_error(pdu.call_id, "alter_context names another association group")
-        results = self._negotiate(pdu.contexts)
+        level = self._auth.auth_level if self._auth is not None else AuthLevel.NONE
+        results = self._negotiate(pdu.contexts, level)
         self._outbox.append(
             AlterContextRespPdu(
                 call_id=pdu.call_id,
@@ -426,6 +514,7 @@ class ServerConnection:
                 max_recv_frag=self.max_recv_frag,
                 assoc_group_id=self.assoc_group_id,
                 results=results,
+                auth_verifier=verifier,
             ).encode()
         )
         return BindReceived(
@@ -440,13 +529,15 @@ class ServerConnection:
             if res.result == ContextResultCode.ACCEPTANCE
         )
 
-    def _negotiate(self, contexts: tuple[ContextElement, ...]) -> tuple[ContextResult, ...]:
+    def _negotiate(
+        self, contexts: tuple[ContextElement, ...], level: int
+    ) -> tuple[ContextResult, ...]:
         results = []
         for ctx in contexts:
-            results.append(self._negotiate_one(ctx))
+            results.append(self._negotiate_one(ctx, level))
         return tuple(results)
 
-    def _negotiate_one(self, ctx: ContextElement) -> ContextResult:
+    def _negotiate_one(self, ctx: ContextElement, level: int) -> ContextResult:
         rejected = ContextResultCode.PROVIDER_REJECTION
         features = [f for ts in ctx.transfer_syntaxes if (f := btfn_features(ts)) is not None]
         if features:
@@ -457,6 +548,9 @@ class ServerConnection:
         iface = self.registry.find(ctx.abstract_syntax)
         if iface is None:
             return ContextResult(rejected, ProviderReason.ABSTRACT_SYNTAX_NOT_SUPPORTED)
+        if not iface.policy.admits_level(level):
+            self._refused_by_policy = True
+            return ContextResult(rejected, ProviderReason.NOT_SPECIFIED)
         existing = self._contexts.get(ctx.context_id)
         if existing is not None and existing.interface is not iface:
             # A presentation context id cannot be rebound to another interface ([C706] 12.4).
@@ -581,6 +675,7 @@ class ServerConnection:
             object_uuid=object_uuid,
             stub=stub,
             byteorder=byteorder,
+            auth=self.caller,
         )
 
     def _precheck(self, pdu: RequestPdu) -> int:
@@ -590,4 +685,97 @@ class ServerConnection:
             return FaultStatus.UNK_IF
         if pdu.opnum >= ctx.interface.opnum_count:
             return FaultStatus.OP_RNG_ERROR
+        if not ctx.interface.policy.admits(self.caller):
+            return FaultStatus.ACCESS_DENIED
         return 0
+
+    # -- security --------------------------------------------------------------------------
+
+    def _split(self, call_id: int, verifier: bytes) -> tuple[SecTrailer, bytes]:
+        try:
+            trailer, token = split_verifier(verifier)
+        except AuthError as exc:
+            self._protocol_error(call_id, str(exc))
+        if len(token) > MAX_TOKEN_SIZE:
+            self._protocol_error(call_id, "security token too large")
+        return trailer, token
+
+    def _new_context(self, trailer: SecTrailer) -> SecurityContext | None:
+        """A security context for ``trailer``, or None if we offer no such type/level."""
+        if self.security is None or not valid_level(trailer.auth_level):
+            return None
+        mech = self.security.acceptor(trailer.auth_type, self._now)
+        return None if mech is None else SecurityContext(trailer, mech)
+
+    def _start_auth_at_bind(self, pdu: BindPdu) -> tuple[SecurityContext, bytes]:
+        """Start the security context a bind asks for; bind_nak if we cannot."""
+        try:
+            trailer, token = split_verifier(pdu.auth_verifier)
+        except AuthError as exc:
+            self._nak(pdu.call_id, BindNakReason.NOT_SPECIFIED, str(exc))
+        auth = self._new_context(trailer)
+        if auth is None:
+            self._nak(
+                pdu.call_id,
+                BindNakReason.AUTHENTICATION_TYPE_NOT_RECOGNIZED,
+                f"auth type {trailer.auth_type} level {trailer.auth_level} is not offered",
+            )
+        if len(token) > MAX_TOKEN_SIZE:
+            self._nak(pdu.call_id, BindNakReason.INVALID_CHECKSUM, "security token too large")
+        try:
+            out = auth.mech.step(token)
+        except AuthError as exc:
+            # [MS-RPCE] 2.2.2.5: "an unrecoverable error detected by the security package".
+            self._nak(pdu.call_id, BindNakReason.INVALID_CHECKSUM, str(exc))
+        self._auth = auth
+        return auth, out
+
+    def _auth_at_alter(self, pdu: AlterContextPdu) -> bytes:
+        """Start or continue the security context; the verifier of our reply."""
+        call_id = pdu.call_id
+        trailer, token = self._split(call_id, pdu.auth_verifier)
+        auth = self._auth
+        if auth is None:
+            auth = self._new_context(trailer)
+            if auth is None:
+                self._protocol_error(
+                    call_id, "auth type or level not offered", FaultStatus.ACCESS_DENIED
+                )
+            self._auth = auth
+        elif not auth.matches(trailer):
+            # One context per connection (no multiplexing granted): a new id, type or
+            # level is an attempt to change it.
+            self._protocol_error(
+                call_id, "sec_trailer names another context", FaultStatus.ACCESS_DENIED
+            )
+        elif auth.failed:
+            self._protocol_error(call_id, "authentication failed", FaultStatus.ACCESS_DENIED)
+        elif auth.mech.complete:
+            return b""  # a new presentation context on the authenticated connection
+        try:
+            out = auth.mech.step(token)
+        except AuthError as exc:
+            auth.failed = True
+            self._protocol_error(
+                call_id, f"authentication failed: {exc}", FaultStatus.ACCESS_DENIED
+            )
+        return auth.trailer() + out if out else b""
+
+    def _unprotect_request(self, raw: bytes) -> bytes:
+        """A request of an authenticated connection with its verifier checked and its
+        stub decrypted; anything wrong closes the connection with access_denied."""
+        auth = self._auth
+        assert auth is not None
+        try:
+            header = parse_header(raw, self.config.max_fragment)
+        except DecodeError as exc:
+            self._reject_malformed(raw, exc)
+        if not auth.complete:
+            self._protocol_error(
+                header.call_id, "request on an unauthenticated context", FaultStatus.ACCESS_DENIED
+            )
+        size = REQUEST_HEADER_SIZE + (16 if header.pfc_flags & OBJECT_UUID else 0)
+        try:
+            return auth.unprotect(raw, size, header.auth_length)
+        except AuthError as exc:
+            self._protocol_error(header.call_id, str(exc), FaultStatus.ACCESS_DENIED)
