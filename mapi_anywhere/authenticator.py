@@ -12,7 +12,7 @@ of the tunnel authenticates; so:
   store's logons: by default as many as there are cores), never on the worker threads
   store batches use, so a flood of guesses cannot starve the store, nor the store a
   logon;
-- the shared :class:`~mapi.throttle.LogonThrottle` is asked first, for the user *and
+- the shared :class:`~mapi.access.throttle.LogonThrottle` is asked first, for the user *and
   the client address*, and told the outcome: a guesser is refused early without a
   check, the account's owner elsewhere is not; :meth:`refuses` lets the tunnel ask
   before it queues the check at all.
@@ -27,9 +27,9 @@ import secrets
 
 import trio
 
-from mapi import errors as mapi_errors
+from mapi.access.throttle import LogonThrottle
+from mapi.model import errors as mapi_errors
 from mapi.store import ObjectStore
-from mapi.throttle import LogonThrottle
 
 log = logging.getLogger("mapi_anywhere.auth")
 

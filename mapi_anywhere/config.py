@@ -55,7 +55,7 @@ batch_threads_per_user = 4
 detached_grace = 60
 # Size limit of a mailbox, in bytes: the sum of its messages' sizes, Deleted Items
 # included. A save, copy or delivery past it answers MAPI_E_NOT_ENOUGH_DISK. A mailbox
-# may have its own (mapi.quota.set_mailbox_quota). 0 = no limit.
+# may have its own (mapi.objects.quota.set_mailbox_quota). 0 = no limit.
 mailbox_quota_bytes = 0
 # Percent of a mailbox's limit where clients are told to warn (PR_STORAGE_QUOTA_LIMIT).
 quota_warning_percent = 90
@@ -148,7 +148,7 @@ class StoreSection:
     batch_threads_per_user: int = 4
     #: Seconds a session whose connections all closed waits for its client to resume.
     detached_grace: float = 60.0
-    #: Quotas (:mod:`mapi.quota`): the mailbox size limit (0: none), where warnings
+    #: Quotas (:mod:`mapi.objects.quota`): the mailbox size limit (0: none), where warnings
     #: start (percent of it), the message size limit (0: none); all bytes.
     mailbox_quota_bytes: int = 0
     quota_warning_percent: int = 90

@@ -32,12 +32,12 @@ import trio
 from dcerpc.interface import Interface
 from dcerpc.server import RpcServer
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
-from mapi import errors as mapi_errors
-from mapi.limits import DEFAULT_LIMITS, Limits
-from mapi.service import ServiceLimits, StoreService
+from mapi.access.throttle import LogonThrottle
+from mapi.model import errors as mapi_errors
+from mapi.model.limits import DEFAULT_LIMITS, Limits
+from mapi.rpc.service import ServiceLimits, StoreService
+from mapi.rpc.workers import WorkerLimits, WorkerPools
 from mapi.store import ObjectStore
-from mapi.throttle import LogonThrottle
-from mapi.workers import WorkerLimits, WorkerPools
 from mapi_anywhere.authenticator import DirectoryAuthenticator
 from mapi_anywhere.config import Config
 from mapi_anywhere.control import AlreadyRunning, ServerError, serve_control

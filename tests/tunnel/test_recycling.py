@@ -160,7 +160,7 @@ async def test_a_store_session_survives_recycles(nursery: trio.Nursery, tmp_path
     from clients.api import logon
     from dcerpc.syntax import MSGPACK
     from endpoint_mapper import map_endpoint_on
-    from mapi.service import STORE_SYNTAX
+    from mapi.rpc.service import STORE_SYNTAX
     from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
     from mapi_anywhere.serve import run_server
 
