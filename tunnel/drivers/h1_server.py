@@ -43,9 +43,8 @@ from collections import deque
 
 import trio
 
-from dcerpc.errors import DecodeError
 from dcerpc.trio_util import acquire, send_within
-from tunnel import autodiscover, rts, rts_recycling
+from tunnel import autodiscover, rts
 from tunnel.channel import (
     RPC_METHODS,
     BodyEnded,
@@ -72,8 +71,9 @@ from tunnel.policy import (
     is_rpc_path,
     parse_rpc_target,
 )
-from tunnel.recycling import RecycleError, RecycleRefused
-from tunnel.vc import ReceiveWindow
+from tunnel.proxy_vc import InAction, VcError, open_in_channel, open_out_channel
+from tunnel.recycling import RecycleRefused
+from tunnel.rts_recycling import InRecycleA1, OutRecycleA3
 
 log = logging.getLogger("tunnel.h1")
 
@@ -306,20 +306,20 @@ class _H1Connection:
         self.channel.refuse_rpc(RPC_S_PROTOCOL_ERROR)
         await self.flush()
 
-    async def _send_out(self, vc: VirtualConnection, data: bytes) -> None:
+    async def _send_out(self, data: bytes) -> None:
+        """Send RTS PDUs the core counted."""
         self.channel.send_body(data)
-        vc.out_window.sent(len(data), rpc=False)
         await self.flush()
 
     async def _out_channel(self, user: str, target: Target, backend: tuple[str, int]) -> None:
         first = await self._first_rts()
-        if rts.classify(first) is rts.Kind.OUT_R2_A3:
+        opening = open_out_channel(first)
+        if opening.successor:
             await self._out_successor(user, target, first)
             return
-        try:
-            a1 = rts.parse_conn_a1(first)
-        except DecodeError as exc:
-            raise _Closed(f"bad CONN/A1: {exc}") from exc
+        a1 = opening.first
+        if not isinstance(a1, rts.ConnA1):
+            raise _Closed(opening.error)
         try:
             conn = await self.ctx.connect_backend(backend, self.address)
         except OSError as exc:
@@ -333,18 +333,15 @@ class _H1Connection:
             if vc is None:
                 raise _Closed("OUT channel refused: cookie in use or table full")
             try:
-                vc.out_cookie = a1.out_cookie
-                vc.out_window.peer_window = a1.receive_window
+                a3 = vc.out_opened(a1)
                 self.channel.start_out_response(self.cfg.out_content_length)
-                await self._send_out(vc, rts.conn_a3(self.cfg.connection_timeout_ms))
+                await self._send_out(a3)
                 with trio.move_on_after(self.cfg.pair_timeout):
                     await vc.paired.wait()
                 if not vc.paired.is_set():
                     raise _Closed("no IN channel joined the virtual connection")
                 vc.backend = conn
-                await self._send_out(
-                    vc, rts.conn_c2(self.cfg.in_window, self.cfg.connection_timeout_ms)
-                )
+                await self._send_out(vc.conn_c2())
                 vc.out_sink = self
                 if self.ctx.nursery is None:
                     raise _Closed("the proxy has no nursery for virtual connections")
@@ -373,17 +370,17 @@ class _H1Connection:
     async def _out_successor(self, user: str, target: Target, first: rts.RtsMessage) -> None:
         """A successor OUT channel: OUT_R2/A3 read; attach it to its VC ([MS-RPCH]
         3.2.4.5.6.1), read OUT_R2/C1, serve once the writer switched to it."""
-        try:
-            a3 = rts_recycling.parse_out_r2_a3(first)
-        except DecodeError as exc:
-            await self._refuse_successor("OUT", f"bad OUT_R2/A3: {exc}")
+        opening = open_out_channel(first)
+        a3 = opening.first
+        if not isinstance(a3, OutRecycleA3):
+            await self._refuse_successor("OUT", opening.error)
             return
         vc = self.ctx.vc_table.find(a3.vc_cookie, user, target)
         if vc is None:
             await self._refuse_successor("OUT", "no such virtual connection")
             return
         try:
-            vc.out_recycle.attach(a3, vc.out_cookie, trio.current_time())
+            vc.attach_out_successor(a3, trio.current_time())
         except RecycleRefused as exc:
             await self._refuse_successor("OUT", str(exc))
             return
@@ -409,13 +406,11 @@ class _H1Connection:
                     if isinstance(event, PeerClosed):
                         break
                     if isinstance(event, RtsReceived) and successor:
-                        kind = rts.classify(event.message)
-                        if kind in (rts.Kind.OUT_R2_C1, rts.Kind.PING):
-                            try:
-                                vc.out_recycle.successor_pinged()
-                            except RecycleError as exc:
-                                raise _Closed(f"OUT channel recycling: {exc}") from exc
-                            vc.out_waker.wake()
+                        try:
+                            if vc.successor_out_rts(event.message):
+                                vc.out_waker.wake()
+                        except VcError as exc:
+                            raise _Closed(str(exc)) from exc
             except _Closed as exc:
                 log.debug("%s: OUT channel: %s", self.address, exc)
             finally:
@@ -427,20 +422,19 @@ class _H1Connection:
 
     async def _in_channel(self, user: str, target: Target) -> None:
         first = await self._first_rts()
-        if rts.classify(first) is rts.Kind.IN_R2_A1:
+        opening = open_in_channel(first)
+        if opening.successor:
             await self._in_successor(user, target, first)
             return
-        try:
-            b1 = rts.parse_conn_b1(first)
-        except DecodeError as exc:
-            raise _Closed(f"bad CONN/B1: {exc}") from exc
+        b1 = opening.first
+        if not isinstance(b1, rts.ConnB1):
+            raise _Closed(opening.error)
         vc = self.ctx.vc_table.join(b1.vc_cookie, Side.IN, user, target)
         if vc is None:
             raise _Closed("IN channel refused: cookie in use or table full")
         handed_over = False
         try:
-            vc.in_cookie = b1.in_cookie
-            vc.keepalive_ms = b1.keepalive_ms
+            vc.in_opened(b1)
             with trio.CancelScope() as scope:
                 vc.attach(scope)
                 # Detached however it ends: the VC would otherwise keep the dead scope.
@@ -458,22 +452,21 @@ class _H1Connection:
     async def _in_successor(self, user: str, target: Target, first: rts.RtsMessage) -> None:
         """A successor IN channel: IN_R2/A1 read ([MS-RPCH] 3.2.3.5.5.1). Its body is left
         unread (plugged) until the predecessor delivers IN_R2/A5."""
-        try:
-            a1 = rts_recycling.parse_in_r2_a1(first)
-        except DecodeError as exc:
-            await self._refuse_successor("IN", f"bad IN_R2/A1: {exc}")
+        opening = open_in_channel(first)
+        a1 = opening.first
+        if not isinstance(a1, InRecycleA1):
+            await self._refuse_successor("IN", opening.error)
             return
         vc = self.ctx.vc_table.find(a1.vc_cookie, user, target)
         if vc is None:
             await self._refuse_successor("IN", "no such virtual connection")
             return
         try:
-            vc.in_recycle.attach(a1, vc.in_cookie)
+            vc.attach_in_successor(a1)
         except RecycleRefused as exc:
             await self._refuse_successor("IN", str(exc))
             return
         handover = vc.in_handover = trio.Event()
-        vc.control.append(rts_recycling.in_r2_a4())
         vc.out_waker.wake()
         self.ctx.vc_table.hold(vc)
         log.debug("%s: successor IN channel attached", self.address)
@@ -487,9 +480,7 @@ class _H1Connection:
                         await handover.wait()
                     if vc.ended.is_set():
                         return
-                    if vc.in_cookie != a1.successor:
-                        if vc.in_recycle.successor == a1.successor:
-                            vc.in_recycle.abort()
+                    if not vc.in_successor_current(a1.successor):
                         raise _Closed("the IN channel recycle did not complete in time")
                     current = True
                     handed_over = await self._run_in(vc)
@@ -539,41 +530,17 @@ class _H1Connection:
         return False
 
     def _in_rts(self, vc: VirtualConnection, message: rts.RtsMessage) -> bool:
-        """Apply an RTS PDU from the IN channel; True on IN_R2/A5 (hand over)."""
-        kind = rts.classify(message)
-        if kind is rts.Kind.FLOW_CONTROL_ACK:
-            ack = rts.find_ack(message)
-            assert ack is not None
-            if ack.channel_cookie in vc.retired_out_cookies:
-                return False  # late, for an OUT channel recycled since: moot
-            try:
-                vc.out_window.acknowledged(ack.bytes_received, ack.available_window)
-            except DecodeError as exc:
-                raise _Closed(f"bad flow control ack: {exc}") from exc
+        """Apply an RTS PDU from the IN channel (:meth:`ProxyVc.in_rts`); True on
+        IN_R2/A5 (hand over)."""
+        try:
+            action = vc.in_rts(message)
+        except VcError as exc:
+            raise _Closed(str(exc)) from exc
+        if action is InAction.WAKE_OUT:
             vc.out_waker.wake()
-        elif kind is rts.Kind.KEEP_ALIVE:
-            cmd = message.commands[0]
-            if isinstance(cmd, rts.ClientKeepalive):
-                vc.keepalive_ms = rts.client_keepalive_ms(cmd.value)
-        elif kind is rts.Kind.IN_R2_A5:
-            try:
-                vc.in_cookie = vc.in_recycle.handed_over(rts_recycling.successor_cookie(message))
-            except RecycleError as exc:
-                raise _Closed(f"IN channel recycling: {exc}") from exc
-            # The successor is a new channel instance: fresh flow control (3.2.1.1.4).
-            vc.in_window = ReceiveWindow(self.cfg.in_window, ack_after=self.cfg.in_window // 4)
-            vc.pending_ack = None
+        elif action is InAction.HANDED_OVER:
             vc.in_handover.set()
             return True
-        elif kind is rts.Kind.OUT_R2_A7:
-            try:
-                vc.out_recycle.confirmed_on_in(rts_recycling.successor_cookie(message))
-            except RecycleError as exc:
-                raise _Closed(f"OUT channel recycling: {exc}") from exc
-            vc.out_waker.wake()
-        elif kind in (rts.Kind.RECYCLE, rts.Kind.IN_R2_A1, rts.Kind.OUT_R2_A3):
-            raise _Closed(f"unexpected {kind.value} on the IN channel")
-        # Ping and anything else: nothing to do (they only keep the channel alive).
         return False
 
 

@@ -29,16 +29,14 @@ from typing import Any
 
 import trio
 
-from tunnel import rts, rts_recycling
 from tunnel.config import TunnelConfig
 from tunnel.drivers.backend import Backend
 from tunnel.drivers.vc_table import VcTable, VirtualConnection
-from tunnel.recycling import CONTROL_HEADROOM, OutState
-from tunnel.vc import ReceiveWindow, SendWindow
+from tunnel.proxy_vc import OutNext
+from tunnel.vc import ReceiveWindow
 
 log = logging.getLogger("tunnel.h1")
 
-PING_SIZE = 20
 #: Bytes of RPC PDUs the OUT writer sends in one flush. Small PDUs share a flush; a
 #: large one goes alone, so the client's acknowledgements (read by the IN channel's
 #: task on this same thread) are not kept waiting behind a long TLS write.
@@ -169,59 +167,46 @@ async def _feed(vc: VirtualConnection, backend: Backend, pdu: bytes, window: Rec
 
 
 def ack_in(vc: VirtualConnection, window: ReceiveWindow, size: int) -> None:
-    """Count ``size`` bytes of client RPC PDUs as consumed; queue the acknowledgement
-    that is due, if any (none for a channel instance recycled since)."""
-    ack = window.received(size)
-    if ack is not None and window is vc.in_window:
-        # Acknowledge IN data on OUT, as Windows clients expect ([MS-RPCH] 3.2.3.1.4;
-        # without it they stall after one window, openchange PR #161).
-        vc.pending_ack = rts.flow_control_ack_to(
-            rts.ForwardDestination.CLIENT, ack.bytes_received, ack.available_window, vc.in_cookie
-        )
+    """Count ``size`` bytes of client RPC PDUs as consumed (:meth:`ProxyVc.ack_in`);
+    wake the OUT writer when an acknowledgement is due."""
+    if vc.ack_in(window, size):
         vc.out_waker.wake()
 
 
 # -- the OUT writer -------------------------------------------------------------------------
 
 
-async def _emit(vc: VirtualConnection, data: bytes, *, rpc: bool) -> None:
-    """Send ``data`` on the current OUT channel (the caller checked the budget)."""
+async def _emit(vc: VirtualConnection, data: bytes) -> None:
+    """Send ``data`` on the current OUT channel (the core counted it)."""
     sink = vc.out_sink
     assert sink is not None
     sink.send_body(data)
-    vc.out_window.sent(len(data), rpc=rpc)
     await sink.flush()
+
+
+async def _emit_all(vc: VirtualConnection, pdus: list[bytes]) -> None:
+    for data in pdus:
+        await _emit(vc, data)
 
 
 async def _emit_rpc_batch(vc: VirtualConnection, first: bytes) -> bytes | None:
-    """Send ``first`` (the caller checked it fits) and the queued RPC PDUs after it that
-    the window and the channel take now, up to :data:`BATCH_LIMIT` bytes, in one flush;
+    """Send ``first`` (the core counted it) and the queued RPC PDUs after it that the
+    window and the channel take now, up to :data:`BATCH_LIMIT` bytes, in one flush;
     returns the next PDU left for later, if any."""
     sink = vc.out_sink
     assert sink is not None
-    pdu: bytes | None = first
-    batch = 0
-    while pdu is not None:
-        sink.send_body(pdu)
-        vc.out_window.sent(len(pdu), rpc=True)
-        batch += len(pdu)
-        if batch >= BATCH_LIMIT:
-            pdu = None
-            break
+    sink.send_body(first)
+    batch = len(first)
+    pdu: bytes | None = None
+    while batch < BATCH_LIMIT:
         pdu = vc.take_out()
-        if pdu is not None and not (
-            vc.out_window.can_send(len(pdu)) and _fits(vc, len(pdu), headroom=True)
-        ):
+        if pdu is None or not vc.take_rpc(len(pdu)):
             break
+        sink.send_body(pdu)
+        batch += len(pdu)
+        pdu = None
     await sink.flush()
     return pdu
-
-
-def _fits(vc: VirtualConnection, size: int, *, headroom: bool) -> bool:
-    """Whether ``size`` bytes fit the OUT channel and leave the recycle's reserve (and,
-    for RPC PDUs and pings, the control headroom)."""
-    extra = vc.out_recycle.reserve() + (CONTROL_HEADROOM if headroom else 0)
-    return vc.out_window.fits_body(size + extra)
 
 
 async def _switch_out(config: TunnelConfig, vc: VirtualConnection) -> None:
@@ -229,13 +214,8 @@ async def _switch_out(config: TunnelConfig, vc: VirtualConnection) -> None:
     the OUT channel with fresh flow control (3.2.4.5.10)."""
     old, new = vc.out_sink, vc.out_successor
     assert old is not None and new is not None
-    await _emit(vc, rts_recycling.out_r2_b3(), rpc=False)
-    a3 = vc.out_recycle.switched()
-    vc.retired_out_cookies.append(vc.out_cookie)
-    vc.out_cookie = a3.successor
-    vc.out_window = SendWindow(
-        a3.receive_window, config.out_content_length, strict=config.out_flow_control
-    )
+    await _emit(vc, vc.predecessor_end())
+    vc.out_switched()
     vc.out_sink, vc.out_successor = new, None
     new.start_out_response(config.out_content_length)
     await new.flush()
@@ -243,80 +223,48 @@ async def _switch_out(config: TunnelConfig, vc: VirtualConnection) -> None:
     log.debug("OUT channel of %s switched to its successor", vc.user)
 
 
-async def _request_if_due(vc: VirtualConnection, *, blocked: bool) -> None:
-    """OUT_R2/A2 once the channel runs low (or an RPC PDU no longer fits)."""
-    recycle = vc.out_recycle
-    if recycle.state is not OutState.OPENED:
-        return
-    room = vc.out_window.remaining() - recycle.reserve() - CONTROL_HEADROOM
-    if blocked or recycle.should_request(room):
-        await _emit(vc, rts_recycling.out_r2_a2(), rpc=False)  # always fits: reserved
-        recycle.requested(trio.current_time())
-
-
 async def _out_writer(config: TunnelConfig, vc: VirtualConnection, backend: Backend) -> None:
+    """Write on OUT what the core's turns say (:meth:`ProxyVc.out_turn`), feeding held
+    client PDUs to an attached backend between turns."""
     pending: bytes | None = None
     last_sent = trio.current_time()
-    largest = config.out_content_length - CONTROL_HEADROOM - vc.out_recycle.reserve()
     while not vc.ended.is_set():
         if vc.held:
             await _feed_held(vc, backend)
         if pending is None:
             pending = vc.take_out()
-        backend_done = vc.backend_done and pending is None and not vc.out_queue
-        recycle = vc.out_recycle
-        if recycle.state is OutState.ATTACHED:
-            await _emit(vc, rts_recycling.out_r2_a6(), rpc=False)  # always fits: reserved
-            recycle.a6_sent()
-        if recycle.state is OutState.SWITCHING:
-            # Flush on the predecessor what its window and length still take (without
-            # waiting for acknowledgements: the successor has a fresh window), then switch.
-            if (
-                pending is not None
-                and vc.out_window.can_send(len(pending))
-                and _fits(vc, len(pending), headroom=False)
-            ):
-                await _emit(vc, pending, rpc=True)
-                pending = None
-                continue
+        turn = vc.out_turn(
+            None if pending is None else len(pending),
+            backend_done=vc.backend_done and pending is None and not vc.out_queue,
+            now=trio.current_time(),
+            last_sent=last_sent,
+        )
+        await _emit_all(vc, turn.emit)
+        if turn.next is OutNext.SEND_LAST:
+            assert pending is not None
+            await _emit(vc, pending)
+            pending = None
+            continue
+        if turn.next is OutNext.SWITCH:
             await _switch_out(config, vc)
             last_sent = trio.current_time()
             continue
-        # Control PDUs may use the headroom, never the recycle's reserve.
-        if vc.pending_ack is not None and _fits(vc, len(vc.pending_ack), headroom=False):
-            ack, vc.pending_ack = vc.pending_ack, None
-            await _emit(vc, ack, rpc=False)
-        while vc.control and _fits(vc, len(vc.control[0]), headroom=False):
-            await _emit(vc, vc.control.popleft(), rpc=False)
-        if backend_done:
-            vc.end("the RPC server closed the connection")
+        if turn.next is OutNext.END:
+            vc.end(turn.reason)
             return
-        blocked = False
-        if pending is not None and vc.out_window.can_send(len(pending)):
-            if _fits(vc, len(pending), headroom=True):
-                pending = await _emit_rpc_batch(vc, pending)
-                last_sent = trio.current_time()
-                await _request_if_due(vc, blocked=False)
-                continue
-            if len(pending) > largest:
-                vc.end("an RPC PDU larger than an OUT channel's Content-Length")
-                return
-            blocked = True
-        await _request_if_due(vc, blocked=blocked)
-        now = trio.current_time()
-        if recycle.expired(now, blocked=blocked):
-            # A client that does not recycle: end the VC rather than overrun the body.
-            vc.end(f"OUT channel Content-Length exhausted (recycling {recycle.state.value})")
-            return
-        interval = min(config.keepalive_interval, (vc.keepalive_ms or 300000) / 2000)
-        deadline = last_sent + interval
-        recycle_deadline = recycle.next_deadline(blocked=blocked)
-        if recycle_deadline is not None:
-            deadline = min(deadline, recycle_deadline)
-        with trio.CancelScope(deadline=deadline):
+        if turn.next is OutNext.SEND:
+            assert pending is not None
+            pending = await _emit_rpc_batch(vc, pending)
+            last_sent = trio.current_time()
+            a2 = vc.recycle_request(blocked=False, now=last_sent)
+            if a2 is not None:
+                await _emit(vc, a2)
+            continue
+        with trio.CancelScope(deadline=turn.deadline):
             await vc.out_waker.wait()
         now = trio.current_time()
-        if now >= last_sent + interval:
-            if _fits(vc, PING_SIZE, headroom=True):  # else a recycle is due anyway
-                await _emit(vc, rts.ping(), rpc=False)
+        if now >= turn.ping_at:
+            ping = vc.ping()
+            if ping is not None:
+                await _emit(vc, ping)
             last_sent = now

@@ -9,12 +9,13 @@ not let another user hijack a connection). The first half waits at most
 (:mod:`tunnel.recycling`) find their VC with :meth:`VcTable.find`, under the same
 user and target rule.
 
-:class:`VirtualConnection` carries what the handlers share: the flow-control state
-(:mod:`tunnel.vc`), the recycling state, the backend, the current OUT channel
-(an :class:`OutSink`) and its successor, the control PDUs and pending acknowledgement
-for the OUT writer, and a cancel scope per task, so ending the VC from any side (or
-the backend) stops them all. Every task working for a VC holds it
-(:meth:`VcTable.hold`); the VC leaves the table when the last one lets go.
+:class:`VirtualConnection` carries what the handlers share: the protocol state of
+the VC (its sans-IO core, :class:`tunnel.proxy_vc.ProxyVc`: flow control, recycling,
+the control PDUs and pending acknowledgement for the OUT writer), the backend, the
+current OUT channel (an :class:`OutSink`) and its successor, and a cancel scope per
+task, so ending the VC from any side (or the backend) stops them all. Every task
+working for a VC holds it (:meth:`VcTable.hold`); the VC leaves the table when the last
+one lets go.
 """
 
 from __future__ import annotations
@@ -28,11 +29,9 @@ import trio
 from tunnel.config import TunnelConfig
 from tunnel.drivers.backend import Backend
 from tunnel.policy import Target
-from tunnel.recycling import InRecycler, OutRecycler
-from tunnel.vc import ReceiveWindow, SendWindow
+from tunnel.proxy_vc import ProxyVc
+from tunnel.vc import ReceiveWindow
 
-#: Cookies of retired OUT channels remembered, to ignore their late acknowledgements.
-RETIRED_COOKIES = 4
 #: Bytes of backend PDUs queued for the OUT writer before the backend is held back.
 OUT_QUEUE_LIMIT = 256 * 1024
 #: Bytes of backend PDUs queued beyond which the VC ends: replies of calls that ran in
@@ -75,13 +74,12 @@ class OutSink(Protocol):
         """The channel was replaced by its successor: its handler may close it."""
 
 
-class VirtualConnection:
-    """State shared by the tasks of one virtual connection."""
+class VirtualConnection(ProxyVc):
+    """State shared by the tasks of one virtual connection: the protocol state of
+    :class:`~tunnel.proxy_vc.ProxyVc`, and the tasks' events, the backend and the queues."""
 
     def __init__(self, cookie: bytes, user: str, target: Target, config: TunnelConfig) -> None:
-        self.cookie = cookie
-        self.user = user
-        self.target = target
+        super().__init__(cookie, user, target, config)
         self.holders = 0
         self.joined: set[Side] = set()
         self.paired = trio.Event()
@@ -89,20 +87,6 @@ class VirtualConnection:
         self.ended = trio.Event()
         self.end_reason = ""
         self.backend: Backend | None = None
-        self.in_cookie = b"\x00" * 16
-        self.out_cookie = b"\x00" * 16
-        self.retired_out_cookies: deque[bytes] = deque(maxlen=RETIRED_COOKIES)
-        self.keepalive_ms = 300000
-        self.out_window = SendWindow(
-            65536, config.out_content_length, strict=config.out_flow_control
-        )
-        # Acknowledged every quarter (not half) of the window: the spec caps it at 256 KiB,
-        # and credit must come back while most of it is still in flight (HTTP/1.1
-        # uploads are faster: docs/benchmarks.md), as our client does for OUT data.
-        self.in_window = ReceiveWindow(config.in_window, ack_after=config.in_window // 4)
-        self.pending_ack: bytes | None = None
-        #: RTS PDUs for the OUT writer besides acknowledgements (IN_R2/A4).
-        self.control: deque[bytes] = deque()
         self.out_waker = Waker()
         #: The backend's PDUs waiting for the OUT writer, and their size in bytes.
         self.out_queue: deque[bytes] = deque()
@@ -119,8 +103,6 @@ class VirtualConnection:
         self.feeding = False
         self.out_sink: OutSink | None = None
         self.out_successor: OutSink | None = None
-        self.out_recycle = OutRecycler(config.out_recycle_threshold, config.recycle_timeout)
-        self.in_recycle = InRecycler()
         #: Set when the predecessor IN channel saw IN_R2/A5 (a new Event per recycle).
         self.in_handover = trio.Event()
         self._scopes: list[trio.CancelScope] = []
