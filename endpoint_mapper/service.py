@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dcerpc.errors import FaultStatus, RpcFault
 from dcerpc.interface import CallContext, Interface
 from dcerpc.ndr import NULL_HANDLE, ByteOrder, ContextHandle
+from dcerpc.security import OPEN_POLICY
 from dcerpc.syntax import NIL_UUID
 from endpoint_mapper import stubs
 from endpoint_mapper.database import EndpointDatabase, EndpointEntry
@@ -185,7 +186,9 @@ def epm_interface(db: EndpointDatabase, *, max_open_handles: int = MAX_OPEN_HAND
                 return stubs.encode_inq_object_response(NIL_UUID, EPT_S_CANT_PERFORM_OP)
         raise RpcFault(FaultStatus.OP_RNG_ERROR)
 
-    return Interface(EPM_SYNTAX, handler, stubs.EPT_OPNUM_COUNT, name="epm")
+    # Anyone may ask where an interface is: unauthenticated, anonymous NTLM or a user
+    # at any level, as Windows' endpoint mapper answers (rpcdump, rpcmap).
+    return Interface(EPM_SYNTAX, handler, stubs.EPT_OPNUM_COUNT, name="epm", policy=OPEN_POLICY)
 
 
 def mgmt_interface(
@@ -227,4 +230,5 @@ def mgmt_interface(
                 return stubs.encode_inq_princ_name_response(name or "", req.princ_name_size, status)
         raise RpcFault(FaultStatus.OP_RNG_ERROR)
 
-    return Interface(MGMT_SYNTAX, handler, stubs.MGMT_OPNUM_COUNT, name="mgmt")
+    # Open like the endpoint mapper: rpcmap lists interfaces through it anonymously.
+    return Interface(MGMT_SYNTAX, handler, stubs.MGMT_OPNUM_COUNT, name="mgmt", policy=OPEN_POLICY)
