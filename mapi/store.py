@@ -230,8 +230,8 @@ class ObjectStore:
                 # Opening runs to its end (schema upgrades, recovery): no budget cuts it.
                 with budget.suspended():
                     db = MailboxDB(path, limits=self.limits, clock=self.clock)
-                    with db.transaction() as conn:
-                        ensure_standard_folders(conn, self.clock())
+                    with db.transaction() as txn:
+                        ensure_standard_folders(txn, self.clock())
                 self._mailboxes[user.user_id] = db
             self._mailbox_touched[user.user_id] = self.clock()
             return db
@@ -323,8 +323,8 @@ class Session:
             if not (store.data_dir / "mailboxes" / owner_rec.mailbox).is_file():
                 raise errors.NoAccess("no permission on this mailbox")
             db = store.mailbox_db(owner_rec)  # exists: opened, never created
-            with db.reading() as conn:
-                if not permissions.grants_anything(conn, self.user.user_id):
+            with db.reading() as txn:
+                if not permissions.grants_anything(txn, self.user.user_id):
                     raise errors.NoAccess("no permission on this mailbox")
         if owner_rec.user_id not in self._mailboxes:
             self._mailboxes.add(owner_rec.user_id)
@@ -380,9 +380,9 @@ class MsgStore(MapiObject):
             pt.PR_STORE_SUPPORT_MASK: STORE_SUPPORT_MASK,
             pt.PR_DEFAULT_STORE: ctx.is_owner,
         }
-        with ctx.db.reading() as conn:
+        with ctx.db.reading() as txn:
             for tag, role in _STORE_ROLE_TAGS.items():
-                props[tag] = ctx.folder_eid(role_folder(conn, role))
+                props[tag] = ctx.folder_eid(role_folder(txn, role))
         # Size and quota ([MS-OXCSTOR] 2.2.2.1.1); no limit, no quota property.
         props.update(quota.store_props(ctx.db))
         return props
@@ -408,8 +408,8 @@ class MsgStore(MapiObject):
 
     def special_folder_id(self, role: str) -> bytes:
         """Entry id of a special folder by role ("inbox", "deleted", "root"...)."""
-        with self._ctx.db.reading() as conn:
-            return self._ctx.folder_eid(role_folder(conn, role))
+        with self._ctx.db.reading() as txn:
+            return self._ctx.folder_eid(role_folder(txn, role))
 
     def get_receive_folder(self) -> bytes:
         """Entry id of the folder new mail goes to (the Inbox)."""
@@ -426,8 +426,8 @@ class MsgStore(MapiObject):
         """
         with self._ctx.db.lock:
             fid = self._ctx.parse(entry_id, EntryKind.FOLDER).object_id
-            with self._ctx.db.reading() as conn:
-                if conn.execute("SELECT 1 FROM folders WHERE id = ?", (fid,)).fetchone() is None:
+            with self._ctx.db.reading() as txn:
+                if not self._ctx.db.messages.folder_exists(txn, fid):
                     raise errors.NotFound("no such folder")
             self._ctx.require(fid, permissions.FOLDER_VISIBLE)
             return Folder(self._ctx, fid)
@@ -539,15 +539,16 @@ class MsgStore(MapiObject):
         self, names: Sequence[named.PropName], *, create: bool = False
     ) -> list[int]:
         """Property ids of named properties (0 where unknown and not ``create``)."""
-        with self._ctx.db.transaction() as conn:
-            return named.get_ids(conn, list(names), create=create, limits=self._ctx.limits)
+        db = self._ctx.db
+        with db.transaction() as txn:
+            return db.named.get_ids(txn, list(names), create=create, limits=self._ctx.limits)
 
     def get_names_from_ids(self, ids: Sequence[int]) -> list[named.PropName | None]:
         """Names of property ids (None where unmapped)."""
         if len(ids) > self._ctx.limits.max_props_per_call:
             raise errors.InvalidParameter("too many ids")
-        with self._ctx.db.reading() as conn:
-            return named.get_names(conn, list(ids))
+        with self._ctx.db.reading() as txn:
+            return self._ctx.db.named.get_names(txn, list(ids))
 
     def close(self) -> None:
         self._closed = True

@@ -5,24 +5,29 @@ Theory of operation
 [MS-OXCPRPT] 3.2.5.8/3.2.5.9 (RopGetPropertyIdsFromNames, RopGetNamesFromPropertyIds)
 and [MS-OXPROPS] 1.3.2: a named property is identified by a property set GUID plus
 either a 32-bit LID (``MNID_ID``) or a string (``MNID_STRING``). Each store maps the
-names it has seen to ids 0x8000..0xFFFE, allocated in order and never reused; the
-mapping lives in the ``named_props`` table of the mailbox. Names in the PS_MAPI set
-with a LID below 0x8000 are the tagged property of that id (no mapping row).
+names it has seen to ids 0x8000..0xFFFE, allocated in order and never reused
+(:func:`next_named_id`; the store's limit on how many it maps is
+:attr:`~mapi.model.limits.Limits.max_named_props`); the mapping lives in the mailbox
+(``MailboxDB.named``, in SQLite :mod:`mapi.storage.named`). Names in the PS_MAPI set
+with a LID below 0x8000 are the tagged property of that id (:func:`tagged_id`: no
+mapping), and property ids below 0x8000 name themselves (:func:`tagged_name`).
 
 Looking up an unknown name without the create flag yields id 0 for that name (the
 caller reports MAPI_W_ERRORS_RETURNED, the property itself MAPI_E_NOT_FOUND).
+
+This module is the model: names, their checks and the mapping rules. Looking names up
+and allocating ids is the storage's (it applies these rules), so a second backend
+maps names exactly as the first.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from mapi.model import errors
 from mapi.model.limits import Limits
-from mapi.model.proptags import is_named_id
 
 MNID_ID: Final = 0
 MNID_STRING: Final = 1
@@ -74,65 +79,57 @@ class PropName:
             raise errors.InvalidParameter(f"bad name kind {self.kind!r}")
 
 
-def get_ids(
-    conn: sqlite3.Connection, names: list[PropName], *, create: bool, limits: Limits
-) -> list[int]:
-    """Ids of ``names`` (0 for unknown ones when not creating); call in a transaction
-    when ``create`` is set.
+def check_name_count(names: list[PropName], limits: Limits) -> None:
+    """Refuse a lookup of more names than one call may ask for.
 
     Raises:
-        InvalidParameter: a bad name, or too many names.
-        NotEnoughResources: the id range of the store is exhausted.
+        InvalidParameter: too many names.
     """
     if len(names) > limits.max_props_per_call:
         raise errors.InvalidParameter("too many names")
-    out = []
-    for name in names:
-        name.validate(limits)
-        if name.kind == MNID_ID and name.guid == PS_MAPI and name.lid < FIRST_NAMED_ID:
-            out.append(name.lid)
-            continue
-        row = conn.execute(
-            "SELECT id FROM named_props WHERE guid = ? AND kind = ? AND lid = ? AND name = ?",
-            (name.guid, name.kind, name.lid, name.name),
-        ).fetchone()
-        if row is not None:
-            out.append(int(row[0]))
-        elif not create:
-            out.append(0)
-        else:
-            out.append(_allocate(conn, name, limits))
-    return out
 
 
-def _allocate(conn: sqlite3.Connection, name: PropName, limits: Limits) -> int:
-    count, top = conn.execute("SELECT count(*), max(id) FROM named_props").fetchone()
-    new_id = FIRST_NAMED_ID if top is None else int(top) + 1
+def tagged_id(name: PropName) -> int | None:
+    """The id of a name that is a tagged property (PS_MAPI, a LID below 0x8000): no
+    mapping; None for every other name."""
+    if name.kind == MNID_ID and name.guid == PS_MAPI and name.lid < FIRST_NAMED_ID:
+        return name.lid
+    return None
+
+
+def check_property_id(pid: object) -> int:
+    """A property id asked about by RopGetNamesFromPropertyIds.
+
+    Raises:
+        InvalidParameter: not a 16-bit property id.
+    """
+    if not isinstance(pid, int) or not 0 <= pid <= 0xFFFF:
+        raise errors.InvalidParameter(f"bad property id {pid!r}")
+    return pid
+
+
+def tagged_name(pid: int) -> PropName | None:
+    """The name of a property id below the named range: itself in PS_MAPI (None for 0)."""
+    return PropName.by_id(PS_MAPI, pid) if pid else None
+
+
+def next_named_id(count: int, top: int | None, limits: Limits) -> int:
+    """The id a new name gets, in a store that maps ``count`` names whose highest id is
+    ``top`` (None: none yet): the next one, never reusing an id.
+
+    Raises:
+        NotEnoughResources: the id range, or the store's limit, is exhausted.
+    """
+    new_id = FIRST_NAMED_ID if top is None else top + 1
     if count >= limits.max_named_props or new_id > LAST_NAMED_ID:
         raise errors.NotEnoughResources("no named property ids left in this store")
-    conn.execute(
-        "INSERT INTO named_props(id, guid, kind, lid, name) VALUES (?, ?, ?, ?, ?)",
-        (new_id, name.guid, name.kind, name.lid, name.name),
-    )
     return new_id
 
 
-def get_names(conn: sqlite3.Connection, ids: list[int]) -> list[PropName | None]:
-    """Names of property ids (None where the id is not mapped)."""
-    out: list[PropName | None] = []
-    for pid in ids:
-        if not isinstance(pid, int) or not 0 <= pid <= 0xFFFF:
-            raise errors.InvalidParameter(f"bad property id {pid!r}")
-        if not is_named_id(pid):
-            out.append(PropName.by_id(PS_MAPI, pid) if pid else None)
-            continue
-        row = conn.execute(
-            "SELECT guid, kind, lid, name FROM named_props WHERE id = ?", (pid,)
-        ).fetchone()
-        out.append(None if row is None else PropName(row[0], row[1], row[2], row[3]))
-    return out
+def is_mapped(conn: Any, pid: int) -> bool:
+    """True when a named-range id is mapped in this store.
 
-
-def is_mapped(conn: sqlite3.Connection, pid: int) -> bool:
-    """True when a named-range id is mapped in this store."""
+    Transitional, and the last SQL of the model: :mod:`mapi.objects.base` still calls it;
+    it goes once that calls ``MailboxDB.named.is_mapped`` (:mod:`mapi.storage.named`).
+    """
     return conn.execute("SELECT 1 FROM named_props WHERE id = ?", (pid,)).fetchone() is not None

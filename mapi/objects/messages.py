@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 [MS-OXCMSG] 3.2.5: a message is opened (or created) as a private working copy; every
 change (properties, streams, recipients, attachments) stays in that copy until
-``save_changes``, which commits it to the mailbox in one SQLite transaction
-(:func:`mapi.storage.messages.save_message`). Nobody else sees unsaved changes; a
-message discarded without saving leaves no trace.
+``save_changes``, which commits it to the mailbox in one transaction
+(``MailboxDB.messages.save``, :func:`mapi.storage.messages.save_message`). Nobody else
+sees unsaved changes; a message discarded without saving leaves no trace.
 
 Attachments nest the same way one level down ([MS-OXCMSG] 3.2.5.5-3.2.5.8): an
 attachment object is a working copy too, and its ``save_changes`` hands its state
@@ -49,20 +49,9 @@ from mapi.notify.changes import Change, Op, record
 from mapi.objects.base import MapiObject
 from mapi.objects.context import StoreContext
 from mapi.objects.streams import PropStream
-from mapi.storage import chunks
-from mapi.storage import tombstones as tomb
-from mapi.storage.messages import (
-    AttachState,
-    MessageState,
-    committed_attachments,
-    embedded_id,
-    load_attachment,
-    load_message,
-    load_recipients,
-    save_message,
-)
+from mapi.storage.api import Txn
+from mapi.storage.messages import AttachState, MessageState
 from mapi.storage.propbag import PropBag
-from mapi.storage.schema import OWNER_ATTACHMENT, OWNER_MESSAGE
 from mapi.tables.table import MemoryTable
 
 # RopModifyRecipients / IMessage::ModifyRecipients flags.
@@ -144,9 +133,9 @@ StateT = TypeVar("StateT", "MessageState", "AttachState")
 
 class _WorkingCopy(MapiObject, Generic[StateT]):
     """What messages and attachments share: a working copy over a property bag whose
-    large values live in chunk rows owned by (``_owner_kind``, the object's db id)."""
+    committed large values the storage reads by the object's db id
+    (:meth:`_read_committed`)."""
 
-    _owner_kind: ClassVar[int]
     _noun: ClassVar[str]
     _state: StateT
     _writable: bool
@@ -157,8 +146,11 @@ class _WorkingCopy(MapiObject, Generic[StateT]):
     def read_large_at(self, tag: int, offset: int, size: int) -> bytes:
         """Bytes of a committed large value (for streams)."""
         assert self._state.db_id is not None
-        with self._ctx.db.reading() as conn:
-            return chunks.read(conn, self._owner_kind, self._state.db_id, tag, offset, size)
+        with self._ctx.db.reading() as txn:
+            return self._read_committed(txn, self._state.db_id, tag, offset, size)
+
+    def _read_committed(self, txn: Txn, db_id: int, tag: int, offset: int, size: int) -> bytes:
+        raise NotImplementedError
 
     def _check_writable(self) -> None:
         if not self._writable:
@@ -178,7 +170,6 @@ class _WorkingCopy(MapiObject, Generic[StateT]):
 class Message(_WorkingCopy["MessageState"]):
     """An open message (a transacted working copy)."""
 
-    _owner_kind = OWNER_MESSAGE
     _noun = "message"
 
     computed_ids = frozenset(pt.prop_id(t) for t in _MESSAGE_COMPUTED)
@@ -217,8 +208,8 @@ class Message(_WorkingCopy["MessageState"]):
     @classmethod
     def open(cls, ctx: StoreContext, message_id: int, *, writable: bool) -> Message:
         """Open a saved message (permission checks are the caller's)."""
-        with ctx.db.reading() as conn:
-            state, folder_id = load_message(conn, message_id)
+        with ctx.db.reading() as txn:
+            state, folder_id = ctx.db.messages.load(txn, message_id)
         if folder_id is None:
             raise errors.NotFound("embedded messages are opened through their attachment")
         return cls(ctx, state, folder_id=folder_id, writable=writable)
@@ -234,6 +225,9 @@ class Message(_WorkingCopy["MessageState"]):
 
     def _bag(self) -> PropBag:
         return self._state.bag
+
+    def _read_committed(self, txn: Txn, db_id: int, tag: int, offset: int, size: int) -> bytes:
+        return self._ctx.db.messages.read_value(txn, db_id, tag, offset, size)
 
     def _recipients(self) -> list[dict[int, PropData]]:
         """The recipients (callers copy before changing them: the list may be cached)."""
@@ -259,9 +253,10 @@ class Message(_WorkingCopy["MessageState"]):
         generation = self._ctx.db.generation
         cached = self._committed_cache
         if cached is None or cached[0] != generation:
-            with self._ctx.db.reading() as conn:
-                recipients = load_recipients(conn, self._state.db_id)
-                sizes = committed_attachments(conn, self._state.db_id)
+            stored = self._ctx.db.messages
+            with self._ctx.db.reading() as txn:
+                recipients = stored.recipients(txn, self._state.db_id)
+                sizes = stored.attachment_sizes(txn, self._state.db_id)
             cached = self._committed_cache = (generation, recipients, sizes)
         return cached
 
@@ -350,12 +345,9 @@ class Message(_WorkingCopy["MessageState"]):
 
     def _save_top(self, *, force: bool) -> None:
         db = self._ctx.db
-        with db.transaction() as conn:
+        with db.transaction() as txn:
             assert self.folder_id is not None
-            if (
-                conn.execute("SELECT 1 FROM folders WHERE id = ?", (self.folder_id,)).fetchone()
-                is None
-            ):
+            if not db.messages.folder_exists(txn, self.folder_id):
                 raise errors.ObjectDeleted("the folder of the message was deleted")
             now = self._ctx.now()
             is_new = self._state.db_id is None
@@ -364,25 +356,24 @@ class Message(_WorkingCopy["MessageState"]):
             # A message this object made needs CREATE there (the right that made it; the
             # store records no creators for EDIT_OWNED), any other EDIT_ANY.
             right = permissions.CREATE if self._created_here else permissions.EDIT_ANY
-            if is_new:
+            if self._state.db_id is None:
                 self._ctx.require(self.folder_id, right)
             else:
-                where = conn.execute(
-                    "SELECT folder_id FROM messages WHERE id = ?", (self._state.db_id,)
-                ).fetchone()
-                if where is not None:  # (a deleted message is save_message's to report)
-                    self._ctx.require(int(where[0]), right)
-            db_id = save_message(
-                conn,
+                where = db.messages.placement(txn, self._state.db_id)
+                if where is not None:  # (a deleted message is the save's to report)
+                    assert where.folder_id is not None
+                    self._ctx.require(where.folder_id, right)
+            db_id = db.messages.save(
+                txn,
                 self._state,
                 limits=self._ctx.limits,
-                change_num=db.next_change_number(conn),
+                change_num=db.next_change_number(txn),
                 now=now,
                 folder_id=self.folder_id,
                 force=force,
                 check_quota=True,  # a client's edit may not grow a full mailbox
             )
-            state, folder_id = load_message(conn, db_id)
+            state, folder_id = db.messages.load(txn, db_id)
             assert folder_id is not None
             op = Op.CREATED if is_new else Op.MODIFIED
             record(self._ctx, Change(op=op, folder=False, object_id=db_id, parent_id=folder_id))
@@ -415,20 +406,16 @@ class Message(_WorkingCopy["MessageState"]):
             flags = found[1] if found and isinstance(found[1], int) else 0
             flags = flags & ~pt.MSGFLAG_READ if clear else flags | pt.MSGFLAG_READ
             if self._state.db_id is not None and self._parent is None:
-                with self._ctx.db.transaction() as conn:
-                    row = conn.execute(
-                        "UPDATE messages SET flags = ? WHERE id = ? RETURNING folder_id",
-                        (flags, self._state.db_id),
-                    ).fetchone()
-                    if row is not None:
-                        tomb.note_read(
-                            conn, [self._state.db_id], self._ctx.db.next_change_number(conn)
-                        )
+                db = self._ctx.db
+                with db.transaction() as txn:
+                    folder_id = db.messages.set_flags(txn, self._state.db_id, flags)
+                    if folder_id is not None:
+                        db.messages.note_read(txn, [self._state.db_id], db.next_change_number(txn))
                         record(
                             self._ctx,
                             Change(
                                 op=Op.MODIFIED, folder=False, object_id=self._state.db_id,
-                                parent_id=int(row[0]),
+                                parent_id=folder_id,
                             ),
                         )  # fmt: skip
                 self._state.bag.set_committed(pt.PR_MESSAGE_FLAGS, flags)
@@ -519,8 +506,8 @@ class Message(_WorkingCopy["MessageState"]):
             return pending.snapshot()
         if self._state.db_id is None:
             raise errors.NotFound(f"no attachment {num}")
-        with self._ctx.db.reading() as conn:
-            return load_attachment(conn, self._state.db_id, num)
+        with self._ctx.db.reading() as txn:
+            return self._ctx.db.messages.load_attachment(txn, self._state.db_id, num)
 
     def create_attach(self) -> Attachment:
         """A new attachment (pending until it and this message are saved)."""
@@ -582,7 +569,6 @@ class Message(_WorkingCopy["MessageState"]):
 class Attachment(_WorkingCopy["AttachState"]):
     """An open attachment (a working copy saved into its message)."""
 
-    _owner_kind = OWNER_ATTACHMENT
     _noun = "attachment"
 
     computed_ids = frozenset(pt.prop_id(t) for t in _ATTACH_COMPUTED)
@@ -598,6 +584,9 @@ class Attachment(_WorkingCopy["AttachState"]):
 
     def _bag(self) -> PropBag:
         return self._state.bag
+
+    def _read_committed(self, txn: Txn, db_id: int, tag: int, offset: int, size: int) -> bytes:
+        return self._ctx.db.messages.read_attachment_value(txn, db_id, tag, offset, size)
 
     def _computed(self, tag: int) -> PropData | None:
         if tag == pt.PR_ATTACH_NUM:
@@ -650,10 +639,11 @@ class Attachment(_WorkingCopy["AttachState"]):
             elif self._state.embedded is not None:
                 state = self._state.embedded.snapshot()
             else:
-                with self._ctx.db.reading() as conn:
-                    emb = embedded_id(conn, self._state.db_id)
+                stored = self._ctx.db.messages
+                with self._ctx.db.reading() as txn:
+                    emb = stored.embedded_id(txn, self._state.db_id)
                     if emb is not None:
-                        state = load_message(conn, emb)[0]
+                        state = stored.load(txn, emb)[0]
             if state is None:
                 raise errors.NotFound("the attachment has no embedded message")
             return Message(
@@ -680,13 +670,13 @@ class Attachment(_WorkingCopy["AttachState"]):
 
 def open_message_checked(ctx: StoreContext, message_id: int, *, writable: bool) -> Message:
     """Open a message after checking the user's rights on its folder."""
-    with ctx.db.reading() as conn:
-        row = conn.execute("SELECT folder_id FROM messages WHERE id = ?", (message_id,)).fetchone()
-    if row is None or row[0] is None:
+    with ctx.db.reading() as txn:
+        where = ctx.db.messages.placement(txn, message_id)
+    if where is None or where.folder_id is None:
         raise errors.NotFound("no such message")
-    ctx.require(int(row[0]), permissions.READ_ANY)
+    ctx.require(where.folder_id, permissions.READ_ANY)
     if writable:
-        ctx.require(int(row[0]), permissions.EDIT_ANY)
+        ctx.require(where.folder_id, permissions.EDIT_ANY)
     return Message.open(ctx, message_id, writable=writable)
 
 

@@ -7,22 +7,23 @@ Theory of operation
 - the *mailbox size*: the sum of PR_MESSAGE_SIZE of every message of the mailbox
   (attachments and embedded messages included, Deleted Items too, as Exchange counts
   it). Its limit is the mailbox's own, when the administrator gave it one
-  (:func:`set_mailbox_quota`, kept in the mailbox file's ``meta`` table, so it goes
-  with the mailbox and every process that opens it sees it), else the server's
+  (:func:`set_mailbox_quota`, kept in the mailbox itself (SQLite: its ``meta`` table),
+  so it goes with the mailbox and every process that opens it sees it), else the server's
   default (:attr:`~mapi.model.limits.Limits.max_mailbox_bytes`, ``[store]
   mailbox_quota_bytes`` in the configuration file);
 - the *message size*: PR_MESSAGE_SIZE of one message
   (:attr:`~mapi.model.limits.Limits.max_message_bytes`, ``[store] max_message_bytes``).
 
 **How the size is measured.** Computed when needed, never stored
-(:func:`mapi.storage.messages.mailbox_size`): one ``sum(size)`` over the covering index
-``messages_by_size``, inside the transaction of the change it judges. A tracked
+(``MailboxDB.messages.mailbox_size``; in SQLite :func:`mapi.storage.messages.mailbox_size`,
+one ``sum(size)`` over the covering index ``messages_by_size``), inside the transaction
+of the change it judges. A tracked
 counter would be O(1) where the sum is linear in the messages (cheap, though: see
 docs/benchmarks.md), but messages leave a mailbox by many paths (deletes, cascades of
 folder deletes, submissions deleted after sending, another process): a counter
 updated by each of them drifts the day one is missed, and keeping it exact needs
 triggers in the schema; the sum cannot drift, and runs only where a limit applies. It
-counts what the client stored (the logical size), not SQLite's pages or the blob
+counts what the client stored (the logical size), not the database's pages or the blob
 files: a copy counts twice even where its large values share storage, which is what a
 user can see and act on.
 
@@ -66,8 +67,8 @@ from mapi.model import errors
 from mapi.model import proptags as pt
 from mapi.model.properties import PropData
 from mapi.objects.messages import Message, recipient_address
-from mapi.storage import messages as stored
 from mapi.storage.db import MailboxDB
+from mapi.storage.messages import check_message_size
 
 #: Store quota properties ([MS-OXPROPS]; [MS-OXCSTOR] 2.2.2.1.1): PtypInteger32, kilobytes.
 PR_PROHIBIT_RECEIVE_QUOTA: Final = 0x666A0003
@@ -89,26 +90,26 @@ def set_mailbox_quota(db: MailboxDB, limit: int | None) -> None:
     """
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
         raise errors.InvalidParameter(f"bad mailbox quota {limit!r}")
-    with db.transaction() as conn:
-        stored.set_mailbox_quota(conn, limit)
+    with db.transaction() as txn:
+        db.messages.set_mailbox_quota(txn, limit)
 
 
 def mailbox_quota(db: MailboxDB) -> int:
     """The size limit that applies to a mailbox, in bytes (0: none)."""
-    with db.reading() as conn:
-        return stored.mailbox_quota(conn, db.limits)
+    with db.reading() as txn:
+        return db.messages.mailbox_quota(txn, db.limits)
 
 
 def has_own_quota(db: MailboxDB) -> bool:
     """Does the mailbox have a limit of its own (set by :func:`set_mailbox_quota`)?"""
-    with db.reading() as conn:
-        return stored.has_own_quota(conn)
+    with db.reading() as txn:
+        return db.messages.has_own_quota(txn)
 
 
 def mailbox_size(db: MailboxDB) -> int:
     """The size of a mailbox in bytes (see the module docstring)."""
-    with db.reading() as conn:
-        return stored.mailbox_size(conn)
+    with db.reading() as txn:
+        return db.messages.mailbox_size(txn)
 
 
 def _kilobytes(size: int) -> int:
@@ -118,9 +119,9 @@ def _kilobytes(size: int) -> int:
 def store_props(db: MailboxDB) -> dict[int, PropData]:
     """The quota properties of a mailbox's store object (absent: no limit)."""
     limits = db.limits
-    with db.reading() as conn:
-        used = stored.mailbox_size(conn)
-        limit = stored.mailbox_quota(conn, limits)
+    with db.reading() as txn:
+        used = db.messages.mailbox_size(txn)
+        limit = db.messages.mailbox_quota(txn, limits)
     props: dict[int, PropData] = {
         pt.PR_MESSAGE_SIZE_EXTENDED: used,
         pt.PR_MESSAGE_SIZE: min(used, _MAX_LONG),
@@ -151,11 +152,12 @@ def check_submission(message: Message) -> None:
         message._check_open()
         size = message._computed(pt.PR_MESSAGE_SIZE_EXTENDED)
         recipients = [dict(row) for row in message._recipients()]
-        with ctx.db.reading() as conn:
-            limit = stored.mailbox_quota(conn, limits)
-            used = stored.mailbox_size(conn) if limit else 0
+        stored = ctx.db.messages
+        with ctx.db.reading() as txn:
+            limit = stored.mailbox_quota(txn, limits)
+            used = stored.mailbox_size(txn) if limit else 0
     assert isinstance(size, int)
-    stored.check_message_size(size, limits)
+    check_message_size(size, limits)
     if limit and used >= limit:
         raise errors.NotEnoughDisk(
             f"your mailbox is full: {used} of its {limit} bytes are used; delete items and"
@@ -179,8 +181,8 @@ def check_submission(message: Message) -> None:
         )
     for user_id, address in targets.items():
         db = router.mailbox(users[user_id])
-        with db.reading() as conn:
-            room = stored.mailbox_room(conn, db.limits)
+        with db.reading() as txn:
+            room = db.messages.mailbox_room(txn, db.limits)
         if room is not None and size > room:
             raise errors.NotEnoughDisk(
                 f"the mailbox of {address} is full: it has room for {room} more bytes, and"

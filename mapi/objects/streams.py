@@ -36,7 +36,7 @@ from mapi.model import errors
 from mapi.model import proptags as pt
 from mapi.model.properties import to_stream_bytes
 from mapi.objects.context import StoreContext
-from mapi.storage.messages import full_mailbox, mailbox_quota, mailbox_room
+from mapi.storage.messages import full_mailbox
 from mapi.storage.propbag import PropBag, Source, TempData
 from mapi.storage.staging import StagedData
 
@@ -130,9 +130,10 @@ class PropStream:
                 f" {limits.max_message_bytes} bytes a message may hold"
             )
         if not self._room_read:
-            with self._ctx.db.reading() as conn:
-                room = mailbox_room(conn, limits)
-                self._room = None if room is None else (room, mailbox_quota(conn, limits))
+            stored = self._ctx.db.messages
+            with self._ctx.db.reading() as txn:
+                room = stored.mailbox_room(txn, limits)
+                self._room = None if room is None else (room, stored.mailbox_quota(txn, limits))
             self._room_read = True
         if self._room is not None:
             room, limit = self._room

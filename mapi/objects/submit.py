@@ -6,7 +6,7 @@ Theory of operation
 submitting user's own mailbox to its recipients, all of them users of this server:
 
 1. *Prepare* (sender's mailbox lock): pending changes are saved (only if there are
-   any), the message is exported as a detached copy (:mod:`mapi.storage.transfer`),
+   any), the message is exported as a detached copy (``MailboxDB.messages.export``),
    and each recipient row is resolved against the directory by PR_EMAIL_ADDRESS
    (or PR_SMTP_ADDRESS, else PR_DISPLAY_NAME) as an e-mail address or a login name.
 2. *Deliver*, one recipient mailbox at a time, **each in its own transaction**: a
@@ -50,7 +50,6 @@ it. A message changed in between is a new submission.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -63,10 +62,10 @@ from mapi.objects import quota
 from mapi.objects.context import Identity, StoreContext
 from mapi.objects.hierarchy import role_folder
 from mapi.objects.messages import Message, recipient_address
-from mapi.storage import tombstones as tomb
-from mapi.storage.messages import AttachState, MessageState, load_message, save_message
+from mapi.storage.api import Txn
+from mapi.storage.db import MailboxDB
+from mapi.storage.messages import AttachState, MessageState
 from mapi.storage.propbag import PropBag, Source, TempData
-from mapi.storage.transfer import export_message
 
 NDR_CLASS: Final = "REPORT.IPM.Note.NDR"
 SYSTEM_NAME: Final = "Mail Delivery System"
@@ -166,22 +165,22 @@ def _named_ids(state: MessageState, out: set[int]) -> set[int]:
     return out
 
 
-def _sender_names(conn: sqlite3.Connection, state: MessageState) -> dict[int, named.PropName]:
+def _sender_names(db: MailboxDB, txn: Txn, state: MessageState) -> dict[int, named.PropName]:
     """Sender-mailbox named id -> its name, for the ids of ``state`` that are mapped."""
     ids = sorted(_named_ids(state, set()))
-    found = zip(ids, named.get_names(conn, ids), strict=True)
+    found = zip(ids, db.named.get_names(txn, ids), strict=True)
     return {pid: name for pid, name in found if name is not None}
 
 
 def _recipient_ids(
-    conn: sqlite3.Connection, names: dict[int, named.PropName], limits: Limits
+    db: MailboxDB, txn: Txn, names: dict[int, named.PropName], limits: Limits
 ) -> dict[int, int]:
     """Sender id -> recipient id of the same name, allocating ids in the recipient's
     mailbox (inside its delivery transaction); one mapping serves the whole delivery."""
     out: dict[int, int] = {}
     for pid, name in names.items():
         try:
-            [new] = named.get_ids(conn, [name], create=True, limits=limits)
+            [new] = db.named.get_ids(txn, [name], create=True, limits=limits)
         except (errors.NotEnoughResources, errors.InvalidParameter):
             # The recipient's named-id range is exhausted (or its limits refuse the
             # name): drop the properties of this name rather than fail the delivery
@@ -286,12 +285,12 @@ def submit(message: Message, submission_id: bytes | None = None) -> SubmitResult
             message.save_changes()
         db_id = message._state.db_id
         assert db_id is not None
-        with ctx.db.reading() as conn:
-            exported = export_message(conn, db_id, ctx.limits)
-            change_num = int(
-                conn.execute("SELECT change_num FROM messages WHERE id = ?", (db_id,)).fetchone()[0]
-            )
-            names = _sender_names(conn, exported)
+        with ctx.db.reading() as txn:
+            exported = ctx.db.messages.export(txn, db_id, ctx.limits)
+            where = ctx.db.messages.placement(txn, db_id)
+            assert where is not None  # (exported: it is there)
+            change_num = where.change_num
+            names = _sender_names(ctx.db, txn, exported)
     sid = submission_id or (ctx.uid + db_id.to_bytes(8, "big") + change_num.to_bytes(6, "big"))
     recipients = exported.recipients or []
     if not recipients:
@@ -341,19 +340,16 @@ def _deliver(
         (pt.PR_MESSAGE_RECIP_ME, True),
     ]:
         state.bag.set(tag, value)
-    with db.transaction() as conn:
-        if conn.execute("SELECT 1 FROM submissions WHERE submission_id = ?", (sid,)).fetchone():
+    with db.transaction() as txn:
+        if db.messages.was_delivered(txn, sid):
             return  # delivered by an earlier attempt
-        _translate_named(state, _recipient_ids(conn, names, db.limits))
-        inbox = role_folder(conn, "inbox")
-        new_id = save_message(
-            conn, state, limits=db.limits, change_num=db.next_change_number(conn), now=now,
+        _translate_named(state, _recipient_ids(db, txn, names, db.limits))
+        inbox = role_folder(txn, "inbox")
+        new_id = db.messages.save(
+            txn, state, limits=db.limits, change_num=db.next_change_number(txn), now=now,
             folder_id=inbox,
         )  # fmt: skip
-        conn.execute(
-            "INSERT INTO submissions(submission_id, message_id, time) VALUES (?, ?, ?)",
-            (sid, new_id, now),
-        )
+        db.messages.note_delivery(txn, sid, new_id, now)
         record(target, _new_mail(new_id, inbox, state.bag, flags))
 
 
@@ -370,23 +366,21 @@ def _file(
 ) -> tuple[bytes | None, bytes | None]:  # fmt: skip
     ctx: StoreContext = message._ctx
     db = ctx.db
-    with db.lock, db.transaction() as conn:
-        row = conn.execute(
-            "SELECT change_num, folder_id FROM messages WHERE id = ?", (db_id,)
-        ).fetchone()
-        if row is None:
+    with db.lock, db.transaction() as txn:
+        where = db.messages.placement(txn, db_id)
+        if where is None:
             raise errors.ObjectDeleted("the message was deleted during submission")
-        if int(row[0]) != change_num:
+        if where.change_num != change_num:
             raise errors.ObjectChanged("the message changed during submission")
-        old_folder = int(row[1])
+        assert where.folder_id is not None
+        old_folder = where.folder_id
         ndr_eid = None
         if failed:
-            ndr_eid = ctx.message_eid(_save_ndr(ctx, conn, exported, failed, now))
+            ndr_eid = ctx.message_eid(_save_ndr(ctx, txn, exported, failed, now))
         delete_after = message._state.bag.lookup(pt.PR_DELETE_AFTER_SUBMIT)
-        cn = db.next_change_number(conn)
+        cn = db.next_change_number(txn)
         if delete_after is not None and delete_after[1] is True:
-            tomb.tombstone(conn, tomb.MESSAGE, [db_id], old_folder, cn, now)
-            conn.execute("DELETE FROM messages WHERE id = ?", (db_id,))
+            db.messages.delete(txn, db_id, folder_id=old_folder, change_num=cn, now=now)
             record(ctx, Change(op=Op.DELETED, folder=False, object_id=db_id, parent_id=old_folder))
             message._closed = True
             return None, ndr_eid
@@ -394,28 +388,30 @@ def _file(
         flags = (_flags(state.bag) & ~(pt.MSGFLAG_UNSENT | pt.MSGFLAG_SUBMIT)) | pt.MSGFLAG_READ
         for tag, value in [*_sender_props(ctx.user, now), (pt.PR_MESSAGE_FLAGS, flags)]:
             state.bag.set(tag, value)
-        save_message(conn, state, limits=ctx.limits, change_num=cn, now=now, folder_id=old_folder)
-        sent = role_folder(conn, "sent")
+        db.messages.save(
+            txn, state, limits=ctx.limits, change_num=cn, now=now, folder_id=old_folder
+        )
+        sent = role_folder(txn, "sent")
         change = Change(op=Op.MODIFIED, folder=False, object_id=db_id, parent_id=old_folder)
         if sent != old_folder:
-            conn.execute("UPDATE messages SET folder_id = ? WHERE id = ?", (sent, db_id))
-            tomb.tombstone(conn, tomb.MESSAGE, [db_id], old_folder, cn, now)
+            db.messages.move(
+                txn, db_id, from_folder=old_folder, to_folder=sent, change_num=cn, now=now
+            )
             change = Change(
                 op=Op.MOVED, folder=False, object_id=db_id, parent_id=sent,
                 old_parent_id=old_folder,
             )  # fmt: skip
         record(ctx, change)
     # Reload the working copy: it is now the filed message.
-    with db.reading() as conn:
-        message._state, folder_id = load_message(conn, db_id)
+    with db.reading() as txn:
+        message._state, folder_id = db.messages.load(txn, db_id)
     message.folder_id = folder_id
     return ctx.message_eid(db_id), ndr_eid
 
 
 def _save_ndr(
-    ctx: StoreContext, conn: sqlite3.Connection, original: MessageState, failed: list[str],
-    now: int,
-) -> int:  # fmt: skip
+    ctx: StoreContext, txn: Txn, original: MessageState, failed: list[str], now: int
+) -> int:
     subject = _text(original.bag, pt.PR_SUBJECT_W)
     body = (
         "Your message could not be delivered to these recipients:\r\n\r\n"
@@ -455,10 +451,10 @@ def _save_ndr(
         None, 0, now, now, bag, recipients=recipients,
         attachments={0: AttachState(0, None, attach_bag, embedded)}, next_attach_num=1,
     )  # fmt: skip
-    inbox = role_folder(conn, "inbox")
+    inbox = role_folder(txn, "inbox")
     db = ctx.db
-    ndr_id = save_message(
-        conn, state, limits=ctx.limits, change_num=db.next_change_number(conn), now=now,
+    ndr_id = db.messages.save(
+        txn, state, limits=ctx.limits, change_num=db.next_change_number(txn), now=now,
         folder_id=inbox,
     )  # fmt: skip
     record(ctx, _new_mail(ndr_id, inbox, bag, 0))

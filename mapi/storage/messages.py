@@ -23,13 +23,30 @@ mailbox's quota in its own transaction, after writing (so the measure is exact a
 refusal keeps nothing): :func:`mailbox_size` (a sum over an index, never a stored
 counter: see :mod:`mapi.objects.quota` for why), :func:`mailbox_quota` (the mailbox's own
 limit in ``meta``, else the server's default), :func:`check_mailbox_room`.
+
+Detached copies: :func:`copy_message` copies inside one database with SQL
+(``INSERT ... SELECT``; large values that hold their own chunks are copied inside
+SQLite, linked ones shared). Delivery ([MS-OXOMSG] 3.2.5.1 in our simple form,
+:mod:`mapi.objects.submit`) copies a message into *another* mailbox file, so
+:func:`export_message` reads it into a :class:`MessageState` that belongs to no
+database (``db_id`` None): small values as values, large ones (bodies, attachment
+data) spooled chunk by chunk into :class:`~mapi.storage.propbag.TempData` (nothing is
+held whole in memory), its recipients, its attachments and their embedded messages,
+recursively. Saving that state with :func:`save_message` in the target database
+writes a new message there. Snapshots of one export share the frozen spooled data, so
+one export serves every recipient. (This was ``mapi.storage.transfer``.)
+
+The core reaches all of this through :class:`SqliteMessages` (``MailboxDB.messages``,
+see :mod:`mapi.storage.api`): loading, saving, copying, exporting, moving, deleting
+and flagging one message, the submissions a mailbox received, and the mailbox's size
+and quota. The other functions of this module are the SQLite backend's own.
 """
 
 from __future__ import annotations
 
 import io
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +61,7 @@ from mapi.model.properties import (
     unpack_props,
     value_size,
 )
-from mapi.storage import chunks
+from mapi.storage import chunks, tombstones
 from mapi.storage.propbag import PropBag, Source, TempData
 from mapi.storage.schema import MESSAGE_SELECT, OWNER_ATTACHMENT, OWNER_MESSAGE
 from mapi.storage.staging import StagedData
@@ -547,7 +564,314 @@ def copy_message(
     return int(new_id)
 
 
+# --- Detached copies (delivery into another mailbox) ------------------------------------
+
+
+def _detach(
+    conn: sqlite3.Connection, owner_kind: int, owner_id: int, bag: PropBag, limits: Limits
+) -> PropBag:
+    out = PropBag()
+    for tag, value in bag.base.items():
+        out.set(tag, value)
+    for tag, length in bag.large.items():
+        temp = TempData(limits.chunk_bytes)
+        offset = 0
+        while offset < length:
+            block = chunks.read(conn, owner_kind, owner_id, tag, offset, limits.chunk_bytes)
+            if not block:
+                break
+            temp.write_at(offset, block)
+            offset += len(block)
+        out.set_temp(tag, temp)
+    return out
+
+
+def export_message(conn: sqlite3.Connection, db_id: int, limits: Limits) -> MessageState:
+    """A detached, unsaved copy of committed message ``db_id`` (see the module docstring,
+    "Detached copies").
+
+    Raises:
+        NotFound: no such message.
+    """
+    state, _ = load_message(conn, db_id)
+    bag = _detach(conn, OWNER_MESSAGE, db_id, state.bag, limits)
+    attachments: dict[int, AttachState | None] = {}
+    rows = conn.execute(
+        "SELECT id, num FROM attachments WHERE message_id = ? ORDER BY num", (db_id,)
+    ).fetchall()
+    for attach_id, num in rows:
+        committed = load_attachment(conn, db_id, int(num))
+        abag = _detach(conn, OWNER_ATTACHMENT, int(attach_id), committed.bag, limits)
+        emb_id = embedded_id(conn, int(attach_id))
+        emb = None if emb_id is None else export_message(conn, emb_id, limits)
+        attachments[int(num)] = AttachState(int(num), None, abag, emb)
+    return MessageState(
+        None,
+        0,
+        state.created,
+        state.modified,
+        bag,
+        recipients=load_recipients(conn, db_id),
+        attachments=attachments,
+        next_attach_num=state.next_attach_num,
+    )
+
+
+# --- Where a message is, and the operations on one message row ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a committed message is: its folder (None: embedded) and change number."""
+
+    folder_id: int | None
+    change_num: int
+
+
+def placement(conn: sqlite3.Connection, message_id: int) -> Placement | None:
+    """The folder and change number of message ``message_id`` (None: no such message)."""
+    row = conn.execute(
+        "SELECT folder_id, change_num FROM messages WHERE id = ?", (message_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    return Placement(None if row[0] is None else int(row[0]), int(row[1]))
+
+
+def folder_exists(conn: sqlite3.Connection, folder_id: int) -> bool:
+    """Is there a folder ``folder_id`` (a message may be saved or filed there)?"""
+    return conn.execute("SELECT 1 FROM folders WHERE id = ?", (folder_id,)).fetchone() is not None
+
+
+def set_flags(conn: sqlite3.Connection, message_id: int, flags: int) -> int | None:
+    """Set PR_MESSAGE_FLAGS of a committed message at once (the read flag); return its
+    folder id (None: no such message, nothing changed)."""
+    row = conn.execute(
+        "UPDATE messages SET flags = ? WHERE id = ? RETURNING folder_id", (flags, message_id)
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def delete_message(
+    conn: sqlite3.Connection, message_id: int, *, folder_id: int, change_num: int, now: int
+) -> None:
+    """Delete a message of ``folder_id`` with everything below it (the schema's cascades),
+    leaving a tombstone at ``change_num`` for incremental sync."""
+    tombstones.tombstone(conn, tombstones.MESSAGE, [message_id], folder_id, change_num, now)
+    conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+
+
+def move_message(
+    conn: sqlite3.Connection,
+    message_id: int,
+    *,
+    from_folder: int,
+    to_folder: int,
+    change_num: int,
+    now: int,
+) -> None:
+    """Move a message between folders, leaving a tombstone in the one it left."""
+    conn.execute("UPDATE messages SET folder_id = ? WHERE id = ?", (to_folder, message_id))
+    tombstones.tombstone(conn, tombstones.MESSAGE, [message_id], from_folder, change_num, now)
+
+
+def was_delivered(conn: sqlite3.Connection, submission_id: bytes) -> bool:
+    """Has this mailbox received submission ``submission_id`` (an earlier attempt)?"""
+    row = conn.execute(
+        "SELECT 1 FROM submissions WHERE submission_id = ?", (submission_id,)
+    ).fetchone()
+    return row is not None
+
+
+def note_delivery(
+    conn: sqlite3.Connection, submission_id: bytes, message_id: int, now: int
+) -> None:
+    """Record that submission ``submission_id`` arrived as ``message_id`` (in the
+    delivery's transaction, so a retry skips this mailbox exactly when the copy is here)."""
+    conn.execute(
+        "INSERT INTO submissions(submission_id, message_id, time) VALUES (?, ?, ?)",
+        (submission_id, message_id, now),
+    )
+
+
 class SqliteMessages:
-    """Message rows for the core (``MailboxDB.messages``): the SQLite implementation."""
+    """Message rows for the core (``MailboxDB.messages``): the SQLite implementation.
+
+    Stateless (one per mailbox object). Every method takes the transaction handle that
+    :meth:`~mapi.storage.db.MailboxDB.transaction` (writes) or
+    :meth:`~mapi.storage.db.MailboxDB.reading` yielded, and delegates to the functions
+    of this module, :mod:`mapi.storage.chunks` and :mod:`mapi.storage.tombstones`.
+    """
 
     __slots__ = ()
+
+    # --- Reading ---------------------------------------------------------------------------
+
+    def load(self, conn: sqlite3.Connection, message_id: int) -> tuple[MessageState, int | None]:
+        """The committed state of a message and its folder id (None: embedded).
+
+        Raises:
+            NotFound: no such message.
+        """
+        return load_message(conn, message_id)
+
+    def recipients(
+        self, conn: sqlite3.Connection, message_id: int | None
+    ) -> list[dict[int, PropData]]:
+        """The committed recipient rows of a message (none for an unsaved one)."""
+        return load_recipients(conn, message_id)
+
+    def attachment_sizes(self, conn: sqlite3.Connection, message_id: int | None) -> dict[int, int]:
+        """Attachment number -> size of a message's committed attachments."""
+        return committed_attachments(conn, message_id)
+
+    def load_attachment(self, conn: sqlite3.Connection, message_id: int, num: int) -> AttachState:
+        """The committed state of attachment ``num`` of a message.
+
+        Raises:
+            NotFound: no such attachment.
+        """
+        return load_attachment(conn, message_id, num)
+
+    def embedded_id(self, conn: sqlite3.Connection, attach_id: int | None) -> int | None:
+        """The committed embedded message of an attachment row, if any."""
+        return embedded_id(conn, attach_id)
+
+    def read_value(
+        self, conn: sqlite3.Connection, message_id: int, tag: int, offset: int, size: int
+    ) -> bytes:
+        """Up to ``size`` bytes from ``offset`` of a message's committed large value."""
+        return chunks.read(conn, OWNER_MESSAGE, message_id, tag, offset, size)
+
+    def read_attachment_value(
+        self, conn: sqlite3.Connection, attach_id: int, tag: int, offset: int, size: int
+    ) -> bytes:
+        """Up to ``size`` bytes from ``offset`` of an attachment's committed large value."""
+        return chunks.read(conn, OWNER_ATTACHMENT, attach_id, tag, offset, size)
+
+    def placement(self, conn: sqlite3.Connection, message_id: int) -> Placement | None:
+        """Where a message is and its change number (None: no such message)."""
+        return placement(conn, message_id)
+
+    def folder_exists(self, conn: sqlite3.Connection, folder_id: int) -> bool:
+        """Is there a folder ``folder_id``?"""
+        return folder_exists(conn, folder_id)
+
+    def export(self, conn: sqlite3.Connection, message_id: int, limits: Limits) -> MessageState:
+        """A detached copy of a committed message, for saving into another mailbox
+        (:func:`export_message`).
+
+        Raises:
+            NotFound: no such message.
+        """
+        return export_message(conn, message_id, limits)
+
+    # --- Writing ---------------------------------------------------------------------------
+
+    def save(
+        self,
+        conn: sqlite3.Connection,
+        state: MessageState,
+        *,
+        limits: Limits,
+        change_num: int,
+        now: int,
+        folder_id: int | None = None,
+        attach_id: int | None = None,
+        force: bool = False,
+        check_quota: bool | None = None,
+    ) -> int:
+        """Write ``state`` with everything below it; return the message id
+        (:func:`save_message`, whose errors it raises)."""
+        return save_message(
+            conn,
+            state,
+            limits=limits,
+            change_num=change_num,
+            now=now,
+            folder_id=folder_id,
+            attach_id=attach_id,
+            force=force,
+            check_quota=check_quota,
+        )
+
+    def copy(
+        self,
+        conn: sqlite3.Connection,
+        src_id: int,
+        *,
+        change_num: int,
+        folder_id: int | None = None,
+        attach_id: int | None = None,
+    ) -> int:
+        """Copy a message with everything below it; return the new id."""
+        return copy_message(
+            conn, src_id, change_num=change_num, folder_id=folder_id, attach_id=attach_id
+        )
+
+    def set_flags(self, conn: sqlite3.Connection, message_id: int, flags: int) -> int | None:
+        """Set a committed message's flags at once; its folder id (None: no message)."""
+        return set_flags(conn, message_id, flags)
+
+    def note_read(
+        self, conn: sqlite3.Connection, message_ids: Iterable[int], change_num: int
+    ) -> None:
+        """Record a read-flag change of messages for incremental sync."""
+        tombstones.note_read(conn, message_ids, change_num)
+
+    def delete(
+        self, conn: sqlite3.Connection, message_id: int, *, folder_id: int, change_num: int,
+        now: int,
+    ) -> None:  # fmt: skip
+        """Delete a message of ``folder_id`` (cascading), leaving a tombstone."""
+        delete_message(conn, message_id, folder_id=folder_id, change_num=change_num, now=now)
+
+    def move(
+        self, conn: sqlite3.Connection, message_id: int, *, from_folder: int, to_folder: int,
+        change_num: int, now: int,
+    ) -> None:  # fmt: skip
+        """Move a message between folders, leaving a tombstone in the one it left."""
+        move_message(
+            conn, message_id, from_folder=from_folder, to_folder=to_folder,
+            change_num=change_num, now=now,
+        )  # fmt: skip
+
+    # --- Submissions ------------------------------------------------------------------------
+
+    def was_delivered(self, conn: sqlite3.Connection, submission_id: bytes) -> bool:
+        """Has this mailbox already received the submission?"""
+        return was_delivered(conn, submission_id)
+
+    def note_delivery(
+        self, conn: sqlite3.Connection, submission_id: bytes, message_id: int, now: int
+    ) -> None:
+        """Record the submission's arrival as ``message_id`` (in its transaction)."""
+        note_delivery(conn, submission_id, message_id, now)
+
+    # --- Mailbox size and quota -----------------------------------------------------------
+
+    def mailbox_size(self, conn: sqlite3.Connection) -> int:
+        """The size of the mailbox in bytes (:func:`mailbox_size`)."""
+        return mailbox_size(conn)
+
+    def mailbox_quota(self, conn: sqlite3.Connection, limits: Limits) -> int:
+        """The mailbox's size limit: its own, else the default (0: none)."""
+        return mailbox_quota(conn, limits)
+
+    def has_own_quota(self, conn: sqlite3.Connection) -> bool:
+        """Does the mailbox have a size limit of its own?"""
+        return has_own_quota(conn)
+
+    def set_mailbox_quota(self, conn: sqlite3.Connection, limit: int | None) -> None:
+        """Give the mailbox its own size limit (0: none), or None: the default again."""
+        set_mailbox_quota(conn, limit)
+
+    def mailbox_room(self, conn: sqlite3.Connection, limits: Limits) -> int | None:
+        """Bytes the mailbox may still grow by (None: no limit)."""
+        return mailbox_room(conn, limits)
+
+    def check_mailbox_room(
+        self, conn: sqlite3.Connection, limits: Limits, added: int | None
+    ) -> None:
+        """Raise NotEnoughDisk if the mailbox is past its quota after adding ``added``."""
+        check_mailbox_room(conn, limits, added)
