@@ -78,6 +78,12 @@ def test_first_pdus_say_which_channel_opens() -> None:
 def test_bad_first_pdus_are_refused(
     opener: Callable[[rts.RtsMessage], ChannelOpening], pdu: bytes, successor: bool, error: str
 ) -> None:
+    opening = opener(message(pdu))
+    assert opening.first is None and opening.successor == successor
+    assert opening.error.startswith(error)
+
+
+def test_establishment_against_the_client_core() -> None:
     """Our client's CONN/A1 and B1 in, CONN/A3 and C2 out, establish our client."""
     client = ClientVc(
         vc_cookie=VC,
