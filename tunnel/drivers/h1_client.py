@@ -29,6 +29,12 @@ Channels are recycled (:mod:`tunnel.recycling`), so a VC lives past any Content-
 
 All writes on IN go through one lock, message by message, so IN_R2/A5 is the last PDU
 of a predecessor and no RPC PDU can slip in behind it.
+
+This module is the trio driver: the protocol (what each PDU means, what may be sent,
+the order of the recycling steps) is the sans-IO core :class:`tunnel.client_vc.ClientVc`,
+and each channel's HTTP/1.1 connection is a :class:`tunnel.client_channel.ClientChannel`.
+The driver owns the TLS connections, the tasks (the OUT reader, the recycles, the IN
+watchers), the locks and the timeouts, and writes what the core returns.
 """
 
 from __future__ import annotations

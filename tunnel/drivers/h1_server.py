@@ -29,6 +29,11 @@ A successor that names an unknown VC, another user's VC, a channel that is not t
 current one, or comes while a recycle of its side is under way gets ``503 RPC Error:
 6c0`` (RPC_S_PROTOCOL_ERROR) and the VC goes on untouched.
 
+What the first PDU of a channel asks, the establishment PDUs, the classify-and-act of
+the IN channel's RTS PDUs and the attach of successors are the sans-IO core's
+(:mod:`tunnel.proxy_vc`); this handler reads, decides authentication and targets,
+writes and waits.
+
 Every wait is bounded: the request head and a rejected body's drain (``head_timeout``
 each, in all, not per read: slowloris), the idle connection (``idle_timeout``), the
 missing half (``pair_timeout``), an idle VC (``vc_idle_timeout``), a peer that does

@@ -8,17 +8,19 @@ nursery, not in a channel handler: it owns the backend, queues the PDUs it sends
 (:meth:`~tunnel.drivers.backend.Backend.relay`) and writes them, with the proxy's RTS
 PDUs, on whichever OUT channel is current (``vc.out_sink``).
 
-The OUT writer, per turn: the recycling PDUs that are due (OUT_R2/A6; once OUT_R2/A7
-and OUT_R2/C1 are in, the RPC PDUs the predecessor still takes, OUT_R2/B3, then
-``200 Success`` on the successor and the switch), then control PDUs (the
-acknowledgement of IN data, IN_R2/A4), then the next RPC PDU if the client's window and
-the channel's Content-Length allow, asking for a successor (OUT_R2/A2) once fewer than
-``out_recycle_threshold`` bytes are left, and a Ping when the channel has been quiet
-for the keep-alive interval. Budgets follow :mod:`tunnel.recycling`: the handshake PDUs
-still due are always reserved, and RPC PDUs also leave
-:data:`~tunnel.recycling.CONTROL_HEADROOM`. A client that never opens a successor keeps
-its VC until an RPC PDU no longer fits and ``recycle_timeout`` has passed since
-OUT_R2/A2; then the VC ends cleanly, the Content-Length never exceeded.
+The OUT writer follows the turns of the sans-IO core
+(:meth:`tunnel.proxy_vc.ProxyVc.out_turn`), which decide, per turn: the recycling PDUs
+that are due (OUT_R2/A6; once OUT_R2/A7 and OUT_R2/C1 are in, the RPC PDUs the
+predecessor still takes, OUT_R2/B3, then ``200 Success`` on the successor and the
+switch), then control PDUs (the acknowledgement of IN data, IN_R2/A4), then the next RPC
+PDU if the client's window and the channel's Content-Length allow, asking for a
+successor (OUT_R2/A2) once fewer than ``out_recycle_threshold`` bytes are left, and a
+Ping when the channel has been quiet for the keep-alive interval. Budgets follow
+:mod:`tunnel.recycling`: the handshake PDUs still due are always reserved, and RPC PDUs
+also leave :data:`~tunnel.recycling.CONTROL_HEADROOM`. A client that never opens a
+successor keeps its VC until an RPC PDU no longer fits and ``recycle_timeout`` has
+passed since OUT_R2/A2; then the VC ends cleanly, the Content-Length never exceeded.
+This module performs the turns: it writes, flushes, feeds the backend and waits.
 """
 
 from __future__ import annotations
