@@ -26,7 +26,6 @@ conservative reading. Failures raise MAPI_E_NO_ACCESS.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final
 
 # The rights model lives in mapi.model.rights (a client imports it without the store);
@@ -48,48 +47,36 @@ from mapi.model.rights import (
     parse_rights,
     role_name,
 )
+from mapi.storage.acl import DEFAULT_MEMBER, SqliteAcl
+from mapi.storage.api import Txn
 
-DEFAULT_MEMBER: Final = "default"
-
-
-def folder_rights(conn: sqlite3.Connection, folder_id: int, member: str) -> int:
-    """Rights of ``member`` (not the owner) on a folder: its row, else the default row."""
-    row = conn.execute(
-        "SELECT rights FROM acl WHERE folder_id = ? AND member IN (?, ?)"
-        " ORDER BY member = ? DESC LIMIT 1",
-        (folder_id, member, DEFAULT_MEMBER, member),
-    ).fetchone()
-    return 0 if row is None else int(row[0])
+# Transitional: the ``(conn, ...)`` helpers below serve callers not yet on
+# ``MailboxDB.acl`` (they assume the SQLite backend); they go once every caller is.
+_SQLITE: Final = SqliteAcl()
 
 
-def set_member(conn: sqlite3.Connection, folder_id: int, member: str, rights: int) -> None:
-    """Set (rights > 0) or remove (rights == 0) the ACL row of a member."""
-    check_rights(rights)
-    if rights:
-        conn.execute(
-            "INSERT INTO acl(folder_id, member, rights) VALUES (?, ?, ?)"
-            " ON CONFLICT(folder_id, member) DO UPDATE SET rights = excluded.rights",
-            (folder_id, member, rights),
-        )
-    else:
-        conn.execute("DELETE FROM acl WHERE folder_id = ? AND member = ?", (folder_id, member))
+def folder_rights(txn: Txn, folder_id: int, member: str) -> int:
+    """Rights of ``member`` (not the owner) on a folder: its row, else the default row.
+    Transitional: ``db.acl.rights(txn, folder_id, member)`` is the same."""
+    return _SQLITE.rights(txn, folder_id, member)
 
 
-def members(conn: sqlite3.Connection, folder_id: int) -> list[tuple[str, int]]:
-    """The ACL rows of a folder, as (member, rights), sorted by member."""
-    rows = conn.execute(
-        "SELECT member, rights FROM acl WHERE folder_id = ? ORDER BY member", (folder_id,)
-    )
-    return [(str(m), int(r)) for m, r in rows]
+def set_member(txn: Txn, folder_id: int, member: str, rights: int) -> None:
+    """Set (rights > 0) or remove (rights == 0) the ACL row of a member.
+    Transitional: ``db.acl.set(txn, folder_id, member, rights)`` is the same."""
+    _SQLITE.set(txn, folder_id, member, rights)
 
 
-def grants_anything(conn: sqlite3.Connection, member: str) -> bool:
-    """True when some folder grants ``member`` (or everyone) any right."""
-    row = conn.execute(
-        "SELECT 1 FROM acl WHERE member IN (?, ?) AND rights <> 0 LIMIT 1",
-        (member, DEFAULT_MEMBER),
-    ).fetchone()
-    return row is not None
+def members(txn: Txn, folder_id: int) -> list[tuple[str, int]]:
+    """The ACL rows of a folder, as (member, rights), sorted by member.
+    Transitional: ``db.acl.members(txn, folder_id)`` is the same."""
+    return _SQLITE.members(txn, folder_id)
+
+
+def grants_anything(txn: Txn, member: str) -> bool:
+    """True when some folder grants ``member`` (or everyone) any right.
+    Transitional: ``db.acl.grants_anything(txn, member)`` is the same."""
+    return _SQLITE.grants_anything(txn, member)
 
 
 __all__ = [

@@ -9,7 +9,8 @@ RopGetHierarchyTable, RopGetContentsTable) and [MS-OXOSFLD] (special folders).
 A mailbox is created on first use with the root folder, the IPM subtree ("Top of
 Information Store") and the special folders below it; each special folder has a
 *role* (``inbox``, ``deleted``...) so it is found without trusting display names.
-Folders are not transacted: every change commits at once in one SQLite transaction.
+Folders are not transacted: every change commits at once in one storage transaction
+(the rows live behind ``MailboxDB.folders``, :mod:`mapi.storage.folders`).
 Display names are unique among siblings, case-insensitively (MAPI_E_COLLISION).
 Special folders cannot be deleted, moved or renamed (MAPI_E_NO_ACCESS).
 
@@ -21,7 +22,7 @@ has messages or subfolders needs ``DEL_MESSAGES`` / ``DEL_FOLDERS``
 (MAPI_E_HAS_MESSAGES / MAPI_E_HAS_FOLDERS otherwise).
 
 Counts are computed, never stored: PR_CONTENT_COUNT and PR_CONTENT_UNREAD are
-``count(*)`` over the ``(folder_id, ...)`` indexes, so they cannot drift.
+counted by the storage layer on each read, so they cannot drift.
 
 Copies (of messages or folders, not moves) add to the mailbox's size: one that takes
 it past its quota fails with MAPI_E_NOT_ENOUGH_DISK and copies nothing
@@ -36,7 +37,6 @@ read-state change numbers; :mod:`mapi.storage.tombstones`).
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -46,29 +46,22 @@ from mapi.model import errors
 from mapi.model import proptags as pt
 from mapi.model import restrictions as rs
 from mapi.model.entryid import EntryKind
-from mapi.model.properties import PropData, pack_props, unpack_props, validate
+from mapi.model.properties import PropData, validate
 from mapi.notify.changes import Change, Op, record
 from mapi.objects.base import MapiObject
 from mapi.objects.context import StoreContext
 from mapi.objects.hierarchy import (
-    FOLDER_SELECT,
     HIERARCHY_COLUMNS,
     ROLE_TAGS,
     STANDARD_FOLDERS,
-    _ancestors,
-    _check_name,
-    _row,
-    _subtree,
-    _subtree_height,
-    _touch_subtree,
-    _unique_name,
+    check_name,
     ensure_standard_folders,
     folder_props,
     role_folder,
 )
 from mapi.objects.messages import Message
-from mapi.storage import tombstones as tomb
-from mapi.storage.messages import check_mailbox_room, copy_message
+from mapi.storage.api import Txn
+from mapi.storage.folders import FolderRow
 from mapi.storage.propbag import PropBag
 from mapi.tables.contents import ContentsTable
 from mapi.tables.table import MemoryTable
@@ -127,8 +120,8 @@ class Folder(MapiObject):
     def __init__(self, ctx: StoreContext, folder_id: int) -> None:
         super().__init__(ctx)
         self.folder_id = folder_id
-        with ctx.db.reading() as conn:
-            self._role: str | None = _row(conn, folder_id)[4]
+        with ctx.db.reading() as txn:
+            self._role: str | None = ctx.db.folders.row(txn, folder_id).role
 
     @property
     def entry_id(self) -> bytes:
@@ -148,8 +141,9 @@ class Folder(MapiObject):
         cached: dict[int, PropData] | None = getattr(self, "_cache", None)
         if cached is not None:
             return cached
-        with self._ctx.db.reading() as conn:
-            props = folder_props(self._ctx, conn, _row(conn, self.folder_id))
+        db = self._ctx.db
+        with db.reading() as txn:
+            props = folder_props(self._ctx, txn, db.folders.row(txn, self.folder_id))
         rights = self._ctx.rights(self.folder_id)
         props[pt.PR_RIGHTS] = rights
         access = pt.MAPI_ACCESS_READ
@@ -180,36 +174,33 @@ class Folder(MapiObject):
         self._ctx.require(self.folder_id, permissions.FOLDER_OWNER)
 
     def _apply(self, sets: list[tuple[int, PropData]], deletes: list[int]) -> None:
-        with self._ctx.db.transaction() as conn:
-            row = _row(conn, self.folder_id)
-            props = unpack_props(row[8])
+        db = self._ctx.db
+        with db.transaction() as txn:
+            row = db.folders.row(txn, self.folder_id)
+            props = dict(row.props)
             for tag in deletes:
                 if tag == pt.PR_DISPLAY_NAME_W:
                     continue  # a folder always has a name
                 props.pop(tag, None)
             for tag, value in sets:
                 if tag == pt.PR_DISPLAY_NAME_W:
-                    self._rename(conn, row, value)
+                    self._rename(txn, row, value)
                 else:
                     props[tag] = value
-            conn.execute(
-                "UPDATE folders SET props = ?, modified = ?, change_num = ? WHERE id = ?",
-                (pack_props(props), self._ctx.now(), self._ctx.db.next_change_number(conn),
-                 self.folder_id),
+            db.folders.write_props(
+                txn, self.folder_id, props, modified=self._ctx.now(),
+                change_num=db.next_change_number(txn),
             )  # fmt: skip
-            record(self._ctx, _folder_change(Op.MODIFIED, self.folder_id, row[1]))
+            record(self._ctx, _folder_change(Op.MODIFIED, self.folder_id, row.parent_id))
 
-    def _rename(self, conn: sqlite3.Connection, row: Sequence[Any], name: object) -> None:
-        name = _check_name(name, self._ctx.limits)
-        if row[4] is not None:
+    def _rename(self, txn: Txn, row: FolderRow, name: object) -> None:
+        name = check_name(name, self._ctx.limits)
+        if row.role is not None:
             raise errors.NoAccess("special folders cannot be renamed")
-        clash = conn.execute(
-            "SELECT 1 FROM folders WHERE parent_id = ? AND name = ? AND id <> ?",
-            (row[1], name, self.folder_id),
-        ).fetchone()
-        if clash:
+        folders = self._ctx.db.folders
+        if folders.child_named(txn, row.parent_id, name, excluding=self.folder_id) is not None:
             raise errors.Collision(f"a sibling folder is named {name!r}")
-        conn.execute("UPDATE folders SET name = ? WHERE id = ?", (name, self.folder_id))
+        folders.rename(txn, self.folder_id, name)
 
     def rename(self, name: str) -> None:
         """Rename the folder.
@@ -240,7 +231,7 @@ class Folder(MapiObject):
         """
         with self._ctx.db.lock:
             self._check_open()
-            name = _check_name(name, self._ctx.limits)
+            name = check_name(name, self._ctx.limits)
             self._ctx.require(self.folder_id, permissions.CREATE_SUBFOLDER)
             props: dict[int, PropData] = {}
             if comment is not None:
@@ -249,35 +240,31 @@ class Folder(MapiObject):
                 props[pt.PR_CONTAINER_CLASS_W] = validate(
                     pt.PR_CONTAINER_CLASS_W, container_class, self._ctx.limits
                 )
-            with self._ctx.db.transaction() as conn:
-                existing = conn.execute(
-                    "SELECT id FROM folders WHERE parent_id = ? AND name = ?",
-                    (self.folder_id, name),
-                ).fetchone()
+            db = self._ctx.db
+            with db.transaction() as txn:
+                existing = db.folders.child_named(txn, self.folder_id, name)
                 if existing is not None:
                     if open_if_exists:
                         # As open_folder would: the name must not open a hidden folder.
-                        self._ctx.require(int(existing[0]), permissions.FOLDER_VISIBLE)
-                        return Folder(self._ctx, int(existing[0]))
+                        self._ctx.require(existing, permissions.FOLDER_VISIBLE)
+                        return Folder(self._ctx, existing)
                     raise errors.Collision(f"a subfolder is named {name!r}")
-                if len(_ancestors(conn, self.folder_id)) > self._ctx.limits.max_folder_depth:
+                depth = len(db.folders.ancestors(txn, self.folder_id))
+                if depth > self._ctx.limits.max_folder_depth:
                     raise errors.TooComplex("folder hierarchy too deep")
-                now = self._ctx.now()
-                new_id = conn.execute(
-                    "INSERT INTO folders(parent_id, name, folder_type, role, created, modified,"
-                    " change_num, props) VALUES (?, ?, ?, NULL, ?, ?, ?, ?) RETURNING id",
-                    (self.folder_id, name, pt.FOLDER_GENERIC, now, now,
-                     self._ctx.db.next_change_number(conn), pack_props(props)),
-                ).fetchone()[0]  # fmt: skip
-                record(self._ctx, _folder_change(Op.CREATED, int(new_id), self.folder_id))
-            return Folder(self._ctx, int(new_id))
+                new_id = db.folders.create(
+                    txn, self.folder_id, name, folder_type=pt.FOLDER_GENERIC,
+                    now=self._ctx.now(), change_num=db.next_change_number(txn), props=props,
+                )  # fmt: skip
+                record(self._ctx, _folder_change(Op.CREATED, new_id, self.folder_id))
+            return Folder(self._ctx, new_id)
 
-    def _child(self, conn: sqlite3.Connection, entry_id: bytes) -> Sequence[Any]:
+    def _child(self, txn: Txn, entry_id: bytes) -> FolderRow:
         fid = self._ctx.parse(entry_id, EntryKind.FOLDER).object_id
-        row = conn.execute(f"SELECT {FOLDER_SELECT} FROM folders WHERE id = ?", (fid,)).fetchone()
-        if row is None or row[1] != self.folder_id:
+        row = self._ctx.db.folders.child(txn, self.folder_id, fid)
+        if row is None:
             raise errors.NotFound("no such subfolder")
-        return tuple(row)
+        return row
 
     def delete_folder(self, entry_id: bytes, flags: int = 0) -> None:
         """Delete a subfolder: into Deleted Items, or for good (see module docstring).
@@ -289,42 +276,31 @@ class Folder(MapiObject):
             self._check_open()
             if flags & ~(DEL_MESSAGES | DEL_FOLDERS | DELETE_HARD_DELETE):
                 raise errors.UnknownFlags(f"0x{flags:X}")
-            with self._ctx.db.transaction() as conn:
-                row = self._child(conn, entry_id)
-                fid = int(row[0])
+            db = self._ctx.db
+            folders = db.folders
+            with db.transaction() as txn:
+                row = self._child(txn, entry_id)
+                fid = row.id
                 self._ctx.require(fid, permissions.FOLDER_OWNER)
-                if row[4] is not None:
+                if row.role is not None:
                     raise errors.NoAccess("special folders cannot be deleted")
-                if (
-                    not flags & DEL_MESSAGES
-                    and conn.execute(
-                        "SELECT 1 FROM messages WHERE folder_id = ? LIMIT 1", (fid,)
-                    ).fetchone()
-                ):
+                if not flags & DEL_MESSAGES and folders.has_messages(txn, fid):
                     raise errors.HasMessages("the folder has messages")
-                if (
-                    not flags & DEL_FOLDERS
-                    and conn.execute(
-                        "SELECT 1 FROM folders WHERE parent_id = ? LIMIT 1", (fid,)
-                    ).fetchone()
-                ):
+                if not flags & DEL_FOLDERS and folders.has_subfolders(txn, fid):
                     raise errors.HasFolders("the folder has subfolders")
-                deleted = role_folder(conn, "deleted")
-                cn = self._ctx.db.next_change_number(conn)
-                tomb.tombstone(conn, tomb.FOLDER, [fid], self.folder_id, cn, self._ctx.now())
-                if flags & DELETE_HARD_DELETE or deleted in _ancestors(conn, self.folder_id):
+                deleted = folders.role_folder(txn, "deleted")
+                cn, now = db.next_change_number(txn), self._ctx.now()
+                if flags & DELETE_HARD_DELETE or deleted in folders.ancestors(txn, self.folder_id):
                     # For good, with everything below it: ACLs are not inherited, so the
                     # right to destroy each folder of the subtree is checked, not assumed.
-                    self._require_all(_subtree(conn, fid), permissions.FOLDER_OWNER)
-                    conn.execute("DELETE FROM folders WHERE id = ?", (fid,))
+                    self._require_all(folders.subtree(txn, fid), permissions.FOLDER_OWNER)
+                    folders.delete_tree(txn, fid, parent_id=self.folder_id, change_num=cn, now=now)
                     record(self._ctx, _folder_change(Op.DELETED, fid, self.folder_id))
                 else:
-                    name = _unique_name(conn, deleted, str(row[2]))
-                    conn.execute(
-                        "UPDATE folders SET parent_id = ?, name = ? WHERE id = ?",
-                        (deleted, name, fid),
+                    name = folders.unique_name(txn, deleted, row.name)
+                    folders.move_tree(
+                        txn, fid, deleted, name, change_num=cn, now=now, left=self.folder_id
                     )
-                    _touch_subtree(conn, fid, cn)
                     record(self._ctx, _folder_change(Op.MOVED, fid, deleted, self.folder_id))
 
     def copy_folder(
@@ -345,71 +321,45 @@ class Folder(MapiObject):
             self._check_open()
             dest._check_open()
             self._check_same_mailbox(dest)
-            with self._ctx.db.transaction() as conn:
-                row = self._child(conn, entry_id)
-                fid = int(row[0])
-                name = _check_name(new_name, self._ctx.limits) if new_name else str(row[2])
+            db = self._ctx.db
+            folders = db.folders
+            with db.transaction() as txn:
+                row = self._child(txn, entry_id)
+                fid = row.id
+                name = check_name(new_name, self._ctx.limits) if new_name else row.name
                 self._ctx.require(fid, permissions.FOLDER_OWNER if move else permissions.READ_ANY)
                 self._ctx.require(dest.folder_id, permissions.CREATE_SUBFOLDER)
-                _row(conn, dest.folder_id)
-                if move and row[4] is not None:
+                folders.row(txn, dest.folder_id)
+                if move and row.role is not None:
                     raise errors.NoAccess("special folders cannot be moved")
-                if fid in _ancestors(conn, dest.folder_id):
+                dest_ancestors = folders.ancestors(txn, dest.folder_id)
+                if fid in dest_ancestors:
                     raise errors.FolderCycle("cannot put a folder below itself")
-                if conn.execute(
-                    "SELECT 1 FROM folders WHERE parent_id = ? AND name = ? AND id <> ?",
-                    (dest.folder_id, name, fid),
-                ).fetchone():
+                if folders.child_named(txn, dest.folder_id, name, excluding=fid) is not None:
                     raise errors.Collision(f"a folder in the destination is named {name!r}")
-                depth = len(_ancestors(conn, dest.folder_id)) + _subtree_height(conn, fid)
+                depth = len(dest_ancestors) + folders.subtree_height(txn, fid)
                 if depth > self._ctx.limits.max_folder_depth:
                     raise errors.TooComplex("folder hierarchy too deep")
                 if move:
-                    conn.execute(
-                        "UPDATE folders SET parent_id = ?, name = ? WHERE id = ?",
-                        (dest.folder_id, name, fid),
-                    )
                     new_id = fid
-                    cn = self._ctx.db.next_change_number(conn)
-                    if dest.folder_id != self.folder_id:
-                        tomb.tombstone(
-                            conn, tomb.FOLDER, [fid], self.folder_id, cn, self._ctx.now()
-                        )
-                    _touch_subtree(conn, fid, cn)
+                    cn = db.next_change_number(txn)
+                    left = self.folder_id if dest.folder_id != self.folder_id else None
+                    folders.move_tree(
+                        txn, fid, dest.folder_id, name, change_num=cn,
+                        now=0 if left is None else self._ctx.now(), left=left,
+                    )  # fmt: skip
                     change = _folder_change(Op.MOVED, fid, dest.folder_id, self.folder_id)
                 else:
-                    new_id = self._copy_tree(conn, fid, dest.folder_id, name, recursive)
-                    check_mailbox_room(conn, self._ctx.limits, None)  # copies count
+                    new_id = folders.copy_tree(
+                        txn, fid, dest.folder_id, name, recursive=recursive,
+                        limits=self._ctx.limits, now=self._ctx.now,
+                        change_number=lambda: db.next_change_number(txn),
+                    )  # fmt: skip
                     change = _folder_change(
                         Op.COPIED, new_id, dest.folder_id, self.folder_id, old_id=fid
                     )
                 record(self._ctx, change)
             return Folder(self._ctx, new_id)
-
-    def _copy_tree(
-        self, conn: sqlite3.Connection, src: int, parent: int, name: str, recursive: bool
-    ) -> int:
-        cn = self._ctx.db.next_change_number(conn)
-        now = self._ctx.now()
-        new_id = int(
-            conn.execute(
-                "INSERT INTO folders(parent_id, name, folder_type, role, created, modified,"
-                " change_num, props) SELECT ?, ?, folder_type, NULL, ?, ?, ?, props"
-                " FROM folders WHERE id = ? RETURNING id",
-                (parent, name, now, now, cn, src),
-            ).fetchone()[0]
-        )
-        for (mid,) in conn.execute(
-            "SELECT id FROM messages WHERE folder_id = ?", (src,)
-        ).fetchall():
-            copy_message(conn, mid, change_num=cn, folder_id=new_id)
-        if recursive:
-            children = conn.execute(
-                "SELECT id, name FROM folders WHERE parent_id = ?", (src,)
-            ).fetchall()
-            for child, child_name in children:
-                self._copy_tree(conn, child, new_id, child_name, True)
-        return new_id
 
     def _check_same_mailbox(self, dest: Folder) -> None:
         """Copies and moves run in one mailbox's database; a folder of another mailbox
@@ -435,32 +385,16 @@ class Folder(MapiObject):
             if flags & ~DELETE_HARD_DELETE:
                 raise errors.UnknownFlags(f"0x{flags:X}")
             self._ctx.require(self.folder_id, permissions.DELETE_ANY)
-            with self._ctx.db.transaction() as conn:
-                _row(conn, self.folder_id)
-                mids = [
-                    int(r[0])
-                    for r in conn.execute(
-                        "SELECT id FROM messages WHERE folder_id = ?", (self.folder_id,)
-                    )
-                ]
-                fids = [
-                    int(r[0])
-                    for r in conn.execute(
-                        "SELECT id FROM folders WHERE parent_id = ? AND role IS NULL",
-                        (self.folder_id,),
-                    )
-                ]
+            db = self._ctx.db
+            folders = db.folders
+            with db.transaction() as txn:
+                folders.row(txn, self.folder_id)
                 # The subfolders go for good with their subtrees: as delete_folder would
                 # ask, the user must own each of them (DELETE_ANY here covers messages).
-                for fid in fids:
-                    self._require_all(_subtree(conn, fid), permissions.FOLDER_OWNER)
-                cn, now = self._ctx.db.next_change_number(conn), self._ctx.now()
-                tomb.tombstone(conn, tomb.MESSAGE, mids, self.folder_id, cn, now)
-                tomb.tombstone(conn, tomb.FOLDER, fids, self.folder_id, cn, now)
-                conn.execute("DELETE FROM messages WHERE folder_id = ?", (self.folder_id,))
-                conn.execute(
-                    "DELETE FROM folders WHERE parent_id = ? AND role IS NULL", (self.folder_id,)
-                )
+                for fid in folders.user_children(txn, self.folder_id):
+                    self._require_all(folders.subtree(txn, fid), permissions.FOLDER_OWNER)
+                cn, now = db.next_change_number(txn), self._ctx.now()
+                mids, fids = folders.empty(txn, self.folder_id, change_num=cn, now=now)
                 record(
                     self._ctx,
                     *(_message_change(Op.DELETED, m, self.folder_id) for m in mids),
@@ -480,20 +414,14 @@ class Folder(MapiObject):
             self._ctx.require(self.folder_id, permissions.CREATE)
             return Message.new(self._ctx, self.folder_id)
 
-    def _message_ids(
-        self, conn: sqlite3.Connection, entry_ids: Sequence[bytes]
-    ) -> tuple[list[int], bool]:
+    def _message_ids(self, txn: Txn, entry_ids: Sequence[bytes]) -> tuple[list[int], bool]:
+        """The ids of those of ``entry_ids`` that are messages of this folder, and
+        whether some were not."""
         if len(entry_ids) > self._ctx.limits.max_ids_per_call:
             raise errors.InvalidParameter("too many entry ids")
-        found, partial = [], False
-        for eid in entry_ids:
-            mid = self._ctx.parse(eid, EntryKind.MESSAGE).object_id
-            row = conn.execute("SELECT folder_id FROM messages WHERE id = ?", (mid,)).fetchone()
-            if row is None or row[0] != self.folder_id:
-                partial = True
-            else:
-                found.append(mid)
-        return found, partial
+        ids = [self._ctx.parse(eid, EntryKind.MESSAGE).object_id for eid in entry_ids]
+        found = self._ctx.db.folders.messages_in(txn, self.folder_id, ids)
+        return found, len(found) != len(ids)
 
     def delete_messages(self, entry_ids: Sequence[bytes], *, hard: bool = False) -> int:
         """Delete messages of this folder (soft: into Deleted Items).
@@ -504,20 +432,18 @@ class Folder(MapiObject):
         with self._ctx.db.lock:
             self._check_open()
             self._ctx.require(self.folder_id, permissions.DELETE_ANY)
-            with self._ctx.db.transaction() as conn:
-                ids, partial = self._message_ids(conn, entry_ids)
-                deleted = role_folder(conn, "deleted")
+            db = self._ctx.db
+            with db.transaction() as txn:
+                ids, partial = self._message_ids(txn, entry_ids)
+                deleted = db.folders.role_folder(txn, "deleted")
                 hard = hard or self.folder_id == deleted
-                cn = self._ctx.db.next_change_number(conn)
-                tomb.tombstone(conn, tomb.MESSAGE, ids, self.folder_id, cn, self._ctx.now())
-                for mid in ids:
-                    if hard:
-                        conn.execute("DELETE FROM messages WHERE id = ?", (mid,))
-                    else:
-                        conn.execute(
-                            "UPDATE messages SET folder_id = ?, change_num = ? WHERE id = ?",
-                            (deleted, cn, mid),
-                        )
+                cn, now = db.next_change_number(txn), self._ctx.now()
+                if hard:
+                    db.folders.delete_messages(txn, self.folder_id, ids, change_num=cn, now=now)
+                else:  # into Deleted Items (another folder: hard is set in it)
+                    db.folders.move_messages(
+                        txn, ids, self.folder_id, deleted, change_num=cn, now=now
+                    )
                 if hard:
                     record(
                         self._ctx, *(_message_change(Op.DELETED, m, self.folder_id) for m in ids)
@@ -542,31 +468,29 @@ class Folder(MapiObject):
             if move:
                 self._ctx.require(self.folder_id, permissions.DELETE_ANY)
             self._ctx.require(dest.folder_id, permissions.CREATE)
-            with self._ctx.db.transaction() as conn:
-                _row(conn, dest.folder_id)
-                ids, partial = self._message_ids(conn, entry_ids)
-                cn = self._ctx.db.next_change_number(conn)
-                if move and dest.folder_id != self.folder_id:
-                    tomb.tombstone(conn, tomb.MESSAGE, ids, self.folder_id, cn, self._ctx.now())
-                changes = []
-                for mid in ids:
-                    if move:
-                        conn.execute(
-                            "UPDATE messages SET folder_id = ?, change_num = ? WHERE id = ?",
-                            (dest.folder_id, cn, mid),
-                        )
-                        changes.append(
-                            _message_change(Op.MOVED, mid, dest.folder_id, self.folder_id)
-                        )
-                    else:
-                        new = copy_message(conn, mid, change_num=cn, folder_id=dest.folder_id)
-                        changes.append(
-                            _message_change(
-                                Op.COPIED, new, dest.folder_id, self.folder_id, old_id=mid
-                            )
-                        )
-                if not move and ids:
-                    check_mailbox_room(conn, self._ctx.limits, None)  # copies count
+            db = self._ctx.db
+            with db.transaction() as txn:
+                db.folders.row(txn, dest.folder_id)
+                ids, partial = self._message_ids(txn, entry_ids)
+                cn = db.next_change_number(txn)
+                if move:
+                    # The time only stamps tombstones, left when the messages change folder.
+                    now = self._ctx.now() if dest.folder_id != self.folder_id else 0
+                    db.folders.move_messages(
+                        txn, ids, self.folder_id, dest.folder_id, change_num=cn, now=now
+                    )
+                    changes = [
+                        _message_change(Op.MOVED, mid, dest.folder_id, self.folder_id)
+                        for mid in ids
+                    ]
+                else:
+                    new_ids = db.folders.copy_messages(
+                        txn, ids, dest.folder_id, change_num=cn, limits=self._ctx.limits
+                    )
+                    changes = [
+                        _message_change(Op.COPIED, new, dest.folder_id, self.folder_id, old_id=mid)
+                        for mid, new in zip(ids, new_ids, strict=True)
+                    ]
                 record(self._ctx, *changes)
             return int(errors.MAPI_W_PARTIAL_COMPLETION) if partial else 0
 
@@ -577,30 +501,16 @@ class Folder(MapiObject):
         with self._ctx.db.lock:
             self._check_open()
             self._ctx.require(self.folder_id, permissions.READ_ANY)
-            op = "flags & ~1" if clear else "flags | 1"
-            want = 0 if clear else 1
-            with self._ctx.db.transaction() as conn:
+            db = self._ctx.db
+            with db.transaction() as txn:
                 partial = False
-                if entry_ids is None:
-                    ids = [
-                        int(r[0])
-                        for r in conn.execute(
-                            "SELECT id FROM messages WHERE folder_id = ? AND (flags & 1) <> ?",
-                            (self.folder_id, want),
-                        )
-                    ]
-                else:
-                    found, partial = self._message_ids(conn, entry_ids)
-                    ids = [
-                        m
-                        for m in found
-                        if conn.execute("SELECT flags & 1 FROM messages WHERE id = ?", (m,))
-                        .fetchone()[0] != want
-                    ]  # fmt: skip
-                for mid in ids:
-                    conn.execute(f"UPDATE messages SET flags = {op} WHERE id = ?", (mid,))
+                found: list[int] | None = None
+                if entry_ids is not None:
+                    found, partial = self._message_ids(txn, entry_ids)
+                ids = db.folders.read_flag_differs(txn, self.folder_id, found, read=not clear)
                 if ids:
-                    tomb.note_read(conn, ids, self._ctx.db.next_change_number(conn))
+                    cn = db.next_change_number(txn)
+                    db.folders.set_read(txn, ids, read=not clear, change_num=cn)
                     record(
                         self._ctx, *(_message_change(Op.MODIFIED, m, self.folder_id) for m in ids)
                     )
@@ -630,28 +540,24 @@ class Folder(MapiObject):
 
             def load() -> list[tuple[int, rs.DictRow]]:
                 out: list[tuple[int, rs.DictRow]] = []
-                with ctx.db.reading() as conn:
-                    self._walk(conn, root, 1, deep, out)
+                with ctx.db.reading() as txn:
+                    self._walk(txn, root, 1, deep, out)
                 return out
 
             return MemoryTable(ctx, HIERARCHY_COLUMNS, load, lambda: ctx.db.generation)
 
     def _walk(
-        self, conn: sqlite3.Connection, parent: int, depth: int, deep: bool,
-        out: list[tuple[int, rs.DictRow]],
-    ) -> None:  # fmt: skip
-        rows = conn.execute(
-            f"SELECT {FOLDER_SELECT} FROM folders WHERE parent_id = ? ORDER BY name, id", (parent,)
-        ).fetchall()
-        for row in rows:
-            fid = int(row[0])
+        self, txn: Txn, parent: int, depth: int, deep: bool, out: list[tuple[int, rs.DictRow]]
+    ) -> None:
+        for row in self._ctx.db.folders.children(txn, parent):
+            fid = row.id
             if not self._ctx.rights(fid) & permissions.FOLDER_VISIBLE:
                 continue
-            props = folder_props(self._ctx, conn, row)
+            props = folder_props(self._ctx, txn, row)
             props[pt.PR_DEPTH] = depth
             out.append((fid, rs.DictRow(props)))
             if deep and depth < self._ctx.limits.max_folder_depth:
-                self._walk(conn, fid, depth + 1, deep, out)
+                self._walk(txn, fid, depth + 1, deep, out)
 
     # --- Permissions ------------------------------------------------------------------------------
 
@@ -661,8 +567,9 @@ class Folder(MapiObject):
         with self._ctx.db.lock:
             self._check_open()
             self._ctx.require(self.folder_id, permissions.FOLDER_VISIBLE)
-            with self._ctx.db.reading() as conn:
-                return permissions.members(conn, self.folder_id)
+            db = self._ctx.db
+            with db.reading() as txn:
+                return db.acl.members(txn, self.folder_id)
 
     def permission_rows(self) -> list[tuple[str, str | None, int]]:
         """The ACL rows of this folder as (member, name, rights): the member's login
@@ -698,11 +605,12 @@ class Folder(MapiObject):
             if not isinstance(member, str) or not member:
                 raise errors.InvalidParameter("bad member")
             permissions.check_rights(rights)
-            with self._ctx.db.transaction() as conn:
-                member_id = self._member_id(conn, member, revoking=rights == 0)
-                permissions.set_member(conn, self.folder_id, member_id, rights)
+            db = self._ctx.db
+            with db.transaction() as txn:
+                member_id = self._member_id(txn, member, revoking=rights == 0)
+                db.acl.set(txn, self.folder_id, member_id, rights)
 
-    def _member_id(self, conn: sqlite3.Connection, member: str, *, revoking: bool) -> str:
+    def _member_id(self, txn: Txn, member: str, *, revoking: bool) -> str:
         """The ACL key of ``member`` (see :meth:`set_permission`).
 
         Raises:
@@ -720,7 +628,7 @@ class Folder(MapiObject):
                     record = None
             if record is not None:
                 return record.user_id
-        if revoking and any(m == member for m, _ in permissions.members(conn, self.folder_id)):
+        if revoking and any(m == member for m, _ in self._ctx.db.acl.members(txn, self.folder_id)):
             return member  # the row of a deleted account
         raise errors.NotFound(
             f"no user {member!r}: a member is a user's login name or e-mail address,"
@@ -737,7 +645,6 @@ __all__ = [
     "DELETE_HARD_DELETE",
     "DEL_FOLDERS",
     "DEL_MESSAGES",
-    "FOLDER_SELECT",
     "HIERARCHY_COLUMNS",
     "ROLE_TAGS",
     "STANDARD_FOLDERS",

@@ -1,31 +1,33 @@
-"""Folder rows: the standard hierarchy, row helpers and folder properties.
+"""The standard hierarchy, folder names and folder properties.
 
 Theory of operation
 -------------------
-The SQL side of :mod:`mapi.objects.folders` ([MS-OXCFOLD], [MS-OXOSFLD]): the standard
-folders a new mailbox gets (each with a *role*, so special folders are found without
-trusting display names), lookups by role, ancestry and subtree queries (cycle and
-depth checks, sync change numbers for moved subtrees), unique names among
-siblings, and :func:`folder_props`, the stored and computed properties of a folder
-row (counts are ``count(*)`` over the indexes, never stored). Everything here runs
-inside the caller's transaction or read snapshot.
+The folder model of :mod:`mapi.objects.folders` ([MS-OXCFOLD], [MS-OXOSFLD]) above the
+storage layer: the standard folders a new mailbox gets (each with a *role*, so special
+folders are found without trusting display names), folder-name rules, and
+:func:`folder_props`, the stored and computed properties of a folder (the counts come
+from the storage layer, which computes them and never stores them). The rows live
+behind ``MailboxDB.folders`` (:mod:`mapi.storage.folders` in the SQLite backend);
+everything here runs inside the caller's transaction or read snapshot and passes its
+handle on.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any, Final
 
 from mapi.model import errors
 from mapi.model import proptags as pt
 from mapi.model.entryid import change_key, instance_key
-from mapi.model.properties import PropData, pack_props, unpack_props
+from mapi.model.properties import PropData
 from mapi.objects.context import StoreContext
+from mapi.storage.api import Txn
 
-FOLDER_SELECT: Final = (
-    "id, parent_id, name, folder_type, role, created, modified, change_num, props"
-)
+# Transitional (see ensure_standard_folders): FOLDER_SELECT is re-exported for the
+# modules that still select folder rows themselves, _SQLITE serves the old
+# ``(conn, ...)`` helpers; both go once every caller is on ``MailboxDB.folders``.
+from mapi.storage.folders import FOLDER_SELECT, FolderRow, SqliteFolders, StandardFolder
 
 #: (role, parent role, display name, container class, folder type)
 STANDARD_FOLDERS: Final = (
@@ -64,88 +66,44 @@ HIERARCHY_COLUMNS: Final = (
 )
 
 
-def ensure_standard_folders(conn: sqlite3.Connection, now: int) -> None:
-    """Create the standard folders if the mailbox has none (inside a transaction)."""
-    if conn.execute("SELECT 1 FROM folders WHERE role = 'root'").fetchone():
-        return
-    ids: dict[str, int] = {}
-    for role, parent, name, klass, ftype in STANDARD_FOLDERS:
-        props: dict[int, PropData] = {} if klass is None else {pt.PR_CONTAINER_CLASS_W: klass}
-        ids[role] = conn.execute(
-            "INSERT INTO folders(parent_id, name, folder_type, role, created, modified,"
-            " change_num, props) VALUES (?, ?, ?, ?, ?, ?, 0, ?) RETURNING id",
-            (ids.get(parent) if parent else None, name, ftype, role, now, now, pack_props(props)),
-        ).fetchone()[0]
-
-
-def role_folder(conn: sqlite3.Connection, role: str) -> int:
-    """The id of the special folder with ``role``."""
-    row = conn.execute("SELECT id FROM folders WHERE role = ?", (role,)).fetchone()
-    if row is None:
-        raise errors.NotFound(f"no {role} folder")
-    return int(row[0])
-
-
-def _row(conn: sqlite3.Connection, folder_id: int) -> Sequence[Any]:
-    row = conn.execute(f"SELECT {FOLDER_SELECT} FROM folders WHERE id = ?", (folder_id,)).fetchone()
-    if row is None:
-        raise errors.ObjectDeleted(f"folder {folder_id} does not exist")
-    return tuple(row)
-
-
-def _ancestors(conn: sqlite3.Connection, folder_id: int) -> list[int]:
-    rows = conn.execute(
-        "WITH RECURSIVE up(id, parent_id) AS ("
-        " SELECT id, parent_id FROM folders WHERE id = ?"
-        " UNION ALL SELECT f.id, f.parent_id FROM folders f JOIN up ON f.id = up.parent_id)"
-        " SELECT id FROM up",
-        (folder_id,),
+#: :data:`STANDARD_FOLDERS` as the storage layer creates them.
+STANDARD_HIERARCHY: Final = tuple(
+    StandardFolder(
+        role, parent, name, ftype, {} if klass is None else {pt.PR_CONTAINER_CLASS_W: klass}
     )
-    return [int(r[0]) for r in rows]
+    for role, parent, name, klass, ftype in STANDARD_FOLDERS
+)
+
+_SQLITE: Final = SqliteFolders()
 
 
-def _subtree(conn: sqlite3.Connection, folder_id: int) -> list[int]:
-    """``folder_id`` and every folder below it."""
-    rows = conn.execute(
-        "WITH RECURSIVE down(id) AS (SELECT ?"
-        " UNION ALL SELECT f.id FROM folders f JOIN down ON f.parent_id = down.id)"
-        " SELECT id FROM down",
-        (folder_id,),
-    )
-    return [int(r[0]) for r in rows]
+def ensure_standard_folders(txn: Txn, now: int) -> None:
+    """Create the standard folders if the mailbox has none (inside a transaction).
+
+    Transitional, for callers not yet on the storage objects: it assumes the SQLite
+    backend; ``db.folders.create_standard(txn, STANDARD_HIERARCHY, now)`` is the same.
+    """
+    _SQLITE.create_standard(txn, STANDARD_HIERARCHY, now)
 
 
-def _subtree_height(conn: sqlite3.Connection, folder_id: int) -> int:
-    row = conn.execute(
-        "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0"
-        " UNION ALL SELECT f.id, down.depth + 1 FROM folders f JOIN down ON f.parent_id = down.id)"
-        " SELECT max(depth) FROM down",
-        (folder_id,),
-    ).fetchone()
-    return int(row[0])
+def role_folder(txn: Txn, role: str) -> int:
+    """The id of the special folder with ``role``.
+
+    Transitional like :func:`ensure_standard_folders`: ``db.folders.role_folder(txn, role)``
+    is the same.
+
+    Raises:
+        NotFound: the mailbox has none.
+    """
+    return _SQLITE.role_folder(txn, role)
 
 
-def _unique_name(conn: sqlite3.Connection, parent: int, name: str) -> str:
-    candidate, n = name, 1
-    while conn.execute(
-        "SELECT 1 FROM folders WHERE parent_id = ? AND name = ?", (parent, candidate)
-    ).fetchone():
-        n += 1
-        candidate = f"{name} ({n})"
-    return candidate
+def check_name(name: object, limits: Any) -> str:
+    """``name`` if it is a valid folder name.
 
-
-def _touch_subtree(conn: sqlite3.Connection, folder_id: int, cn: int) -> None:
-    """Give a moved folder and its descendants change number ``cn`` (for sync)."""
-    conn.execute(
-        "WITH RECURSIVE down(id) AS (SELECT ?"
-        " UNION ALL SELECT f.id FROM folders f JOIN down ON f.parent_id = down.id)"
-        " UPDATE folders SET change_num = ? WHERE id IN (SELECT id FROM down)",
-        (folder_id, cn),
-    )
-
-
-def _check_name(name: object, limits: Any) -> str:
+    Raises:
+        InvalidParameter: not a string, empty, too long, or containing NUL.
+    """
     if not isinstance(name, str) or not 0 < len(name) <= limits.max_folder_name_chars:
         raise errors.InvalidParameter("bad folder name")
     if "\x00" in name:
@@ -154,23 +112,20 @@ def _check_name(name: object, limits: Any) -> str:
 
 
 def folder_props(
-    ctx: StoreContext, conn: sqlite3.Connection, row: Sequence[Any]
+    ctx: StoreContext, txn: Txn, row: FolderRow | Sequence[Any]
 ) -> dict[int, PropData]:
-    """Stored and computed properties of a folder row (FOLDER_SELECT order)."""
-    fid = int(row[0])
-    props = unpack_props(row[8])
-    count, unread, size = conn.execute(
-        "SELECT count(*), coalesce(sum((flags & 1) = 0), 0), coalesce(sum(size), 0)"
-        " FROM messages WHERE folder_id = ?",
-        (fid,),
-    ).fetchone()
-    children = conn.execute("SELECT count(*) FROM folders WHERE parent_id = ?", (fid,)).fetchone()[
-        0
-    ]
+    """Stored and computed properties of a folder (``row``: from ``db.folders``, or,
+    transitionally, a tuple selected as FOLDER_SELECT)."""
+    if not isinstance(row, FolderRow):
+        row = FolderRow.from_sql(row)
+    folders = ctx.db.folders
+    fid = row.id
+    props = dict(row.props)
+    counts = folders.counts(txn, fid)
     eid = ctx.folder_eid(fid)
     props.update(
         {
-            pt.PR_DISPLAY_NAME_W: row[2],
+            pt.PR_DISPLAY_NAME_W: row.name,
             pt.PR_ENTRYID: eid,
             pt.PR_RECORD_KEY: eid,
             pt.PR_INSTANCE_KEY: instance_key(fid),
@@ -178,24 +133,24 @@ def folder_props(
             pt.PR_STORE_RECORD_KEY: ctx.uid,
             pt.PR_MAPPING_SIGNATURE: ctx.uid,
             pt.PR_OBJECT_TYPE: pt.MAPI_FOLDER,
-            pt.PR_FOLDER_TYPE: row[3],
-            pt.PR_CONTENT_COUNT: count,
-            pt.PR_CONTENT_UNREAD: unread,
+            pt.PR_FOLDER_TYPE: row.folder_type,
+            pt.PR_CONTENT_COUNT: counts.messages,
+            pt.PR_CONTENT_UNREAD: counts.unread,
             pt.PR_ASSOC_CONTENT_COUNT: 0,
-            pt.PR_SUBFOLDERS: children > 0,
-            pt.PR_FOLDER_CHILD_COUNT: children,
-            pt.PR_CREATION_TIME: row[5],
-            pt.PR_LAST_MODIFICATION_TIME: row[6],
-            pt.PR_CHANGE_KEY: change_key(ctx.uid, int(row[7])),
-            pt.PR_MESSAGE_SIZE: min(size, 0x7FFFFFFF),
-            pt.PR_MESSAGE_SIZE_EXTENDED: size,
+            pt.PR_SUBFOLDERS: counts.subfolders > 0,
+            pt.PR_FOLDER_CHILD_COUNT: counts.subfolders,
+            pt.PR_CREATION_TIME: row.created,
+            pt.PR_LAST_MODIFICATION_TIME: row.modified,
+            pt.PR_CHANGE_KEY: change_key(ctx.uid, row.change_num),
+            pt.PR_MESSAGE_SIZE: min(counts.size, 0x7FFFFFFF),
+            pt.PR_MESSAGE_SIZE_EXTENDED: counts.size,
         }
     )
-    if row[1] is not None:
-        props[pt.PR_PARENT_ENTRYID] = ctx.folder_eid(int(row[1]))
-    if row[4] in ("root", "inbox"):
+    if row.parent_id is not None:
+        props[pt.PR_PARENT_ENTRYID] = ctx.folder_eid(row.parent_id)
+    if row.role in ("root", "inbox"):
         for tag, role in ROLE_TAGS.items():
-            props[tag] = ctx.folder_eid(role_folder(conn, role))
+            props[tag] = ctx.folder_eid(folders.role_folder(txn, role))
     return props
 
 
@@ -204,6 +159,8 @@ __all__ = [
     "HIERARCHY_COLUMNS",
     "ROLE_TAGS",
     "STANDARD_FOLDERS",
+    "STANDARD_HIERARCHY",
+    "check_name",
     "ensure_standard_folders",
     "folder_props",
     "role_folder",
