@@ -1,0 +1,182 @@
+"""The user directory in SQLite: accounts and the server secret.
+
+Part of the SQLite backend. The directory is its own database file
+(``directory.sqlite3``), not a mailbox: :mod:`mapi.access.directory` keeps the account
+logic (names, verifiers, the lock) and calls a :class:`SqliteDirectory` for its rows.
+As the mailbox storage objects do, the directory object is stateless and every method
+takes the handle it works on: the connection :meth:`SqliteDirectory.open` returned
+(opened by :func:`mapi.storage.db.connect`: WAL, ``synchronous=FULL``, mode 0600, so a
+change that returned survives a crash). Each write is one autocommit statement; the
+caller serialises the calls (one lock over the connection).
+
+Tables: ``users`` (a stable random user id, used in ACLs; the login name, unique;
+display name; e-mail address; the scrypt salt and parameters; the verifier key K,
+password-equivalent and never exported; the mailbox file name, unique; the creation
+time; a disabled flag) and ``secrets`` (the server secret used for decoy salts).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from mapi.storage.db import connect
+
+DDL: Final = """
+CREATE TABLE IF NOT EXISTS users (
+    user_id      TEXT PRIMARY KEY,
+    username     TEXT NOT NULL UNIQUE,
+    display_name TEXT NOT NULL,
+    email        TEXT NOT NULL,
+    salt         BLOB NOT NULL,
+    kdf_n        INTEGER NOT NULL,
+    kdf_r        INTEGER NOT NULL,
+    kdf_p        INTEGER NOT NULL,
+    verifier     BLOB NOT NULL,
+    mailbox      TEXT NOT NULL UNIQUE,
+    created      INTEGER NOT NULL,
+    disabled     INTEGER NOT NULL DEFAULT 0
+) STRICT;
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+"""
+_SELECT: Final = "user_id, username, display_name, email, mailbox, created, disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A directory entry without its credentials."""
+
+    user_id: str
+    username: str
+    display_name: str
+    email: str
+    mailbox: str
+    created: int
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVerifier:
+    """A user's stored credential as the directory keeps it: the scrypt salt, its
+    parameters (N, r, p) and the verifier key K (password-equivalent)."""
+
+    salt: bytes
+    n: int
+    r: int
+    p: int
+    key: bytes
+
+
+def _record(row: tuple[object, ...] | None) -> UserRecord | None:
+    if row is None:
+        return None
+    uid, username, display, email, mailbox, created, disabled = row
+    return UserRecord(
+        str(uid), str(username), str(display), str(email), str(mailbox),
+        int(created), bool(disabled),  # type: ignore[call-overload]
+    )  # fmt: skip
+
+
+class SqliteDirectory:
+    """The SQLite implementation of the directory's rows (stateless)."""
+
+    __slots__ = ()
+
+    def open(self, path: Path) -> sqlite3.Connection:
+        """Open (creating) the directory database at ``path``: its tables and, on first
+        use, a random server secret. Returns the handle the other methods take."""
+        conn = connect(path)
+        conn.executescript(DDL)
+        conn.execute(
+            "INSERT OR IGNORE INTO secrets(name, value) VALUES ('server_secret', ?)",
+            (os.urandom(32),),
+        )
+        return conn
+
+    def server_secret(self, conn: sqlite3.Connection) -> bytes:
+        """The server secret (made by :meth:`open`)."""
+        row = conn.execute("SELECT value FROM secrets WHERE name = 'server_secret'").fetchone()
+        value: bytes = row[0]
+        return value
+
+    def add_user(
+        self, conn: sqlite3.Connection, user: UserRecord, verifier: StoredVerifier
+    ) -> bool:
+        """Add an account (its ``disabled`` flag is not stored: new accounts are enabled);
+        False when its login name (or id, or mailbox file) is taken."""
+        try:
+            conn.execute(
+                "INSERT INTO users(user_id, username, display_name, email, salt, kdf_n,"
+                " kdf_r, kdf_p, verifier, mailbox, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (user.user_id, user.username, user.display_name, user.email, verifier.salt,
+                 verifier.n, verifier.r, verifier.p, verifier.key, user.mailbox,
+                 user.created),
+            )  # fmt: skip
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def set_verifier(
+        self, conn: sqlite3.Connection, username: str, verifier: StoredVerifier
+    ) -> bool:
+        """Replace the credential of login name ``username``; False: no such user."""
+        cur = conn.execute(
+            "UPDATE users SET salt = ?, kdf_n = ?, kdf_r = ?, kdf_p = ?, verifier = ?"
+            " WHERE username = ?",
+            (verifier.salt, verifier.n, verifier.r, verifier.p, verifier.key, username),
+        )
+        return cur.rowcount == 1
+
+    def set_disabled(self, conn: sqlite3.Connection, username: str, disabled: bool) -> bool:
+        """Disable or enable login name ``username``; False: no such user."""
+        cur = conn.execute(
+            "UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username)
+        )
+        return cur.rowcount == 1
+
+    def delete_user(self, conn: sqlite3.Connection, user_id: str) -> None:
+        """Remove the account ``user_id`` (nothing when there is none)."""
+        conn.execute("DELETE FROM users WHERE user_id = ?", (user_id,))
+
+    def user_by_name(self, conn: sqlite3.Connection, username: str) -> UserRecord | None:
+        """The account of a (normalised) login name."""
+        row = conn.execute(f"SELECT {_SELECT} FROM users WHERE username = ?", (username,))
+        return _record(row.fetchone())
+
+    def user_by_id(self, conn: sqlite3.Connection, user_id: str) -> UserRecord | None:
+        """The account of a user id."""
+        row = conn.execute(f"SELECT {_SELECT} FROM users WHERE user_id = ?", (user_id,))
+        return _record(row.fetchone())
+
+    def user_by_email(self, conn: sqlite3.Connection, address: str) -> UserRecord | None:
+        """The account whose e-mail address is ``address``, compared case-insensitively
+        (the first by login name, should two share one)."""
+        row = conn.execute(
+            f"SELECT {_SELECT} FROM users WHERE email <> '' AND lower(email) = lower(?)"
+            " ORDER BY username LIMIT 1",
+            (address,),
+        )
+        return _record(row.fetchone())
+
+    def users(self, conn: sqlite3.Connection) -> list[UserRecord]:
+        """Every account, sorted by login name."""
+        rows = conn.execute(f"SELECT {_SELECT} FROM users ORDER BY username").fetchall()
+        return [record for record in map(_record, rows) if record is not None]
+
+    def enabled_verifier(self, conn: sqlite3.Connection, username: str) -> StoredVerifier | None:
+        """The credential of an enabled login name (None: unknown or disabled)."""
+        row = conn.execute(
+            "SELECT salt, kdf_n, kdf_r, kdf_p, verifier FROM users"
+            " WHERE username = ? AND disabled = 0",
+            (username,),
+        ).fetchone()
+        if row is None:
+            return None
+        return StoredVerifier(row[0], row[1], row[2], row[3], row[4])
+
+    def close(self, conn: sqlite3.Connection) -> None:
+        """Close the directory database."""
+        conn.close()
