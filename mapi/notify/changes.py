@@ -39,7 +39,6 @@ is told to resynchronise instead (:meth:`NotificationHub.invalidate`).
 from __future__ import annotations
 
 import enum
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
@@ -58,8 +57,9 @@ from mapi.notify.subscriptions import (
     TableNotification,
     matches,
 )
-from mapi.objects.hierarchy import FOLDER_SELECT, folder_props
-from mapi.storage.schema import MESSAGE_SELECT
+from mapi.objects.hierarchy import folder_props
+from mapi.storage.api import Txn
+from mapi.storage.folders import FolderRow
 from mapi.tables.contents import ContentsTable, message_row
 from mapi.tables.table import build_row, sort_rows
 
@@ -140,8 +140,8 @@ def publish(ctx: StoreContext, changes: Sequence[Change]) -> None:
     if not subs:
         return
     try:
-        with ctx.db.reading() as conn:
-            items = _Renderer(ctx, conn, subs).render(changes)
+        with ctx.db.reading() as txn:
+            items = _Renderer(ctx, txn, subs).render(changes)
     except Exception:  # never fail a committed save: tell the subscribers to resync
         hub.invalidate(owner)
         return
@@ -160,11 +160,9 @@ def _merge(old: TableEvent | None, new: TableEvent) -> TableEvent | None:
 
 
 class _Renderer:
-    def __init__(
-        self, ctx: StoreContext, conn: sqlite3.Connection, subs: list[Subscription]
-    ) -> None:
+    def __init__(self, ctx: StoreContext, txn: Txn, subs: list[Subscription]) -> None:
         self.ctx = ctx
-        self.conn = conn
+        self.txn = txn
         self.owner = ctx.owner.user_id
         self.object_subs = [s for s in subs if s.table is None]
         self.table_subs: dict[tuple[str, bytes], list[Subscription]] = {}
@@ -186,7 +184,7 @@ class _Renderer:
         key = (viewer, folder_id)
         rights = self._rights.get(key)
         if rights is None:
-            rights = permissions.folder_rights(self.conn, folder_id, viewer)
+            rights = self.ctx.db.acl.rights(self.txn, folder_id, viewer)
             self._rights[key] = rights
         return rights & right == right
 
@@ -194,10 +192,8 @@ class _Renderer:
         return None if folder_id is None else self.ctx.folder_eid(folder_id)
 
     def parent_of(self, folder_id: int) -> tuple[bool, int | None]:
-        row = self.conn.execute(
-            "SELECT parent_id FROM folders WHERE id = ?", (folder_id,)
-        ).fetchone()
-        return (False, None) if row is None else (True, row[0])
+        row = self.ctx.db.folders.get(self.txn, folder_id)
+        return (False, None) if row is None else (True, row.parent_id)
 
     def emit(
         self, kind: EventType, note: Notification, targets: Sequence[bytes | None],
@@ -348,21 +344,14 @@ class _Renderer:
     def load_row(self, kind: str, folder_id: int, key: int) -> rs.DictRow | None:
         """The current row of ``key`` in the table, or None if it is not there."""
         if kind == "contents":
-            found = self.conn.execute(
-                f"SELECT {MESSAGE_SELECT} FROM messages WHERE id = ? AND folder_id = ?",
-                (key, folder_id),
-            ).fetchone()
-            return None if found is None else message_row(self.ctx, self.conn, found)
-        return self.folder_row(folder_id, key)
+            found = self.ctx.db.contents.record(self.txn, key, folder_id)
+            return None if found is None else message_row(self.ctx, self.txn, found)
+        row = self.ctx.db.folders.child(self.txn, folder_id, key)
+        return None if row is None else self.folder_row(row)
 
-    def folder_row(self, parent_id: int, folder_id: int) -> rs.DictRow | None:
-        found = self.conn.execute(
-            f"SELECT {FOLDER_SELECT} FROM folders WHERE id = ? AND parent_id = ?",
-            (folder_id, parent_id),
-        ).fetchone()
-        if found is None:
-            return None
-        props = folder_props(self.ctx, self.conn, found)
+    def folder_row(self, row: FolderRow) -> rs.DictRow:
+        """A hierarchy table row of a direct subfolder."""
+        props = folder_props(self.ctx, self.txn, row)
         props[pt.PR_DEPTH] = 1
         return rs.DictRow(props)
 
@@ -382,14 +371,10 @@ class _Renderer:
             return instance_key(keys[0]) if keys else None
         order = self._orders.get((folder_id, sort))
         if order is None:
-            order = [
-                int(r[0])
-                for r in self.conn.execute(
-                    "SELECT id FROM folders WHERE parent_id = ? ORDER BY name, id", (folder_id,)
-                )
-            ]
+            children = self.ctx.db.folders.children(self.txn, folder_id)  # by name, id
+            order = [row.id for row in children]
             if sort:
-                loaded = [(i, self.folder_row(folder_id, i) or rs.DictRow({})) for i in order]
+                loaded = [(row.id, self.folder_row(row)) for row in children]
                 order = [i for i, _ in sort_rows(loaded, sort)]
             self._orders[(folder_id, sort)] = order
         pos = order.index(key) if key in order else 0

@@ -30,7 +30,6 @@ from typing import Any
 
 from mapi.model import errors
 from mapi.model import proptags as pt
-from mapi.model.named import is_mapped
 from mapi.model.properties import PropData, PropProblem, PropValue, from_stream_bytes, validate
 from mapi.objects.context import StoreContext
 from mapi.storage.propbag import PropBag, Source, TempData
@@ -227,8 +226,9 @@ class MapiObject:
             raise errors.InvalidParameter("named property id is not mapped in this store")
 
     def _named_mapped(self, pid: int) -> bool:
-        with self._ctx.db.reading() as conn:
-            return is_mapped(conn, pid)
+        db = self._ctx.db
+        with db.reading() as txn:
+            return db.named.is_mapped(txn, pid)
 
     def delete_props(self, tags: Iterable[int]) -> list[PropProblem]:
         """Delete properties; computed ones are reported as MAPI_E_COMPUTED.

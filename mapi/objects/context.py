@@ -84,8 +84,8 @@ class StoreContext:
         """The rights of the acting user on a folder."""
         if self.is_owner:
             return permissions.ALL_RIGHTS | permissions.FOLDER_CONTACT
-        with self.db.reading() as conn:
-            return permissions.folder_rights(conn, folder_id, self.user.user_id)
+        with self.db.reading() as txn:
+            return self.db.acl.rights(txn, folder_id, self.user.user_id)
 
     def require(self, folder_id: int, right: int) -> None:
         """Raise MAPI_E_NO_ACCESS unless the user holds ``right`` on the folder."""

@@ -9,6 +9,8 @@ hierarchy synchronisation download, PidTagCnsetSeen) in our own simple form:
   from the mailbox-wide counter; moves give the object a fresh CN; objects that
   leave a folder (deleted, moved out) leave a *tombstone* with the CN of their
   leaving; read-flag changes get a CN of their own (:mod:`mapi.storage.tombstones`).
+  The storage layer answers "what changed since CN c" (``MailboxDB.sync``; in SQLite
+  :mod:`mapi.storage.sync`); this module holds the states, rights and rendering.
 * A sync *state* is opaque bytes (msgpack of a format version, the kind, the store's
   provider UID, the folder and the highest CN the client has fully seen), the
   equivalent of ICS's CnsetSeen for a single CN range starting at 0.
@@ -36,7 +38,6 @@ MAPI_E_INVALID_PARAMETER.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,10 +50,10 @@ from mapi.model import proptags as pt
 from mapi.model import restrictions as rs
 from mapi.model.entryid import change_key
 from mapi.model.properties import PropValue
+from mapi.objects.context import StoreContext
 from mapi.objects.folders import Folder
-from mapi.objects.hierarchy import FOLDER_SELECT, folder_props
-from mapi.storage import tombstones as tomb
-from mapi.storage.schema import MESSAGE_SELECT
+from mapi.objects.hierarchy import folder_props
+from mapi.storage.api import Txn
 from mapi.tables.contents import message_row
 from mapi.tables.table import build_row
 
@@ -76,8 +77,6 @@ DEFAULT_FOLDER_PROPS: Final = (
     pt.PR_FOLDER_TYPE,
     pt.PR_LAST_MODIFICATION_TIME,
 )
-
-_CHANGED, _DELETED, _READ = 0, 1, 2
 
 
 class SyncStateTooOld(errors.NotFound):
@@ -143,44 +142,16 @@ def _check_props(props: Sequence[int] | None, default: Sequence[int], limit: int
     return chosen
 
 
-def _page(
-    conn: sqlite3.Connection, sources: Sequence[tuple[int, str, list[Any]]], since: int,
-    max_items: int,
-) -> tuple[list[tuple[int, int, int]], int | None]:  # fmt: skip
-    """Entries (cn, type, id) in CN order, at most ``max_items`` unless one CN is larger.
+def _since(ctx: StoreContext, txn: Txn, state: bytes | None, kind: str, folder_id: int) -> int:
+    """The CN a state holds (-1: the initial sync).
 
-    Each source is (type, SQL selecting ``cn, id`` with a ``{cn}`` placeholder for the
-    CN condition, params). Returns the entries and the CN they cover up to when cut
-    (None: complete).
+    Raises:
+        InvalidParameter: a bad state. SyncStateTooOld: the state predates the horizon.
     """
-    entries: list[tuple[int, int, int]] = []
-    for kind, sql, params in sources:
-        rows = conn.execute(
-            sql.format(cn="> ?") + " ORDER BY 1 LIMIT ?", [*params, since, max_items + 1]
-        )
-        entries.extend((int(cn), kind, int(oid)) for cn, oid in rows)
-    entries.sort()
-    if len(entries) <= max_items:
-        return entries, None
-    boundary = entries[max_items - 1][0]
-    out = [e for e in entries if e[0] < boundary]
-    for kind, sql, params in sources:
-        rows = conn.execute(sql.format(cn="= ?"), [*params, boundary])
-        out.extend((int(cn), kind, int(oid)) for cn, oid in rows)
-    return out, boundary
-
-
-def _counter(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT value FROM meta WHERE key = 'change_num'").fetchone()[0])
-
-
-def _since(
-    conn: sqlite3.Connection, state: bytes | None, kind: str, uid: bytes, folder_id: int
-) -> int:
     if state is None:
         return -1
-    since = _unpack_state(state, kind, uid, folder_id)
-    if since < tomb.horizon(conn):
+    since = _unpack_state(state, kind, ctx.uid, folder_id)
+    if since < ctx.db.sync.horizon(txn):
         raise SyncStateTooOld("the sync state is older than the tombstones kept")
     return since
 
@@ -205,74 +176,32 @@ def sync_contents(
     if not 0 < max_items <= ctx.limits.max_rows_per_query * 10:
         raise errors.InvalidParameter("bad page size")
     fid = folder.folder_id
-    with ctx.db.lock:
+    db = ctx.db
+    with db.lock:
         ctx.require(fid, permissions.READ_ANY)
-        with ctx.db.reading() as conn:
-            if conn.execute("SELECT 1 FROM folders WHERE id = ?", (fid,)).fetchone() is None:
+        with db.reading() as txn:
+            if db.folders.get(txn, fid) is None:
                 raise errors.ObjectDeleted("the folder was deleted")
-            since = _since(conn, state, "contents", ctx.uid, fid)
-            sources: list[tuple[int, str, list[Any]]] = [
-                (_CHANGED, "SELECT change_num, id FROM messages"
-                 " WHERE folder_id = ? AND change_num {cn}", [fid]),
-            ]  # fmt: skip
-            if since >= 0:
-                sources += [
-                    (_DELETED, "SELECT change_num, object_id FROM tombstones"
-                     " WHERE kind = ? AND folder_id = ? AND change_num {cn}", [tomb.MESSAGE, fid]),
-                    (_READ, "SELECT r.change_num, m.id FROM read_state r"
-                     " JOIN messages m ON m.id = r.message_id WHERE m.folder_id = ?"
-                     " AND m.change_num <= ? AND r.change_num {cn}", [fid, since]),
-                ]  # fmt: skip
-            entries, cut = _page(conn, sources, since, max_items)
-            changed, deleted, read = _split(entries)
+            since = _since(ctx, txn, state, "contents", fid)
+            page = db.sync.contents_page(txn, fid, since, max_items)
             items = []
-            for mid in changed:
-                row = conn.execute(
-                    f"SELECT {MESSAGE_SELECT} FROM messages WHERE id = ?", (mid,)
-                ).fetchone()
-                data = message_row(ctx, conn, row)
+            for mid in page.changed:
+                record = db.contents.record(txn, mid)
+                assert record is not None  # in this read snapshot's page
+                data = message_row(ctx, txn, record)
                 items.append(
                     SyncItem(
                         ctx.message_eid(mid),
-                        change_key(ctx.uid, int(row[10])),
+                        change_key(ctx.uid, record.change_num),
                         tuple(build_row(data, tags)),
                     )
                 )
-            present = _present(
-                conn, "SELECT id FROM messages WHERE folder_id = ? AND id IN", fid, deleted
-            )
-            gone = [ctx.message_eid(m) for m in deleted if m not in present]
-            flags = {
-                int(m): bool(f & pt.MSGFLAG_READ)
-                for m, f in conn.execute(
-                    f"SELECT id, flags FROM messages WHERE id IN ({','.join('?' * len(read))})",
-                    read,
-                )
-            }
-            read_changed = [(ctx.message_eid(m), flags[m]) for m in read if m in flags]
-            upto = _counter(conn) if cut is None else cut
-        new_state = _pack_state("contents", ctx.uid, fid, upto)
-    return SyncResult(items, gone, read_changed, new_state, cut is not None)
-
-
-def _split(entries: list[tuple[int, int, int]]) -> tuple[list[int], list[int], list[int]]:
-    out: tuple[dict[int, None], dict[int, None], dict[int, None]] = ({}, {}, {})
-    for _, kind, oid in entries:
-        out[kind][oid] = None
-    return list(out[0]), [i for i in out[1] if i not in out[0]], list(out[2])
-
-
-def _present(conn: sqlite3.Connection, sql: str, scope: int, ids: list[int]) -> set[int]:
-    if not ids:
-        return set()
-    marks = ",".join("?" * len(ids))
-    return {int(r[0]) for r in conn.execute(f"{sql} ({marks})", [scope, *ids])}
-
-
-_SUBTREE: Final = (
-    "WITH RECURSIVE down(id) AS (SELECT ?"
-    " UNION ALL SELECT f.id FROM folders f JOIN down ON f.parent_id = down.id) "
-)
+            gone = [ctx.message_eid(m) for m in page.deleted]
+            read_changed = [
+                (ctx.message_eid(m), bool(flags & pt.MSGFLAG_READ)) for m, flags in page.read
+            ]
+        new_state = _pack_state("contents", ctx.uid, fid, page.upto)
+    return SyncResult(items, gone, read_changed, new_state, page.more)
 
 
 def sync_hierarchy(
@@ -289,55 +218,39 @@ def sync_hierarchy(
     if not 0 < max_items <= ctx.limits.max_rows_per_query * 10:
         raise errors.InvalidParameter("bad page size")
     fid = folder.folder_id
-    with ctx.db.lock:
+    db = ctx.db
+    with db.lock:
         ctx.require(fid, permissions.FOLDER_VISIBLE)
-        with ctx.db.reading() as conn:
-            if conn.execute("SELECT 1 FROM folders WHERE id = ?", (fid,)).fetchone() is None:
+        with db.reading() as txn:
+            if db.folders.get(txn, fid) is None:
                 raise errors.ObjectDeleted("the folder was deleted")
-            since = _since(conn, state, "hierarchy", ctx.uid, fid)
-            sources: list[tuple[int, str, list[Any]]] = [
-                (_CHANGED, _SUBTREE + "SELECT change_num, id FROM folders"
-                 " WHERE id IN (SELECT id FROM down) AND id <> ? AND change_num {cn}",
-                 [fid, fid]),
-            ]  # fmt: skip
-            if since >= 0:
-                sources.append(
-                    (_DELETED, _SUBTREE + "SELECT change_num, object_id FROM tombstones"
-                     " WHERE kind = ? AND folder_id IN (SELECT id FROM down)"
-                     " AND change_num {cn}", [fid, tomb.FOLDER]),
-                )  # fmt: skip
-            entries, cut = _page(conn, sources, since, max_items)
-            changed, deleted, _ = _split(entries)
+            since = _since(ctx, txn, state, "hierarchy", fid)
+            page = db.sync.hierarchy_page(txn, fid, since, max_items)
             items = []
-            for cid in changed:
+            for cid in page.changed:
                 if not ctx.rights(cid) & permissions.FOLDER_VISIBLE:
                     continue
-                row = conn.execute(
-                    f"SELECT {FOLDER_SELECT} FROM folders WHERE id = ?", (cid,)
-                ).fetchone()
-                fprops = folder_props(ctx, conn, row)
+                row = db.folders.get(txn, cid)
+                assert row is not None  # in this read snapshot's page
+                fprops = folder_props(ctx, txn, row)
                 items.append(
                     SyncItem(
                         ctx.folder_eid(cid),
-                        change_key(ctx.uid, int(row[7])),
+                        change_key(ctx.uid, row.change_num),
                         tuple(build_row(rs.DictRow(fprops), tags)),
                     )
                 )
-            present = _present(
-                conn, _SUBTREE + "SELECT id FROM down WHERE id <> ?1 AND id IN", fid, deleted
-            )
-            gone = [ctx.folder_eid(f) for f in deleted if f not in present]
-            upto = _counter(conn) if cut is None else cut
-        new_state = _pack_state("hierarchy", ctx.uid, fid, upto)
-    return SyncResult(items, gone, [], new_state, cut is not None)
+            gone = [ctx.folder_eid(f) for f in page.deleted]
+        new_state = _pack_state("hierarchy", ctx.uid, fid, page.upto)
+    return SyncResult(items, gone, [], new_state, page.more)
 
 
 def prune_tombstones(folder: Folder, now: int | None = None) -> int:
     """Prune the mailbox's old tombstones now (a maintenance task); return the count."""
     ctx = folder._ctx
     ctx.require(folder.folder_id, permissions.FOLDER_OWNER)
-    with ctx.db.transaction() as conn:
-        return tomb.prune(conn, ctx.now() if now is None else now)
+    with ctx.db.transaction() as txn:
+        return ctx.db.sync.prune(txn, ctx.now() if now is None else now)
 
 
 __all__ = [
