@@ -22,11 +22,24 @@ delete messages, ``CREATE_SUBFOLDER`` to add folders and ``FOLDER_OWNER`` to cha
 the folder itself or its ACL. The "own" rights (``EDIT_OWNED``, ``DELETE_OWNED``)
 grant nothing here because the store does not record message creators; that is the
 conservative reading. Failures raise MAPI_E_NO_ACCESS.
+
+What each folder operation needs is written once, here, as a named check
+(:func:`check_modify_folder`, :func:`check_copy_folder`...) that the folder objects
+call; they take the acting user's view (a :class:`Viewer`, in practice the
+:class:`~mapi.objects.context.StoreContext`), which answers the user's rights on a
+folder. Deleting a folder for good, or emptying one, destroys a whole subtree: as
+rights are not inherited, the user must own every folder of it
+(:func:`check_destroy_subtree`). The ACL rows themselves live behind ``MailboxDB.acl``
+(:mod:`mapi.storage.acl` in the SQLite backend).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Iterable
+from typing import Final, Protocol
+
+from mapi.model import errors
+from mapi.model import proptags as pt
 
 # The rights model lives in mapi.model.rights (a client imports it without the store);
 # its names stay importable from here.
@@ -49,6 +62,120 @@ from mapi.model.rights import (
 )
 from mapi.storage.acl import DEFAULT_MEMBER, SqliteAcl
 from mapi.storage.api import Txn
+
+
+class Viewer(Protocol):
+    """The acting user's view of a mailbox, as the checks need it."""
+
+    @property
+    def is_owner(self) -> bool:
+        """True for the mailbox owner, who holds every right."""
+
+    def rights(self, folder_id: int) -> int:
+        """The user's rights on a folder."""
+
+
+# --- The checks ------------------------------------------------------------------------
+
+
+def require(viewer: Viewer, folder_id: int, right: int) -> None:
+    """Raise MAPI_E_NO_ACCESS unless the user holds every bit of ``right`` on the folder."""
+    if viewer.rights(folder_id) & right != right:
+        raise errors.NoAccess("permission denied")
+
+
+def can_see(viewer: Viewer, folder_id: int) -> bool:
+    """True when the user may see the folder (in a hierarchy table, say)."""
+    return bool(viewer.rights(folder_id) & FOLDER_VISIBLE)
+
+
+def access_flags(rights: int) -> int:
+    """PR_ACCESS of a folder for a user holding ``rights`` on it."""
+    access = pt.MAPI_ACCESS_READ
+    if rights & FOLDER_OWNER:
+        access |= pt.MAPI_ACCESS_MODIFY | pt.MAPI_ACCESS_DELETE
+    if rights & CREATE_SUBFOLDER:
+        access |= pt.MAPI_ACCESS_CREATE_HIERARCHY
+    if rights & CREATE:
+        access |= pt.MAPI_ACCESS_CREATE_CONTENTS
+    return access
+
+
+def check_open_folder(viewer: Viewer, folder_id: int) -> None:
+    """Opening a folder (also by name, as create-folder's open-if-exists does)."""
+    require(viewer, folder_id, FOLDER_VISIBLE)
+
+
+def check_modify_folder(viewer: Viewer, folder_id: int) -> None:
+    """Changing a folder's properties or name."""
+    require(viewer, folder_id, FOLDER_OWNER)
+
+
+def check_create_subfolder(viewer: Viewer, folder_id: int) -> None:
+    """Adding a subfolder to a folder."""
+    require(viewer, folder_id, CREATE_SUBFOLDER)
+
+
+def check_delete_folder(viewer: Viewer, folder_id: int) -> None:
+    """Deleting a folder (into Deleted Items or for good)."""
+    require(viewer, folder_id, FOLDER_OWNER)
+
+
+def check_destroy_subtree(viewer: Viewer, folder_ids: Iterable[int]) -> None:
+    """Deleting a subtree for good: the user must own each of its folders."""
+    if viewer.is_owner:
+        return
+    for fid in folder_ids:
+        require(viewer, fid, FOLDER_OWNER)
+
+
+def check_copy_folder(viewer: Viewer, folder_id: int, dest_id: int, *, move: bool) -> None:
+    """Copying (reading it) or moving (owning it) a folder into ``dest_id``."""
+    require(viewer, folder_id, FOLDER_OWNER if move else READ_ANY)
+    require(viewer, dest_id, CREATE_SUBFOLDER)
+
+
+def check_empty_folder(viewer: Viewer, folder_id: int) -> None:
+    """Emptying a folder (its messages; each subfolder's subtree needs
+    :func:`check_destroy_subtree` as well)."""
+    require(viewer, folder_id, DELETE_ANY)
+
+
+def check_create_message(viewer: Viewer, folder_id: int) -> None:
+    """Adding a message to a folder."""
+    require(viewer, folder_id, CREATE)
+
+
+def check_read_contents(viewer: Viewer, folder_id: int) -> None:
+    """Reading a folder's messages: its contents table, its read flags."""
+    require(viewer, folder_id, READ_ANY)
+
+
+def check_delete_messages(viewer: Viewer, folder_id: int) -> None:
+    """Deleting messages of a folder."""
+    require(viewer, folder_id, DELETE_ANY)
+
+
+def check_copy_messages(viewer: Viewer, folder_id: int, dest_id: int, *, move: bool) -> None:
+    """Copying messages of a folder (reading them), or moving them (and deleting them
+    from it), into ``dest_id``."""
+    require(viewer, folder_id, READ_ANY)
+    if move:
+        require(viewer, folder_id, DELETE_ANY)
+    require(viewer, dest_id, CREATE)
+
+
+def check_see_acl(viewer: Viewer, folder_id: int) -> None:
+    """Listing a folder's ACL."""
+    require(viewer, folder_id, FOLDER_VISIBLE)
+
+
+def check_manage_acl(viewer: Viewer, folder_id: int) -> None:
+    """Changing a folder's ACL."""
+    require(viewer, folder_id, FOLDER_OWNER)
+
+
+# --- The ACL rows ----------------------------------------------------------------------
 
 # Transitional: the ``(conn, ...)`` helpers below serve callers not yet on
 # ``MailboxDB.acl`` (they assume the SQLite backend); they go once every caller is.
@@ -93,11 +220,28 @@ __all__ = [
     "FOLDER_VISIBLE",
     "READ_ANY",
     "ROLES",
+    "Viewer",
+    "access_flags",
+    "can_see",
+    "check_copy_folder",
+    "check_copy_messages",
+    "check_create_message",
+    "check_create_subfolder",
+    "check_delete_folder",
+    "check_delete_messages",
+    "check_destroy_subtree",
+    "check_empty_folder",
+    "check_manage_acl",
+    "check_modify_folder",
+    "check_open_folder",
+    "check_read_contents",
     "check_rights",
+    "check_see_acl",
     "folder_rights",
     "grants_anything",
     "members",
     "parse_rights",
+    "require",
     "role_name",
     "set_member",
 ]

@@ -146,14 +146,7 @@ class Folder(MapiObject):
             props = folder_props(self._ctx, txn, db.folders.row(txn, self.folder_id))
         rights = self._ctx.rights(self.folder_id)
         props[pt.PR_RIGHTS] = rights
-        access = pt.MAPI_ACCESS_READ
-        if rights & permissions.FOLDER_OWNER:
-            access |= pt.MAPI_ACCESS_MODIFY | pt.MAPI_ACCESS_DELETE
-        if rights & permissions.CREATE_SUBFOLDER:
-            access |= pt.MAPI_ACCESS_CREATE_HIERARCHY
-        if rights & permissions.CREATE:
-            access |= pt.MAPI_ACCESS_CREATE_CONTENTS
-        props[pt.PR_ACCESS] = access
+        props[pt.PR_ACCESS] = permissions.access_flags(rights)
         self._cache = props
         return props
 
@@ -171,7 +164,7 @@ class Folder(MapiObject):
         raise errors.NotFound()
 
     def _check_writable(self) -> None:
-        self._ctx.require(self.folder_id, permissions.FOLDER_OWNER)
+        permissions.check_modify_folder(self._ctx, self.folder_id)
 
     def _apply(self, sets: list[tuple[int, PropData]], deletes: list[int]) -> None:
         db = self._ctx.db
@@ -232,7 +225,7 @@ class Folder(MapiObject):
         with self._ctx.db.lock:
             self._check_open()
             name = check_name(name, self._ctx.limits)
-            self._ctx.require(self.folder_id, permissions.CREATE_SUBFOLDER)
+            permissions.check_create_subfolder(self._ctx, self.folder_id)
             props: dict[int, PropData] = {}
             if comment is not None:
                 props[pt.PR_COMMENT_W] = validate(pt.PR_COMMENT_W, comment, self._ctx.limits)
@@ -246,7 +239,7 @@ class Folder(MapiObject):
                 if existing is not None:
                     if open_if_exists:
                         # As open_folder would: the name must not open a hidden folder.
-                        self._ctx.require(existing, permissions.FOLDER_VISIBLE)
+                        permissions.check_open_folder(self._ctx, existing)
                         return Folder(self._ctx, existing)
                     raise errors.Collision(f"a subfolder is named {name!r}")
                 depth = len(db.folders.ancestors(txn, self.folder_id))
@@ -281,7 +274,7 @@ class Folder(MapiObject):
             with db.transaction() as txn:
                 row = self._child(txn, entry_id)
                 fid = row.id
-                self._ctx.require(fid, permissions.FOLDER_OWNER)
+                permissions.check_delete_folder(self._ctx, fid)
                 if row.role is not None:
                     raise errors.NoAccess("special folders cannot be deleted")
                 if not flags & DEL_MESSAGES and folders.has_messages(txn, fid):
@@ -293,7 +286,7 @@ class Folder(MapiObject):
                 if flags & DELETE_HARD_DELETE or deleted in folders.ancestors(txn, self.folder_id):
                     # For good, with everything below it: ACLs are not inherited, so the
                     # right to destroy each folder of the subtree is checked, not assumed.
-                    self._require_all(folders.subtree(txn, fid), permissions.FOLDER_OWNER)
+                    permissions.check_destroy_subtree(self._ctx, folders.subtree(txn, fid))
                     folders.delete_tree(txn, fid, parent_id=self.folder_id, change_num=cn, now=now)
                     record(self._ctx, _folder_change(Op.DELETED, fid, self.folder_id))
                 else:
@@ -327,8 +320,7 @@ class Folder(MapiObject):
                 row = self._child(txn, entry_id)
                 fid = row.id
                 name = check_name(new_name, self._ctx.limits) if new_name else row.name
-                self._ctx.require(fid, permissions.FOLDER_OWNER if move else permissions.READ_ANY)
-                self._ctx.require(dest.folder_id, permissions.CREATE_SUBFOLDER)
+                permissions.check_copy_folder(self._ctx, fid, dest.folder_id, move=move)
                 folders.row(txn, dest.folder_id)
                 if move and row.role is not None:
                     raise errors.NoAccess("special folders cannot be moved")
@@ -371,20 +363,13 @@ class Folder(MapiObject):
         if dest._ctx.db is not self._ctx.db:
             raise errors.NoSupport("copying or moving between mailboxes is not supported")
 
-    def _require_all(self, folder_ids: Sequence[int], right: int) -> None:
-        """NoAccess unless the user holds ``right`` on every one of ``folder_ids``."""
-        if self._ctx.is_owner:
-            return
-        for fid in folder_ids:
-            self._ctx.require(fid, right)
-
     def empty_folder(self, flags: int = 0) -> None:
         """Delete every message and subfolder for good ([MS-OXCFOLD] RopEmptyFolder)."""
         with self._ctx.db.lock:
             self._check_open()
             if flags & ~DELETE_HARD_DELETE:
                 raise errors.UnknownFlags(f"0x{flags:X}")
-            self._ctx.require(self.folder_id, permissions.DELETE_ANY)
+            permissions.check_empty_folder(self._ctx, self.folder_id)
             db = self._ctx.db
             folders = db.folders
             with db.transaction() as txn:
@@ -392,7 +377,7 @@ class Folder(MapiObject):
                 # The subfolders go for good with their subtrees: as delete_folder would
                 # ask, the user must own each of them (DELETE_ANY here covers messages).
                 for fid in folders.user_children(txn, self.folder_id):
-                    self._require_all(folders.subtree(txn, fid), permissions.FOLDER_OWNER)
+                    permissions.check_destroy_subtree(self._ctx, folders.subtree(txn, fid))
                 cn, now = db.next_change_number(txn), self._ctx.now()
                 mids, fids = folders.empty(txn, self.folder_id, change_num=cn, now=now)
                 record(
@@ -411,7 +396,7 @@ class Folder(MapiObject):
         """
         with self._ctx.db.lock:
             self._check_open()
-            self._ctx.require(self.folder_id, permissions.CREATE)
+            permissions.check_create_message(self._ctx, self.folder_id)
             return Message.new(self._ctx, self.folder_id)
 
     def _message_ids(self, txn: Txn, entry_ids: Sequence[bytes]) -> tuple[list[int], bool]:
@@ -431,7 +416,7 @@ class Folder(MapiObject):
         """
         with self._ctx.db.lock:
             self._check_open()
-            self._ctx.require(self.folder_id, permissions.DELETE_ANY)
+            permissions.check_delete_messages(self._ctx, self.folder_id)
             db = self._ctx.db
             with db.transaction() as txn:
                 ids, partial = self._message_ids(txn, entry_ids)
@@ -464,10 +449,7 @@ class Folder(MapiObject):
         with self._ctx.db.lock:
             self._check_open()
             self._check_same_mailbox(dest)
-            self._ctx.require(self.folder_id, permissions.READ_ANY)
-            if move:
-                self._ctx.require(self.folder_id, permissions.DELETE_ANY)
-            self._ctx.require(dest.folder_id, permissions.CREATE)
+            permissions.check_copy_messages(self._ctx, self.folder_id, dest.folder_id, move=move)
             db = self._ctx.db
             with db.transaction() as txn:
                 db.folders.row(txn, dest.folder_id)
@@ -500,7 +482,7 @@ class Folder(MapiObject):
         """Set (or clear) MSGFLAG_READ on messages (None: every message of the folder)."""
         with self._ctx.db.lock:
             self._check_open()
-            self._ctx.require(self.folder_id, permissions.READ_ANY)
+            permissions.check_read_contents(self._ctx, self.folder_id)
             db = self._ctx.db
             with db.transaction() as txn:
                 partial = False
@@ -526,7 +508,7 @@ class Folder(MapiObject):
         """
         with self._ctx.db.lock:
             self._check_open()
-            self._ctx.require(self.folder_id, permissions.READ_ANY)
+            permissions.check_read_contents(self._ctx, self.folder_id)
             return ContentsTable(self._ctx, self.folder_id)
 
     def hierarchy_table(self, flags: int = 0) -> MemoryTable:
@@ -551,7 +533,7 @@ class Folder(MapiObject):
     ) -> None:
         for row in self._ctx.db.folders.children(txn, parent):
             fid = row.id
-            if not self._ctx.rights(fid) & permissions.FOLDER_VISIBLE:
+            if not permissions.can_see(self._ctx, fid):
                 continue
             props = folder_props(self._ctx, txn, row)
             props[pt.PR_DEPTH] = depth
@@ -566,7 +548,7 @@ class Folder(MapiObject):
         "default"."""
         with self._ctx.db.lock:
             self._check_open()
-            self._ctx.require(self.folder_id, permissions.FOLDER_VISIBLE)
+            permissions.check_see_acl(self._ctx, self.folder_id)
             db = self._ctx.db
             with db.reading() as txn:
                 return db.acl.members(txn, self.folder_id)
@@ -601,7 +583,7 @@ class Folder(MapiObject):
         """
         with self._ctx.db.lock:
             self._check_open()
-            self._ctx.require(self.folder_id, permissions.FOLDER_OWNER)
+            permissions.check_manage_acl(self._ctx, self.folder_id)
             if not isinstance(member, str) or not member:
                 raise errors.InvalidParameter("bad member")
             permissions.check_rights(rights)
