@@ -57,7 +57,7 @@ from mapi.objects import quota
 from mapi.objects.base import MapiObject
 from mapi.objects.context import Identity, StoreContext
 from mapi.objects.folders import Folder
-from mapi.objects.hierarchy import HIERARCHY_COLUMNS, ensure_standard_folders, role_folder
+from mapi.objects.hierarchy import HIERARCHY_COLUMNS, STANDARD_HIERARCHY
 from mapi.objects.messages import Message, open_message_checked
 from mapi.storage.blobs import BlobDir
 from mapi.storage.db import MailboxDB, blob_dir_of
@@ -231,7 +231,7 @@ class ObjectStore:
                 with budget.suspended():
                     db = MailboxDB(path, limits=self.limits, clock=self.clock)
                     with db.transaction() as txn:
-                        ensure_standard_folders(txn, self.clock())
+                        db.folders.create_standard(txn, STANDARD_HIERARCHY, self.clock())
                 self._mailboxes[user.user_id] = db
             self._mailbox_touched[user.user_id] = self.clock()
             return db
@@ -324,7 +324,7 @@ class Session:
                 raise errors.NoAccess("no permission on this mailbox")
             db = store.mailbox_db(owner_rec)  # exists: opened, never created
             with db.reading() as txn:
-                if not permissions.grants_anything(txn, self.user.user_id):
+                if not db.acl.grants_anything(txn, self.user.user_id):
                     raise errors.NoAccess("no permission on this mailbox")
         if owner_rec.user_id not in self._mailboxes:
             self._mailboxes.add(owner_rec.user_id)
@@ -382,7 +382,7 @@ class MsgStore(MapiObject):
         }
         with ctx.db.reading() as txn:
             for tag, role in _STORE_ROLE_TAGS.items():
-                props[tag] = ctx.folder_eid(role_folder(txn, role))
+                props[tag] = ctx.folder_eid(ctx.db.folders.role_folder(txn, role))
         # Size and quota ([MS-OXCSTOR] 2.2.2.1.1); no limit, no quota property.
         props.update(quota.store_props(ctx.db))
         return props
@@ -409,7 +409,7 @@ class MsgStore(MapiObject):
     def special_folder_id(self, role: str) -> bytes:
         """Entry id of a special folder by role ("inbox", "deleted", "root"...)."""
         with self._ctx.db.reading() as txn:
-            return self._ctx.folder_eid(role_folder(txn, role))
+            return self._ctx.folder_eid(self._ctx.db.folders.role_folder(txn, role))
 
     def get_receive_folder(self) -> bytes:
         """Entry id of the folder new mail goes to (the Inbox)."""
@@ -427,7 +427,7 @@ class MsgStore(MapiObject):
         with self._ctx.db.lock:
             fid = self._ctx.parse(entry_id, EntryKind.FOLDER).object_id
             with self._ctx.db.reading() as txn:
-                if not self._ctx.db.messages.folder_exists(txn, fid):
+                if self._ctx.db.folders.get(txn, fid) is None:
                     raise errors.NotFound("no such folder")
             self._ctx.require(fid, permissions.FOLDER_VISIBLE)
             return Folder(self._ctx, fid)

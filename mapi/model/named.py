@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from mapi.model import errors
 from mapi.model.limits import Limits
@@ -124,12 +124,3 @@ def next_named_id(count: int, top: int | None, limits: Limits) -> int:
     if count >= limits.max_named_props or new_id > LAST_NAMED_ID:
         raise errors.NotEnoughResources("no named property ids left in this store")
     return new_id
-
-
-def is_mapped(conn: Any, pid: int) -> bool:
-    """True when a named-range id is mapped in this store.
-
-    Transitional, and the last SQL of the model: :mod:`mapi.objects.base` still calls it;
-    it goes once that calls ``MailboxDB.named.is_mapped`` (:mod:`mapi.storage.named`).
-    """
-    return conn.execute("SELECT 1 FROM named_props WHERE id = ?", (pid,)).fetchone() is not None

@@ -347,7 +347,7 @@ class Message(_WorkingCopy["MessageState"]):
         db = self._ctx.db
         with db.transaction() as txn:
             assert self.folder_id is not None
-            if not db.messages.folder_exists(txn, self.folder_id):
+            if db.folders.get(txn, self.folder_id) is None:
                 raise errors.ObjectDeleted("the folder of the message was deleted")
             now = self._ctx.now()
             is_new = self._state.db_id is None

@@ -60,7 +60,6 @@ from mapi.model.properties import PropData
 from mapi.notify.changes import Change, Op, record
 from mapi.objects import quota
 from mapi.objects.context import Identity, StoreContext
-from mapi.objects.hierarchy import role_folder
 from mapi.objects.messages import Message, recipient_address
 from mapi.storage.api import Txn
 from mapi.storage.db import MailboxDB
@@ -344,7 +343,7 @@ def _deliver(
         if db.messages.was_delivered(txn, sid):
             return  # delivered by an earlier attempt
         _translate_named(state, _recipient_ids(db, txn, names, db.limits))
-        inbox = role_folder(txn, "inbox")
+        inbox = db.folders.role_folder(txn, "inbox")
         new_id = db.messages.save(
             txn, state, limits=db.limits, change_num=db.next_change_number(txn), now=now,
             folder_id=inbox,
@@ -391,7 +390,7 @@ def _file(
         db.messages.save(
             txn, state, limits=ctx.limits, change_num=cn, now=now, folder_id=old_folder
         )
-        sent = role_folder(txn, "sent")
+        sent = db.folders.role_folder(txn, "sent")
         change = Change(op=Op.MODIFIED, folder=False, object_id=db_id, parent_id=old_folder)
         if sent != old_folder:
             db.messages.move(
@@ -451,8 +450,8 @@ def _save_ndr(
         None, 0, now, now, bag, recipients=recipients,
         attachments={0: AttachState(0, None, attach_bag, embedded)}, next_attach_num=1,
     )  # fmt: skip
-    inbox = role_folder(txn, "inbox")
     db = ctx.db
+    inbox = db.folders.role_folder(txn, "inbox")
     ndr_id = db.messages.save(
         txn, state, limits=ctx.limits, change_num=db.next_change_number(txn), now=now,
         folder_id=inbox,

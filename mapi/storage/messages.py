@@ -638,11 +638,6 @@ def placement(conn: sqlite3.Connection, message_id: int) -> Placement | None:
     return Placement(None if row[0] is None else int(row[0]), int(row[1]))
 
 
-def folder_exists(conn: sqlite3.Connection, folder_id: int) -> bool:
-    """Is there a folder ``folder_id`` (a message may be saved or filed there)?"""
-    return conn.execute("SELECT 1 FROM folders WHERE id = ?", (folder_id,)).fetchone() is not None
-
-
 def set_flags(conn: sqlite3.Connection, message_id: int, flags: int) -> int | None:
     """Set PR_MESSAGE_FLAGS of a committed message at once (the read flag); return its
     folder id (None: no such message, nothing changed)."""
@@ -752,10 +747,6 @@ class SqliteMessages:
     def placement(self, conn: sqlite3.Connection, message_id: int) -> Placement | None:
         """Where a message is and its change number (None: no such message)."""
         return placement(conn, message_id)
-
-    def folder_exists(self, conn: sqlite3.Connection, folder_id: int) -> bool:
-        """Is there a folder ``folder_id``?"""
-        return folder_exists(conn, folder_id)
 
     def export(self, conn: sqlite3.Connection, message_id: int, limits: Limits) -> MessageState:
         """A detached copy of a committed message, for saving into another mailbox
