@@ -192,8 +192,7 @@ class _Renderer:
         return None if folder_id is None else self.ctx.folder_eid(folder_id)
 
     def parent_of(self, folder_id: int) -> tuple[bool, int | None]:
-        row = self.ctx.db.folders.get(self.txn, folder_id)
-        return (False, None) if row is None else (True, row.parent_id)
+        return self.ctx.db.changes.parent_of(self.txn, folder_id)
 
     def emit(
         self, kind: EventType, note: Notification, targets: Sequence[bytes | None],
@@ -371,11 +370,12 @@ class _Renderer:
             return instance_key(keys[0]) if keys else None
         order = self._orders.get((folder_id, sort))
         if order is None:
-            children = self.ctx.db.folders.children(self.txn, folder_id)  # by name, id
-            order = [row.id for row in children]
             if sort:
+                children = self.ctx.db.folders.children(self.txn, folder_id)  # by name, id
                 loaded = [(row.id, self.folder_row(row)) for row in children]
                 order = [i for i, _ in sort_rows(loaded, sort)]
+            else:
+                order = self.ctx.db.changes.subfolder_order(self.txn, folder_id)
             self._orders[(folder_id, sort)] = order
         pos = order.index(key) if key in order else 0
         return instance_key(order[pos - 1]) if pos else None

@@ -10,8 +10,8 @@ Theory of operation
 The storage side of :mod:`mapi.objects.sync` ([MS-OXCFXICS] in our simple form). The
 change-number counter is ``meta.change_num``; every ``folders`` and ``messages`` row
 carries the CN of its last change, ``tombstones`` the objects that left a folder and
-``read_state`` the read-flag changes (written by :mod:`mapi.storage.tombstones`, which
-this object also fronts for the core).
+``read_state`` the read-flag changes (written by :mod:`mapi.storage.tombstones` inside
+the storage operations that delete, move or mark messages read).
 
 A page of changes since CN ``since`` merges several *sources*, each a query selecting
 ``(cn, id)`` rows with a CN condition: changed messages, message tombstones and read
@@ -28,7 +28,7 @@ message's current flags.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -106,11 +106,7 @@ class SqliteSync:
 
     __slots__ = ()
 
-    #: Tombstone kinds (:data:`mapi.storage.tombstones.FOLDER` and ``MESSAGE``).
-    FOLDER: Final = tomb.FOLDER
-    MESSAGE: Final = tomb.MESSAGE
-
-    # --- Change numbers and the bookkeeping writes ---------------------------------------
+    # --- Change numbers and tombstones ---------------------------------------------------
 
     def next_change_number(self, txn: sqlite3.Connection) -> int:
         """Allocate a change number (inside a write transaction)."""
@@ -123,17 +119,6 @@ class SqliteSync:
         """The highest change number allocated so far."""
         return int(txn.execute("SELECT value FROM meta WHERE key = 'change_num'").fetchone()[0])
 
-    def tombstone(
-        self, txn: sqlite3.Connection, kind: int, object_ids: Iterable[int], folder_id: int,
-        cn: int, now: int,
-    ) -> None:  # fmt: skip
-        """Record that objects of ``kind`` left ``folder_id`` at change number ``cn``."""
-        tomb.tombstone(txn, kind, object_ids, folder_id, cn, now)
-
-    def note_read(self, txn: sqlite3.Connection, message_ids: Iterable[int], cn: int) -> None:
-        """Record a read-flag change of messages at change number ``cn``."""
-        tomb.note_read(txn, message_ids, cn)
-
     def horizon(self, txn: sqlite3.Connection) -> int:
         """The highest change number whose tombstones may have been pruned (0: none)."""
         return tomb.horizon(txn)
@@ -143,11 +128,6 @@ class SqliteSync:
         return tomb.prune(txn, now)
 
     # --- What changed -------------------------------------------------------------------
-
-    def folder_exists(self, txn: sqlite3.Connection, folder_id: int) -> bool:
-        """True when folder ``folder_id`` exists."""
-        found = txn.execute("SELECT 1 FROM folders WHERE id = ?", (folder_id,)).fetchone()
-        return found is not None
 
     def contents_page(
         self, txn: sqlite3.Connection, folder_id: int, since: int, max_items: int

@@ -2,7 +2,10 @@
 
 Theory of operation
 -------------------
-[MS-OXCFXICS] 3.2.5.3 in our simple form (the reading side is :mod:`mapi.objects.sync`).
+[MS-OXCFXICS] 3.2.5.3 in our simple form (the reading side is
+:class:`~mapi.storage.sync.SqliteSync`, for :mod:`mapi.objects.sync`). The storage
+operations that delete, move or mark messages read write these rows in their own
+transaction (:mod:`mapi.storage.folders`, :mod:`mapi.storage.messages`).
 Every folder and message row carries the change number (CN) of its last change;
 the mailbox-wide counter is ``meta.change_num``. What a CN cannot show is an object
 that *left* a folder: these get a tombstone row ``(kind, object id, folder it left,
