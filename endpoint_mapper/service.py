@@ -17,12 +17,26 @@ Choices where the specifications leave room:
   those of the C706 IDL: a lone ``error_status_t`` for 0, 1 and 6, and
   ``uuid_t ept_object, error_status_t`` for ``ept_inq_object``.
 * Iteration ([MS-RPCE] 3.1.4): ``ept_lookup`` and ``ept_map`` return at most
-  ``min(max, 500)`` results. If more remain, the response carries a context handle
-  and status 0; the *last* batch carries status 0 and the NULL handle (Windows'
-  behaviour, which impacket's ``hept_lookup`` relies on). An empty result is
-  ``num 0``, NULL handle, ``EPT_S_NOT_REGISTERED``. The remaining results are a
-  snapshot taken by the first call, kept in ``CallContext.connection_state``; at most
-  :data:`MAX_OPEN_HANDLES` iterations stay open per connection (the oldest is dropped).
+  ``size = min(max, 500)`` results per call, and the iteration ends for every client
+  we know of, as Windows' does:
+
+  - a *full* batch (``size`` results) carries status 0 and a context handle, even
+    when it holds the last results: the server does not look ahead, and Samba's
+    ``rpcclient epmlookup`` (which asks for one entry at a time and loops until the
+    status is not 0, starting over from the top on a NULL handle) needs the handle
+    to reach the end;
+  - the call after the last full batch answers ``num 0``, the NULL handle and
+    ``EPT_S_NOT_REGISTERED``, and forgets the iteration;
+  - a *short* batch (fewer than ``size`` results) is the last: status 0 and the NULL
+    handle, which is where impacket's ``hept_lookup`` (500 at a time, stops on a NULL
+    handle, raises on any non-zero status) stops. A listing that is an exact
+    multiple of 500 therefore ends in ``EPT_S_NOT_REGISTERED`` for impacket too, as
+    against Windows;
+  - an empty result is ``num 0``, NULL handle, ``EPT_S_NOT_REGISTERED``.
+
+  The remaining results are a snapshot taken by the first call, kept in
+  ``CallContext.connection_state``; at most :data:`MAX_OPEN_HANDLES` iterations stay
+  open per connection (the oldest is dropped).
 * An unknown (or dropped, or wrong-kind) non-NULL handle faults with
   ``nca_s_fault_context_mismatch``, as an RPC runtime does for a stale ``[in]``
   context handle. ``ept_lookup_handle_free`` always succeeds: freeing a handle we no
@@ -129,9 +143,14 @@ def _next_batch(
         table.close(handle)
         return NULL_HANDLE, (), EPT_S_CANT_PERFORM_OP
     if not results:
+        table.close(handle)
         return NULL_HANDLE, (), EPT_S_NOT_REGISTERED
     batch, rest = results[:size], results[size:]
-    return (table.put(kind, rest, handle) if rest else NULL_HANDLE), batch, RPC_S_OK
+    if rest or len(batch) == size:
+        # A full batch keeps the handle even when nothing remains: the call after it
+        # answers EPT_S_NOT_REGISTERED (see the module notes).
+        return table.put(kind, rest, handle), batch, RPC_S_OK
+    return NULL_HANDLE, batch, RPC_S_OK
 
 
 def _lookup(db: EndpointDatabase, table: _Iterations, ctx: CallContext, stub: bytes) -> bytes:

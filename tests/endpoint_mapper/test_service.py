@@ -140,6 +140,58 @@ async def test_lookup_iterates_in_batches_and_ends_with_status_0_and_null_handle
     assert len(state["endpoint_mapper.iterations"]) == 0
 
 
+def samba_lookup(handle: ContextHandle = NULL_HANDLE) -> bytes:
+    """The stub Samba 4.17's ``rpcclient epmlookup`` sends (from a capture): inquiry
+    type 0, NULL object, NULL interface, vers_option 0, the handle, max_ents 1."""
+    return (
+        bytes(16)
+        + handle.attributes.to_bytes(4, "little")
+        + handle.uuid.bytes_le
+        + (b"\x01\x00\x00\x00")
+    )
+
+
+async def test_samba_one_at_a_time_iteration_ends_with_not_registered():
+    """rpcclient epmlookup loops until the status is not 0 and starts over from the
+    top on a NULL handle: every entry once, then EPT_S_NOT_REGISTERED (issue 18, 8)."""
+    iface = epm_interface(store_db(3))
+    state: dict[str, Any] = {}
+    handle, seen, statuses, handles = NULL_HANDLE, [], [], []
+    for _ in range(10):  # bounded: the bug was an endless loop
+        resp = epm.ept_lookupResponse(await iface.handler(make_ctx(2, state), samba_lookup(handle)))
+        statuses.append(resp["status"])
+        seen += ports_of(resp)
+        handle = handle_of(resp)
+        handles.append(handle)
+        if resp["status"] != 0:
+            break
+    assert seen == [20000, 20001, 20002]
+    assert statuses == [0, 0, 0, EPT_S_NOT_REGISTERED]
+    assert not handles[0].is_null and handles[:3] == [handles[0]] * 3
+    assert handles[3] == NULL_HANDLE
+    assert len(state["endpoint_mapper.iterations"]) == 0
+
+
+@pytest.mark.parametrize(("count", "max_ents"), [(1000, 500), (4, 2), (1, 1)])
+async def test_a_full_last_batch_keeps_the_handle_and_the_next_call_ends(count, max_ents):
+    iface = epm_interface(store_db(count))
+    state: dict[str, Any] = {}
+    handle, seen, shapes = NULL_HANDLE, [], []
+    for _ in range(count + 2):
+        resp = stubs.decode_lookup_response(
+            await iface.handler(make_ctx(2, state), impacket_lookup(handle, max_ents))
+        )
+        seen += [e.tower.port for e in resp.entries]
+        shapes.append((len(resp.entries), resp.status, resp.entry_handle.is_null))
+        handle = resp.entry_handle
+        if handle.is_null:
+            break
+    batches = count // max_ents
+    assert shapes == [(max_ents, 0, False)] * batches + [(0, EPT_S_NOT_REGISTERED, True)]
+    assert seen == list(range(20000, 20000 + count))
+    assert len(state["endpoint_mapper.iterations"]) == 0
+
+
 async def test_lookup_reports_the_local_address_and_annotations():
     reply = await epm_interface(store_db(2)).handler(make_ctx(2), impacket_lookup())
     resp = epm.ept_lookupResponse(reply)
@@ -206,7 +258,9 @@ async def test_open_iterations_are_bounded_oldest_dropped():
         await iface.handler(make_ctx(2, state), impacket_lookup(handles[4]))
     )
     assert [e.tower.port for e in last.entries] == [20001]
+    # asked for 500, got 1: a short batch is the last, NULL handle and status 0
     assert last.entry_handle == NULL_HANDLE and last.status == 0
+    assert len(state["endpoint_mapper.iterations"]) == 3
 
 
 async def test_handle_free_closes_the_iteration():
@@ -300,6 +354,22 @@ async def test_map_iterates_when_more_towers_than_max_towers():
     )
     assert [t.port for t in second.towers] == [20002]
     assert second.entry_handle == NULL_HANDLE and second.status == 0
+
+
+async def test_map_with_a_full_last_batch_keeps_the_handle_until_not_registered():
+    iface = epm_interface(store_db(2))
+    state: dict[str, Any] = {}
+    first = stubs.decode_map_response(
+        await iface.handler(make_ctx(3, state), impacket_map(STORE, max_towers=2))
+    )
+    assert [t.port for t in first.towers] == [20000, 20001]
+    assert not first.entry_handle.is_null and first.status == 0
+    nxt = MapRequest(NIL_UUID, Tower.tcp(STORE, "0.0.0.0", 0), first.entry_handle, 2)
+    end = stubs.decode_map_response(
+        await iface.handler(make_ctx(3, state), stubs.encode_map_request(nxt))
+    )
+    assert (end.towers, end.entry_handle, end.status) == ((), NULL_HANDLE, EPT_S_NOT_REGISTERED)
+    assert len(state["endpoint_mapper.iterations"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -405,6 +475,14 @@ async def test_lookup_on_collects_every_batch():
     assert found[5].annotation == "store 5"
     assert found[5].interface == STORE
     assert rpc.calls == [2, 2, 2]
+    assert len(rpc.state["endpoint_mapper.iterations"]) == 0
+
+
+async def test_lookup_on_ends_on_not_registered_after_a_full_last_batch():
+    rpc = LocalRpc(epm_interface(store_db(1000)))
+    found = await lookup_on(rpc)
+    assert [e.tower.port for e in found] == list(range(20000, 21000))
+    assert rpc.calls == [2, 2, 2]  # 500, 500, then EPT_S_NOT_REGISTERED: no free needed
     assert len(rpc.state["endpoint_mapper.iterations"]) == 0
 
 
