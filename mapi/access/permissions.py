@@ -36,7 +36,7 @@ rights are not inherited, the user must own every folder of it
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final, Protocol
+from typing import Protocol
 
 from mapi.model import errors
 from mapi.model import proptags as pt
@@ -60,8 +60,7 @@ from mapi.model.rights import (
     parse_rights,
     role_name,
 )
-from mapi.storage.acl import DEFAULT_MEMBER, SqliteAcl
-from mapi.storage.api import Txn
+from mapi.storage.acl import DEFAULT_MEMBER
 
 
 class Viewer(Protocol):
@@ -175,37 +174,6 @@ def check_manage_acl(viewer: Viewer, folder_id: int) -> None:
     require(viewer, folder_id, FOLDER_OWNER)
 
 
-# --- The ACL rows ----------------------------------------------------------------------
-
-# Transitional: the ``(conn, ...)`` helpers below serve callers not yet on
-# ``MailboxDB.acl`` (they assume the SQLite backend); they go once every caller is.
-_SQLITE: Final = SqliteAcl()
-
-
-def folder_rights(txn: Txn, folder_id: int, member: str) -> int:
-    """Rights of ``member`` (not the owner) on a folder: its row, else the default row.
-    Transitional: ``db.acl.rights(txn, folder_id, member)`` is the same."""
-    return _SQLITE.rights(txn, folder_id, member)
-
-
-def set_member(txn: Txn, folder_id: int, member: str, rights: int) -> None:
-    """Set (rights > 0) or remove (rights == 0) the ACL row of a member.
-    Transitional: ``db.acl.set(txn, folder_id, member, rights)`` is the same."""
-    _SQLITE.set(txn, folder_id, member, rights)
-
-
-def members(txn: Txn, folder_id: int) -> list[tuple[str, int]]:
-    """The ACL rows of a folder, as (member, rights), sorted by member.
-    Transitional: ``db.acl.members(txn, folder_id)`` is the same."""
-    return _SQLITE.members(txn, folder_id)
-
-
-def grants_anything(txn: Txn, member: str) -> bool:
-    """True when some folder grants ``member`` (or everyone) any right.
-    Transitional: ``db.acl.grants_anything(txn, member)`` is the same."""
-    return _SQLITE.grants_anything(txn, member)
-
-
 __all__ = [
     "ALL_RIGHTS",
     "CREATE",
@@ -237,11 +205,7 @@ __all__ = [
     "check_read_contents",
     "check_rights",
     "check_see_acl",
-    "folder_rights",
-    "grants_anything",
-    "members",
     "parse_rights",
     "require",
     "role_name",
-    "set_member",
 ]

@@ -55,9 +55,7 @@ from mapi.objects.hierarchy import (
     ROLE_TAGS,
     STANDARD_FOLDERS,
     check_name,
-    ensure_standard_folders,
     folder_props,
-    role_folder,
 )
 from mapi.objects.messages import Message
 from mapi.storage.api import Txn
@@ -631,7 +629,5 @@ __all__ = [
     "ROLE_TAGS",
     "STANDARD_FOLDERS",
     "Folder",
-    "ensure_standard_folders",
     "folder_props",
-    "role_folder",
 ]

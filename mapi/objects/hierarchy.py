@@ -14,7 +14,6 @@ handle on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Final
 
 from mapi.model import errors
@@ -23,11 +22,7 @@ from mapi.model.entryid import change_key, instance_key
 from mapi.model.properties import PropData
 from mapi.objects.context import StoreContext
 from mapi.storage.api import Txn
-
-# Transitional (see ensure_standard_folders): FOLDER_SELECT is re-exported for the
-# modules that still select folder rows themselves, _SQLITE serves the old
-# ``(conn, ...)`` helpers; both go once every caller is on ``MailboxDB.folders``.
-from mapi.storage.folders import FOLDER_SELECT, FolderRow, SqliteFolders, StandardFolder
+from mapi.storage.folders import FolderRow, StandardFolder
 
 #: (role, parent role, display name, container class, folder type)
 STANDARD_FOLDERS: Final = (
@@ -74,29 +69,6 @@ STANDARD_HIERARCHY: Final = tuple(
     for role, parent, name, klass, ftype in STANDARD_FOLDERS
 )
 
-_SQLITE: Final = SqliteFolders()
-
-
-def ensure_standard_folders(txn: Txn, now: int) -> None:
-    """Create the standard folders if the mailbox has none (inside a transaction).
-
-    Transitional, for callers not yet on the storage objects: it assumes the SQLite
-    backend; ``db.folders.create_standard(txn, STANDARD_HIERARCHY, now)`` is the same.
-    """
-    _SQLITE.create_standard(txn, STANDARD_HIERARCHY, now)
-
-
-def role_folder(txn: Txn, role: str) -> int:
-    """The id of the special folder with ``role``.
-
-    Transitional like :func:`ensure_standard_folders`: ``db.folders.role_folder(txn, role)``
-    is the same.
-
-    Raises:
-        NotFound: the mailbox has none.
-    """
-    return _SQLITE.role_folder(txn, role)
-
 
 def check_name(name: object, limits: Any) -> str:
     """``name`` if it is a valid folder name.
@@ -111,13 +83,8 @@ def check_name(name: object, limits: Any) -> str:
     return name
 
 
-def folder_props(
-    ctx: StoreContext, txn: Txn, row: FolderRow | Sequence[Any]
-) -> dict[int, PropData]:
-    """Stored and computed properties of a folder (``row``: from ``db.folders``, or,
-    transitionally, a tuple selected as FOLDER_SELECT)."""
-    if not isinstance(row, FolderRow):
-        row = FolderRow.from_sql(row)
+def folder_props(ctx: StoreContext, txn: Txn, row: FolderRow) -> dict[int, PropData]:
+    """Stored and computed properties of a folder (``row``: as ``db.folders`` reads it)."""
     folders = ctx.db.folders
     fid = row.id
     props = dict(row.props)
@@ -155,13 +122,10 @@ def folder_props(
 
 
 __all__ = [
-    "FOLDER_SELECT",
     "HIERARCHY_COLUMNS",
     "ROLE_TAGS",
     "STANDARD_FOLDERS",
     "STANDARD_HIERARCHY",
     "check_name",
-    "ensure_standard_folders",
     "folder_props",
-    "role_folder",
 ]

@@ -51,7 +51,7 @@ FOLDER_SELECT: Final = (
 
 
 class FolderRow(NamedTuple):
-    """One folder as stored (its fields in the order of the old ``FOLDER_SELECT`` tuples)."""
+    """One folder as stored (its fields in :data:`FOLDER_SELECT` order)."""
 
     id: int
     parent_id: int | None
@@ -68,11 +68,9 @@ class FolderRow(NamedTuple):
     @classmethod
     def from_sql(cls, row: Sequence[Any]) -> FolderRow:
         """A row selected as :data:`FOLDER_SELECT` (``props`` still packed)."""
-        props = row[8]
         return cls(
             int(row[0]), None if row[1] is None else int(row[1]), str(row[2]), int(row[3]),
-            row[4], int(row[5]), int(row[6]), int(row[7]),
-            props if isinstance(props, dict) else unpack_props(props),
+            row[4], int(row[5]), int(row[6]), int(row[7]), unpack_props(row[8]),
         )  # fmt: skip
 
 
