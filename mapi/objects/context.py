@@ -60,6 +60,8 @@ class StoreContext:
         self.hub = hub
         #: Other mailboxes, for message submission (None: no submission).
         self.router = router
+        # The store's entry id never changes; every message row carries it.
+        self._store_eid = make_entryid(db.provider_uid, EntryKind.STORE, 0)
 
     @property
     def limits(self) -> Limits:
@@ -101,7 +103,7 @@ class StoreContext:
         return make_entryid(self.uid, EntryKind.MESSAGE, message_id)
 
     def store_eid(self) -> bytes:
-        return make_entryid(self.uid, EntryKind.STORE, 0)
+        return self._store_eid
 
     def parse(self, entry_id: object, kind: EntryKind | None = None) -> EntryId:
         """Parse an entry id of this store.
