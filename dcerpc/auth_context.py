@@ -35,11 +35,17 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from dcerpc.ntlm import NtHashLookup, NtlmAcceptor, NtlmInitiator, ServerNames
-from dcerpc.ntlm_crypto import NtlmSession, SignatureError
+from dcerpc.ntlm import (
+    AuthenticateMessage,
+    NtHashLookup,
+    NtlmAcceptor,
+    NtlmInitiator,
+    ServerNames,
+)
+from dcerpc.ntlm_crypto import SessionSecurity, SignatureError
 from dcerpc.security import (
     AUTH_PAD_ALIGNMENT,
     SEC_TRAILER,
@@ -69,12 +75,20 @@ class Mechanism(Protocol):
     def step(self, token: bytes) -> bytes: ...
 
     @property
-    def session(self) -> NtlmSession | None: ...
+    def session(self) -> SessionSecurity | None: ...
 
 
 class AcceptorMechanism(Mechanism, Protocol):
     @property
     def identity(self) -> Identity | None: ...
+
+
+#: A connection's peer address (None: unknown, an in-process relay that named none).
+Peer = tuple[str, int] | None
+#: ``(user, domain, peer)``: told of an authentication the mechanism refused.
+AuthFailureHook = Callable[[str, str, Peer], None]
+#: ``(user, domain, peer) -> bool``: asked before the user's NT hash is looked up.
+AuthAdmitHook = Callable[[str, str, Peer], bool]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -88,26 +102,110 @@ class ServerSecurity:
         names: how CHALLENGE messages name the server.
         auth_types: the auth types accepted (NTLM and SPNEGO-with-NTLM by default).
         random: randomness for server challenges (tests pass a fixed source).
+        on_auth_failure: told ``(user, domain, peer)`` of each authentication the
+            mechanism refused (wrong password, unknown user, bad MIC; ``user`` is ""
+            when the client named none): a logon throttle counts them. On the loop.
+        admit: asked ``(user, domain, peer)`` before the NT hash is looked up; False
+            refuses the attempt as an unknown user would be, and is not reported to
+            ``on_auth_failure`` (a throttle holding a guesser back). On the loop.
+        peer: the connection's peer, passed to the hooks (:meth:`for_peer`).
     """
 
     lookup_nt_hash: NtHashLookup
     names: ServerNames = field(default_factory=ServerNames)
     auth_types: frozenset[int] = frozenset({AuthType.NTLM, AuthType.SPNEGO})
     random: Callable[[int], bytes] = os.urandom
+    on_auth_failure: AuthFailureHook | None = None
+    admit: AuthAdmitHook | None = None
+    peer: Peer = None
+
+    def for_peer(self, peer: Peer) -> ServerSecurity:
+        """This configuration for one connection from ``peer`` (what the hooks see)."""
+        if self.on_auth_failure is None and self.admit is None:
+            return self
+        return replace(self, peer=peer)
+
+    def _admitted_lookup(self, user: str, domain: str) -> bytes | None:
+        return _admitted(self, user, domain)
 
     def acceptor(self, auth_type: int, now: float | None) -> AcceptorMechanism | None:
         """A fresh acceptor for ``auth_type``, or None if we do not offer it."""
         if auth_type not in self.auth_types:
             return None
+        mech = self._acceptor(auth_type, now)
+        if mech is None or (self.on_auth_failure is None and self.admit is None):
+            return mech
+        return _ReportedAcceptor(mech, self)
+
+    def _acceptor(self, auth_type: int, now: float | None) -> AcceptorMechanism | None:
+        lookup = self.lookup_nt_hash if self.admit is None else self._admitted_lookup
 
         def ntlm() -> NtlmAcceptor:
-            return NtlmAcceptor(self.lookup_nt_hash, self.names, now=now, random=self.random)
+            return NtlmAcceptor(lookup, self.names, now=now, random=self.random)
 
         if auth_type == AuthType.NTLM:
             return ntlm()
         if auth_type == AuthType.SPNEGO:
             return SpnegoAcceptor(ntlm)
         return None
+
+
+def _admitted(security: ServerSecurity, user: str, domain: str) -> bytes | None:
+    assert security.admit is not None
+    if not security.admit(user, domain, security.peer):
+        raise _Held(f"{user!r} is held back")
+    return security.lookup_nt_hash(user, domain)
+
+
+class _Held(AuthError):
+    """``admit`` refused: an authentication failure that is not reported again."""
+
+
+class _ReportedAcceptor:
+    """An acceptor that tells :attr:`ServerSecurity.on_auth_failure` of its refusals
+    (with the user the client named, which the NT-hash lookup saw)."""
+
+    def __init__(self, mech: AcceptorMechanism, security: ServerSecurity) -> None:
+        self._mech = mech
+        self._security = security
+        self._claimed = ("", "")
+
+    @property
+    def complete(self) -> bool:
+        return self._mech.complete
+
+    @property
+    def session(self) -> SessionSecurity | None:
+        return self._mech.session
+
+    @property
+    def identity(self) -> Identity | None:
+        return self._mech.identity
+
+    def step(self, token: bytes) -> bytes:
+        try:
+            return self._mech.step(token)
+        except _Held:
+            raise
+        except AuthError:
+            hook = self._security.on_auth_failure
+            if hook is not None:
+                user, domain = _claimed_user(token)
+                hook(user, domain, self._security.peer)
+            raise
+
+
+def _claimed_user(token: bytes) -> tuple[str, str]:
+    """The user and domain an NTLM AUTHENTICATE (bare or inside SPNEGO) names, or
+    ("", "") when ``token`` holds none that decodes."""
+    start = token.find(b"NTLMSSP\x00\x03\x00\x00\x00")
+    if start < 0:
+        return "", ""
+    try:
+        msg = AuthenticateMessage.decode(token[start:])
+    except (AuthError, ValueError, IndexError, struct.error):
+        return "", ""
+    return msg.user, msg.domain
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -202,7 +300,7 @@ class SecurityContext:
         if self._protection >= AuthLevel.PKT_PRIVACY:
             sealed, sig = session.seal(body, header + body + trailer)
             return header + sealed + trailer + sig
-        return header + body + trailer + session.sign(header + body + trailer)
+        return header + body + trailer + session.sign_pdu(body, header + body + trailer)
 
     def unprotect(self, raw: bytes, header_size: int, auth_length: int) -> bytes:
         """Verify (and at privacy, decrypt) a received request or response fragment;
@@ -236,9 +334,9 @@ class SecurityContext:
             if self._protection >= AuthLevel.PKT_PRIVACY:
                 plain = session.unseal(raw[header_size:start])
                 whole = raw[:header_size] + plain + raw[start:trailer_end]
-                session.verify_sealed(whole, sig)
+                session.verify_sealed(whole, sig, plain)
                 return whole + sig
-            session.verify(raw[:trailer_end], sig)
+            session.verify_pdu(raw[header_size:start], raw[:trailer_end], sig)
         except SignatureError as exc:
             raise AuthError(str(exc)) from exc
         return raw

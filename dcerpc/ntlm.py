@@ -18,6 +18,9 @@ LM responses are crackable and every client of the last twenty years sends v2. A
 AUTHENTICATE with an empty user and an empty NT response is *anonymous*
 ([MS-NLMP] 3.2.5.1.2); it is accepted as such (the runtime's policy decides what an
 anonymous caller may do) with the all-zero key exchange key that clients use for it.
+Samba's client leaves extended session security out of an anonymous AUTHENTICATE
+(the spec does not ask for that) and then signs and seals with NTLM1 session security;
+we follow it there (:class:`~dcerpc.ntlm_crypto.Ntlm1Session`) and nowhere else.
 A MIC, when the client's AV pairs say it sent one (MsvAvFlags bit 0x2), must verify.
 
 :class:`NtlmInitiator` is the client side, for our own client. Both end with an
@@ -37,7 +40,15 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dcerpc.ntlm_crypto import NtlmSession, hmac_md5, nt_hash, ntowf_v2, rc4_once
+from dcerpc.ntlm_crypto import (
+    Ntlm1Session,
+    NtlmSession,
+    SessionSecurity,
+    hmac_md5,
+    nt_hash,
+    ntowf_v2,
+    rc4_once,
+)
 from dcerpc.security import AuthError, Identity
 
 SIGNATURE = b"NTLMSSP\x00"
@@ -336,7 +347,7 @@ class NtlmAcceptor:
         self._challenge_raw = b""
         self.complete = False
         self.identity: Identity | None = None
-        self.session: NtlmSession | None = None
+        self.session: SessionSecurity | None = None
         #: Whether the client's AUTHENTICATE carried a (verified) MIC.
         self.mic_present = False
 
@@ -390,7 +401,9 @@ class NtlmAcceptor:
         challenge = self._challenge
         anonymous = msg.user == "" and len(msg.nt_response) == 0 and len(msg.lm_response) <= 1
         flags = msg.flags & challenge.flags  # the client may not claim what we did not grant
-        if not flags & F.EXTENDED_SESSIONSECURITY:
+        if not flags & F.EXTENDED_SESSIONSECURITY and not anonymous:
+            # Samba drops extended session security from an anonymous AUTHENTICATE
+            # (its key is public anyway); anyone else keeps it or is refused.
             raise AuthError("NTLMv1 session security is not accepted")
         if anonymous:
             key_exchange_key = b"\x00" * 16
@@ -427,7 +440,11 @@ class NtlmAcceptor:
             mic = hmac_md5(exported, self._negotiate, self._challenge_raw, bytes(zeroed))
             if not hmac.compare_digest(mic, msg.mic):
                 raise AuthError("NTLM MIC mismatch")
-        self.session = NtlmSession(exported, initiator=False, key_exchange=bool(flags & F.KEY_EXCH))
+        self.session = (
+            NtlmSession(exported, initiator=False, key_exchange=bool(flags & F.KEY_EXCH))
+            if flags & F.EXTENDED_SESSIONSECURITY
+            else Ntlm1Session(exported)
+        )
         self.complete = True
 
     def _check_mic_flag(self, temp: bytes, msg: AuthenticateMessage) -> None:

@@ -15,6 +15,20 @@ NTLM starts both at 0 and expects each received message to carry the next number
 A signature is ``version 1 | RC4(HMAC_MD5(SignKey, seq | message)[:8]) | seq``; sealing
 encrypts the data with the same RC4 state *before* the checksum is encrypted, so the
 order of operations is part of the protocol.
+
+:class:`Ntlm1Session` is NTLM's older session security ([MS-NLMP] 3.4.2-3.4.4 without
+``NTLMSSP_NEGOTIATE_EXTENDED_SESSIONSECURITY``), kept for one case only: Samba's
+client drops extended session security from an *anonymous* AUTHENTICATE and then
+signs or seals with it. One RC4 state keyed by the exported session key and one
+sequence number serve both directions, in the order the messages are processed; a
+signature is ``version 1 | RC4(0 (4) | CRC32(data) | seq)`` and only its last 8 bytes
+are compared (the sender may put anything in the first 4). An anonymous session's key
+is known to anyone who saw the exchange, so this protects nothing; it only lets such
+clients talk to services that take anonymous callers.
+
+DCE/RPC gives both kinds the PDU's stub-plus-padding (``data``) and the whole PDU up
+to the verifier (``whole``): extended session security signs ``whole``, NTLM1's CRC
+covers ``data`` (:meth:`NtlmSession.sign_pdu`, :meth:`NtlmSession.verify_pdu`).
 """
 
 from __future__ import annotations
@@ -22,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import zlib
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext
@@ -175,11 +190,75 @@ class NtlmSession:
         """Decrypt incoming data; :meth:`verify_sealed` must follow for the same message."""
         return self._rc4_in.update(sealed)
 
-    def verify_sealed(self, whole: bytes, signature: bytes) -> None:
+    def verify_sealed(self, whole: bytes, signature: bytes, data: bytes = b"") -> None:
         """Check the signature of a message just :meth:`unseal` ed (``whole`` holds the
-        plaintext).
+        plaintext; ``data``, the decrypted part, is what NTLM1 checks instead).
 
         Raises:
             SignatureError: it does not match.
         """
         self.verify(whole, signature)
+
+    def sign_pdu(self, data: bytes, whole: bytes) -> bytes:
+        """The signature of an outgoing PDU at integrity level (see the module notes)."""
+        return self.sign(whole)
+
+    def verify_pdu(self, data: bytes, whole: bytes, signature: bytes) -> None:
+        """Check an incoming PDU's signature at integrity level.
+
+        Raises:
+            SignatureError: it does not match.
+        """
+        self.verify(whole, signature)
+
+
+class Ntlm1Session:
+    """NTLM session security without extended session security (anonymous only; see
+    the module notes). Same interface as :class:`NtlmSession`."""
+
+    def __init__(self, exported_session_key: bytes) -> None:
+        self.session_key = exported_session_key
+        self._rc4 = rc4(exported_session_key)
+        self.seq = 0
+
+    def reset_rc4(self, *, outgoing: bool) -> None:
+        """Restart the (shared) RC4 state, as Samba does after a mechListMIC."""
+        self._rc4 = rc4(self.session_key)
+
+    def _signature(self, data: bytes) -> bytes:
+        plain = struct.pack("<III", 0, zlib.crc32(data), self.seq)
+        self.seq = (self.seq + 1) & _M32
+        return b"\x01\x00\x00\x00" + self._rc4.update(plain)
+
+    def sign(self, message: bytes) -> bytes:
+        return self._signature(message)
+
+    def verify(self, message: bytes, signature: bytes) -> None:
+        """Raises SignatureError on a mismatch. The shared RC4 state has moved on
+        either way: a connection that failed a check must be closed."""
+        expected = self._signature(message)
+        if len(signature) != SIGNATURE_SIZE or not hmac.compare_digest(expected[8:], signature[8:]):
+            raise SignatureError("NTLM signature mismatch")
+
+    def seal(self, data: bytes, whole: bytes) -> tuple[bytes, bytes]:
+        crc = zlib.crc32(data)
+        sealed = self._rc4.update(data)
+        plain = struct.pack("<III", 0, crc, self.seq)
+        self.seq = (self.seq + 1) & _M32
+        return sealed, b"\x01\x00\x00\x00" + self._rc4.update(plain)
+
+    def unseal(self, sealed: bytes) -> bytes:
+        return self._rc4.update(sealed)
+
+    def verify_sealed(self, whole: bytes, signature: bytes, data: bytes = b"") -> None:
+        self.verify(data, signature)
+
+    def sign_pdu(self, data: bytes, whole: bytes) -> bytes:
+        return self.sign(data)
+
+    def verify_pdu(self, data: bytes, whole: bytes, signature: bytes) -> None:
+        self.verify(data, signature)
+
+
+#: Either kind of NTLM session security.
+SessionSecurity = NtlmSession | Ntlm1Session

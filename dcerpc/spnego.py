@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dcerpc.ntlm import NtlmAcceptor, NtlmInitiator
-from dcerpc.ntlm_crypto import NtlmSession, SignatureError
+from dcerpc.ntlm_crypto import SessionSecurity, SignatureError
 from dcerpc.security import AuthError, Identity
 
 #: DER of OID 1.3.6.1.5.5.2 (SPNEGO) and 1.3.6.1.4.1.311.2.2.10 (NTLMSSP), tag included.
@@ -223,7 +223,7 @@ def _decode_resp(data: bytes, fields: dict[int, tuple[int, int]]) -> NegTokenRes
 # -- acceptor and initiator ---------------------------------------------------------------
 
 
-def _verify_mic(session: NtlmSession, mech_list_der: bytes, mic: bytes) -> None:
+def _verify_mic(session: SessionSecurity, mech_list_der: bytes, mic: bytes) -> None:
     try:
         session.verify(mech_list_der, mic)
     except SignatureError as exc:
@@ -231,7 +231,7 @@ def _verify_mic(session: NtlmSession, mech_list_der: bytes, mic: bytes) -> None:
     session.reset_rc4(outgoing=False)
 
 
-def _make_mic(session: NtlmSession, mech_list_der: bytes) -> bytes:
+def _make_mic(session: SessionSecurity, mech_list_der: bytes) -> bytes:
     mic = session.sign(mech_list_der)
     session.reset_rc4(outgoing=True)
     return mic
@@ -253,7 +253,7 @@ class SpnegoAcceptor:
         return self._ntlm.identity if self._ntlm is not None else None
 
     @property
-    def session(self) -> NtlmSession | None:
+    def session(self) -> SessionSecurity | None:
         return self._ntlm.session if self._ntlm is not None and self.complete else None
 
     def step(self, token: bytes) -> bytes:
@@ -314,7 +314,7 @@ class SpnegoInitiator:
         self._first = True
 
     @property
-    def session(self) -> NtlmSession | None:
+    def session(self) -> SessionSecurity | None:
         return self._ntlm.session if self.complete else None
 
     def step(self, token: bytes = b"") -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import uuid
+import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -37,6 +38,7 @@ from dcerpc.ntlm import (
     encode_av_pairs,
 )
 from dcerpc.ntlm_crypto import (
+    Ntlm1Session,
     NtlmSession,
     SignatureError,
     hmac_md5,
@@ -218,6 +220,91 @@ def test_anonymous_is_recognised():
     assert acceptor.identity is not None and acceptor.identity.anonymous
     assert initiator.session is not None and acceptor.session is not None
     acceptor.session.verify(b"m", initiator.session.sign(b"m"))
+
+
+# Samba's anonymous AUTHENTICATE (from a capture of rpcclient 4.17 with -U%): no
+# EXTENDED_SESSIONSECURITY, NEGOTIATE_ANONYMOUS, key exchange, sign (and seal).
+SAMBA_ANON_FLAGS = 0x62008A35
+SAMBA_NEGOTIATE_FLAGS = 0x62088235 | 0x800
+
+
+def samba_anonymous_exchange(flags: int = SAMBA_ANON_FLAGS, *, user: str = "", nt: bytes = b""):
+    """Our acceptor fed the AUTHENTICATE Samba sends for ``-U%``; returns it and the
+    client's exported session key."""
+    acceptor = NtlmAcceptor(lookup, ServerNames(), now=NOW, random=counter(7))
+    challenge = ChallengeMessage.decode(
+        acceptor.step(NegotiateMessage(SAMBA_NEGOTIATE_FLAGS).encode())
+    )
+    assert challenge.flags & 0x00080000  # we offer extended session security...
+    exported = bytes(range(16))
+    msg = AuthenticateMessage(
+        flags, b"", nt, "", user, "VM", rc4_once(b"\x00" * 16, exported)
+    )  # ...and Samba's anonymous client drops it
+    acceptor.step(msg.encode(with_mic=True))
+    return acceptor, exported
+
+
+def impacket_ntlm1(key: bytes):
+    """impacket's NTLM1 (no extended session security) sign and seal, one RC4 state."""
+    from Cryptodome.Cipher import ARC4
+    from impacket import ntlm as imp_ntlm
+
+    handle = ARC4.new(key).encrypt
+    flags = SAMBA_ANON_FLAGS
+
+    def seal(data: bytes, seq: int) -> tuple[bytes, bytes]:
+        sealed, sig = imp_ntlm.SEAL(flags, key, key, data, data, seq, handle)
+        return sealed, sig.getData()
+
+    def sign(data: bytes, seq: int) -> bytes:
+        return imp_ntlm.SIGN(flags, key, data, seq, handle).getData()
+
+    return seal, sign, handle
+
+
+def test_samba_anonymous_without_extended_session_security_gets_ntlm1():
+    acceptor, exported = samba_anonymous_exchange()
+    assert acceptor.identity is not None and acceptor.identity.anonymous
+    server = acceptor.session
+    assert isinstance(server, Ntlm1Session) and server.session_key == exported
+    # Requests and responses share one RC4 stream and one sequence number, in the
+    # order they cross: check against impacket's independent NTLM1 code.
+    seal, sign, handle = impacket_ntlm1(exported)
+    stub = b"request stub" + bytes(4)
+    sealed, sig = seal(stub, 0)
+    plain = server.unseal(sealed)
+    assert plain == stub
+    server.verify_sealed(b"header" + plain, sig, plain)
+    answer, our_sig = server.seal(b"response stub!!!", b"ignored")
+    assert handle(answer) == b"response stub!!!"
+    # impacket leaves the random pad in clear; only the CRC and sequence number count
+    assert handle(our_sig[4:])[4:] == struct.pack("<II", zlib.crc32(b"response stub!!!"), 1)
+    server.verify_pdu(b"signed", b"whole pdu", sign(b"signed", 2))
+    with pytest.raises(SignatureError):
+        server.verify_pdu(b"signed", b"whole pdu", sign(b"tampered", 3))
+
+
+def test_ntlm1_sessions_talk_to_each_other_and_catch_tampering():
+    a, b = Ntlm1Session(b"\x11" * 16), Ntlm1Session(b"\x11" * 16)
+    for n in range(3):
+        sealed, sig = a.seal(b"call %d" % n, b"")
+        plain = b.unseal(sealed)
+        b.verify_sealed(b"", sig, plain)
+        b.verify_pdu(b"reply %d" % n, b"", a.sign_pdu(b"reply %d" % n, b"whole"))
+    with pytest.raises(SignatureError):
+        b.verify(b"x", a.sign(b"y"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "user", "nt"),
+    [
+        (SAMBA_ANON_FLAGS, "alice", b"\x01" * 48),  # a user without ESS: refused
+        (SAMBA_ANON_FLAGS & ~0x800, "alice", b"\x01" * 48),
+    ],
+)
+def test_without_extended_session_security_only_anonymous_is_accepted(flags, user, nt):
+    with pytest.raises(AuthError, match="NTLMv1 session security"):
+        samba_anonymous_exchange(flags, user=user, nt=nt)
 
 
 def test_a_tampered_authenticate_fails_the_mic():

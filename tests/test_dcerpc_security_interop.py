@@ -2,14 +2,19 @@
 PKT_INTEGRITY and PKT_PRIVACY) and our own client (NTLM and SPNEGO at every level)
 against an RpcServer of ours serving a small test interface, the endpoint mapper and
 the management interface; refusals (wrong password, too low a level, anonymous where
-the policy says no) and Samba's rpcclient when it is installed.
+the policy says no) and Samba's rpcclient (``epmlookup`` as a user and anonymously, at
+sign and seal, NTLM and SPNEGO) when it is installed and we may listen on port 135.
 
 impacket's GSS_NEGOTIATE client speaks Kerberos only, so SPNEGO is exercised with our
-own client. Rules: loopback, port 0, every test bounded by ``fail_after``."""
+own client and Samba's. Rules: loopback, port 0 (135 on 127.0.0.2 for rpcclient, which
+dials nothing else), every test bounded by ``fail_after``."""
 
 from __future__ import annotations
 
+import os
+import re
 import shutil
+import socket
 import subprocess
 import uuid
 from typing import Any
@@ -215,21 +220,84 @@ async def test_our_client_refusals(served):
     assert [c.anonymous if c else None for c in recorder.callers] == [True]
 
 
-@pytest.mark.skipif(shutil.which("rpcclient") is None, reason="Samba's rpcclient is not installed")
-@pytest.mark.parametrize("options", ["", "sign", "seal", "spnego,seal"])
-async def test_rpcclient_against_the_endpoint_mapper(served, options):
-    """Samba's rpcclient binds to the endpoint mapper with a user's password and the
-    binding options of issue 18. (Not run where rpcclient is missing; .ci/run installs
-    it.)"""
-    port, _ = served
-    binding = f"ncacn_ip_tcp:127.0.0.1[{port}{',' + options if options else ''}]"
-    cmd = ["rpcclient", "-U", "alice%s3cret", "-W", "LAB", binding, "-c", "epmmap"]
+# -- Samba's rpcclient -------------------------------------------------------------------
+#
+# rpcclient reaches the endpoint mapper on port 135 whatever endpoint the binding names
+# (it ignores "[port]" for the epmapper pipe), so these tests listen on 135 of a loopback
+# address of their own, which needs root; they skip with the reason otherwise.
+
+SAMBA_HOST = "127.0.0.2"
+SAMBA_ENTRIES = 5
+
+
+def _samba_skip_reason() -> str | None:
+    if shutil.which("rpcclient") is None:
+        return "Samba's rpcclient is not installed (.ci/run installs smbclient)"
+    if os.geteuid() != 0:
+        return "rpcclient dials port 135 only; listening there needs root"
+    return None
+
+
+@pytest.fixture
+async def epm_on_135(nursery):
+    reason = _samba_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    try:  # probe first: an error inside nursery.start would come wrapped
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((SAMBA_HOST, 135))
+    except OSError as exc:
+        pytest.skip(f"cannot listen on {SAMBA_HOST}:135: {exc}")
+    db = EndpointDatabase()
+    for i in range(SAMBA_ENTRIES):
+        syntax = SyntaxId(uuid.UUID(int=0x6B2F6A0E_92C2_4F0C_8D4A_8A7C0F3E5100 + i), 1, 0)
+        db.register(syntax, [Tower.tcp(syntax, "0.0.0.0", 4300 + i)], f"samba interop {i}")
+    server = RpcServer(
+        [epm_interface(db), mgmt_interface()],
+        security=ServerSecurity(
+            lookup_nt_hash=lambda user, domain: USERS.get(user.lower()),
+            names=ServerNames("SRV01", "LAB", "srv01.lab.example", "lab.example"),
+        ),
+        name="samba-interop",
+    )
+    await nursery.start(server.serve_tcp, 135, SAMBA_HOST)
+    return db
+
+
+async def rpcclient(options: str, credentials: str, command: str) -> tuple[int, str]:
+    binding = f"ncacn_ip_tcp:{SAMBA_HOST}" + (f"[{options}]" if options else "")
+    cmd = ["rpcclient", binding, "-U", credentials, "-W", "LAB", "-c", command]
 
     def run() -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
 
-    with trio.fail_after(40):
+    with trio.fail_after(40):  # the bug this guards against was an endless listing
         result = await trio.to_thread.run_sync(run)
-    output = result.stdout + result.stderr
-    assert "NT_STATUS_ACCESS_DENIED" not in output
-    assert "NT_STATUS_LOGON_FAILURE" not in output
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("options", ["", "sign", "seal", "spnego,seal", "spnego,sign"])
+@pytest.mark.parametrize("credentials", ["alice%s3cret", "%"], ids=["user", "anonymous"])
+async def test_rpcclient_epmlookup_terminates_and_lists_every_entry(
+    epm_on_135, options, credentials
+):
+    """Samba's ``rpcclient epmlookup`` asks for one entry at a time until the status is
+    not 0 (issue 18, item 8), over NTLM or SPNEGO at integrity or privacy, as a user or
+    anonymously (Samba's anonymous NTLM has no extended session security)."""
+    status, output = await rpcclient(options, credentials, "epmlookup")
+    assert status == 0, output
+    listed = re.findall(r"\[(\d+),abstract_syntax=[^]]*\]: (samba interop \d)", output)
+    assert listed == [(str(4300 + i), f"samba interop {i}") for i in range(SAMBA_ENTRIES)]
+    assert "no more entries" in output
+
+
+@pytest.mark.parametrize("options", ["sign", "seal", "spnego,seal"])
+async def test_rpcclient_wrong_password_is_refused(epm_on_135, options):
+    # NTLM's auth3 has no answer, so the refusal shows at the first call (rpcclient
+    # then exits 0); SPNEGO's alter_context leg is refused at bind time.
+    _, output = await rpcclient(options, "alice%wrong", "epmlookup")
+    assert "NT_STATUS_ACCESS_DENIED" in output
+    assert "samba interop" not in output
+    status, output = await rpcclient(options, "alice%s3cret", "epmlookup")  # still serving
+    assert status == 0 and output.count("samba interop") == SAMBA_ENTRIES
