@@ -25,6 +25,10 @@ is, then opens a second tunnelled connection to it. The certificate is verified 
 the system's trust store or a pinned SHA-256 ``fingerprint``; there is no clear-text
 fallback. The password never crosses the wire in clear: logon is a challenge-response
 (:mod:`mapi.access.logon`), and the tunnel's HTTP Basic authentication runs inside TLS.
+On the LAN the store connection authenticates with NTLM and is signed and sealed
+(``auth_level="privacy"``, the default there; ``"integrity"``, ``"connect"``, ``"none"``;
+``auth_type="spnego"`` wraps NTLM in SPNEGO); through the tunnel it adds no DCE/RPC
+authentication unless asked (docs/security.md).
 
 The library is split by job, and this module re-exports its public names:
 :mod:`clients.calls` (calls, property values, the object base), :mod:`clients.objects`
@@ -46,9 +50,14 @@ from clients.calls import (
 )
 from clients.calls import _problems as _problems  # private, reached from tests
 from clients.connecting import (
+    AUTH_LEVELS,
+    AUTH_TYPES,
+    DEFAULT_LAN_AUTH_LEVEL,
+    DEFAULT_TUNNEL_AUTH_LEVEL,
     DEFAULT_TUNNEL_EPM_PORT,
     MAX_CLIENT_KDF_N,
     check_fingerprint,
+    client_auth,
     connect,
     logon,
     parse_address,
@@ -60,6 +69,10 @@ from clients.session import Batch, Event, ResyncRequired, Session
 from clients.streams import Stream
 
 __all__ = [
+    "AUTH_LEVELS",
+    "AUTH_TYPES",
+    "DEFAULT_LAN_AUTH_LEVEL",
+    "DEFAULT_TUNNEL_AUTH_LEVEL",
     "DEFAULT_TUNNEL_EPM_PORT",
     "MAPI_W_ERRORS_RETURNED",
     "MAX_CLIENT_KDF_N",
@@ -80,6 +93,7 @@ __all__ = [
     "Table",
     "Tag",
     "check_fingerprint",
+    "client_auth",
     "connect",
     "logon",
     "parse_address",

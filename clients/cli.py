@@ -31,7 +31,14 @@ from typing import Any
 import trio
 
 from clients.allocator import tune_allocator
-from clients.api import check_fingerprint, connect, parse_address, parse_tunnel_address
+from clients.api import (
+    AUTH_LEVELS,
+    AUTH_TYPES,
+    check_fingerprint,
+    connect,
+    parse_address,
+    parse_tunnel_address,
+)
 from clients.autodiscover import AutodiscoverError, EmailAddress, parse_email_address
 from clients.cli_edit import cmd_copy, cmd_create, cmd_get, cmd_put, cmd_rm
 from clients.cli_folders import Context, cmd_mkdir, cmd_rename, cmd_rmdir, cmd_tree, open_context
@@ -128,6 +135,21 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         action="store_true",
         default=default(False),
         help="tunnel only: RPC over HTTP v2 on HTTP/1.1 instead of HTTP/2",
+    )
+    group.add_argument(
+        "--auth-level",
+        choices=list(AUTH_LEVELS),
+        default=default(None),
+        help="DCE/RPC authentication of the store connection, with your password: "
+        "privacy (NTLM, every packet signed and sealed), integrity (signed), connect, or "
+        "none (env MAPI_AUTH_LEVEL; default: privacy on the LAN, none through the "
+        "tunnel, which TLS protects)",
+    )
+    group.add_argument(
+        "--auth-type",
+        choices=list(AUTH_TYPES),
+        default=default(None),
+        help="with --auth-level: ntlm (default) or spnego (NTLM inside SPNEGO)",
     )
     group.add_argument("--user", default=default(None), help="user name (env MAPI_USER)")
     group.add_argument(
@@ -365,7 +387,13 @@ async def _run_command(args: argparse.Namespace, password: str) -> int:
     timeout = args.timeout if args.timeout and not live else None
     with trio.fail_after(timeout) if timeout else contextlib.nullcontext():
         session_cm = connect(
-            args.server, args.user, password, fingerprint=args.fingerprint, http2=not args.http1
+            args.server,
+            args.user,
+            password,
+            fingerprint=args.fingerprint,
+            http2=not args.http1,
+            auth_level=args.auth_level,
+            auth_type=args.auth_type or "ntlm",
         )
         async with session_cm as session:
             log.debug("logged on as %s at %s", session.user, args.server)
@@ -456,7 +484,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.server = args.server or os.environ.get("MAPI_SERVER") or DEFAULT_SERVER
     args.user = args.user or os.environ.get("MAPI_USER")
     args.fingerprint = args.fingerprint or os.environ.get("MAPI_FINGERPRINT")
+    args.auth_level = getattr(args, "auth_level", None) or os.environ.get("MAPI_AUTH_LEVEL")
+    args.auth_type = getattr(args, "auth_type", None)
     try:
+        if args.auth_level is not None and args.auth_level not in AUTH_LEVELS:
+            raise ValueError(
+                f"MAPI_AUTH_LEVEL: {args.auth_level!r} is not one of {', '.join(AUTH_LEVELS)}"
+            )
         email = check_address(args.server)
         check_fingerprint(args.fingerprint)
     except ValueError as exc:

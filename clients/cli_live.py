@@ -123,6 +123,8 @@ async def _reconnect(
                     fingerprint=args.fingerprint,
                     http2=not args.http1,
                     resume=cut,
+                    auth_level=args.auth_level,
+                    auth_type=args.auth_type or "ntlm",
                 )
             )
         except (ConnectionClosed, TunnelError, OSError):

@@ -38,7 +38,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
@@ -49,6 +49,7 @@ from dcerpc.errors import FaultStatus, ProtocolError, RemoteProtocolError, RpcFa
 from dcerpc.events import BindReceived, CallCancelled, CallReceived, ConnectionEnded
 from dcerpc.interface import CONNECTION_CLOSED, CallContext, Interface
 from dcerpc.pdu import ShutdownPdu
+from dcerpc.security import AuthLevel, AuthPolicy, AuthType, CallerAuth, Identity
 from dcerpc.server_connection import (
     AssociationGroups,
     ConnectionState,
@@ -75,6 +76,11 @@ def _address(stream: trio.abc.Stream, peer: bool) -> tuple[str, int] | None:
     except OSError:
         return None
     return (str(addr[0]), int(addr[1]))
+
+
+def _lowered(policy: AuthPolicy, level: int) -> AuthPolicy:
+    """``policy`` with its ``min_level`` at most ``level``."""
+    return replace(policy, min_level=min(policy.min_level, level))
 
 
 def _only_broken_streams(exc: BaseException) -> bool:
@@ -154,6 +160,8 @@ class _Connection:
     #: Run once when the connection ends (:attr:`CallContext.on_close`).
     on_close: list[Callable[[], None]] = field(default_factory=list)
     broken: bool = False
+    #: Attached connections: the user the relay authenticated (``attach(proxy_user=)``).
+    relay_auth: CallerAuth | None = None
 
     def run_close_callbacks(self) -> None:
         self.state[CONNECTION_CLOSED] = True
@@ -175,13 +183,25 @@ class RpcServer:
         config: RpcConfig | None = None,
         name: str = "rpc",
         security: ServerSecurity | None = None,
+        attached_min_level: int | None = None,
     ) -> None:
         """``security`` offers NTLM/SPNEGO (see :class:`~dcerpc.auth_context.ServerSecurity`);
         without it every authenticated bind is refused. Each interface's
-        :attr:`~dcerpc.interface.Interface.policy` says what its callers need."""
+        :attr:`~dcerpc.interface.Interface.policy` says what its callers need.
+
+        ``attached_min_level``: on attached connections (:meth:`attach`: the HTTPS
+        tunnel, which TLS protects and whose proxy authenticated the user), every
+        interface's ``min_level`` is lowered to at most this level (None: as on a
+        stream). Whether anonymous callers are admitted does not change."""
         self.config = config or RpcConfig()
         self.security = security
         self.registry = InterfaceRegistry(interfaces)
+        self.attached_registry = self.registry
+        if attached_min_level is not None:
+            self.attached_registry = InterfaceRegistry(
+                replace(iface, policy=_lowered(iface.policy, attached_min_level))
+                for iface in interfaces
+            )
         self.groups = AssociationGroups()
         self.name = name
         #: Counted apart so that neither kind can take the other's slots.
@@ -215,7 +235,12 @@ class RpcServer:
         await trio.serve_listeners(self.handle_stream, listeners, task_status=task_status)
 
     def attach(
-        self, nursery: trio.Nursery, deliver: Deliver, *, peer: tuple[str, int] | None = None
+        self,
+        nursery: trio.Nursery,
+        deliver: Deliver,
+        *,
+        peer: tuple[str, int] | None = None,
+        proxy_user: str | None = None,
     ) -> AttachedConnection:
         """A connection without a byte stream, for an in-process relay: the caller feeds
         the client's bytes (:meth:`AttachedConnection.receive_data`), replies go to
@@ -226,7 +251,12 @@ class RpcServer:
 
         ``peer`` is the relay's client (an HTTPS tunnel's), when the relay knows it:
         handlers see it as :attr:`CallContext.peer`, with :attr:`CallContext.attached`
-        set.
+        set. ``proxy_user``: the user the relay authenticated (the tunnel's proxy, over
+        TLS); while the connection has no DCE/RPC authentication of its own, handlers
+        see it as :attr:`CallContext.auth`, a :class:`~dcerpc.security.CallerAuth` of
+        auth type ``AuthType.NONE`` and level ``AuthLevel.NONE`` (the relay vouches
+        for the user; the interface's policy still judges the connection's own level,
+        see ``attached_min_level``).
 
         Raises:
             ConnectionRefusedError: ``max_connections`` attached connections are open.
@@ -237,14 +267,19 @@ class RpcServer:
             raise ConnectionRefusedError("the RPC server has too many connections")
         self.attached_connections += 1
         core = ServerConnection(
-            self.registry,
+            self.attached_registry,
             self.groups,
             self.config,
             budget=self.reassembly,
-            security=self.security,
+            security=self._security_for(peer),
         )
         conn = _Connection(core, None, peer, None, deliver)
+        if proxy_user:
+            conn.relay_auth = CallerAuth(Identity(user=proxy_user), AuthType.NONE, AuthLevel.NONE)
         return AttachedConnection(self, conn, nursery)
+
+    def _security_for(self, peer: tuple[str, int] | None) -> ServerSecurity | None:
+        return self.security.for_peer(peer) if self.security is not None else None
 
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """Serve one connection until it ends; never raises (errors are logged)."""
@@ -268,7 +303,7 @@ class RpcServer:
             self.config,
             secondary_address=str(local[1]) if local else "",
             budget=self.reassembly,
-            security=self.security,
+            security=self._security_for(peer),
         )
         conn = _Connection(core, stream, peer, local)
         try:
@@ -404,7 +439,7 @@ class RpcServer:
             byteorder=event.byteorder,
             on_close=conn.on_close,
             attached=conn.stream is None,
-            auth=event.auth,
+            auth=event.auth if event.auth is not None else conn.relay_auth,
         )
 
     def _fault_status(self, conn: _Connection, event: CallReceived, exc: Exception) -> int:

@@ -45,6 +45,7 @@ from mapi.access.logon import (
     challenge_name,
     client_response,
     make_challenge,
+    server_proof,
     verify_response,
 )
 from mapi.model import errors, named
@@ -183,12 +184,32 @@ class ObjectStore:
             on purpose).
             SessionLimit: the user has too many sessions.
         """
+        return self.answer_logon(challenge, client_nonce, response)[0]
+
+    def check_answer(
+        self, challenge: Challenge, client_nonce: bytes, response: bytes
+    ) -> tuple[UserRecord, bytes]:
+        """Check the answer to ``challenge`` without opening a session (a resume on an
+        unauthenticated connection proves the user this way); returns the user and
+        the server's proof (:func:`~mapi.access.logon.server_proof`).
+
+        Raises:
+            LogonFailed: unknown or disabled user, or a wrong answer.
+        """
         verifier = self.directory.verifier(challenge.username)
         key = verifier.key if verifier is not None else bytes(32)
         ok = verify_response(key, challenge, client_nonce, response)
         if verifier is None or not ok:
             raise errors.LogonFailed()
-        user = self.directory.get_user(challenge.username)
+        return self.directory.get_user(challenge.username), server_proof(
+            key, challenge, client_nonce
+        )
+
+    def answer_logon(
+        self, challenge: Challenge, client_nonce: bytes, response: bytes
+    ) -> tuple[Session, bytes]:
+        """:meth:`complete_logon`, and the server's proof for the client to check."""
+        user, proof = self.check_answer(challenge, client_nonce, response)
         with self._lock:
             count = self._sessions.get(user.user_id, 0)
             if count >= self.limits.max_sessions_per_user:
@@ -199,7 +220,7 @@ class ObjectStore:
                     "themselves a minute after their connection closed"
                 )
             self._sessions[user.user_id] = count + 1
-        return Session(self, user)
+        return Session(self, user), proof
 
     def logon_with_password(self, username: str, password: str) -> Session:
         """Both sides of the challenge-response in-process (local tools, the tunnel's

@@ -16,6 +16,11 @@ of the tunnel authenticates; so:
   the client address*, and told the outcome: a guesser is refused early without a
   check, the account's owner elsewhere is not; :meth:`refuses` lets the tunnel ask
   before it queues the check at all.
+
+A successful check also completes the migration of an account whose password predates
+NTLM: the password is at hand, so its NT hash is stored then
+(:meth:`~mapi.access.directory.Directory.fill_nt_hash`) and NTLM works for the user
+from then on.
 """
 
 from __future__ import annotations
@@ -80,6 +85,21 @@ class DirectoryAuthenticator:
         """Forget ``user``'s remembered credentials (password changed, user deleted)."""
         self._recent.pop(user, None)
 
+    async def _migrate(self, username: str, password: str) -> None:
+        """Keep the NT hash of an account that has none yet (see the module docstring)."""
+        known, digest = self.store.directory.cached_nt_hash(username)
+        if not known or digest is not None:
+            return
+        try:
+            filled = await trio.to_thread.run_sync(
+                self.store.directory.fill_nt_hash, username, password, limiter=self.checks
+            )
+        except mapi_errors.MapiError as exc:  # the logon stands; NTLM waits for passwd
+            log.warning("could not keep the NT hash of %s: %s", username, exc)
+            return
+        if filled:
+            log.info("kept the NT hash of %s at its tunnel logon: NTLM works for it now", username)
+
     async def __call__(self, user: str, password: str, address: str | None) -> bool:
         if self.is_cached(user, password):
             return True
@@ -101,6 +121,7 @@ class DirectoryAuthenticator:
             return False
         self.throttle.succeeded(user, address, trio.current_time())
         session.logoff()
+        await self._migrate(session.user.username, password)
         if len(self._recent) >= self.max_entries:
             self._recent.clear()
         self._recent[user] = (self._digest(user, password), now + self.ttl)

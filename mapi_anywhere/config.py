@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dcerpc.config import RpcConfig
+from dcerpc.security import AuthLevel
 from tunnel.config import TunnelConfig
 
 DEFAULT_CONFIG_TOML = """\
@@ -83,8 +84,21 @@ max_connections = 1024
 max_vcs_per_user = 64
 head_timeout = 10.0
 idle_timeout = 120.0
+# Least DCE/RPC auth level of connections that come through the tunnel (none, connect,
+# integrity, privacy). "none": TLS already protects them from the network, and the
+# proxy authenticated the user before forwarding a byte; the store still asks every
+# client to log on (docs/security.md). Never above [rpc] min_auth_level's effect on
+# the LAN: this only lowers what tunnel connections need.
+min_auth_level = "none"
 
 [rpc]
+# Least DCE/RPC auth level (NTLM or SPNEGO) a LAN client needs to reach the store:
+# "privacy" (signed and sealed: nobody on the LAN reads or changes the traffic),
+# "integrity" (signed: readable, not changeable), "connect" (authenticated once, then
+# in clear) or "none" (no DCE/RPC authentication: everything in clear on the LAN).
+# Anonymous NTLM is always refused by the store; the endpoint mapper and the
+# management interface stay open to everyone, as on Windows. See docs/security.md.
+min_auth_level = "privacy"
 # Largest fragment sent or accepted before negotiation (1432 .. 65535).
 max_fragment = 65528
 # Largest reassembled request, in bytes.
@@ -173,10 +187,48 @@ class StoreSection:
             )
 
 
+#: ``min_auth_level`` values and the DCE/RPC auth levels they stand for.
+AUTH_LEVELS: dict[str, int] = {
+    "none": AuthLevel.NONE,
+    "connect": AuthLevel.CONNECT,
+    "integrity": AuthLevel.PKT_INTEGRITY,
+    "privacy": AuthLevel.PKT_PRIVACY,
+}
+
+
+def auth_level(name: str) -> int:
+    """The auth level a ``min_auth_level`` value names.
+
+    Raises:
+        ValueError: not one of :data:`AUTH_LEVELS`.
+    """
+    try:
+        return AUTH_LEVELS[name]
+    except KeyError:
+        raise ValueError(
+            f"min_auth_level: {name!r} is not one of {', '.join(AUTH_LEVELS)}"
+        ) from None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TunnelSection:
     enabled: bool = True
     settings: TunnelConfig = field(default_factory=TunnelConfig)
+    #: Least DCE/RPC auth level of tunnel connections (see :data:`DEFAULT_CONFIG_TOML`).
+    min_auth_level: str = "none"
+
+    def __post_init__(self) -> None:
+        auth_level(self.min_auth_level)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcAuthSection:
+    """``[rpc] min_auth_level`` (the rest of ``[rpc]`` is :class:`RpcConfig`)."""
+
+    min_auth_level: str = "privacy"
+
+    def __post_init__(self) -> None:
+        auth_level(self.min_auth_level)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +239,21 @@ class Config:
     store: StoreSection = field(default_factory=StoreSection)
     tunnel: TunnelSection = field(default_factory=TunnelSection)
     rpc: RpcConfig = field(default_factory=RpcConfig)
+    #: ``[rpc] min_auth_level``: the store's least auth level on the LAN.
+    rpc_auth: RpcAuthSection = field(default_factory=RpcAuthSection)
+
+
+#: Config fields that are not TOML sections of their own.
+_NOT_SECTIONS = {"rpc_auth"}
+
+
+def _min_auth_level(section: str, table: dict[str, Any], default: str) -> str:
+    value = table.pop("min_auth_level", default)
+    if not isinstance(value, str) or value not in AUTH_LEVELS:
+        raise ConfigError(
+            f"[{section}] min_auth_level: expected one of {', '.join(AUTH_LEVELS)}, got {value!r}"
+        )
+    return value
 
 
 def _section(cls: type[Any], name: str, values: dict[str, Any]) -> Any:
@@ -227,7 +294,7 @@ def parse_config(text: str) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from exc
-    sections = {f.name: f for f in fields(Config)}
+    sections = {f.name: f for f in fields(Config) if f.name not in _NOT_SECTIONS}
     unknown = set(doc) - set(sections)
     if unknown:
         raise ConfigError(f"unknown section(s) {', '.join(sorted(unknown))}")
@@ -239,9 +306,15 @@ def parse_config(text: str) -> Config:
             enabled = value.pop("enabled", True)
             if not isinstance(enabled, bool):
                 raise ConfigError("[tunnel] enabled: expected bool")
+            level = _min_auth_level(name, value, "none")
             values[name] = TunnelSection(
-                enabled=enabled, settings=_section(TunnelConfig, name, value)
+                enabled=enabled, settings=_section(TunnelConfig, name, value), min_auth_level=level
             )
+        elif name == "rpc":
+            values["rpc_auth"] = RpcAuthSection(
+                min_auth_level=_min_auth_level(name, value, "privacy")
+            )
+            values[name] = _section(RpcConfig, name, value)
         else:
             values[name] = _section(type(getattr(Config(), name)), name, value)
     config = Config(**values)

@@ -30,6 +30,7 @@ from typing import Any, NoReturn, TypeVar
 import trio
 
 from dcerpc.interface import Interface
+from dcerpc.ntlm import ServerNames
 from dcerpc.server import RpcServer
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
 from mapi.access.throttle import LogonThrottle
@@ -39,7 +40,7 @@ from mapi.rpc.service import ServiceLimits, StoreService
 from mapi.rpc.workers import WorkerLimits, WorkerPools
 from mapi.store import ObjectStore
 from mapi_anywhere.authenticator import DirectoryAuthenticator
-from mapi_anywhere.config import Config
+from mapi_anywhere.config import Config, auth_level
 from mapi_anywhere.control import AlreadyRunning, ServerError, serve_control
 from tunnel.drivers.context import TunnelInfo
 from tunnel.policy import AllowList
@@ -81,6 +82,20 @@ class StartupError(Exception):
 
 def _port_of(listeners: list[trio.SocketListener]) -> int:
     return int(listeners[0].socket.getsockname()[1])
+
+
+def server_names() -> ServerNames:
+    """How NTLM CHALLENGE messages name this server: after the host's name."""
+    fqdn = socket.gethostname() or "mapiserver"
+    short = fqdn.split(".", 1)[0]
+    netbios = "".join(c for c in short.upper() if c.isalnum() or c in "-_")[:15]
+    dns_domain = fqdn.split(".", 1)[1] if "." in fqdn else ""
+    return ServerNames(
+        netbios_computer=netbios or "MAPISERVER",
+        netbios_domain="WORKGROUP",
+        dns_computer=fqdn.lower(),
+        dns_domain=dns_domain.lower(),
+    )
 
 
 def _tower_host(host: str) -> str:
@@ -308,6 +323,7 @@ async def run_server(
         ServiceLimits(batch_seconds=settings.batch_seconds, detached_grace=settings.detached_grace),
         throttle=throttle,
         pools=pools,
+        min_auth_level=auth_level(config.rpc_auth.min_auth_level),
     )
     authenticator = DirectoryAuthenticator(store, throttle, pools.password_checks)
     store_service.on_credentials_changed(authenticator.invalidate)
@@ -353,8 +369,19 @@ async def _run(
 ) -> None:
     host = config.server.host
     database = EndpointDatabase()
+    # NTLM/SPNEGO on every listener (the endpoint mapper too: Windows' and impacket's
+    # tools bind to it with a password, or anonymously); the store's policy refuses
+    # less than [rpc] min_auth_level, and tunnel connections need [tunnel]'s.
+    security = store_service.security(server_names())
+    attached = auth_level(config.tunnel.min_auth_level)
     async with trio.open_nursery() as nursery:
-        epm = RpcServer([epm_interface(database), mgmt_interface()], config=config.rpc, name="epm")
+        epm = RpcServer(
+            [epm_interface(database), mgmt_interface()],
+            config=config.rpc,
+            name="epm",
+            security=security,
+            attached_min_level=attached,
+        )
         epm_port = config.endpoint_mapper.port
         listeners = await _listening(
             functools.partial(nursery.start, epm.serve_tcp, epm_port, host),
@@ -379,7 +406,11 @@ async def _run(
         log.info("endpoint mapper listening on ncacn_ip_tcp:%s[%d]", host, running.epm_port)
         for spec in services:
             server = RpcServer(
-                [*spec.interfaces, mgmt_interface()], config=config.rpc, name=spec.name
+                [*spec.interfaces, mgmt_interface()],
+                config=config.rpc,
+                name=spec.name,
+                security=security,
+                attached_min_level=attached,
             )
             dynamic = config.services.dynamic_port
             listeners = await _listening(

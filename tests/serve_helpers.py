@@ -12,6 +12,7 @@ import trio
 from mapi_anywhere.config import (
     Config,
     EndpointMapperSection,
+    RpcAuthSection,
     ServerSection,
     StoreSection,
     TunnelSection,
@@ -26,10 +27,13 @@ async def start_server(
     *,
     emails: bool = False,
     store: StoreSection | None = None,
+    min_auth_level: str = "privacy",
 ) -> Any:
     """Start ``run_server`` in ``nursery`` with ``users`` (name -> password) added;
     ``emails`` gives each one ``name@example.org``; ``store`` is the ``[store]``
-    section (default: the built-in one). Returns the running server."""
+    section (default: the built-in one); ``min_auth_level`` is ``[rpc]``'s (tests of
+    the unauthenticated logon path itself lower it to "none"). Returns the running
+    server."""
     from mapi_anywhere.serve import run_server
 
     config = Config(
@@ -37,6 +41,7 @@ async def start_server(
         endpoint_mapper=EndpointMapperSection(port=0),
         store=store or StoreSection(),
         tunnel=TunnelSection(settings=TunnelConfig(port=0)),
+        rpc_auth=RpcAuthSection(min_auth_level=min_auth_level),
     )
     running = await nursery.start(run_server, config)
     for user, password in users.items():

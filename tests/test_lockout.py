@@ -80,12 +80,16 @@ async def test_a_third_party_cannot_lock_the_owner_out(nursery, tmp_path, caplog
 
 
 async def test_the_cli_prints_the_servers_reason_for_a_refused_logon(nursery, tmp_path):
-    server = await start_server(nursery, tmp_path / "data", PASSWORDS)
+    # The reason travels in the store's logon answer: on a connection without NTLM
+    # ([rpc] min_auth_level = "none"). An NTLM refusal is the protocol's bare
+    # access-denied fault, which says nothing more (the test below).
+    server = await start_server(nursery, tmp_path / "data", PASSWORDS, min_auth_level="none")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAPI_")}
     env.update(
         MAPI_SERVER=f"ncacn_ip_tcp:127.0.0.1[{server.epm_port}]",
         MAPI_USER="alice",
         MAPI_PASSWORD="wrong",
+        MAPI_AUTH_LEVEL="none",
     )
     lines = []
     with trio.fail_after(120):
@@ -100,6 +104,24 @@ async def test_the_cli_prints_the_servers_reason_for_a_refused_logon(nursery, tm
             lines.append(result.stderr.decode().strip())
     assert "wrong user name or password" in lines[0], lines
     assert re.search(r"too many failed logons; try again in [1-9]\d* s", lines[-1]), lines
+
+
+async def test_the_cli_says_what_an_ntlm_refusal_may_mean(nursery, tmp_path):
+    server = await start_server(nursery, tmp_path / "data", PASSWORDS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPI_")}
+    env.update(
+        MAPI_SERVER=f"ncacn_ip_tcp:127.0.0.1[{server.epm_port}]",
+        MAPI_USER="alice",
+        MAPI_PASSWORD="wrong",
+    )
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            [sys.executable, "-m", "clients.cli", "tree"],
+            env=env, capture_stderr=True, check=False,
+        )  # fmt: skip
+    line = result.stderr.decode().strip()
+    assert result.returncode != 0
+    assert "wrong user name or password" in line and "mapi-anywhere passwd" in line, line
 
 
 async def test_tunnel_sessions_carry_the_clients_address(nursery, tmp_path):

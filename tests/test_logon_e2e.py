@@ -24,7 +24,9 @@ H = errors.Hresult
 
 @pytest.fixture
 async def server(nursery, tmp_path):
-    return await start_server(nursery, tmp_path / "data", PASSWORDS)
+    # The unauthenticated challenge-response path itself ([rpc] min_auth_level = "none"):
+    # at the default, every connection here would have to be alice's or mallory's NTLM.
+    return await start_server(nursery, tmp_path / "data", PASSWORDS, min_auth_level="none")
 
 
 @asynccontextmanager

@@ -187,12 +187,16 @@ async def test_lan_client_gets_a_udp_wakeup_when_events_are_queued(server):
 async def test_wake_port_must_be_unprivileged(server):
     import msgpack
 
+    from dcerpc.auth_context import ClientAuth
     from dcerpc.client import open_tcp_rpc_client
     from dcerpc.syntax import MSGPACK
     from mapi.rpc.service import OP_CONNECT, STORE_SYNTAX
 
     with trio.fail_after(30):
-        async with open_tcp_rpc_client("127.0.0.1", server.service_ports["store"]) as rpc:
+        auth = ClientAuth(user="bob", password=PASSWORDS["bob"])  # NTLM: the default level
+        async with open_tcp_rpc_client(
+            "127.0.0.1", server.service_ports["store"], auth=auth
+        ) as rpc:
             ctx_id = await rpc.bind(STORE_SYNTAX, (MSGPACK,))
             first = msgpack.unpackb(
                 await rpc.call(ctx_id, OP_CONNECT, msgpack.packb({"user": "bob"}))

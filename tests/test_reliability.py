@@ -922,9 +922,12 @@ async def test_open_handles_and_long_polls_are_bounded(server: Server) -> None:
 
 async def _resumed(server: Server, session: Session, task_status: trio.TaskStatus[Session]) -> None:
     """Another connection on ``session`` (kept open until cancelled)."""
-    from clients.api import _open_store_rpc
+    from clients.api import _open_store_rpc, client_auth
 
-    async with _open_store_rpc("127.0.0.1", server.store_port) as (rpc, context_id):
+    # The new connection authenticates as the session's owner (NTLM, privacy): only
+    # such a connection may use a session it did not make.
+    auth = client_auth(session.user, PASSWORDS[session.user], "privacy")
+    async with _open_store_rpc("127.0.0.1", server.store_port, auth) as (rpc, context_id):
         other = Session(rpc, context_id, session.session_id, session.user)
         other.last_seq = session.last_seq
         task_status.started(other)

@@ -16,6 +16,7 @@ import trio
 from serve_helpers import start_server
 
 from clients.api import Folder, connect
+from dcerpc.auth_context import ClientAuth
 from dcerpc.client import open_tcp_rpc_client
 from dcerpc.syntax import MSGPACK
 from mapi.model import errors
@@ -236,7 +237,8 @@ async def test_error_paths_and_malformed_batches(server, transport):
                 await session.execute("not a list")  # type: ignore[arg-type]
 
         # Raw stubs that are not msgpack, or not maps, get MAPI_E_INVALID_PARAMETER.
-        async with open_tcp_rpc_client("127.0.0.1", server.service_ports["store"]) as rpc:
+        store_port = server.service_ports["store"]
+        async with open_tcp_rpc_client("127.0.0.1", store_port, auth=_auth("alice")) as rpc:
             ctx = await rpc.bind(STORE_SYNTAX, (MSGPACK,))
             for stub in (b"\xc1garbage", msgpack.packb([1, 2]), msgpack.packb({"session": 5})):
                 reply = msgpack.unpackb(await rpc.call(ctx, OP_EXECUTE, stub))
@@ -411,6 +413,11 @@ async def test_named_properties_embedded_messages_and_folder_operations(server, 
             ]
 
 
+def _auth(user: str) -> ClientAuth:
+    """NTLM at privacy, as the store needs by default."""
+    return ClientAuth(user=user, password=PASSWORDS[user])
+
+
 async def _raw_store_call(rpc, ctx_id: int, opnum: int, request: dict) -> dict:
     return msgpack.unpackb(await rpc.call(ctx_id, opnum, msgpack.packb(request)))
 
@@ -419,12 +426,14 @@ async def test_logon_flood_and_oversized_names_are_refused(server):
     from mapi.rpc.service import OP_CONNECT
 
     with trio.fail_after(30):
-        async with open_tcp_rpc_client("127.0.0.1", server.service_ports["store"]) as rpc:
+        store_port = server.service_ports["store"]
+        async with open_tcp_rpc_client("127.0.0.1", store_port, auth=_auth("alice")) as rpc:
             ctx_id = await rpc.bind(STORE_SYNTAX, (MSGPACK,))
             long_name = await _raw_store_call(rpc, ctx_id, OP_CONNECT, {"user": "x" * 10_000})
             assert long_name["hresult"] == errors.Hresult.MAPI_E_INVALID_PARAMETER
+            # Logons begun on one connection (its own user's: it authenticated as alice).
             answers = [
-                (await _raw_store_call(rpc, ctx_id, OP_CONNECT, {"user": f"u{i}"}))["hresult"]
+                (await _raw_store_call(rpc, ctx_id, OP_CONNECT, {"user": "alice"}))["hresult"]
                 for i in range(12)
             ]
             assert answers[:8] == [0] * 8

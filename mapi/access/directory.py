@@ -8,8 +8,17 @@ the SQLite backend's rows and their table definitions are
 ACLs, so a re-created account with the same name inherits nothing), the login name
 (lower case, checked against :data:`USERNAME_RE`), display name, e-mail address, the
 scrypt salt and parameters, the verifier key K of :mod:`mapi.access.logon`
-(password-equivalent: never exported), the mailbox file name and a disabled flag;
-and the server secret used for decoy salts. These are the functions the CLI calls for
+(password-equivalent: never exported), the NT hash NTLM needs (MD4 of the password,
+password-equivalent as well, and weaker: never exported, never logged; NULL for
+accounts whose password predates NTLM, filled at the next password change or at the
+next tunnel Basic logon, :meth:`Directory.fill_nt_hash`), the mailbox file name and a
+disabled flag; and the server secret used for decoy salts.
+
+NT hashes are also kept in memory (:meth:`Directory.cached_nt_hash`): the DCE/RPC
+runtime asks for one on the event loop while it handles a bind, where SQLite must
+not run. The copy is loaded when the directory opens and replaced under the lock by
+every change made through this object (password set, user added, disabled, deleted),
+so it is never staler than the file as this process changed it. These are the functions the CLI calls for
 ``adduser``, ``passwd``, ``deluser`` and ``list users``.
 
 Threading: one connection guarded by one lock, like a mailbox
@@ -27,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from mapi.access.logon import SALT_BYTES, KdfParams, derive_key
+from dcerpc.ntlm_crypto import nt_hash
+from mapi.access.logon import SALT_BYTES, KdfParams, derive_key, normalise_password
 from mapi.model import errors
 from mapi.storage.api import Txn
 from mapi.storage.directory import SqliteDirectory, StoredVerifier, UserRecord
@@ -62,6 +72,16 @@ def normalise_username(username: object) -> str:
     return name
 
 
+def _nt_hash_of(password: str) -> bytes:
+    """NTOWFv1 of ``password`` (checked as the verifier's is; not NFKC-normalised:
+    NTLM clients hash the password as typed)."""
+    normalise_password(password)  # the same checks: a str, not empty, not too long
+    try:
+        return nt_hash(password)
+    except UnicodeEncodeError:  # a lone surrogate: no UTF-16 form
+        raise errors.InvalidParameter("bad password") from None
+
+
 def _text(value: object, what: str, limit: int = 256) -> str:
     if not isinstance(value, str) or len(value) > limit or "\x00" in value:
         raise errors.InvalidParameter(f"bad {what}")
@@ -80,6 +100,37 @@ class Directory:
             #: The storage's handle on the directory database (opaque here).
             self._conn: Txn = self._rows.open(path)
             self.server_secret: bytes = self._rows.server_secret(self._conn)
+            #: Enabled login name -> NT hash (None: not kept yet); replaced, never
+            #: changed in place, so the event loop reads it without the lock.
+            self._nt_hashes: dict[str, bytes | None] = self._rows.nt_hashes(self._conn)
+
+    def _reload_nt_hashes(self) -> None:
+        """Called under the lock after a change of accounts or credentials."""
+        self._nt_hashes = self._rows.nt_hashes(self._conn)
+
+    def cached_nt_hash(self, username: str) -> tuple[bool, bytes | None]:
+        """From memory, never blocking: ``(known, hash)``: whether ``username`` is an
+        enabled user, and its NT hash (None: unknown, disabled, or not kept yet)."""
+        table = self._nt_hashes
+        if username not in table:
+            return False, None
+        return True, table[username]
+
+    def fill_nt_hash(self, username: str, password: str) -> bool:
+        """Keep the NT hash of a password just verified (the migration of an account
+        whose password predates NTLM: a tunnel Basic logon); True when it was missing.
+
+        Raises:
+            InvalidParameter: a bad name or password.
+        """
+        name = normalise_username(username)
+        if self._nt_hashes.get(name, b"") is not None:
+            return False  # unknown, disabled, or already kept
+        digest = _nt_hash_of(password)
+        with self._lock:
+            self._rows.set_nt_hash(self._conn, name, digest)
+            self._reload_nt_hashes()
+        return True
 
     @property
     def kdf(self) -> KdfParams:
@@ -116,8 +167,9 @@ class Directory:
             user_id, name, display, mail, f"{user_id}.sqlite3", self._clock(), disabled=False
         )
         with self._lock:
-            if not self._rows.add_user(self._conn, user, verifier.stored()):
+            if not self._rows.add_user(self._conn, user, verifier.stored(), _nt_hash_of(password)):
                 raise errors.Collision(f"user {name!r} exists")
+            self._reload_nt_hashes()
         return self.get_user(name)
 
     def set_password(self, username: str, password: str) -> None:
@@ -129,8 +181,11 @@ class Directory:
         name = normalise_username(username)
         verifier = self._new_verifier(password)
         with self._lock:
-            if not self._rows.set_verifier(self._conn, name, verifier.stored()):
+            if not self._rows.set_verifier(
+                self._conn, name, verifier.stored(), _nt_hash_of(password)
+            ):
                 raise errors.NotFound(f"no user {name!r}")
+            self._reload_nt_hashes()
 
     def set_disabled(self, username: str, disabled: bool) -> None:
         """Disable or enable logons of a user."""
@@ -138,12 +193,14 @@ class Directory:
         with self._lock:
             if not self._rows.set_disabled(self._conn, name, disabled):
                 raise errors.NotFound(f"no user {name!r}")
+            self._reload_nt_hashes()
 
     def delete_user(self, username: str) -> UserRecord:
         """Remove an account; return its record (the caller removes the mailbox)."""
         record = self.get_user(username)
         with self._lock:
             self._rows.delete_user(self._conn, record.user_id)
+            self._reload_nt_hashes()
         return record
 
     def get_user(self, username: str) -> UserRecord:

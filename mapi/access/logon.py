@@ -23,8 +23,18 @@ A logon is one round trip plus the answer:
    be replayed. The issuer keeps them in a :class:`PendingChallenges` per connection
    (bounded, expiring), so they go with the connection that asked for them, and the
    answer is judged for the user the challenge was issued to, whatever name comes
-   with it. :func:`server_proof` (role "S") lets the client check in turn that the
-   server knows K.
+   with it. The server's answer carries :func:`server_proof` (role "S"): the client
+   checks it, so a server that does not know K (an impostor on the LAN) cannot pass
+   for ours.
+
+The client refuses scrypt parameters below :data:`MIN_KDF_COST` (``n * r``: a fake
+server offering ``n = 16`` would otherwise get an answer that is thousands of times
+cheaper to attack offline); the server's default (``n = 2**15, r = 8``) is 32 times
+above that floor.
+
+This logon runs on every transport, inside NTLM sealing on the LAN (see
+docs/security.md, "One logon path"): when the connection authenticated, the service
+requires the same user.
 
 An eavesdropper learns the salt and one HMAC per logon: enough for an offline
 dictionary attack at scrypt cost per guess, which is the price of not needing TLS on
@@ -49,6 +59,9 @@ NONCE_BYTES: Final = 32
 SALT_BYTES: Final = 16
 KEY_BYTES: Final = 32
 MAX_PASSWORD_CHARS: Final = 1024
+#: The least scrypt cost a client accepts from a server, as ``n * r`` (128 bytes of
+#: memory each per guess): 2**13, 1 MiB per guess. The default is 2**18 (32 MiB).
+MIN_KDF_COST: Final = 1 << 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +71,10 @@ class KdfParams:
     n: int = 1 << 15
     r: int = 8
     p: int = 1
+
+    def meets_floor(self, floor: int = MIN_KDF_COST) -> bool:
+        """Whether a client should run these parameters: at least ``floor`` (``n * r``)."""
+        return self.n * self.r >= floor
 
     def check(self) -> KdfParams:
         """Refuse parameters that are too weak or would exhaust memory or time.
@@ -151,6 +168,12 @@ def client_response(
     key = derive_key(password, challenge.salt, challenge.params)
     mac = hmac.new(key, _transcript(b"C", challenge, nonce), "sha256").digest()
     return nonce, mac
+
+
+def response_with_key(key: bytes, challenge: Challenge, client_nonce: bytes) -> bytes:
+    """The client's answer from K already derived (so that one derivation serves the
+    answer and the check of :func:`server_proof`)."""
+    return hmac.new(key, _transcript(b"C", challenge, client_nonce), "sha256").digest()
 
 
 def verify_response(key: bytes, challenge: Challenge, client_nonce: bytes, response: bytes) -> bool:

@@ -14,8 +14,10 @@ whole). Opnums:
     ``"wake_port"``: when events are queued, the server sends a UDP datagram
     (:data:`~mapi.wire.WAKE_MAGIC`) to that port at the client's address, at most every
     :data:`~mapi.wire.WAKE_INTERVAL` seconds, as a hint to long-poll now.
-    Or ``{"resume": session}`` takes up a live session on a new connection (after a
-    connection was cut): its objects, subscriptions and queued events are intact.
+    Step 2's answer also carries ``"proof"`` (:func:`mapi.access.logon.server_proof`),
+    which the client checks. Or ``{"resume": session}`` takes up a live session on a
+    new connection (after a connection was cut): its objects, subscriptions and queued
+    events are intact (on a connection without an identity, with step 2's fields too).
 1 ``disconnect`` ``{"session"}``: closes every object of the session.
 2 ``execute`` ``{"session", "ops"}``: a batch (:mod:`mapi.rpc.ops`), answered with
     ``{"results": [[hresult, value], ...]}``.
@@ -26,7 +28,27 @@ whole). Opnums:
     re-read what it shows. Acknowledges everything up to ``after``. It does not take the
     session's lock, so it runs beside batches on the same connection.
 
-A session id is 16 random bytes, valid on any connection (so a client that
+Who may call (docs/security.md): the interface's policy (``min_auth_level``,
+privacy by default, anonymous refused) is enforced by the runtime before any handler
+runs. A connection's *identity* is the user its NTLM/SPNEGO authentication proved
+(``ctx.auth``), or the user the tunnel's proxy authenticated (``attach(proxy_user=)``),
+or none. Logon is the same challenge-response on every connection; when the
+connection has an identity, the logon user must be it. A session belongs to its
+logon user (its *owner*) and remembers whether it was made on a connection with an
+identity (*bound*). A call naming a session is served on the connection that made or
+resumed it, or on a connection whose identity is the owner; anything else is
+answered MAPI_E_LOGON_FAILED and logged with the real peer. A resume on a connection
+with an identity needs that identity to be the owner; on one without, it needs the
+logon's challenge-response for the owner (``{"resume", "user", "nonce", "cnonce",
+"response"}`` after a step-1 challenge), and it is refused for a bound session (no
+downgrade from an authenticated connection to a clear one). So a session id alone,
+overheard or stolen, is worth nothing.
+
+The NT hashes NTLM needs come from the directory's in-memory copy
+(:meth:`StoreService.lookup_nt_hash`, on the event loop); failures are counted by the
+shared :class:`~mapi.access.throttle.LogonThrottle` (:meth:`StoreService.security`).
+
+A session id is 16 random bytes, valid on the connections said above (so a client that
 reconnects, or that comes through the tunnel, keeps its session) until
 ``disconnect`` or ``session_idle`` seconds without a call (the grace period: a
 client back in time resumes and loses no event; later, its session is gone and it
@@ -49,12 +71,15 @@ import socket
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import msgpack
 import trio
 
+from dcerpc.auth_context import Peer, ServerSecurity
 from dcerpc.interface import CONNECTION_CLOSED, CallContext, Interface
+from dcerpc.ntlm import ServerNames
+from dcerpc.security import AuthLevel, AuthPolicy
 from dcerpc.syntax import MSGPACK
 from mapi.access.directory import UserRecord
 from mapi.access.logon import challenge_name
@@ -126,6 +151,9 @@ class _LiveSession:
     #: closes, ``detached_at`` starts the grace period for a resume.
     connections: int = 0
     detached_at: float | None = None
+    #: Made on a connection with an identity (the owner, ``user``): a connection
+    #: without one may not take it up.
+    bound: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +217,41 @@ def _throttled_address(ctx: CallContext) -> str | None:
         return ctx.peer[0]
 
 
+def account_name(user: str) -> str:
+    """The login name an NTLM user name stands for: ``DOMAIN\\user``, ``user@domain``
+    and ``user`` all name ``user`` (one domain per server), lower case."""
+    name = user.strip().rsplit("\\", 1)[-1].split("@", 1)[0]
+    return name.lower()
+
+
+def identity_of(ctx: CallContext) -> str | None:
+    """The login name ``ctx``'s connection authenticated as (NTLM/SPNEGO, or the
+    tunnel's proxy), or None: unauthenticated (or anonymous)."""
+    auth = ctx.auth
+    if auth is None or auth.anonymous or not auth.user:
+        return None
+    return account_name(auth.user)
+
+
+def _where(ctx: CallContext) -> str:
+    """The real peer of a call, for the log."""
+    peer = "an unknown address" if ctx.peer is None else f"{ctx.peer[0]}:{ctx.peer[1]}"
+    how = " through the tunnel" if ctx.attached else ""
+    who = identity_of(ctx)
+    proven = f" (authenticated as {who})" if who else " (unauthenticated connection)"
+    return f"{peer}{how}{proven}"
+
+
+def _failure_address(peer: Peer) -> str | None:
+    """As :func:`_throttled_address`, for the security hooks (which know the peer only)."""
+    if peer is None:
+        return None
+    try:
+        return None if ipaddress.ip_address(peer[0]).is_loopback else peer[0]
+    except ValueError:
+        return peer[0]
+
+
 def _handle_of(sid: bytes) -> str:
     return hashlib.sha256(sid).hexdigest()[:12]
 
@@ -229,7 +292,12 @@ class StoreService:
         limits: ServiceLimits | None = None,
         throttle: LogonThrottle | None = None,
         pools: WorkerPools | None = None,
+        *,
+        min_auth_level: int = AuthLevel.PKT_PRIVACY,
     ) -> None:
+        """``min_auth_level``: the least DCE/RPC auth level a LAN connection needs
+        (``[rpc] min_auth_level``; the runtime refuses less before any handler runs)."""
+        self.min_auth_level = min_auth_level
         self.store = store
         self.limits = limits or ServiceLimits()
         #: Shared with every other logon path (the tunnel's Basic authentication).
@@ -250,7 +318,46 @@ class StoreService:
             transfer_syntaxes=(MSGPACK,),
             name="store",
             inline=self.handle_inline,
+            policy=AuthPolicy(min_level=self.min_auth_level, allow_anonymous=False),
         )
+
+    # -- NTLM: the directory and the throttle, as the runtime asks for them ----------------
+
+    def security(self, names: ServerNames) -> ServerSecurity:
+        """The runtime's security providers, fed from the directory's in-memory NT
+        hashes and reporting to the logon throttle."""
+        return ServerSecurity(
+            lookup_nt_hash=self.lookup_nt_hash,
+            names=names,
+            on_auth_failure=self._ntlm_failed,
+            admit=self._ntlm_admitted,
+        )
+
+    def lookup_nt_hash(self, user: str, domain: str) -> bytes | None:
+        """The NT hash of an enabled user, from memory (on the event loop). A user whose
+        password predates NTLM has none: logged, with what to do."""
+        name = account_name(user)
+        known, digest = self.store.directory.cached_nt_hash(name)
+        if known and digest is None:
+            log.warning(
+                "NTLM logon of %r refused: no NT hash is kept for this account yet (its "
+                "password was set before NTLM support); set the password again with "
+                "'mapi-anywhere passwd %s' (or log on once through the tunnel)",
+                name, name,
+            )  # fmt: skip
+        return digest
+
+    def _ntlm_admitted(self, user: str, domain: str, peer: Peer) -> bool:
+        name, address = account_name(user), _failure_address(peer)
+        wait = self.throttle.delay(name, address, trio.current_time())
+        if wait > 0:
+            log.warning("NTLM logon of %r from %s refused: too many failures", name, peer)
+        return wait <= 0
+
+    def _ntlm_failed(self, user: str, domain: str, peer: Peer) -> None:
+        name = account_name(user) or None
+        self.throttle.failed(name, _failure_address(peer), trio.current_time())
+        log.info("failed NTLM logon of %r (domain %r) from %s", name, domain, peer)
 
     async def handle(self, ctx: CallContext, stub: bytes) -> bytes:
         try:
@@ -279,7 +386,7 @@ class StoreService:
                 return await self._wait_for_events(request, ctx)
             if ctx.opnum == OP_CONNECT:
                 return await self._connect(request, ctx)
-            return await self._disconnect(request)
+            return await self._disconnect(request, ctx)
         except errors.MapiError as exc:
             return _error(exc)
 
@@ -306,6 +413,8 @@ class StoreService:
         if live is None or live.closed or live.lock.locked() or not _read_only(batch):
             return None
         assert isinstance(sid, bytes)
+        if not self._may_use(live, sid, ctx):
+            return None  # refused (and logged) on the async path
         now = trio.current_time()
         if now - self._last_sweep >= SWEEP_INTERVAL:
             return None  # the idle sweep is due: it needs the async path
@@ -332,15 +441,14 @@ class StoreService:
     # -- logon -----------------------------------------------------------------------------
 
     async def _connect(self, request: dict[str, Any], ctx: CallContext) -> bytes:
+        caller = identity_of(ctx)
         if "resume" in request:
-            sid = request.get("resume")
-            live = self._live(sid)
-            assert isinstance(sid, bytes)
-            live.last_used = trio.current_time()
-            live.wake_address = _wake_address(request, ctx)
-            self._attach(live, sid, ctx)
-            log.info("%s resumed a session from %s", live.user, ctx.peer)
-            return _pack({"hresult": 0, "session": request["resume"], "user": live.user})
+            if caller is None and "response" not in request:
+                raise errors.LogonFailed(
+                    "a resume on an unauthenticated connection must prove the user "
+                    "(the logon's challenge-response)"
+                )
+            return await self._resume(request, ctx, caller)
         user = request.get("user")
         if not isinstance(user, str) or not 0 < len(user) <= self.limits.max_username_chars:
             raise errors.InvalidParameter("connect needs a user name")
@@ -348,6 +456,12 @@ class StoreService:
         if pending is None:
             limit = self.limits.max_pending_logons_per_connection
             pending = ctx.connection_state[_PENDING_LOGONS] = self.store.pending_challenges(limit)
+        if caller is not None and challenge_name(user) != caller:
+            log.warning(
+                "logon as %r refused: the connection from %s authenticated as another user",
+                challenge_name(user), _where(ctx),
+            )  # fmt: skip
+            raise errors.LogonFailed("not the user this connection authenticated as")
         if "response" not in request:
             if pending.full():
                 raise errors.NotEnoughResources("too many logons in progress on this connection")
@@ -399,8 +513,8 @@ class StoreService:
             raise errors.LogonFailed()
         # Wrong answers and per-user session limits are the store's to judge.
         try:
-            session = await trio.to_thread.run_sync(
-                self.store.complete_logon, issued, cnonce, response, limiter=self.pools.logons
+            session, proof = await trio.to_thread.run_sync(
+                self.store.answer_logon, issued, cnonce, response, limiter=self.pools.logons
             )
         except errors.LogonFailed:
             self.throttle.failed(user, address, trio.current_time())
@@ -421,15 +535,92 @@ class StoreService:
             address=None if ctx.peer is None else ctx.peer[0],
             transport="tunnel" if ctx.attached or ctx.peer is None else "lan",
             created=now,
+            bound=caller is not None,
         )
         self._attach(live, sid, ctx)
-        log.info("%s logged on from %s", name, ctx.peer or "the tunnel")
-        return _pack({"hresult": 0, "session": sid, "user": name})
+        log.info("%s logged on from %s", name, _where(ctx))
+        return _pack({"hresult": 0, "session": sid, "user": name, "proof": proof})
 
-    async def _disconnect(self, request: dict[str, Any]) -> bytes:
+    async def _resume(self, request: dict[str, Any], ctx: CallContext, caller: str | None) -> bytes:
+        """Take up a live session on this connection (see the module docstring: the
+        caller's identity must be the owner, or, without one, the logon's proof)."""
+        sid = request.get("resume")
+        live = self._sessions.get(sid) if isinstance(sid, bytes) else None
+        if live is None:
+            raise errors.LogonFailed("unknown or expired session")
+        assert isinstance(sid, bytes)
+        extra: dict[str, Any] = {}
+        if caller is None:
+            if live.bound:
+                self._refuse(live, sid, ctx, "made on an authenticated connection")
+            extra["proof"] = await self._prove(request, ctx, live)
+        elif caller != live.user:
+            self._refuse(live, sid, ctx, "owned by another user")
+        live.last_used = trio.current_time()
+        live.wake_address = _wake_address(request, ctx)
+        self._attach(live, sid, ctx)
+        log.info("%s resumed session %s from %s", live.user, _handle_of(sid), _where(ctx))
+        return _pack({"hresult": 0, "session": sid, "user": live.user, **extra})
+
+    async def _prove(self, request: dict[str, Any], ctx: CallContext, live: _LiveSession) -> bytes:
+        """Check the challenge-response of a resume without an identity (throttled like
+        a logon); returns the server's proof."""
+        pending = ctx.connection_state.get(_PENDING_LOGONS)
+        nonce, cnonce, response = (
+            request.get("nonce"),
+            request.get("cnonce"),
+            request.get("response"),
+        )
+        if not (isinstance(cnonce, bytes) and isinstance(response, bytes)):
+            raise errors.InvalidParameter("nonce, cnonce and response must be bytes")
+        address = _throttled_address(ctx)
+        issued = pending.take(nonce) if pending is not None else None
+        now = trio.current_time()
+        if issued is None or issued.username != live.user:
+            self.throttle.failed(None if issued is None else issued.username, address, now)
+            log.warning(
+                "resume of a session of %s refused: no proof for its owner, from %s",
+                live.user, _where(ctx),
+            )  # fmt: skip
+            raise errors.LogonFailed()
+        wait = self.throttle.delay(live.user, address, now)
+        if wait > 0:
+            raise errors.LogonFailed(
+                f"too many failed logons; try again in {max(1, math.ceil(wait))} s"
+            )
+        try:
+            _user, proof = await trio.to_thread.run_sync(
+                self.store.check_answer, issued, cnonce, response, limiter=self.pools.logons
+            )
+        except errors.LogonFailed:
+            self.throttle.failed(live.user, address, trio.current_time())
+            log.warning("resume of a session of %s: wrong proof from %s", live.user, _where(ctx))
+            raise
+        self.throttle.succeeded(live.user, address, trio.current_time())
+        return proof
+
+    def _may_use(self, live: _LiveSession, sid: bytes, ctx: CallContext) -> bool:
+        """Whether ``ctx``'s connection may use the session: it made or resumed it, or
+        it authenticated as its owner. Cheap: the inline path asks it per call."""
+        used: set[bytes] | None = ctx.connection_state.get(_CONNECTION_SESSIONS)
+        if used is not None and sid in used:
+            return True
+        return identity_of(ctx) == live.user
+
+    def _refuse(self, live: _LiveSession, sid: bytes, ctx: CallContext, why: str) -> NoReturn:
+        log.warning(
+            "refused session %s of %s (%s) to %s",
+            _handle_of(sid), live.user, why, _where(ctx),
+        )  # fmt: skip
+        raise errors.LogonFailed("unknown or expired session")
+
+    async def _disconnect(self, request: dict[str, Any], ctx: CallContext) -> bytes:
         sid = request.get("session")
         if not isinstance(sid, bytes) or sid not in self._sessions:
             raise errors.InvalidParameter("unknown session")
+        live = self._sessions[sid]
+        if not self._may_use(live, sid, ctx):
+            self._refuse(live, sid, ctx, "not this connection's")
         await self._drop(sid)
         return _pack({"hresult": 0})
 
@@ -604,15 +795,19 @@ class StoreService:
 
     # -- batches ---------------------------------------------------------------------------
 
-    def _live(self, sid: object) -> _LiveSession:
+    def _live(self, sid: object, ctx: CallContext) -> _LiveSession:
+        """The session ``sid`` names, if ``ctx``'s connection may use it."""
         live = self._sessions.get(sid) if isinstance(sid, bytes) else None
         if live is None:
             raise errors.LogonFailed("unknown or expired session")
+        assert isinstance(sid, bytes)
+        if not self._may_use(live, sid, ctx):
+            self._refuse(live, sid, ctx, "not this connection's")
         return live
 
     async def _execute(self, request: dict[str, Any], ctx: CallContext) -> bytes:
         sid = request.get("session")
-        live = self._live(sid)
+        live = self._live(sid, ctx)
         assert isinstance(sid, bytes)
         self._attach(live, sid, ctx)
         batch = request.get("ops")
@@ -664,7 +859,7 @@ class StoreService:
 
     async def _wait_for_events(self, request: dict[str, Any], ctx: CallContext) -> bytes:
         sid = request.get("session")
-        live = self._live(sid)
+        live = self._live(sid, ctx)
         assert isinstance(sid, bytes)
         self._attach(live, sid, ctx)
         after, timeout, most = (

@@ -12,7 +12,10 @@ caller serialises the calls (one lock over the connection).
 Tables: ``users`` (a stable random user id, used in ACLs; the login name, unique;
 display name; e-mail address; the scrypt salt and parameters; the verifier key K,
 password-equivalent and never exported; the mailbox file name, unique; the creation
-time; a disabled flag) and ``secrets`` (the server secret used for decoy salts).
+time; a disabled flag; the NT hash of the password, MD4 of its UTF-16LE form, which
+NTLM needs and which is password-equivalent too, NULL for accounts whose password was
+set before it was kept: :meth:`SqliteDirectory.open` adds the column to an older file
+in place) and ``secrets`` (the server secret used for decoy salts).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ CREATE TABLE IF NOT EXISTS users (
     verifier     BLOB NOT NULL,
     mailbox      TEXT NOT NULL UNIQUE,
     created      INTEGER NOT NULL,
-    disabled     INTEGER NOT NULL DEFAULT 0
+    disabled     INTEGER NOT NULL DEFAULT 0,
+    nt_hash      BLOB
 ) STRICT;
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
 """
@@ -90,6 +94,9 @@ class SqliteDirectory:
         use, a random server secret. Returns the handle the other methods take."""
         conn = connect(path)
         conn.executescript(DDL)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
+        if "nt_hash" not in columns:  # a directory made before NTLM: upgraded in place
+            conn.execute("ALTER TABLE users ADD COLUMN nt_hash BLOB")
         conn.execute(
             "INSERT OR IGNORE INTO secrets(name, value) VALUES ('server_secret', ?)",
             (os.urandom(32),),
@@ -103,32 +110,54 @@ class SqliteDirectory:
         return value
 
     def add_user(
-        self, conn: sqlite3.Connection, user: UserRecord, verifier: StoredVerifier
+        self,
+        conn: sqlite3.Connection,
+        user: UserRecord,
+        verifier: StoredVerifier,
+        nt_hash: bytes | None = None,
     ) -> bool:
         """Add an account (its ``disabled`` flag is not stored: new accounts are enabled);
         False when its login name (or id, or mailbox file) is taken."""
         try:
             conn.execute(
                 "INSERT INTO users(user_id, username, display_name, email, salt, kdf_n,"
-                " kdf_r, kdf_p, verifier, mailbox, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " kdf_r, kdf_p, verifier, mailbox, created, nt_hash)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (user.user_id, user.username, user.display_name, user.email, verifier.salt,
                  verifier.n, verifier.r, verifier.p, verifier.key, user.mailbox,
-                 user.created),
+                 user.created, nt_hash),
             )  # fmt: skip
         except sqlite3.IntegrityError:
             return False
         return True
 
     def set_verifier(
-        self, conn: sqlite3.Connection, username: str, verifier: StoredVerifier
+        self,
+        conn: sqlite3.Connection,
+        username: str,
+        verifier: StoredVerifier,
+        nt_hash: bytes | None = None,
     ) -> bool:
-        """Replace the credential of login name ``username``; False: no such user."""
+        """Replace the credentials of login name ``username`` (the verifier and the NT
+        hash, both of the same password); False: no such user."""
         cur = conn.execute(
-            "UPDATE users SET salt = ?, kdf_n = ?, kdf_r = ?, kdf_p = ?, verifier = ?"
-            " WHERE username = ?",
-            (verifier.salt, verifier.n, verifier.r, verifier.p, verifier.key, username),
-        )
+            "UPDATE users SET salt = ?, kdf_n = ?, kdf_r = ?, kdf_p = ?, verifier = ?,"
+            " nt_hash = ? WHERE username = ?",
+            (verifier.salt, verifier.n, verifier.r, verifier.p, verifier.key, nt_hash,
+             username),
+        )  # fmt: skip
         return cur.rowcount == 1
+
+    def set_nt_hash(self, conn: sqlite3.Connection, username: str, nt_hash: bytes) -> bool:
+        """Store the NT hash of ``username``'s current password (the migration of an
+        account made before NTLM); False: no such user."""
+        cur = conn.execute("UPDATE users SET nt_hash = ? WHERE username = ?", (nt_hash, username))
+        return cur.rowcount == 1
+
+    def nt_hashes(self, conn: sqlite3.Connection) -> dict[str, bytes | None]:
+        """The NT hash of every enabled login name (None: not kept yet)."""
+        rows = conn.execute("SELECT username, nt_hash FROM users WHERE disabled = 0")
+        return {str(name): (bytes(nt) if nt is not None else None) for name, nt in rows}
 
     def set_disabled(self, conn: sqlite3.Connection, username: str, disabled: bool) -> bool:
         """Disable or enable login name ``username``; False: no such user."""
