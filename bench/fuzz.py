@@ -22,6 +22,14 @@ store_batch     ``mapi.rpc.ops.run_batch`` on a real store (tmp dir)    MapiErro
 store_service   ``StoreService.handle`` with msgpack stubs          none (an HRESULT reply)
 restrictions    ``mapi.model.restrictions.from_plain`` (deep nesting),    MapiError
                 then ``evaluate`` on a row
+ntlm            ``dcerpc.ntlm`` message decoders, AV pairs, and     AuthError
+                ``NtlmAcceptor.step`` on an AUTHENTICATE
+spnego          ``dcerpc.spnego.decode_token``, ``SpnegoAcceptor``  AuthError
+                on the first and the second leg
+sec_trailer     ``dcerpc.security.split_verifier``; a signed and    AuthError
+                a sealed PDU through ``SecurityContext.unprotect``
+server_auth     ``ServerConnection.receive_data`` with security:     RemoteProtocolError
+                NTLM and SPNEGO binds, auth3, alter_context, calls
 ==============  ==================================================  ===========================
 
 Prints one line per target (inputs, seconds, failures) and the distinct failures (type,
@@ -711,6 +719,228 @@ def target_control() -> Target:
     return Target("control", seeds, run, (control.ControlProtocolError,))
 
 
+# -- security (issue 18) ----------------------------------------------------------------
+
+
+def _fixed_random(n: int) -> bytes:
+    """A fixed randomness source: seeds stay valid (the server challenge is the same
+    every time), so mutations reach signature checks, not only the token decoders."""
+    return bytes(range(1, n + 1))
+
+
+_FUZZ_NOW = 1_700_000_000.0
+
+
+def _lookup(user: str, domain: str) -> bytes | None:
+    from dcerpc.ntlm_crypto import nt_hash
+
+    return nt_hash("s3cret") if user.lower() == "alice" else None
+
+
+def ntlm_seeds() -> list[bytes]:
+    from dcerpc.ntlm import ChallengeMessage, NtlmAcceptor, NtlmInitiator, ServerNames
+
+    seeds: list[bytes] = []
+    for user, password in (("alice", "s3cret"), ("", "")):
+        initiator = NtlmInitiator(user, password, "LAB", now=_FUZZ_NOW, random=_fixed_random)
+        acceptor = NtlmAcceptor(_lookup, ServerNames(), now=_FUZZ_NOW, random=_fixed_random)
+        negotiate = initiator.step()
+        challenge = acceptor.step(negotiate)
+        seeds += [negotiate, challenge, initiator.step(challenge)]
+    seeds.append(ChallengeMessage.decode(seeds[1]).target_info)  # AV pairs alone
+    return seeds
+
+
+def target_ntlm() -> Target:
+    from dcerpc.ntlm import (
+        AuthenticateMessage,
+        ChallengeMessage,
+        NegotiateMessage,
+        NtlmAcceptor,
+        NtlmInitiator,
+        ServerNames,
+        decode_av_pairs,
+    )
+    from dcerpc.security import AuthError
+
+    negotiate = NtlmInitiator("alice", "s3cret", now=_FUZZ_NOW, random=_fixed_random).step()
+
+    def run(data: bytes) -> None:
+        for decode in (
+            NegotiateMessage.decode,
+            ChallengeMessage.decode,
+            AuthenticateMessage.decode,
+            decode_av_pairs,
+        ):
+            with contextlib.suppress(AuthError):
+                decode(data)
+        acceptor = NtlmAcceptor(_lookup, ServerNames(), now=_FUZZ_NOW, random=_fixed_random)
+        acceptor.step(negotiate)
+        acceptor.step(data)  # as an AUTHENTICATE after a good NEGOTIATE
+        assert acceptor.complete and acceptor.session is not None
+
+    return Target("ntlm", ntlm_seeds(), run, (AuthError,))
+
+
+def spnego_seeds() -> list[bytes]:
+    from dcerpc.ntlm import NtlmAcceptor, NtlmInitiator, ServerNames
+    from dcerpc.spnego import SpnegoAcceptor, SpnegoInitiator
+
+    initiator = SpnegoInitiator(
+        NtlmInitiator("alice", "s3cret", "LAB", now=_FUZZ_NOW, random=_fixed_random)
+    )
+    acceptor = SpnegoAcceptor(
+        lambda: NtlmAcceptor(_lookup, ServerNames(), now=_FUZZ_NOW, random=_fixed_random)
+    )
+    first = initiator.step()
+    reply = acceptor.step(first)
+    second = initiator.step(reply)
+    return [first, reply, second, acceptor.step(second)]
+
+
+def target_spnego() -> Target:
+    from dcerpc.ntlm import NtlmAcceptor, ServerNames
+    from dcerpc.security import AuthError
+    from dcerpc.spnego import SpnegoAcceptor, decode_token
+
+    seeds = spnego_seeds()
+
+    def acceptor() -> SpnegoAcceptor:
+        return SpnegoAcceptor(
+            lambda: NtlmAcceptor(_lookup, ServerNames(), now=_FUZZ_NOW, random=_fixed_random)
+        )
+
+    def run(data: bytes) -> None:
+        with contextlib.suppress(AuthError):
+            decode_token(data)
+        with contextlib.suppress(AuthError):
+            acceptor().step(data)  # as a first token
+        second = acceptor()
+        second.step(seeds[0])
+        second.step(data)  # as the second (AUTHENTICATE and mechListMIC)
+
+    return Target("spnego", seeds, run, (AuthError,))
+
+
+def target_sec_trailer() -> Target:
+    """split_verifier on any bytes; signed and sealed request PDUs (whose stub, padding,
+    trailer and signature are mutated) through SecurityContext.unprotect."""
+    from dcerpc.auth_context import SecurityContext
+    from dcerpc.ntlm import NtlmAcceptor, NtlmInitiator, ServerNames
+    from dcerpc.pdu import RequestPdu
+    from dcerpc.security import AuthError, AuthLevel, AuthType, SecTrailer, split_verifier
+
+    def session_pair(level: int) -> tuple[SecurityContext, SecurityContext]:
+        initiator = NtlmInitiator("alice", "s3cret", "LAB", now=_FUZZ_NOW, random=_fixed_random)
+        acceptor = NtlmAcceptor(_lookup, ServerNames(), now=_FUZZ_NOW, random=_fixed_random)
+        acceptor.step(initiator.step(acceptor.step(initiator.step())))
+        trailer = SecTrailer(AuthType.NTLM, level, 0, 1)
+        return SecurityContext(trailer, initiator), SecurityContext(trailer, acceptor)
+
+    levels = (AuthLevel.PKT_INTEGRITY, AuthLevel.PKT_PRIVACY)
+    seeds: list[bytes] = [SecTrailer(10, 6, 8, 1).encode() + b"\x01" + bytes(15)]
+    for level in levels:
+        client, _ = session_pair(level)
+        pdu = RequestPdu(call_id=2, opnum=1, stub=b"stub data " * 5).encode()
+        seeds.append(bytes([level]) + client.protect(pdu, 24))
+
+    def run(data: bytes) -> None:
+        with contextlib.suppress(AuthError):
+            split_verifier(data)
+        if not data or data[0] not in levels:
+            return
+        _, server = session_pair(data[0])
+        raw = data[1:]
+        auth_length = struct.unpack_from("<H", raw, 10)[0] if len(raw) >= 12 else 0
+        server.unprotect(raw, 24, min(auth_length, len(raw)))
+
+    return Target("sec_trailer", seeds, run, (AuthError,))
+
+
+def target_server_auth() -> Target:
+    import dataclasses
+
+    from dcerpc.auth_context import ClientAuth, ServerSecurity
+    from dcerpc.client_connection import ClientConnection
+    from dcerpc.errors import RemoteProtocolError
+    from dcerpc.events import CallReceived
+    from dcerpc.pdu import ContextElement
+    from dcerpc.security import AuthLevel, AuthPolicy, AuthType
+    from dcerpc.server_connection import AssociationGroups, InterfaceRegistry, ServerConnection
+    from dcerpc.syntax import NDR
+    from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, epm_interface, mgmt_interface
+    from endpoint_mapper.stubs import MGMT_SYNTAX
+
+    strict = dataclasses.replace(
+        mgmt_interface(), policy=AuthPolicy(AuthLevel.PKT_INTEGRITY, allow_anonymous=False)
+    )
+    registry = InterfaceRegistry([epm_interface(EndpointDatabase()), strict])
+    security = ServerSecurity(lookup_nt_hash=_lookup, random=_fixed_random)
+
+    class FixedGroups(AssociationGroups):
+        """Group ids as recorded in the seeds (the real ones are random), so a
+        recorded alter_context names the group its connection's bind_ack gave."""
+
+        def join(self, requested: int) -> int | None:
+            return 0x5EED if requested in (0, 0x5EED) else None
+
+    def server() -> ServerConnection:
+        return ServerConnection(registry, FixedGroups(), security=security)
+
+    def conversation(auth_type: int, level: int) -> bytes:
+        """Everything a client sends on one connection: bind, auth3 or alter_context,
+        two calls (the second fragmented)."""
+        auth = ClientAuth(
+            user="alice", password="s3cret", auth_type=auth_type, auth_level=level,
+            random=_fixed_random,
+        )  # fmt: skip
+        client, srv = ClientConnection(auth=auth), server()
+        sent = b""
+        syntax = MGMT_SYNTAX if level >= AuthLevel.PKT_INTEGRITY else EPM_SYNTAX
+        client.bind([ContextElement(0, syntax, (NDR,))], now=_FUZZ_NOW)
+        for _ in range(4):
+            wire = client.data_to_send()
+            if not wire:
+                break
+            sent += wire
+            srv.receive_data(wire, now=_FUZZ_NOW)
+            back = srv.data_to_send()
+            if back:
+                client.receive_data(back)
+        client.request(0, 0, b"\x00" * 8)
+        client.request(0, 1, b"\x00" * 4 + b"s" * 9000)
+        return sent + client.data_to_send()
+
+    seeds = [
+        conversation(kind, level)
+        for kind in (AuthType.NTLM, AuthType.SPNEGO)
+        for level in (AuthLevel.CONNECT, AuthLevel.PKT_INTEGRITY, AuthLevel.PKT_PRIVACY)
+    ]
+    epm_bind = ClientConnection(
+        auth=ClientAuth(user="", password="", random=_fixed_random)
+    )  # anonymous, to the open endpoint mapper
+    epm_bind.bind([ContextElement(0, EPM_SYNTAX, (NDR,))], now=_FUZZ_NOW)
+    seeds.append(epm_bind.data_to_send())
+
+    def run(data: bytes) -> None:
+        conn = server()
+        rng = random.Random(len(data))
+        pos = 0
+        try:
+            while pos < len(data):
+                step = rng.randrange(1, 3000)
+                for event in conn.receive_data(data[pos : pos + step], now=_FUZZ_NOW):
+                    if isinstance(event, CallReceived):
+                        conn.send_response(event.call_id, b"\0" * 8)
+                pos += step
+                conn.data_to_send()
+            conn.receive_data(b"")
+        finally:
+            conn.data_to_send()
+
+    return Target("server_auth", seeds, run, (RemoteProtocolError,))
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -805,6 +1035,10 @@ def main() -> None:
             target_store_service(fixture),
             target_restrictions(),
             target_control(),
+            target_ntlm(),
+            target_spnego(),
+            target_sec_trailer(),
+            target_server_auth(),
         ]
         only = {name for name in args.only.split(",") if name}
         rng = random.Random(args.seed)
