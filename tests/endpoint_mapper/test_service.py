@@ -647,3 +647,34 @@ async def test_big_endian_lookup_request_read_in_its_byte_order():
     resp = stubs.decode_lookup_response(await handler(ctx, stub))
     assert resp.status == 0
     assert [e.annotation for e in resp.entries] == ["store 0", "store 1", "store 2"]
+
+
+async def test_end_to_end_iteration_ends_one_at_a_time_and_on_a_full_last_batch(nursery):
+    """Issue 18, item 8 over TCP: Samba's one-entry-at-a-time loop (until the status is
+    not 0) sees every entry once and stops; our client, asking 500 of exactly 500,
+    stops on EPT_S_NOT_REGISTERED after the full batch."""
+    from dcerpc.client import open_tcp_rpc_client
+    from dcerpc.server import RpcServer
+
+    db = EndpointDatabase(max_entries=2000)
+    for i in range(500):
+        db.register(STORE, [Tower.tcp(STORE, "0.0.0.0", 20000 + i)], f"store {i}")
+    server = RpcServer([epm_interface(db)], name="epm")
+    listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(30):
+        async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+            ctx_id = await rpc.bind(EPM_SYNTAX)
+            handle, ports, statuses = NULL_HANDLE, [], []
+            for _ in range(600):  # bounded: the bug was an endless loop
+                reply = await rpc.call(ctx_id, stubs.OP_EPT_LOOKUP, samba_lookup(handle))
+                resp = stubs.decode_lookup_response(reply)
+                ports += [e.tower.port for e in resp.entries]
+                statuses.append(resp.status)
+                handle = resp.entry_handle
+                if resp.status != 0:
+                    break
+        assert ports == list(range(20000, 20500))
+        assert statuses == [0] * 500 + [EPT_S_NOT_REGISTERED] and handle == NULL_HANDLE
+        found = await epm_client.lookup("127.0.0.1", port)
+        assert [e.tower.port for e in found] == list(range(20000, 20500))
