@@ -8,6 +8,7 @@ status, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import logging.handlers
 import os
@@ -400,6 +401,15 @@ def _through_server(args: argparse.Namespace, data_dir: Path, password: str | No
     return True
 
 
+def _tell_server(data_dir: Path) -> None:
+    """A running server reloads the credentials it keeps in memory (the NT hashes NTLM
+    needs) at once; without one, nothing to do."""
+    from mapi_anywhere import control
+
+    with contextlib.suppress(control.NotRunning, control.ControlError, OSError, ValueError):
+        control.call(data_dir, "credentials_changed", timeout=30.0)
+
+
 def _accounts(args: argparse.Namespace) -> int:
     """adduser / passwd / deluser / users / sessions: through the running server's
     control socket where that matters, on the data directory's databases otherwise."""
@@ -450,6 +460,7 @@ def _accounts(args: argparse.Namespace) -> int:
                 args.username, password, display_name=args.display_name, email=args.email
             )
             print(f"created {args.username}")
+            _tell_server(data_dir)
         else:
             assert password is not None
             store.set_password(args.username, password)

@@ -60,6 +60,8 @@ OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
     "set_password": ("user", "password"),
     # limit: "" shows it, "default" takes the mailbox's own limit away, else bytes.
     "quota": ("user", "limit"),
+    # The directory changed on disk (adduser on the files): reload what is cached.
+    "credentials_changed": (),
 }
 #: The longest path a ``sockaddr_un`` holds (108 bytes with the final NUL).
 MAX_SOCKET_PATH: Final = 107
@@ -260,6 +262,8 @@ class Admin(Protocol):
 
     async def quota(self, user: str, limit: str) -> dict[str, Any]: ...
 
+    async def credentials_changed(self) -> None: ...
+
 
 class ServerError(Exception):
     """Raised by an :class:`Admin` method: its text is the error sent to the client."""
@@ -289,6 +293,8 @@ async def _dispatch(admin: Admin, request: Request) -> Any:
         return await admin.delete_user(a["user"])
     if request.op == "quota":
         return await admin.quota(a["user"], a["limit"])
+    if request.op == "credentials_changed":
+        return await admin.credentials_changed()
     return await admin.set_password(a["user"], a["password"])
 
 

@@ -243,6 +243,9 @@ class _Admin:
     async def end_session(self, handle: str) -> bool:
         return await self.service.end_session(handle)
 
+    async def credentials_changed(self) -> None:
+        await self.service.refresh_credentials()
+
     async def end_user_sessions(self, user: str) -> int:
         return await self.service.end_user_sessions(user)
 

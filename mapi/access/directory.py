@@ -18,8 +18,10 @@ NT hashes are also kept in memory (:meth:`Directory.cached_nt_hash`): the DCE/RP
 runtime asks for one on the event loop while it handles a bind, where SQLite must
 not run. The copy is loaded when the directory opens and replaced under the lock by
 every change made through this object (password set, user added, disabled, deleted),
-so it is never staler than the file as this process changed it. These are the functions the CLI calls for
-``adduser``, ``passwd``, ``deluser`` and ``list users``.
+so it is never staler than the file as this process changed it; a change another
+process made (``adduser`` on the files) is picked up by :meth:`Directory.refresh_nt_hashes`.
+These are the functions the CLI calls for ``adduser``, ``passwd``, ``deluser`` and
+``list users``.
 
 Threading: one connection guarded by one lock, like a mailbox
 (:mod:`mapi.storage.db`); every call of the storage object runs under that lock.
@@ -103,6 +105,19 @@ class Directory:
             #: Enabled login name -> NT hash (None: not kept yet); replaced, never
             #: changed in place, so the event loop reads it without the lock.
             self._nt_hashes: dict[str, bytes | None] = self._rows.nt_hashes(self._conn)
+            self._data_version = self._rows.data_version(self._conn)
+
+    def refresh_nt_hashes(self) -> bool:
+        """Reload the in-memory NT hashes if another process changed the file (an
+        ``adduser`` on the files while the server runs); True when it did. Blocks: call
+        it from a worker thread."""
+        with self._lock:
+            version = self._rows.data_version(self._conn)
+            if version == self._data_version:
+                return False
+            self._data_version = version
+            self._reload_nt_hashes()
+            return True
 
     def _reload_nt_hashes(self) -> None:
         """Called under the lock after a change of accounts or credentials."""

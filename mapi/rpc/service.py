@@ -305,6 +305,8 @@ class StoreService:
         #: Worker threads by kind of work (shared with the tunnel's password checks).
         self.pools = pools or WorkerPools()
         self._credentials_changed: list[Callable[[str], None]] = []
+        #: Set when the directory's in-memory NT hashes may be stale (housekeeping).
+        self._refresh_wanted = trio.Event()
         self._sessions: dict[bytes, _LiveSession] = {}
         self._last_sweep = 0.0
         self._token: trio.lowlevel.TrioToken | None = None
@@ -338,6 +340,8 @@ class StoreService:
         password predates NTLM has none: logged, with what to do."""
         name = account_name(user)
         known, digest = self.store.directory.cached_nt_hash(name)
+        if not known:
+            self._refresh_wanted.set()  # added by another process? (housekeeping looks)
         if known and digest is None:
             log.warning(
                 "NTLM logon of %r refused: no NT hash is kept for this account yet (its "
@@ -665,9 +669,20 @@ class StoreService:
         """Run the sweeps on a timer, until cancelled (``serve`` starts it): sessions of
         closed connections end after their grace even when no call comes."""
         while True:
-            await trio.sleep(REAP_INTERVAL)
+            with trio.move_on_after(REAP_INTERVAL):
+                await self._refresh_wanted.wait()
+            await self.refresh_credentials()
             await self._reap_detached()
             await self._expire_idle()
+
+    async def refresh_credentials(self) -> None:
+        """Reload the directory's in-memory NT hashes if another process changed the
+        file (``adduser`` on the files; asked by it through the control socket, after
+        an NTLM bind named an unknown user, and every REAP_INTERVAL)."""
+        self._refresh_wanted = trio.Event()
+        await trio.to_thread.run_sync(
+            self.store.directory.refresh_nt_hashes, limiter=self.pools.logons
+        )
 
     def _attach(self, live: _LiveSession, sid: bytes, ctx: CallContext) -> None:
         """Count ``ctx``'s connection as a user of the session (once per connection)."""

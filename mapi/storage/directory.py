@@ -154,6 +154,10 @@ class SqliteDirectory:
         cur = conn.execute("UPDATE users SET nt_hash = ? WHERE username = ?", (nt_hash, username))
         return cur.rowcount == 1
 
+    def data_version(self, conn: sqlite3.Connection) -> int:
+        """A number that changes when another connection (another process) committed."""
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
     def nt_hashes(self, conn: sqlite3.Connection) -> dict[str, bytes | None]:
         """The NT hash of every enabled login name (None: not kept yet)."""
         rows = conn.execute("SELECT username, nt_hash FROM users WHERE disabled = 0")
