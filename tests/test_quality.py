@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,182 @@ def test_mypy_strict_clean() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- The store's structure (issue 17): one storage layer, sub-packages by job -----------
+
+#: The layers of ``mapi``, lowest first: a module may import its own layer and those
+#: below it, never one above. The property model knows nothing of storage; storage knows
+#: nothing of the objects, tables, notifications and access rules built on it; the store
+#: facade sits on those; the RPC edge on the facade.
+MAPI_LAYERS = [
+    {"mapi.model", "mapi.budget", "mapi.wire"},
+    {"mapi.storage"},
+    {"mapi.access", "mapi.objects", "mapi.tables", "mapi.notify"},
+    {"mapi.store"},
+    {"mapi.rpc"},
+]
+#: Statement text of SQL: a string that starts with one of these words (upper case, as
+#: the project writes SQL).
+_SQL = re.compile(
+    r"\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|PRAGMA|WITH|BEGIN|COMMIT|"
+    r"ROLLBACK|REPLACE|VACUUM)\s"
+)
+
+
+def _mapi_layer(module: str) -> int:
+    for rank, layer in enumerate(MAPI_LAYERS):
+        if any(module == name or module.startswith(name + ".") for name in layer):
+            return rank
+    raise AssertionError(f"{module} is in no layer of MAPI_LAYERS")
+
+
+def _project_imports(path: Path) -> set[str]:
+    """Every project module ``path`` imports, as dotted names (``from p import m`` names
+    ``p.m`` when ``p/m.py`` exists)."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                if (ROOT / (sub.replace(".", "/") + ".py")).is_file():
+                    found.add(sub)
+    return {name for name in found if name.split(".")[0] in PACKAGES}
+
+
+def test_mapi_layers_point_down() -> None:
+    wrong = []
+    for path in _modules("mapi"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel == "mapi/__init__.py":
+            continue
+        own = _mapi_layer(_module_name(rel))
+        for name in _project_imports(path):
+            if name.startswith("mapi.") and _mapi_layer(name) > own:
+                wrong.append(f"{rel} imports {name}")
+    assert wrong == [], "a mapi module imports a layer above its own:\n" + "\n".join(wrong)
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    """The project modules ``path`` imports when it is loaded: module-level imports, not
+    those under ``if TYPE_CHECKING:`` (annotations only) nor inside functions."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+
+    def visit(nodes: list[ast.stmt]) -> None:
+        for node in nodes:
+            if isinstance(node, ast.If):
+                test = node.test
+                if isinstance(test, ast.Name) and test.id == "TYPE_CHECKING":
+                    continue
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                found.update(_project_imports_of(node))
+
+    def _project_imports_of(node: ast.Import | ast.ImportFrom) -> set[str]:
+        holder = ast.Module(body=[node], type_ignores=[])
+        out: set[str] = set()
+        for inner in ast.walk(holder):
+            if isinstance(inner, ast.Import):
+                out.update(alias.name for alias in inner.names)
+            elif isinstance(inner, ast.ImportFrom) and inner.module and inner.level == 0:
+                # ``from package import module`` loads the module; the package's
+                # ``__init__`` counts only when a name is taken from it.
+                for alias in inner.names:
+                    sub = f"{inner.module}.{alias.name}"
+                    if (ROOT / (sub.replace(".", "/") + ".py")).is_file():
+                        out.add(sub)
+                    else:
+                        out.add(inner.module)
+        return {name for name in out if name.split(".")[0] in PACKAGES}
+
+    visit(tree.body)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    """No project module reaches itself through what it imports at load time."""
+    graph: dict[str, set[str]] = {}
+    for package in PRESENT:
+        for path in _modules(package):
+            name = _module_name(path.relative_to(ROOT).as_posix())
+            graph[name] = {dep for dep in _runtime_imports(path) if dep != name}
+    # A package's __init__ is loaded by its modules' imports, but ours hold docstrings or
+    # re-exports; a cycle through one shows as a cycle through the modules it names.
+    cycles = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def walk(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if dep not in graph:
+                continue
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join([*stack[stack.index(dep) :], dep]))
+            elif dep not in state:
+                walk(dep)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            walk(node)
+    assert cycles == [], "import cycles:\n" + "\n".join(cycles)
+
+
+#: Imports inside functions, each with its reason (none may just dodge a cycle).
+LAZY_IMPORTS = {
+    # The command line answers --help and user errors without loading the server.
+    "mapi_anywhere/cli.py": "the CLI loads the server, the store or a client only for the "
+    "command that runs",
+    "tunnel/drivers/client.py": "a client loads the HTTP/1.1 or the HTTP/2 driver, the one "
+    "it uses",
+}
+
+
+def test_no_function_level_imports() -> None:
+    found = []
+    for package in PRESENT:
+        for path in _modules(package):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in LAZY_IMPORTS:
+                continue
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                    for inner in ast.walk(node):
+                        if isinstance(inner, ast.Import | ast.ImportFrom):
+                            found.append(f"{rel}:{inner.lineno}")
+    assert found == [], "imports inside functions (hoist them, or list the reason):\n" + (
+        "\n".join(sorted(set(found)))
+    )
+
+
+def test_sql_only_in_storage() -> None:
+    """SQL text and ``sqlite3`` appear only in the storage layer (``mapi/storage/``)."""
+    found = []
+    for package in PRESENT:
+        for path in _modules(package):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith("mapi/storage/"):
+                continue
+            tree = ast.parse(path.read_text())
+            if "sqlite3" in _imports(path):
+                found.append(f"{rel}: imports sqlite3")
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and _SQL.match(node.value)
+                ):
+                    found.append(f"{rel}:{node.lineno}: {node.value.strip()[:40]!r}")
+    assert found == [], "SQL outside mapi/storage/:\n" + "\n".join(found)
