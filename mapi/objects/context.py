@@ -20,7 +20,7 @@ from mapi.access import permissions
 from mapi.model import errors
 from mapi.model.entryid import EntryId, EntryKind, make_entryid, parse_entryid
 from mapi.model.limits import Limits
-from mapi.storage.db import MailboxDB
+from mapi.storage.api import MailboxStorage
 
 if TYPE_CHECKING:
     from mapi.notify.subscriptions import NotificationHub
@@ -42,7 +42,7 @@ class MailRouter(Protocol):
     def resolve(self, address: str) -> Identity | None:
         """The user with e-mail address or login name ``address``, or None."""
 
-    def mailbox(self, user: Identity) -> MailboxDB:
+    def mailbox(self, user: Identity) -> MailboxStorage:
         """The (shared) database of ``user``'s mailbox."""
 
 
@@ -50,7 +50,7 @@ class StoreContext:
     """One user's view of one mailbox."""
 
     def __init__(
-        self, db: MailboxDB, *, user: Identity, owner: Identity,
+        self, db: MailboxStorage, *, user: Identity, owner: Identity,
         hub: NotificationHub | None = None, router: MailRouter | None = None,
     ) -> None:  # fmt: skip
         self.db = db

@@ -67,7 +67,7 @@ from mapi.model import errors
 from mapi.model import proptags as pt
 from mapi.model.properties import PropData
 from mapi.objects.messages import Message, recipient_address
-from mapi.storage.db import MailboxDB
+from mapi.storage.api import MailboxStorage
 from mapi.storage.messages import check_message_size
 
 #: Store quota properties ([MS-OXPROPS]; [MS-OXCSTOR] 2.2.2.1.1): PtypInteger32, kilobytes.
@@ -80,7 +80,7 @@ NDR_ALLOWANCE: Final = 4096
 _MAX_LONG: Final = 0x7FFFFFFF
 
 
-def set_mailbox_quota(db: MailboxDB, limit: int | None) -> None:
+def set_mailbox_quota(db: MailboxStorage, limit: int | None) -> None:
     """Give a mailbox its own size limit in bytes (0: none), or with None take it away
     (the server's default applies again). For administrators; a lower limit than the
     mailbox's size refuses growth from then on and deletes nothing.
@@ -94,19 +94,19 @@ def set_mailbox_quota(db: MailboxDB, limit: int | None) -> None:
         db.messages.set_mailbox_quota(txn, limit)
 
 
-def mailbox_quota(db: MailboxDB) -> int:
+def mailbox_quota(db: MailboxStorage) -> int:
     """The size limit that applies to a mailbox, in bytes (0: none)."""
     with db.reading() as txn:
         return db.messages.mailbox_quota(txn, db.limits)
 
 
-def has_own_quota(db: MailboxDB) -> bool:
+def has_own_quota(db: MailboxStorage) -> bool:
     """Does the mailbox have a limit of its own (set by :func:`set_mailbox_quota`)?"""
     with db.reading() as txn:
         return db.messages.has_own_quota(txn)
 
 
-def mailbox_size(db: MailboxDB) -> int:
+def mailbox_size(db: MailboxStorage) -> int:
     """The size of a mailbox in bytes (see the module docstring)."""
     with db.reading() as txn:
         return db.messages.mailbox_size(txn)
@@ -116,7 +116,7 @@ def _kilobytes(size: int) -> int:
     return min(size // 1024, _MAX_LONG)
 
 
-def store_props(db: MailboxDB) -> dict[int, PropData]:
+def store_props(db: MailboxStorage) -> dict[int, PropData]:
     """The quota properties of a mailbox's store object (absent: no limit)."""
     limits = db.limits
     with db.reading() as txn:

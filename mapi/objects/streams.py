@@ -38,7 +38,6 @@ from mapi.model.properties import to_stream_bytes
 from mapi.objects.context import StoreContext
 from mapi.storage.messages import full_mailbox
 from mapi.storage.propbag import PropBag, Source, TempData
-from mapi.storage.staging import StagedData
 
 STREAM_SEEK_SET: Final = 0
 STREAM_SEEK_CUR: Final = 1
@@ -140,8 +139,8 @@ class PropStream:
             if length - self._base > room:
                 raise full_mailbox(limit - room, limit, length - self._base)
 
-    def _new_temp(self) -> StagedData:
-        return StagedData(self._ctx.db, self._ctx.limits.chunk_bytes, self._tag)
+    def _new_temp(self) -> TempData:
+        return self._ctx.db.pending_data(self._tag)
 
     def _copy_large(self, length: int) -> TempData:
         temp = self._new_temp()
@@ -274,10 +273,7 @@ class PropStream:
         with self._ctx.db.lock:
             self._enter()
             if self._write and self._dirty and self._temp is not None:
-                if (
-                    isinstance(self._temp, StagedData)
-                    and self._temp.length > self._ctx.limits.inline_value_bytes
-                ):
+                if self._temp.length > self._ctx.limits.inline_value_bytes:
                     self._temp.flush()  # the save links it (smaller values go inline)
                 self._owner._bag().set_temp(self._tag, self._temp)
                 self._owner.touch()

@@ -61,8 +61,7 @@ from mapi.notify.changes import Change, Op, record
 from mapi.objects import quota
 from mapi.objects.context import Identity, StoreContext
 from mapi.objects.messages import Message, recipient_address
-from mapi.storage.api import Txn
-from mapi.storage.db import MailboxDB
+from mapi.storage.api import MailboxStorage, Txn
 from mapi.storage.messages import AttachState, MessageState
 from mapi.storage.propbag import PropBag, Source, TempData
 
@@ -164,7 +163,7 @@ def _named_ids(state: MessageState, out: set[int]) -> set[int]:
     return out
 
 
-def _sender_names(db: MailboxDB, txn: Txn, state: MessageState) -> dict[int, named.PropName]:
+def _sender_names(db: MailboxStorage, txn: Txn, state: MessageState) -> dict[int, named.PropName]:
     """Sender-mailbox named id -> its name, for the ids of ``state`` that are mapped."""
     ids = sorted(_named_ids(state, set()))
     found = zip(ids, db.named.get_names(txn, ids), strict=True)
@@ -172,7 +171,7 @@ def _sender_names(db: MailboxDB, txn: Txn, state: MessageState) -> dict[int, nam
 
 
 def _recipient_ids(
-    db: MailboxDB, txn: Txn, names: dict[int, named.PropName], limits: Limits
+    db: MailboxStorage, txn: Txn, names: dict[int, named.PropName], limits: Limits
 ) -> dict[int, int]:
     """Sender id -> recipient id of the same name, allocating ids in the recipient's
     mailbox (inside its delivery transaction); one mapping serves the whole delivery."""

@@ -46,8 +46,7 @@ from mapi.objects.folders import Folder
 from mapi.objects.messages import KEEP_OPEN_READWRITE, Attachment, Message
 from mapi.objects.streams import PropStream
 from mapi.objects.submit import submit
-from mapi.storage import staging
-from mapi.storage.db import MailboxDB
+from mapi.storage.api import MailboxStorage
 from mapi.store import MsgStore, Session
 from mapi.tables.table import BOOKMARK_CURRENT, Table
 
@@ -95,11 +94,11 @@ class HandleTable:
     def release(self, handle: int) -> None:
         obj = self._objects.pop(handle, None)
         if obj is not None:
-            db = getattr(getattr(obj, "_ctx", None), "db", None)
+            db: MailboxStorage | None = getattr(getattr(obj, "_ctx", None), "db", None)
             _close(obj)
             del obj  # pending stream data it alone held dies here
-            if isinstance(db, MailboxDB):
-                staging.collect(db)
+            if db is not None:
+                db.release_dead_data()
 
     def clear(self) -> None:
         for handle in list(self._objects):

@@ -55,7 +55,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mapi import budget
 from mapi.model import errors
@@ -77,7 +77,20 @@ from mapi.storage.schema import (
     upgrade_2_to_3,
     upgrade_3_to_4,
 )
+from mapi.storage.staging import StagedData
+from mapi.storage.staging import collect as collect_staged
 from mapi.storage.sync import SqliteSync
+
+if TYPE_CHECKING:  # the interface these objects implement (checked by mypy)
+    from mapi.storage.api import (
+        AclStorage,
+        ChangeStorage,
+        ContentsStorage,
+        FolderStorage,
+        MessageStorage,
+        NamedPropStorage,
+        SyncStorage,
+    )
 
 BUSY_TIMEOUT_MS = 10_000
 #: Page size of new databases (existing ones keep theirs).
@@ -187,13 +200,13 @@ class MailboxDB:
         self._conn = connect(path)
         self.provider_uid = self._init_schema()
         # What the core asks of storage, by job (the interface: :mod:`mapi.storage.api`).
-        self.folders = SqliteFolders()
-        self.messages = SqliteMessages()
-        self.contents = SqliteContents()
-        self.sync = SqliteSync()
-        self.changes = SqliteChanges()
-        self.acl = SqliteAcl()
-        self.named = SqliteNamedProps()
+        self.folders: FolderStorage = SqliteFolders()
+        self.messages: MessageStorage = SqliteMessages()
+        self.contents: ContentsStorage = SqliteContents()
+        self.sync: SyncStorage = SqliteSync()
+        self.changes: ChangeStorage = SqliteChanges()
+        self.acl: AclStorage = SqliteAcl()
+        self.named: NamedPropStorage = SqliteNamedProps()
 
     @property
     def conn(self) -> MailboxConnection:
@@ -343,10 +356,16 @@ class MailboxDB:
 
     def next_change_number(self, conn: sqlite3.Connection) -> int:
         """Allocate a change number (call inside :meth:`transaction`)."""
-        row = conn.execute(
-            "UPDATE meta SET value = value + 1 WHERE key = 'change_num' RETURNING value"
-        ).fetchone()
-        return int(row[0])
+        return self.sync.next_change_number(conn)
+
+    def pending_data(self, tag: int) -> StagedData:
+        """New staged data for a stream written to value ``tag`` (:mod:`mapi.storage.staging`)."""
+        return StagedData(self, self.limits.chunk_bytes, tag)
+
+    def release_dead_data(self) -> None:
+        """Release the staging rows of stream data that died
+        (:func:`mapi.storage.staging.collect`)."""
+        collect_staged(self)
 
     def _control(self, sql: str) -> None:
         """Run a transaction-control statement (BEGIN, COMMIT, ROLLBACK, PRAGMA) that

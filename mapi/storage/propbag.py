@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import tempfile
 import weakref
+from collections.abc import Callable
 from typing import IO
 
 from mapi.model import errors
@@ -83,6 +84,21 @@ class TempData:
             other.write_at(offset, block)
             offset += len(block)
         return other
+
+    def fill(self, read: Callable[[int, int], bytes], length: int, block: int) -> None:
+        """Append ``length`` bytes taken from ``read(offset, size)`` in ``block`` pieces
+        (a committed value opened for writing)."""
+        offset = 0
+        while offset < length:
+            piece = read(offset, min(block, length - offset))
+            if not piece:
+                break
+            self.write_at(self.length, piece)
+            offset += len(piece)
+
+    def flush(self) -> None:
+        """Make the bytes ready for a save to link them (staged data writes its file);
+        plain temporary data is copied by the save, so there is nothing to do."""
 
     def reader(self) -> _Reader:
         """A file-like reader from the start, for :func:`mapi.storage.chunks.write`."""

@@ -48,7 +48,7 @@ import contextlib
 import os
 import sqlite3
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -273,17 +273,6 @@ class StagedData(TempData):
                 raise blobs.os_error(exc, "cannot copy stream data") from exc
         other.length = self.length
         return other
-
-    def fill(self, read: Callable[[int, int], bytes], length: int, block: int) -> None:
-        """Append ``length`` bytes taken from ``read(offset, size)`` in ``block`` pieces
-        (a committed value opened for writing)."""
-        offset = 0
-        while offset < length:
-            piece = read(offset, min(block, length - offset))
-            if not piece:
-                break
-            self.write_at(self.length, piece)
-            offset += len(piece)
 
     def close(self) -> None:
         """Nothing to close: the row (and so its file) is released when the object dies."""
