@@ -307,8 +307,7 @@ LAZY_IMPORTS = {
     # The command line answers --help and user errors without loading the server.
     "mapi_anywhere/cli.py": "the CLI loads the server, the store or a client only for the "
     "command that runs",
-    "tunnel/drivers/client.py": "a client loads the HTTP/1.1 or the HTTP/2 driver, the one "
-    "it uses",
+    "tunnel/drivers/client.py": "a client loads the HTTP/1.1 or the HTTP/2 driver, the one it uses",
 }
 
 
