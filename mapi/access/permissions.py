@@ -47,6 +47,7 @@ from mapi.model.rights import (
     ALL_RIGHTS,
     CREATE,
     CREATE_SUBFOLDER,
+    DEFAULT_MEMBER,
     DELETE_ANY,
     DELETE_OWNED,
     EDIT_ANY,
@@ -60,7 +61,6 @@ from mapi.model.rights import (
     parse_rights,
     role_name,
 )
-from mapi.storage.acl import DEFAULT_MEMBER
 
 
 class Viewer(Protocol):

@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Final
 
+from mapi.model import errors
+
 #: Limits for which 0 means "none".
 _ZERO_MEANS_NONE: Final = frozenset({"max_mailbox_bytes", "max_message_bytes"})
 
@@ -96,3 +98,21 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+def check_message_size(size: int, limits: Limits) -> None:
+    """Raise TooBig if a message of ``size`` bytes passes the message size limit."""
+    top = limits.max_message_bytes
+    if top and size > top:
+        raise errors.TooBig(
+            f"the message is {size} bytes, more than the {top} bytes a message may hold"
+        )
+
+
+def full_mailbox(used: int, limit: int, needed: int | None) -> errors.NotEnoughDisk:
+    """The error of a mailbox with no room (one text wherever it is raised)."""
+    more = "" if needed is None else f", and this needs {needed} more"
+    return errors.NotEnoughDisk(
+        f"the mailbox is full: {used} of its {limit} bytes are used{more};"
+        " delete items and empty Deleted Items to make room"
+    )

@@ -68,3 +68,8 @@ def check_rights(rights: int) -> int:
     if not isinstance(rights, int) or rights & ~ALL_RIGHTS & ~FOLDER_CONTACT or rights < 0:
         raise errors.InvalidParameter(f"bad rights mask {rights!r}")
     return rights
+
+
+#: The ACL member that stands for everyone without a row of their own ([MS-OXCPERM]
+#: "Default" user).
+DEFAULT_MEMBER: Final = "default"

@@ -58,8 +58,7 @@ from mapi.notify.subscriptions import (
     matches,
 )
 from mapi.objects.hierarchy import folder_props
-from mapi.storage.api import Txn
-from mapi.storage.folders import FolderRow
+from mapi.storage.api import FolderRow, Txn
 from mapi.tables.contents import ContentsTable, message_row
 from mapi.tables.table import build_row, sort_rows
 

@@ -58,8 +58,7 @@ from mapi.objects.hierarchy import (
     folder_props,
 )
 from mapi.objects.messages import Message
-from mapi.storage.api import Txn
-from mapi.storage.folders import FolderRow
+from mapi.storage.api import FolderRow, Txn
 from mapi.storage.propbag import PropBag
 from mapi.tables.contents import ContentsTable
 from mapi.tables.table import MemoryTable

@@ -21,8 +21,7 @@ from mapi.model import proptags as pt
 from mapi.model.entryid import change_key, instance_key
 from mapi.model.properties import PropData
 from mapi.objects.context import StoreContext
-from mapi.storage.api import Txn
-from mapi.storage.folders import FolderRow, StandardFolder
+from mapi.storage.api import FolderRow, StandardFolder, Txn
 
 #: (role, parent role, display name, container class, folder type)
 STANDARD_FOLDERS: Final = (

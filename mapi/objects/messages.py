@@ -49,8 +49,7 @@ from mapi.notify.changes import Change, Op, record
 from mapi.objects.base import MapiObject
 from mapi.objects.context import StoreContext
 from mapi.objects.streams import PropStream
-from mapi.storage.api import Txn
-from mapi.storage.messages import AttachState, MessageState
+from mapi.storage.api import AttachState, MessageState, Txn
 from mapi.storage.propbag import PropBag
 from mapi.tables.table import MemoryTable
 

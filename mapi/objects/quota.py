@@ -65,10 +65,10 @@ from typing import Final
 
 from mapi.model import errors
 from mapi.model import proptags as pt
+from mapi.model.limits import check_message_size
 from mapi.model.properties import PropData
 from mapi.objects.messages import Message, recipient_address
 from mapi.storage.api import MailboxStorage
-from mapi.storage.messages import check_message_size
 
 #: Store quota properties ([MS-OXPROPS]; [MS-OXCSTOR] 2.2.2.1.1): PtypInteger32, kilobytes.
 PR_PROHIBIT_RECEIVE_QUOTA: Final = 0x666A0003

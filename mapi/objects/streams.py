@@ -34,9 +34,9 @@ from typing import Final, Protocol
 
 from mapi.model import errors
 from mapi.model import proptags as pt
+from mapi.model.limits import full_mailbox
 from mapi.model.properties import to_stream_bytes
 from mapi.objects.context import StoreContext
-from mapi.storage.messages import full_mailbox
 from mapi.storage.propbag import PropBag, Source, TempData
 
 STREAM_SEEK_SET: Final = 0

@@ -61,8 +61,7 @@ from mapi.notify.changes import Change, Op, record
 from mapi.objects import quota
 from mapi.objects.context import Identity, StoreContext
 from mapi.objects.messages import Message, recipient_address
-from mapi.storage.api import MailboxStorage, Txn
-from mapi.storage.messages import AttachState, MessageState
+from mapi.storage.api import AttachState, MailboxStorage, MessageState, Txn
 from mapi.storage.propbag import PropBag, Source, TempData
 
 NDR_CLASS: Final = "REPORT.IPM.Note.NDR"

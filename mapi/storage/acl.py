@@ -18,12 +18,10 @@ Rows go with their folder (``ON DELETE CASCADE``).
 from __future__ import annotations
 
 import sqlite3
-from typing import Final
 
-from mapi.model.rights import check_rights
+from mapi.model.rights import DEFAULT_MEMBER, check_rights
 
 #: The ACL member that stands for everyone without a row of their own.
-DEFAULT_MEMBER: Final = "default"
 
 
 class SqliteAcl:

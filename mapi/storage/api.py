@@ -647,3 +647,30 @@ class MailboxStorage(Protocol):
     def close(self) -> None:
         """Close the mailbox (later use raises a MAPI error)."""
         ...
+
+
+__all__ = [
+    "AclStorage",
+    "AttachState",
+    "ChangeStorage",
+    "ContentsPlan",
+    "ContentsStorage",
+    "DirectoryStorage",
+    "FolderCounts",
+    "FolderRow",
+    "FolderStorage",
+    "MailboxStorage",
+    "MessageRecord",
+    "MessageState",
+    "MessageStorage",
+    "NamedPropStorage",
+    "Placement",
+    "Prefilter",
+    "StandardFolder",
+    "StoredVerifier",
+    "SyncPage",
+    "SyncStorage",
+    "TempData",
+    "Txn",
+    "UserRecord",
+]

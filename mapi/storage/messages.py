@@ -52,7 +52,7 @@ from typing import Any
 
 from mapi.model import errors
 from mapi.model import proptags as pt
-from mapi.model.limits import Limits
+from mapi.model.limits import Limits, check_message_size, full_mailbox
 from mapi.model.properties import (
     PropData,
     from_stream_bytes,
@@ -443,24 +443,6 @@ def mailbox_room(conn: sqlite3.Connection, limits: Limits) -> int | None:
     """Bytes the mailbox may still grow by (None: no limit)."""
     limit = mailbox_quota(conn, limits)
     return None if not limit else max(limit - mailbox_size(conn), 0)
-
-
-def check_message_size(size: int, limits: Limits) -> None:
-    """Raise TooBig if a message of ``size`` bytes passes the message size limit."""
-    top = limits.max_message_bytes
-    if top and size > top:
-        raise errors.TooBig(
-            f"the message is {size} bytes, more than the {top} bytes a message may hold"
-        )
-
-
-def full_mailbox(used: int, limit: int, needed: int | None) -> errors.NotEnoughDisk:
-    """The error of a mailbox with no room (one text wherever it is raised)."""
-    more = "" if needed is None else f", and this needs {needed} more"
-    return errors.NotEnoughDisk(
-        f"the mailbox is full: {used} of its {limit} bytes are used{more};"
-        " delete items and empty Deleted Items to make room"
-    )
 
 
 def check_mailbox_room(conn: sqlite3.Connection, limits: Limits, added: int | None) -> None:

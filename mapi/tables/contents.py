@@ -29,8 +29,7 @@ from mapi.model import restrictions as rs
 from mapi.model.entryid import change_key, instance_key
 from mapi.model.properties import PropData, from_stream_bytes
 from mapi.objects.context import StoreContext
-from mapi.storage.api import Txn
-from mapi.storage.contents import ContentsPlan, MessageRecord
+from mapi.storage.api import ContentsPlan, MessageRecord, Txn
 from mapi.tables.table import Key, MemoryTable, Table
 
 DEFAULT_COLUMNS = (
