@@ -164,6 +164,35 @@ def check_copy_messages(viewer: Viewer, folder_id: int, dest_id: int, *, move: b
     require(viewer, dest_id, CREATE)
 
 
+def check_save_message(viewer: Viewer, folder_id: int, *, created_here: bool) -> None:
+    """Saving a message into ``folder_id``: CREATE for a message this object made (the
+    right that made it; the store records no creators for EDIT_OWNED), EDIT_ANY for any
+    other. Checked again at every save, where the message is now."""
+    require(viewer, folder_id, CREATE if created_here else EDIT_ANY)
+
+
+def check_open_message(viewer: Viewer, folder_id: int, *, writable: bool) -> None:
+    """Opening a message of ``folder_id``: READ_ANY, and EDIT_ANY to write it."""
+    require(viewer, folder_id, READ_ANY)
+    if writable:
+        require(viewer, folder_id, EDIT_ANY)
+
+
+def check_sync_contents(viewer: Viewer, folder_id: int) -> None:
+    """An incremental sync of a folder's contents reads them: READ_ANY."""
+    require(viewer, folder_id, READ_ANY)
+
+
+def check_sync_hierarchy(viewer: Viewer, folder_id: int) -> None:
+    """An incremental sync of a hierarchy starts at a folder the user can see."""
+    require(viewer, folder_id, FOLDER_VISIBLE)
+
+
+def check_prune_tombstones(viewer: Viewer, folder_id: int) -> None:
+    """Pruning the mailbox's old tombstones (maintenance): the folder's owner only."""
+    require(viewer, folder_id, FOLDER_OWNER)
+
+
 def check_see_acl(viewer: Viewer, folder_id: int) -> None:
     """Listing a folder's ACL."""
     require(viewer, folder_id, FOLDER_VISIBLE)

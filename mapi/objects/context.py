@@ -90,9 +90,9 @@ class StoreContext:
             return self.db.acl.rights(txn, folder_id, self.user.user_id)
 
     def require(self, folder_id: int, right: int) -> None:
-        """Raise MAPI_E_NO_ACCESS unless the user holds ``right`` on the folder."""
-        if self.rights(folder_id) & right != right:
-            raise errors.NoAccess("permission denied")
+        """Raise MAPI_E_NO_ACCESS unless the user holds ``right`` on the folder (the named
+        checks of :mod:`mapi.access.permissions` say which right each operation needs)."""
+        permissions.require(self, folder_id, right)
 
     # --- Entry ids -----------------------------------------------------------------
 

@@ -352,16 +352,14 @@ class Message(_WorkingCopy["MessageState"]):
             is_new = self._state.db_id is None
             # Rights are checked again at the save, where the message is now: they may
             # have been revoked, or the message moved, since it was opened for writing.
-            # A message this object made needs CREATE there (the right that made it; the
-            # store records no creators for EDIT_OWNED), any other EDIT_ANY.
-            right = permissions.CREATE if self._created_here else permissions.EDIT_ANY
+            created = self._created_here
             if self._state.db_id is None:
-                self._ctx.require(self.folder_id, right)
+                permissions.check_save_message(self._ctx, self.folder_id, created_here=created)
             else:
                 where = db.messages.placement(txn, self._state.db_id)
                 if where is not None:  # (a deleted message is the save's to report)
                     assert where.folder_id is not None
-                    self._ctx.require(where.folder_id, right)
+                    permissions.check_save_message(self._ctx, where.folder_id, created_here=created)
             db_id = db.messages.save(
                 txn,
                 self._state,
@@ -673,9 +671,7 @@ def open_message_checked(ctx: StoreContext, message_id: int, *, writable: bool) 
         where = ctx.db.messages.placement(txn, message_id)
     if where is None or where.folder_id is None:
         raise errors.NotFound("no such message")
-    ctx.require(where.folder_id, permissions.READ_ANY)
-    if writable:
-        ctx.require(where.folder_id, permissions.EDIT_ANY)
+    permissions.check_open_message(ctx, where.folder_id, writable=writable)
     return Message.open(ctx, message_id, writable=writable)
 
 

@@ -178,7 +178,7 @@ def sync_contents(
     fid = folder.folder_id
     db = ctx.db
     with db.lock:
-        ctx.require(fid, permissions.READ_ANY)
+        permissions.check_sync_contents(ctx, fid)
         with db.reading() as txn:
             if db.folders.get(txn, fid) is None:
                 raise errors.ObjectDeleted("the folder was deleted")
@@ -220,7 +220,7 @@ def sync_hierarchy(
     fid = folder.folder_id
     db = ctx.db
     with db.lock:
-        ctx.require(fid, permissions.FOLDER_VISIBLE)
+        permissions.check_sync_hierarchy(ctx, fid)
         with db.reading() as txn:
             if db.folders.get(txn, fid) is None:
                 raise errors.ObjectDeleted("the folder was deleted")
@@ -248,7 +248,7 @@ def sync_hierarchy(
 def prune_tombstones(folder: Folder, now: int | None = None) -> int:
     """Prune the mailbox's old tombstones now (a maintenance task); return the count."""
     ctx = folder._ctx
-    ctx.require(folder.folder_id, permissions.FOLDER_OWNER)
+    permissions.check_prune_tombstones(ctx, folder.folder_id)
     with ctx.db.transaction() as txn:
         return ctx.db.sync.prune(txn, ctx.now() if now is None else now)
 

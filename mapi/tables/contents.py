@@ -101,7 +101,7 @@ class ContentsTable(MemoryTable):
 
     def _authorize(self) -> None:
         if self._checked:
-            self._ctx.require(self._folder_id, permissions.READ_ANY)
+            permissions.check_read_contents(self._ctx, self._folder_id)
 
     def _make_plan(self) -> ContentsPlan | None:
         return self._ctx.db.contents.plan(self._restriction, self._sort)
