@@ -36,6 +36,15 @@ carries server→client PDUs. :class:`ServerChannel` wraps an h11 server connect
     channels on new connections; nothing follows a channel's body on its connection),
     also when h11 read the whole body with the head.
 
+**HTTP/1.0 with keep-alive.** Some RPC over HTTP clients send their channel requests
+as ``HTTP/1.0`` with ``Connection: Keep-Alive``, and the NTLM handshake needs the
+connection kept across its 401. h11 closes every HTTP/1.0 connection after one
+response, so for such a request (:attr:`RequestReceived.keep_alive`) the channel
+writes a kept answer itself (``Connection: keep-alive`` and a Content-Length) and,
+once the request is complete, reads the next request with a fresh h11 connection fed
+what the old one had buffered. Without the header an HTTP/1.0 connection closes after
+its answer, as before.
+
 Receiving may queue an error answer (400/431) before raising
 :class:`ChannelError`; the driver flushes :meth:`data_to_send` and closes.
 """
@@ -88,6 +97,19 @@ class RequestReceived(Event):
     content_length: int | None = None
     expects_continue: bool = False
     http_version: str = "1.1"
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether the client asks to keep the connection after the answer (HTTP/1.1
+        unless ``Connection: close``; HTTP/1.0 with ``Connection: keep-alive``)."""
+        tokens = {t.strip().lower() for t in self.headers.get("connection", "").split(",")}
+        if "close" in tokens:
+            return False
+        return self.http_version == "1.1" or (self.http_version == "1.0" and "keep-alive" in tokens)
+
+    @property
+    def http10_keep_alive(self) -> bool:
+        return self.http_version == "1.0" and self.keep_alive
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +171,12 @@ class ServerChannel:
         self._body: BodyReader | None = None
         #: The OUT response body, sent without h11 (see :meth:`send_body`).
         self._out_body: BodyWriter | None = None
+        #: Headers for the next success answer (:meth:`respond`,
+        #: :meth:`start_out_response`): Negotiate's last token.
+        self.response_headers: list[tuple[str, str]] = []
+        #: The answer to an HTTP/1.0 keep-alive request went out: start a fresh h11
+        #: connection once its request is complete (see the module docstring).
+        self._renew_after_request = False
 
     # -- input ---------------------------------------------------------------------------
 
@@ -214,6 +242,8 @@ class ServerChannel:
             return []  # past h11: the body's bytes come through receive_data only
         events: list[Event] = []
         while self.state not in (ChannelState.DECIDING, ChannelState.CLOSED):
+            if self._waiting_to_renew():
+                break  # h11 would refuse the next request's bytes: respond() renews it
             try:
                 ev = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
@@ -243,6 +273,40 @@ class ServerChannel:
             and self._body is not None
             and self._body.bypass(self.h11)
         )
+
+    def _waiting_to_renew(self) -> bool:
+        """An HTTP/1.0 keep-alive request whose body was read, waiting for its answer."""
+        return (
+            self.state is ChannelState.BODY
+            and self.request is not None
+            and self.request.http10_keep_alive
+            and self.h11.their_state is h11.MUST_CLOSE
+        )
+
+    def _renew(self) -> None:
+        """The next request of an HTTP/1.0 keep-alive connection: a fresh h11 connection,
+        fed what the old one buffered past the request."""
+        data, closed = self.h11.trailing_data
+        self.h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self.config.max_header_bytes
+        )
+        if data:
+            self.h11.receive_data(data)
+        if closed:
+            self.h11.receive_data(b"")
+        self._renew_after_request = False
+        self.state = ChannelState.HEAD
+        self._partial_head = bool(data)
+
+    def _kept_answer(
+        self, status: int, reason: str, headers: Sequence[tuple[str, str]], body: bytes
+    ) -> None:
+        """An answer to an HTTP/1.0 keep-alive request, written without h11 (which would
+        close the connection)."""
+        lines = [f"HTTP/1.1 {status} {reason}"]
+        lines += [f"{name}: {value}" for name, value in headers]
+        lines += [f"Content-Length: {len(body)}", "Connection: keep-alive"]
+        self._out += ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
     def _can_cycle(self) -> bool:
         return self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE
@@ -303,6 +367,8 @@ class ServerChannel:
             return self._pdus(bytes(ev.data))
         if isinstance(ev, h11.EndOfMessage):
             if self.state is ChannelState.DRAIN:
+                if self._renew_after_request:
+                    self._renew()
                 return []
             if self._framer.has_partial:
                 self.state = ChannelState.CLOSED
@@ -356,9 +422,14 @@ class ServerChannel:
         length = request.content_length or 0
         keep = (
             length <= MAX_DRAIN
-            and request.http_version == "1.1"
+            and request.keep_alive
             and "chunked" not in (request.headers.get("transfer-encoding", ""))
         )
+        if keep and request.http10_keep_alive:
+            self._kept_answer(status, reason, headers, body)
+            self.state = ChannelState.DRAIN
+            self._renew_after_request = True
+            return
         all_headers = [*headers, ("Content-Length", str(len(body)))]
         if not keep:
             all_headers.append(("Connection", "close"))
@@ -399,6 +470,17 @@ class ServerChannel:
         are done (the request body, if any, must have been read)."""
         if self.state is ChannelState.DECIDING:
             self._decided()
+        headers = [*headers, *self.response_headers]
+        self.response_headers = []
+        request = self.request
+        if request is not None and request.http10_keep_alive:
+            self._kept_answer(status, reason, headers, body)
+            self.state = ChannelState.DRAIN
+            if self.h11.their_state is h11.SEND_BODY:
+                self._renew_after_request = True  # after the rest of the request
+            else:
+                self._renew()
+            return
         self._send(
             h11.Response(
                 status_code=status,
@@ -436,6 +518,7 @@ class ServerChannel:
                     ("Content-Length", str(content_length)),
                     ("Cache-Control", "no-cache"),
                     ("Pragma", "no-cache"),
+                    *self.response_headers,
                 ],
             )
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunnel.http_auth import Scheme, parse_schemes
+
 #: Content-Length of the OUT channel's 200 response ([MS-RPCH] 2.1.2.1.4; Windows,
 #: impacket and Samba use 1 GiB). Every byte we send on the channel counts against it.
 DEFAULT_OUT_CONTENT_LENGTH = 1073741824
@@ -96,6 +98,18 @@ class TunnelConfig:
             did answer, on one connection; one more and the connection is closed with
             GOAWAY(ENHANCE_YOUR_CALM). Each answered stream pays one back, so only a
             client that cancels far more requests than it lets finish reaches it.
+        auth_schemes: the HTTP authentication schemes offered, in the order of the
+            ``WWW-Authenticate`` headers of a 401 (clients take the first they
+            support): any of ``"negotiate"`` (SPNEGO carrying NTLM), ``"ntlm"`` and
+            ``"basic"``. NTLM and Negotiate authenticate an HTTP/1.1 connection
+            ([MS-RPCH] 3.2.2.5: each channel's connection does its own 401
+            handshake); they need the NT hashes of the user directory, so they are
+            offered only when the composition root supplies them
+            (:class:`tunnel.http_auth.NtlmDirectory`). HTTP/2 cannot carry them (its
+            requests are not bound to a connection): an attempt there is answered with
+            RST_STREAM(HTTP_1_1_REQUIRED), as IIS does, and the client retries on
+            HTTP/1.1. Basic works on both. A connection whose NTLM handshake stalls
+            is bounded by ``head_timeout`` between its legs.
         receive_size: read size on every socket.
         max_fragment: largest DCE/RPC fragment relayed (frag_length is a u16).
     """
@@ -135,6 +149,7 @@ class TunnelConfig:
     h2_max_streams: int = 100
     h2_max_frame: int = 256 * 1024
     h2_max_early_resets: int = 100
+    auth_schemes: tuple[str, ...] = ("negotiate", "ntlm", "basic")
     receive_size: int = 262144
     max_fragment: int = 0xFFFF
 
@@ -191,10 +206,16 @@ class TunnelConfig:
         # RFC 9113 6.5.2: SETTINGS_MAX_FRAME_SIZE is 2^14..2^24-1.
         if not 16384 <= self.h2_max_frame <= 16777215:
             raise ValueError("h2_max_frame must be within 16 KiB..16 MiB-1")
+        parse_schemes(self.auth_schemes)  # raises ValueError for a bad list
         if not 4096 <= self.receive_size <= 1 << 20:
             raise ValueError("receive_size must be within 4 KiB..1 MiB")
         if not 1432 <= self.max_fragment <= 0xFFFF:
             raise ValueError("max_fragment must be within 1432..65535")
+
+    @property
+    def schemes(self) -> tuple[Scheme, ...]:
+        """``auth_schemes`` as :class:`~tunnel.http_auth.Scheme` values."""
+        return parse_schemes(self.auth_schemes)
 
     @property
     def advertised_url(self) -> str:

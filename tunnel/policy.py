@@ -4,12 +4,13 @@ Theory of operation
 -------------------
 Three decisions are made before a single byte is forwarded, in this order:
 
-1. **Authentication** (:func:`parse_authorization`): HTTP Basic (RFC 7617) is the only
-   scheme today; the password travels inside TLS only. The driver passes the
-   credentials and the client's address to the injected async :class:`Authenticator`
-   (the user directory). A request without acceptable credentials gets ``401`` with
-   :data:`CHALLENGES`. Negotiate/NTLM would be added as further :class:`Credentials`
-   schemes and challenges here; the drivers only ever see a yes/no and a user name.
+1. **Authentication** (:mod:`tunnel.http_auth`): HTTP Basic (RFC 7617; the password
+   travels inside TLS only), and NTLM and Negotiate on HTTP/1.1 connections when the
+   composition root supplies NT hashes. For Basic the driver passes the credentials
+   and the client's address to the injected async :class:`Authenticator` (the user
+   directory); NTLM's handshake is :class:`tunnel.http_auth.ConnectionAuth`'s. A
+   request without acceptable credentials gets ``401`` with the configured offers
+   (``[tunnel] auth_schemes``); the drivers only ever see a yes/no and a user name.
    A full check is expensive (a memory-hard KDF), so :class:`CheckQueue` admits checks:
    a few run at once in all, a few per client address may be in progress, a bounded
    number wait (granted round-robin across addresses), and anything beyond is refused
@@ -81,9 +82,9 @@ class ScreeningAuthenticator(Protocol):
 
 
 REALM = "mapi-anywhere"
-#: ``WWW-Authenticate`` values offered with a 401, strongest first. Add ``Negotiate``
-#: (and ``NTLM``) here once :func:`parse_authorization` understands them. Offering Basic
-#: alone is what makes impacket's AUTO mode fall back to Basic (impacket http.py).
+#: The Basic offer alone (the drivers offer what ``[tunnel] auth_schemes`` and the
+#: directory allow: :func:`tunnel.http_auth.challenges`). Offering Basic alone is what
+#: makes impacket's AUTO mode fall back to Basic (impacket http.py).
 CHALLENGES: tuple[str, ...] = (f'Basic realm="{REALM}"',)
 #: impacket's "RPC Error" hex code for a refused target: RPC_S_SERVER_UNAVAILABLE.
 RPC_S_SERVER_UNAVAILABLE = 0x6BA
@@ -108,8 +109,10 @@ class Credentials:
 
 
 def parse_authorization(value: str | bytes | None) -> Credentials | None:
-    """Basic credentials from an ``Authorization`` value; None if absent, malformed,
-    too long or of another scheme (all of which are answered with 401)."""
+    """Basic credentials from an ``Authorization`` value, the user name as sent; None if
+    absent, malformed, too long or of another scheme (all of which are answered with
+    401). The drivers use :func:`tunnel.http_auth.parse_credentials`, which also reads
+    NTLM and Negotiate tokens and the user-name forms of Windows clients."""
     if value is None:
         return None
     if isinstance(value, bytes):

@@ -53,7 +53,12 @@ class LocalService(Protocol):
     """A service of this process the tunnel may attach to (:class:`dcerpc.server.RpcServer`)."""
 
     def attach(
-        self, nursery: trio.Nursery, deliver: Deliver, *, peer: tuple[str, int] | None = None
+        self,
+        nursery: trio.Nursery,
+        deliver: Deliver,
+        *,
+        peer: tuple[str, int] | None = None,
+        proxy_user: str | None = None,
     ) -> AttachedService: ...
 
 
@@ -155,10 +160,12 @@ class AttachedBackend(Backend):
         service: LocalService,
         nursery: trio.Nursery,
         peer: tuple[str, int] | None = None,
+        *,
+        proxy_user: str | None = None,
     ) -> None:
         self._sink: Deliver | None = None
         self._sink_ready = trio.Event()
-        self._conn = service.attach(nursery, self._deliver, peer=peer)
+        self._conn = service.attach(nursery, self._deliver, peer=peer, proxy_user=proxy_user)
 
     async def _deliver(self, pdus: list[bytes]) -> None:
         if self._sink is None:

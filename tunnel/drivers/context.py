@@ -22,6 +22,15 @@ from tunnel.autodiscover import Site
 from tunnel.config import TunnelConfig
 from tunnel.drivers.backend import AttachedBackend, Backend, LocalService, StreamBackend
 from tunnel.drivers.vc_table import VcTable
+from tunnel.http_auth import (
+    BasicCredentials,
+    ConnectionAuth,
+    Scheme,
+    challenges,
+    ntlm_directory_of,
+    parse_credentials,
+    server_names,
+)
 from tunnel.policy import (
     AllowList,
     Authenticator,
@@ -29,7 +38,6 @@ from tunnel.policy import (
     CheckQueue,
     Quota,
     ScreeningAuthenticator,
-    parse_authorization,
 )
 
 log = logging.getLogger("tunnel")
@@ -127,9 +135,30 @@ class ProxyContext:
         self._refuses = (
             cast(ScreeningAuthenticator, authenticate).refuses if callable(refuses) else None
         )
+        #: NT hashes and the throttle's hooks (None: the authenticator offers no NTLM).
+        self.ntlm = ntlm_directory_of(authenticate)
+        self.ntlm_names = server_names(config.server_names)
+        #: The schemes offered, in order: NTLM and Negotiate only with :attr:`ntlm`.
+        self.schemes = tuple(
+            s for s in config.schemes if not s.connection_bound or self.ntlm is not None
+        )
+        #: ``WWW-Authenticate`` values of a 401 that starts authentication.
+        self.challenges = challenges(self.schemes)
+        if self.ntlm is None and any(s.connection_bound for s in config.schemes):
+            log.info("tunnel: NTLM/Negotiate not offered (no NT hashes from the directory)")
+
+    def connection_auth(self, address: str) -> ConnectionAuth | None:
+        """The NTLM/Negotiate state of a new HTTP/1.1 connection (None: not offered)."""
+        if self.ntlm is None or not any(s.connection_bound for s in self.schemes):
+            return None
+        refuses = self._refuses
+        return ConnectionAuth(
+            self.schemes, self.ntlm, self.ntlm_names, _client_ip(address), refuses=refuses
+        )
 
     async def check_credentials(self, headers: Mapping[str, str], address: str) -> AuthOutcome:
-        """Check the request's Basic credentials. Never raises for bad input.
+        """Check the request's Basic credentials. Never raises for bad input. (NTLM and
+        Negotiate are the connection's: :class:`~tunnel.http_auth.ConnectionAuth`.)
 
         Credentials the authenticator has cached as good are accepted at once (no queue:
         a known user is not held up by a flood of guesses). Others take a place in
@@ -138,10 +167,10 @@ class ProxyContext:
         most ``max_auth_waiting`` wait; a check beyond these is refused at once
         (``busy``). A waiting check is bounded by its connection's own deadlines.
         """
-        creds = parse_authorization(headers.get("authorization"))
-        if creds is None:
+        creds = parse_credentials(headers.get("authorization"))
+        if not isinstance(creds, BasicCredentials) or Scheme.BASIC not in self.schemes:
             return AuthOutcome(None)
-        user = creds.username
+        user = creds.user  # the bare name: DOMAIN\user, \user and user@domain name user
         try:
             if self._is_cached is not None and self._is_cached(user, creds.password):
                 await trio.lowlevel.checkpoint()
@@ -199,14 +228,17 @@ class ProxyContext:
         self.vcs_open -= units
         self.user_quota.release(user, units)
 
-    async def connect_backend(self, address: tuple[str, int], client: str = "") -> Backend:
+    async def connect_backend(
+        self, address: tuple[str, int], client: str = "", user: str | None = None
+    ) -> Backend:
         """Connect to an allow-listed backend address for the tunnel's ``client`` (its
-        IP address, as :func:`peer_address` gives it).
+        IP address, as :func:`peer_address` gives it), authenticated as ``user``.
 
         A port served by this process is attached in memory (no loopback TCP hop); its
         calls that need a task run in the tunnel's nursery and end with the backend,
         and its handlers see ``client`` as their peer (the store throttles and lists
-        tunnel logons by the client's address, not the tunnel's).
+        tunnel logons by the client's address, not the tunnel's) and ``user`` as the
+        user the proxy authenticated (``RpcServer.attach(proxy_user=)``).
 
         Raises:
             OSError: refused or timed out.
@@ -215,7 +247,8 @@ class ProxyContext:
         if service is not None and self.nursery is not None:
             await trio.lowlevel.checkpoint()
             ip = _client_ip(client)
-            return AttachedBackend(service, self.nursery, None if ip is None else (ip, 0))
+            peer = None if ip is None else (ip, 0)
+            return AttachedBackend(service, self.nursery, peer, proxy_user=user)
         try:
             with trio.fail_after(self.config.connect_timeout):
                 stream = await trio.open_tcp_stream(*address)

@@ -2,7 +2,9 @@
 
 One task per TLS connection owns a :class:`~tunnel.channel.ServerChannel`. Requests
 are decided in this order: autodiscover (after authentication), path (404), method
-(405), authentication (401 with ``WWW-Authenticate: Basic``; ``503 RPC Error: 6bb``
+(405), authentication (401 with the ``WWW-Authenticate`` offers of ``[tunnel]
+auth_schemes``, or with the next NTLM/Negotiate leg, see :mod:`tunnel.http_auth`:
+the identity an NTLM handshake proves is this connection's; ``503 RPC Error: 6bb``
 with ``Retry-After`` when the credentials were not checked because too many checks
 were in progress, a plain 503 for autodiscover), echo (Content-Length
 ≤ 16: ``200 Success`` + echo RTS), target (``503 RPC Error: 6ba`` without a
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections import deque
 
 import trio
@@ -67,8 +70,8 @@ from tunnel.drivers.context import AUTH_RETRY_AFTER, AuthOutcome, ProxyContext
 from tunnel.drivers.h1_vc import Closed as _Closed
 from tunnel.drivers.h1_vc import ack_in, offer_to_attached, run_vc
 from tunnel.drivers.vc_table import Side, VirtualConnection
+from tunnel.http_auth import MechToken, Step, parse_credentials
 from tunnel.policy import (
-    CHALLENGES,
     RPC_S_PROTOCOL_ERROR,
     RPC_S_SERVER_TOO_BUSY,
     RPC_S_SERVER_UNAVAILABLE,
@@ -102,6 +105,8 @@ class _H1Connection:
         #: drained) and its deadline: one for the whole wait, not one per read, or a
         #: client dripping a byte now and then would hold the connection for ever.
         self._bounded: tuple[str, float] | None = None
+        #: NTLM/Negotiate of this connection (None: not offered).
+        self.auth = ctx.connection_auth(address)
 
     # -- I/O helpers -----------------------------------------------------------------------
 
@@ -182,7 +187,12 @@ class _H1Connection:
     async def run(self) -> None:
         try:
             while True:
-                event = await self.next_event(self.cfg.idle_timeout)
+                # A connection in the middle of an NTLM handshake has ``head_timeout``
+                # for its next leg, not ``idle_timeout``: a stalled handshake is dropped.
+                pending = self.auth is not None and self.auth.pending
+                event = await self.next_event(
+                    self.cfg.head_timeout if pending else self.cfg.idle_timeout
+                )
                 if isinstance(event, PeerClosed):
                     return
                 if not isinstance(event, RequestReceived):
@@ -212,10 +222,8 @@ class _H1Connection:
     async def decide(self, req: RequestReceived) -> None:
         ch = self.channel
         if autodiscover.is_autodiscover_path(req.path):
-            outcome = await self.ctx.check_credentials(req.headers, self.address)
-            user = outcome.user
+            user = await self._authenticate(req)
             if user is None:
-                self._unauthorized(req, outcome)
                 return
             if (req.content_length or 0) > autodiscover.MAX_BODY:
                 ch.reject(413, "Payload Too Large", TEXT)
@@ -235,10 +243,8 @@ class _H1Connection:
         if req.method not in RPC_METHODS:
             ch.reject(405, "Method Not Allowed", [*TEXT, ("Allow", ", ".join(RPC_METHODS))])
             return
-        outcome = await self.ctx.check_credentials(req.headers, self.address)
-        user = outcome.user
+        user = await self._authenticate(req)
         if user is None:
-            self._unauthorized(req, outcome)
             return
         if req.content_length is None:
             ch.reject(411, "Length Required", TEXT)
@@ -270,13 +276,64 @@ class _H1Connection:
             self.ctx.release_vc(user, 1)
             ch.close()
 
-    def _unauthorized(self, req: RequestReceived, outcome: AuthOutcome) -> None:
+    async def _authenticate(self, req: RequestReceived) -> str | None:
+        """The user ``req`` is authenticated as, or None once its refusal (or the next
+        leg of an NTLM handshake) is queued.
+
+        Basic is checked per request (:meth:`ProxyContext.check_credentials`). An NTLM or
+        Negotiate token is a leg of this connection's handshake; once one completed, a
+        request without ``Authorization`` is the connection's user."""
+        value = req.headers.get("authorization")
+        if value is None and self.auth is not None and self.auth.user is not None:
+            await trio.lowlevel.checkpoint()
+            return self.auth.user
+        parsed = parse_credentials(value)
+        if not isinstance(parsed, MechToken):
+            outcome = await self.ctx.check_credentials(req.headers, self.address)
+            if outcome.user is None:
+                self._unauthorized(req, outcome)
+            return outcome.user
+        await trio.lowlevel.checkpoint()
+        step = self._ntlm_step(parsed)
+        if step.user is not None:
+            if step.final is not None:
+                self.channel.response_headers.append(("WWW-Authenticate", step.final))
+            log.debug("%s: %s authenticated as %s", self.address, parsed.scheme.token, step.user)
+            return step.user
+        if step.challenge is not None:
+            self.channel.reject(401, "Unauthorized", [("WWW-Authenticate", step.challenge)])
+            if self.channel.state is not ChannelState.DRAIN and self.auth is not None:
+                self.auth.abandon()  # the connection closes: the handshake cannot go on
+            return None
+        path = req.path.partition("?")[0]
+        who = f" of {step.offered!r}" if step.offered else ""
+        log.info(
+            "%s: %s %s: 401: failed %s logon%s from %s (%s)",
+            self.address, req.method, path, parsed.scheme.token, who, self.address, step.reason,
+        )  # fmt: skip
+        self._unauthorized(req, AuthOutcome(None, step.offered or ""), logged=True)
+        return None
+
+    def _ntlm_step(self, token: MechToken) -> Step:
+        if self.auth is None:
+            return Step(reason=f"{token.scheme.token} is not offered")
+        try:
+            return self.auth.step(token, time.time())
+        except Exception:
+            log.exception("%s: the NTLM directory failed", self.address)
+            self.auth.abandon()
+            return Step(reason="internal error")
+
+    def _unauthorized(
+        self, req: RequestReceived, outcome: AuthOutcome, *, logged: bool = False
+    ) -> None:
         """401 for missing or wrong credentials; 503 + Retry-After when they were not
         checked because too many checks were in progress (see :class:`AuthOutcome`):
         on an RPC channel in the MS-RPCH form (``503 RPC Error: 6bb``,
         RPC_S_SERVER_TOO_BUSY), which closes the connection (its body may be 1 GiB)."""
         path = req.path.partition("?")[0]
-        log.info("%s: %s %s%s", self.address, req.method, path, outcome.refusal(self.address))
+        if not logged:
+            log.info("%s: %s %s%s", self.address, req.method, path, outcome.refusal(self.address))
         if outcome.busy:
             retry = [("Retry-After", str(AUTH_RETRY_AFTER))]
             if req.method in RPC_METHODS:
@@ -284,7 +341,7 @@ class _H1Connection:
             else:
                 self.channel.reject(503, "Service Unavailable", [*TEXT, *retry])
             return
-        headers = [("WWW-Authenticate", c) for c in CHALLENGES]
+        headers = [("WWW-Authenticate", c) for c in self.ctx.challenges]
         self.channel.reject(401, "Unauthorized", headers)
 
     async def _first_rts(self) -> rts.RtsMessage:
@@ -326,7 +383,7 @@ class _H1Connection:
         if not isinstance(a1, rts.ConnA1):
             raise _Closed(opening.error)
         try:
-            conn = await self.ctx.connect_backend(backend, self.address)
+            conn = await self.ctx.connect_backend(backend, self.address, user)
         except OSError as exc:
             log.warning("%s: backend %s unreachable: %s", self.address, backend, exc)
             self.channel.refuse_rpc(RPC_S_SERVER_UNAVAILABLE)

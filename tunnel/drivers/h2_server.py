@@ -10,7 +10,11 @@ windows accept, so a client that does not read stops us reading the backend. All
 writes to the TLS stream go through :meth:`_H2Connection.flush` (one writer, a lock,
 a send timeout that drops a peer that does not read).
 
-Status codes: 401 (+ ``WWW-Authenticate: Basic``) without valid credentials, 503 (+
+An ``Authorization: NTLM`` or ``Negotiate`` request gets RST_STREAM(HTTP_1_1_REQUIRED)
+as from IIS: those schemes authenticate a connection, which an HTTP/2 stream is not
+bound to (the client retries on HTTP/1.1; Basic works here).
+
+Status codes: 401 (+ the ``WWW-Authenticate`` offers) without valid credentials, 503 (+
 ``Retry-After``) when they were not checked for too many checks in progress, 403 for
 a target off the allow list (no connection is attempted), 404 for other paths, 405
 for other methods, 429 over a per-user limit, 502 when the allowed backend refuses.
@@ -42,7 +46,8 @@ from tunnel.h2_glue import (
     StreamReset,
     WindowOpened,
 )
-from tunnel.policy import CHALLENGES, is_rpc_path, parse_rpc_target
+from tunnel.http_auth import MechToken, parse_credentials
+from tunnel.policy import is_rpc_path, parse_rpc_target
 
 log = logging.getLogger("tunnel.h2")
 
@@ -226,6 +231,17 @@ class _H2Connection:
     async def _route(self, s: _Stream) -> None:
         req = s.request
         sid = req.stream_id
+        mech = parse_credentials(req.headers.get("authorization"))
+        if isinstance(mech, MechToken):
+            # NTLM and Negotiate authenticate a connection, which HTTP/2 streams are not
+            # bound to (RFC 9113 9.2.3): answer as IIS does, the client retries on 1.1.
+            log.info(
+                "%s: h2 %s %s with %s: RST_STREAM(HTTP_1_1_REQUIRED)",
+                self.address, req.method, req.path.partition("?")[0], mech.scheme.token,
+            )  # fmt: skip
+            self.glue.reset(sid, h2.errors.ErrorCodes.HTTP_1_1_REQUIRED)
+            await self.flush()
+            return
         outcome = await self.ctx.check_credentials(req.headers, self.address)
         user = outcome.user
         if user is not None and not self.authenticated:
@@ -241,7 +257,7 @@ class _H2Connection:
             await self._answer(sid, 503, "too many logons in progress, retry later", retry)
             return
         if user is None:
-            challenges = [("www-authenticate", c) for c in CHALLENGES]
+            challenges = [("www-authenticate", c) for c in self.ctx.challenges]
             await self._answer(sid, 401, "authentication required", challenges)
             return
         if autodiscover.is_autodiscover_path(req.path):
@@ -289,7 +305,7 @@ class _H2Connection:
     async def _relay(self, s: _Stream, user: str, address: tuple[str, int]) -> None:
         sid = s.request.stream_id
         try:
-            backend = await self.ctx.connect_backend(address, self.address)
+            backend = await self.ctx.connect_backend(address, self.address, user)
         except OSError as exc:
             log.warning("%s: backend %s unreachable: %s", self.address, address, exc)
             await self._answer(sid, 502, "RPC server unavailable")
