@@ -71,7 +71,11 @@ async def start(nursery: trio.Nursery, tmp_path: Path, **store: object):  # type
     """A real server with alice and bob, and alice's Inbox filled; ``store``: keys of
     the ``[store]`` section."""
     settings = StoreSection(demo_user=False, **store)  # type: ignore[arg-type]
-    running = await start_server(nursery, tmp_path / "data", PASSWORDS, store=settings)
+    # Raw unauthenticated store connections ([rpc] min_auth_level = "none"): the
+    # scheduling is tested here, authentication in tests/test_store_security.py.
+    running = await start_server(
+        nursery, tmp_path / "data", PASSWORDS, store=settings, min_auth_level="none"
+    )
     await trio.to_thread.run_sync(fill_inbox, running.store, "alice", PASSWORDS["alice"])
     return running
 

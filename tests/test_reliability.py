@@ -64,6 +64,7 @@ from mapi.rpc.service import OP_EXECUTE, OP_WAIT_FOR_EVENTS, STORE_SYNTAX  # noq
 from mapi_anywhere.config import (  # noqa: E402
     Config,
     EndpointMapperSection,
+    RpcAuthSection,
     ServerSection,
     StoreSection,
     TunnelSection,
@@ -128,6 +129,10 @@ def fast_config(data_dir: Path, **rpc: Any) -> Config:
             )
         ),
         rpc=RpcConfig(**rpc),
+        # These tests cut, flood and malform raw PDUs on the store's port: the runtime's
+        # robustness, not authentication (tests/test_store_security.py), so the store
+        # also takes unauthenticated connections here ([rpc] min_auth_level = "none").
+        rpc_auth=RpcAuthSection(min_auth_level="none"),
     )
 
 
