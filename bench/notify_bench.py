@@ -320,7 +320,9 @@ def main() -> None:
     users = [SENDER, RECIPIENT, *fan_users(math.ceil(args.sessions / args.sessions_per_user))]
     if args.serve:
         accounts = [(user, password_of(user)) for user in users]
-        run_bench_server(accounts, kdf_n=CHEAP_KDF_N, profile=args.profile_server)
+        run_bench_server(
+            accounts, kdf_n=CHEAP_KDF_N, profile=args.profile_server, min_auth_level="none"
+        )
         return
 
     serve_args = ["--sessions", str(args.sessions)]

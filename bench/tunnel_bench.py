@@ -106,8 +106,12 @@ def run_bench_server(
     kdf_n: int | None = None,
     profile: Path | None = None,
     data_parent: Path | None = None,
+    min_auth_level: str = "privacy",
 ) -> None:
     """Run ``serve`` with the tunnel on a dynamic port until stdin closes.
+
+    ``min_auth_level`` is ``[rpc]``'s (docs/security.md); "none" for a bench that logs
+    several users on over one unauthenticated LAN connection.
 
     ``users`` are created before the server starts (with scrypt cost ``kdf_n`` when
     given, so that creating and logging on many users stays cheap). The data directory
@@ -127,6 +131,7 @@ def run_bench_server(
     from mapi_anywhere.config import (
         Config,
         EndpointMapperSection,
+        RpcAuthSection,
         ServerSection,
         StoreSection,
         TunnelSection,
@@ -140,6 +145,7 @@ def run_bench_server(
             endpoint_mapper=EndpointMapperSection(port=0),
             store=StoreSection(demo_user=False),
             tunnel=TunnelSection(settings=TunnelConfig(port=0)),
+            rpc_auth=RpcAuthSection(min_auth_level=min_auth_level),
         )
         async with trio.open_nursery() as nursery:
             running = await nursery.start(run_server, config)
