@@ -554,12 +554,12 @@ class StoreService:
             raise errors.LogonFailed("unknown or expired session")
         assert isinstance(sid, bytes)
         extra: dict[str, Any] = {}
-        if caller is None:
-            if live.bound:
-                self._refuse(live, sid, ctx, "made on an authenticated connection")
-            extra["proof"] = await self._prove(request, ctx, live)
-        elif caller != live.user:
+        if caller is None and live.bound:
+            self._refuse(live, sid, ctx, "made on an authenticated connection")
+        if caller is not None and caller != live.user:
             self._refuse(live, sid, ctx, "owned by another user")
+        if "response" in request:  # needed without an identity, checked whenever sent
+            extra["proof"] = await self._prove(request, ctx, live)
         live.last_used = trio.current_time()
         live.wake_address = _wake_address(request, ctx)
         self._attach(live, sid, ctx)
