@@ -274,6 +274,14 @@ class ServerChannel:
             and self._body.bypass(self.h11)
         )
 
+    def _http10_expects_continue(self) -> bool:
+        request = self.request
+        return (
+            request is not None
+            and request.http_version == "1.0"
+            and "100-continue" in request.headers.get("expect", "").lower()
+        )
+
     def _waiting_to_renew(self) -> bool:
         """An HTTP/1.0 keep-alive request whose body was read, waiting for its answer."""
         return (
@@ -500,6 +508,10 @@ class ServerChannel:
         self._decided()
         if self.h11.they_are_waiting_for_100_continue:
             self._send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+        elif self._http10_expects_continue():
+            # RFC 9110 10.1.1 has servers ignore it from HTTP/1.0 clients (h11 does), but
+            # an RPC over HTTP client that asks waits for it before it sends a PDU.
+            self._out += b"HTTP/1.1 100 Continue\r\n\r\n"
         assert self.request is not None
         # With Transfer-Encoding too, h11 reads chunks (RFC 9112 6.3): the body stays with
         # h11 (framing_length is None); such a request was refused with 400 anyway.
