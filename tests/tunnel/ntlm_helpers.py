@@ -94,6 +94,8 @@ class RawConnection:
         body: bytes = b"",
         version: str = "HTTP/1.1",
     ) -> Response:
+        if version == "HTTP/1.1":
+            headers = {"Host": "localhost", **headers}
         head = f"{method} {path} {version}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         await self.stream.send_all(head.encode("latin-1") + b"\r\n" + body)
