@@ -17,6 +17,9 @@ unknown), it returns whether the credentials are good. When it also has a cheap,
 synchronous ``is_cached(user, password) -> bool``
 (:class:`~tunnel.policy.CachingAuthenticator`), credentials it vouches for skip the
 queue of credential checks (``TunnelConfig.max_auth_checks`` and its neighbours).
+With ``lookup_nt_hash``, ``ntlm_failed`` and ``ntlm_succeeded``
+(:class:`~tunnel.http_auth.NtlmDirectory`) it also lets HTTP/1.1 connections
+authenticate with NTLM and Negotiate (``TunnelConfig.auth_schemes``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,9 @@ import h2.events
 import pytest
 import trio
 from impacket import http as impacket_http
+from impacket.dcerpc.v5 import epm, transport
 from impacket.dcerpc.v5.rpch import RPCProxyClientException
+from impacket.dcerpc.v5.rpcrt import RPC_C_AUTHN_LEVEL_PKT_PRIVACY, RPC_C_AUTHN_WINNT
 from ntlm_helpers import (
     NtlmDirectory,
     RawConnection,
@@ -38,7 +40,10 @@ from tunnel_helpers import (
     still_serving,
 )
 
+from dcerpc.auth_context import ServerSecurity
 from dcerpc.ntlm import NtlmInitiator
+from dcerpc.server import RpcServer
+from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
 
 AUTODISCOVER = "/autodiscover/autodiscover.xml"
 REQUEST = (
@@ -372,3 +377,48 @@ async def test_attached_backend_sees_the_proxy_user(
     server.attach = spy  # type: ignore[method-assign]
     assert len(await _lookup(ntlm_tunnel)) == 2
     assert seen == [USER]
+
+
+# -- NTLM to the proxy, then NTLM at privacy to the RPC server through it ------------------------
+
+
+def _sealed_lookup(tunnel_port: int, epm_port: int) -> list[str]:
+
+    rpctransport = transport.DCERPCTransportFactory(f"ncacn_http:127.0.0.1[{epm_port}]")
+    rpctransport.set_rpc_proxy_url(f"https://127.0.0.1:{tunnel_port}/rpc/rpcproxy.dll")
+    rpctransport.set_credentials(USER, PASSWORD)
+    rpctransport.set_connect_timeout(10)
+    dce = rpctransport.get_dce_rpc()
+    dce.set_credentials(USER, PASSWORD)
+    dce.set_auth_type(RPC_C_AUTHN_WINNT)
+    dce.set_auth_level(RPC_C_AUTHN_LEVEL_PKT_PRIVACY)
+    dce.connect()
+    try:
+        entries = epm.hept_lookup(None, dce=dce)
+        return [epm.PrintStringBinding(e["tower"]["Floors"]) for e in entries]
+    finally:
+        dce.disconnect()
+
+
+@pytest.mark.parametrize("attached", [False, True])
+async def test_impacket_ntlm_to_the_proxy_then_sealed_bind_through_it(
+    nursery: trio.Nursery, tmp_path: Path, directory: NtlmDirectory, attached: bool
+) -> None:
+    """The proxy authenticates the HTTP connections with NTLM; the DCE/RPC bind through
+    the tunnel authenticates again, NTLM at PKT_PRIVACY, with the RPC server's own
+    security provider (the store's wiring does the same with the directory)."""
+
+    db = EndpointDatabase()
+    security = ServerSecurity(lookup_nt_hash=directory.lookup_nt_hash)
+    server = RpcServer([epm_interface(db), mgmt_interface()], name="epm", security=security)
+    listeners = await nursery.start(server.serve_tcp, 0, "127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    db.register(EPM_SYNTAX, [Tower.tcp(EPM_SYNTAX, "127.0.0.1", port)], "Endpoint mapper")
+    backend = Backend(db, port, server, attached)
+    tunnel = await start_tunnel(nursery, backend, tmp_path / "data", authenticate=directory)
+    with trio.fail_after(30):
+        bindings = await trio.to_thread.run_sync(_sealed_lookup, tunnel.info.port, port)
+    assert f"ncacn_ip_tcp:127.0.0.1[{port}]" in bindings
+    assert [u for u, _ in directory.succeeded] == [USER, USER]
+    # The bind looked the user up too (its own NTLM exchange, inside the tunnel).
+    assert directory.lookups.count((USER, "")) >= 3

@@ -148,7 +148,9 @@ class StreamBackend(Backend):
 class AttachedBackend(Backend):
     """A service of this process, attached without a stream.
 
-    :meth:`send_all` waits only for what ``deliver`` waits for. Replies produced
+    ``proxy_user`` is the user the tunnel authenticated; the service's handlers see it
+    (``RpcServer.attach(proxy_user=)``). :meth:`send_all` waits only for what
+    ``deliver`` waits for. Replies produced
     before :meth:`relay` gave a sink wait for it (the drivers start the relay with the
     virtual connection, before the client's first PDU can arrive).
     """

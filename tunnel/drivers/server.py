@@ -80,7 +80,12 @@ async def serve_tunnel(
             (``address``: the client's IP address, None when unknown). When it also has
             a cheap ``is_cached(user, password) -> bool``
             (:class:`~tunnel.policy.CachingAuthenticator`), credentials it vouches for
-            skip the queue of credential checks.
+            skip the queue of credential checks. When it also has
+            ``lookup_nt_hash(user, domain)``, ``ntlm_failed(user, address)`` and
+            ``ntlm_succeeded(user, address)`` (:class:`~tunnel.http_auth.NtlmDirectory`),
+            HTTP/1.1 connections may authenticate with NTLM and Negotiate as
+            ``config.auth_schemes`` allows; its ``refuses(user, address)`` is asked
+            before a Basic check and before an NT hash is looked up.
         data_dir: where a self-signed certificate is kept when none is configured.
         epm_port: the endpoint mapper's port, announced by autodiscover.
         local_services: the services this process serves, by port: those targets are
