@@ -17,6 +17,7 @@ from dcerpc.spnego import SpnegoInitiator
 from tunnel.channel import ChannelState, RequestReceived, ServerChannel
 from tunnel.config import TunnelConfig
 from tunnel.http_auth import (
+    MAX_HANDSHAKES,
     BasicCredentials,
     ConnectionAuth,
     Malformed,
@@ -267,3 +268,12 @@ def test_http10_keep_alive_cycles_in_the_channel_core() -> None:
     channel.reject(401, "Unauthorized")
     assert b"Connection: close" in channel.data_to_send()
     assert _state(channel) is ChannelState.CLOSED
+
+
+def test_handshakes_per_connection_are_bounded() -> None:
+    auth = _auth(Directory())
+    for _ in range(MAX_HANDSHAKES):
+        step = auth.step(MechToken(Scheme.NTLM, NtlmInitiator(USER, PASSWORD).step()), None)
+        assert step.challenge is not None
+    step = auth.step(MechToken(Scheme.NTLM, NtlmInitiator(USER, PASSWORD).step()), None)
+    assert step.close and step.challenge is None and not auth.pending

@@ -71,6 +71,10 @@ MAX_PASSWORD = 1024
 #: Longest base64 token accepted in an NTLM/Negotiate header (an NTLM message is at
 #: most 8 KiB, :data:`dcerpc.ntlm.MAX_MESSAGE_SIZE`; SPNEGO adds a few bytes).
 MAX_TOKEN_CHARS = 4 * (8192 + 512) // 3 + 4
+#: Handshakes one connection may start; one more closes it (a client restarting the
+#: handshake for ever would otherwise hold an unauthenticated connection open, each
+#: leg inside ``head_timeout``). Clients need one, or one per credential prompt.
+MAX_HANDSHAKES = 8
 
 
 class Scheme(enum.Enum):
@@ -272,6 +276,8 @@ class Step:
     #: The user the client named, when known (logs).
     offered: str | None = None
     reason: str = ""
+    #: Refused, and the connection should close (too many handshakes on it).
+    close: bool = False
 
 
 class _Held(AuthError):
@@ -312,6 +318,8 @@ class ConnectionAuth:
         self._now: float | None = None
         #: The user this connection authenticated as (NTLM/Negotiate), or None.
         self.user: str | None = None
+        #: Handshakes started on this connection (at most :data:`MAX_HANDSHAKES`).
+        self.handshakes = 0
 
     @property
     def pending(self) -> bool:
@@ -334,6 +342,10 @@ class ConnectionAuth:
         if scheme is Scheme.NTLM and not bare_ntlm:
             return Step(reason="not an NTLM message")
         if _is_first(data, bare_ntlm):
+            self.handshakes += 1
+            if self.handshakes > MAX_HANDSHAKES:
+                self.abandon()
+                return Step(reason="too many handshakes on one connection", close=True)
             self.user = None  # a new handshake: the connection is no one's until it ends
             self._scheme = scheme
             self._now = now

@@ -27,6 +27,7 @@ from tunnel_helpers import (
 
 from dcerpc.ntlm import NegotiateMessage, NtlmInitiator
 from dcerpc.spnego import SpnegoInitiator
+from tunnel.http_auth import MAX_HANDSHAKES
 
 ECHO_PATH = "/rpc/rpcproxy.dll?localhost:593"
 pytestmark = pytest.mark.parametrize("backend", ["tcp"], indirect=True)
@@ -262,3 +263,17 @@ async def test_negotiate_message_with_huge_names_is_refused(
             "RPC_IN_DATA", ECHO_PATH, {"Content-Length": "0", **ntlm_header("NTLM", bytes(raw))}
         )
         assert reply.status == 401
+
+
+async def test_restarting_the_handshake_for_ever_closes_the_connection(
+    ntlm_tunnel: Tunnel, opened: list[RawConnection]
+) -> None:
+    with trio.fail_after(20):
+        conn = await _raw(ntlm_tunnel, opened)
+        headers = {"Content-Length": "0", **ntlm_header("NTLM", NEGOTIATE)}
+        statuses = []
+        for _ in range(MAX_HANDSHAKES + 1):
+            statuses.append((await conn.request("RPC_IN_DATA", ECHO_PATH, headers)).status)
+        assert statuses == [401] * (MAX_HANDSHAKES + 1)
+        assert await conn.closed()
+    await still_serving(ntlm_tunnel)

@@ -312,6 +312,8 @@ class _H1Connection:
             self.address, req.method, path, parsed.scheme.token, who, self.address, step.reason,
         )  # fmt: skip
         self._unauthorized(req, AuthOutcome(None, step.offered or ""), logged=True)
+        if step.close:
+            self.channel.close()  # the 401 is flushed, then the connection ends
         return None
 
     def _ntlm_step(self, token: MechToken) -> Step:
