@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import Callable
 
 import trio
 
@@ -49,8 +50,11 @@ class DirectoryAuthenticator:
         checks: trio.CapacityLimiter,
         ttl: float = 60.0,
         max_entries: int = 4096,
+        *,
+        lookup_nt_hash: Callable[[str, str], bytes | None] | None = None,
     ) -> None:
         self.store = store
+        self._lookup_nt_hash = lookup_nt_hash
         self.throttle = throttle
         self.checks = checks
         self.ttl = ttl
@@ -80,6 +84,24 @@ class DirectoryAuthenticator:
                 user, address, wait,
             )  # fmt: skip
         return wait > 0
+
+    def lookup_nt_hash(self, user: str, domain: str) -> bytes | None:
+        """The NT hash of ``user`` for the tunnel's NTLM and Negotiate (from memory, on the
+        event loop); None when unknown, disabled, or kept no hash yet. Without a lookup
+        (a store with no NTLM) the tunnel offers Basic only."""
+        if self._lookup_nt_hash is None:
+            return None
+        return self._lookup_nt_hash(user, domain)
+
+    def ntlm_failed(self, user: str | None, address: str | None) -> None:
+        """A failed NTLM handshake on the tunnel counts in the logon throttle, like a
+        failed Basic check."""
+        self.throttle.failed(user, address, trio.current_time())
+        log.info("failed tunnel NTLM logon of %r from %s", user, address)
+
+    def ntlm_succeeded(self, user: str, address: str | None) -> None:
+        """A successful NTLM handshake on the tunnel clears the throttle's count."""
+        self.throttle.succeeded(user, address, trio.current_time())
 
     def invalidate(self, user: str) -> None:
         """Forget ``user``'s remembered credentials (password changed, user deleted)."""

@@ -328,7 +328,9 @@ async def run_server(
         pools=pools,
         min_auth_level=auth_level(config.rpc_auth.min_auth_level),
     )
-    authenticator = DirectoryAuthenticator(store, throttle, pools.password_checks)
+    authenticator = DirectoryAuthenticator(
+        store, throttle, pools.password_checks, lookup_nt_hash=store_service.lookup_nt_hash
+    )
     store_service.on_credentials_changed(authenticator.invalidate)
     store_service.on_credentials_changed(functools.partial(forget_demo_password, data_dir))
     try:
