@@ -30,6 +30,9 @@ sec_trailer     ``dcerpc.security.split_verifier``; a signed and    AuthError
                 a sealed PDU through ``SecurityContext.unprotect``
 server_auth     ``ServerConnection.receive_data`` with security:     RemoteProtocolError
                 NTLM and SPNEGO binds, auth3, alter_context, calls
+http_auth       ``tunnel.http_auth``: ``parse_credentials``,          none (never raises)
+                user-name forms, ``ConnectionAuth.step`` over a
+                Basic/NTLM/Negotiate conversation
 ==============  ==================================================  ===========================
 
 Prints one line per target (inputs, seconds, failures) and the distinct failures (type,
@@ -941,6 +944,111 @@ def target_server_auth() -> Target:
     return Target("server_auth", seeds, run, (RemoteProtocolError,))
 
 
+def _http_auth_conversations() -> list[list[bytes]]:
+    """``Authorization`` values a client sends on one connection, recorded against a
+    :class:`tunnel.http_auth.ConnectionAuth` with fixed randomness (so a mutated
+    AUTHENTICATE still meets the same CHALLENGE): Basic in the name forms Windows
+    sends, bare NTLM (two legs) and Negotiate carrying NTLM."""
+    import base64
+
+    from dcerpc.ntlm import NtlmInitiator
+    from dcerpc.spnego import SpnegoInitiator
+    from tunnel.http_auth import MechToken, Scheme, parse_credentials
+
+    def basic(name: str, password: str) -> bytes:
+        return b"Basic " + base64.b64encode(f"{name}:{password}".encode())
+
+    conversations = [
+        [basic(name, "s3cret")] for name in ("alice", "LAB\\alice", "\\alice", "alice@lab")
+    ]
+    for scheme in (Scheme.NTLM, Scheme.NEGOTIATE):
+        ntlm = NtlmInitiator("alice", "s3cret", "LAB", now=_FUZZ_NOW, random=_fixed_random)
+        initiator = ntlm if scheme is Scheme.NTLM else SpnegoInitiator(ntlm)
+        auth = _http_auth_connection()
+        token = initiator.step()
+        sent: list[bytes] = []
+        for _ in range(4):
+            sent.append(f"{scheme.token} ".encode() + base64.b64encode(token))
+            parsed = parse_credentials(sent[-1])
+            assert isinstance(parsed, MechToken)
+            step = auth.step(parsed, _FUZZ_NOW)
+            if step.challenge is None:
+                break
+            token = initiator.step(base64.b64decode(step.challenge.split(" ", 1)[1]))
+        conversations.append(sent)
+    return conversations
+
+
+class _FuzzNtlmDirectory:
+    """The tunnel's NTLM hooks, answered from memory (alice's hash only)."""
+
+    def lookup_nt_hash(self, user: str, domain: str, /) -> bytes | None:
+        return _lookup(user, domain)
+
+    def ntlm_failed(self, user: str | None, address: str | None, /) -> None:
+        pass
+
+    def ntlm_succeeded(self, user: str, address: str | None, /) -> None:
+        pass
+
+
+def _http_auth_connection() -> Any:
+    from dcerpc.ntlm import ServerNames
+    from tunnel.http_auth import ConnectionAuth, Scheme
+
+    return ConnectionAuth(
+        (Scheme.NTLM, Scheme.NEGOTIATE),
+        _FuzzNtlmDirectory(),
+        ServerNames(),
+        "192.0.2.7",
+        refuses=lambda user, address: user == "held",
+        random=_fixed_random,
+    )
+
+
+def target_http_auth() -> Target:
+    """The tunnel's HTTP authentication (``tunnel.http_auth``): ``parse_credentials``
+    on any header value, ``split_user_name`` on the names, ``parse_schemes`` on the
+    config words, and the connection's ``ConnectionAuth.step`` over a conversation of
+    ``Authorization`` values (one per line; mutated as text, or as the decoded NTLM
+    token then re-encoded, so mutations reach the handshake past the base64)."""
+    import base64
+
+    from tunnel.http_auth import MechToken, parse_credentials, parse_schemes, split_user_name
+
+    seeds = [b"\n".join(c) for c in _http_auth_conversations()]
+
+    def mutate(rng: random.Random, pool: list[Any]) -> bytes:
+        if rng.random() < 0.5:
+            return mutate_bytes(rng, pool)
+        lines = rng.choice(pool).split(b"\n")
+        i = rng.randrange(len(lines))
+        scheme, _, token = lines[i].partition(b" ")
+        raw = base64.b64decode(token)
+        lines[i] = scheme + b" " + base64.b64encode(mutate_bytes(rng, [raw]))
+        if rng.random() < 0.2:  # a leg dropped, repeated or moved
+            j = rng.randrange(len(lines))
+            lines.insert(j, lines.pop(i) if rng.random() < 0.5 else lines[i])
+        return b"\n".join(lines)
+
+    def run(data: bytes) -> None:
+        auth = _http_auth_connection()
+        for line in data.split(b"\n")[:8]:
+            parsed = parse_credentials(line)
+            with contextlib.suppress(UnicodeDecodeError):
+                parse_credentials(line.decode("latin-1"))
+                split_user_name(line.decode("utf-8"))
+                with contextlib.suppress(ValueError):
+                    parse_schemes(line.decode("utf-8").split(","))
+            if isinstance(parsed, MechToken):
+                step = auth.step(parsed, _FUZZ_NOW)
+                outcomes = [step.user is not None, step.challenge is not None]
+                assert sum(outcomes) <= 1, step
+                assert step.user in (None, "alice"), step
+
+    return Target("http_auth", seeds, run, (), mutate)
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -1039,6 +1147,7 @@ def main() -> None:
             target_spnego(),
             target_sec_trailer(),
             target_server_auth(),
+            target_http_auth(),
         ]
         only = {name for name in args.only.split(",") if name}
         rng = random.Random(args.seed)

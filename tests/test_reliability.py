@@ -1194,7 +1194,8 @@ def test_fuzz_smoke() -> None:
     assert result.returncode == 0, out + result.stderr  # 1: a finding (listed below)
     for name in ("pdu", "framing", "server_core", "ndr_stubs", "towers", "rts", "h1_channel",
                  "h2_glue", "store_batch", "store_service", "restrictions",
-                 "control", "ntlm", "spnego", "sec_trailer", "server_auth"):  # fmt: skip
+                 "control", "ntlm", "spnego", "sec_trailer", "server_auth",
+                 "http_auth"):  # fmt: skip
         assert re.search(rf"^{name}: \d+ inputs", out, re.M), out
     findings = [
         line.strip() for line in out.splitlines() if line.startswith("  ") and " at " in line
