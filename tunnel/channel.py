@@ -344,6 +344,17 @@ class ServerChannel:
     def _handle(self, ev: object) -> list[Event]:
         if isinstance(ev, h11.Request):
             self._partial_head = False
+            # h11 bounds a head only while it waits for more of it: a larger head that
+            # arrived whole in one read passes its check, so measure it here as well.
+            head_bytes = (
+                len(ev.method)
+                + len(ev.target)
+                + 12
+                + sum(len(name) + len(value) + 4 for name, value in ev.headers.raw_items())
+            )
+            if head_bytes > self.config.max_header_bytes:
+                self._close_with(431, "Request Header Fields Too Large")
+                raise ChannelError(f"a request head of {head_bytes} bytes")
             headers = _headers(ev.headers)
             if "content-length" in headers and "transfer-encoding" in headers:
                 # h11 frames such a body by Transfer-Encoding alone (RFC 9112 6.3) while

@@ -262,3 +262,17 @@ async def test_a_successor_in_channel_that_times_out_leaves_no_scope_behind() ->
         await conn._in_successor(USER, target, first)
     assert not vc.ended.is_set()  # the VC goes on with its current IN channel
     assert vc._scopes == []
+
+
+@pytest.mark.parametrize("pieces", [1, 3], ids=["one_read", "three_reads"])
+def test_a_head_past_max_header_bytes_is_431_even_when_it_arrives_whole(pieces: int) -> None:
+    """h11 checks its bound only while a head is incomplete; one read holding a whole
+    oversized head must be refused too."""
+    ch = ServerChannel(FAST)
+    filler = b"X-Filler: " + b"a" * (2 * FAST.max_header_bytes) + b"\r\n"
+    head = b"GET /autodiscover HTTP/1.1\r\nHost: x\r\n" + filler + b"\r\n"
+    step = -(-len(head) // pieces)
+    with pytest.raises(ChannelError):
+        for start in range(0, len(head), step):
+            ch.receive_data(head[start : start + step])
+    assert ch.data_to_send().startswith(b"HTTP/1.1 431 ")
