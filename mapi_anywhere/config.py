@@ -84,6 +84,10 @@ max_connections = 1024
 max_vcs_per_user = 64
 head_timeout = 10.0
 idle_timeout = 120.0
+# HTTP authentication the proxy offers in its 401, in this order: "negotiate" (SPNEGO
+# carrying NTLM), "ntlm", "basic". NTLM and Negotiate authenticate one HTTP/1.1
+# connection each; on HTTP/2 only Basic is accepted (docs/security.md).
+auth_schemes = ["negotiate", "ntlm", "basic"]
 # Least DCE/RPC auth level of connections that come through the tunnel (none, connect,
 # integrity, privacy). "none": TLS already protects them from the network, and the
 # proxy authenticated the user before forwarding a byte; the store still asks every
