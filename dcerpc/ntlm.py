@@ -366,8 +366,11 @@ class NtlmAcceptor:
 
     def _on_negotiate(self, token: bytes) -> bytes:
         negotiate = NegotiateMessage.decode(token)
-        if not negotiate.flags & F.UNICODE:
-            raise AuthError("NTLM client does not speak Unicode")
+        if not negotiate.flags & (F.UNICODE | F.OEM):
+            raise AuthError("NTLM client offers no character set")
+        # [MS-NLMP] 3.2.5.1.1 answers an OEM-only client in OEM; we answer every client
+        # in Unicode, which real OEM-only clients (curl) follow (the CHALLENGE's flags
+        # are the choice, 2.2.2.5); the NEGOTIATE is kept as sent, for the MIC.
         self._negotiate = token
         flags = F.NTLM | F.TARGET_INFO | F.TARGET_TYPE_SERVER | F.UNICODE | F.VERSION
         flags |= F.EXTENDED_SESSIONSECURITY  # required: no NTLMv1 session security

@@ -209,6 +209,32 @@ def test_challenge_names_the_server():
     assert stamp == int((NOW + 11644473600) * 10_000_000)
 
 
+def test_an_oem_only_client_is_answered_in_unicode_and_its_mic_still_checks():
+    """curl's NEGOTIATE offers OEM strings only: the CHALLENGE answers in Unicode, which
+    such clients follow; the MIC covers the NEGOTIATE as it was sent."""
+
+    def oem_only(negotiate: bytes) -> bytes:
+        (flags,) = struct.unpack_from("<I", negotiate, 12)
+        return negotiate[:12] + struct.pack("<I", (flags & ~0x1) | 0x2) + negotiate[16:]
+
+    initiator = NtlmInitiator("alice", "s3cret", "LAB", now=NOW, random=counter())
+    acceptor = NtlmAcceptor(lookup, ServerNames(), now=NOW, random=counter(50))
+    negotiate = oem_only(initiator.step())
+    challenge = acceptor.step(negotiate)
+    assert ChallengeMessage.decode(challenge).flags & 0x1  # Unicode chosen
+    initiator._negotiate = negotiate  # the MIC covers what was sent
+    acceptor.step(initiator.step(challenge))
+    assert acceptor.identity is not None and acceptor.identity.user == "alice"
+
+
+def test_a_negotiate_with_no_character_set_is_refused():
+    negotiate = NtlmInitiator("alice", "s3cret").step()
+    (flags,) = struct.unpack_from("<I", negotiate, 12)
+    bare = negotiate[:12] + struct.pack("<I", flags & ~0x3) + negotiate[16:]
+    with pytest.raises(AuthError, match="character set"):
+        NtlmAcceptor(lookup, ServerNames(), now=NOW).step(bare)
+
+
 @pytest.mark.parametrize(("user", "password"), [("alice", "wrong"), ("mallory", "s3cret")])
 def test_wrong_password_and_unknown_user_are_refused(user, password):
     with pytest.raises(AuthError):

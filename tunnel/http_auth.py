@@ -357,8 +357,6 @@ class ConnectionAuth:
             return Step(reason="the handshake changed mechanism")
         mech = self._mech
         self._claimed = None
-        if bare_ntlm:
-            data = _unicode_negotiate(data)
         try:
             answer = mech.step(data)
         except _Held as exc:
@@ -402,22 +400,6 @@ def _is_first(data: bytes, bare_ntlm: bool) -> bool:
     if bare_ntlm:
         return data[8:12] == b"\x01\x00\x00\x00"
     return data[:1] in (b"\x60", b"\xa0")
-
-
-def _unicode_negotiate(data: bytes) -> bytes:
-    """A bare NEGOTIATE that offers OEM strings only (curl's) with the UNICODE flag
-    set: :class:`~dcerpc.ntlm.NtlmAcceptor` refuses non-Unicode clients, and such clients
-    follow the CHALLENGE's choice of Unicode ([MS-NLMP] 2.2.2.5; curl does). They send
-    no MIC, which would cover the NEGOTIATE as sent."""
-    if len(data) < 16 or data[8:12] != b"\x01\x00\x00\x00":
-        return data
-    (flags,) = struct.unpack_from("<I", data, 12)
-    if flags & _UNICODE or not flags & _OEM:
-        return data
-    return data[:12] + struct.pack("<I", flags | _UNICODE) + data[16:]
-
-
-_UNICODE, _OEM = 0x1, 0x2
 
 
 def _b64(data: bytes) -> str:
