@@ -4,10 +4,13 @@ Prints one figure a line and rewrites its section of ``docs/benchmarks.md``:
 
 - bare trio TCP echo round trips/s (100-byte messages): the ceiling for any RPC on
   this machine and interpreter;
-- our DCE/RPC runtime: calls/s of a null call (100-byte stub) over ncacn_ip_tcp;
+- our DCE/RPC runtime: calls/s of a null call (100-byte stub) over ncacn_ip_tcp,
+  unauthenticated and sealed (NTLM at packet privacy: every PDU signed and encrypted);
 - grpcio (asyncio) unary calls/s with a similar payload, when grpcio is installed;
 - the object store: ``get_props`` (four properties) on an open message, calls/s, over
-  direct TCP against a real ``serve`` (SQLite in a temporary data directory).
+  direct TCP against a real ``serve`` (SQLite in a temporary data directory) at
+  ``[rpc] min_auth_level = "none"``: unauthenticated, and sealed (NTLM at privacy, the
+  LAN default), in the same run; the sealed/plain ratio (target: at least 0.6).
 
 Usage: ``python bench/rpc_bench.py [--seconds 3] [--rounds 5]``: each figure is the median of
 its rounds, run in alternating order. Nothing here is asserted by tests.
@@ -16,6 +19,7 @@ its rounds, run in alternating order. Nothing here is asserted by tests.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import statistics
@@ -23,12 +27,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PAYLOAD = b"x" * 100
+BENCH_PASSWORD = "bench-password"
 NULL_IFACE = uuid.UUID("0b0b0b0b-1111-4222-8333-444455556666")
 
 
@@ -68,6 +74,9 @@ def serve_rpc(port: int) -> None:
     def answer_at_once(ctx: CallContext, stub: bytes) -> bytes:
         return stub  # a call that never waits: answered by the reading task
 
+    from dcerpc.auth_context import ServerSecurity
+    from dcerpc.ntlm_crypto import nt_hash
+
     iface = Interface(
         SyntaxId(NULL_IFACE, 1),
         handler,
@@ -75,7 +84,11 @@ def serve_rpc(port: int) -> None:
         transfer_syntaxes=(NDR, MSGPACK),
         inline=answer_at_once,
     )
-    trio.run(RpcServer([iface]).serve_tcp, port)
+    digest = nt_hash(BENCH_PASSWORD)
+    security = ServerSecurity(
+        lookup_nt_hash=lambda user, domain: digest if user == "bench" else None
+    )
+    trio.run(RpcServer([iface], security=security).serve_tcp, port)
 
 
 def serve_grpc(port: int) -> None:
@@ -108,6 +121,7 @@ def serve_store(port: int) -> None:
     from mapi_anywhere.config import (
         Config,
         EndpointMapperSection,
+        RpcAuthSection,
         ServerSection,
         StoreSection,
         TunnelSection,
@@ -121,16 +135,26 @@ def serve_store(port: int) -> None:
                 endpoint_mapper=EndpointMapperSection(port=port),
                 store=StoreSection(demo_user=False),
                 tunnel=TunnelSection(enabled=False),
+                # Both figures from one policy: unauthenticated calls admitted, and the
+                # sealed client asks for privacy itself.
+                rpc_auth=RpcAuthSection(min_auth_level="none"),
             )
             async with trio.open_nursery() as nursery:
                 running = await nursery.start(run_server, config)
-                await trio.to_thread.run_sync(running.store.add_user, "bench", "bench-password")
+                await trio.to_thread.run_sync(running.store.add_user, "bench", BENCH_PASSWORD)
                 await trio.sleep_forever()
 
     trio.run(main)
 
 
-SERVERS = {"echo": serve_echo, "rpc": serve_rpc, "grpc": serve_grpc, "getprops": serve_store}
+SERVERS = {
+    "echo": serve_echo,
+    "rpc": serve_rpc,
+    "rpc_sealed": serve_rpc,
+    "grpc": serve_grpc,
+    "getprops": serve_store,
+    "getprops_sealed": serve_store,
+}
 
 
 # -- clients -----------------------------------------------------------------------------
@@ -167,14 +191,17 @@ def bench_echo(port: int, seconds: float) -> float:
     return trio.run(run)
 
 
-def bench_rpc(port: int, seconds: float) -> float:
+def bench_rpc(port: int, seconds: float, sealed: bool = False) -> float:
     import trio
 
+    from clients.api import client_auth
     from dcerpc.client import open_tcp_rpc_client
     from dcerpc.syntax import SyntaxId
 
+    auth = client_auth("bench", BENCH_PASSWORD, "privacy") if sealed else None
+
     async def run() -> float:
-        async with open_tcp_rpc_client("127.0.0.1", port) as rpc:
+        async with open_tcp_rpc_client("127.0.0.1", port, auth=auth) as rpc:
             ctx = await rpc.bind(SyntaxId(NULL_IFACE, 1))
             count = 0
             start = time.perf_counter()
@@ -205,7 +232,7 @@ def bench_grpc(port: int, seconds: float) -> float:
     return asyncio.run(run())
 
 
-def bench_getprops(port: int, seconds: float) -> float:
+def bench_getprops(port: int, seconds: float, sealed: bool = False) -> float:
     import trio
 
     from clients.api import connect
@@ -216,7 +243,8 @@ def bench_getprops(port: int, seconds: float) -> float:
         address = f"ncacn_ip_tcp:127.0.0.1[{port}]"
         for _ in range(100):  # the user is created just after the port opens
             try:
-                session_cm = connect(address, "bench", "bench-password")
+                level = "privacy" if sealed else "none"
+                session_cm = connect(address, "bench", BENCH_PASSWORD, auth_level=level)
                 session = await session_cm.__aenter__()
                 break
             except Exception:
@@ -242,7 +270,14 @@ def bench_getprops(port: int, seconds: float) -> float:
     return trio.run(run)
 
 
-CLIENTS = {"echo": bench_echo, "rpc": bench_rpc, "grpc": bench_grpc, "getprops": bench_getprops}
+CLIENTS: dict[str, Callable[[int, float], float]] = {
+    "echo": bench_echo,
+    "rpc": bench_rpc,
+    "rpc_sealed": functools.partial(bench_rpc, sealed=True),
+    "grpc": bench_grpc,
+    "getprops": bench_getprops,
+    "getprops_sealed": functools.partial(bench_getprops, sealed=True),
+}
 
 
 def measure(kind: str, seconds: float) -> float | None:
@@ -303,7 +338,7 @@ def main() -> None:
     if args.serve:
         SERVERS[args.serve](args.port)
         return
-    kinds = ("echo", "rpc", "grpc", "getprops")
+    kinds = ("echo", "rpc", "rpc_sealed", "grpc", "getprops", "getprops_sealed")
     samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     for round_no in range(args.rounds):
         # Alternate the order, so that a slow spell of the machine is shared out.
@@ -318,8 +353,11 @@ def main() -> None:
     names = {
         "echo": "bare trio TCP echo, 100-byte round trips/s",
         "rpc": "DCE/RPC null call (100-byte stub) over ncacn_ip_tcp, calls/s",
+        "rpc_sealed": "DCE/RPC null call (100-byte stub), sealed (NTLM privacy), calls/s",
         "grpc": "grpcio asyncio unary call (100 bytes), calls/s",
         "getprops": "store get_props (4 properties) on an open message, direct TCP, calls/s",
+        "getprops_sealed": "store get_props (4 properties), direct TCP, sealed (NTLM "
+        "privacy), calls/s",
     }
     for kind, value in results.items():
         if value is not None:
@@ -330,6 +368,13 @@ def main() -> None:
         if results["echo"] and results[kind]:
             ratio = results[kind] / results["echo"]  # type: ignore[operator]
             line = f"{names[kind].split(',')[0]} / bare echo: {ratio:.2f}"
+            print(line)
+            lines.append(f"- {line}")
+    for plain, sealed in (("rpc", "rpc_sealed"), ("getprops", "getprops_sealed")):
+        if results[plain] and results[sealed]:
+            ratio = results[sealed] / results[plain]  # type: ignore[operator]
+            target = " (target: at least 0.6)" if plain == "getprops" else ""
+            line = f"{names[plain].split(',')[0]}: sealed / plain: {ratio:.2f}{target}"
             print(line)
             lines.append(f"- {line}")
     lines.append("")
