@@ -42,7 +42,7 @@ def test_tunnel_bench_smoke(tmp_path):
     assert _figure(out, "raw TLS loopback (TLSStream) upload") > 0
     assert _figure(out, "raw TCP loopback (trio SocketStream) download") > 0
     cpu = [line for line in out.splitlines() if line.startswith("CPU per MiB, ")]
-    assert len(cpu) == 10, out  # 2 ways x (3 transports + raw TLS + raw TCP)
+    assert len(cpu) == 14, out  # 2 ways x (5 transports + raw TLS + raw TCP)
     for line in cpu:
         server, client = (float(part.split()[1]) for part in line.split(": ")[1].split(", "))
         assert server > 0 and client > 0, line
@@ -50,6 +50,10 @@ def test_tunnel_bench_smoke(tmp_path):
         bound = _figure(out, f"attachment {way}, bound for any TLS tunnel on ")
         assert bound > 0
     assert "store get_props, HTTP/2 tunnel / direct TCP:" in out
+    for sealed in ("direct TCP sealed (NTLM privacy)", "HTTP/2 tunnel sealed"):
+        assert _figure(out, f"store get_props (4 properties) on an open message, {sealed}") > 0
+        assert _figure(out, f"2 MiB attachment upload (1024 KiB chunks), {sealed}") > 0
+    assert _figure(out, "attachment download, direct TCP: sealed / plain") > 0
     assert "attachment download, HTTP/1.1 tunnel / raw TLS:" in out
     assert "## HTTPS tunnel against direct TCP (bench/tunnel_bench.py)" in docs.read_text()
 
