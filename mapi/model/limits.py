@@ -81,6 +81,17 @@ class Limits:
     #: Largest message (PR_MESSAGE_SIZE, attachments included): a save or stream write
     #: past it fails with MAPI_E_TOO_BIG. 0: no limit.
     max_message_bytes: int = 0
+    #: Deepest nesting of MIME entities (multiparts and message/* parts) that
+    #: :mod:`mapi.mime` converts; the top-level message is depth 0. Deeper input is
+    #: refused with ``MimeLimitExceeded`` (MAPI_E_TOO_COMPLEX).
+    max_mime_depth: int = 32
+    #: Most MIME entities (the message itself, every part and embedded message) in one
+    #: converted message.
+    max_mime_parts: int = 2000
+    #: Most header fields in one MIME entity (the top-level header or a part's).
+    max_mime_header_fields: int = 1000
+    #: Largest header block of one MIME entity, in bytes (names and values).
+    max_mime_header_bytes: int = 1 << 20
 
     def __post_init__(self) -> None:
         for f in fields(self):
