@@ -431,7 +431,7 @@ class String(NdrType):
                 raise NdrError("8-bit string without its single terminating NUL")
             return raw[:-1]
         text = raw.decode("utf-16-be" if d.big else "utf-16-le", "surrogatepass")
-        if text.find("\x00") != actual - 1:
+        if text.find("\x00") != len(text) - 1:
             raise NdrError("wide string without its single terminating NUL")
         return text[:-1]
 
@@ -881,9 +881,9 @@ class Union(NdrType):
             value = arm.decode(d)
         if not self.encapsulated:
             return value
-        pair = [discriminant, value]
+        pair = _Pair([discriminant, value])
         _bind(value, pair, 1)
-        return _Pair(pair)
+        return pair
 
 
 class _Pair(list[Any]):
