@@ -14,6 +14,10 @@ pdu             ``dcerpc.pdu.decode_pdu``                           DecodeError
 framing         ``dcerpc.framing.PduFramer`` in random chunks       DecodeError
 server_core     ``ServerConnection.receive_data`` (bind, calls)     RemoteProtocolError
 ndr_stubs       every ``endpoint_mapper.stubs`` decoder (NDR)       DecodeError (NdrError)
+ndr_nspi        ``dcerpc.ndr_types`` on [MS-OXNSPI]: every request   DecodeError (NdrError)
+                and response of ``dcerpc.idl.nspi``, row sets,
+                restrictions (deep chains, lying counts, unknown
+                arms, huge sizes), both byte orders
 towers          ``Tower.decode`` and the tower's accessors          DecodeError
 rts             ``tunnel.rts.decode_rts``, classify, CONN/A1, B1    DecodeError
 h1_channel      ``tunnel.channel.ServerChannel`` (accepts RPC)      ChannelError
@@ -338,6 +342,62 @@ def target_ndr_stubs() -> Target:
                     decode(data, order)
 
     return Target("ndr_stubs", seeds, run, (DecodeError,))
+
+
+def target_ndr_nspi() -> Target:
+    from dcerpc import ndr_types
+    from dcerpc.errors import DecodeError
+    from dcerpc.idl import nspi as n
+    from dcerpc.ndr import ContextHandle
+
+    handle = ContextHandle(0, uuid.uuid4())
+    stat = n.Stat(0, 0, 0x1928, -1, 2, 0x16, 0x4E4, 0x409, 0x409)
+    props = [
+        n.PropertyValue(0x3001001F, "Bob"),
+        n.PropertyValue(0x3003001E, b"bob@example.org"),
+        n.PropertyValue(0x0FFF0102, b"\x87\0\0\0" + bytes(24)),
+        n.PropertyValue(0x39000003, 6),
+        n.PropertyValue(0x800F101F, ["SMTP:bob@example.org", None]),
+        n.PropertyValue(0x8C6A1102, [b"\x01", None]),
+        n.PropertyValue(0x80081048, [bytes(16)]),
+        n.PropertyValue(0x30070040, 1 << 60),
+    ]
+    rows = [n.PropertyRow(props), n.PropertyRow(None)]
+    leaf = n.Restriction(n.RES_PROPERTY, n.PropertyRestriction(4, 0x3001001F, props[0]))
+    deep: n.Restriction = leaf
+    for _ in range(40):
+        deep = n.Restriction(n.RES_NOT, deep)
+    filt = n.Restriction(n.RES_AND, [leaf, n.Restriction(n.RES_OR, [deep, leaf])])
+    seeds: list[bytes] = [
+        ndr_types.encode(n.PropertyRowSet_r, rows),
+        ndr_types.encode(n.Restriction_r, filt),
+        n.NspiBind.encode_request({"dwFlags": 0, "pStat": stat, "pServerGuid": bytes(16)}),
+        n.NspiQueryRows.encode_request({"hRpc": handle, "dwFlags": 0, "pStat": stat,
+                                        "lpETable": [1, 2], "Count": 50, "pPropTags": [1, 2]}),
+        n.NspiQueryRows.encode_response({"pStat": stat, "ppRows": rows, "result": 0}),
+        n.NspiGetMatches.encode_request({"hRpc": handle, "Reserved1": 0, "pStat": stat,
+                                         "pReserved": None, "Reserved2": 0, "Filter": filt,
+                                         "lpPropName": n.PropertyName(bytes(16), 1),
+                                         "ulRequested": 5, "pPropTags": [1]}),
+        n.NspiResolveNamesW.encode_request({"hRpc": handle, "Reserved": 0, "pStat": stat,
+                                            "pPropTags": None, "paWStr": ["Bob", "al"]}),
+        n.NspiGetIDsFromNames.encode_request({"hRpc": handle, "Reserved": 0, "dwFlags": 0,
+                                              "pNames": [n.PropertyName(None, 1), None]}),
+    ]  # fmt: skip
+    types = [n.PropertyRowSet_r, n.Restriction_r, n.PropertyValue_r, n.PropertyTagArray_r]
+    limits = ndr_types.Limits(max_elements=100_000, max_depth=32)
+
+    def run(data: bytes) -> None:
+        for order in ("<", ">"):
+            for typ in types:
+                with contextlib.suppress(DecodeError):
+                    ndr_types.decode(typ, data, order, limits=limits)
+            for op in n.OPERATIONS.values():
+                for decode in (op.decode_request, op.decode_response):
+                    with contextlib.suppress(DecodeError):
+                        decode(data, order, limits=limits)
+
+    return Target("ndr_nspi", seeds, run, (DecodeError,))
 
 
 def target_towers() -> Target:
@@ -1135,6 +1195,7 @@ def main() -> None:
             target_framing(),
             target_server_core(),
             target_ndr_stubs(),
+            target_ndr_nspi(),
             target_towers(),
             target_rts(),
             target_h1_channel(),

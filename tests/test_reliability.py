@@ -1192,7 +1192,8 @@ def test_fuzz_smoke() -> None:
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr  # 1: a finding (listed below)
-    for name in ("pdu", "framing", "server_core", "ndr_stubs", "towers", "rts", "h1_channel",
+    for name in ("pdu", "framing", "server_core", "ndr_stubs", "ndr_nspi", "towers", "rts",
+                 "h1_channel",
                  "h2_glue", "store_batch", "store_service", "restrictions",
                  "control", "ntlm", "spnego", "sec_trailer", "server_auth",
                  "http_auth"):  # fmt: skip
