@@ -1,4 +1,9 @@
-"""NDR 2.0 (NDR32): the subset of the Network Data Representation that EPM and mgmt need.
+"""NDR 2.0 (NDR32) primitives: what hand-written stub codecs (EPM and mgmt) spell out.
+
+The general codec (structures, unions, deferred pointers, strict checks, a decode
+budget, from declarative type descriptions) is :mod:`dcerpc.ndr_types`, built for
+[MS-OXNSPI] (:mod:`dcerpc.idl.nspi`); this module keeps the primitive API that
+``endpoint_mapper/stubs.py`` uses.
 
 Theory of operation
 -------------------
