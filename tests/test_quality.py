@@ -181,7 +181,7 @@ def test_mypy_strict_clean() -> None:
 MAPI_LAYERS = [
     {"mapi.model", "mapi.budget", "mapi.wire"},
     {"mapi.storage"},
-    {"mapi.access", "mapi.objects", "mapi.tables", "mapi.notify"},
+    {"mapi.access", "mapi.objects", "mapi.tables", "mapi.notify", "mapi.mime"},
     {"mapi.store"},
     {"mapi.rpc"},
 ]
