@@ -3,10 +3,11 @@
 Theory of operation
 -------------------
 Reading: :func:`parse_addresses` splits a raw address-list header value with the
-standard library's lenient RFC 5322 splitter (:func:`email.utils.getaddresses`, which
-never raises) *before* decoding RFC 2047 words in the display names, so an encoded
-comma cannot split an address. Group syntax (``undisclosed-recipients:;``) gives no
-address. An entry with neither an address nor a name is dropped.
+standard library's lenient RFC 5322 splitter (:func:`email.utils.getaddresses`; when it
+recurses too deep into nested comments, the addr-specs are picked out instead) *before*
+decoding RFC 2047 words in the display names, so an encoded comma cannot split an
+address. Group syntax (``undisclosed-recipients:;``) gives no address, and an entry
+without a usable address (a name alone) is dropped, as the renderer drops it.
 
 Each address becomes the MAPI properties of [MS-OXCMAIL] 2.2.3.2.x: display name,
 address type ``SMTP``, e-mail address, SMTP address, a search key
@@ -33,6 +34,11 @@ from mapi.model.properties import PropData
 ONE_OFF_UID: Final = bytes.fromhex("812B1FA4BEA310199D6E00DD010F5402")
 _MAPI_UNICODE: Final = 0x8000
 _MAPI_SEND_NO_RICH_INFO: Final = 0x0001
+_ADDR_SPEC = re.compile(r"[^\s<>()\[\],;:\"@]+@[^\s<>()\[\],;:\"@]+")
+_USABLE = re.compile(
+    r'(?:"[^"\\\r\n]*"|[^\s<>(),;:"\\@\[\]]+)'
+    r'(?:@(?:\[[^\]\s\\]*\]|[^\s<>(),;:"\\@\[\]]+))?'
+)
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 
 
@@ -92,18 +98,26 @@ def search_key(address: str, addrtype: str = "SMTP") -> bytes:
     return (addrtype + ":" + address).upper().encode("utf-8") + b"\x00"
 
 
+def usable_address(address: str) -> bool:
+    """True when ``address`` is an addr-spec a header can carry and a reader gets back
+    (a local part, plain or quoted, and an optional domain or domain literal)."""
+    return _USABLE.fullmatch(address) is not None
+
+
 def parse_addresses(raw_values: list[str], *, limit: int) -> list[tuple[str, str]]:
     """(display name, address) pairs of raw address-list header values, at most
     ``limit + 1`` of them (so the caller sees that there were too many)."""
     cleaned = [unfold(fix_8bit(value)) for value in raw_values]
     out: list[tuple[str, str]] = []
-    for name, address in getaddresses(cleaned):
+    try:
+        pairs = getaddresses(cleaned)
+    except RecursionError:  # the splitter recurses into nested comments
+        pairs = [("", found) for value in cleaned for found in _ADDR_SPEC.findall(value)]
+    for name, address in pairs:
         name = clean(one_line(decode_words(name)))
         address = clean(one_line(address))
-        if not address and not name:
-            continue
-        if "@" not in address and not name and " " in address:
-            continue  # the splitter's leftovers of a broken list
+        if not usable_address(address):
+            continue  # a name alone, or the splitter's leftovers of a broken list
         out.append((name, address))
         if len(out) > limit:
             break
@@ -172,15 +186,15 @@ def group_person(group: str, props: dict[int, PropData]) -> tuple[str, str] | No
 def address_units(name: str, address: str) -> list[str]:
     """One address as header folding units: ``name <address>`` or ``address``."""
     name = one_line(name)
-    address = one_line(address).replace(" ", "")
+    address = one_line(address)
+    if not usable_address(address):  # a name alone is no recipient (readers drop it)
+        return []
     if not name:
-        return [address] if address else []
+        return [address]
     if not name.isascii() or "=?" in name:
         words = encode_words(name)
     elif _SPECIALS.search(name):
         words = ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
     else:
         words = name.split(" ")
-    if not address:  # a name alone: an empty group keeps the header well-formed
-        return [*words[:-1], words[-1] + ":;"]
     return [*words, f"<{address}>"]

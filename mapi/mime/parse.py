@@ -123,6 +123,7 @@ def mime_to_mapi(
     msg, defects = _parse(raw, limits)
     _check_tree(msg, limits)
     result = _Converter(limits, defects).message(msg, embedded=0)
+    defects += _part_defects(msg)  # after decoding: decoders note defects too
     result.props[pt.PR_TRANSPORT_MESSAGE_HEADERS_W] = _header_block(raw, limits)
     if received is not None:
         result.props[pt.PR_MESSAGE_DELIVERY_TIME] = received
@@ -168,6 +169,19 @@ def _parse_with(raw: bytes, limits: Limits, policy: Policy) -> Message:
     count = 0  # the parser called the factory once to learn its signature
     parser.feed(raw)
     return parser.close()
+
+
+def _part_defects(msg: Message) -> list[str]:
+    """The defects the parts below ``msg`` noted (the limits are checked: no recursion
+    bomb here)."""
+    defects: list[str] = []
+    stack = list(_children(msg) or [])
+    while stack:
+        part = stack.pop()
+        found: Any = getattr(part, "defects", [])
+        defects.extend(type(defect).__name__ for defect in found)
+        stack.extend(_children(part) or [])
+    return defects
 
 
 def _check_tree(msg: Message, limits: Limits) -> None:
@@ -258,14 +272,20 @@ def _payload_bytes(part: Message) -> bytes:
     payload = _safe(part.get_payload, None)
     if isinstance(payload, str):
         return payload.encode("ascii", "surrogateescape")
-    if isinstance(payload, list):
-        return b"".join(_entity_bytes(p) for p in payload if isinstance(p, Message))
+    if isinstance(payload, list):  # message/* parsed into header blocks: write them out
+        blocks = [_block_text(p) for p in payload if isinstance(p, Message)]
+        text = _CRLF.sub("\r\n", "\r\n".join(b for b in blocks if b)).strip("\r\n")
+        return (text + "\r\n").encode("utf-8", "surrogateescape") if text.strip() else b""
     return b""
 
 
-def _entity_bytes(part: Message) -> bytes:
-    data: Any = _safe(lambda: part.as_bytes(policy=compat32), b"")
-    return data if isinstance(data, bytes) else b""
+def _block_text(part: Message) -> str:
+    """A header block (and any text after it) of a message/* part, as it was written."""
+    head = "".join(f"{name}: {value}\r\n" for name, value in part.raw_items())
+    body: Any = part._payload  # type: ignore[attr-defined]  # as read, undecoded
+    if isinstance(body, list):
+        return head + "\r\n" + "\r\n".join(_block_text(p) for p in body if isinstance(p, Message))
+    return head + ("\r\n" + body if isinstance(body, str) and body.strip() else "")
 
 
 def _filename(part: Message) -> str | None:
@@ -442,6 +462,8 @@ class _Converter:
             self._embedded(part, body, embedded=embedded, in_related=in_related)
             return
         children = _children(part)
+        if children is None and ctype.startswith("multipart/"):
+            ctype = "text/plain"  # no boundary found: the parser left the text whole
         if children is not None and ctype.startswith("multipart/"):
             kids = children
             if ctype == "multipart/alternative" and not body.taken:

@@ -199,6 +199,13 @@ def _multipart(subtype: str, children: list[_Entity]) -> _Entity:
     return [head], body
 
 
+def _line_safe(data: bytes) -> bool:
+    lines = data.split(b"\r\n")
+    return all(
+        b"\r" not in ln and b"\n" not in ln and b"\0" not in ln and len(ln) <= 998 for ln in lines
+    )
+
+
 def _seven_bit_safe(data: bytes) -> bool:
     if not data.isascii() or b"\x00" in data:
         return False
@@ -250,9 +257,16 @@ def _attachment_entity(attachment: ConvertedAttachment, *, bcc: bool) -> _Entity
         cte = "8bit" if not body.isascii() else "7bit"
     else:
         ctype = (_str(props, pt.PR_ATTACH_MIME_TAG_W) or "").strip().lower()
-        if not _MIME_TAG.match(ctype) or ctype.startswith(("multipart/", "message/rfc822")):
+        if not _MIME_TAG.match(ctype) or ctype.startswith("multipart/"):
             ctype = "application/octet-stream"
         body, cte = _base64(attachment.data), "base64"
+        if ctype.startswith("message/"):  # RFC 2046 5.2: never encoded; readers parse it
+            body = _CRLF.sub("\r\n", attachment.data.decode("latin-1")).encode("latin-1")
+            if body and not body.endswith(b"\r\n"):
+                body += b"\r\n"
+            cte = "7bit" if body.isascii() else "8bit"
+            if ctype in ("message/rfc822", "message/global") or not _line_safe(body):
+                ctype, body, cte = "application/octet-stream", _base64(attachment.data), "base64"
     name_params = [param("name", filename)] if filename else []
     fields = [fold("Content-Type", params_words(ctype, name_params))]
     fields.append(f"Content-Transfer-Encoding: {cte}\r\n".encode())
@@ -287,12 +301,13 @@ def _content(message: ConvertedMessage, *, bcc: bool) -> _Entity:
         html_part = _html_entity(html, cpid)
         if related:
             html_part = _multipart("related", [html_part, *related])
+    body: list[_Entity] = []
     if plain is not None and html_part is not None:
-        body = _multipart("alternative", [_text_entity(plain, cpid), html_part])
+        body = [_multipart("alternative", [_text_entity(plain, cpid), html_part])]
     elif html_part is not None:
-        body = html_part
-    else:
-        body = _text_entity(plain or "", cpid)
+        body = [html_part]
+    elif plain is not None or not mixed:  # no body and no attachments: an empty text
+        body = [_text_entity(plain or "", cpid)]
     if mixed:
-        return _multipart("mixed", [body, *mixed])
-    return body
+        return _multipart("mixed", [*body, *mixed])
+    return body[0]

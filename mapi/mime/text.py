@@ -159,8 +159,7 @@ def fix_8bit(raw: str) -> str:
     decoded as UTF-8, else windows-1252."""
     if not _SURROGATES.search(raw):
         return raw
-    data = raw.encode("utf-8", "surrogateescape")
-    return decode_bytes(data, "utf-8")
+    return decode_bytes(raw.encode("utf-8", "surrogateescape"), None)
 
 
 def _decode_word(charset: str, encoding: str, payload: str) -> str | None:
