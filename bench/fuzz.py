@@ -37,6 +37,9 @@ server_auth     ``ServerConnection.receive_data`` with security:     RemoteProto
 http_auth       ``tunnel.http_auth``: ``parse_credentials``,          none (never raises)
                 user-name forms, ``ConnectionAuth.step`` over a
                 Basic/NTLM/Negotiate conversation
+mime            ``mapi.mime.mime_to_mapi`` on mutated mail (the      MimeLimitExceeded
+                MIME test corpus), then ``mapi_to_mime`` and a
+                second read of what it wrote
 ==============  ==================================================  ===========================
 
 Prints one line per target (inputs, seconds, failures) and the distinct failures (type,
@@ -1109,6 +1112,39 @@ def target_http_auth() -> Target:
     return Target("http_auth", seeds, run, (), mutate)
 
 
+def target_mime() -> Target:
+    """MIME to MAPI (``mapi.mime``): any bytes convert or fail with MimeLimitExceeded;
+    what converted renders to MIME, which reads back and renders the same bytes once
+    normalised. Seeds: the test corpus of real-world-shaped messages."""
+    sys.path.insert(0, str(ROOT / "tests" / "mapi"))
+    from mime_corpus import corpus
+
+    from mapi.mime import MimeLimitExceeded, mapi_to_mime, mime_to_mapi
+    from mapi.model.limits import Limits
+
+    limits = Limits(max_mime_parts=200, max_mime_depth=16)
+    seeds = list(corpus().values())
+
+    def mutate(rng: random.Random, pool: list[Any]) -> bytes:
+        data = mutate_bytes(rng, pool)
+        if rng.random() < 0.2:  # lines from another message: boundaries, headers
+            other = rng.choice(pool).split(b"\n")
+            lines = data.split(b"\n")
+            i = rng.randrange(len(lines) + 1)
+            j = rng.randrange(len(other))
+            lines[i:i] = other[j : j + rng.randrange(1, 8)]
+            data = b"\n".join(lines)
+        return data
+
+    def run(data: bytes) -> None:
+        converted = mime_to_mapi(data, limits=limits)
+        rendered = mapi_to_mime(converted, bcc=True)
+        again = mapi_to_mime(mime_to_mapi(rendered, limits=limits), bcc=True)
+        assert mapi_to_mime(mime_to_mapi(again, limits=limits), bcc=True) == again
+
+    return Target("mime", seeds, run, (MimeLimitExceeded,), mutate)
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -1209,6 +1245,7 @@ def main() -> None:
             target_sec_trailer(),
             target_server_auth(),
             target_http_auth(),
+            target_mime(),
         ]
         only = {name for name in args.only.split(",") if name}
         rng = random.Random(args.seed)
