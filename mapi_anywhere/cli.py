@@ -37,19 +37,29 @@ A MAPI-style object server with a DCE/RPC endpoint mapper and an HTTPS tunnel.
   mapi-anywhere lookup 127.0.0.1 -p 1135   list what an endpoint mapper has registered
   mapi-anywhere adduser alice         create a user (asks for the password)
   mapi-anywhere passwd alice          change a password (ends alice's sessions)
+  mapi-anywhere usermod alice --title Engineer --department R&D
+                                      change alice's address-book details
   mapi-anywhere deluser alice         delete a user and its mailbox
   mapi-anywhere users                 list users
   mapi-anywhere sessions              list the running server's sessions
   mapi-anywhere sessions --end HANDLE end one of them
   mapi-anywhere quota alice --set 2G  give alice's mailbox a limit of its own
 
-passwd, deluser, quota and sessions go through the running server's control socket
-(<data_dir>/control.sock) when it runs; passwd, deluser and quota work on the files
-otherwise.
+passwd, deluser, usermod, quota and sessions go through the running server's control
+socket (<data_dir>/control.sock) when it runs; passwd, deluser, usermod and quota work
+on the files otherwise.
 """
 
 #: Commands that need an existing data directory (they never create a store).
-_EXISTING_DATA_DIR = ("users", "passwd", "deluser", "sessions", "quota")
+_EXISTING_DATA_DIR = ("users", "passwd", "deluser", "sessions", "quota", "usermod")
+#: The address-book details adduser and usermod set: option -> directory field.
+_DETAIL_OPTIONS = {
+    "title": "the job title",
+    "department": "the department",
+    "office": "the office location",
+    "phone": "the business telephone number",
+    "company": "the company name",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -106,11 +116,12 @@ def _parser() -> argparse.ArgumentParser:
         ("users", "list the users"),
         ("sessions", "list the running server's sessions, or end some"),
         ("quota", "show a user's mailbox size and limit, or give it a limit of its own"),
+        ("usermod", "change a user's address-book details (an empty value clears one)"),
     ):
         cmd = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ".")
         cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
         cmd.add_argument("--data-dir", help="data directory (overrides [server] data_dir)")
-        if name in ("adduser", "passwd", "deluser", "quota"):
+        if name in ("adduser", "passwd", "deluser", "quota", "usermod"):
             cmd.add_argument("username")
         if name == "quota":
             cmd.add_argument(
@@ -126,9 +137,27 @@ def _parser() -> argparse.ArgumentParser:
                 action="store_true",
                 help="read the password from the first line of standard input (for scripts)",
             )
-        if name == "adduser":
+        if name in ("adduser", "usermod"):
             cmd.add_argument("--display-name", help="the user's display name")
             cmd.add_argument("--email", help="the user's e-mail address")
+            for option, what in _DETAIL_OPTIONS.items():
+                cmd.add_argument(f"--{option}", help=f"{what} (shown in the address book)")
+            hide = cmd.add_mutually_exclusive_group()
+            hide.add_argument(
+                "--hidden",
+                dest="hidden",
+                action="store_const",
+                const=True,
+                help="hide the user from the address book (the GAL and name resolution)",
+            )
+            if name == "usermod":
+                hide.add_argument(
+                    "--visible",
+                    dest="hidden",
+                    action="store_const",
+                    const=False,
+                    help="show the user in the address book again",
+                )
         if name == "sessions":
             group = cmd.add_mutually_exclusive_group()
             group.add_argument("--end", metavar="HANDLE", help="end the session HANDLE")
@@ -401,6 +430,53 @@ def _through_server(args: argparse.Namespace, data_dir: Path, password: str | No
     return True
 
 
+def _detail_changes(args: argparse.Namespace) -> dict[str, object]:
+    """The details given on the command line (adduser, usermod)."""
+    changes: dict[str, object] = {
+        key: value
+        for key in ("display_name", "email", *_DETAIL_OPTIONS)
+        if (value := getattr(args, key, None)) is not None
+    }
+    if getattr(args, "hidden", None) is not None:
+        changes["hidden"] = args.hidden
+    return changes
+
+
+def _usermod(args: argparse.Namespace, data_dir: Path) -> int:
+    """usermod USER --title ...: through the running server, else on the files."""
+    import json
+
+    from mapi.model.errors import MapiError
+    from mapi.store import ObjectStore
+    from mapi_anywhere import control
+
+    changes = _detail_changes(args)
+    if not changes:
+        return _fail("usermod: nothing to change (see mapi-anywhere usermod --help)", 2)
+    try:
+        control.call(data_dir, "update_user", user=args.username, changes=json.dumps(changes))
+        print(f"changed {args.username}")
+        return 0
+    except control.NotRunning:
+        pass
+    except (control.ControlError, control.ControlProtocolError) as exc:
+        return _fail(f"usermod: {exc}")
+    except OSError as exc:
+        return _fail(f"usermod: cannot reach the running server: {exc}")
+    try:
+        store = ObjectStore(data_dir)
+    except Exception as exc:
+        return _fail(f"usermod: cannot open the store in {data_dir}: {exc}")
+    try:
+        store.directory.update_user(args.username, **changes)
+    except (MapiError, ValueError) as exc:
+        return _fail(f"usermod: {exc}")
+    finally:
+        store.close()
+    print(f"changed {args.username}")
+    return 0
+
+
 def _tell_server(data_dir: Path) -> None:
     """A running server reloads the credentials it keeps in memory (the NT hashes NTLM
     needs) at once; without one, nothing to do."""
@@ -434,6 +510,8 @@ def _accounts(args: argparse.Namespace) -> int:
         return _quota(args, config)
     if args.command != "adduser" and not (data_dir / "directory.sqlite3").is_file():
         return _fail(f"{args.command}: {data_dir} holds no store (no directory.sqlite3)")
+    if args.command == "usermod":
+        return _usermod(args, data_dir)
     try:
         password = _read_password(args) if args.command in ("adduser", "passwd") else None
         if args.command in ("passwd", "deluser") and _through_server(args, data_dir, password):
@@ -456,9 +534,13 @@ def _accounts(args: argparse.Namespace) -> int:
             print(f"deleted {args.username} and its mailbox")
         elif args.command == "adduser":
             assert password is not None
-            store.add_user(
-                args.username, password, display_name=args.display_name, email=args.email
-            )
+            details = _detail_changes(args)
+            details.pop("display_name", None)
+            details.pop("email", None)
+            store.directory.add_user(
+                args.username, password, display_name=args.display_name, email=args.email,
+                **details,
+            )  # fmt: skip
             print(f"created {args.username}")
             _tell_server(data_dir)
         else:
@@ -476,7 +558,9 @@ def _accounts(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in ("adduser", "passwd", "deluser", "users", "sessions", "quota"):
+        if args.command in (
+            "adduser", "passwd", "deluser", "users", "sessions", "quota", "usermod"
+        ):  # fmt: skip
             return _accounts(args)
         if args.command == "config":
             sys.stdout.write(DEFAULT_CONFIG_TOML)

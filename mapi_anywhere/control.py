@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 ``serve`` listens on a Unix-domain socket in its data directory (``control.sock``,
 mode 0600 inside the 0700 data directory, and each connecting process must belong to
-the server's OS user or root: ``SO_PEERCRED``). ``mapi-anywhere deluser``, ``passwd``
-and ``sessions`` connect to it when it is there, so the running server ends the
+the server's OS user or root: ``SO_PEERCRED``). ``mapi-anywhere deluser``, ``passwd``,
+``usermod`` and ``sessions`` connect to it when it is there, so the running server ends the
 user's sessions, closes the mailbox and forgets cached credentials itself; when
 nobody listens they work on the files directly.
 
@@ -62,6 +62,8 @@ OPERATIONS: Final[dict[str, tuple[str, ...]]] = {
     "quota": ("user", "limit"),
     # The directory changed on disk (adduser on the files): reload what is cached.
     "credentials_changed": (),
+    # changes: a JSON object of address-book details (usermod).
+    "update_user": ("user", "changes"),
 }
 #: The longest path a ``sockaddr_un`` holds (108 bytes with the final NUL).
 MAX_SOCKET_PATH: Final = 107
@@ -264,6 +266,8 @@ class Admin(Protocol):
 
     async def credentials_changed(self) -> None: ...
 
+    async def update_user(self, user: str, changes: str) -> dict[str, Any]: ...
+
 
 class ServerError(Exception):
     """Raised by an :class:`Admin` method: its text is the error sent to the client."""
@@ -295,6 +299,8 @@ async def _dispatch(admin: Admin, request: Request) -> Any:
         return await admin.quota(a["user"], a["limit"])
     if request.op == "credentials_changed":
         return await admin.credentials_changed()
+    if request.op == "update_user":
+        return await admin.update_user(a["user"], a["changes"])
     return await admin.set_password(a["user"], a["password"])
 
 

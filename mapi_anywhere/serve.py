@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import json
 import logging
 import logging.handlers
 import os
@@ -34,6 +35,9 @@ from dcerpc.ntlm import ServerNames
 from dcerpc.server import RpcServer
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
 from mapi.access.throttle import LogonThrottle
+from mapi.addressbook.gal import DEFAULT_ORGANIZATION, Gal, build_gal
+from mapi.addressbook.nspi import server_guid_of
+from mapi.addressbook.service import AddressBookService
 from mapi.model import errors as mapi_errors
 from mapi.model.limits import DEFAULT_LIMITS, Limits
 from mapi.rpc.service import ServiceLimits, StoreService
@@ -74,6 +78,9 @@ class RunningServer:
     control_socket: Path | None = None
     #: The tunnel's credential checker (and cache).
     authenticator: DirectoryAuthenticator | None = None
+    #: The address book (NSPI and referral) and the keeper of its GAL snapshot.
+    addressbook: AddressBookService | None = None
+    gal: GalKeeper | None = None
 
 
 class StartupError(Exception):
@@ -218,14 +225,88 @@ def forget_demo_password(data_dir: Path, username: str) -> None:
         log.info("removed %s: the password of %s changed or the user was deleted", saved, username)
 
 
+# -- the address book's snapshot --------------------------------------------------------------
+
+
+class GalKeeper:
+    """Keeps the address book's GAL snapshot current: built at the start, rebuilt in a
+    worker thread when the directory changed (a change through this server wakes it at
+    once; one made by another process is seen within :attr:`interval` seconds)."""
+
+    interval = 5.0
+
+    def __init__(self, store: ObjectStore, organization: str = DEFAULT_ORGANIZATION) -> None:
+        self.store = store
+        self.organization = organization
+        self.server_guid = server_guid_of(store.directory.server_secret)
+        self._mids: dict[str, int] = {}
+        self._seen: tuple[int, int] | None = None
+        self._version = 0
+        self._wake = trio.Event()
+        self.current: Gal = self._build()[0]
+
+    def _build(self) -> tuple[Gal, tuple[int, int]]:
+        seen = self.store.directory.version()
+        self._version += 1
+        gal, self._mids = build_gal(
+            self.store.directory.list_users(),
+            organization=self.organization,
+            server_guid=self.server_guid,
+            previous=self._mids,
+            version=self._version,
+        )
+        return gal, seen
+
+    def _refresh_sync(self) -> bool:
+        if self.store.directory.version() == self._seen:
+            return False
+        self.current, self._seen = self._build()
+        return True
+
+    def changed(self, *_: object) -> None:
+        """The directory changed through this process: rebuild soon (event loop only)."""
+        self._wake.set()
+
+    async def refresh(self) -> bool:
+        """Rebuild if the directory changed; True when it did."""
+        return await trio.to_thread.run_sync(self._refresh_sync)
+
+    async def run(self) -> None:
+        while True:
+            with trio.move_on_after(self.interval):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            try:
+                if await self.refresh():
+                    log.info("address book: %d entries", len(self.current))
+            except Exception:
+                log.exception("address book: rebuilding the GAL failed")
+
+
 # -- the control channel's operations --------------------------------------------------------
 
 
 class _Admin:
     """What admin commands do in the running server (:mod:`mapi_anywhere.control`)."""
 
-    def __init__(self, service: StoreService) -> None:
+    def __init__(self, service: StoreService, gal: GalKeeper | None = None) -> None:
         self.service = service
+        self.gal = gal
+
+    async def update_user(self, user: str, changes: str) -> dict[str, Any]:
+        """usermod: ``changes`` is a JSON object of details (see Directory.update_user)."""
+        try:
+            fields = json.loads(changes)
+            if not isinstance(fields, dict):
+                raise ValueError("changes must be a JSON object")
+            record = await trio.to_thread.run_sync(
+                functools.partial(self.service.store.directory.update_user, user, **fields)
+            )
+        except (mapi_errors.MapiError, ValueError, TypeError) as exc:
+            raise ServerError(str(exc)) from None
+        if self.gal is not None:
+            await self.gal.refresh()
+        return {"username": record.username}
 
     async def sessions(self) -> list[dict[str, Any]]:
         return [
@@ -333,10 +414,17 @@ async def run_server(
     )
     store_service.on_credentials_changed(authenticator.invalidate)
     store_service.on_credentials_changed(functools.partial(forget_demo_password, data_dir))
+    gal = await trio.to_thread.run_sync(GalKeeper, store)
+    store_service.on_credentials_changed(gal.changed)
+    addressbook = AddressBookService(
+        lambda: gal.current,
+        server_fqdn=server_names().dns_computer,
+        min_auth_level=auth_level(config.rpc_auth.min_auth_level),
+    )
     try:
         async with trio.open_nursery() as nursery:
             try:
-                control = await nursery.start(serve_control, data_dir, _Admin(store_service))
+                control = await nursery.start(serve_control, data_dir, _Admin(store_service, gal))
             except AlreadyRunning as exc:
                 raise StartupError(
                     f"another mapi-anywhere serve is running on data directory {data_dir} "
@@ -353,10 +441,16 @@ async def run_server(
                     log.info("the password of user %s is in %s", DEMO_USER, saved)
             all_services = [
                 ServiceSpec("store", [store_service.interface()], "mapi-anywhere object store"),
+                ServiceSpec(
+                    "addressbook",
+                    [addressbook.interface(), addressbook.referral_interface()],
+                    "mapi-anywhere address book",
+                ),
                 *services,
             ]
+            nursery.start_soon(gal.run)
             await _run(config, store, all_services, authenticator, task_status, control,
-                       store_service)  # fmt: skip
+                       store_service, (addressbook, gal))  # fmt: skip
     finally:
         with trio.CancelScope(shield=True):
             await store_service.close()
@@ -371,6 +465,7 @@ async def _run(
     task_status: trio.TaskStatus[RunningServer],
     control: Path | None,
     store_service: StoreService,
+    addressbook: tuple[AddressBookService, GalKeeper],
 ) -> None:
     host = config.server.host
     database = EndpointDatabase()
@@ -400,6 +495,8 @@ async def _run(
             store_service=store_service,
             control_socket=control,
             authenticator=authenticator,
+            addressbook=addressbook[0],
+            gal=addressbook[1],
         )
         # The tunnel reaches these in memory rather than over loopback TCP.
         local_services: dict[int, RpcServer] = {running.epm_port: epm}

@@ -11,8 +11,12 @@ scrypt salt and parameters, the verifier key K of :mod:`mapi.access.logon`
 (password-equivalent: never exported), the NT hash NTLM needs (MD4 of the password,
 password-equivalent as well, and weaker: never exported, never logged; NULL for
 accounts whose password predates NTLM, filled at the next password change or at the
-next tunnel Basic logon, :meth:`Directory.fill_nt_hash`), the mailbox file name and a
-disabled flag; and the server secret used for decoy salts.
+next tunnel Basic logon, :meth:`Directory.fill_nt_hash`), the mailbox file name, a
+disabled flag, the address-book details (title, department, office, phone, company:
+None when not set; :meth:`Directory.update_user` changes them) and a hidden-from-the-
+address-book flag; and the server secret used for decoy salts. The address book
+(:mod:`mapi.addressbook`) reads every account through :meth:`Directory.list_users` and
+asks :meth:`Directory.version` whether to read again.
 
 NT hashes are also kept in memory (:meth:`Directory.cached_nt_hash`): the DCE/RPC
 runtime asks for one on the event loop while it handles a bind, where SQLite must
@@ -42,7 +46,7 @@ from dcerpc.ntlm_crypto import nt_hash
 from mapi.access.logon import SALT_BYTES, KdfParams, derive_key, normalise_password
 from mapi.model import errors
 from mapi.storage.api import Txn
-from mapi.storage.directory import SqliteDirectory, StoredVerifier, UserRecord
+from mapi.storage.directory import DETAIL_COLUMNS, SqliteDirectory, StoredVerifier, UserRecord
 
 USERNAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -90,6 +94,28 @@ def _text(value: object, what: str, limit: int = 256) -> str:
     return value
 
 
+#: The details :meth:`Directory.update_user` changes besides ``hidden``.
+DETAILS: Final = ("display_name", "email", *DETAIL_COLUMNS)
+
+
+def _details(changes: dict[str, object]) -> dict[str, object]:
+    """Checked details: text fields (an empty optional one is cleared: None), ``hidden``."""
+    out: dict[str, object] = {}
+    for key, value in changes.items():
+        if key == "hidden":
+            if not isinstance(value, bool):
+                raise errors.InvalidParameter("hidden must be a bool")
+            out[key] = value
+        elif key in DETAILS:
+            text = _text(value, key.replace("_", " ")).strip()
+            if key == "display_name" and not text:
+                raise errors.InvalidParameter("the display name cannot be empty")
+            out[key] = text if text or key in ("display_name", "email") else None
+        else:
+            raise errors.InvalidParameter(f"not a user detail: {key!r}")
+    return out
+
+
 class Directory:
     """The user directory database."""
 
@@ -106,6 +132,13 @@ class Directory:
             #: changed in place, so the event loop reads it without the lock.
             self._nt_hashes: dict[str, bytes | None] = self._rows.nt_hashes(self._conn)
             self._data_version = self._rows.data_version(self._conn)
+            self._changes = 0
+
+    def version(self) -> tuple[int, int]:
+        """Changes so far: the file's data version (commits by other processes) and this
+        object's own count of changes; equal pairs mean nothing changed. Blocks."""
+        with self._lock:
+            return self._rows.data_version(self._conn), self._changes
 
     def refresh_nt_hashes(self) -> bool:
         """Reload the in-memory NT hashes if another process changed the file (an
@@ -121,6 +154,7 @@ class Directory:
 
     def _reload_nt_hashes(self) -> None:
         """Called under the lock after a change of accounts or credentials."""
+        self._changes += 1
         self._nt_hashes = self._rows.nt_hashes(self._conn)
 
     def cached_nt_hash(self, username: str) -> tuple[bool, bytes | None]:
@@ -167,8 +201,10 @@ class Directory:
         *,
         display_name: str | None = None,
         email: str | None = None,
+        **details: object,
     ) -> UserRecord:
-        """Create an account.
+        """Create an account; ``details``: ``title``, ``department``, ``office``,
+        ``phone``, ``company`` (text) and ``hidden`` (bool), as :meth:`update_user`.
 
         Raises:
             InvalidParameter: bad name, password or fields. Collision: name taken.
@@ -176,11 +212,15 @@ class Directory:
         name = normalise_username(username)
         display = _text(display_name if display_name is not None else name, "display name")
         mail = _text(email if email is not None else "", "email")
+        extra = _details({k: v for k, v in details.items() if v is not None})
+        if set(extra) & {"display_name", "email"}:
+            raise errors.InvalidParameter("display_name and email are arguments of their own")
         verifier = self._new_verifier(password)
         user_id = uuid.uuid4().hex
         user = UserRecord(
-            user_id, name, display, mail, f"{user_id}.sqlite3", self._clock(), disabled=False
-        )
+            user_id, name, display, mail, f"{user_id}.sqlite3", self._clock(), disabled=False,
+            **extra,  # type: ignore[arg-type]
+        )  # fmt: skip
         with self._lock:
             if not self._rows.add_user(self._conn, user, verifier.stored(), _nt_hash_of(password)):
                 raise errors.Collision(f"user {name!r} exists")
@@ -201,6 +241,22 @@ class Directory:
             ):
                 raise errors.NotFound(f"no user {name!r}")
             self._reload_nt_hashes()
+
+    def update_user(self, username: str, **changes: object) -> UserRecord:
+        """Change the address-book details of a user: ``display_name``, ``email``,
+        ``title``, ``department``, ``office``, ``phone``, ``company`` (text; an empty
+        optional one is cleared) and ``hidden`` (bool). Returns the new record.
+
+        Raises:
+            NotFound: no such user. InvalidParameter: a bad name or value.
+        """
+        name = normalise_username(username)
+        checked = _details(changes)
+        with self._lock:
+            if not self._rows.set_details(self._conn, name, checked):
+                raise errors.NotFound(f"no user {name!r}")
+            self._changes += 1
+        return self.get_user(name)
 
     def set_disabled(self, username: str, disabled: bool) -> None:
         """Disable or enable logons of a user."""
@@ -271,4 +327,4 @@ class Directory:
             self._rows.close(self._conn)
 
 
-__all__ = ["USERNAME_RE", "Directory", "UserRecord", "Verifier", "normalise_username"]
+__all__ = ["DETAILS", "USERNAME_RE", "Directory", "UserRecord", "Verifier", "normalise_username"]

@@ -15,7 +15,10 @@ password-equivalent and never exported; the mailbox file name, unique; the creat
 time; a disabled flag; the NT hash of the password, MD4 of its UTF-16LE form, which
 NTLM needs and which is password-equivalent too, NULL for accounts whose password was
 set before it was kept: :meth:`SqliteDirectory.open` adds the column to an older file
-in place) and ``secrets`` (the server secret used for decoy salts).
+in place; the address-book details ``title``, ``department``, ``office``, ``phone``,
+``company``, NULL when not set, and ``hidden`` (1: hidden from the address book), also
+added in place to an older file) and ``secrets`` (the server secret used for decoy
+salts).
 """
 
 from __future__ import annotations
@@ -42,11 +45,29 @@ CREATE TABLE IF NOT EXISTS users (
     mailbox      TEXT NOT NULL UNIQUE,
     created      INTEGER NOT NULL,
     disabled     INTEGER NOT NULL DEFAULT 0,
-    nt_hash      BLOB
+    nt_hash      BLOB,
+    title        TEXT,
+    department   TEXT,
+    office       TEXT,
+    phone        TEXT,
+    company      TEXT,
+    hidden       INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
 """
-_SELECT: Final = "user_id, username, display_name, email, mailbox, created, disabled"
+#: The address-book details (nullable text), in the order of :class:`UserRecord`.
+DETAIL_COLUMNS: Final = ("title", "department", "office", "phone", "company")
+#: Columns added after the first release, each with its definition (added in place).
+_LATER_COLUMNS: Final = (
+    ("nt_hash", "BLOB"),
+    *((name, "TEXT") for name in DETAIL_COLUMNS),
+    ("hidden", "INTEGER NOT NULL DEFAULT 0"),
+)
+_SELECT: Final = (
+    "user_id, username, display_name, email, mailbox, created, disabled, "
+    + ", ".join(DETAIL_COLUMNS)
+    + ", hidden"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +81,13 @@ class UserRecord:
     mailbox: str
     created: int
     disabled: bool
+    title: str | None = None
+    department: str | None = None
+    office: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    #: Hidden from the address book (the GAL and its searches leave it out).
+    hidden: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +105,12 @@ class StoredVerifier:
 def _record(row: tuple[object, ...] | None) -> UserRecord | None:
     if row is None:
         return None
-    uid, username, display, email, mailbox, created, disabled = row
+    uid, username, display, email, mailbox, created, disabled = row[:7]
+    title, department, office, phone, company = (None if v is None else str(v) for v in row[7:12])
     return UserRecord(
         str(uid), str(username), str(display), str(email), str(mailbox),
         int(created), bool(disabled),  # type: ignore[call-overload]
+        title, department, office, phone, company, bool(row[12]),
     )  # fmt: skip
 
 
@@ -95,8 +125,9 @@ class SqliteDirectory:
         conn = connect(path)
         conn.executescript(DDL)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(users)")}
-        if "nt_hash" not in columns:  # a directory made before NTLM: upgraded in place
-            conn.execute("ALTER TABLE users ADD COLUMN nt_hash BLOB")
+        for name, definition in _LATER_COLUMNS:  # an older directory: upgraded in place
+            if name not in columns:
+                conn.execute(f"ALTER TABLE users ADD COLUMN {name} {definition}")
         conn.execute(
             "INSERT OR IGNORE INTO secrets(name, value) VALUES ('server_secret', ?)",
             (os.urandom(32),),
@@ -121,11 +152,13 @@ class SqliteDirectory:
         try:
             conn.execute(
                 "INSERT INTO users(user_id, username, display_name, email, salt, kdf_n,"
-                " kdf_r, kdf_p, verifier, mailbox, created, nt_hash)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " kdf_r, kdf_p, verifier, mailbox, created, nt_hash, title, department,"
+                " office, phone, company, hidden)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (user.user_id, user.username, user.display_name, user.email, verifier.salt,
                  verifier.n, verifier.r, verifier.p, verifier.key, user.mailbox,
-                 user.created, nt_hash),
+                 user.created, nt_hash, user.title, user.department, user.office,
+                 user.phone, user.company, int(user.hidden)),
             )  # fmt: skip
         except sqlite3.IntegrityError:
             return False
@@ -162,6 +195,29 @@ class SqliteDirectory:
         """The NT hash of every enabled login name (None: not kept yet)."""
         rows = conn.execute("SELECT username, nt_hash FROM users WHERE disabled = 0")
         return {str(name): (bytes(nt) if nt is not None else None) for name, nt in rows}
+
+    def set_details(
+        self, conn: sqlite3.Connection, username: str, changes: dict[str, object]
+    ) -> bool:
+        """Set some of ``display_name``, ``email``, the :data:`DETAIL_COLUMNS` (None:
+        cleared) and ``hidden`` of login name ``username``; False: no such user.
+
+        Raises:
+            ValueError: a key that is not one of those columns.
+        """
+        allowed = {"display_name", "email", "hidden", *DETAIL_COLUMNS}
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValueError(f"not a user detail: {sorted(unknown)}")
+        if not changes:
+            return self.user_by_name(conn, username) is not None
+        names = sorted(changes)  # only names from the allowed set reach the statement
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        values = [int(bool(changes[n])) if n == "hidden" else changes[n] for n in names]
+        cur = conn.execute(
+            f"UPDATE users SET {assignments} WHERE username = ?", (*values, username)
+        )
+        return cur.rowcount == 1
 
     def set_disabled(self, conn: sqlite3.Connection, username: str, disabled: bool) -> bool:
         """Disable or enable login name ``username``; False: no such user."""
