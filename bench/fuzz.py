@@ -37,7 +37,7 @@ server_auth     ``ServerConnection.receive_data`` with security:     RemoteProto
 http_auth       ``tunnel.http_auth``: ``parse_credentials``,          none (never raises)
                 user-name forms, ``ConnectionAuth.step`` over a
                 Basic/NTLM/Negotiate conversation
-mime            ``mapi.mime.mime_to_mapi`` on mutated mail (the      MimeLimitExceeded
+mime            ``internet_mail.mime.mime_to_mapi`` on mutated mail (the      MimeLimitExceeded
                 MIME test corpus), then ``mapi_to_mime`` and a
                 second read of what it wrote
 ==============  ==================================================  ===========================
@@ -1113,13 +1113,14 @@ def target_http_auth() -> Target:
 
 
 def target_mime() -> Target:
-    """MIME to MAPI (``mapi.mime``): any bytes convert or fail with MimeLimitExceeded;
+    """MIME to MAPI (``internet_mail.mime``): any bytes convert or fail with
+    MimeLimitExceeded;
     what converted renders to MIME, which reads back and renders the same bytes once
     normalised. Seeds: the test corpus of real-world-shaped messages."""
-    sys.path.insert(0, str(ROOT / "tests" / "mapi"))
+    sys.path.insert(0, str(ROOT / "tests" / "internet_mail"))
     from mime_corpus import corpus
 
-    from mapi.mime import MimeLimitExceeded, mapi_to_mime, mime_to_mapi
+    from internet_mail.mime import MimeLimitExceeded, mapi_to_mime, mime_to_mapi
     from mapi.model.limits import Limits
 
     limits = Limits(max_mime_parts=200, max_mime_depth=16)

@@ -1,4 +1,4 @@
-"""MIME <-> MAPI conversion speed (mapi.mime): a large message with attachments, each way.
+"""MIME <-> MAPI conversion speed (internet_mail.mime): a large message with attachments, each way.
 
 The message: a plain and an HTML body, an inline image and attachments, about ``--mb``
 megabytes of attachment data in all (deterministic pseudo-random bytes, so base 64 has
@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mapi.mime import (  # noqa: E402
+from internet_mail.mime import (  # noqa: E402
     ATT_MHTML_REF,
     ConvertedAttachment,
     ConvertedMessage,

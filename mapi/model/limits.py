@@ -82,7 +82,7 @@ class Limits:
     #: past it fails with MAPI_E_TOO_BIG. 0: no limit.
     max_message_bytes: int = 0
     #: Deepest nesting of MIME entities (multiparts and message/* parts) that
-    #: :mod:`mapi.mime` converts; the top-level message is depth 0. Deeper input is
+    #: :mod:`internet_mail.mime` converts; the top-level message is depth 0. Deeper input is
     #: refused with ``MimeLimitExceeded`` (MAPI_E_TOO_COMPLEX).
     max_mime_depth: int = 32
     #: Most MIME entities (the message itself, every part and embedded message) in one

@@ -326,7 +326,7 @@ PR_MEMBER_NAME_W: Final = 0x6672001F
 PR_MEMBER_RIGHTS: Final = 0x66730003
 PR_LOCAL_COMMIT_TIME: Final = 0x67090040
 #: Ours, not [MS-OXPROPS]: the MIME bytes of a message exactly as they arrived
-#: (:mod:`mapi.mime`), kept so reading the message back as MIME gives those bytes. An id
+#: (:mod:`internet_mail.mime`), kept so reading the message back as MIME gives those bytes. An id
 #: in 0x6600..0x67FF, the range MAPI leaves to the store provider for non-transmittable
 #: properties: the original MIME is the receiving store's record, never sent on.
 PR_MIME_ORIGINAL: Final = 0x67F00102

@@ -6,7 +6,7 @@
 limits are in ``docs/mime.md``.
 """
 
-from mapi.mime.message import (
+from internet_mail.mime.message import (
     ATT_INVISIBLE_IN_HTML,
     ATT_INVISIBLE_IN_RTF,
     ATT_MHTML_REF,
@@ -14,8 +14,8 @@ from mapi.mime.message import (
     ConvertedMessage,
     MimeLimitExceeded,
 )
-from mapi.mime.parse import mime_to_mapi
-from mapi.mime.render import mapi_to_mime
+from internet_mail.mime.parse import mime_to_mapi
+from internet_mail.mime.render import mapi_to_mime
 
 __all__ = [
     "ATT_INVISIBLE_IN_HTML",

@@ -1,5 +1,5 @@
 """A corpus of Internet messages shaped like real mail, written for these tests, with the
-MAPI properties :func:`mapi.mime.mime_to_mapi` must give for each.
+MAPI properties :func:`internet_mail.mime.mime_to_mapi` must give for each.
 
 Each entry: ``name -> (raw bytes, expected)``. ``expected`` maps a property's canonical
 name (``PR_SUBJECT_W``) to its value; ``None`` means "absent". Special keys:

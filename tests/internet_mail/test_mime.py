@@ -1,4 +1,4 @@
-"""MIME <-> MAPI conversion (mapi.mime): the corpus's expected properties, store-ready
+"""MIME <-> MAPI conversion (internet_mail.mime): the corpus's expected properties, store-ready
 values, stable rendering, round trips, an independent reader, limits, and hypothesis."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mime_corpus import EXPECTED, PDF, PNG, corpus
 
-from mapi.mime import (
+from internet_mail.mime import (
     ATT_MHTML_REF,
     ConvertedAttachment,
     ConvertedMessage,
@@ -20,7 +20,7 @@ from mapi.mime import (
     mapi_to_mime,
     mime_to_mapi,
 )
-from mapi.mime.addresses import parse_flat_entry_list, parse_one_off
+from internet_mail.mime.addresses import parse_flat_entry_list, parse_one_off
 from mapi.model import proptags as pt
 from mapi.model.limits import Limits
 from mapi.model.properties import PropData, validate

@@ -15,8 +15,8 @@ Theory of operation
    ``max_mime_depth`` by construction (the default, 32, is far below it).
 3. *Convert*, following [MS-OXCMAIL] 2.2.3 (headers) and 2.2.3.x / 2.1.3 (bodies and
    attachments). Header values are read raw (``raw_items``) and decoded by
-   :mod:`mapi.mime.text` and :mod:`mapi.mime.addresses`, never by the policy's header
-   registry, so a broken header costs its own value only. The body is the first text
+   :mod:`internet_mail.mime.text` and :mod:`internet_mail.mime.addresses`, never by the
+   policy's header registry, so a broken header costs its own value only. The body is the first text
    part that is not an attachment: ``text/plain`` gives ``PR_BODY``, ``text/html``
    gives ``PR_HTML``, and a ``multipart/alternative`` gives both (its last part of each
    kind, the richest by RFC 2046 5.1.4); the root of a ``multipart/related`` is read the
@@ -51,13 +51,13 @@ from email.policy import Policy, compat32, default
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
-from mapi.mime.addresses import (
+from internet_mail.mime.addresses import (
     flat_entry_list,
     group_props,
     one_off_entry_id,
     parse_addresses,
 )
-from mapi.mime.message import (
+from internet_mail.mime.message import (
     ATT_MHTML_REF,
     PRIO_NONURGENT,
     PRIO_NORMAL,
@@ -69,7 +69,7 @@ from mapi.mime.message import (
     ConvertedMessage,
     MimeLimitExceeded,
 )
-from mapi.mime.text import (
+from internet_mail.mime.text import (
     CPID_CHARSETS,
     clean,
     cpid_of,

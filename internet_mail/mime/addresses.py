@@ -26,7 +26,7 @@ import struct
 from email.utils import getaddresses
 from typing import Final
 
-from mapi.mime.text import clean, decode_words, encode_words, fix_8bit, one_line, unfold
+from internet_mail.mime.text import clean, decode_words, encode_words, fix_8bit, one_line, unfold
 from mapi.model import proptags as pt
 from mapi.model.properties import PropData
 

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The renderer writes bytes itself (CRLF line ends, headers folded at 78 columns by
-:mod:`mapi.mime.text`), bottom-up: each entity is a list of folded header fields and a
+:mod:`internet_mail.mime.text`), bottom-up: each entity is a list of folded header fields and a
 body; a multipart's boundary is ``=_`` and 32 hex digits of the SHA-256 of its
 children's bytes (rehashed in the unheard-of case that a child contains it). Dates
 come from the properties, never from a clock, and nothing is random, so the same
@@ -36,8 +36,13 @@ import re
 from collections.abc import Iterable
 from email.utils import format_datetime
 
-from mapi.mime.addresses import address_units, group_person, parse_flat_entry_list, parse_one_off
-from mapi.mime.message import (
+from internet_mail.mime.addresses import (
+    address_units,
+    group_person,
+    parse_flat_entry_list,
+    parse_one_off,
+)
+from internet_mail.mime.message import (
     ATT_MHTML_REF,
     PRIO_NONURGENT,
     PRIO_NORMAL,
@@ -48,7 +53,14 @@ from mapi.mime.message import (
     ConvertedAttachment,
     ConvertedMessage,
 )
-from mapi.mime.text import charset_of, fold, one_line, param, params_words, unstructured_words
+from internet_mail.mime.text import (
+    charset_of,
+    fold,
+    one_line,
+    param,
+    params_words,
+    unstructured_words,
+)
 from mapi.model import proptags as pt
 from mapi.model.properties import PropData, datetime_from_filetime
 
