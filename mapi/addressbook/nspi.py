@@ -66,6 +66,9 @@ from mapi.addressbook.gal import ENTRY_TAGS, Container, Gal, GalEntry, fold
 
 #: Most rows one NspiQueryRows / NspiSeekEntries answers (a client pages for more).
 MAX_ROWS: Final = 1000
+#: Most rows NspiSeekEntries returns from the position it found (a client pages on
+#: with NspiQueryRows from the STAT it gets back).
+SEEK_ROWS: Final = 50
 #: Most strings one NspiResolveNames(W) or NspiDNToMId resolves.
 MAX_NAMES: Final = 1000
 #: Restriction limits (beyond: TooComplex).
@@ -271,7 +274,7 @@ class NspiCore:
     ) -> Reply:
         """NspiSeekEntries (3.1.4.1.9): the first row whose display name sorts at or
         after the target's, ignoring case. With ``tags``, the rows from there (at most
-        :data:`MAX_ROWS`)."""
+        :data:`SEEK_ROWS`)."""
         if stat.sort_type not in p.TABLE_SORT_TYPES:
             return Reply(p.GENERAL_FAILURE)
         if p.prop_id(target.tag) != p.prop_id(p.PR_DISPLAY_NAME) or p.prop_type(target.tag) not in (
@@ -306,8 +309,8 @@ class NspiCore:
             if pos >= n:
                 return Reply(p.NOT_FOUND)
             out = self.at(stat, pos, n)
-            chosen = list(table[pos : pos + MAX_ROWS])
-        rows = self.rows(chosen[:MAX_ROWS], tags, stat, 0) if tags is not None else None
+            chosen = list(table[pos : pos + SEEK_ROWS])
+        rows = self.rows(chosen[:SEEK_ROWS], tags, stat, 0) if tags is not None else None
         return Reply(p.SUCCESS, out, {"ppRows": rows})
 
     def get_matches(
