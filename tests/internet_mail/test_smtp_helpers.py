@@ -1,4 +1,4 @@
-"""A scripted driver for the SMTP core's tests: feeds bytes, answers the core's
+"""Helpers for the SMTP core tests (no tests here): a scripted driver that feeds bytes,
 questions from a small fake directory, and collects replies and messages."""
 
 from __future__ import annotations
