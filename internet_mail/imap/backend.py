@@ -1,0 +1,128 @@
+"""What the session needs from a mail store: the ``Backend`` protocol and its data.
+
+The session core calls these synchronously; the trio driver runs the core in a worker
+thread (the store's calls block, DESIGN.md "Storage"), so no method needs to be async.
+Every method returns plain data; a refusal raises ``BackendError``, answered with a
+tagged ``NO`` (with its response code, such as ``NONEXISTENT``, ``ALREADYEXISTS``,
+``TRYCREATE``, ``OVERQUOTA``).
+
+Mailbox names are Unicode (``str``) with ``/`` as the hierarchy delimiter; the session
+does the wire encoding. Messages are named by UID within their mailbox; the session
+keeps the sequence numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["Backend", "BackendError", "MailboxInfo", "MailboxState", "MessageInfo"]
+
+
+class BackendError(Exception):
+    """The store refuses: ``<tag> NO [code] text``."""
+
+    def __init__(self, text: str, code: str | None = None) -> None:
+        super().__init__(text)
+        self.text = text
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailboxInfo:
+    """One mailbox for LIST: ``attributes`` such as ``\\HasChildren``, ``\\Noselect``;
+    ``special_use`` such as ``\\Sent``, ``\\Trash`` ([RFC 6154])."""
+
+    name: str
+    attributes: tuple[str, ...] = ()
+    special_use: tuple[str, ...] = ()
+    subscribed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailboxState:
+    """The numbers SELECT and STATUS report."""
+
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: int = 0
+    unseen: int = 0
+    deleted: int = 0
+    size: int = 0
+    flags: tuple[str, ...] = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+    read_only: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageInfo:
+    """One message's metadata (what FETCH FLAGS/UID/RFC822.SIZE/INTERNALDATE/MODSEQ
+    and most SEARCH keys need without reading the body)."""
+
+    uid: int
+    flags: frozenset[str] = field(default_factory=frozenset)
+    size: int = 0
+    internal_date: _dt.datetime = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+    modseq: int = 1
+
+
+class Backend(Protocol):
+    """One authenticated user's view of the store (``authenticate`` picks the user)."""
+
+    def authenticate(self, user: str, password: str) -> bool:
+        """True when the credentials are good; the backend then acts as that user."""
+        ...
+
+    def list_mailboxes(self) -> list[MailboxInfo]: ...
+
+    def create(self, name: str, special_use: tuple[str, ...] = ()) -> None: ...
+
+    def delete(self, name: str) -> None: ...
+
+    def rename(self, old: str, new: str) -> None: ...
+
+    def subscribe(self, name: str, subscribed: bool) -> None: ...
+
+    def state(self, name: str) -> MailboxState:
+        """STATUS/SELECT numbers; ``BackendError("...", "NONEXISTENT")`` if missing."""
+        ...
+
+    def messages(self, name: str) -> list[MessageInfo]:
+        """Every message of the mailbox, ascending UID."""
+        ...
+
+    def body(self, name: str, uid: int) -> bytes:
+        """The message as stored (RFC 5322 bytes)."""
+        ...
+
+    def store(
+        self,
+        name: str,
+        uids: list[int],
+        mode: str,
+        flags: frozenset[str],
+        unchanged_since: int | None = None,
+    ) -> list[int]:
+        """Add (``+``), remove (``-``) or replace (``""``) flags; returns the UIDs not
+        changed because their modseq is above ``unchanged_since`` ([RFC 7162])."""
+        ...
+
+    def append(
+        self, name: str, message: bytes, flags: frozenset[str], date: _dt.datetime | None
+    ) -> tuple[int, int]:
+        """Store a message; returns (uidvalidity, uid) for APPENDUID."""
+        ...
+
+    def copy(self, name: str, uids: list[int], target: str, *, move: bool) -> tuple[int, list[int]]:
+        """Copy (or move) messages; returns the target's uidvalidity and the new UIDs,
+        in the order of ``uids``."""
+        ...
+
+    def expunge(self, name: str, uids: list[int] | None) -> list[int]:
+        """Remove ``\\Deleted`` messages (of ``uids`` when given); returns their UIDs."""
+        ...
+
+    def quota(self, root: str) -> list[tuple[str, int, int]] | None:
+        """(resource, usage, limit) for a quota root ([RFC 9208]); None: no quota."""
+        ...

@@ -1,0 +1,828 @@
+"""The IMAP connection state machine ([RFC 9051] 3): bytes in, events and bytes out.
+
+Theory of operation: ``ImapSession`` owns a ``CommandParser`` and a ``Backend``. The
+driver feeds ``receive_data(chunk)``, sends ``data_to_send()`` after every call, and
+acts on the returned events (``StartTLSRequested``: run the TLS handshake, then call
+``tls_established()``; ``IdleStarted``: subscribe to the store and call ``poll()`` when
+it changes; ``CloseRequested``: flush and close). The greeting is queued at creation.
+
+States (RFC 9051 3): NOT_AUTHENTICATED -> AUTHENTICATED (LOGIN, AUTHENTICATE) ->
+SELECTED (SELECT, EXAMINE) -> back by CLOSE/UNSELECT/failed SELECT; LOGOUT from any.
+``_ALLOWED`` says which commands each state takes; another gets ``BAD``. Credentials
+are refused before TLS (``LOGINDISABLED``, no ``AUTH=``, DESIGN.md "Security").
+
+The selected mailbox is a snapshot (UIDs in sequence order, flags, modseqs); after each
+command the session compares it with the store and reports the differences (EXISTS,
+EXPUNGE or VANISHED, FETCH FLAGS), expunges only where RFC 9051 7.5.1 allows.
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum, auto
+
+from . import commands as c
+from . import mutf7
+from . import responses as r
+from .backend import Backend, BackendError, MailboxInfo, MessageInfo
+from .config import ImapLimits
+from .message import Part
+from .parser import (
+    CommandParser,
+    CommandReceived,
+    CommandRejected,
+    ContinuationNeeded,
+    IdleDone,
+    LineReceived,
+    ProtocolViolation,
+)
+from .search import Context, matches
+
+__all__ = [
+    "Authenticated",
+    "CloseRequested",
+    "Event",
+    "IdleEnded",
+    "IdleStarted",
+    "ImapSession",
+    "StartTLSRequested",
+    "State",
+]
+
+
+class State(Enum):
+    NOT_AUTHENTICATED = auto()
+    AUTHENTICATED = auto()
+    SELECTED = auto()
+    LOGOUT = auto()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Something the driver must act on."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartTLSRequested(Event):
+    """Flush ``data_to_send()``, run the TLS handshake, then ``tls_established()``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Authenticated(Event):
+    """The client logged in as ``user`` (for throttling and logs)."""
+
+    user: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdleStarted(Event):
+    """The client idles: call ``poll()`` when the selected mailbox may have changed."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdleEnded(Event):
+    """The client ended IDLE."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloseRequested(Event):
+    """Flush ``data_to_send()`` and close the connection."""
+
+
+_ANY = {c.Capability, c.Noop, c.Logout, c.Id}
+_NOT_AUTH = {c.StartTLS, c.Authenticate, c.Login}
+_AUTH = {
+    c.Enable, c.Select, c.Create, c.Delete, c.Rename, c.Subscribe, c.Unsubscribe, c.List,
+    c.Namespace, c.Status, c.Append, c.Idle, c.GetQuota, c.GetQuotaRoot,
+}  # fmt: skip
+_SELECTED = {
+    c.Close, c.Unselect, c.Expunge, c.Search, c.Sort, c.Thread, c.Fetch, c.Store, c.Copy,
+    c.Move, c.Check,
+}  # fmt: skip
+_ALLOWED: dict[State, set[type[c.Command]]] = {
+    State.NOT_AUTHENTICATED: _ANY | _NOT_AUTH,
+    State.AUTHENTICATED: _ANY | _AUTH,
+    State.SELECTED: _ANY | _AUTH | _SELECTED,
+    State.LOGOUT: set(),
+}
+#: Commands during which EXPUNGE responses may not be sent (RFC 9051 7.5.1).
+_NO_EXPUNGE = {c.Fetch, c.Store, c.Search}
+_BASE_CAPS = ["IMAP4rev2", "IMAP4rev1", "LITERAL+", "ENABLE", "ID", "IDLE", "SASL-IR"]
+_AUTH_CAPS = [
+    "NAMESPACE", "UNSELECT", "UIDPLUS", "MOVE", "CONDSTORE", "QRESYNC", "ESEARCH",
+    "SEARCHRES", "LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE", "CREATE-SPECIAL-USE",
+    "STATUS=SIZE", "BINARY", "UTF8=ACCEPT", "QUOTA",
+]  # fmt: skip
+_ENABLEABLE = {"UTF8=ACCEPT", "CONDSTORE", "QRESYNC", "IMAP4REV2"}
+
+
+@dataclass(slots=True)
+class _Selected:
+    name: str
+    read_only: bool
+    uidvalidity: int
+    messages: list[MessageInfo]
+
+
+class ImapSession:
+    """One IMAP connection's server side, sans-IO."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        limits: ImapLimits | None = None,
+        *,
+        tls: bool = False,
+        greeting: str = "IMAP4rev2 server ready",
+    ) -> None:
+        self.limits = limits or ImapLimits()
+        self.backend = backend
+        self.tls = tls
+        self.state = State.NOT_AUTHENTICATED
+        self.enabled: set[str] = set()
+        self.user: str | None = None
+        self._parser = CommandParser(self.limits)
+        self._out = bytearray()
+        self._selected: _Selected | None = None
+        self._idle_tag: str | None = None
+        self._auth_tag: str | None = None
+        self._saved: list[int] = []
+        self._out += r.untagged_status("OK", greeting, self._capability_code())
+
+    # -- driver API ---------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed bytes from the client (``b""`` at EOF); returns events to act on."""
+        events: list[Event] = []
+        if self.state is State.LOGOUT:
+            return events
+        if not data:
+            self.state = State.LOGOUT
+            return [CloseRequested()]
+        for item in self._parser.receive_data(data):
+            if self.state is State.LOGOUT:
+                break
+            if isinstance(item, CommandReceived):
+                self._dispatch(item.command, events)
+            elif isinstance(item, CommandRejected):
+                self._out += r.tagged(item.tag, item.status, item.text, item.code)
+            elif isinstance(item, ContinuationNeeded):
+                self._out += r.continuation("Ready for literal data")
+            elif isinstance(item, LineReceived):
+                self._sasl_response(item.line, events)
+            elif isinstance(item, IdleDone):
+                tag, self._idle_tag = self._idle_tag or "*", None
+                events.append(IdleEnded())
+                if item.ok:
+                    self._out += r.tagged(tag, "OK", "IDLE terminated")
+                else:
+                    self._out += r.tagged(tag, "BAD", "expected DONE")
+            elif isinstance(item, ProtocolViolation):
+                self._out += r.untagged_status("BYE", item.text)
+                self.state = State.LOGOUT
+                events.append(CloseRequested())
+        return events
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def wants_read(self) -> bool:
+        """False while more than ``max_pending_output`` bytes wait to be sent: the
+        driver stops reading until the client drains its responses."""
+        return len(self._out) <= self.limits.max_pending_output
+
+    def tls_established(self) -> None:
+        """The driver finished the TLS handshake that STARTTLS asked for."""
+        self.tls = True
+
+    def poll(self) -> None:
+        """The store may have changed: queue the untagged updates (used while idling)."""
+        if self._selected is not None:
+            self._sync(expunges=True)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @property
+    def utf8(self) -> bool:
+        return "UTF8=ACCEPT" in self.enabled or "IMAP4REV2" in self.enabled
+
+    def capabilities(self) -> list[str]:
+        caps = list(_BASE_CAPS)
+        if self.state is State.NOT_AUTHENTICATED:
+            if self.tls:
+                caps.append("AUTH=PLAIN")
+            else:
+                caps += ["STARTTLS", "LOGINDISABLED"]
+        else:
+            caps += [*_AUTH_CAPS, f"APPENDLIMIT={self.limits.max_append}"]
+        return caps
+
+    def _capability_code(self) -> str:
+        return "CAPABILITY " + " ".join(self.capabilities())
+
+    def _name(self, raw: bytes) -> str:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BackendError("mailbox name is not UTF-8", "CANNOT") from None
+        if text.upper() == "INBOX":
+            return "INBOX"
+        if self.utf8:
+            return text
+        try:
+            return mutf7.decode(text)
+        except ValueError:
+            raise BackendError("bad modified UTF-7 mailbox name", "CANNOT") from None
+
+    def _ok(self, tag: str, text: str, code: str | None = None) -> None:
+        self._out += r.tagged(tag, "OK", text, code)
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def _dispatch(self, cmd: c.Command, events: list[Event]) -> None:
+        if type(cmd) not in _ALLOWED[self.state]:
+            self._out += r.tagged(cmd.tag, "BAD", f"{cmd.name} not allowed now")
+            return
+        handler = getattr(self, "_cmd_" + type(cmd).__name__.lower())
+        try:
+            handler(cmd, events)
+        except BackendError as exc:
+            self._out += r.tagged(cmd.tag, "NO", exc.text, exc.code)
+        if (
+            self._selected is not None
+            and self.state is State.SELECTED
+            and self._idle_tag is None
+            and not isinstance(cmd, c.Select | c.Close | c.Unselect | c.Logout)
+        ):
+            self._sync(expunges=type(cmd) not in _NO_EXPUNGE or getattr(cmd, "uid", False))
+
+    def _cmd_capability(self, cmd: c.Capability, events: list[Event]) -> None:
+        self._out += r.untagged(("CAPABILITY " + " ".join(self.capabilities())).encode())
+        self._ok(cmd.tag, "CAPABILITY completed")
+
+    def _cmd_noop(self, cmd: c.Command, events: list[Event]) -> None:
+        self._ok(cmd.tag, f"{cmd.name} completed")
+
+    _cmd_check = _cmd_noop
+
+    def _cmd_logout(self, cmd: c.Logout, events: list[Event]) -> None:
+        self._out += r.untagged_status("BYE", "logging out")
+        self._ok(cmd.tag, "LOGOUT completed")
+        self.state = State.LOGOUT
+        events.append(CloseRequested())
+
+    def _cmd_id(self, cmd: c.Id, events: list[Event]) -> None:
+        self._out += r.untagged(b'ID ("name" "internet_mail")')
+        self._ok(cmd.tag, "ID completed")
+
+    def _cmd_starttls(self, cmd: c.StartTLS, events: list[Event]) -> None:
+        if self.tls:
+            self._out += r.tagged(cmd.tag, "BAD", "TLS already active")
+            return
+        self._ok(cmd.tag, "Begin TLS negotiation now")
+        events.append(StartTLSRequested())
+
+    def _login_done(self, tag: str, user: str, password: str, events: list[Event]) -> None:
+        if not self.backend.authenticate(user, password):
+            self._out += r.tagged(tag, "NO", "invalid credentials", "AUTHENTICATIONFAILED")
+            return
+        self.user = user
+        self.state = State.AUTHENTICATED
+        events.append(Authenticated(user=user))
+        self._ok(tag, "logged in", self._capability_code())
+
+    def _cmd_login(self, cmd: c.Login, events: list[Event]) -> None:
+        if not self.tls:
+            self._out += r.tagged(cmd.tag, "NO", "LOGIN needs TLS", "PRIVACYREQUIRED")
+            return
+        try:
+            user, password = cmd.user.decode("utf-8"), cmd.password.decode("utf-8")
+        except UnicodeDecodeError:
+            self._out += r.tagged(cmd.tag, "NO", "invalid credentials", "AUTHENTICATIONFAILED")
+            return
+        self._login_done(cmd.tag, user, password, events)
+
+    def _cmd_authenticate(self, cmd: c.Authenticate, events: list[Event]) -> None:
+        if cmd.mechanism != "PLAIN":
+            self._out += r.tagged(cmd.tag, "NO", "unsupported mechanism", "CANNOT")
+            return
+        if not self.tls:
+            self._out += r.tagged(cmd.tag, "NO", "AUTHENTICATE needs TLS", "PRIVACYREQUIRED")
+            return
+        if cmd.initial_response is None:
+            self._auth_tag = cmd.tag
+            self._parser.expect_line()
+            self._out += b"+ \r\n"
+            return
+        self._plain(cmd.tag, cmd.initial_response, events)
+
+    def _sasl_response(self, line: bytes, events: list[Event]) -> None:
+        tag, self._auth_tag = self._auth_tag or "*", None
+        if line == b"*":
+            self._out += r.tagged(tag, "BAD", "authentication cancelled")
+            return
+        try:
+            data = binascii.a2b_base64(line, strict_mode=True) if line else b""
+        except binascii.Error:
+            self._out += r.tagged(tag, "BAD", "bad base64")
+            return
+        self._plain(tag, data, events)
+
+    def _plain(self, tag: str, data: bytes, events: list[Event]) -> None:
+        parts = data.split(b"\x00")
+        try:
+            if len(parts) != 3:
+                raise UnicodeDecodeError("utf-8", b"", 0, 1, "not PLAIN")
+            authz, user, password = (p.decode("utf-8") for p in parts)
+        except UnicodeDecodeError:
+            self._out += r.tagged(tag, "NO", "invalid credentials", "AUTHENTICATIONFAILED")
+            return
+        if authz and authz != user:
+            self._out += r.tagged(tag, "NO", "no proxy authorization", "AUTHORIZATIONFAILED")
+            return
+        self._login_done(tag, user, password, events)
+
+    def _cmd_enable(self, cmd: c.Enable, events: list[Event]) -> None:
+        new = [cap for cap in cmd.capabilities if cap in _ENABLEABLE and cap not in self.enabled]
+        self.enabled.update(new)
+        if "QRESYNC" in new:
+            self.enabled.add("CONDSTORE")
+        self._out += r.untagged(" ".join(["ENABLED", *new]).encode())
+        self._ok(cmd.tag, "ENABLE completed")
+
+    # -- mailboxes ------------------------------------------------------------------------
+
+    def _cmd_select(self, cmd: c.Select, events: list[Event]) -> None:
+        self._selected = None
+        self.state = State.AUTHENTICATED
+        name = self._name(cmd.mailbox)
+        state = self.backend.state(name)
+        messages = self.backend.messages(name)
+        if cmd.condstore:
+            self.enabled.add("CONDSTORE")
+        read_only = cmd.read_only or state.read_only
+        self._selected = _Selected(name, read_only, state.uidvalidity, messages)
+        self.state = State.SELECTED
+        self._out += r.untagged(b"%d EXISTS" % len(messages))
+        self._out += r.untagged(b"FLAGS " + r.flag_list(state.flags))
+        perm = () if read_only else (*state.flags, "\\*")
+        self._out += r.untagged_status(
+            "OK", "permanent flags", "PERMANENTFLAGS " + r.flag_list(perm).decode()
+        )
+        self._out += r.untagged_status("OK", "UIDs valid", f"UIDVALIDITY {state.uidvalidity}")
+        self._out += r.untagged_status("OK", "predicted next UID", f"UIDNEXT {state.uidnext}")
+        self._out += r.untagged_status("OK", "highest", f"HIGHESTMODSEQ {state.highestmodseq}")
+        if cmd.qresync and cmd.qresync.uidvalidity == state.uidvalidity:
+            changed = [m for m in messages if m.modseq > cmd.qresync.modseq]
+            for m in changed:
+                self._fetch_one(messages.index(m) + 1, m, [c.FetchAttribute("UID"),
+                                c.FetchAttribute("FLAGS"), c.FetchAttribute("MODSEQ")])  # fmt: skip
+        mode = "READ-ONLY" if read_only else "READ-WRITE"
+        self._ok(cmd.tag, f"{'EXAMINE' if cmd.read_only else 'SELECT'} completed", mode)
+
+    def _cmd_close(self, cmd: c.Command, events: list[Event]) -> None:
+        sel = self._selected
+        assert sel is not None
+        if isinstance(cmd, c.Close) and not sel.read_only:
+            self.backend.expunge(sel.name, None)
+        self._selected = None
+        self.state = State.AUTHENTICATED
+        self._ok(cmd.tag, f"{cmd.name} completed")
+
+    _cmd_unselect = _cmd_close
+
+    def _cmd_create(self, cmd: c.Create, events: list[Event]) -> None:
+        name = self._name(cmd.mailbox).rstrip("/")
+        if name == "INBOX":
+            raise BackendError("INBOX exists", "ALREADYEXISTS")
+        self.backend.create(name, cmd.special_use)
+        self._ok(cmd.tag, "CREATE completed")
+
+    def _cmd_delete(self, cmd: c.Delete, events: list[Event]) -> None:
+        name = self._name(cmd.mailbox)
+        if name == "INBOX":
+            raise BackendError("INBOX cannot be deleted", "CANNOT")
+        self.backend.delete(name)
+        self._ok(cmd.tag, "DELETE completed")
+
+    def _cmd_rename(self, cmd: c.Rename, events: list[Event]) -> None:
+        self.backend.rename(self._name(cmd.old), self._name(cmd.new))
+        self._ok(cmd.tag, "RENAME completed")
+
+    def _cmd_subscribe(self, cmd: c.Subscribe | c.Unsubscribe, events: list[Event]) -> None:
+        self.backend.subscribe(self._name(cmd.mailbox), isinstance(cmd, c.Subscribe))
+        self._ok(cmd.tag, f"{cmd.name} completed")
+
+    _cmd_unsubscribe = _cmd_subscribe
+
+    def _cmd_namespace(self, cmd: c.Namespace, events: list[Event]) -> None:
+        self._out += r.untagged(b'NAMESPACE (("" "/")) NIL NIL')
+        self._ok(cmd.tag, "NAMESPACE completed")
+
+    def _cmd_list(self, cmd: c.List, events: list[Event]) -> None:
+        reference = self._name(cmd.reference) if cmd.reference else ""
+        patterns = [reference + self._name(p) if p else "" for p in cmd.patterns]
+        if patterns == [""]:
+            self._out += r.untagged(b'LIST (\\Noselect) "/" ""')
+            self._ok(cmd.tag, "LIST completed")
+            return
+        boxes = self.backend.list_mailboxes()
+        subscribed_only = "SUBSCRIBED" in cmd.selection or cmd.lsub
+        special_only = "SPECIAL-USE" in cmd.selection
+        for box in boxes:
+            if not any(_match(p, box.name) for p in patterns):
+                continue
+            if (subscribed_only and not box.subscribed) or (special_only and not box.special_use):
+                continue
+            self._out += r.list_response(
+                self._attributes(box, cmd), "/", box.name, utf8=self.utf8, lsub=cmd.lsub
+            )
+            if cmd.status_items and "\\Noselect" not in box.attributes:
+                self._status(box.name, cmd.status_items)
+        self._ok(cmd.tag, f"{'LSUB' if cmd.lsub else 'LIST'} completed")
+
+    def _attributes(self, box: MailboxInfo, cmd: c.List) -> list[str]:
+        attrs = list(box.attributes)
+        if box.subscribed and ("SUBSCRIBED" in cmd.selection or "SUBSCRIBED" in cmd.returns):
+            attrs.append("\\Subscribed")
+        if not cmd.lsub:
+            attrs += box.special_use
+        return attrs
+
+    def _status(self, name: str, items: tuple[str, ...]) -> None:
+        state = self.backend.state(name)
+        values = {
+            "MESSAGES": state.messages,
+            "UIDNEXT": state.uidnext,
+            "UIDVALIDITY": state.uidvalidity,
+            "UNSEEN": state.unseen,
+            "DELETED": state.deleted,
+            "SIZE": state.size,
+            "RECENT": 0,
+            "HIGHESTMODSEQ": state.highestmodseq,
+            "APPENDLIMIT": self.limits.max_append,
+        }
+        self._out += r.status_response(name, {k: values[k] for k in items}, utf8=self.utf8)
+
+    def _cmd_status(self, cmd: c.Status, events: list[Event]) -> None:
+        self._status(self._name(cmd.mailbox), cmd.items)
+        self._ok(cmd.tag, "STATUS completed")
+
+    def _cmd_append(self, cmd: c.Append, events: list[Event]) -> None:
+        name = self._name(cmd.mailbox)
+        try:
+            self.backend.state(name)
+        except BackendError:
+            raise BackendError("no such mailbox", "TRYCREATE") from None
+        validity, uid = self.backend.append(
+            name, cmd.message, frozenset(f for f in cmd.flags if f != "\\Recent"), cmd.date
+        )
+        self._ok(cmd.tag, "APPEND completed", f"APPENDUID {validity} {uid}")
+
+    def _cmd_idle(self, cmd: c.Idle, events: list[Event]) -> None:
+        self._idle_tag = cmd.tag
+        self._parser.expect_done()
+        self._out += r.continuation("idling")
+        events.append(IdleStarted())
+
+    def _cmd_getquota(self, cmd: c.GetQuota | c.GetQuotaRoot, events: list[Event]) -> None:
+        root = "" if isinstance(cmd, c.GetQuotaRoot) else self._name(cmd.root)
+        if isinstance(cmd, c.GetQuotaRoot):
+            mailbox = self._name(cmd.mailbox)
+            self._out += r.untagged(
+                b"QUOTAROOT " + r.mailbox_name(mailbox, utf8=self.utf8) + b' ""'
+            )
+        quota = self.backend.quota(root)
+        if quota is None:
+            if isinstance(cmd, c.GetQuota):
+                raise BackendError("no such quota root", "NONEXISTENT")
+        else:
+            body = b" ".join(f"{res} {use} {lim}".encode() for res, use, lim in quota)
+            self._out += r.untagged(b'QUOTA "" (' + body + b")")
+        self._ok(cmd.tag, f"{cmd.name} completed")
+
+    _cmd_getquotaroot = _cmd_getquota
+
+    # -- selected state -------------------------------------------------------------------
+
+    def _sel(self) -> _Selected:
+        assert self._selected is not None
+        return self._selected
+
+    def _targets(self, seqset: c.SequenceSet, uid: bool) -> list[tuple[int, MessageInfo]]:
+        """(sequence number, message) pairs the set names, ascending."""
+        msgs = self._sel().messages
+        if seqset.saved:
+            saved = set(self._saved)
+            return [(i + 1, m) for i, m in enumerate(msgs) if m.uid in saved]
+        if uid:
+            largest = msgs[-1].uid if msgs else 0
+            spans = seqset.resolve(largest)
+            return [
+                (i + 1, m) for i, m in enumerate(msgs) if any(a <= m.uid <= b for a, b in spans)
+            ]
+        spans = seqset.resolve(len(msgs))
+        out: list[tuple[int, MessageInfo]] = []
+        for a, b in spans:
+            if b > len(msgs) or a < 1:
+                raise _BadSequence()
+        for i, m in enumerate(msgs):
+            if any(a <= i + 1 <= b for a, b in spans):
+                out.append((i + 1, m))
+        return out
+
+    def _cmd_fetch(self, cmd: c.Fetch, events: list[Event]) -> None:
+        sel = self._sel()
+        try:
+            targets = self._targets(cmd.sequence, cmd.uid)
+        except _BadSequence:
+            self._out += r.tagged(cmd.tag, "BAD", "invalid sequence number")
+            return
+        attrs = list(cmd.attributes)
+        if cmd.changed_since is not None:
+            self.enabled.add("CONDSTORE")
+            targets = [(s, m) for s, m in targets if m.modseq > cmd.changed_since]
+            if not any(a.name == "MODSEQ" for a in attrs):
+                attrs.append(c.FetchAttribute("MODSEQ"))
+        sets_seen = not sel.read_only and any(
+            a.name in ("BODY", "BINARY", "RFC822", "RFC822.TEXT")
+            and (a.section or a.name != "BODY")
+            and not a.peek
+            for a in attrs
+        )
+        if sets_seen:
+            unseen = [m.uid for _, m in targets if "\\Seen" not in m.flags]
+            if unseen:
+                self.backend.store(sel.name, unseen, "+", frozenset({"\\Seen"}))
+                fresh = {m.uid: m for m in self.backend.messages(sel.name)}
+                targets = [(s, fresh.get(m.uid, m)) for s, m in targets]
+                if not any(a.name == "FLAGS" for a in attrs):
+                    attrs.append(c.FetchAttribute("FLAGS"))
+        for seq, info in targets:
+            self._fetch_one(seq, info, attrs)
+        # Flags just reported need no second report from _sync.
+        by_uid = {m.uid: m for _, m in targets}
+        sel.messages = [by_uid.get(m.uid, m) for m in sel.messages]
+        self._ok(cmd.tag, "FETCH completed")
+
+    def _fetch_one(self, seq: int, info: MessageInfo, attrs: list[c.FetchAttribute]) -> None:
+        sel = self._sel()
+        items: list[bytes] = []
+        part: Part | None = None
+        raw: bytes | None = None
+        for a in attrs:
+            name = a.name
+            if name == "UID":
+                items.append(b"UID %d" % info.uid)
+            elif name == "FLAGS":
+                items.append(b"FLAGS " + r.flag_list(sorted(info.flags)))
+            elif name == "RFC822.SIZE":
+                items.append(b"RFC822.SIZE %d" % info.size)
+            elif name == "INTERNALDATE":
+                items.append(b"INTERNALDATE " + r.date_time(info.internal_date))
+            elif name == "MODSEQ":
+                items.append(b"MODSEQ (%d)" % info.modseq)
+            else:
+                if raw is None:
+                    raw = self.backend.body(sel.name, info.uid)
+                    part = Part.parse(raw)
+                assert part is not None
+                items.append(self._fetch_body_item(a, raw, part))
+        self._out += r.untagged(b"%d FETCH " % seq + r.paren(items))
+
+    def _fetch_body_item(self, a: c.FetchAttribute, raw: bytes, part: Part) -> bytes:
+        name = a.name
+        if name == "ENVELOPE":
+            return b"ENVELOPE " + part.envelope()
+        if name == "BODYSTRUCTURE":
+            return b"BODYSTRUCTURE " + part.body_structure(True)
+        if name == "BODY" and a.section is None:
+            return b"BODY " + part.body_structure(False)
+        if name == "RFC822":
+            return b"RFC822 " + r.literal(raw)
+        if name == "RFC822.HEADER":
+            return b"RFC822.HEADER " + r.literal(part.header)
+        if name == "RFC822.TEXT":
+            return b"RFC822.TEXT " + r.literal(part.body)
+        if name in ("SAVEDATE", "EMAILID", "THREADID"):
+            return name.encode() + b" NIL"
+        section = a.section or c.Section()
+        data = part.section(section)
+        label = _section_label(name, section)
+        if name == "BINARY.SIZE":
+            return label + b" %d" % len(data or b"")
+        if data is None:
+            return label + b" NIL"
+        if a.partial is not None:
+            origin, length = a.partial
+            data = data[origin : origin + length]
+            label += b"<%d>" % origin
+        return label + b" " + r.literal(data, binary=name == "BINARY" and b"\x00" in data)
+
+    def _cmd_store(self, cmd: c.Store, events: list[Event]) -> None:
+        sel = self._sel()
+        if sel.read_only:
+            raise BackendError("mailbox is read-only", "READ-ONLY")
+        try:
+            targets = self._targets(cmd.sequence, cmd.uid)
+        except _BadSequence:
+            self._out += r.tagged(cmd.tag, "BAD", "invalid sequence number")
+            return
+        if cmd.unchanged_since is not None:
+            self.enabled.add("CONDSTORE")
+        failed = self.backend.store(
+            sel.name,
+            [m.uid for _, m in targets],
+            cmd.mode,
+            frozenset(f for f in cmd.flags if f != "\\Recent"),
+            cmd.unchanged_since,
+        )
+        fresh = {m.uid: m for m in self.backend.messages(sel.name)}
+        attrs = [c.FetchAttribute("FLAGS")]
+        if cmd.uid:
+            attrs.append(c.FetchAttribute("UID"))
+        if "CONDSTORE" in self.enabled:
+            attrs.append(c.FetchAttribute("MODSEQ"))
+        for seq, info in targets:
+            now = fresh.get(info.uid)
+            if now is None or info.uid in failed:
+                continue
+            if not cmd.silent or (now.modseq != info.modseq and cmd.unchanged_since is not None):
+                self._fetch_one(seq, now, attrs)
+            sel.messages[seq - 1] = now
+        code = None
+        if failed:
+            code = "MODIFIED " + r.sequence_text(sorted(failed))
+        self._ok(cmd.tag, "STORE completed", code)
+
+    def _cmd_copy(self, cmd: c.Copy | c.Move, events: list[Event]) -> None:
+        sel = self._sel()
+        move = isinstance(cmd, c.Move)
+        if move and sel.read_only:
+            raise BackendError("mailbox is read-only", "READ-ONLY")
+        try:
+            targets = self._targets(cmd.sequence, cmd.uid)
+        except _BadSequence:
+            self._out += r.tagged(cmd.tag, "BAD", "invalid sequence number")
+            return
+        target = self._name(cmd.mailbox)
+        try:
+            self.backend.state(target)
+        except BackendError:
+            raise BackendError("no such mailbox", "TRYCREATE") from None
+        uids = [m.uid for _, m in targets]
+        if not uids:
+            self._ok(cmd.tag, f"{cmd.name} completed")
+            return
+        validity, new = self.backend.copy(sel.name, uids, target, move=move)
+        code = f"COPYUID {validity} {r.sequence_text(uids)} {','.join(map(str, new))}"
+        if move:
+            self._out += r.untagged_status("OK", "moved", code)
+            self._ok(cmd.tag, "MOVE completed")
+        else:
+            self._ok(cmd.tag, "COPY completed", code)
+
+    _cmd_move = _cmd_copy
+
+    def _cmd_expunge(self, cmd: c.Expunge, events: list[Event]) -> None:
+        sel = self._sel()
+        if sel.read_only:
+            raise BackendError("mailbox is read-only", "READ-ONLY")
+        uids = None
+        if cmd.uids is not None:
+            uids = [m.uid for _, m in self._targets(cmd.uids, True)]
+        self.backend.expunge(sel.name, uids)
+        self._sync(expunges=True)
+        self._ok(cmd.tag, "EXPUNGE completed")
+
+    def _search_uids(self, criteria: c.SearchKey) -> list[tuple[int, MessageInfo]]:
+        sel = self._sel()
+        msgs = sel.messages
+        largest_uid = msgs[-1].uid if msgs else 0
+        found: list[tuple[int, MessageInfo]] = []
+        backend, name = self.backend, sel.name
+
+        def loader(uid: int) -> Callable[[], Part]:
+            return lambda: Part.parse(backend.body(name, uid))
+
+        for i, m in enumerate(msgs):
+            ctx = Context(m, i + 1, len(msgs), largest_uid, loader(m.uid), self._saved)
+            if matches(criteria, ctx):
+                found.append((i + 1, m))
+        return found
+
+    def _cmd_search(self, cmd: c.Search, events: list[Event]) -> None:
+        if cmd.charset not in (None, "UTF-8", "US-ASCII"):
+            raise BackendError("unsupported charset", "BADCHARSET (UTF-8)")
+        found = self._search_uids(cmd.criteria)
+        numbers = [m.uid if cmd.uid else seq for seq, m in found]
+        if cmd.returns is None:
+            line = " ".join(["SEARCH", *map(str, numbers)])
+            if "CONDSTORE" in self.enabled and _uses_modseq(cmd.criteria) and found:
+                line += f" (MODSEQ {max(m.modseq for _, m in found)})"
+            self._out += r.untagged(line.encode())
+        else:
+            opts = set(cmd.returns) or {"ALL"}
+            parts = [f'ESEARCH (TAG "{cmd.tag}")']
+            if cmd.uid:
+                parts.append("UID")
+            if numbers and "MIN" in opts:
+                parts.append(f"MIN {numbers[0]}")
+            if numbers and "MAX" in opts:
+                parts.append(f"MAX {numbers[-1]}")
+            if numbers and "ALL" in opts:
+                parts.append(f"ALL {r.sequence_text(numbers)}")
+            if "COUNT" in opts:
+                parts.append(f"COUNT {len(numbers)}")
+            if "SAVE" in opts:
+                self._saved = [m.uid for _, m in found]
+            if opts - {"SAVE"}:
+                self._out += r.untagged(" ".join(parts).encode())
+        self._ok(cmd.tag, "SEARCH completed")
+
+    def _cmd_sort(self, cmd: c.Command, events: list[Event]) -> None:
+        self._out += r.tagged(cmd.tag, "NO", f"{cmd.name} is not served yet", "CANNOT")
+
+    _cmd_thread = _cmd_sort
+
+    # -- mailbox updates ------------------------------------------------------------------
+
+    def _sync(self, *, expunges: bool) -> None:
+        sel = self._sel()
+        try:
+            now = self.backend.messages(sel.name)
+        except BackendError:
+            self._out += r.untagged_status("BYE", "mailbox was deleted")
+            self.state = State.LOGOUT
+            return
+        current = {m.uid: m for m in now}
+        if expunges:
+            for seq in range(len(sel.messages), 0, -1):
+                if sel.messages[seq - 1].uid not in current:
+                    del sel.messages[seq - 1]
+                    self._out += r.untagged(b"%d EXPUNGE" % seq)
+        kept = {m.uid for m in sel.messages}
+        for seq, old in enumerate(sel.messages, 1):
+            new = current.get(old.uid)
+            if new is not None and (new.flags != old.flags or new.modseq != old.modseq):
+                sel.messages[seq - 1] = new
+                attrs = [c.FetchAttribute("FLAGS")]
+                if "CONDSTORE" in self.enabled:
+                    attrs += [c.FetchAttribute("UID"), c.FetchAttribute("MODSEQ")]
+                self._fetch_one(seq, new, attrs)
+        added = [m for m in now if m.uid not in kept and m.uid > (max(kept) if kept else 0)]
+        if added:
+            sel.messages.extend(added)
+            self._out += r.untagged(b"%d EXISTS" % len(sel.messages))
+
+
+class _BadSequence(Exception):
+    pass
+
+
+def _uses_modseq(key: c.SearchKey) -> bool:
+    if isinstance(key, c.And):
+        return any(_uses_modseq(k) for k in key.keys)
+    if isinstance(key, c.Or):
+        return _uses_modseq(key.left) or _uses_modseq(key.right)
+    if isinstance(key, c.Not):
+        return _uses_modseq(key.key)
+    return key.name == "MODSEQ"
+
+
+def _section_label(name: str, section: c.Section) -> bytes:
+    spec = ".".join(str(n) for n in section.part)
+    if section.text:
+        spec = f"{spec}.{section.text}" if spec else section.text
+    if section.fields:
+        spec += " (" + " ".join(section.fields) + ")"
+    return f"{name}[{spec}]".encode("latin-1", "replace")
+
+
+def _match(pattern: str, name: str) -> bool:
+    """LIST wildcards ([RFC 9051] 6.3.9): ``*`` any, ``%`` any but the delimiter."""
+    if pattern.upper().startswith("INBOX") and name == "INBOX":
+        pattern = "INBOX" + pattern[5:]
+    p, n = 0, 0
+    star_p, star_n, pct = -1, -1, False
+    while n < len(name):
+        if p < len(pattern) and pattern[p] in "*%":
+            star_p, star_n, pct = p, n, pattern[p] == "%"
+            p += 1
+        elif p < len(pattern) and pattern[p] == name[n]:
+            p += 1
+            n += 1
+        elif star_p >= 0 and not (pct and name[star_n] == "/"):
+            star_n += 1
+            n = star_n
+            p = star_p + 1
+        else:
+            return False
+    while p < len(pattern) and pattern[p] in "*%":
+        p += 1
+    return p == len(pattern)
