@@ -1,5 +1,5 @@
 """Helpers for the SMTP core tests (no tests here): a scripted driver that feeds bytes,
-questions from a small fake directory, and collects replies and messages."""
+answers the core's questions from a small fake directory, and collects replies and messages."""
 
 from __future__ import annotations
 
@@ -30,8 +30,10 @@ def verdict(address: object) -> RecipientVerdict:
     if domain not in LOCAL_DOMAINS:
         return RecipientVerdict.REMOTE
     local, _, domain = text.rpartition("@")
-    return RecipientVerdict.LOCAL if f"{local.lower()}@{domain}" in USERS else (
-        RecipientVerdict.UNKNOWN
+    return (
+        RecipientVerdict.LOCAL
+        if f"{local.lower()}@{domain}" in USERS
+        else (RecipientVerdict.UNKNOWN)
     )
 
 
@@ -91,6 +93,10 @@ def codes(replies: bytes) -> list[str]:
     for line in replies.decode().split("\r\n"):
         if len(line) >= 4 and line[3] == " ":
             parts = line.split(" ")
-            enhanced = parts[1] if len(parts) > 1 and parts[1][:1] in "245" and parts[1].count(".") == 2 else ""
+            enhanced = (
+                parts[1]
+                if len(parts) > 1 and parts[1][:1] in "245" and parts[1].count(".") == 2
+                else ""
+            )
             found.append(f"{parts[0]} {enhanced}".strip())
     return found
