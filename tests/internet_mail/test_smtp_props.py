@@ -4,6 +4,7 @@ replies, and arbitrary input only ever gets SMTP replies, within bounded memory.
 from __future__ import annotations
 
 import base64
+import itertools
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -37,7 +38,7 @@ def run(chunks: list[bytes]) -> tuple[bytes, list[object]]:
 
 def cut(data: bytes, points: list[int]) -> list[bytes]:
     edges = [0, *sorted({p % (len(data) + 1) for p in points}), len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    return [data[a:b] for a, b in itertools.pairwise(edges) if b > a]
 
 
 WHOLE = run([SCRIPT])
