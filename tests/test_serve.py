@@ -103,7 +103,9 @@ async def test_impacket_rpcdump_lists_every_interface(server):
     assert f"          ncacn_ip_tcp:127.0.0.1[{server.epm_port}]" in report
     assert f"UUID    : {str(STORE_SYNTAX.uuid).upper()} v1.0 mapi-anywhere object store" in report
     assert f"          ncacn_ip_tcp:127.0.0.1[{server.service_ports['store']}]" in report
-    assert report.count("UUID    :") == 3
+    # ... and the address book's NSPI and referral interfaces.
+    assert "mapi-anywhere address book" in report
+    assert report.count("UUID    :") == 5
 
 
 def _impacket_connection(port: int):
@@ -150,7 +152,8 @@ async def test_impacket_hept_lookup_and_hept_map(server):
         for e in entries
     }
     assert (f"ncacn_ip_tcp:127.0.0.1[{demo_port}]", "Demo service") in found
-    assert len(entries) == 3  # the endpoint mapper, the store and the demo service
+    # the endpoint mapper, the store, the address book (NSPI, referral), the demo service
+    assert len(entries) == 5
     assert mapped == f"ncacn_ip_tcp:127.0.0.1[{demo_port}]"
     assert missing == 0x16C9A0D6  # EPT_S_NOT_REGISTERED
 
@@ -354,7 +357,7 @@ def test_unmodified_rpcdump_script_on_port_135(tmp_path: Path):
         proc.communicate(timeout=30)
     assert "ncacn_ip_tcp:127.0.0.1[135]" in out.stdout, out.stdout + out.stderr
     assert "mapi-anywhere object store" in out.stdout
-    assert "Received 2 endpoints." in out.stdout + out.stderr
+    assert "Received 4 endpoints." in out.stdout + out.stderr  # EPM, store, NSPI, referral
     assert "Protocol failed" not in out.stdout + out.stderr
 
 

@@ -32,8 +32,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
+from mapi.access.directory import UserRecord
 from mapi.addressbook import props as p
-from mapi.storage.directory import UserRecord
 
 #: The container id of the GAL (2.2.9) and of "All Users".
 GAL_ID: Final = 0
