@@ -55,6 +55,10 @@ _SEARCH_NOARG = frozenset(
 )  # fmt: skip
 _SEARCH_ASTRING = frozenset({"BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"})
 _SEARCH_DATE = frozenset({"BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"})
+_SYSTEM_FLAGS = {
+    f.upper()[1:]: f
+    for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
+}
 _SORT_KEYS = frozenset(
     {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
 )
@@ -231,7 +235,8 @@ class _Reader:
         if self.take(b"\\"):
             if self.take(b"*"):
                 return "\\*"
-            return "\\" + self.atom()
+            name = self.atom()
+            return _SYSTEM_FLAGS.get(name.upper(), "\\" + name)
         return self.atom()
 
     def paren_list(self, item: Callable[[], str]) -> tuple[str, ...]:

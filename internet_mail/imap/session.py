@@ -683,6 +683,7 @@ class ImapSession:
         code = f"COPYUID {validity} {r.sequence_text(uids)} {','.join(map(str, new))}"
         if move:
             self._out += r.untagged_status("OK", "moved", code)
+            self._sync(expunges=True)  # RFC 6851 3.3: EXPUNGEs before the tagged OK
             self._ok(cmd.tag, "MOVE completed")
         else:
             self._ok(cmd.tag, "COPY completed", code)
