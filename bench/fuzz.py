@@ -40,6 +40,11 @@ http_auth       ``tunnel.http_auth``: ``parse_credentials``,          none (neve
 mime            ``internet_mail.mime.mime_to_mapi`` on mutated mail (the      MimeLimitExceeded
                 MIME test corpus), then ``mapi_to_mime`` and a
                 second read of what it wrote
+smtp_server     ``internet_mail.smtp.SmtpServerConnection``         none (only SMTP replies)
+                on mutated sessions (pipelined commands, DATA,
+                BDAT, smuggled ends, AUTH, STARTTLS) in random
+                chunks, the driver's answers made up; replies
+                must be well formed and held input bounded
 ==============  ==================================================  ===========================
 
 Prints one line per target (inputs, seconds, failures) and the distinct failures (type,
@@ -1146,6 +1151,66 @@ def target_mime() -> Target:
     return Target("mime", seeds, run, (MimeLimitExceeded,), mutate)
 
 
+def target_smtp_server() -> Target:
+    """The SMTP core (``internet_mail.smtp``): mutated sessions in random chunks give
+    only well-formed replies; the core's questions get random answers; held input stays
+    within ``max_pending_input`` and a message is never larger than the limit."""
+    from internet_mail.smtp import (
+        AuthenticationRequested,
+        MessageReceived,
+        RecipientCheckRequested,
+        RecipientVerdict,
+        Role,
+        SmtpConfig,
+        SmtpServerConnection,
+        StartTlsRequested,
+    )
+
+    config = SmtpConfig(max_message_size=4096, max_errors=50, max_recipients=5)
+    submission = SmtpConfig(role=Role.SUBMISSIONS, max_message_size=4096, max_errors=50)
+    seeds = [
+        b"EHLO c\r\nMAIL FROM:<a@b.example> SIZE=10 BODY=8BITMIME\r\nRCPT TO:<d@localhost>\r\n"
+        b"RCPT TO:<u%x@localhost>\r\nRCPT TO:<@r.example:v@x.example>\r\nDATA\r\n"
+        b"Subject: x\r\n\r\n..a\r\n.\r\nQUIT\r\n",
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<postmaster>\r\nBDAT 5\r\nab\r\nBDAT 0 LAST\r\n"
+        b"RSET\r\nVRFY x\r\nHELP\r\nNOOP\r\n",
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<d@localhost>\r\nDATA\r\nx\n.\n"
+        b"MAIL FROM:<e@f.example>\r\nDATA\r\nx\r\n.\r\n",
+        b"EHLO c\r\nAUTH PLAIN AGRlbW8Ac2VjcmV0\r\nAUTH LOGIN\r\nZGVtbw==\r\nc2VjcmV0\r\n"
+        b"MAIL FROM:<\"q@x\"@b.example> SMTPUTF8\r\nRCPT TO:<j\xc3\xa9@x.example>\r\n",
+        b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.example>\r\n",
+    ]
+
+    def run(data: bytes) -> None:
+        rng = random.Random(data)
+        conn = SmtpServerConnection(submission if data[:1] == b"S" else config)
+        out = bytearray(conn.data_to_send())
+        pos = 0
+        while pos < len(data) and not conn.closed:
+            step = rng.randint(1, 64)
+            events = conn.receive_data(data[pos : pos + step])
+            pos += step
+            while events:
+                event = events.pop(0)
+                if isinstance(event, RecipientCheckRequested):
+                    events += conn.recipient_checked(rng.choice(list(RecipientVerdict)))
+                elif isinstance(event, AuthenticationRequested):
+                    events += conn.authentication_result(rng.choice([None, event.username]))
+                elif isinstance(event, MessageReceived):
+                    assert len(event.data) <= config.max_message_size
+                    events += conn.message_stored(rng.random() < 0.8)
+                elif isinstance(event, StartTlsRequested):
+                    events += conn.tls_started()
+            assert len(conn._input) <= config.max_pending_input + 64
+            out += conn.data_to_send()
+        conn.receive_data(b"")
+        out += conn.data_to_send()
+        for line in bytes(out).split(b"\r\n")[:-1]:
+            assert line[:3].isdigit() and line[3:4] in (b" ", b"-"), line
+
+    return Target("smtp_server", seeds, run, ())
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -1247,6 +1312,7 @@ def main() -> None:
             target_server_auth(),
             target_http_auth(),
             target_mime(),
+            target_smtp_server(),
         ]
         only = {name for name in args.only.split(",") if name}
         rng = random.Random(args.seed)
