@@ -196,6 +196,11 @@ class ImapSession:
         driver stops reading until the client drains its responses."""
         return len(self._out) <= self.limits.max_pending_output
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of client input held (unparsed, or a command being assembled)."""
+        return self._parser.buffered
+
     def tls_established(self) -> None:
         """The driver finished the TLS handshake that STARTTLS asked for."""
         self.tls = True
