@@ -40,6 +40,10 @@ http_auth       ``tunnel.http_auth``: ``parse_credentials``,          none (neve
 mime            ``internet_mail.mime.mime_to_mapi`` on mutated mail (the      MimeLimitExceeded
                 MIME test corpus), then ``mapi_to_mime`` and a
                 second read of what it wrote
+imap_parser     ``internet_mail.imap.ImapSession`` (in-memory        none (tagged BAD/NO,
+                backend) fed mutated IMAP conversations in random     ``* BYE``, a close)
+                chunks: literals that lie, deep nesting, huge sets;
+                buffered bytes stay under the limits
 smtp_server     ``internet_mail.smtp.SmtpServerConnection``         none (only SMTP replies)
                 on mutated sessions (pipelined commands, DATA,
                 BDAT, smuggled ends, AUTH, STARTTLS) in random
@@ -1211,6 +1215,49 @@ def target_smtp_server() -> Target:
     return Target("smtp_server", seeds, run, ())
 
 
+def target_imap_parser() -> Target:
+    """The IMAP core (``internet_mail.imap``): a session over the in-memory backend is fed
+    mutated conversations in random chunks; it may answer anything, raise nothing, and
+    hold no more than its limits (parser buffers, queued output drained each call)."""
+    from internet_mail.imap import CloseRequested, ImapLimits, ImapSession
+    from internet_mail.imap.testing import MemoryBackend
+
+    limits = ImapLimits(max_line=2048, max_command=8192, max_literal=4096, max_append=8192)
+    message = b"From: a@b.example\r\nSubject: hi\r\n\r\nbody\r\n"
+    seeds = [
+        b"a LOGIN alice secret\r\nb SELECT INBOX (CONDSTORE)\r\n"
+        b"c FETCH 1:* (FLAGS BODY.PEEK[1.HEADER.FIELDS (FROM)]<0.10> BODYSTRUCTURE ENVELOPE)\r\n"
+        b"d UID SEARCH RETURN (MIN COUNT SAVE) OR (FROM x SINCE 1-Feb-2024) NOT SEEN 1:*\r\n"
+        b"e UID STORE $ (UNCHANGEDSINCE 9) +FLAGS.SILENT (\\Deleted)\r\nf UID EXPUNGE 1:*\r\n",
+        b"a AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\nb APPEND INBOX (\\Seen) {%d+}\r\n%s\r\n"
+        b'c LIST (SUBSCRIBED) "" (INBOX "%%") RETURN (STATUS (MESSAGES UNSEEN))\r\n'
+        b"d IDLE\r\nDONE\r\ne STATUS INBOX (UIDNEXT SIZE)\r\nf LOGOUT\r\n"
+        % (len(message), message),
+        b"a LOGIN {5}\r\nalice {4294967295}\r\nb FETCH *:* BINARY[1]\r\n"
+        b"c SEARCH " + b"(" * 40 + b"ALL" + b")" * 40 + b"\r\nd FETCH 1:4294967295 FLAGS\r\n",
+        b"a LOGIN alice secret\r\nb SELECT INBOX\r\nc MOVE 1 Trash\r\nd COPY 1:* Sent\r\n"
+        b"e APPEND INBOX ~{6+}\r\na\x00b\r\nc\r\n",
+    ]
+    bound = limits.max_line + 2 + limits.max_command + limits.max_append
+
+    def run(data: bytes) -> None:
+        backend = MemoryBackend()
+        backend.append("INBOX", message, frozenset(), None)
+        session = ImapSession(backend, limits, tls=True)
+        rng = random.Random(len(data))
+        at = 0
+        while at < len(data):
+            step = rng.randrange(1, 64)
+            events = session.receive_data(data[at : at + step])
+            at += step
+            session.data_to_send()
+            assert session.buffered <= bound, session.buffered
+            if any(isinstance(e, CloseRequested) for e in events):
+                break
+
+    return Target("imap_parser", seeds, run, ())
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -1312,6 +1359,7 @@ def main() -> None:
             target_server_auth(),
             target_http_auth(),
             target_mime(),
+            target_imap_parser(),
             target_smtp_server(),
         ]
         only = {name for name in args.only.split(",") if name}
