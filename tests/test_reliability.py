@@ -1196,7 +1196,7 @@ def test_fuzz_smoke() -> None:
                  "h1_channel",
                  "h2_glue", "store_batch", "store_service", "restrictions",
                  "control", "ntlm", "spnego", "sec_trailer", "server_auth",
-                 "http_auth", "mime",
+                 "http_auth", "mime", "smtp_server",
                  "imap_parser"):  # fmt: skip
         assert re.search(rf"^{name}: \d+ inputs", out, re.M), out
     findings = [
