@@ -406,14 +406,14 @@ class ImapSession:
         if name == "INBOX":
             raise BackendError("INBOX exists", "ALREADYEXISTS")
         self.backend.create(name, cmd.special_use)
-        self._ok(cmd.tag, "CREATE completed")
+        self._ok(cmd.tag, "mailbox created")
 
     def _cmd_delete(self, cmd: c.Delete, events: list[Event]) -> None:
         name = self._name(cmd.mailbox)
         if name == "INBOX":
             raise BackendError("INBOX cannot be deleted", "CANNOT")
         self.backend.delete(name)
-        self._ok(cmd.tag, "DELETE completed")
+        self._ok(cmd.tag, "mailbox deleted")
 
     def _cmd_rename(self, cmd: c.Rename, events: list[Event]) -> None:
         self.backend.rename(self._name(cmd.old), self._name(cmd.new))
