@@ -58,7 +58,7 @@ class SmtpConfig:
     max_data_line: int = 998
     max_header_count: int = 1000
     max_header_bytes: int = 1024 * 1024
-    max_errors: int = 10
+    max_errors: int = 20
     max_pending_input: int = 64 * 1024
 
     def __post_init__(self) -> None:

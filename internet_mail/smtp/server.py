@@ -35,7 +35,6 @@ see :mod:`.addresses`) is accepted only from an authenticated client.
 
 from __future__ import annotations
 
-import binascii
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from internet_mail.smtp.events import (
     RecipientCheckRequested,
     StartTlsRequested,
 )
+from internet_mail.smtp.params import decode_auth_response, parse_mail_params, parse_plain
 
 
 class LocalProtocolError(RuntimeError):
@@ -388,42 +388,20 @@ class SmtpServerConnection:
         else:
             try:
                 path, params_text = split_path(arg[5:])
-                txn = self._mail_params(params_text)
-                sender = parse_path(path, utf8=txn.smtputf8, what="sender", null_ok=True)
+                params = parse_mail_params(
+                    params_text, esmtp=self.esmtp, max_size=self.config.max_message_size
+                )
+                sender = parse_path(path, utf8=params.smtputf8, what="sender", null_ok=True)
             except PathError as exc:
                 self._reply(exc.code, exc.enhanced, exc.text)
                 return
-            txn.sender = "" if sender is None else str(sender)
-            self._txn = txn
+            self._txn = _Transaction(
+                sender="" if sender is None else str(sender),
+                body=params.body,
+                smtputf8=params.smtputf8,
+                size=params.size,
+            )
             self._reply(250, "2.1.0", "Sender OK")
-
-    def _mail_params(self, text: str) -> _Transaction:
-        txn = _Transaction(sender="", body="7BIT", smtputf8=False, size=None)
-        tokens = text.split()
-        if tokens and not self.esmtp:
-            raise PathError(555, "5.5.4", "MAIL parameters need EHLO")
-        seen: set[str] = set()
-        for token in tokens:
-            key, eq, value = token.partition("=")
-            key = key.upper()
-            if key in seen:
-                raise PathError(501, "5.5.4", f"Duplicate parameter {key}")
-            seen.add(key)
-            if key == "SIZE" and eq and value.isdigit() and value.isascii() and len(value) < 20:
-                txn.size = int(value)
-                if txn.size > self.config.max_message_size:
-                    raise PathError(552, "5.3.4", "Message size exceeds fixed maximum")
-            elif key == "BODY" and value.upper() in ("7BIT", "8BITMIME"):
-                txn.body = value.upper()
-            elif key == "SMTPUTF8" and not eq:
-                txn.smtputf8 = True
-            elif key == "AUTH" and eq:
-                pass  # RFC 4954 5: the original submitter; we do not relay it on
-            elif key in ("SIZE", "BODY", "SMTPUTF8"):
-                raise PathError(501, "5.5.4", f"Bad value for parameter {key}")
-            else:
-                raise PathError(555, "5.5.4", f"Unsupported parameter {key}")
-        return txn
 
     def _cmd_rcpt(self, arg: str) -> None:
         txn = self._txn
@@ -639,14 +617,10 @@ class SmtpServerConnection:
         """A response line inside ``AUTH`` (RFC 4954 4): base64, or ``*`` to cancel."""
         phase = self._phase
         self._phase = _Phase.COMMAND
-        if text == "*":
-            self._reply(501, "5.0.0", "Authentication cancelled")
-            return
         try:
-            decoded = b"" if text == "=" else binascii.a2b_base64(text, strict_mode=True)
-            value = decoded.decode("utf-8")
-        except (binascii.Error, ValueError):
-            self._reply(501, "5.5.2", "Invalid base64 data")
+            value = decode_auth_response(text)
+        except PathError as exc:
+            self._reply(exc.code, exc.enhanced, exc.text)
             return
         if phase is _Phase.AUTH_LOGIN_USER:
             self._login_user = value
@@ -657,11 +631,12 @@ class SmtpServerConnection:
             mechanism, username, password = "LOGIN", self._login_user, value
             self._login_user = ""
         else:
-            fields = value.split("\x00")
-            if len(fields) != 3 or not fields[1] or fields[0] not in ("", fields[1]):
-                self._reply(535, "5.7.8", "Authentication credentials invalid")
+            try:
+                username, password = parse_plain(value)
+            except PathError as exc:
+                self._reply(exc.code, exc.enhanced, exc.text)
                 return
-            mechanism, username, password = "PLAIN", fields[1], fields[2]
+            mechanism = "PLAIN"
         self._phase = _Phase.WAIT_AUTH
         self._events.append(
             AuthenticationRequested(mechanism=mechanism, username=username, password=password)
