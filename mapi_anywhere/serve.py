@@ -22,6 +22,7 @@ import signal
 import socket
 import stat
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +38,12 @@ from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, 
 from mapi.access.throttle import LogonThrottle
 from mapi.addressbook.gal import DEFAULT_ORGANIZATION, Gal, build_gal
 from mapi.addressbook.nspi import server_guid_of
-from mapi.addressbook.service import AddressBookService
+from mapi.addressbook.service import AddressBookService, Offload
+from mapi.budget import WorkBudget
 from mapi.model import errors as mapi_errors
 from mapi.model.limits import DEFAULT_LIMITS, Limits
 from mapi.rpc.service import ServiceLimits, StoreService
-from mapi.rpc.workers import WorkerLimits, WorkerPools
+from mapi.rpc.workers import WorkerLimits, WorkerPools, run_budgeted
 from mapi.store import ObjectStore
 from mapi_anywhere.authenticator import DirectoryAuthenticator
 from mapi_anywhere.config import Config, auth_level
@@ -283,6 +285,28 @@ class GalKeeper:
                 log.exception("address book: rebuilding the GAL failed")
 
 
+#: Worker threads for the address book's heavy calls (searches, pages, name
+#: resolution), a pool of their own: they never take a store batch's thread.
+ADDRESSBOOK_THREADS = 8
+#: The work budget of one address-book call (seconds): a GAL page, search or
+#: resolution over 100,000 entries takes tens of milliseconds.
+ADDRESSBOOK_CALL_SECONDS = 5.0
+
+
+def addressbook_offload(
+    threads: int = ADDRESSBOOK_THREADS, seconds: float = ADDRESSBOOK_CALL_SECONDS
+) -> Offload:
+    """Runs an address-book call in a worker thread of its own pool under a work
+    budget, so the event loop (every other connection) never waits for it; cancelling
+    the call (its connection went away) cancels the budget."""
+    limiter = trio.CapacityLimiter(threads)
+
+    async def offload(work: Callable[[], bytes]) -> bytes:
+        return await run_budgeted(work, WorkBudget(seconds, time.monotonic), limiter)
+
+    return offload
+
+
 # -- the control channel's operations --------------------------------------------------------
 
 
@@ -420,6 +444,7 @@ async def run_server(
         lambda: gal.current,
         server_fqdn=server_names().dns_computer,
         min_auth_level=auth_level(config.rpc_auth.min_auth_level),
+        offload=addressbook_offload(),
     )
     try:
         async with trio.open_nursery() as nursery:

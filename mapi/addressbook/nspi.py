@@ -61,6 +61,7 @@ from dcerpc.idl.nspi import (
     Restriction,
     Stat,
 )
+from mapi import budget
 from mapi.addressbook import props as p
 from mapi.addressbook.gal import ENTRY_TAGS, Container, Gal, GalEntry, fold
 
@@ -208,6 +209,7 @@ class NspiCore:
         by_mid = self.gal.by_mid
         out: list[PropertyRow] = []
         for mid in mids:
+            budget.tick()
             entry = by_mid.get(mid)
             if entry is None:  # an explicit table may name what is not there
                 out.append(PropertyRow([PropertyValue(p.error_tag(t), p.NOT_FOUND) for t in tags]))
@@ -339,6 +341,7 @@ class NspiCore:
         matches: list[int] = []
         by_mid = self.gal.by_mid
         for mid in table:
+            budget.tick()
             entry = by_mid[mid]
             if check(self.entry_values(entry, 0, stat.container_id)):
                 matches.append(mid)
@@ -461,6 +464,7 @@ class NspiCore:
         columns = tuple(tags) if tags is not None else DEFAULT_COLUMNS
         mids: list[int] = []
         for name in names:
+            budget.tick()
             found = self.gal.resolve(name) if name else []
             if not found:
                 mids.append(p.MID_UNRESOLVED)

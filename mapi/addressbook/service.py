@@ -15,7 +15,24 @@ decode raises :class:`~dcerpc.errors.NdrError`, which the runtime answers with t
 ``nca_s_fault_ndr`` and the connection goes on. The context handle is looked up; the
 core (:class:`~mapi.addressbook.nspi.NspiCore`, on the current GAL snapshot) runs; the
 answer is encoded. Everything after the decode is plain computation on an immutable
-snapshot, bounded by the core's limits, so it runs in the handler itself.
+snapshot, bounded by the core's limits.
+
+Where a call runs: the cheap calls (NspiBind, NspiUnbind, NspiUpdateStat,
+NspiGetSpecialTable, NspiDNToMId, NspiGetProps, ... and the referral service) run in the
+handler itself, on the event loop. The calls whose work grows with the directory or
+the request (:data:`HEAVY_OPNUMS`: NspiQueryRows, NspiSeekEntries, NspiGetMatches,
+NspiResortRestriction, NspiResolveNames, NspiResolveNamesW; milliseconds to tens of
+milliseconds over a 100,000-entry GAL) go, whole (decode, look-up of the handle,
+computation, encode), to the injected ``offload``: the composition root runs them in a
+worker thread of the address book's own pool under a :class:`~mapi.budget.WorkBudget`
+(``serve``: :func:`mapi.rpc.workers.run_budgeted`), so one client's long search never
+holds up another's calls. The core's loops call :func:`mapi.budget.tick`: a call whose
+caller went away (the budget cancelled) stops at its next check (answered with the fault
+``nca_s_fault_cancel``, which nobody reads), and one past its budget is answered with
+the fault ``nca_s_server_too_busy``. A thread
+reads the bind table only (dictionary look-ups, atomic under the GIL); NspiBind and
+NspiUnbind, which change it, run on the event loop. Without ``offload`` (tests, tools)
+every call runs in the handler.
 
 Context handles: NspiBind makes one (20 octets, a random UUID) bound to the identity the
 connection authenticated as (``ctx.auth``) and to the connection: it is forgotten when
@@ -47,7 +64,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -70,6 +87,7 @@ from dcerpc.syntax import SyntaxId
 from mapi.addressbook import props as p
 from mapi.addressbook.gal import Gal
 from mapi.addressbook.nspi import NspiCore, Reply, decode8
+from mapi.model import errors as mapi_errors
 
 log = logging.getLogger("mapi.addressbook")
 
@@ -81,6 +99,12 @@ DECODE_LIMITS: Final = Limits(max_bytes=1 << 20, max_elements=100_000, max_depth
 #: Live NSPI binds per connection.
 MAX_BINDS: Final = 64
 _BINDS: Final = "mapi.addressbook.binds"
+#: NspiQueryRows, NspiSeekEntries, NspiGetMatches, NspiResortRestriction,
+#: NspiResolveNames, NspiResolveNamesW: the calls given to ``offload``.
+HEAVY_OPNUMS: Final = frozenset({3, 4, 5, 6, 19, 20})
+#: Runs a call's whole work elsewhere (a worker thread under a work budget) and gives
+#: its answer; raises the budget's MAPI error when the budget ran out or was cancelled.
+Offload = Callable[[Callable[[], bytes]], Awaitable[bytes]]
 
 
 # -- impacket's request shapes (see the module docstring) ------------------------------
@@ -251,8 +275,10 @@ class AddressBookService:
         *,
         server_fqdn: str,
         min_auth_level: int = AuthLevel.PKT_PRIVACY,
+        offload: Offload | None = None,
     ) -> None:
         self._gal = gal
+        self._offload = offload
         self.server_fqdn = server_fqdn
         self.min_auth_level = min_auth_level
         #: Handle UUID -> its bind; also listed per connection for the close.
@@ -303,7 +329,15 @@ class AddressBookService:
         handler = self._handlers.get(ctx.opnum)
         if handler is None:  # opnum 15: never used on the wire
             raise RpcFault(FaultStatus.OP_RNG_ERROR)
-        return handler(ctx, stub)
+        if self._offload is None or ctx.opnum not in HEAVY_OPNUMS:
+            return handler(ctx, stub)
+        try:
+            return await self._offload(lambda: handler(ctx, stub))
+        except mapi_errors.UserCancel:
+            raise RpcFault(FaultStatus.FAULT_CANCEL) from None
+        except mapi_errors.Timeout:
+            log.info("NSPI call (opnum %d) from %s ran out of time", ctx.opnum, ctx.peer)
+            raise RpcFault(FaultStatus.SERVER_TOO_BUSY) from None
 
     async def handle_referral(self, ctx: CallContext, stub: bytes) -> bytes:
         if ctx.opnum == 0:
