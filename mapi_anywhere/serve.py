@@ -49,7 +49,8 @@ from mapi_anywhere.authenticator import DirectoryAuthenticator
 from mapi_anywhere.config import Config, auth_level
 from mapi_anywhere.control import AlreadyRunning, ServerError, serve_control
 from tunnel.drivers.context import TunnelInfo
-from tunnel.policy import AllowList
+from tunnel.http_auth import server_names as tunnel_ntlm_names
+from tunnel.policy import OA_NSPI_PORT, OA_REFERRAL_PORT, OA_STORE_PORT, AllowList
 from tunnel.proxy import serve_tunnel
 
 log = logging.getLogger("mapi_anywhere")
@@ -105,6 +106,26 @@ def server_names() -> ServerNames:
         dns_computer=fqdn.lower(),
         dns_domain=dns_domain.lower(),
     )
+
+
+def tunnel_target_names(configured: Sequence[str]) -> list[str]:
+    """The names a tunnel client may give as its RPC target: the configured server
+    names, and the NetBIOS and DNS names the tunnel's NTLM CHALLENGE announces (a
+    client such as impacket that is given no RPC host name takes the NetBIOS one from
+    there); ``localhost`` and ``127.0.0.1`` are always added by the allow list."""
+    announced = tunnel_ntlm_names(configured)
+    return [*configured, announced.netbios_computer, announced.dns_computer]
+
+
+def well_known_ports(service_ports: dict[str, int]) -> dict[int, int]:
+    """Outlook Anywhere's fixed ports to ours: 6001 the store, 6002 and 6004 the
+    address book (NSPI and referral answer on both, as on Exchange)."""
+    mapping: dict[int, int] = {}
+    if "store" in service_ports:
+        mapping[OA_STORE_PORT] = service_ports["store"]
+    if "addressbook" in service_ports:
+        mapping[OA_REFERRAL_PORT] = mapping[OA_NSPI_PORT] = service_ports["addressbook"]
+    return mapping
 
 
 def _tower_host(host: str) -> str:
@@ -570,9 +591,10 @@ async def _run(
                         allowed_targets=AllowList.for_database(
                             database,
                             running.epm_port,
-                            settings.server_names,
+                            tunnel_target_names(settings.server_names),
                             # The tunnel reaches the services where they listen.
                             backend_host=_backend_host(config.server.host),
+                            well_known=well_known_ports(running.service_ports),
                         ),
                         authenticate=authenticator,
                         data_dir=config.server.data_dir,

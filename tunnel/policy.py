@@ -20,11 +20,16 @@ Three decisions are made before a single byte is forwarded, in this order:
    ``/rpc/rpcproxy.dll?<server>:<port>`` names the RPC server; it is split at the last
    ``:`` ([MS-RPCH] 2.1.2.1.1). Only our own names (``localhost``, ``127.0.0.1`` and the
    configured server names) and only the ports of our endpoint mapper and of the
-   services registered with it are allowed, like IIS's ``ValidPorts``. An allowed
-   target is mapped to the configured backend address: the proxy never resolves a
-   client-supplied name and never connects anywhere else (no SSRF). A refused target
-   gets ``503 RPC Error: 6ba`` on HTTP/1.1 (RPC_S_SERVER_UNAVAILABLE, what impacket
-   expects) and ``403`` on HTTP/2, in both cases without a connection attempt.
+   services registered with it are allowed, like IIS's ``ValidPorts``. Outlook Anywhere
+   clients name fixed ports instead (6001 the store, 6002 the referral service, 6004
+   the address book, as Exchange's own allow list does): the composition root may map
+   such well-known ports to the ports our services listen on (``well_known``); a
+   well-known port with no mapping is refused like any other, and a mapping never
+   widens the names. An allowed target is mapped to the configured backend address:
+   the proxy never resolves a client-supplied name and never connects anywhere else
+   (no SSRF). A refused target gets ``503 RPC Error: 6ba`` on HTTP/1.1
+   (RPC_S_SERVER_UNAVAILABLE, what impacket expects) and ``403`` on HTTP/2, in both
+   cases without a connection attempt.
 3. **Limits** (:class:`Quota`): connections per client address, virtual connections
    per user, both released when the connection or stream ends.
 
@@ -37,7 +42,7 @@ import base64
 import binascii
 import re
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,6 +97,12 @@ RPC_S_SERVER_UNAVAILABLE = 0x6BA
 RPC_S_SERVER_TOO_BUSY = 0x6BB
 #: Refusal of a successor channel that cannot join its VC (channel recycling).
 RPC_S_PROTOCOL_ERROR = 0x6C0
+#: The ports Outlook Anywhere clients name through an RPC proxy ([MS-OXCRPC],
+#: [MS-OXABREF], [MS-OXNSPI] over RPC over HTTP): the store, the referral service, the
+#: address book.
+OA_STORE_PORT = 6001
+OA_REFERRAL_PORT = 6002
+OA_NSPI_PORT = 6004
 RPC_PATHS = ("/rpc/rpcproxy.dll", "/rpcwithcert/rpcproxy.dll")
 MAX_USERNAME = 256
 MAX_PASSWORD = 1024
@@ -173,6 +184,9 @@ class AllowList:
 
     ``ports`` is called at each decision, so services that register later are allowed
     without a restart. ``backend_host`` is the only address ever connected to.
+    ``well_known`` maps a port a client names (Outlook Anywhere's 6001, 6002, 6004) to
+    the port of ours it leads to; it is consulted first, so a well-known port always
+    means its service (for our names only, like every other port).
     """
 
     def __init__(
@@ -180,17 +194,25 @@ class AllowList:
         names: Iterable[str],
         ports: Callable[[], Iterable[int]],
         backend_host: str = "127.0.0.1",
+        well_known: Mapping[int, int] | None = None,
     ) -> None:
         self.names = frozenset(
             n.strip("[]").lower() for n in (*names, "localhost", "127.0.0.1") if n
         )
         self._ports = ports
         self.backend_host = backend_host
+        self.well_known: dict[int, int] = dict(well_known or {})
+        for asked, served in self.well_known.items():
+            if not (1 <= asked <= 65535 and 1 <= served <= 65535):
+                raise ValueError(f"bad well-known port mapping {asked} -> {served}")
 
     def resolve(self, target: Target) -> tuple[str, int] | None:
         """The backend address for an allowed target, or None (refuse, do not connect)."""
         if target.server not in self.names:
             return None
+        mapped = self.well_known.get(target.port)
+        if mapped is not None:
+            return (self.backend_host, mapped)
         if target.port not in set(self._ports()):
             return None
         return (self.backend_host, target.port)
@@ -217,10 +239,17 @@ class AllowList:
         epm_port: int,
         names: Iterable[str],
         backend_host: str = "127.0.0.1",
+        well_known: Mapping[int, int] | None = None,
     ) -> AllowList:
         """Our names; the EPM port and every ncacn_ip_tcp port registered in ``database``
-        (read at each decision, so later registrations count)."""
-        return cls(names, lambda: registered_tcp_ports(database.entries(), epm_port), backend_host)
+        (read at each decision, so later registrations count); ``well_known`` as in
+        the class docstring."""
+        return cls(
+            names,
+            lambda: registered_tcp_ports(database.entries(), epm_port),
+            backend_host,
+            well_known,
+        )
 
 
 class _PairAllowList(AllowList):
