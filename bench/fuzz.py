@@ -49,6 +49,12 @@ smtp_server     ``internet_mail.smtp.SmtpServerConnection``         none (only S
                 BDAT, smuggled ends, AUTH, STARTTLS) in random
                 chunks, the driver's answers made up; replies
                 must be well formed and held input bounded
+pop3_session    ``internet_mail.pop3.Pop3Session`` (in-memory       none (only ``+OK``/``-ERR``
+                maildrop) on mutated sessions (USER/PASS, AUTH     lines, multi-line bodies,
+                PLAIN, STLS, RETR/TOP/DELE/RSET/UIDL, QUIT) in      ``+`` challenges)
+                random chunks, authentication answered; held
+                input and the lock bounded, no deletion without
+                QUIT
 ==============  ==================================================  ===========================
 
 Prints one line per target (inputs, seconds, failures) and the distinct failures (type,
@@ -1258,6 +1264,63 @@ def target_imap_parser() -> Target:
     return Target("imap_parser", seeds, run, ())
 
 
+def target_pop3_session() -> Target:
+    """The POP3 core (``internet_mail.pop3``): a session over the in-memory maildrop is
+    fed mutated sessions in random chunks, its authentication events answered; it may
+    answer anything, raise nothing, hold no more input than its limits, and remove
+    messages only at QUIT."""
+    from internet_mail.pop3 import (
+        AuthenticationRequested,
+        Pop3Limits,
+        Pop3Session,
+        StartTLSRequested,
+    )
+    from internet_mail.pop3.testing import MemoryBackend, MemoryStore
+
+    limits = Pop3Limits(max_line=255, max_hard_line=1024, max_input_buffer=4096)
+    seeds = [
+        b"CAPA\r\nUSER alice\r\nPASS secret\r\nSTAT\r\nLIST\r\nLIST 2\r\nUIDL\r\n"
+        b"UIDL 1\r\nRETR 1\r\nTOP 2 1\r\nDELE 1\r\nRSET\r\nDELE 2\r\nNOOP\r\nQUIT\r\n",
+        b"AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\nRETR 2\r\nTOP 1 4294967295\r\nDELE 9\r\nQUIT\r\n",
+        b"AUTH PLAIN\r\nYWxpY2UAYWxpY2UAc2VjcmV0\r\nLIST 0\r\nRETR 99999999999\r\n*\r\n",
+        b"STLS\r\nUSER alice\r\nPASS secret\r\nCAPA\r\nAUTH\r\nAUTH PLAIN =\r\n",
+        b"USER alice\nPASS bad\nPASS secret\nUSER alice\nPASS secret\nQUIT\n" + b"A" * 300,
+    ]
+    message = b"Subject: x\n\n.\n..\nbody\r\n.\r\n"
+
+    def run(data: bytes) -> None:
+        store = MemoryStore()
+        uids = {store.add("alice", message), store.add("alice", b"no header end")}
+        session = Pop3Session(MemoryBackend(store), limits, tls=len(data) % 2 == 0)
+        rng = random.Random(len(data))
+        at = 0
+        signed_off = False
+        while not session.closed and (at < len(data) or not session.wants_read):
+            if session.wants_read:
+                step = rng.randrange(1, 64)
+                events = session.receive_data(data[at : at + step])
+                at += step
+            else:  # output backlog: run the held commands, feed nothing
+                events = session.resume()
+            while events:
+                event = events.pop(0)
+                if isinstance(event, AuthenticationRequested):
+                    events += session.authentication_result(event.password == "secret")
+                elif isinstance(event, StartTLSRequested):
+                    session.tls_established()
+            out = session.data_to_send()
+            signed_off |= b"+OK POP3 server signing off (" in out
+            for line in out.split(b"\r\n")[:-1]:
+                assert b"\n" not in line and b"\r" not in line, line
+            assert session.buffered <= limits.max_input_buffer, session.buffered
+        session.receive_data(b"")
+        assert not store.locked
+        if not signed_off:  # deletions only at QUIT
+            assert set(store.maildrops["alice"]) == uids
+
+    return Target("pop3_session", seeds, run, ())
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -1361,6 +1424,7 @@ def main() -> None:
             target_mime(),
             target_imap_parser(),
             target_smtp_server(),
+            target_pop3_session(),
         ]
         only = {name for name in args.only.split(",") if name}
         rng = random.Random(args.seed)
