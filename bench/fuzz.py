@@ -1187,7 +1187,7 @@ def target_smtp_server() -> Target:
         b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<d@localhost>\r\nDATA\r\nx\n.\n"
         b"MAIL FROM:<e@f.example>\r\nDATA\r\nx\r\n.\r\n",
         b"EHLO c\r\nAUTH PLAIN AGRlbW8Ac2VjcmV0\r\nAUTH LOGIN\r\nZGVtbw==\r\nc2VjcmV0\r\n"
-        b"MAIL FROM:<\"q@x\"@b.example> SMTPUTF8\r\nRCPT TO:<j\xc3\xa9@x.example>\r\n",
+        b'MAIL FROM:<"q@x"@b.example> SMTPUTF8\r\nRCPT TO:<j\xc3\xa9@x.example>\r\n',
         b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.example>\r\n",
     ]
 
