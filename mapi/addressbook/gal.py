@@ -246,11 +246,27 @@ class Gal:
             + b"\x00"
         )
 
+    def mid_of_guid_dn(self, dn: str) -> int:
+        """The MId of an object-GUID DN (``/guid=<32 hex>`` or ``/o=NT5/.../cn=<32
+        hex>``, the GUID's little-endian layout, as impacket's ``get_dn_from_guid``
+        writes it; case-folded), 0 when it is not one or names nobody here."""
+        if not dn.startswith(("/guid=", "/o=nt5/")):
+            return 0
+        tail = dn.rsplit("=", 1)[-1]
+        if len(tail) != 32:
+            return 0
+        try:
+            return self.by_guid.get(bytes.fromhex(tail), 0)
+        except ValueError:
+            return 0
+
     def resolve(self, text: str, limit: int = 2) -> list[int]:
         """Ambiguous name resolution ([MS-OXNSPI] 3.1.4.7, our policy): the entries whose
         display name, login name, SMTP address (with or without ``SMTP:``) or legacy DN
-        equals ``text`` ignoring case; if none, those with a display-name word, login name
-        or SMTP address starting with it. At most ``limit`` MIds (in table order when
+        equals ``text`` ignoring case; else the one an object-GUID DN names
+        (:meth:`mid_of_guid_dn`; ``exchanger.py nspi guid-known`` resolves those); if
+        none, those with a display-name word, login name or SMTP address starting with
+        it. At most ``limit`` MIds (in table order when
         ambiguous): the caller needs only to tell one from several."""
         key = fold(text.strip())
         if not key:
@@ -258,6 +274,9 @@ class Gal:
         exact = self.exact.get(key)
         if exact:
             return sorted(exact, key=self.position.__getitem__)[:limit]
+        by_guid = self.mid_of_guid_dn(key)
+        if by_guid:
+            return [by_guid]
         found: list[int] = []
         for mid in self.words.prefixed(key, limit * 8):
             if mid not in found:

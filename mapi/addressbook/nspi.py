@@ -385,13 +385,7 @@ class NspiCore:
             mid = 0
             if raw is not None:
                 dn = fold(raw.decode("latin-1"))
-                mid = gal.by_dn.get(dn, 0)
-                if not mid:
-                    tail = dn.rsplit("=", 1)[-1] if dn.startswith(("/guid=", "/o=nt5/")) else ""
-                    try:
-                        mid = gal.by_guid.get(bytes.fromhex(tail), 0) if len(tail) == 32 else 0
-                    except ValueError:
-                        mid = 0
+                mid = gal.by_dn.get(dn, 0) or gal.mid_of_guid_dn(dn)
             out.append(mid)
         return Reply(p.SUCCESS, values={"ppOutMIds": out})
 
