@@ -50,6 +50,7 @@ it. A message changed in between is a new submission.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -337,17 +338,37 @@ def _deliver(
         (pt.PR_MESSAGE_RECIP_ME, True),
     ]:
         state.bag.set(tag, value)
+    deliver_to_inbox(
+        target, state, sid, now,
+        prepare=lambda txn: _translate_named(state, _recipient_ids(db, txn, names, db.limits)),
+    )  # fmt: skip
+
+
+def deliver_to_inbox(
+    target: StoreContext, state: MessageState, sid: bytes, now: int,
+    prepare: Callable[[Txn], None] | None = None,
+) -> int | None:  # fmt: skip
+    """Save ``state`` into the Inbox of ``target``'s mailbox, in one transaction that
+    also records delivery ``sid`` and raises fnevNewMail, fnevObjectCreated and the
+    contents-table row on commit; ``prepare(txn)`` runs first inside it. The local
+    delivery of a submission and of Internet mail (:mod:`mapi.objects.delivery`).
+
+    Returns the new message's id, or None when ``sid`` was delivered there before.
+    """
+    db = target.db
     with db.transaction() as txn:
         if db.messages.was_delivered(txn, sid):
-            return  # delivered by an earlier attempt
-        _translate_named(state, _recipient_ids(db, txn, names, db.limits))
+            return None  # delivered by an earlier attempt
+        if prepare is not None:
+            prepare(txn)
         inbox = db.folders.role_folder(txn, "inbox")
         new_id = db.messages.save(
             txn, state, limits=db.limits, change_num=db.next_change_number(txn), now=now,
             folder_id=inbox,
         )  # fmt: skip
         db.messages.note_delivery(txn, sid, new_id, now)
-        record(target, _new_mail(new_id, inbox, state.bag, flags))
+        record(target, _new_mail(new_id, inbox, state.bag, _flags(state.bag)))
+    return new_id
 
 
 def _new_mail(db_id: int, folder_id: int, bag: PropBag, flags: int) -> Change:
@@ -458,4 +479,4 @@ def _save_ndr(
     return ndr_id
 
 
-__all__ = ["NDR_CLASS", "SubmitResult", "submit"]
+__all__ = ["NDR_CLASS", "SubmitResult", "deliver_to_inbox", "submit"]

@@ -1,0 +1,169 @@
+"""Local delivery of Internet mail: MIME bytes into each recipient's Inbox.
+
+Theory of operation
+-------------------
+:func:`deliver_mime` is the store side of an incoming SMTP transaction (the trio
+driver of :mod:`internet_mail.smtp.driver` calls it, through ``serve``, in a worker
+thread). It
+
+1. prepends the ``Received:`` trace header (RFC 5321 4.4) the driver wrote to the
+   message as it arrived,
+2. converts the result with :func:`internet_mail.mime.mime_to_mapi` (the header is
+   then part of ``PR_TRANSPORT_MESSAGE_HEADERS``),
+3. resolves each envelope recipient against the directory (several addresses of one
+   user give one copy), and
+4. saves one copy into each user's Inbox through
+   :func:`mapi.objects.submit.deliver_to_inbox`, the path of a MAPI submission's
+   local delivery: one transaction per mailbox, committed (fsynced) before this
+   returns, raising fnevNewMail, fnevObjectCreated and the contents-table row, so
+   subscribed sessions, their UDP wake-ups and ICS sync all see it. The bytes as
+   received (Received header included) are kept under ``PR_MIME_ORIGINAL`` (stream
+   storage), so reading the message back as MIME gives exactly what arrived.
+
+The copy is unread (``PR_MESSAGE_FLAGS`` 0), with ``PR_RECEIVED_BY_*`` naming its
+recipient and ``PR_MESSAGE_TO_ME``/``PR_MESSAGE_CC_ME``/``PR_MESSAGE_RECIP_ME`` from the
+header recipients. The sender properties are those of the message's ``From``/``Sender``
+(Internet mail has no authenticated submitter to stand in for them).
+
+Retries: the delivery id is a hash of the message bytes (without our Received header),
+recorded in each mailbox with its copy; a client that resends the same bytes after a
+lost ``250`` (or after a 4xx for a failure half-way through the recipients) gives no
+second copy to the mailboxes that already have one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from internet_mail.mime import ConvertedMessage, mime_to_mapi
+from mapi.model import proptags as pt
+from mapi.model.limits import Limits
+from mapi.model.properties import PropData
+from mapi.notify.subscriptions import NotificationHub
+from mapi.objects.context import Identity, MailRouter, StoreContext
+from mapi.objects.submit import deliver_to_inbox
+from mapi.storage.api import AttachState, MessageState
+from mapi.storage.propbag import PropBag
+
+#: Prefix of the delivery ids of Internet mail (submissions use the store's UID).
+_SID_PREFIX = b"mime:"
+
+
+class DeliveryStore(MailRouter, Protocol):
+    """What :func:`deliver_mime` needs of the store (:class:`mapi.store.ObjectStore`)."""
+
+    limits: Limits
+    notifications: NotificationHub
+
+    def clock(self) -> int:
+        """Now, as a FILETIME."""
+
+
+@dataclass(frozen=True, slots=True)
+class MimeDelivery:
+    """What :func:`deliver_mime` did."""
+
+    #: User ids of the mailboxes that have the message (now or from an earlier try).
+    delivered: list[str]
+    #: Envelope recipients no user has (refused at RCPT normally; a user deleted since).
+    unknown: list[str]
+    #: Defects the MIME reader repaired (for the log).
+    defects: list[str]
+
+
+def local_domains(addresses: Iterable[str]) -> frozenset[str]:
+    """The mail domains of ``addresses`` (the users' e-mail addresses), lower-cased:
+    the local domains when none are configured."""
+    out = set()
+    for address in addresses:
+        _, at, domain = address.rpartition("@")
+        if at and domain:
+            out.add(domain.lower())
+    return frozenset(out)
+
+
+def _is_recipient(rows: list[dict[int, PropData]], kind: int, user: Identity) -> bool:
+    mine = {a.lower() for a in (user.email, user.username) if a}
+    for row in rows:
+        if row.get(pt.PR_RECIPIENT_TYPE) != kind:
+            continue
+        for tag in (pt.PR_SMTP_ADDRESS_W, pt.PR_EMAIL_ADDRESS_W):
+            value = row.get(tag)
+            if isinstance(value, str) and value.lower() in mine:
+                return True
+    return False
+
+
+def _state(conv: ConvertedMessage, now: int) -> MessageState:
+    """A new, unsaved message of ``conv`` (recursively for embedded messages)."""
+    bag = PropBag()
+    for tag, value in conv.props.items():
+        bag.set(tag, value)
+    recipients = [{**row, pt.PR_ROWID: i} for i, row in enumerate(conv.recipients)]
+    attachments: dict[int, AttachState | None] = {}
+    for num, attach in enumerate(conv.attachments):
+        abag = PropBag()
+        for tag, value in attach.props.items():
+            abag.set(tag, value)
+        embedded = _state(attach.embedded, now) if attach.embedded is not None else None
+        attachments[num] = AttachState(num, None, abag, embedded)
+    return MessageState(
+        None, 0, now, now, bag, recipients=recipients, attachments=attachments,
+        next_attach_num=len(attachments),
+    )  # fmt: skip
+
+
+def deliver_mime(
+    store: DeliveryStore, recipients: Sequence[str], raw: bytes, received_header: bytes = b""
+) -> MimeDelivery:
+    """Deliver the Internet message ``raw`` to the local users ``recipients`` (envelope
+    addresses); ``received_header`` (a whole ``Received:`` field with its CRLF) is
+    prepended. Returns once every copy is committed (see the module docstring).
+
+    Raises:
+        MimeLimitExceeded: the message is beyond the MIME limits of ``store.limits``.
+        NotEnoughDisk: a mailbox is over its quota (or the disk is full). TooBig: the
+        message is over the store's message size limit. Other MapiErrors: the store
+        failed; copies committed before the failure stay (a retry skips them).
+    """
+    sid = _SID_PREFIX + hashlib.sha256(raw).digest()
+    full = received_header + raw
+    now = store.clock()
+    conv = mime_to_mapi(full, limits=store.limits, received=now)
+    targets: dict[str, Identity] = {}
+    unknown: list[str] = []
+    for address in recipients:
+        user = store.resolve(address)
+        if user is None:
+            unknown.append(address)
+        else:
+            targets.setdefault(user.user_id, user)
+    delivered = []
+    for user in targets.values():
+        state = _state(conv, now)
+        for tag, value in [
+            (pt.PR_MESSAGE_CLASS_W, conv.props.get(pt.PR_MESSAGE_CLASS_W) or "IPM.Note"),
+            (pt.PR_MESSAGE_FLAGS, 0),
+            (pt.PR_MESSAGE_DELIVERY_TIME, now),
+            (pt.PR_RECEIVED_BY_NAME_W, user.display_name),
+            (pt.PR_RECEIVED_BY_EMAIL_ADDRESS_W, user.email or user.username),
+            (pt.PR_RECEIVED_BY_ADDRTYPE_W, "SMTP"),
+            (pt.PR_MESSAGE_TO_ME, _is_recipient(conv.recipients, pt.MAPI_TO, user)),
+            (pt.PR_MESSAGE_CC_ME, _is_recipient(conv.recipients, pt.MAPI_CC, user)),
+            (pt.PR_MESSAGE_RECIP_ME, True),
+            (pt.PR_MIME_ORIGINAL, full),
+        ]:
+            state.bag.set(tag, value)
+        if user.email:
+            state.bag.set(pt.PR_RECEIVED_BY_SMTP_ADDRESS_W, user.email)
+        db = store.mailbox(user)
+        target = StoreContext(db, user=user, owner=user, hub=store.notifications, router=store)
+        deliver_to_inbox(target, state, sid, now)
+        delivered.append(user.user_id)
+    return MimeDelivery(delivered, unknown, list(conv.defects))
+
+
+__all__ = ["DeliveryStore", "MimeDelivery", "deliver_mime", "local_domains"]
