@@ -34,11 +34,22 @@ The library is split by job, and this module re-exports its public names:
 :mod:`clients.calls` (calls, property values, the object base), :mod:`clients.objects`
 (store, folders, messages, attachments, tables), :mod:`clients.streams` (streams and
 their write-behind engine), :mod:`clients.session` (the session, batches, events) and
-:mod:`clients.connecting` (addresses, transports, logon, :func:`connect`).
+:mod:`clients.connecting` (addresses, transports, logon, :func:`connect`) and
+:mod:`clients.addressbook` (the address book over NSPI: resolve names, browse and
+search the GAL, a user's details; :func:`open_address_book`).
 """
 
 from __future__ import annotations
 
+from clients.addressbook import (
+    AddressBook,
+    Entry,
+    GalPage,
+    Resolution,
+    TooManyMatches,
+    address_book_for,
+    open_address_book,
+)
 from clients.calls import (
     MAPI_W_ERRORS_RETURNED,
     MAX_INLINE_VALUE,
@@ -77,14 +88,18 @@ __all__ = [
     "MAPI_W_ERRORS_RETURNED",
     "MAX_CLIENT_KDF_N",
     "MAX_INLINE_VALUE",
+    "AddressBook",
     "Attachment",
     "Batch",
     "Call",
+    "Entry",
     "Event",
     "Folder",
+    "GalPage",
     "MapiObject",
     "Message",
     "Props",
+    "Resolution",
     "ResyncRequired",
     "Session",
     "Store",
@@ -92,10 +107,13 @@ __all__ = [
     "SyncPage",
     "Table",
     "Tag",
+    "TooManyMatches",
+    "address_book_for",
     "check_fingerprint",
     "client_auth",
     "connect",
     "logon",
+    "open_address_book",
     "parse_address",
     "parse_tunnel_address",
     "tag_of",

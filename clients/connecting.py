@@ -416,6 +416,15 @@ async def connect(
             # NTLM's answer is judged after the bind: a wrong password faults the call.
             raise errors.LogonFailed(_REFUSED) from exc
         session.wake_socket = wake_socket
+        session.connect_params = {
+            "address": address,
+            "user": user,
+            "password": password,
+            "fingerprint": fingerprint,
+            "http2": http2,
+            "auth_level": auth_level,
+            "auth_type": auth_type,
+        }
         try:
             with single_errors():  # the caller's own exception, not a group of one
                 async with trio.open_nursery() as nursery:

@@ -116,6 +116,10 @@ class Session:
         self._free_handles: list[int] = []
         #: Where pipelined stream calls run (set by :func:`connect`; None: no pipelining).
         self.nursery: trio.Nursery | None = None
+        #: What :func:`connect` was given (address after autodiscover, user, password,
+        #: fingerprint, transport and auth options), so that
+        #: :func:`clients.addressbook.address_book_for` can reach the address book.
+        self.connect_params: dict[str, Any] | None = None
 
     async def wait_for_events(
         self, poll_seconds: float = 30.0, max_events: int = 256
