@@ -40,6 +40,12 @@ from clients.api import (
     parse_tunnel_address,
 )
 from clients.autodiscover import AutodiscoverError, EmailAddress, parse_email_address
+from clients.cli_addressbook import (
+    UnresolvedNames,
+    add_addressbook_commands,
+    resolve_recipient_args,
+    run_addressbook_command,
+)
 from clients.cli_edit import cmd_copy, cmd_create, cmd_get, cmd_put, cmd_rm
 from clients.cli_folders import Context, cmd_mkdir, cmd_rename, cmd_rmdir, cmd_tree, open_context
 from clients.cli_format import UsageError, dump_json
@@ -78,6 +84,9 @@ examples:
   mapi-cli get inbox 1 0 -o Downloads/        (under its own name, made safe; mode 600)
   mapi-cli mv inbox 1 3-5 Inbox/Projects
   mapi-cli rm inbox 2 --hard
+  mapi-cli resolve Bob carol@example.org      (the address book: entry, candidates or unknown)
+  mapi-cli gal --search bo --json
+  mapi-cli send outbox --subject hi --to Bob  (names are resolved in the address book)
 """
 
 
@@ -230,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--body-file", help="read the body from a UTF-8 file ('-': stdin)")
         for kind in ("to", "cc", "bcc"):
             cmd.add_argument(
-                f"--{kind}", action="append", metavar="ADDR", help="'Name <a@b>' or a@b"
+                f"--{kind}",
+                action="append",
+                metavar="ADDR",
+                help="'Name <a@b>', a@b, or a name to look up in the address book "
+                "(ambiguous or unknown names stop the command)",
             )
         cmd.add_argument("--attach", action="append", metavar="FILE", help="attach a file")
 
@@ -283,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--follow", action="store_true", help="keep the mirror current")
     cmd.add_argument("--duration", type=_seconds, help="with --follow, stop after S seconds")
     add_permission_commands(command, COMMANDS)  # share, permissions
+    add_addressbook_commands(command)  # resolve, gal (no store session)
     return parser
 
 
@@ -386,6 +400,10 @@ async def _run_command(args: argparse.Namespace, password: str) -> int:
     live = args.command in ("watch", "sync")  # bounded by --duration/--count instead
     timeout = args.timeout if args.timeout and not live else None
     with trio.fail_after(timeout) if timeout else contextlib.nullcontext():
+        if args.command in ("resolve", "gal"):
+            return await run_addressbook_command(args, password)
+        if args.command in ("create", "send"):
+            await resolve_recipient_args(args, password)  # names -> addresses, first
         session_cm = connect(
             args.server,
             args.user,
@@ -426,6 +444,12 @@ def _report(args: argparse.Namespace, exc: BaseException) -> int:
     log.debug("command failed", exc_info=exc)
     if isinstance(exc, UsageError):
         return _fail(args, EXIT_USAGE, str(exc), "usage")
+    if isinstance(exc, UnresolvedNames):  # one line per name, then the status
+        for line in exc.lines:
+            print(f"mapi-cli: {line}", file=sys.stderr)
+        if getattr(args, "json", False):
+            print(dump_json({"error": {"code": "unresolved", "message": str(exc)}}))
+        return EXIT_ERROR
     if isinstance(exc, errors.LogonFailed):
         # The server's reason when it gave one ("too many failed logons; try again in
         # 40 s", "unknown or expired session"); a bare refusal is a wrong password.

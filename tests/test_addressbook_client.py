@@ -6,6 +6,10 @@ level). Every test is bounded by ``fail_after``."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +26,7 @@ from clients.api import (
 from mapi.model import errors
 from tests.serve_helpers import start_server
 
+ROOT = Path(__file__).resolve().parent.parent
 USERS = {
     "alice": "pw-alice-1",
     "bob": "pw-bob-1",
@@ -132,3 +137,93 @@ async def test_from_a_session_and_wrong_password(server):
         with pytest.raises(errors.LogonFailed):
             async with open_address_book(lan(server), "alice", "wrong"):
                 pass
+
+
+# -- mapi-cli resolve, gal, send --to NAME (subprocesses, as a user runs them) ---------
+
+
+async def cli(server: Any, *args: str, user: str = "alice", via: str = "lan") -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPI_")}
+    env["MAPI_PASSWORD"] = USERS[user]
+    if via == "lan":
+        where = ["--server", lan(server)]
+    else:
+        tunnel = server.tunnel
+        url = f"https://127.0.0.1:{tunnel.port}/?epm={server.epm_port}"
+        where = ["--server", url, "--fingerprint", tunnel.fingerprint]
+    command = [sys.executable, "-m", "clients.cli", *where, "--user", user, *args]
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            command, cwd=ROOT, env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
+    assert b"Traceback" not in result.stderr, result.stderr.decode()
+    return result
+
+
+@pytest.mark.parametrize("via", ["lan", "tunnel"])
+async def test_cli_resolve_and_gal(server, via):
+    result = await cli(server, "resolve", "carol", "bo", "nobody", via=via)
+    assert result.returncode == 1  # not every name resolved to one entry
+    lines = result.stdout.decode().splitlines()
+    assert lines == [
+        "'carol': Carol Cole <carol@example.org>",
+        "'bo': ambiguous: Bob Builder <bob@example.org>, Bobby Tables <bobby@example.org>",
+        "'nobody': unknown",
+    ]
+    result = await cli(server, "resolve", "alice@example.org", via=via)
+    assert result.returncode == 0
+    assert result.stdout.decode().strip() == "'alice@example.org': Alice Archer <alice@example.org>"
+
+    result = await cli(server, "gal", via=via)
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode()
+    assert text.splitlines()[0].split()[:2] == ["NAME", "ADDRESS"]
+    assert "Engineer" in text and "Hidden Harry" not in text
+    result = await cli(server, "gal", "--json", via=via)
+    data = json.loads(result.stdout)
+    names = [e["display_name"] for e in data["entries"]]
+    assert names == await expected_names(server) and data["total"] == len(names)
+    result = await cli(server, "gal", "--search", "BO", "--json", via=via)
+    data = json.loads(result.stdout)
+    assert [e["account"] for e in data["entries"]] == ["bob", "bobby"]
+    result = await cli(server, "gal", "--limit", "2", "--offset", "1", "--json", via=via)
+    assert [e["display_name"] for e in json.loads(result.stdout)["entries"]] == names[1:3]
+
+
+async def test_cli_help():
+    for command in ("resolve", "gal"):
+        result = await trio.run_process(
+            [sys.executable, "-m", "clients.cli", command, "--help"],
+            cwd=ROOT,
+            capture_stdout=True,
+            check=False,
+        )
+        assert result.returncode == 0
+        assert f"usage: mapi-cli {command}".encode() in result.stdout
+    assert b"--search" in result.stdout
+
+
+async def test_cli_send_to_names(server):
+    result = await cli(
+        server, "send", "outbox", "--subject", "hello", "--to", "bo", "--cc", "nobody",
+        "--to", "carol@example.org",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.decode().splitlines() == [
+        "mapi-cli: 'bo': ambiguous: Bob Builder <bob@example.org>, "
+        "Bobby Tables <bobby@example.org>",
+        "mapi-cli: 'nobody': unknown",
+    ]
+    result = await cli(server, "send", "outbox", "--subject", "hello", "--to", "Bob Builder",
+                       "--cc", "carol", "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["delivered"] == 2
+    result = await cli(server, "create", "drafts", "--subject", "draft", "--to", "carol",
+                       "--json", via="tunnel")  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode()
+    # Bob's Inbox has the message, addressed with his display name and SMTP address.
+    listing = await cli(server, "ls", "inbox", "--json", "--columns",
+                        "PR_SUBJECT,PR_DISPLAY_TO", user="bob")  # fmt: skip
+    assert listing.returncode == 0, listing.stderr.decode()
+    assert "Bob Builder" in listing.stdout.decode() and "hello" in listing.stdout.decode()
