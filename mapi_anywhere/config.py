@@ -95,6 +95,22 @@ auth_schemes = ["negotiate", "ntlm", "basic"]
 # the LAN: this only lowers what tunnel connections need.
 min_auth_level = "none"
 
+[smtp]
+# Incoming Internet mail (SMTP, RFC 5321) for the local domains, delivered into the
+# users' Inboxes. Submission (587/465, AUTH) and relaying come later: this listener
+# offers no AUTH and refuses mail for other domains (550 5.7.1, no open relay).
+enabled = true
+# 25 in production (needs privileges, see docs/operating.md); 0 = a dynamic port.
+port = 2525
+host = "127.0.0.1"
+# Largest message accepted, in bytes (advertised as SIZE; more: 552 5.3.4).
+max_message_bytes = 33554432
+# Mail domains delivered here; empty: the domains of the users' e-mail addresses
+# (login names count as "name@localhost", so user "demo" receives demo@localhost).
+local_domains = []
+# Connections served at once; more get 421 4.3.2.
+max_connections = 256
+
 [rpc]
 # Least DCE/RPC auth level (NTLM or SPNEGO) a LAN client needs to reach the store:
 # "privacy" (signed and sealed: nobody on the LAN reads or changes the traffic),
@@ -226,6 +242,29 @@ class TunnelSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SmtpSection:
+    """``[smtp]``: the incoming SMTP listener (see :data:`DEFAULT_CONFIG_TOML`)."""
+
+    enabled: bool = True
+    port: int = 2525
+    host: str = "127.0.0.1"
+    max_message_bytes: int = 32 * 1024 * 1024
+    local_domains: tuple[str, ...] = ()
+    max_connections: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} out of range")
+        if not 1 <= self.max_message_bytes <= 1 << 31:
+            raise ValueError(f"max_message_bytes: {self.max_message_bytes} is not in [1, 2**31]")
+        if not 1 <= self.max_connections <= 65536:
+            raise ValueError(f"max_connections: {self.max_connections} is not in [1, 65536]")
+        for domain in self.local_domains:
+            if not domain or "@" in domain or any(c.isspace() for c in domain):
+                raise ValueError(f"local_domains: {domain!r} is not a domain")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RpcAuthSection:
     """``[rpc] min_auth_level`` (the rest of ``[rpc]`` is :class:`RpcConfig`)."""
 
@@ -242,6 +281,7 @@ class Config:
     services: ServicesSection = field(default_factory=ServicesSection)
     store: StoreSection = field(default_factory=StoreSection)
     tunnel: TunnelSection = field(default_factory=TunnelSection)
+    smtp: SmtpSection = field(default_factory=SmtpSection)
     rpc: RpcConfig = field(default_factory=RpcConfig)
     #: ``[rpc] min_auth_level``: the store's least auth level on the LAN.
     rpc_auth: RpcAuthSection = field(default_factory=RpcAuthSection)
@@ -357,9 +397,10 @@ def with_overrides(config: Config, **server: Any) -> Config:
         if key in changes:
             changes[key] = Path(changes[key]).expanduser()
     out = replace(config, server=replace(config.server, **changes))
-    if "host" in changes:  # one address for every listener, the tunnel's included
+    if "host" in changes:  # one address for every listener, the tunnel's and SMTP's included
         settings = replace(out.tunnel.settings, host=changes["host"])
         out = replace(out, tunnel=replace(out.tunnel, settings=settings))
+        out = replace(out, smtp=replace(out.smtp, host=changes["host"]))
     if epm_port is not None:
         out = replace(out, endpoint_mapper=replace(out.endpoint_mapper, port=epm_port))
     if tunnel_port is not None:

@@ -20,6 +20,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import stat
 import threading
 import time
@@ -35,6 +36,9 @@ from dcerpc.interface import Interface
 from dcerpc.ntlm import ServerNames
 from dcerpc.server import RpcServer
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
+from internet_mail.mime import MimeLimitExceeded
+from internet_mail.smtp import Address, RecipientVerdict, SmtpConfig, StoreFailure
+from internet_mail.smtp.driver import DeliveryFailed, DriverLimits, Envelope, serve_smtp
 from mapi.access.throttle import LogonThrottle
 from mapi.addressbook.gal import DEFAULT_ORGANIZATION, Gal, build_gal
 from mapi.addressbook.nspi import server_guid_of
@@ -42,13 +46,15 @@ from mapi.addressbook.service import AddressBookService, Offload
 from mapi.budget import WorkBudget
 from mapi.model import errors as mapi_errors
 from mapi.model.limits import DEFAULT_LIMITS, Limits
+from mapi.objects.delivery import deliver_mime, local_domains
 from mapi.rpc.service import ServiceLimits, StoreService
 from mapi.rpc.workers import WorkerLimits, WorkerPools, run_budgeted
 from mapi.store import ObjectStore
 from mapi_anywhere.authenticator import DirectoryAuthenticator
-from mapi_anywhere.config import Config, auth_level
+from mapi_anywhere.config import Config, SmtpSection, auth_level
 from mapi_anywhere.control import AlreadyRunning, ServerError, serve_control
 from tunnel.drivers.context import TunnelInfo
+from tunnel.drivers.tls import ensure_certificate
 from tunnel.http_auth import server_names as tunnel_ntlm_names
 from tunnel.policy import OA_NSPI_PORT, OA_REFERRAL_PORT, OA_STORE_PORT, AllowList
 from tunnel.proxy import serve_tunnel
@@ -84,6 +90,8 @@ class RunningServer:
     #: The address book (NSPI and referral) and the keeper of its GAL snapshot.
     addressbook: AddressBookService | None = None
     gal: GalKeeper | None = None
+    #: The incoming SMTP listener's port (None: ``[smtp] enabled = false``).
+    smtp_port: int | None = None
 
 
 class StartupError(Exception):
@@ -312,6 +320,108 @@ ADDRESSBOOK_THREADS = 8
 #: The work budget of one address-book call (seconds): a GAL page, search or
 #: resolution over 100,000 entries takes tens of milliseconds.
 ADDRESSBOOK_CALL_SECONDS = 5.0
+
+
+# -- incoming Internet mail (SMTP) -----------------------------------------------------------
+
+#: Worker threads for SMTP recipient checks and deliveries at once (store work never
+#: runs on the event loop).
+SMTP_THREADS = 8
+
+
+class SmtpDelivery:
+    """The store side of the incoming SMTP listener: the driver's callbacks.
+
+    Local domains are ``[smtp] local_domains``, or when empty the domains of the users'
+    e-mail addresses plus ``localhost`` (where a user is also reachable by login name).
+    """
+
+    def __init__(self, store: ObjectStore, section: SmtpSection) -> None:
+        self.store = store
+        self.configured = frozenset(d.lower() for d in section.local_domains)
+        self.limiter = trio.CapacityLimiter(SMTP_THREADS)
+
+    def domains(self) -> frozenset[str]:
+        if self.configured:
+            return self.configured
+        users = self.store.list_users()
+        return local_domains(u.email for u in users if u.email) | {"localhost"}
+
+    def login_of(self, address: str) -> str | None:
+        """The login name of the local user ``address`` reaches, or None."""
+        local, _, domain = address.rpartition("@")
+        if domain.lower() not in self.domains():
+            return None
+        user = self.store.resolve(address)
+        if user is None and domain.lower() == "localhost":
+            user = self.store.resolve(local)
+        return None if user is None else user.username
+
+    def verdict(self, address: Address) -> RecipientVerdict:
+        if address.domain not in self.domains():
+            return RecipientVerdict.REMOTE
+        known = self.login_of(str(address)) is not None
+        return RecipientVerdict.LOCAL if known else RecipientVerdict.UNKNOWN
+
+    async def check_recipient(self, address: Address) -> RecipientVerdict:
+        return await trio.to_thread.run_sync(self.verdict, address, limiter=self.limiter)
+
+    def deliver_sync(self, envelope: Envelope, data: bytes) -> None:
+        logins = [self.login_of(address) for address in envelope.recipients]
+        found = [login for login in logins if login is not None]
+        if not found:  # every recipient vanished since RCPT
+            raise DeliveryFailed(StoreFailure.TEMPORARY, "no recipient is a user any more")
+        result = deliver_mime(self.store, found, data, envelope.received)
+        if result.defects:
+            log.info("smtp %s: MIME repaired: %s", envelope.session_id, ", ".join(result.defects))
+
+    async def deliver(self, envelope: Envelope, data: bytes) -> None:
+        try:
+            await trio.to_thread.run_sync(self.deliver_sync, envelope, data, limiter=self.limiter)
+        except mapi_errors.NotEnoughDisk as exc:
+            raise DeliveryFailed(StoreFailure.MAILBOX_FULL, str(exc)) from exc
+        except (mapi_errors.TooBig, MimeLimitExceeded) as exc:
+            raise DeliveryFailed(StoreFailure.TOO_BIG, str(exc)) from exc
+
+
+def smtp_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """STARTTLS: TLS 1.2 or later with serve's certificate (the tunnel's)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    return ctx
+
+
+async def _start_smtp(nursery: trio.Nursery, config: Config, store: ObjectStore) -> int:
+    section = config.smtp
+    settings = config.tunnel.settings
+    cert, key = await trio.to_thread.run_sync(
+        ensure_certificate, config.server.data_dir, settings.server_names or (section.host,),
+        settings.cert_file, settings.key_file,
+    )  # fmt: skip
+    ctx = await trio.to_thread.run_sync(smtp_tls_context, cert, key)
+    delivery = SmtpDelivery(store, section)
+    smtp_config = SmtpConfig(
+        hostname=server_names().dns_computer or "localhost",
+        tls_available=True,
+        auth_enabled=False,  # submission and AUTH are a later listener's
+        max_message_size=section.max_message_bytes,
+    )
+    listeners = await _listening(
+        functools.partial(
+            nursery.start,
+            functools.partial(
+                serve_smtp, smtp_config, section.port, section.host,
+                check_recipient=delivery.check_recipient, deliver=delivery.deliver,
+                ssl_context=ctx, limits=DriverLimits(max_connections=section.max_connections),
+            ),
+        ),
+        "SMTP listener", section.host, section.port, "[smtp] port", "[smtp] enabled = false",
+    )  # fmt: skip
+    port = _port_of(listeners)
+    log.info("SMTP (incoming mail) listening on %s:%d", section.host, port)
+    return port
 
 
 def addressbook_offload(
@@ -605,6 +715,8 @@ async def _run(
                 "tunnel", settings.host, settings.port, "[tunnel] port",
                 "--tunnel-port (or --no-tunnel)",
             )  # fmt: skip
+        if config.smtp.enabled:
+            running.smtp_port = await _start_smtp(nursery, config, store)
         # Sessions of vanished clients end after their grace even when nobody calls.
         nursery.start_soon(store_service.housekeeping)
         task_status.started(running)

@@ -14,6 +14,7 @@ from mapi_anywhere.config import (
     EndpointMapperSection,
     RpcAuthSection,
     ServerSection,
+    SmtpSection,
     StoreSection,
     TunnelSection,
 )
@@ -28,12 +29,14 @@ async def start_server(
     emails: bool = False,
     store: StoreSection | None = None,
     min_auth_level: str = "privacy",
+    smtp: SmtpSection | None = None,
 ) -> Any:
     """Start ``run_server`` in ``nursery`` with ``users`` (name -> password) added;
     ``emails`` gives each one ``name@example.org``; ``store`` is the ``[store]``
     section (default: the built-in one); ``min_auth_level`` is ``[rpc]``'s (tests of
-    the unauthenticated logon path itself lower it to "none"). Returns the running
-    server."""
+    the unauthenticated logon path itself lower it to "none"); ``smtp`` is the
+    ``[smtp]`` section (default: no SMTP listener; ``SmtpSection(port=0)`` starts one
+    on a free port, ``running.smtp_port``). Returns the running server."""
     from mapi_anywhere.serve import run_server
 
     config = Config(
@@ -42,6 +45,7 @@ async def start_server(
         store=store or StoreSection(),
         tunnel=TunnelSection(settings=TunnelConfig(port=0)),
         rpc_auth=RpcAuthSection(min_auth_level=min_auth_level),
+        smtp=smtp or SmtpSection(enabled=False),
     )
     running = await nursery.start(run_server, config)
     for user, password in users.items():

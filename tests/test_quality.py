@@ -43,6 +43,7 @@ DRIVERS = {
     "endpoint_mapper/client.py",
     "mapi/rpc/service.py",
     "mapi/rpc/workers.py",  # the store's worker threads (trio limiters, cancellation)
+    "internet_mail/smtp/driver.py",  # the SMTP core's trio driver (sockets, STARTTLS, timeouts)
     # Public import paths that only re-export the trio drivers of tunnel/drivers/.
     "tunnel/proxy.py",
     "tunnel/tls.py",
