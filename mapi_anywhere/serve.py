@@ -36,7 +36,7 @@ from dcerpc.interface import Interface
 from dcerpc.ntlm import ServerNames
 from dcerpc.server import RpcServer
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
-from internet_mail.mime import MimeLimitExceeded
+from internet_mail.mime import ConvertedMessage, MimeLimitExceeded, mime_to_mapi
 from internet_mail.smtp import Address, RecipientVerdict, SmtpConfig, StoreFailure
 from internet_mail.smtp.driver import DeliveryFailed, DriverLimits, Envelope, serve_smtp
 from mapi.access.throttle import LogonThrottle
@@ -371,7 +371,7 @@ class SmtpDelivery:
         found = [login for login in logins if login is not None]
         if not found:  # every recipient vanished since RCPT
             raise DeliveryFailed(StoreFailure.TEMPORARY, "no recipient is a user any more")
-        result = deliver_mime(self.store, found, data, envelope.received)
+        result = deliver_mime(self.store, found, data, envelope.received, convert=_convert)
         if result.defects:
             log.info("smtp %s: MIME repaired: %s", envelope.session_id, ", ".join(result.defects))
 
@@ -382,6 +382,10 @@ class SmtpDelivery:
             raise DeliveryFailed(StoreFailure.MAILBOX_FULL, str(exc)) from exc
         except (mapi_errors.TooBig, MimeLimitExceeded) as exc:
             raise DeliveryFailed(StoreFailure.TOO_BIG, str(exc)) from exc
+
+
+def _convert(raw: bytes, limits: Limits, received: int) -> ConvertedMessage:
+    return mime_to_mapi(raw, limits=limits, received=received)
 
 
 def smtp_tls_context(cert: Path, key: Path) -> ssl.SSLContext:

@@ -8,8 +8,10 @@ thread). It
 
 1. prepends the ``Received:`` trace header (RFC 5321 4.4) the driver wrote to the
    message as it arrived,
-2. converts the result with :func:`internet_mail.mime.mime_to_mapi` (the header is
-   then part of ``PR_TRANSPORT_MESSAGE_HEADERS``),
+2. converts the result with ``convert`` (``serve`` passes
+   :func:`internet_mail.mime.mime_to_mapi`: the store core sits below the mail front
+   doors and never imports them, so the converter is handed in; the header is then part
+   of ``PR_TRANSPORT_MESSAGE_HEADERS``),
 3. resolves each envelope recipient against the directory (several addresses of one
    user give one copy), and
 4. saves one copy into each user's Inbox through
@@ -34,11 +36,10 @@ second copy to the mailboxes that already have one.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from internet_mail.mime import ConvertedMessage, mime_to_mapi
 from mapi.model import proptags as pt
 from mapi.model.limits import Limits
 from mapi.model.properties import PropData
@@ -60,6 +61,32 @@ class DeliveryStore(MailRouter, Protocol):
 
     def clock(self) -> int:
         """Now, as a FILETIME."""
+
+
+class ConvertedAttachment(Protocol):
+    """An attachment as the converter gives it (``internet_mail.mime.ConvertedAttachment``)."""
+
+    @property
+    def props(self) -> dict[int, PropData]: ...
+    @property
+    def embedded(self) -> ConvertedMessage | None: ...
+
+
+class ConvertedMessage(Protocol):
+    """A message as the converter gives it (``internet_mail.mime.ConvertedMessage``)."""
+
+    @property
+    def props(self) -> dict[int, PropData]: ...
+    @property
+    def recipients(self) -> list[dict[int, PropData]]: ...
+    @property
+    def attachments(self) -> Sequence[ConvertedAttachment]: ...
+    @property
+    def defects(self) -> list[str]: ...
+
+
+#: ``convert(raw, limits, received)``: MIME bytes to a message (``mime_to_mapi``).
+Converter = Callable[[bytes, Limits, int], ConvertedMessage]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,14 +144,15 @@ def _state(conv: ConvertedMessage, now: int) -> MessageState:
 
 
 def deliver_mime(
-    store: DeliveryStore, recipients: Sequence[str], raw: bytes, received_header: bytes = b""
-) -> MimeDelivery:
+    store: DeliveryStore, recipients: Sequence[str], raw: bytes, received_header: bytes = b"",
+    *, convert: Converter,
+) -> MimeDelivery:  # fmt: skip
     """Deliver the Internet message ``raw`` to the local users ``recipients`` (envelope
     addresses); ``received_header`` (a whole ``Received:`` field with its CRLF) is
     prepended. Returns once every copy is committed (see the module docstring).
 
     Raises:
-        MimeLimitExceeded: the message is beyond the MIME limits of ``store.limits``.
+        Whatever ``convert`` raises (``MimeLimitExceeded``: beyond ``store.limits``).
         NotEnoughDisk: a mailbox is over its quota (or the disk is full). TooBig: the
         message is over the store's message size limit. Other MapiErrors: the store
         failed; copies committed before the failure stay (a retry skips them).
@@ -132,7 +160,7 @@ def deliver_mime(
     sid = _SID_PREFIX + hashlib.sha256(raw).digest()
     full = received_header + raw
     now = store.clock()
-    conv = mime_to_mapi(full, limits=store.limits, received=now)
+    conv = convert(full, store.limits, now)
     targets: dict[str, Identity] = {}
     unknown: list[str] = []
     for address in recipients:
@@ -166,4 +194,7 @@ def deliver_mime(
     return MimeDelivery(delivered, unknown, list(conv.defects))
 
 
-__all__ = ["DeliveryStore", "MimeDelivery", "deliver_mime", "local_domains"]
+__all__ = [
+    "ConvertedAttachment", "ConvertedMessage", "Converter", "DeliveryStore", "MimeDelivery",
+    "deliver_mime", "local_domains",
+]  # fmt: skip
