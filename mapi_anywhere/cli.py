@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-tunnel", action="store_true", help="do not start the HTTPS tunnel")
     serve.add_argument(
+        "--smtp-port", type=int, help="incoming SMTP port (overrides [smtp] port; 0 = dynamic)"
+    )
+    serve.add_argument("--no-smtp", action="store_true", help="do not start the SMTP listener")
+    serve.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level (overrides [server] log_level)",
@@ -250,6 +254,8 @@ def _serve(args: argparse.Namespace) -> int:
             epm_port=args.epm_port,
             tunnel_port=args.tunnel_port,
             no_tunnel=args.no_tunnel,
+            smtp_port=args.smtp_port,
+            no_smtp=args.no_smtp,
         )
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}", 2)

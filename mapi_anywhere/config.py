@@ -393,6 +393,8 @@ def with_overrides(config: Config, **server: Any) -> Config:
     epm_port = changes.pop("epm_port", None)
     tunnel_port = changes.pop("tunnel_port", None)
     no_tunnel = changes.pop("no_tunnel", False)
+    smtp_port = changes.pop("smtp_port", None)
+    no_smtp = changes.pop("no_smtp", False)
     for key in ("data_dir", "log_file"):
         if key in changes:
             changes[key] = Path(changes[key]).expanduser()
@@ -408,7 +410,15 @@ def with_overrides(config: Config, **server: Any) -> Config:
         out = replace(out, tunnel=replace(out.tunnel, settings=settings))
     if no_tunnel:
         out = replace(out, tunnel=replace(out.tunnel, enabled=False))
-    for flag, port in (("--epm-port", epm_port), ("--tunnel-port", tunnel_port)):
+    for flag, port in (
+        ("--epm-port", epm_port),
+        ("--tunnel-port", tunnel_port),
+        ("--smtp-port", smtp_port),
+    ):
         if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"{flag}: port {port} out of range (0 .. 65535)")
+    if smtp_port is not None:
+        out = replace(out, smtp=replace(out.smtp, port=smtp_port))
+    if no_smtp:
+        out = replace(out, smtp=replace(out.smtp, enabled=False))
     return out

@@ -65,6 +65,8 @@ class ServeProcess:
             "0",
             "--tunnel-port",
             "0",
+            "--smtp-port",
+            "0",
             "--data-dir",
             str(data_dir),
             "--log-file",
@@ -329,7 +331,9 @@ def test_a_killed_server_leaves_a_stale_socket_that_nothing_trusts(tmp_path: Pat
 def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path: Path):
     data = tmp_path / "data"
     with serving(data):
-        second = cli("serve", "--epm-port", "0", "--tunnel-port", "0", data_dir=data)
+        second = cli(
+            "serve", "--epm-port", "0", "--tunnel-port", "0", "--smtp-port", "0", data_dir=data
+        )
         assert second.returncode == 1
         assert "Traceback" not in second.stderr
         assert "another mapi-anywhere serve is running on data directory" in second.stderr
@@ -344,7 +348,14 @@ def test_a_port_in_use_is_one_line_naming_port_and_key(tmp_path: Path):
         busy.listen()
         port = busy.getsockname()[1]
         result = cli(
-            "serve", "--epm-port", str(port), "--tunnel-port", "0", data_dir=tmp_path / "d"
+            "serve",
+            "--epm-port",
+            str(port),
+            "--tunnel-port",
+            "0",
+            "--smtp-port",
+            "0",
+            data_dir=tmp_path / "d",
         )
         assert result.returncode == 1
         assert "Traceback" not in result.stderr and "ExceptionGroup" not in result.stderr
@@ -354,7 +365,14 @@ def test_a_port_in_use_is_one_line_naming_port_and_key(tmp_path: Path):
         assert "[endpoint_mapper] port" in errors_logged[0] and "--epm-port" in errors_logged[0]
 
         tunnel = cli(
-            "serve", "--epm-port", "0", "--tunnel-port", str(port), data_dir=tmp_path / "d"
+            "serve",
+            "--epm-port",
+            "0",
+            "--tunnel-port",
+            str(port),
+            "--smtp-port",
+            "0",
+            data_dir=tmp_path / "d",
         )
         assert tunnel.returncode == 1 and "Traceback" not in tunnel.stderr
         assert f"port {port} is already in use" in tunnel.stderr

@@ -59,6 +59,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "0",
         "--tunnel-port",
         "0",
+        "--smtp-port",
+        "0",
     ]
     command += ["--data-dir", str(base / "data")]
     with log_path.open("wb") as log:

@@ -187,6 +187,8 @@ class ServerProcess:
                     str(self.epm_port),
                     "--tunnel-port",
                     str(self.tunnel_port),
+                    "--smtp-port",
+                    "0",
                     "--log-level",
                     self.log_level,
                 ],

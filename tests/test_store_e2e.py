@@ -281,6 +281,8 @@ def _start_server(data_dir: Path, port: int) -> subprocess.Popen[str]:
             str(port),
             "--tunnel-port",
             "0",
+            "--smtp-port",
+            "0",
             "--data-dir",
             str(data_dir),
         ],
