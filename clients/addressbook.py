@@ -29,7 +29,6 @@ NspiGetMatches with a ``PR_ANR`` restriction. Strings are asked for as Unicode
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -42,15 +41,14 @@ from clients.connecting import (
     _REFUSED,
     DEFAULT_LAN_AUTH_LEVEL,
     DEFAULT_TUNNEL_AUTH_LEVEL,
-    _names_epm,
     check_fingerprint,
     client_auth,
+    open_tunnel_rpc,
     parse_address,
-    parse_tunnel_address,
 )
 from clients.session import Session
 from dcerpc.auth_context import ClientAuth
-from dcerpc.client import RpcClient, open_rpc_client, open_tcp_rpc_client
+from dcerpc.client import RpcClient, open_tcp_rpc_client
 from dcerpc.errors import BindRejected, ConnectionClosed, FaultStatus, RpcFault
 from dcerpc.idl import nspi as idl
 from dcerpc.ndr_types import Operation
@@ -58,8 +56,6 @@ from dcerpc.pdu import ProviderReason
 from endpoint_mapper import EPM_SYNTAX, map_endpoint_on
 from mapi.model import errors
 from mapi.model import proptags as pt
-from tunnel.errors import TunnelError
-from tunnel.transport import open_tunnel_stream
 
 # Address-book properties ([MS-OXPROPS]; Unicode forms) not in mapi.model.proptags.
 PR_ACCOUNT_W: Final = 0x3A00001F
@@ -387,49 +383,6 @@ async def _open_lan(host: str, port: int, auth: ClientAuth | None) -> AsyncItera
 
 
 @asynccontextmanager
-async def _open_tunnel(
-    address: str,
-    user: str,
-    password: str,
-    *,
-    fingerprint: str | None,
-    http2: bool,
-    auth: ClientAuth | None,
-) -> AsyncIterator[RpcClient]:
-    """The endpoint mapper behind the tunnel says where NSPI is; a second tunnelled
-    connection goes there (as :func:`clients.connecting.connect` does for the store)."""
-    url, server, epm_port = parse_tunnel_address(address)
-    tunnel = functools.partial(
-        open_tunnel_stream,
-        url,
-        server,
-        username=user,
-        password=password,
-        http2=http2,
-        fingerprint=fingerprint,
-    )
-    try:
-        async with tunnel(epm_port) as stream, open_rpc_client(stream) as rpc:
-            await rpc.bind(EPM_SYNTAX)
-            tower = await map_endpoint_on(rpc, idl.NSPI_SYNTAX)
-    except TunnelError as exc:
-        if exc.status == 401:
-            raise errors.LogonFailed("the tunnel refused the user name or password") from exc
-        if exc.status in (403, 404, 502, 503) and not _names_epm(address):
-            raise TunnelError(
-                f"{exc} (the address names no endpoint mapper port, so port {epm_port} "
-                "was tried: add ?epm=PORT to the URL)",
-                status=exc.status,
-                rpc_error=exc.rpc_error,
-            ) from exc
-        raise
-    if tower is None or tower.port is None:
-        raise ConnectionClosed(f"no address book registered with the endpoint mapper behind {url}")
-    async with tunnel(tower.port) as stream, open_rpc_client(stream, auth=auth) as rpc:
-        yield rpc
-
-
-@asynccontextmanager
 async def open_address_book(
     address: str,
     user: str,
@@ -461,8 +414,15 @@ async def open_address_book(
     default = DEFAULT_TUNNEL_AUTH_LEVEL if tunnelled else DEFAULT_LAN_AUTH_LEVEL
     auth = client_auth(user, password, auth_level or default, auth_type)
     if tunnelled:
-        opener = _open_tunnel(
-            address, user, password, fingerprint=fingerprint, http2=http2, auth=auth
+        opener = open_tunnel_rpc(
+            address,
+            user,
+            password,
+            idl.NSPI_SYNTAX,
+            "address book",
+            fingerprint=fingerprint,
+            http2=http2,
+            auth=auth,
         )
     else:
         opener = _open_lan(*parse_address(address), auth)

@@ -32,7 +32,7 @@ from dcerpc.client import RpcClient, open_rpc_client, open_tcp_rpc_client
 from dcerpc.errors import BindRejected, ConnectionClosed, FaultStatus, RpcFault
 from dcerpc.pdu import ProviderReason
 from dcerpc.security import AuthLevel, AuthType
-from dcerpc.syntax import MSGPACK
+from dcerpc.syntax import MSGPACK, SyntaxId
 from dcerpc.trio_util import single_errors
 from endpoint_mapper import EPM_SYNTAX, map_endpoint_on
 from mapi.access.logon import (
@@ -292,15 +292,21 @@ def check_fingerprint(fingerprint: str | None) -> None:
 
 
 @asynccontextmanager
-async def _open_tunnel_store_rpc(
+async def open_tunnel_rpc(
     address: str,
     user: str,
     password: str,
+    syntax: SyntaxId,
+    service: str,
     *,
     fingerprint: str | None,
     http2: bool,
     auth: ClientAuth | None = None,
-) -> AsyncIterator[tuple[RpcClient, int]]:
+) -> AsyncIterator[RpcClient]:
+    """A client connected to the service of interface ``syntax`` behind the tunnel at
+    ``address``: the endpoint mapper behind the tunnel says where it is, and a second
+    tunnelled connection (authenticated with ``auth``) goes there. ``service`` names it
+    in errors ("store", "address book")."""
     url, server, epm_port = parse_tunnel_address(address)
     tunnel = functools.partial(
         open_tunnel_stream,
@@ -314,7 +320,7 @@ async def _open_tunnel_store_rpc(
     try:
         async with tunnel(epm_port) as stream, open_rpc_client(stream) as rpc:
             await rpc.bind(EPM_SYNTAX)
-            tower = await map_endpoint_on(rpc, STORE_SYNTAX)
+            tower = await map_endpoint_on(rpc, syntax)
     except TunnelError as exc:
         if exc.status == 401:  # the same answer as a refused logon on the LAN
             raise errors.LogonFailed("the tunnel refused the user name or password") from exc
@@ -328,8 +334,31 @@ async def _open_tunnel_store_rpc(
             ) from exc
         raise
     if tower is None or tower.port is None:
-        raise ConnectionClosed(f"no store registered with the endpoint mapper behind {url}")
+        raise ConnectionClosed(f"no {service} registered with the endpoint mapper behind {url}")
     async with tunnel(tower.port) as stream, open_rpc_client(stream, auth=auth) as rpc:
+        yield rpc
+
+
+@asynccontextmanager
+async def _open_tunnel_store_rpc(
+    address: str,
+    user: str,
+    password: str,
+    *,
+    fingerprint: str | None,
+    http2: bool,
+    auth: ClientAuth | None = None,
+) -> AsyncIterator[tuple[RpcClient, int]]:
+    async with open_tunnel_rpc(
+        address,
+        user,
+        password,
+        STORE_SYNTAX,
+        "store",
+        fingerprint=fingerprint,
+        http2=http2,
+        auth=auth,
+    ) as rpc:
         yield rpc, await _bind_store(rpc, auth)
 
 
