@@ -9,13 +9,13 @@ test skips with the reason when dumpcap or tshark is missing or cannot capture
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 import trio
+from capture_helpers import capture_on_loopback
 from impacket.dcerpc.v5 import epm, transport
 from impacket.uuid import uuidtup_to_bin
 
@@ -89,28 +89,7 @@ async def test_wireshark_dissects_our_traffic_cleanly(nursery, tmp_path):
     server = await nursery.start(run_server, config, [demo])
     ports = [server.epm_port, server.service_ports["demo"]]
     pcap = tmp_path / "rpc.pcapng"
-    capture_filter = " or ".join(f"tcp port {p}" for p in ports)
-    dumpcap = await trio.lowlevel.open_process(
-        ["dumpcap", "-q", "-i", "lo", "-f", capture_filter, "-w", str(pcap)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert dumpcap.stderr is not None
-        with trio.fail_after(20):
-            banner = await dumpcap.stderr.receive_some(4096)
-        if b"Capturing on" not in banner:
-            pytest.skip(f"dumpcap cannot capture here: {banner.decode(errors='replace')}")
-        await trio.sleep(1)  # the filter is attached a moment after the banner
-        with trio.fail_after(60):
-            await _traffic(*ports)
-        await trio.sleep(0.5)
-    finally:
-        dumpcap.send_signal(signal.SIGINT)
-        with trio.move_on_after(20):
-            await dumpcap.wait()
-        if dumpcap.returncode is None:
-            dumpcap.kill()
+    await capture_on_loopback(pcap, ports, lambda: _traffic(*ports))
 
     problems = _tshark(pcap, ports, "-Y", "_ws.malformed || _ws.expert.severity >= warning")
     assert problems.strip() == "", problems

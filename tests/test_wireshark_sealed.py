@@ -13,14 +13,13 @@ capture (``.ci/run`` installs Debian's tshark).
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgpack
 import pytest
 import trio
+from capture_helpers import capture_on_loopback
 from serve_helpers import start_server
 
 from clients.api import connect
@@ -32,32 +31,6 @@ pytestmark = pytest.mark.skipif(
 
 PASSWORD = "alice-Sealed-41"
 SUBJECT = "Sealed subject for Wireshark"
-
-
-async def _capture(pcap: Path, ports: list[int], traffic: Callable[[], Awaitable[None]]) -> None:
-    """Run ``traffic()`` while dumpcap records ``ports`` on ``lo`` into ``pcap``."""
-    capture_filter = " or ".join(f"tcp port {p}" for p in ports)
-    dumpcap = await trio.lowlevel.open_process(
-        ["dumpcap", "-q", "-i", "lo", "-f", capture_filter, "-w", str(pcap)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        assert dumpcap.stderr is not None
-        with trio.fail_after(20):
-            banner = await dumpcap.stderr.receive_some(4096)
-        if b"Capturing on" not in banner:
-            pytest.skip(f"dumpcap cannot capture here: {banner.decode(errors='replace')}")
-        await trio.sleep(1)  # the filter is attached a moment after the banner
-        with trio.fail_after(60):
-            await traffic()
-        await trio.sleep(0.5)
-    finally:
-        dumpcap.send_signal(signal.SIGINT)
-        with trio.move_on_after(20):
-            await dumpcap.wait()
-        if dumpcap.returncode is None:
-            dumpcap.kill()
 
 
 def _tshark(pcap: Path, ports: list[int], *args: str) -> str:
@@ -85,7 +58,7 @@ async def test_tshark_decrypts_a_sealed_ntlm_session(nursery: trio.Nursery, tmp_
             await msg.save()
 
     pcap = tmp_path / "sealed.pcapng"
-    await _capture(pcap, ports, traffic)
+    await capture_on_loopback(pcap, ports, traffic)
 
     password = ("-o", f"ntlmssp.nt_password:{PASSWORD}")
     # Every DCE/RPC packet dissects cleanly, with and without the password.
