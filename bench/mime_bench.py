@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from rpc_bench import write_section  # noqa: E402
+
 from internet_mail.mime import (  # noqa: E402
     ATT_MHTML_REF,
     ConvertedAttachment,
@@ -110,20 +112,6 @@ def measure(megabytes: float, rounds: int) -> tuple[int, float, float]:
     return len(raw), size_mb / statistics.median(reading), size_mb / statistics.median(writing)
 
 
-def write_section(lines: list[str], path: Path) -> None:
-    """Replace (or append) this script's section of ``path``; other sections stay."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    header = f"## {TITLE}\n"
-    body = header + "\n" + "\n".join(lines) + "\n"
-    if header in text:
-        begin = text.index(header)
-        end = text.find("\n## ", begin + len(header))
-        text = text[:begin] + body + ("\n" + text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,6 +129,7 @@ def main() -> None:
     for line in figures:
         print(line, flush=True)
     write_section(
+        TITLE,
         [
             *(f"- {line}" for line in figures),
             "",
