@@ -157,3 +157,24 @@ def split_verifier(verifier: bytes) -> tuple[SecTrailer, bytes]:
         raise AuthError("truncated sec_trailer")
     auth_type, level, pad, _reserved, ctx_id = SEC_TRAILER.unpack_from(verifier, 0)
     return SecTrailer(auth_type, level, pad, ctx_id), verifier[SEC_TRAILER.size :]
+
+
+#: Longest user name accepted in any of the forms :func:`split_user_name` reads.
+MAX_USERNAME: Final = 256
+
+
+def split_user_name(name: str) -> tuple[str, str] | None:
+    """``(user, domain)`` of a user name in the forms Windows clients send:
+    ``DOMAIN\\user``, ``\\user``, ``user@domain`` or ``user`` (domain ""). None when no
+    user is left (``DOMAIN\\``, ``@domain``, blanks)."""
+    name = name.strip()
+    domain, sep, rest = name.rpartition("\\")
+    if not sep:
+        domain, rest = "", name
+    user, at, realm = rest.partition("@")
+    if at and not domain:
+        domain = realm
+    user = user.strip()
+    if not user or len(user) > MAX_USERNAME:
+        return None
+    return user, domain.strip()

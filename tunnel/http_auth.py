@@ -62,11 +62,10 @@ from typing import Protocol
 
 from dcerpc.ntlm import SIGNATURE as NTLM_SIGNATURE
 from dcerpc.ntlm import NtlmAcceptor, ServerNames
-from dcerpc.security import AuthError
+from dcerpc.security import MAX_USERNAME, AuthError, split_user_name
 from dcerpc.spnego import SpnegoAcceptor
 
 REALM = "mapi-anywhere"
-MAX_USERNAME = 256
 MAX_PASSWORD = 1024
 #: Longest base64 token accepted in an NTLM/Negotiate header (an NTLM message is at
 #: most 8 KiB, :data:`dcerpc.ntlm.MAX_MESSAGE_SIZE`; SPNEGO adds a few bytes).
@@ -118,23 +117,6 @@ def parse_schemes(names: Iterable[str]) -> tuple[Scheme, ...]:
     if not out:
         raise ValueError("at least one auth scheme is needed")
     return tuple(out)
-
-
-def split_user_name(name: str) -> tuple[str, str] | None:
-    """``(user, domain)`` of a user name in the forms Windows clients send:
-    ``DOMAIN\\user``, ``\\user``, ``user@domain`` or ``user`` (domain ""). None when no
-    user is left (``DOMAIN\\``, ``@domain``, blanks)."""
-    name = name.strip()
-    domain, sep, rest = name.rpartition("\\")
-    if not sep:
-        domain, rest = "", name
-    user, at, realm = rest.partition("@")
-    if at and not domain:
-        domain = realm
-    user = user.strip()
-    if not user or len(user) > MAX_USERNAME:
-        return None
-    return user, domain.strip()
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,7 +79,7 @@ import trio
 from dcerpc.auth_context import Peer, ServerSecurity
 from dcerpc.interface import CONNECTION_CLOSED, CallContext, Interface
 from dcerpc.ntlm import ServerNames
-from dcerpc.security import AuthLevel, AuthPolicy
+from dcerpc.security import AuthLevel, AuthPolicy, split_user_name
 from dcerpc.syntax import MSGPACK
 from mapi.access.directory import UserRecord
 from mapi.access.logon import challenge_name
@@ -220,8 +220,8 @@ def _throttled_address(ctx: CallContext) -> str | None:
 def account_name(user: str) -> str:
     """The login name an NTLM user name stands for: ``DOMAIN\\user``, ``user@domain``
     and ``user`` all name ``user`` (one domain per server), lower case."""
-    name = user.strip().rsplit("\\", 1)[-1].split("@", 1)[0]
-    return name.lower()
+    split = split_user_name(user)
+    return "" if split is None else split[0].lower()
 
 
 def identity_of(ctx: CallContext) -> str | None:
