@@ -104,6 +104,7 @@ def serve(fresh: int, max_auth_checks: int | None) -> None:
         Config,
         EndpointMapperSection,
         ServerSection,
+        SmtpSection,
         StoreSection,
         TunnelSection,
     )
@@ -120,6 +121,7 @@ def serve(fresh: int, max_auth_checks: int | None) -> None:
         config = Config(
             server=ServerSection(data_dir=data_dir, log_level="ERROR"),
             endpoint_mapper=EndpointMapperSection(port=0),
+            smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
             store=StoreSection(demo_user=False),
             tunnel=TunnelSection(settings=settings),
         )

@@ -123,6 +123,7 @@ def serve_store(port: int) -> None:
         EndpointMapperSection,
         RpcAuthSection,
         ServerSection,
+        SmtpSection,
         StoreSection,
         TunnelSection,
     )
@@ -133,6 +134,7 @@ def serve_store(port: int) -> None:
             config = Config(
                 server=ServerSection(data_dir=Path(tmp)),
                 endpoint_mapper=EndpointMapperSection(port=port),
+                smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
                 store=StoreSection(demo_user=False),
                 tunnel=TunnelSection(enabled=False),
                 # Both figures from one policy: unauthenticated calls admitted, and the

@@ -69,6 +69,7 @@ def serve(port: int, count: int) -> None:
         Config,
         EndpointMapperSection,
         ServerSection,
+        SmtpSection,
         StoreSection,
         TunnelSection,
     )
@@ -79,6 +80,7 @@ def serve(port: int, count: int) -> None:
         config = Config(
             server=ServerSection(data_dir=Path(tmp)),
             endpoint_mapper=EndpointMapperSection(port=port),
+            smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
             store=StoreSection(demo_user=False),
             tunnel=TunnelSection(enabled=False),
         )

@@ -163,6 +163,7 @@ def run_bench_server(
         EndpointMapperSection,
         RpcAuthSection,
         ServerSection,
+        SmtpSection,
         StoreSection,
         TunnelSection,
     )
@@ -173,6 +174,7 @@ def run_bench_server(
         config = Config(
             server=ServerSection(data_dir=data_dir),
             endpoint_mapper=EndpointMapperSection(port=0),
+            smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
             store=StoreSection(demo_user=False),
             tunnel=TunnelSection(settings=TunnelConfig(port=0)),
             rpc_auth=RpcAuthSection(min_auth_level=min_auth_level),

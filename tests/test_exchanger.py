@@ -36,6 +36,7 @@ from mapi_anywhere.config import (
     EndpointMapperSection,
     RpcAuthSection,
     ServerSection,
+    SmtpSection,
     StoreSection,
     TunnelSection,
 )
@@ -86,6 +87,7 @@ async def server(nursery, tmp_path):
     config = Config(
         server=ServerSection(data_dir=tmp_path / "data"),
         endpoint_mapper=EndpointMapperSection(port=0),
+        smtp=SmtpSection(enabled=False),
         store=StoreSection(demo_user=False),
         tunnel=TunnelSection(settings=TunnelConfig(host=HOST, port=443)),
         rpc_auth=RpcAuthSection(min_auth_level="privacy"),

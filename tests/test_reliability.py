@@ -66,6 +66,7 @@ from mapi_anywhere.config import (  # noqa: E402
     EndpointMapperSection,
     RpcAuthSection,
     ServerSection,
+    SmtpSection,
     StoreSection,
     TunnelSection,
 )
@@ -122,6 +123,7 @@ def fast_config(data_dir: Path, **rpc: Any) -> Config:
     return Config(
         server=ServerSection(data_dir=data_dir),
         endpoint_mapper=EndpointMapperSection(port=0),
+        smtp=SmtpSection(enabled=False),
         store=StoreSection(demo_user=False),
         tunnel=TunnelSection(
             settings=TunnelConfig(

@@ -30,7 +30,13 @@ from dcerpc.interface import CallContext, Interface
 from dcerpc.syntax import SyntaxId
 from endpoint_mapper import EPM_SYNTAX, EndpointNotRegistered, lookup, map_endpoint, resolve
 from mapi.rpc.service import STORE_SYNTAX
-from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
+from mapi_anywhere.config import (
+    Config,
+    EndpointMapperSection,
+    ServerSection,
+    SmtpSection,
+    TunnelSection,
+)
 from mapi_anywhere.serve import RunningServer, ServiceSpec, run_server
 from tunnel.config import TunnelConfig
 
@@ -49,6 +55,7 @@ async def server(nursery, tmp_path) -> RunningServer:
     config = Config(
         server=ServerSection(data_dir=tmp_path / "data", host="127.0.0.1"),
         endpoint_mapper=EndpointMapperSection(port=0),
+        smtp=SmtpSection(enabled=False),
         tunnel=TunnelSection(settings=TunnelConfig(port=0)),
     )
     return await nursery.start(run_server, config, [DEMO_SERVICE])
@@ -406,6 +413,7 @@ def _quick_config(data_dir: Path) -> Config:
     return Config(
         server=ServerSection(data_dir=data_dir),
         endpoint_mapper=EndpointMapperSection(port=0),
+        smtp=SmtpSection(enabled=False),
         tunnel=TunnelSection(enabled=False),
     )
 

@@ -25,7 +25,13 @@ from dcerpc.errors import RpcFault
 from dcerpc.interface import CallContext, Interface
 from dcerpc.syntax import SyntaxId
 from endpoint_mapper import EPM_SYNTAX, lookup
-from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
+from mapi_anywhere.config import (
+    Config,
+    EndpointMapperSection,
+    ServerSection,
+    SmtpSection,
+    TunnelSection,
+)
 from mapi_anywhere.serve import ServiceSpec, run_server
 from tunnel.config import TunnelConfig
 
@@ -83,6 +89,7 @@ async def test_wireshark_dissects_our_traffic_cleanly(nursery, tmp_path):
     config = Config(
         server=ServerSection(data_dir=tmp_path / "data"),
         endpoint_mapper=EndpointMapperSection(port=0),
+        smtp=SmtpSection(enabled=False),
         tunnel=TunnelSection(settings=TunnelConfig(port=0)),
     )
     demo = ServiceSpec("demo", [Interface(DEMO, _echo, 1)], "Demo service")

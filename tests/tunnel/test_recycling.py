@@ -161,13 +161,20 @@ async def test_a_store_session_survives_recycles(nursery: trio.Nursery, tmp_path
     from dcerpc.syntax import MSGPACK
     from endpoint_mapper import map_endpoint_on
     from mapi.rpc.service import STORE_SYNTAX
-    from mapi_anywhere.config import Config, EndpointMapperSection, ServerSection, TunnelSection
+    from mapi_anywhere.config import (
+        Config,
+        EndpointMapperSection,
+        ServerSection,
+        SmtpSection,
+        TunnelSection,
+    )
     from mapi_anywhere.serve import run_server
 
     settings = TunnelConfig(port=0, out_content_length=131072)
     config = Config(
         server=ServerSection(data_dir=tmp_path / "data"),
         endpoint_mapper=EndpointMapperSection(port=0),
+        smtp=SmtpSection(enabled=False),
         tunnel=TunnelSection(settings=settings),
     )
     server = await nursery.start(run_server, config)
