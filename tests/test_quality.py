@@ -44,6 +44,7 @@ DRIVERS = {
     "mapi/rpc/service.py",
     "mapi/rpc/workers.py",  # the store's worker threads (trio limiters, cancellation)
     "internet_mail/smtp/driver.py",  # the SMTP core's trio driver (sockets, STARTTLS, timeouts)
+    "internet_mail/outbound/queue.py",  # the durable queue: files, fsync, a lock for threads
     # Public import paths that only re-export the trio drivers of tunnel/drivers/.
     "tunnel/proxy.py",
     "tunnel/tls.py",

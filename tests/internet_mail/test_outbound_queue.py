@@ -1,0 +1,92 @@
+"""The durable outbound queue (internet_mail/outbound/queue.py, state.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from internet_mail.outbound import state
+from internet_mail.outbound.queue import OutboundQueue
+
+
+def test_enqueue_is_on_disk_and_reloads(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "queue")
+    qid = queue.enqueue("a@local.test", ["x@remote.test", "X@remote.test", "y@r.test"], b"hi\r\n")
+    again = OutboundQueue(tmp_path / "queue")  # as after a restart
+    [env] = again.load()
+    assert env.id == qid and env.sender == "a@local.test"
+    assert [r.address for r in env.recipients] == ["x@remote.test", "y@r.test"]
+    assert all(r.status == state.PENDING for r in env.recipients)
+    assert again.read_data(qid) == b"hi\r\n"
+    assert (tmp_path / "queue" / f"{qid}.json").stat().st_mode & 0o077 == 0
+
+
+def test_interrupted_enqueue_leftovers_are_cleared(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "queue")
+    (tmp_path / "queue" / "abc.eml").write_bytes(b"never acknowledged")
+    (tmp_path / "queue" / "tmp" / "abd.json").write_bytes(b"{")
+    (tmp_path / "queue" / "bad.json").write_bytes(b"not json")
+    assert queue.load() == []
+    assert not (tmp_path / "queue" / "abc.eml").exists()
+    assert not (tmp_path / "queue" / "tmp" / "abd.json").exists()
+    assert (tmp_path / "queue" / "corrupt" / "bad.json").exists()
+
+
+def test_save_and_remove(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "queue")
+    qid = queue.enqueue("", ["x@remote.test"], b"x")
+    [env] = queue.load()
+    env.recipients[0].status = state.DONE
+    queue.save(env)
+    [back] = queue.load()
+    assert back.recipients[0].status == state.DONE and back.finished()
+    queue.remove(qid)
+    assert queue.load() == []
+
+
+def test_enqueue_as_is_idempotent(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "queue")
+    queue.enqueue_as("ndr-1", "", ["a@b.test"], b"one")
+    queue.enqueue_as("ndr-1", "", ["a@b.test"], b"two")
+    assert queue.read_data("ndr-1") == b"one"
+
+
+def test_bad_requests_are_refused(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "queue")
+    for sender, rcpts in [("a@b", []), ("a\r\n@b", ["x@y"]), ("a@b", ["x>@y"]), ("a@b", [""])]:
+        with pytest.raises(state.EnvelopeError):
+            queue.enqueue(sender, rcpts, b"x")
+    assert queue.load() == []
+
+
+def test_enqueue_is_thread_safe_and_wakes(tmp_path: Path) -> None:
+    queue = OutboundQueue(tmp_path / "queue")
+    woken = []
+    queue.set_wakeup(lambda: woken.append(1))
+    ids: list[str] = []
+    threads = [
+        threading.Thread(target=lambda: ids.append(queue.enqueue("a@b", ["c@d"], b"m")))
+        for _ in range(8)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(set(ids)) == 8 and len(queue.load()) == 8 and len(woken) == 8
+
+
+@given(st.binary(max_size=300))
+def test_decode_never_crashes(data: bytes) -> None:
+    with contextlib.suppress(state.EnvelopeError):
+        state.decode(data)
+
+
+@given(st.lists(st.from_regex(r"[a-z]{1,8}@[a-z]{1,8}\.test", fullmatch=True), min_size=1))
+def test_encode_decode_round_trip(addresses: list[str]) -> None:
+    env = state.new_envelope("abc", "s@x.test", addresses, 12.5)
+    assert state.decode(state.encode(env)) == env
