@@ -31,7 +31,10 @@ ALLOWED = {
     # The mail front doors (MIME, SMTP, IMAP, POP3) use the store core in-process, never
     # the tunnel or the client library.
     "internet_mail": {"dcerpc", "endpoint_mapper", "mapi", "internet_mail"},
-    "clients": {"dcerpc", "endpoint_mapper", "tunnel", "mapi", "clients"},
+    # The client converts mail files locally (mapi-cli import/export) with the MIME
+    # codec, internet_mail.mime: sans-IO, bytes and properties in and out. It never uses
+    # the mail front doors themselves (test_clients_use_only_the_mime_codec).
+    "clients": {"dcerpc", "endpoint_mapper", "tunnel", "mapi", "internet_mail", "clients"},
     "mapi_anywhere": set(PACKAGES),
 }
 #: Modules that may do I/O (trio, sockets, TLS, clocks, threads); every other module of
@@ -44,6 +47,7 @@ DRIVERS = {
     "mapi/rpc/service.py",
     "mapi/rpc/workers.py",  # the store's worker threads (trio limiters, cancellation)
     "internet_mail/smtp/driver.py",  # the SMTP core's trio driver (sockets, STARTTLS, timeouts)
+    "internet_mail/smtp/client_driver.py",  # the SMTP client's trio driver (sockets, TLS, DNS)
     "internet_mail/outbound/queue.py",  # the durable queue: files, fsync, a lock for threads
     # Public import paths that only re-export the trio drivers of tunnel/drivers/.
     "tunnel/proxy.py",
@@ -102,6 +106,16 @@ def test_imports_point_down(package: str) -> None:
     for path in _modules(package):
         project = _imports(path) & set(PACKAGES)
         assert project <= ALLOWED[package], f"{path.relative_to(ROOT)} imports {project}"
+
+
+def test_clients_use_only_the_mime_codec() -> None:
+    """Of internet_mail, the client library imports the MIME codec only."""
+    found = []
+    for path in _modules("clients"):
+        for name in _project_imports(path):
+            if name.startswith("internet_mail") and not name.startswith("internet_mail.mime"):
+                found.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert found == []
 
 
 CORE_PACKAGES = ["dcerpc", "endpoint_mapper", "mapi", "tunnel", "internet_mail"]
