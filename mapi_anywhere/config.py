@@ -64,6 +64,22 @@ quota_warning_percent = 90
 # answers MAPI_E_TOO_BIG. 0 = no limit.
 max_message_bytes = 0
 
+[addressbook]
+# The address book (NSPI and the referral service, docs/addressbook.md).
+# The organisation named in every user's X.500-style address (legacy DN,
+# "/o=<organization>/ou=Exchange Administrative Group (FYDIBOHF23SPDLT)/cn=Recipients/
+# cn=<login name>"). Clients keep these addresses in recipients and caches: set it
+# before the first mail. Printable ASCII, at most 64 characters, no "/" or "=".
+organization = "mapi-anywhere"
+# Worker threads for the heavy calls (pages, searches, name resolution), a pool of
+# their own; and the seconds one such call may run (past it: the fault
+# nca_s_server_too_busy).
+threads = 8
+call_seconds = 5.0
+# Seconds before a directory change made by another process shows in the address book
+# (changes made through this server show at once).
+refresh_seconds = 5.0
+
 [tunnel]
 # The HTTPS front end: RPC over HTTP v2 (HTTP/1.1) and HTTP/2, on one TLS port.
 enabled = true
@@ -207,6 +223,40 @@ class StoreSection:
             )
 
 
+#: The longest organisation name (X.500's upper bound for an organization name).
+MAX_ORGANIZATION = 64
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AddressBookSection:
+    """``[addressbook]`` (see :data:`DEFAULT_CONFIG_TOML`)."""
+
+    organization: str = "mapi-anywhere"
+    threads: int = 8
+    call_seconds: float = 5.0
+    refresh_seconds: float = 5.0
+
+    def __post_init__(self) -> None:
+        org = self.organization
+        if not org or org != org.strip() or len(org) > MAX_ORGANIZATION:
+            raise ValueError(
+                f"organization: {org!r} must be 1 to {MAX_ORGANIZATION} characters, "
+                "without leading or trailing spaces"
+            )
+        bad = sorted({c for c in org if c in "/=" or not (c.isascii() and c.isprintable())})
+        if bad:
+            raise ValueError(
+                f"organization: {org!r} cannot be part of a legacy DN (/o=...): "
+                f"it holds {', '.join(repr(c) for c in bad)} (printable ASCII only, no / or =)"
+            )
+        if not 1 <= self.threads <= 256:
+            raise ValueError(f"threads: {self.threads} is not in [1, 256]")
+        if not 0 < self.call_seconds <= 3600:
+            raise ValueError(f"call_seconds: {self.call_seconds} is not in (0, 3600]")
+        if not 0 < self.refresh_seconds <= 3600:
+            raise ValueError(f"refresh_seconds: {self.refresh_seconds} is not in (0, 3600]")
+
+
 #: ``min_auth_level`` values and the DCE/RPC auth levels they stand for.
 AUTH_LEVELS: dict[str, int] = {
     "none": AuthLevel.NONE,
@@ -280,6 +330,7 @@ class Config:
     endpoint_mapper: EndpointMapperSection = field(default_factory=EndpointMapperSection)
     services: ServicesSection = field(default_factory=ServicesSection)
     store: StoreSection = field(default_factory=StoreSection)
+    addressbook: AddressBookSection = field(default_factory=AddressBookSection)
     tunnel: TunnelSection = field(default_factory=TunnelSection)
     smtp: SmtpSection = field(default_factory=SmtpSection)
     rpc: RpcConfig = field(default_factory=RpcConfig)

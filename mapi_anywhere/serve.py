@@ -264,11 +264,15 @@ class GalKeeper:
     worker thread when the directory changed (a change through this server wakes it at
     once; one made by another process is seen within :attr:`interval` seconds)."""
 
-    interval = 5.0
-
-    def __init__(self, store: ObjectStore, organization: str = DEFAULT_ORGANIZATION) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        organization: str = DEFAULT_ORGANIZATION,
+        interval: float = 5.0,
+    ) -> None:
         self.store = store
         self.organization = organization
+        self.interval = interval
         self.server_guid = server_guid_of(store.directory.server_secret)
         self._mids: dict[str, int] = {}
         self._seen: tuple[int, int] | None = None
@@ -312,14 +316,6 @@ class GalKeeper:
                     log.info("address book: %d entries", len(self.current))
             except Exception:
                 log.exception("address book: rebuilding the GAL failed")
-
-
-#: Worker threads for the address book's heavy calls (searches, pages, name
-#: resolution), a pool of their own: they never take a store batch's thread.
-ADDRESSBOOK_THREADS = 8
-#: The work budget of one address-book call (seconds): a GAL page, search or
-#: resolution over 100,000 entries takes tens of milliseconds.
-ADDRESSBOOK_CALL_SECONDS = 5.0
 
 
 # -- incoming Internet mail (SMTP) -----------------------------------------------------------
@@ -428,12 +424,11 @@ async def _start_smtp(nursery: trio.Nursery, config: Config, store: ObjectStore)
     return port
 
 
-def addressbook_offload(
-    threads: int = ADDRESSBOOK_THREADS, seconds: float = ADDRESSBOOK_CALL_SECONDS
-) -> Offload:
-    """Runs an address-book call in a worker thread of its own pool under a work
-    budget, so the event loop (every other connection) never waits for it; cancelling
-    the call (its connection went away) cancels the budget."""
+def addressbook_offload(threads: int, seconds: float) -> Offload:
+    """Runs an address-book call in a worker thread of its own pool (``threads``:
+    ``[addressbook] threads``; it never takes a store batch's thread) under a work
+    budget of ``seconds``, so the event loop (every other connection) never waits for
+    it; cancelling the call (its connection went away) cancels the budget."""
     limiter = trio.CapacityLimiter(threads)
 
     async def offload(work: Callable[[], bytes]) -> bytes:
@@ -573,13 +568,14 @@ async def run_server(
     )
     store_service.on_credentials_changed(authenticator.invalidate)
     store_service.on_credentials_changed(functools.partial(forget_demo_password, data_dir))
-    gal = await trio.to_thread.run_sync(GalKeeper, store)
+    book = config.addressbook
+    gal = await trio.to_thread.run_sync(GalKeeper, store, book.organization, book.refresh_seconds)
     store_service.on_credentials_changed(gal.changed)
     addressbook = AddressBookService(
         lambda: gal.current,
         server_fqdn=server_names().dns_computer,
         min_auth_level=auth_level(config.rpc_auth.min_auth_level),
-        offload=addressbook_offload(),
+        offload=addressbook_offload(book.threads, book.call_seconds),
     )
     try:
         async with trio.open_nursery() as nursery:
