@@ -47,8 +47,15 @@ DRIVERS = {
     "mapi/rpc/service.py",
     "mapi/rpc/workers.py",  # the store's worker threads (trio limiters, cancellation)
     "internet_mail/smtp/driver.py",  # the SMTP core's trio driver (sockets, STARTTLS, timeouts)
+    # The IMAP/POP3 backends bind the cores to the store (SQLite in worker threads):
+    # locks over the state connections share (maildrop locks, watchers, the throttle).
+    "internet_mail/store/imap.py",
+    "internet_mail/store/pop3.py",
+    "internet_mail/store/logons.py",  # also the throttle's clock (time.monotonic)
     "internet_mail/smtp/client_driver.py",  # the SMTP client's trio driver (sockets, TLS, DNS)
     "internet_mail/outbound/queue.py",  # the durable queue: files, fsync, a lock for threads
+    "internet_mail/outbound/runner.py",  # the outbound queue's trio runner (sockets, clock)
+    "internet_mail/outbound/dkim_sign.py",  # dkimpy loads dnspython, which imports socket
     # Public import paths that only re-export the trio drivers of tunnel/drivers/.
     "tunnel/proxy.py",
     "tunnel/tls.py",
