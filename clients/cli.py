@@ -1,17 +1,17 @@
 """``mapi-cli``: the command-line client of the object store.
 
 The command parses its arguments (argparse, one subcommand per action), finds the
-password (``MAPI_PASSWORD``, ``--password-file`` or a prompt, never the command
-line), logs on with :func:`clients.api.connect`, opens the store, and runs one
-command module: :mod:`clients.cli_folders` (tree, mkdir, rmdir, rename),
-:mod:`clients.cli_messages` (ls, show) or :mod:`clients.cli_edit` (create/send,
-mv/cp/rm, put, get). Exit status: 0 success, 1 a MAPI, server, connection or local
-file error (the message names the MAPI error, e.g. ``MAPI_E_NOT_FOUND``), 2 a usage
-error (checked before connecting where possible: addresses, ``?epm=``, fingerprints),
-130 after Ctrl-C, 128+N after signal N (SIGTERM, SIGHUP): both end the session with the
-server on the way out. Every failure is one line on stderr, never a traceback; text
-that comes from the server is escaped before it reaches the terminal
-(:mod:`clients.cli_safety`).
+password (``MAPI_PASSWORD``, ``--password-file`` or a prompt, never the command line),
+logs on with :func:`clients.api.connect`, opens the store, and runs one command module:
+:mod:`clients.cli_folders` (tree, mkdir, rmdir, rename), :mod:`clients.cli_messages`
+(ls, show), :mod:`clients.cli_edit` (create/send, mv/cp/rm, put, get) or
+:mod:`clients.cli_mailfiles` (import, export). Exit status: 0 success, 1 a MAPI, server,
+connection or local file error (the message names the MAPI error, e.g.
+``MAPI_E_NOT_FOUND``), 2 a usage error (checked before connecting where possible:
+addresses, ``?epm=``, fingerprints), 130 after Ctrl-C, 128+N after signal N (SIGTERM,
+SIGHUP): both end the session with the server on the way out. Every failure is one line
+on stderr, never a traceback; text that comes from the server is escaped before it
+reaches the terminal (:mod:`clients.cli_safety`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from clients.cli_edit import cmd_copy, cmd_create, cmd_get, cmd_put, cmd_rm
 from clients.cli_folders import Context, cmd_mkdir, cmd_rename, cmd_rmdir, cmd_tree, open_context
 from clients.cli_format import UsageError, dump_json
 from clients.cli_live import cmd_sync, cmd_watch
+from clients.cli_mailfiles import add_mailfile_commands, cmd_export, cmd_import
 from clients.cli_messages import cmd_ls, cmd_show
 from clients.cli_permissions import add_permission_commands
 from clients.cli_safety import printable
@@ -87,6 +88,8 @@ examples:
   mapi-cli resolve Bob carol@example.org      (the address book: entry, candidates or unknown)
   mapi-cli gal --search bo --json
   mapi-cli send outbox --subject hi --to Bob  (names are resolved in the address book)
+  mapi-cli import Inbox/Archive old.mbox ~/Maildir letter.eml
+  mapi-cli export inbox inbox.mbox            (or a directory: one .eml file a message)
 """
 
 
@@ -295,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("directory")
     cmd.add_argument("--follow", action="store_true", help="keep the mirror current")
     cmd.add_argument("--duration", type=_seconds, help="with --follow, stop after S seconds")
+    add_mailfile_commands(command)  # import, export
     add_permission_commands(command, COMMANDS)  # share, permissions
     add_addressbook_commands(command)  # resolve, gal (no store session)
     return parser
@@ -316,6 +320,8 @@ COMMANDS: dict[str, Callable[[Context, argparse.Namespace], Awaitable[int]]] = {
     "get": cmd_get,
     "watch": cmd_watch,
     "sync": cmd_sync,
+    "import": cmd_import,
+    "export": cmd_export,
 }
 
 
