@@ -37,6 +37,9 @@ Delivery contract
   whichever thread delivered, outside the hub's lock) once per subscriber per
   delivery batch, so a trio service can wake the long-poll with
   ``trio.from_thread.run_sync`` or a ``trio.lowlevel.TrioToken``.
+* :meth:`~NotificationHub.set_listener` makes a subscriber a *listener*: its events
+  are not queued; ``fn()`` is called instead (same thread and rules as the waker),
+  for in-process views that only need "something changed" (IMAP IDLE).
 
 Table notifications carry the row's PR_INSTANCE_KEY, the instance key of the row
 before it in the subscription's sort order (None: it is now the first row), and the
@@ -234,6 +237,17 @@ class NotificationHub:
         self._by_store: dict[str, set[int]] = {}
         self._queues: dict[Hashable, _Queue] = {}
         self._waker: Callable[[Hashable], None] | None = None
+        self._listeners: dict[Hashable, Callable[[], None]] = {}
+
+    def set_listener(self, subscriber: Hashable, fn: Callable[[], None] | None) -> None:
+        """Call ``fn()`` instead of queueing events for ``subscriber`` (None: queue
+        again). ``fn`` runs in the delivering thread, outside the lock: it must be cheap
+        and must not block. :meth:`forget` drops it."""
+        with self._lock:
+            if fn is None:
+                self._listeners.pop(subscriber, None)
+            else:
+                self._listeners[subscriber] = fn
 
     def set_waker(self, fn: Callable[[Hashable], None] | None) -> None:
         """Call ``fn(subscriber)`` whenever events were queued for ``subscriber``."""
@@ -310,6 +324,7 @@ class NotificationHub:
     def forget(self, subscriber: Hashable) -> None:
         """Drop every subscription and the queue of ``subscriber`` (session gone)."""
         with self._lock:
+            self._listeners.pop(subscriber, None)
             queue = self._queues.pop(subscriber, None)
             if queue is None:
                 return
@@ -342,9 +357,14 @@ class NotificationHub:
         the subscriber's next sequence number and the subscription id.
         """
         woken: list[Hashable] = []
+        heard: dict[Hashable, Callable[[], None]] = {}
         with self._lock:
             for sub, note in items:
                 if sub.sub_id not in self._subs:
+                    continue
+                listener = self._listeners.get(sub.subscriber)
+                if listener is not None:
+                    heard[sub.subscriber] = listener
                     continue
                 queue = self._queues.get(sub.subscriber)
                 if queue is None:
@@ -357,6 +377,8 @@ class NotificationHub:
                     queue.lost_through = queue.events.popleft().seq
                 if sub.subscriber not in woken:
                     woken.append(sub.subscriber)
+        for listener in heard.values():
+            listener()
         waker = self._waker
         if waker is not None:
             for subscriber in woken:
@@ -365,13 +387,19 @@ class NotificationHub:
     def invalidate(self, store: str) -> None:
         """Mark every subscriber of ``store`` as needing a resync (events were lost)."""
         woken: list[Hashable] = []
+        heard: dict[Hashable, Callable[[], None]] = {}
         with self._lock:
             for sub_id in self._by_store.get(store, ()):
+                listener = self._listeners.get(self._subs[sub_id].subscriber)
+                if listener is not None:
+                    heard[self._subs[sub_id].subscriber] = listener
                 queue = self._queues.get(self._subs[sub_id].subscriber)
                 if queue is not None:
                     queue.last_seq += 1
                     queue.lost_through = queue.last_seq
                     woken.append(self._subs[sub_id].subscriber)
+        for listener in heard.values():
+            listener()
         waker = self._waker
         if waker is not None:
             for subscriber in dict.fromkeys(woken):

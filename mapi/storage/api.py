@@ -24,6 +24,7 @@ from mapi.storage.contents import ContentsPlan, MessageRecord, Prefilter
 from mapi.storage.directory import StoredVerifier, UserRecord
 from mapi.storage.folders import FolderCounts, FolderRow, StandardFolder
 from mapi.storage.guard import MailboxLock
+from mapi.storage.mailview import FolderView, ViewRow
 from mapi.storage.messages import AttachState, MessageState, Placement
 from mapi.storage.propbag import TempData
 from mapi.storage.sync import SyncPage
@@ -513,6 +514,71 @@ class NamedPropStorage(Protocol):
         ...
 
 
+class MailViewStorage(Protocol):
+    """The Internet-mail view of a mailbox: IMAP UIDs per folder, UIDVALIDITY, the
+    IMAP-only ``\\Deleted`` flag, subscriptions and cached rendered sizes
+    (:mod:`mapi.storage.mailview`)."""
+
+    def folders(self, txn: Txn) -> dict[int, FolderView]:
+        """Every folder row of the view, by folder id."""
+        ...
+
+    def folder(self, txn: Txn, folder_id: int) -> FolderView | None:
+        """The view's row of a folder, or None."""
+        ...
+
+    def add_folder(
+        self, txn: Txn, folder_id: int, uidvalidity: int, *, subscribed: bool
+    ) -> FolderView:
+        """Give a folder its row (unless it has one), with a UIDVALIDITY of at least
+        ``uidvalidity`` above every other folder's; returns the row."""
+        ...
+
+    def set_subscribed(self, txn: Txn, folder_id: int, subscribed: bool) -> None:
+        """Record the folder's subscription."""
+        ...
+
+    def raise_highest(self, txn: Txn, folder_id: int, modseq: int) -> None:
+        """Make the folder's lowest reportable HIGHESTMODSEQ at least ``modseq``."""
+        ...
+
+    def listing(self, txn: Txn, folder_id: int) -> list[ViewRow]:
+        """Every message of the folder with its view row, in one statement."""
+        ...
+
+    def row_count(self, txn: Txn, folder_id: int) -> int:
+        """How many view rows the folder has (those of messages that left included)."""
+        ...
+
+    def prune(self, txn: Txn, folder_id: int) -> int:
+        """Drop the rows of messages no longer in the folder; returns how many."""
+        ...
+
+    def assign(self, txn: Txn, folder_id: int, message_ids: Sequence[int]) -> list[int]:
+        """Give messages of the folder the next uids, in order; returns them."""
+        ...
+
+    def message_of(self, txn: Txn, folder_id: int, uid: int) -> int | None:
+        """The message with ``uid`` in the folder, if it is still there."""
+        ...
+
+    def uids_of(self, txn: Txn, folder_id: int, message_ids: Iterable[int]) -> dict[int, int]:
+        """Message id -> uid for those of ``message_ids`` that have one in the folder."""
+        ...
+
+    def set_deleted(
+        self, txn: Txn, folder_id: int, uids: Sequence[int], deleted: bool, modseq: int
+    ) -> None:
+        """Set or clear the IMAP-only ``\\Deleted`` flag of ``uids`` at ``modseq``."""
+        ...
+
+    def set_sizes(
+        self, txn: Txn, folder_id: int, sizes: Sequence[tuple[int, int, int, int]]
+    ) -> None:
+        """Cache ``(uid, change number, size, CRLF size)`` of messages of the folder."""
+        ...
+
+
 class DirectoryStorage(Protocol):
     """The user directory (its own database, not a mailbox): accounts, verifiers, the
     server secret."""
@@ -616,6 +682,7 @@ class MailboxStorage(Protocol):
     changes: ChangeStorage
     acl: AclStorage
     named: NamedPropStorage
+    mailview: MailViewStorage
 
     def transaction(self, *, staging: bool = False) -> AbstractContextManager[Txn]:
         """Hold the lock; one write transaction (nested calls join), durable on return."""
@@ -659,6 +726,8 @@ __all__ = [
     "FolderCounts",
     "FolderRow",
     "FolderStorage",
+    "FolderView",
+    "MailViewStorage",
     "MailboxStorage",
     "MessageRecord",
     "MessageState",
@@ -673,4 +742,5 @@ __all__ = [
     "TempData",
     "Txn",
     "UserRecord",
+    "ViewRow",
 ]

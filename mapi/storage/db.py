@@ -38,7 +38,8 @@ discarded on rollback, so nobody hears of a change that did not happen.
 running the additive :data:`~mapi.storage.schema.UPGRADE_1_TO_2` script, version 2
 files (before shared chunk data) by :func:`~mapi.storage.schema.upgrade_2_to_3`,
 version 3 files (before stream data in files) by
-:func:`~mapi.storage.schema.upgrade_3_to_4`. Opening a mailbox also releases the
+:func:`~mapi.storage.schema.upgrade_3_to_4`, version 4 files (before the Internet-mail
+view) by :data:`~mapi.storage.schema.UPGRADE_4_TO_5`. Opening a mailbox also releases the
 staging rows a previous process left (:func:`mapi.storage.chunks.release_staging`) and
 removes stream data files nothing refers to (:mod:`mapi.storage.blobs`).
 
@@ -68,12 +69,14 @@ from mapi.storage.chunks import release_staging
 from mapi.storage.contents import SqliteContents
 from mapi.storage.folders import SqliteFolders
 from mapi.storage.guard import MailboxLock, may_block
+from mapi.storage.mailview import SqliteMailView
 from mapi.storage.messages import SqliteMessages
 from mapi.storage.named import SqliteNamedProps
 from mapi.storage.schema import (
     DDL,
     SCHEMA_VERSION,
     UPGRADE_1_TO_2,
+    UPGRADE_4_TO_5,
     upgrade_2_to_3,
     upgrade_3_to_4,
 )
@@ -87,6 +90,7 @@ if TYPE_CHECKING:  # the interface these objects implement (checked by mypy)
         ChangeStorage,
         ContentsStorage,
         FolderStorage,
+        MailViewStorage,
         MessageStorage,
         NamedPropStorage,
         SyncStorage,
@@ -207,6 +211,7 @@ class MailboxDB:
         self.changes: ChangeStorage = SqliteChanges()
         self.acl: AclStorage = SqliteAcl()
         self.named: NamedPropStorage = SqliteNamedProps()
+        self.mailview: MailViewStorage = SqliteMailView()
 
     @property
     def conn(self) -> MailboxConnection:
@@ -221,13 +226,17 @@ class MailboxDB:
             if version == 0:
                 self.conn.executescript(DDL)
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version in (1, 2, 3):
+            elif version in (1, 2, 3, 4):
                 if version == 1:
                     self.conn.executescript(UPGRADE_1_TO_2)
                     self.conn.execute("PRAGMA user_version = 2")
                 if version <= 2:
                     upgrade_2_to_3(self.conn)
-                upgrade_3_to_4(self.conn)
+                if version <= 3:
+                    upgrade_3_to_4(self.conn)
+                self.conn.executescript(
+                    f"BEGIN IMMEDIATE;\n{UPGRADE_4_TO_5}PRAGMA user_version = 5;\nCOMMIT;"
+                )
             elif version != SCHEMA_VERSION:
                 raise errors.Version(f"mailbox schema {version}, expected {SCHEMA_VERSION}")
             with self.transaction() as conn:

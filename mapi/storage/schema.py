@@ -37,6 +37,9 @@ in a file of its own beside the database (:mod:`mapi.storage.blobs`) instead of 
 rows: stream data staged while a client writes goes there. ``dead_files`` lists the
 ids of such rows that were dropped, whose files are unlinked after the commit (a
 trigger fills it, so every way of dropping a row is covered).
+
+Version 5 (:data:`UPGRADE_4_TO_5`) adds the Internet-mail view (IMAP UIDs per folder,
+:mod:`mapi.storage.mailview`): two tables of its own, nothing else changes.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from typing import Final
 
 from mapi.model import proptags as pt
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 #: Owner kinds of rows in ``streams``.
 OWNER_MESSAGE: Final = 2
@@ -238,12 +241,38 @@ WHEN OLD.in_file = 1 BEGIN
 END""",
 )
 
+#: Version 5 additions, the Internet-mail view of the mailbox (IMAP UIDs and their
+#: folders' UIDVALIDITY, POP3 unique ids; :mod:`mapi.storage.mailview`), additive and
+#: idempotent.
+UPGRADE_4_TO_5: Final = """
+CREATE TABLE IF NOT EXISTS mail_folders (
+    folder_id     INTEGER PRIMARY KEY REFERENCES folders(id) ON DELETE CASCADE,
+    uidvalidity   INTEGER NOT NULL,
+    uidnext       INTEGER NOT NULL,
+    highestmodseq INTEGER NOT NULL,
+    subscribed    INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS mail_uids (
+    folder_id  INTEGER NOT NULL REFERENCES mail_folders(folder_id) ON DELETE CASCADE,
+    uid        INTEGER NOT NULL,
+    message_id INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    modseq     INTEGER NOT NULL DEFAULT 0,
+    size_cn    INTEGER NOT NULL DEFAULT -1,
+    size       INTEGER NOT NULL DEFAULT 0,
+    crlf_size  INTEGER NOT NULL DEFAULT -1,
+    PRIMARY KEY (folder_id, uid)
+) STRICT, WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS mail_uids_by_message ON mail_uids(folder_id, message_id);
+"""
+
 #: The whole schema of a new mailbox file.
 DDL: Final = (
     _BASE_DDL
     + UPGRADE_1_TO_2
     + "".join(f"{s};\n" for s in _V3_STATEMENTS)
     + "".join(f"{s};\n" for s in _V4_STATEMENTS)
+    + UPGRADE_4_TO_5
 )
 
 
