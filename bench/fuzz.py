@@ -40,6 +40,10 @@ http_auth       ``tunnel.http_auth``: ``parse_credentials``,          none (neve
 mime            ``internet_mail.mime.mime_to_mapi`` on mutated mail (the      MimeLimitExceeded
                 MIME test corpus), then ``mapi_to_mime`` and a
                 second read of what it wrote
+mbox            ``clients.mailfiles.MboxSplitter`` (mapi-cli        MailFileError
+                import) on mutated mbox files in random chunks:
+                messages stay under the size limit, a file of
+                our writer splits back into its messages
 imap_parser     ``internet_mail.imap.ImapSession`` (in-memory        none (tagged BAD/NO,
                 backend) fed mutated IMAP conversations in random     ``* BYE``, a close)
                 chunks: literals that lie, deep nesting, huge sets;
@@ -1161,6 +1165,51 @@ def target_mime() -> Target:
     return Target("mime", seeds, run, (MimeLimitExceeded,), mutate)
 
 
+def target_mbox() -> Target:
+    """The mbox splitter of ``mapi-cli import`` (``clients.mailfiles``): any bytes, cut
+    into random reads, give messages within the size limit or MailFileError (not an mbox);
+    messages written by our writer read back as they were."""
+    import datetime as dt
+
+    from clients.mailfiles import MailFileError, MboxSplitter, mbox_entry, to_crlf
+
+    when = dt.datetime(2024, 3, 5, 7, 8, 9, tzinfo=dt.UTC)
+    parts = [
+        b"Subject: a\r\n\r\nFrom here\r\n>From there\r\n\r\n",
+        b"Subject: b\r\nStatus: RO\r\n\r\n>>From x\r\n" + b"y" * 300 + b"\r\n",
+        b"From: c@d\r\n\r\n\r\n\r\nFrom \r\n",
+    ]
+    seeds = [b"".join(mbox_entry(p, "a@b.example", when) for p in parts[:n]) for n in (1, 2, 3)]
+    seeds.append(b"From x Tue Mar  5 07:08:09 2024\n" + b"z" * 5000 + b"\n\nFrom y\nA: b\n")
+    limit = 400
+
+    def run(data: bytes) -> None:
+        rng = random.Random(len(data))
+        splitter = MboxSplitter(limit)
+        messages = []
+        start = 0
+        while start < len(data):
+            step = rng.randrange(1, 64)
+            messages += splitter.feed(data[start : start + step])
+            start += step
+        messages += splitter.end()
+        for message in messages:
+            assert message.raw is None or len(message.raw) <= limit
+            assert message.raw is None or len(message.raw) == message.size
+            bare_cr = message.raw is not None and b"\r" in message.raw.replace(b"\r\n", b"")
+            if message.raw is not None and not bare_cr:  # rewritten, it reads back the same
+                again = MboxSplitter(limit * 4)
+                entry = mbox_entry(to_crlf(message.raw), "a@b", when)
+                [back] = again.feed(entry) + again.end()
+                assert back.raw is not None
+                expected = to_crlf(message.raw)
+                if expected and not expected.endswith(b"\r\n"):
+                    expected += b"\r\n"
+                assert to_crlf(back.raw) == expected or not expected.strip(b"\r\n"), entry
+
+    return Target("mbox", seeds, run, (MailFileError,))
+
+
 def target_smtp_server() -> Target:
     """The SMTP core (``internet_mail.smtp``): mutated sessions in random chunks give
     only well-formed replies; the core's questions get random answers; held input stays
@@ -1422,6 +1471,7 @@ def main() -> None:
             target_server_auth(),
             target_http_auth(),
             target_mime(),
+            target_mbox(),
             target_imap_parser(),
             target_smtp_server(),
             target_pop3_session(),
