@@ -20,7 +20,9 @@ from mapi.access.logon import KdfParams
 from mapi.access.throttle import LogonThrottle
 from mapi.model import proptags as pt
 from mapi.model.limits import Limits
+from mapi.model.properties import PropValue
 from mapi.objects.delivery import deliver_mime
+from mapi.objects.folders import Folder
 from mapi.store import MsgStore, ObjectStore
 
 FAST_KDF = KdfParams(n=16, r=1, p=1)
@@ -97,7 +99,17 @@ def _inbox_subjects(ms: MsgStore) -> dict[str, int]:
     table = inbox.contents_table()
     table.set_columns([pt.PR_SUBJECT_W, pt.PR_MESSAGE_FLAGS])
     rows = table.query_rows(100)
-    return {str(r[0].value): int(r[1].value) for r in rows}
+    return {str(r[0].value): _int(r[1].value) for r in rows}
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int)
+    return value
+
+
+def _bytes(value: object) -> bytes:
+    assert isinstance(value, bytes)
+    return value
 
 
 def test_login_list_and_special_use(store: ObjectStore) -> None:
@@ -154,7 +166,7 @@ def test_delivery_flags_both_ways_and_expunge(store: ObjectStore) -> None:
     inbox = ms.open_folder(ms.special_folder_id("inbox"))
     table = inbox.contents_table()
     table.set_columns([pt.PR_ENTRYID, pt.PR_SUBJECT_W])
-    eids = {str(r[1].value): bytes(r[0].value) for r in table.query_rows(10)}
+    eids = {str(r[1].value): _bytes(r[0].value) for r in table.query_rows(10)}
     m0 = ms.open_message(eids["hello 0"]).get_props([pt.PR_FLAG_STATUS]).as_dict()
     assert m0[pt.PR_FLAG_STATUS] == 2
     m1 = ms.open_message(eids["hello 1"]).get_props([pt.PR_LAST_VERB_EXECUTED]).as_dict()
@@ -208,14 +220,14 @@ def test_moves_copies_append_get_new_uids(store: ObjectStore) -> None:
     ms = _mapi(store)
     keep = ms.open_folder(
         next(
-            bytes(r[0].value)
+            _bytes(r[0].value)
             for r in _rows(ms.open_folder(ms.special_folder_id("ipm_subtree")))
             if r[1].value == "Keep"
         )
     )
     table = keep.contents_table()
     table.set_columns([pt.PR_ENTRYID, pt.PR_SUBJECT_W])
-    moved = [bytes(r[0].value) for r in table.query_rows(10) if r[1].value == "hello 1"]
+    moved = [_bytes(r[0].value) for r in table.query_rows(10) if r[1].value == "hello 1"]
     keep.copy_messages(moved, ms.open_folder(ms.special_folder_id("inbox")), move=True)
     out = c.say("NOOP")
     assert b"* 2 EXISTS" in out
@@ -223,8 +235,8 @@ def test_moves_copies_append_get_new_uids(store: ObjectStore) -> None:
     c.close()
 
 
-def _rows(folder: object) -> list[list[object]]:
-    table = folder.hierarchy_table()  # type: ignore[attr-defined]
+def _rows(folder: Folder) -> list[list[PropValue]]:
+    table = folder.hierarchy_table()
     table.set_columns([pt.PR_ENTRYID, pt.PR_DISPLAY_NAME_W])
     return [list(r) for r in table.query_rows(50)]
 
