@@ -9,6 +9,7 @@ and the server keeps serving. Every test is bounded by ``fail_after``."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -282,7 +283,7 @@ async def test_hostile_input_is_answered_and_the_server_keeps_serving(server):
             handle = nspi.hNspiBind(dce)["contextHandle"]
             ours = ours_of(handle)
             # A STAT with positions far out of range: clamped, never an error.
-            wild = idl.Stat(current_rec=0xDEADBEEF, delta=-(2**31), num_pos=2**32 - 1,
+            wild = idl.Stat(current_rec=p.MID_CURRENT, delta=-(2**31), num_pos=2**32 - 1,
                             total_recs=3, code_page=p.CP_TELETEX)  # fmt: skip
             out["wild"] = raw_call(
                 dce,
@@ -290,6 +291,15 @@ async def test_hostile_input_is_answered_and_the_server_keeps_serving(server):
                 {"hRpc": ours, "dwFlags": 0, "pStat": wild, "lpETable": None, "Count": 5,
                  "pPropTags": [NAME]},
             )  # fmt: skip
+            # A CurrentRec that is no row's MId: NotFound, the STAT given back unchanged.
+            nowhere = replace(wild, current_rec=0xDEADBEEF)
+            out["nowhere"] = raw_call(
+                dce,
+                idl.NspiQueryRows,
+                {"hRpc": ours, "dwFlags": 0, "pStat": nowhere, "lpETable": None, "Count": 5,
+                 "pPropTags": [NAME]},
+            )  # fmt: skip
+            out["nowhere_stat"] = nowhere
             out["bad_sort"] = raw_call(
                 dce,
                 idl.NspiUpdateStat,
@@ -327,6 +337,12 @@ async def test_hostile_input_is_answered_and_the_server_keeps_serving(server):
                 dce, idl.NspiModLinkAtt, {"hRpc": ours, "dwFlags": 0, "ulPropTag": NAME,
                                           "dwMId": 0, "lpEntryIds": []},
             )["result"]  # fmt: skip
+            alice = nspi.hNspiDNToMId(dce, handle, [legacy_dn("mapi-anywhere", "alice")])
+            out["mod_known"] = raw_call(
+                dce, idl.NspiModLinkAtt, {"hRpc": ours, "dwFlags": 0, "ulPropTag": NAME,
+                    "dwMId": int(alice["ppOutMIds"]["aulPropTag"][0]["Data"]),
+                    "lpEntryIds": []},
+            )["result"]  # fmt: skip
             return out
         finally:
             dce.disconnect()
@@ -345,7 +361,13 @@ async def test_hostile_input_is_answered_and_the_server_keeps_serving(server):
     assert got["truncated"] == "rpc_x_bad_stub_data"  # nca_s_fault_ndr
     assert got["lying"] == "rpc_x_bad_stub_data"
     assert got["after"] == 0
-    assert got["mod"] == p.ACCESS_DENIED
+    # NspiModLinkAtt: an object that is not there is InvalidParameter (rule 4); the
+    # links of one that is are not the client's to change.
+    assert got["mod"] == p.INVALID_PARAMETER
+    assert got["mod_known"] == p.ACCESS_DENIED
+    assert got["nowhere"]["result"] == p.NOT_FOUND
+    assert got["nowhere"]["ppRows"] is None
+    assert got["nowhere"]["pStat"] == got["nowhere_stat"]
 
 
 async def test_foreign_handle_is_refused(server):

@@ -11,22 +11,27 @@ and encodes. A call works on one immutable :class:`~mapi.addressbook.gal.Gal`.
 Positions (3.1.4.5 and the STAT of 2.2.8): a container's table is its entries in display
 name order; a position is an index ``0 .. N`` (``N``: past the last row). The STAT gives
 it as ``CurrentRec``: ``MID_BEGINNING_OF_TABLE`` is 0, ``MID_END_OF_TABLE`` is N, a MId
-is that row's index, and ``MID_CURRENT`` or a MId not in the table means the fractional
-position ``NumPos / TotalRecs`` of the table (``NumPos`` alone when ``TotalRecs`` is 0),
-scaled to N and clamped. ``Delta`` then moves it, clamped to ``0 .. N``. Every STAT we
-return is normalised: ``CurrentRec`` the MId at the position (``MID_END_OF_TABLE`` at
-N), ``NumPos`` the position, ``TotalRecs`` N, ``Delta`` 0. So out-of-range positions in
-a client's STAT are clamped, never an error, and the invariants ``0 <= NumPos <=
-TotalRecs`` and "CurrentRec is the row at NumPos" always hold on the way out.
+is that row's index, and ``MID_CURRENT`` means the fractional position ``NumPos /
+TotalRecs`` of the table (``NumPos`` alone when ``TotalRecs`` is 0), scaled to N and
+clamped. A MId that is in no row is ``NotFound`` (3.1.4.1.4 constraint 5), the STAT
+left as it came. ``Delta`` then moves the position, clamped to ``0 .. N``. Every STAT
+we return is normalised: ``CurrentRec`` the MId at the position (``MID_END_OF_TABLE``
+at N), ``NumPos`` the position, ``TotalRecs`` N, ``Delta`` 0. So out-of-range
+``NumPos``, ``TotalRecs`` and ``Delta`` are clamped, never an error, and the invariants
+``0 <= NumPos <= TotalRecs`` and "CurrentRec is the row at NumPos" always hold on the
+way out.
 
 Sort orders: ``SortTypeDisplayName`` and ``SortTypePhoneticDisplayName`` (we keep no
 phonetic names: the same order) on tables; the template sort types only where the spec
 allows them (nowhere here); anything else is ``GeneralFailure``. Code pages: 8-bit
 strings (``PT_STRING8``) are encoded in the STAT's code page (``CP_TELETEX`` as Latin-1,
 the Windows and ISO code pages Python knows, 65001 UTF-8; an unknown code page is
-``InvalidCodepage`` at NspiBind, ``CP_WINUNICODE`` too, as 3.1.4.1.1 asks); a
+``InvalidCodepage`` at NspiBind, ``CP_WINUNICODE`` too, as 3.1.4.1.1 asks, and an
+unknown one is ``InvalidCodepage`` in every later call that answers strings); a
 ``PT_UNSPECIFIED`` column is answered in Unicode. A property an entry lacks comes back
-as ``PT_ERROR`` with ``NotFound`` (NspiGetProps then returns ``ErrorsReturned``).
+as ``PT_ERROR`` with ``NotFound`` (NspiGetProps then returns ``ErrorsReturned``; for an
+object that is not there it answers as if the object had no properties, 3.1.4.1.7
+constraint 11).
 
 Restrictions (2.2.5, for NspiGetMatches): AND, OR, NOT, content (full string, substring,
 prefix; case is always ignored), property (the six relational operators; strings
@@ -92,8 +97,10 @@ _MV_STRING_TYPES = (p.PT_MV_STRING8, p.PT_MV_UNICODE)
 
 
 def codec_of(code_page: int) -> str | None:
-    """The Python codec of an NSPI code page for 8-bit strings (None: not supported)."""
-    if code_page == p.CP_TELETEX:
+    """The Python codec of an NSPI code page for 8-bit strings (None: not supported).
+    0 (``CP_ACP``, "the server's default", what a client that never set it sends) is
+    Latin-1, as ``CP_TELETEX``."""
+    if code_page in (p.CP_TELETEX, 0):
         return "latin-1"
     if code_page in (p.CP_WINUNICODE, 65001):
         return "utf-8"
@@ -140,17 +147,16 @@ class NspiCore:
             return None
         return self.gal.mids
 
-    def locate(self, stat: Stat, count: int) -> int:
-        """The position the STAT names before its Delta (see the module docstring)."""
+    def locate(self, stat: Stat, count: int) -> int | None:
+        """The position the STAT names before its Delta (see the module docstring);
+        None when ``CurrentRec`` is a MId of no row."""
         cur = stat.current_rec
         if cur == p.MID_BEGINNING_OF_TABLE:
             return 0
         if cur == p.MID_END_OF_TABLE:
             return count
         if cur != p.MID_CURRENT:
-            pos = self.gal.position.get(cur)
-            if pos is not None:
-                return pos
+            return self.gal.position.get(cur)
         pos = stat.num_pos * count // stat.total_recs if stat.total_recs > 0 else stat.num_pos
         return max(0, min(count, pos))
 
@@ -160,9 +166,12 @@ class NspiCore:
         current = mids[pos] if pos < count else p.MID_END_OF_TABLE
         return replace(stat, current_rec=current, delta=0, num_pos=pos, total_recs=count)
 
-    def moved(self, stat: Stat, count: int) -> tuple[int, int]:
-        """(position before Delta, position after it, clamped)."""
+    def moved(self, stat: Stat, count: int) -> tuple[int, int] | None:
+        """(position before Delta, position after it, clamped); None when
+        ``CurrentRec`` is a MId of no row."""
         start = self.locate(stat, count)
+        if start is None:
+            return None
         return start, max(0, min(count, start + stat.delta))
 
     # -- values -------------------------------------------------------------------------
@@ -232,7 +241,10 @@ class NspiCore:
         table = self.table(stat)
         if table is None:
             return Reply(p.INVALID_BOOKMARK)
-        start, pos = self.moved(stat, len(table))
+        moved = self.moved(stat, len(table))
+        if moved is None:
+            return Reply(p.NOT_FOUND)
+        start, pos = moved
         return Reply(
             p.SUCCESS,
             self.at(stat, pos, len(table)),
@@ -250,6 +262,8 @@ class NspiCore:
         """NspiQueryRows (3.1.4.1.8): ``count`` rows from the STAT's position (moved by
         Delta), or the rows of an explicit table (``etable``; the STAT is then kept)."""
         columns = tuple(tags) if tags is not None else DEFAULT_COLUMNS
+        if codec_of(stat.code_page) is None:
+            return Reply(p.INVALID_CODEPAGE)
         if etable is not None:
             return Reply(
                 p.SUCCESS, stat, {"ppRows": self.rows(etable[:MAX_ROWS], columns, stat, flags)}
@@ -262,7 +276,10 @@ class NspiCore:
         if table is None:
             return Reply(p.INVALID_BOOKMARK)
         n = len(table)
-        _, pos = self.moved(stat, n)
+        moved = self.moved(stat, n)
+        if moved is None:
+            return Reply(p.NOT_FOUND)
+        pos = moved[1]
         end = min(n, pos + min(count, MAX_ROWS))
         rows = self.rows(table[pos:end], columns, stat, flags)
         return Reply(p.SUCCESS, self.at(stat, end, n), {"ppRows": rows})
@@ -279,6 +296,8 @@ class NspiCore:
         :data:`SEEK_ROWS`)."""
         if stat.sort_type not in p.TABLE_SORT_TYPES:
             return Reply(p.GENERAL_FAILURE)
+        if codec_of(stat.code_page) is None:
+            return Reply(p.INVALID_CODEPAGE)
         if p.prop_id(target.tag) != p.prop_id(p.PR_DISPLAY_NAME) or p.prop_type(target.tag) not in (
             p.PT_STRING8,
             p.PT_UNICODE,
@@ -328,6 +347,8 @@ class NspiCore:
         explicit table of the matches, at its beginning."""
         if stat.sort_type not in p.TABLE_SORT_TYPES:
             return Reply(p.GENERAL_FAILURE)
+        if codec_of(stat.code_page) is None:
+            return Reply(p.INVALID_CODEPAGE)
         if prop_name is not None:
             return Reply(p.NOT_FOUND)  # no link attributes (members, reports) here
         table = self.table(stat)
@@ -392,6 +413,8 @@ class NspiCore:
     def get_prop_list(self, flags: int, mid: int, code_page: int) -> Reply:
         """NspiGetPropList (3.1.4.1.6): the tags the object has (8-bit string types
         unless the code page is CP_WINUNICODE)."""
+        if codec_of(code_page) is None:
+            return Reply(p.INVALID_CODEPAGE)
         entry = self.gal.by_mid.get(mid)
         if entry is None:
             return Reply(p.NOT_FOUND)
@@ -402,9 +425,13 @@ class NspiCore:
     def get_props(self, flags: int, stat: Stat, tags: Sequence[int] | None) -> Reply:
         """NspiGetProps (3.1.4.1.7): the row of the object ``CurrentRec`` names (all
         its properties when ``tags`` is NULL); ErrorsReturned when a value is missing."""
+        if codec_of(stat.code_page) is None:
+            return Reply(p.INVALID_CODEPAGE)
         entry = self.gal.by_mid.get(stat.current_rec)
-        if entry is None:
-            return Reply(p.NOT_FOUND)
+        if entry is None:  # as if the object were there with no properties (constraint 11)
+            props = [PropertyValue(p.error_tag(t), p.NOT_FOUND) for t in tags or ()]
+            result = p.ERRORS_RETURNED if props else p.SUCCESS
+            return Reply(result, values={"ppRows": PropertyRow(props)})
         if tags is None:
             unicode = stat.code_page == p.CP_WINUNICODE
             tags = [t if unicode else _eight_bit(t) for t in self.entry_values(entry, flags, 0)]
@@ -453,6 +480,8 @@ class NspiCore:
         MID_AMBIGUOUS or the entry's MId), and one row per resolved name."""
         if len(names) > MAX_NAMES:
             return Reply(p.TOO_COMPLEX)
+        if codec_of(stat.code_page) is None:
+            return Reply(p.INVALID_CODEPAGE)
         if self.table(stat) is None:
             return Reply(p.INVALID_BOOKMARK)
         columns = tuple(tags) if tags is not None else DEFAULT_COLUMNS
@@ -473,7 +502,10 @@ class NspiCore:
     def special_table(self, flags: int, stat: Stat, version: int) -> Reply:
         """NspiGetSpecialTable (3.1.4.1.3): the hierarchy table (our containers), or,
         with NspiAddressCreationTemplates, the templates table (empty: none here). A
-        client already holding this version of the hierarchy gets no rows."""
+        client already holding this version of the hierarchy gets no rows. Names in
+        8-bit strings need a code page we know (else InvalidCodepage, ppRows NULL)."""
+        if not flags & p.NSPI_UNICODE_STRINGS and codec_of(stat.code_page) is None:
+            return Reply(p.INVALID_CODEPAGE)
         if flags & p.NSPI_ADDRESS_CREATION_TEMPLATES:
             return Reply(p.SUCCESS, values={"lpVersion": version, "ppRows": []})
         gal = self.gal

@@ -528,8 +528,12 @@ class AddressBookService:
         return idl.NspiModProps.encode_response({"result": p.ACCESS_DENIED})
 
     def _mod_link_att(self, ctx: CallContext, stub: bytes) -> bytes:
-        self._decode(idl.NspiModLinkAtt, ctx, stub)
-        return idl.NspiModLinkAtt.encode_response({"result": p.ACCESS_DENIED})
+        # An object that is not there is InvalidParameter (NspiModLinkAtt rule 4);
+        # links of one that is are not the client's to change.
+        args = self._decode(idl.NspiModLinkAtt, ctx, stub)
+        known = args["dwMId"] in self._gal().by_mid
+        result = p.ACCESS_DENIED if known else p.INVALID_PARAMETER
+        return idl.NspiModLinkAtt.encode_response({"result": result})
 
     def _template_info(self, ctx: CallContext, stub: bytes) -> bytes:
         # No display or address-creation templates are kept, in any locale.

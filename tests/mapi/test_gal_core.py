@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from dcerpc.idl import nspi as idl
 from mapi.addressbook import props as p
 from mapi.addressbook.gal import FIRST_MID, build_gal
-from mapi.addressbook.nspi import NspiCore
+from mapi.addressbook.nspi import NspiCore, Reply
 from mapi.storage.directory import UserRecord
 
 GUID = bytes(range(16))
@@ -80,17 +80,26 @@ def test_random_stat_sequences_keep_the_invariants(data: st.DataObject) -> None:
     stat = data.draw(stats(c))
     for _ in range(data.draw(st.integers(1, 6))):
         op = data.draw(st.sampled_from(["update", "query", "seek"]))
+        if c.locate(stat, len(c.gal)) is None and op != "seek":
+            # A CurrentRec that is no row's MId: NotFound, no STAT back (rule 5).
+            assert stat.current_rec not in (0, 1, 2) and stat.current_rec not in c.gal.position
+            assert c.update_stat(stat, True) == Reply(p.NOT_FOUND)
+            assert c.query_rows(0, stat, None, 5, None) == Reply(p.NOT_FOUND)
+            return
         if op == "update":
             reply = c.update_stat(stat, True)
             assert reply.result == 0 and reply.stat is not None
             start = c.locate(stat, len(c.gal))
+            assert start is not None
             assert reply.values is not None
             assert reply.values["plDelta"] == reply.stat.num_pos - start
         elif op == "query":
             count = data.draw(st.integers(1, 30))
             reply = c.query_rows(0, stat, None, count, [p.PR_DISPLAY_NAME])
             assert reply.result == 0 and reply.stat is not None and reply.values is not None
-            _, pos = c.moved(stat, len(c.gal))
+            moved = c.moved(stat, len(c.gal))
+            assert moved is not None
+            pos = moved[1]
             assert len(reply.values["ppRows"]) == min(count, len(c.gal) - pos)
         else:
             text = data.draw(st.text(max_size=8))
@@ -131,7 +140,33 @@ def test_errors_of_the_spec() -> None:
     assert c.bind(0, idl.Stat(code_page=1252)).result == 0
     target = idl.PropertyValue(0x3003001F, "x")
     assert c.seek_entries(idl.Stat(), target, None, None).result == p.GENERAL_FAILURE
-    assert c.get_props(0, idl.Stat(current_rec=5), None).result == p.NOT_FOUND
+    # NspiGetProps of an object that is not there: as if it had no properties (rule 11).
+    missing = c.get_props(0, idl.Stat(current_rec=5), [p.PR_DISPLAY_NAME, p.PR_ACCOUNT])
+    assert missing.result == p.ERRORS_RETURNED and missing.values is not None
+    assert [v.tag for v in missing.values["ppRows"].props] == [
+        p.error_tag(p.PR_DISPLAY_NAME),
+        p.error_tag(p.PR_ACCOUNT),
+    ]
+    assert c.get_props(0, idl.Stat(current_rec=p.MID_CURRENT), [p.PR_DISPLAY_NAME]).result != 0
+    # A CurrentRec that is a MId of no row: NotFound (NspiUpdateStat rule 5), the
+    # STAT not given back; MID_CURRENT with wild NumPos/TotalRecs is clamped.
+    unknown = idl.Stat(current_rec=0xDEADBEEF, code_page=p.CP_TELETEX)
+    assert c.update_stat(unknown, True) == Reply(p.NOT_FOUND)
+    assert c.query_rows(0, unknown, None, 5, None) == Reply(p.NOT_FOUND)
+    wild = idl.Stat(current_rec=p.MID_CURRENT, num_pos=2**32 - 1, total_recs=3, delta=-(2**31))
+    assert c.update_stat(wild, False).result == 0
+    # A code page we cannot serve: InvalidCodepage wherever 8-bit strings go out.
+    odd = idl.Stat(code_page=0xFF)
+    for reply in (
+        c.get_props(0, replace(odd, current_rec=c.gal.mids[0]), [p.PR_DISPLAY_NAME]),
+        c.query_rows(0, odd, None, 5, None),
+        c.seek_entries(odd, idl.PropertyValue(p.PR_DISPLAY_NAME, "a"), None, None),
+        c.resolve_names(odd, None, ["a"]),
+        c.special_table(0, odd, 0),
+    ):
+        assert reply == Reply(p.INVALID_CODEPAGE)
+    assert c.get_prop_list(0, c.gal.mids[0], 0xFF) == Reply(p.INVALID_CODEPAGE)
+    assert c.special_table(p.NSPI_UNICODE_STRINGS, odd, 0).result == 0  # no 8-bit names
     assert c.compare_mids(idl.Stat(), 1, 2).result == p.GENERAL_FAILURE
 
 
