@@ -106,6 +106,7 @@ def serve(fresh: int, max_auth_checks: int | None) -> None:
         ServerSection,
         SmtpSection,
         StoreSection,
+        SubmissionSection,
         TunnelSection,
     )
     from mapi_anywhere.serve import run_server
@@ -122,6 +123,7 @@ def serve(fresh: int, max_auth_checks: int | None) -> None:
             server=ServerSection(data_dir=data_dir, log_level="ERROR"),
             endpoint_mapper=EndpointMapperSection(port=0),
             smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
+            submission=SubmissionSection(enabled=False),
             store=StoreSection(demo_user=False),
             tunnel=TunnelSection(settings=settings),
         )

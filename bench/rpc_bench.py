@@ -125,6 +125,7 @@ def serve_store(port: int) -> None:
         ServerSection,
         SmtpSection,
         StoreSection,
+        SubmissionSection,
         TunnelSection,
     )
     from mapi_anywhere.serve import run_server
@@ -135,6 +136,7 @@ def serve_store(port: int) -> None:
                 server=ServerSection(data_dir=Path(tmp)),
                 endpoint_mapper=EndpointMapperSection(port=port),
                 smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
+                submission=SubmissionSection(enabled=False),
                 store=StoreSection(demo_user=False),
                 tunnel=TunnelSection(enabled=False),
                 # Both figures from one policy: unauthenticated calls admitted, and the

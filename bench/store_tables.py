@@ -71,6 +71,7 @@ def serve(port: int, count: int) -> None:
         ServerSection,
         SmtpSection,
         StoreSection,
+        SubmissionSection,
         TunnelSection,
     )
     from mapi_anywhere.serve import run_server
@@ -81,6 +82,7 @@ def serve(port: int, count: int) -> None:
             server=ServerSection(data_dir=Path(tmp)),
             endpoint_mapper=EndpointMapperSection(port=port),
             smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
+            submission=SubmissionSection(enabled=False),
             store=StoreSection(demo_user=False),
             tunnel=TunnelSection(enabled=False),
         )

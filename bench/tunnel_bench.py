@@ -165,6 +165,7 @@ def run_bench_server(
         ServerSection,
         SmtpSection,
         StoreSection,
+        SubmissionSection,
         TunnelSection,
     )
     from mapi_anywhere.serve import run_server
@@ -175,6 +176,7 @@ def run_bench_server(
             server=ServerSection(data_dir=data_dir),
             endpoint_mapper=EndpointMapperSection(port=0),
             smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
+            submission=SubmissionSection(enabled=False),
             store=StoreSection(demo_user=False),
             tunnel=TunnelSection(settings=TunnelConfig(port=0)),
             rpc_auth=RpcAuthSection(min_auth_level=min_auth_level),

@@ -97,6 +97,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-smtp", action="store_true", help="do not start the SMTP listener")
     serve.add_argument(
+        "--submission-port", type=int,
+        help="SMTP submission port, STARTTLS (overrides [submission] port; 0 = dynamic)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--submissions-port", type=int,
+        help="SMTP submission port, implicit TLS (overrides [submission] tls_port; 0 = dynamic)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--no-submission", action="store_true", help="do not start the SMTP submission listeners"
+    )
+    serve.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level (overrides [server] log_level)",
@@ -226,7 +237,7 @@ def _leaves(exc: BaseException) -> Iterator[BaseException]:
 
 def _startup_failure(exc: BaseException) -> str | None:
     """One line for a failed start, or None when ``exc`` is not a user-facing error."""
-    from mapi_anywhere.serve import StartupError
+    from mapi_anywhere.listening import StartupError
 
     leaves = list(_leaves(exc))
     for leaf in leaves:
@@ -256,6 +267,9 @@ def _serve(args: argparse.Namespace) -> int:
             no_tunnel=args.no_tunnel,
             smtp_port=args.smtp_port,
             no_smtp=args.no_smtp,
+            submission_port=args.submission_port,
+            submissions_port=args.submissions_port,
+            no_submission=args.no_submission,
         )
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}", 2)
@@ -497,7 +511,8 @@ def _accounts(args: argparse.Namespace) -> int:
     control socket where that matters, on the data directory's databases otherwise."""
     from mapi.model.errors import MapiError
     from mapi.store import ObjectStore
-    from mapi_anywhere.serve import StartupError, forget_demo_password, prepare_data_dir
+    from mapi_anywhere.listening import StartupError
+    from mapi_anywhere.serve import forget_demo_password, prepare_data_dir
 
     try:
         config = _load(args)

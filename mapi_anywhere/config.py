@@ -127,6 +127,21 @@ local_domains = []
 # Connections served at once; more get 421 4.3.2.
 max_connections = 256
 
+[submission]
+# Mail submission for the users' mail programs (RFC 6409, RFC 8314): AUTH PLAIN or
+# LOGIN with the user's password, offered only under TLS; then mail to local users is
+# delivered, mail to other domains goes to the outbound queue, and the sender's copy is
+# filed in their Sent Items. The envelope sender must be one of the user's addresses.
+# Message size and local domains are those of [smtp].
+enabled = true
+host = "127.0.0.1"
+# STARTTLS submission: 587 in production; 0 = a dynamic port.
+port = 1587
+# Implicit TLS submission ("submissions"): 465 in production; 0 = a dynamic port.
+tls_port = 1465
+# Connections served at once on each port; more get 421 4.3.2.
+max_connections = 256
+
 [rpc]
 # Least DCE/RPC auth level (NTLM or SPNEGO) a LAN client needs to reach the store:
 # "privacy" (signed and sealed: nobody on the LAN reads or changes the traffic),
@@ -315,6 +330,26 @@ class SmtpSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SubmissionSection:
+    """``[submission]``: the SMTP submission listeners (see :data:`DEFAULT_CONFIG_TOML`)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 1587
+    tls_port: int = 1465
+    max_connections: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("port", "tls_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} {getattr(self, name)} out of range")
+        if self.port == self.tls_port != 0:
+            raise ValueError(f"port and tls_port are both {self.port}")
+        if not 1 <= self.max_connections <= 65536:
+            raise ValueError(f"max_connections: {self.max_connections} is not in [1, 65536]")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RpcAuthSection:
     """``[rpc] min_auth_level`` (the rest of ``[rpc]`` is :class:`RpcConfig`)."""
 
@@ -333,6 +368,7 @@ class Config:
     addressbook: AddressBookSection = field(default_factory=AddressBookSection)
     tunnel: TunnelSection = field(default_factory=TunnelSection)
     smtp: SmtpSection = field(default_factory=SmtpSection)
+    submission: SubmissionSection = field(default_factory=SubmissionSection)
     rpc: RpcConfig = field(default_factory=RpcConfig)
     #: ``[rpc] min_auth_level``: the store's least auth level on the LAN.
     rpc_auth: RpcAuthSection = field(default_factory=RpcAuthSection)
@@ -446,6 +482,9 @@ def with_overrides(config: Config, **server: Any) -> Config:
     no_tunnel = changes.pop("no_tunnel", False)
     smtp_port = changes.pop("smtp_port", None)
     no_smtp = changes.pop("no_smtp", False)
+    submission_port = changes.pop("submission_port", None)
+    submissions_port = changes.pop("submissions_port", None)
+    no_submission = changes.pop("no_submission", False)
     for key in ("data_dir", "log_file"):
         if key in changes:
             changes[key] = Path(changes[key]).expanduser()
@@ -454,6 +493,7 @@ def with_overrides(config: Config, **server: Any) -> Config:
         settings = replace(out.tunnel.settings, host=changes["host"])
         out = replace(out, tunnel=replace(out.tunnel, settings=settings))
         out = replace(out, smtp=replace(out.smtp, host=changes["host"]))
+        out = replace(out, submission=replace(out.submission, host=changes["host"]))
     if epm_port is not None:
         out = replace(out, endpoint_mapper=replace(out.endpoint_mapper, port=epm_port))
     if tunnel_port is not None:
@@ -465,6 +505,8 @@ def with_overrides(config: Config, **server: Any) -> Config:
         ("--epm-port", epm_port),
         ("--tunnel-port", tunnel_port),
         ("--smtp-port", smtp_port),
+        ("--submission-port", submission_port),
+        ("--submissions-port", submissions_port),
     ):
         if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"{flag}: port {port} out of range (0 .. 65535)")
@@ -472,4 +514,10 @@ def with_overrides(config: Config, **server: Any) -> Config:
         out = replace(out, smtp=replace(out.smtp, port=smtp_port))
     if no_smtp:
         out = replace(out, smtp=replace(out.smtp, enabled=False))
+    if submission_port is not None:
+        out = replace(out, submission=replace(out.submission, port=submission_port))
+    if submissions_port is not None:
+        out = replace(out, submission=replace(out.submission, tls_port=submissions_port))
+    if no_submission:
+        out = replace(out, submission=replace(out.submission, enabled=False))
     return out

@@ -11,7 +11,6 @@ closes every listener and connection, then the store's databases.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import functools
 import json
 import logging
@@ -19,26 +18,20 @@ import logging.handlers
 import os
 import secrets
 import signal
-import socket
-import ssl
 import stat
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import trio
 
 from dcerpc.interface import Interface
-from dcerpc.ntlm import ServerNames
 from dcerpc.server import RpcServer
 from endpoint_mapper import EPM_SYNTAX, EndpointDatabase, Tower, epm_interface, mgmt_interface
-from internet_mail.mime import ConvertedMessage, MimeLimitExceeded, mime_to_mapi
-from internet_mail.smtp import Address, RecipientVerdict, SmtpConfig, StoreFailure
-from internet_mail.smtp.driver import DeliveryFailed, DriverLimits, Envelope, serve_smtp
 from mapi.access.throttle import LogonThrottle
 from mapi.addressbook.gal import DEFAULT_ORGANIZATION, Gal, build_gal
 from mapi.addressbook.nspi import server_guid_of
@@ -46,15 +39,16 @@ from mapi.addressbook.service import AddressBookService, Offload
 from mapi.budget import WorkBudget
 from mapi.model import errors as mapi_errors
 from mapi.model.limits import DEFAULT_LIMITS, Limits
-from mapi.objects.delivery import deliver_mime, local_domains
 from mapi.rpc.service import ServiceLimits, StoreService
 from mapi.rpc.workers import WorkerLimits, WorkerPools, run_budgeted
 from mapi.store import ObjectStore
 from mapi_anywhere.authenticator import DirectoryAuthenticator
-from mapi_anywhere.config import Config, SmtpSection, auth_level
+from mapi_anywhere.config import Config, auth_level
 from mapi_anywhere.control import AlreadyRunning, ServerError, serve_control
+from mapi_anywhere.listening import StartupError, listening, port_of, server_names
+from mapi_anywhere.outbound_service import start_outbound
+from mapi_anywhere.smtp_service import start_smtp, start_submission
 from tunnel.drivers.context import TunnelInfo
-from tunnel.drivers.tls import ensure_certificate
 from tunnel.http_auth import server_names as tunnel_ntlm_names
 from tunnel.policy import OA_NSPI_PORT, OA_REFERRAL_PORT, OA_STORE_PORT, AllowList
 from tunnel.proxy import serve_tunnel
@@ -92,28 +86,9 @@ class RunningServer:
     gal: GalKeeper | None = None
     #: The incoming SMTP listener's port (None: ``[smtp] enabled = false``).
     smtp_port: int | None = None
-
-
-class StartupError(Exception):
-    """``serve`` cannot start; the text says why in one line, and what to change."""
-
-
-def _port_of(listeners: list[trio.SocketListener]) -> int:
-    return int(listeners[0].socket.getsockname()[1])
-
-
-def server_names() -> ServerNames:
-    """How NTLM CHALLENGE messages name this server: after the host's name."""
-    fqdn = socket.gethostname() or "mapiserver"
-    short = fqdn.split(".", 1)[0]
-    netbios = "".join(c for c in short.upper() if c.isalnum() or c in "-_")[:15]
-    dns_domain = fqdn.split(".", 1)[1] if "." in fqdn else ""
-    return ServerNames(
-        netbios_computer=netbios or "MAPISERVER",
-        netbios_domain="WORKGROUP",
-        dns_computer=fqdn.lower(),
-        dns_domain=dns_domain.lower(),
-    )
+    #: The submission listeners' ports, STARTTLS and implicit TLS (None: disabled).
+    submission_port: int | None = None
+    submissions_port: int | None = None
 
 
 def tunnel_target_names(configured: Sequence[str]) -> list[str]:
@@ -144,39 +119,6 @@ def _tower_host(host: str) -> str:
 
 def _backend_host(host: str) -> str:
     return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-
-
-def _listen_error(
-    exc: OSError, what: str, host: str, port: int, key: str, flag: str
-) -> StartupError:
-    """One line for a listener that could not start: what, where, and what to change."""
-    change = f"change {key} in the configuration file or use {flag}"
-    where = f"{host or '*'}:{port}"
-    if exc.errno == errno.EADDRINUSE:
-        return StartupError(f"port {port} is already in use ({where}, {what}); {change}")
-    if exc.errno == errno.EACCES:
-        return StartupError(
-            f"no permission to listen on port {port} ({where}, {what}): ports below 1024 "
-            f"need CAP_NET_BIND_SERVICE (see docs/operating.md); or {change}"
-        )
-    if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-        return StartupError(
-            f"cannot listen on {where} ({what}): {host!r} is not an address of this machine "
-            f"({exc.strerror or exc}); change [server] host or use --host"
-        )
-    return StartupError(f"the {what} cannot start: {exc}")
-
-
-_T = TypeVar("_T")
-
-
-async def _listening(
-    start: Callable[[], Awaitable[_T]], what: str, host: str, port: int, key: str, flag: str
-) -> _T:
-    try:
-        return await start()
-    except OSError as exc:
-        raise _listen_error(exc, what, host, port, key, flag) from exc
 
 
 # -- the data directory ----------------------------------------------------------------------
@@ -316,112 +258,6 @@ class GalKeeper:
                     log.info("address book: %d entries", len(self.current))
             except Exception:
                 log.exception("address book: rebuilding the GAL failed")
-
-
-# -- incoming Internet mail (SMTP) -----------------------------------------------------------
-
-#: Worker threads for SMTP recipient checks and deliveries at once (store work never
-#: runs on the event loop).
-SMTP_THREADS = 8
-
-
-class SmtpDelivery:
-    """The store side of the incoming SMTP listener: the driver's callbacks.
-
-    Local domains are ``[smtp] local_domains``, or when empty the domains of the users'
-    e-mail addresses plus ``localhost`` (where a user is also reachable by login name).
-    """
-
-    def __init__(self, store: ObjectStore, section: SmtpSection) -> None:
-        self.store = store
-        self.configured = frozenset(d.lower() for d in section.local_domains)
-        self.limiter = trio.CapacityLimiter(SMTP_THREADS)
-
-    def domains(self) -> frozenset[str]:
-        if self.configured:
-            return self.configured
-        users = self.store.list_users()
-        return local_domains(u.email for u in users if u.email) | {"localhost"}
-
-    def login_of(self, address: str) -> str | None:
-        """The login name of the local user ``address`` reaches, or None."""
-        local, _, domain = address.rpartition("@")
-        if domain.lower() not in self.domains():
-            return None
-        user = self.store.resolve(address)
-        if user is None and domain.lower() == "localhost":
-            user = self.store.resolve(local)
-        return None if user is None else user.username
-
-    def verdict(self, address: Address) -> RecipientVerdict:
-        if address.domain not in self.domains():
-            return RecipientVerdict.REMOTE
-        known = self.login_of(str(address)) is not None
-        return RecipientVerdict.LOCAL if known else RecipientVerdict.UNKNOWN
-
-    async def check_recipient(self, address: Address) -> RecipientVerdict:
-        return await trio.to_thread.run_sync(self.verdict, address, limiter=self.limiter)
-
-    def deliver_sync(self, envelope: Envelope, data: bytes) -> None:
-        logins = [self.login_of(address) for address in envelope.recipients]
-        found = [login for login in logins if login is not None]
-        if not found:  # every recipient vanished since RCPT
-            raise DeliveryFailed(StoreFailure.TEMPORARY, "no recipient is a user any more")
-        result = deliver_mime(self.store, found, data, envelope.received, convert=_convert)
-        if result.defects:
-            log.info("smtp %s: MIME repaired: %s", envelope.session_id, ", ".join(result.defects))
-
-    async def deliver(self, envelope: Envelope, data: bytes) -> None:
-        try:
-            await trio.to_thread.run_sync(self.deliver_sync, envelope, data, limiter=self.limiter)
-        except mapi_errors.NotEnoughDisk as exc:
-            raise DeliveryFailed(StoreFailure.MAILBOX_FULL, str(exc)) from exc
-        except (mapi_errors.TooBig, MimeLimitExceeded) as exc:
-            raise DeliveryFailed(StoreFailure.TOO_BIG, str(exc)) from exc
-
-
-def _convert(raw: bytes, limits: Limits, received: int) -> ConvertedMessage:
-    return mime_to_mapi(raw, limits=limits, received=received)
-
-
-def smtp_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
-    """STARTTLS: TLS 1.2 or later with serve's certificate (the tunnel's)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    return ctx
-
-
-async def _start_smtp(nursery: trio.Nursery, config: Config, store: ObjectStore) -> int:
-    section = config.smtp
-    settings = config.tunnel.settings
-    cert, key = await trio.to_thread.run_sync(
-        ensure_certificate, config.server.data_dir, settings.server_names or (section.host,),
-        settings.cert_file, settings.key_file,
-    )  # fmt: skip
-    ctx = await trio.to_thread.run_sync(smtp_tls_context, cert, key)
-    delivery = SmtpDelivery(store, section)
-    smtp_config = SmtpConfig(
-        hostname=server_names().dns_computer or "localhost",
-        tls_available=True,
-        auth_enabled=False,  # submission and AUTH are a later listener's
-        max_message_size=section.max_message_bytes,
-    )
-    listeners = await _listening(
-        functools.partial(
-            nursery.start,
-            functools.partial(
-                serve_smtp, smtp_config, section.port, section.host,
-                check_recipient=delivery.check_recipient, deliver=delivery.deliver,
-                ssl_context=ctx, limits=DriverLimits(max_connections=section.max_connections),
-            ),
-        ),
-        "SMTP listener", section.host, section.port, "[smtp] port", "[smtp] enabled = false",
-    )  # fmt: skip
-    port = _port_of(listeners)
-    log.info("SMTP (incoming mail) listening on %s:%d", section.host, port)
-    return port
 
 
 def addressbook_offload(threads: int, seconds: float) -> Offload:
@@ -639,13 +475,13 @@ async def _run(
             attached_min_level=attached,
         )
         epm_port = config.endpoint_mapper.port
-        listeners = await _listening(
+        listeners = await listening(
             functools.partial(nursery.start, epm.serve_tcp, epm_port, host),
             "endpoint mapper", host, epm_port, "[endpoint_mapper] port", "--epm-port",
         )  # fmt: skip
         running = RunningServer(
             host=host,
-            epm_port=_port_of(listeners),
+            epm_port=port_of(listeners),
             database=database,
             store=store,
             store_service=store_service,
@@ -671,11 +507,11 @@ async def _run(
                 attached_min_level=attached,
             )
             dynamic = config.services.dynamic_port
-            listeners = await _listening(
+            listeners = await listening(
                 functools.partial(nursery.start, server.serve_tcp, dynamic, host),
                 spec.name, host, dynamic, "[services] dynamic_port", "[services] dynamic_port = 0",
             )  # fmt: skip
-            port = running.service_ports[spec.name] = _port_of(listeners)
+            port = running.service_ports[spec.name] = port_of(listeners)
             local_services[port] = server
             for iface in spec.interfaces:
                 database.register(
@@ -692,7 +528,7 @@ async def _run(
                 )
         if config.tunnel.enabled:
             settings = config.tunnel.settings
-            running.tunnel = await _listening(
+            running.tunnel = await listening(
                 functools.partial(
                     nursery.start,
                     functools.partial(
@@ -715,8 +551,14 @@ async def _run(
                 "tunnel", settings.host, settings.port, "[tunnel] port",
                 "--tunnel-port (or --no-tunnel)",
             )  # fmt: skip
+        # Mail for other domains: the durable queue and its runner (docs/smtp.md).
+        queue = await start_outbound(nursery, config, store) if config.outbound.enabled else None
         if config.smtp.enabled:
-            running.smtp_port = await _start_smtp(nursery, config, store)
+            running.smtp_port = await start_smtp(nursery, config, store)
+        if config.submission.enabled:
+            running.submission_port, running.submissions_port = await start_submission(
+                nursery, config, store, authenticator, queue=queue
+            )
         # Sessions of vanished clients end after their grace even when nobody calls.
         nursery.start_soon(store_service.housekeeping)
         task_status.started(running)

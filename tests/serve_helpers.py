@@ -16,6 +16,7 @@ from mapi_anywhere.config import (
     ServerSection,
     SmtpSection,
     StoreSection,
+    SubmissionSection,
     TunnelSection,
 )
 from tunnel.config import TunnelConfig
@@ -30,13 +31,15 @@ async def start_server(
     store: StoreSection | None = None,
     min_auth_level: str = "privacy",
     smtp: SmtpSection | None = None,
+    submission: SubmissionSection | None = None,
 ) -> Any:
     """Start ``run_server`` in ``nursery`` with ``users`` (name -> password) added;
     ``emails`` gives each one ``name@example.org``; ``store`` is the ``[store]``
     section (default: the built-in one); ``min_auth_level`` is ``[rpc]``'s (tests of
     the unauthenticated logon path itself lower it to "none"); ``smtp`` is the
     ``[smtp]`` section (default: no SMTP listener; ``SmtpSection(port=0)`` starts one
-    on a free port, ``running.smtp_port``). Returns the running server."""
+    on a free port, ``running.smtp_port``); ``submission`` likewise for
+    ``[submission]`` (``SubmissionSection(port=0, tls_port=0)``). Returns the running server."""
     from mapi_anywhere.serve import run_server
 
     config = Config(
@@ -46,6 +49,7 @@ async def start_server(
         tunnel=TunnelSection(settings=TunnelConfig(port=0)),
         rpc_auth=RpcAuthSection(min_auth_level=min_auth_level),
         smtp=smtp or SmtpSection(enabled=False),
+        submission=submission or SubmissionSection(enabled=False),
     )
     running = await nursery.start(run_server, config)
     for user, password in users.items():

@@ -67,6 +67,10 @@ class ServeProcess:
             "0",
             "--smtp-port",
             "0",
+            "--submission-port",
+            "0",
+            "--submissions-port",
+            "0",
             "--data-dir",
             str(data_dir),
             "--log-file",
@@ -332,7 +336,18 @@ def test_a_second_server_on_the_same_data_directory_is_refused(tmp_path: Path):
     data = tmp_path / "data"
     with serving(data):
         second = cli(
-            "serve", "--epm-port", "0", "--tunnel-port", "0", "--smtp-port", "0", data_dir=data
+            "serve",
+            "--epm-port",
+            "0",
+            "--tunnel-port",
+            "0",
+            "--smtp-port",
+            "0",
+            "--submission-port",
+            "0",
+            "--submissions-port",
+            "0",
+            data_dir=data,
         )
         assert second.returncode == 1
         assert "Traceback" not in second.stderr
@@ -355,6 +370,10 @@ def test_a_port_in_use_is_one_line_naming_port_and_key(tmp_path: Path):
             "0",
             "--smtp-port",
             "0",
+            "--submission-port",
+            "0",
+            "--submissions-port",
+            "0",
             data_dir=tmp_path / "d",
         )
         assert result.returncode == 1
@@ -371,6 +390,10 @@ def test_a_port_in_use_is_one_line_naming_port_and_key(tmp_path: Path):
             "--tunnel-port",
             str(port),
             "--smtp-port",
+            "0",
+            "--submission-port",
+            "0",
+            "--submissions-port",
             "0",
             data_dir=tmp_path / "d",
         )

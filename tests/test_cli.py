@@ -61,6 +61,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "0",
         "--smtp-port",
         "0",
+        "--submission-port",
+        "0",
+        "--submissions-port",
+        "0",
     ]
     command += ["--data-dir", str(base / "data")]
     with log_path.open("wb") as log:

@@ -38,6 +38,7 @@ from mapi_anywhere.config import (
     ServerSection,
     SmtpSection,
     StoreSection,
+    SubmissionSection,
     TunnelSection,
 )
 from tunnel.config import TunnelConfig
@@ -88,6 +89,7 @@ async def server(nursery, tmp_path):
         server=ServerSection(data_dir=tmp_path / "data"),
         endpoint_mapper=EndpointMapperSection(port=0),
         smtp=SmtpSection(enabled=False),
+        submission=SubmissionSection(enabled=False),
         store=StoreSection(demo_user=False),
         tunnel=TunnelSection(settings=TunnelConfig(host=HOST, port=443)),
         rpc_auth=RpcAuthSection(min_auth_level="privacy"),

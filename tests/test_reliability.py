@@ -68,6 +68,7 @@ from mapi_anywhere.config import (  # noqa: E402
     ServerSection,
     SmtpSection,
     StoreSection,
+    SubmissionSection,
     TunnelSection,
 )
 from tunnel.config import TunnelConfig  # noqa: E402
@@ -124,6 +125,7 @@ def fast_config(data_dir: Path, **rpc: Any) -> Config:
         server=ServerSection(data_dir=data_dir),
         endpoint_mapper=EndpointMapperSection(port=0),
         smtp=SmtpSection(enabled=False),
+        submission=SubmissionSection(enabled=False),
         store=StoreSection(demo_user=False),
         tunnel=TunnelSection(
             settings=TunnelConfig(
@@ -190,6 +192,10 @@ class ServerProcess:
                     "--tunnel-port",
                     str(self.tunnel_port),
                     "--smtp-port",
+                    "0",
+                    "--submission-port",
+                    "0",
+                    "--submissions-port",
                     "0",
                     "--log-level",
                     self.log_level,

@@ -35,6 +35,7 @@ from mapi_anywhere.config import (
     EndpointMapperSection,
     ServerSection,
     SmtpSection,
+    SubmissionSection,
     TunnelSection,
 )
 from mapi_anywhere.serve import RunningServer, ServiceSpec, run_server
@@ -56,6 +57,7 @@ async def server(nursery, tmp_path) -> RunningServer:
         server=ServerSection(data_dir=tmp_path / "data", host="127.0.0.1"),
         endpoint_mapper=EndpointMapperSection(port=0),
         smtp=SmtpSection(enabled=False),
+        submission=SubmissionSection(enabled=False),
         tunnel=TunnelSection(settings=TunnelConfig(port=0)),
     )
     return await nursery.start(run_server, config, [DEMO_SERVICE])
@@ -267,6 +269,10 @@ def test_cli_serve_logs_and_stops_cleanly_on_ctrl_c(tmp_path: Path):
             "0",
             "--smtp-port",
             "0",
+            "--submission-port",
+            "0",
+            "--submissions-port",
+            "0",
             "--data-dir",
             str(tmp_path / "data"),
         ],
@@ -347,6 +353,10 @@ def test_unmodified_rpcdump_script_on_port_135(tmp_path: Path):
             "0",
             "--smtp-port",
             "0",
+            "--submission-port",
+            "0",
+            "--submissions-port",
+            "0",
             "--data-dir",
             str(tmp_path / "data"),
         ],
@@ -414,6 +424,7 @@ def _quick_config(data_dir: Path) -> Config:
         server=ServerSection(data_dir=data_dir),
         endpoint_mapper=EndpointMapperSection(port=0),
         smtp=SmtpSection(enabled=False),
+        submission=SubmissionSection(enabled=False),
         tunnel=TunnelSection(enabled=False),
     )
 

@@ -30,6 +30,7 @@ from mapi_anywhere.config import (
     EndpointMapperSection,
     ServerSection,
     SmtpSection,
+    SubmissionSection,
     TunnelSection,
 )
 from mapi_anywhere.serve import ServiceSpec, run_server
@@ -90,6 +91,7 @@ async def test_wireshark_dissects_our_traffic_cleanly(nursery, tmp_path):
         server=ServerSection(data_dir=tmp_path / "data"),
         endpoint_mapper=EndpointMapperSection(port=0),
         smtp=SmtpSection(enabled=False),
+        submission=SubmissionSection(enabled=False),
         tunnel=TunnelSection(settings=TunnelConfig(port=0)),
     )
     demo = ServiceSpec("demo", [Interface(DEMO, _echo, 1)], "Demo service")

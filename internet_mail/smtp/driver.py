@@ -12,10 +12,14 @@ store (``serve`` is the composition root that wires them):
   :class:`DeliveryFailed` with the reply to give, and any other exception gives 451.
   250 goes out only after it returned.
 
+* ``authenticate(username, password, peer)`` -> the canonical user name, or None
+  for bad credentials, for ``AUTH`` (an exception answers 454 4.7.0; without the
+  callback every ``AUTH`` gets 454).
+
 ``STARTTLS`` wraps the socket in a :class:`trio.SSLStream` with the listener's
-``ssl_context`` (the core offers it only when there is one). ``AUTH`` is answered
-"temporary failure" (the incoming listener does not offer it; submission is a later
-step). Every wait is bounded: an idle client gets 421 4.4.2 after
+``ssl_context`` (the core offers it only when there is one); a submissions listener
+(``config.implicit_tls``, port 465) runs the handshake before its greeting. Every
+wait is bounded: an idle client gets 421 4.4.2 after
 :attr:`DriverLimits.idle_timeout`, a whole session ends after
 :attr:`DriverLimits.session_timeout`, a TLS handshake has
 :attr:`DriverLimits.handshake_timeout`, a peer that does not read our replies is
@@ -83,6 +87,7 @@ class Envelope:
         tls: the transaction came under TLS.
         session_id: our id of the connection (in the log and the Received header).
         received: the ``Received:`` trace field to prepend (RFC 5321 4.4), with CRLF.
+        authenticated_user: the ``AUTH`` identity (submission), or None.
     """
 
     sender: str
@@ -92,6 +97,7 @@ class Envelope:
     tls: bool
     session_id: str
     received: bytes
+    authenticated_user: str | None = None
 
 
 class DeliveryFailed(Exception):
@@ -104,6 +110,8 @@ class DeliveryFailed(Exception):
 
 CheckRecipient = Callable[[Address], Awaitable[RecipientVerdict]]
 Deliver = Callable[[Envelope, bytes], Awaitable[None]]
+#: ``authenticate(username, password, peer)``: the canonical user name, or None.
+Authenticate = Callable[[str, str, str], Awaitable[str | None]]
 
 
 def _clean(text: str, limit: int = 255) -> str:
@@ -142,16 +150,17 @@ class _Session:
     def __init__(
         self, stream: trio.abc.Stream, peer: str, config: SmtpConfig,
         ssl_context: ssl.SSLContext | None, check_recipient: CheckRecipient,
-        deliver: Deliver, limits: DriverLimits,
+        deliver: Deliver, limits: DriverLimits, authenticate: Authenticate | None = None,
     ) -> None:  # fmt: skip
         self.stream = stream
+        self.authenticate = authenticate
         self.peer = peer
         self.config = config
         self.ssl_context = ssl_context
         self.check_recipient = check_recipient
         self.deliver = deliver
         self.limits = limits
-        self.core = SmtpServerConnection(config, tls=False)
+        self.core = SmtpServerConnection(config, tls=config.implicit_tls)
         self.id = secrets.token_hex(8)
 
     async def flush(self) -> None:
@@ -195,10 +204,22 @@ class _Session:
         if isinstance(event, StartTlsRequested):
             return await self.start_tls()
         if isinstance(event, AuthenticationRequested):
-            return core.authentication_result(None, temporary=True)
+            return await self.check_credentials(event)
         if isinstance(event, ConnectionTerminated):
             log.debug("smtp %s: closed (%s)", self.id, event.reason)
         return []
+
+    async def check_credentials(self, event: AuthenticationRequested) -> list[Event]:
+        if self.authenticate is None:
+            return self.core.authentication_result(None, temporary=True)
+        try:
+            user = await self.authenticate(event.username, event.password, self.peer)
+        except Exception:
+            log.exception("smtp %s: credential check failed", self.id)
+            return self.core.authentication_result(None, temporary=True)
+        if user is None:
+            log.info("smtp %s: AUTH %s failed for %r", self.id, event.mechanism, event.username)
+        return self.core.authentication_result(user)
 
     async def start_tls(self) -> list[Event]:
         if self.ssl_context is None:  # the core offers STARTTLS only with a context
@@ -218,6 +239,7 @@ class _Session:
             peer=self.peer,
             tls=event.tls,
             session_id=self.id,
+            authenticated_user=event.authenticated_user,
             received=received_header(
                 helo=event.helo,
                 peer=self.peer,
@@ -261,14 +283,18 @@ async def serve_smtp(
     deliver: Deliver,
     ssl_context: ssl.SSLContext | None = None,
     limits: DriverLimits | None = None,
+    authenticate: Authenticate | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host``:``port`` (0: a free port) and serve SMTP until cancelled.
 
-    ``config.tls_available`` should be true exactly when ``ssl_context`` is given.
+    ``config.tls_available`` should be true exactly when ``ssl_context`` is given; a
+    listener with ``config.implicit_tls`` needs one.
     ``task_status`` receives the listeners (their port) once listening.
     """
     limits = limits or DriverLimits()
+    if config.implicit_tls and ssl_context is None:
+        raise ValueError("an implicit-TLS (submissions) listener needs an ssl_context")
     active = 0
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -284,9 +310,16 @@ async def serve_smtp(
             active += 1
             try:
                 session = _Session(
-                    stream, peer, config, ssl_context, check_recipient, deliver, limits
-                )
+                    stream, peer, config, ssl_context, check_recipient, deliver, limits,
+                    authenticate,
+                )  # fmt: skip
                 with trio.move_on_after(limits.session_timeout):
+                    if config.implicit_tls:
+                        assert ssl_context is not None  # checked above
+                        tls = trio.SSLStream(stream, ssl_context, server_side=True)
+                        session.stream = tls
+                        with trio.fail_after(limits.handshake_timeout):
+                            await tls.do_handshake()
                     await session.run()
                 await trio.aclose_forcefully(session.stream)
             finally:
@@ -306,6 +339,7 @@ async def serve_smtp(
 
 
 __all__ = [
+    "Authenticate",
     "CheckRecipient",
     "Deliver",
     "DeliveryFailed",

@@ -64,6 +64,9 @@ class RecipientVerdict(enum.Enum):
     UNKNOWN = "unknown"  #: a local domain but no such user: 550 5.1.1
     REMOTE = "remote"  #: not a local domain: relay, for authenticated clients only
     TEMPORARY = "temporary"  #: the directory could not be asked: 451 4.3.0
+    #: not a local domain, and this server sends no mail out (outbound is off): 550
+    #: 5.7.1 whoever asks, authenticated or not.
+    NO_RELAY = "no relay"
 
 
 class StoreFailure(enum.Enum):
@@ -73,6 +76,10 @@ class StoreFailure(enum.Enum):
     NO_SPACE = (452, "4.3.1", "Insufficient system storage")
     MAILBOX_FULL = (552, "5.2.2", "Mailbox full")
     TOO_BIG = (552, "5.3.4", "Message too big for system")
+    #: A submission whose reverse path is not an address of the authenticated user
+    #: (RFC 6409 4.3 lets the MSA refuse it; checked once the message is in, as
+    #: Exchange does, since the core has no question at MAIL).
+    SENDER_NOT_ALLOWED = (550, "5.7.1", "Sender address not allowed for this user")
 
 
 class _Phase(enum.Enum):
@@ -217,7 +224,7 @@ class SmtpServerConnection:
             self._reply(250, "2.1.5", "Recipient OK")
         elif verdict is RecipientVerdict.UNKNOWN:
             self._reply(550, "5.1.1", "No such user here")
-        elif verdict is RecipientVerdict.REMOTE:
+        elif verdict in (RecipientVerdict.REMOTE, RecipientVerdict.NO_RELAY):
             self._reply(550, "5.7.1", "Relaying denied")
         else:
             self._reply(451, "4.3.0", "Temporary failure checking the recipient")

@@ -43,6 +43,7 @@ from typing import Protocol
 from mapi.model import proptags as pt
 from mapi.model.limits import Limits
 from mapi.model.properties import PropData
+from mapi.notify.changes import Change, Op, record
 from mapi.notify.subscriptions import NotificationHub
 from mapi.objects.context import Identity, MailRouter, StoreContext
 from mapi.objects.submit import deliver_to_inbox
@@ -51,6 +52,9 @@ from mapi.storage.propbag import PropBag
 
 #: Prefix of the delivery ids of Internet mail (submissions use the store's UID).
 _SID_PREFIX = b"mime:"
+#: Prefix of the ids of submitters' copies filed in Sent Items (a user who sends to
+#: themselves gets both copies).
+_SENT_PREFIX = b"sent:"
 
 
 class DeliveryStore(MailRouter, Protocol):
@@ -194,7 +198,45 @@ def deliver_mime(
     return MimeDelivery(delivered, unknown, list(conv.defects))
 
 
+def file_sent_copy(
+    store: DeliveryStore, user: Identity, raw: bytes, received_header: bytes = b"",
+    *, convert: Converter,
+) -> int | None:  # fmt: skip
+    """File the submitter's copy of an SMTP submission in ``user``'s Sent Items: read,
+    with the original bytes under ``PR_MIME_ORIGINAL``, in one transaction that raises
+    fnevObjectCreated and the contents-table row (no new-mail event: it is the user's
+    own mail). Returns the new message's id, or None when an earlier attempt of the same
+    bytes filed it already (the submitter's retry after a lost 250).
+    """
+    sid = _SENT_PREFIX + hashlib.sha256(raw).digest()
+    full = received_header + raw
+    now = store.clock()
+    conv = convert(full, store.limits, now)
+    state = _state(conv, now)
+    for tag, value in [
+        (pt.PR_MESSAGE_CLASS_W, conv.props.get(pt.PR_MESSAGE_CLASS_W) or "IPM.Note"),
+        (pt.PR_MESSAGE_FLAGS, pt.MSGFLAG_READ),
+        (pt.PR_CLIENT_SUBMIT_TIME, now),
+        (pt.PR_MESSAGE_DELIVERY_TIME, now),
+        (pt.PR_MIME_ORIGINAL, full),
+    ]:
+        state.bag.set(tag, value)
+    db = store.mailbox(user)
+    target = StoreContext(db, user=user, owner=user, hub=store.notifications, router=store)
+    with db.transaction() as txn:
+        if db.messages.was_delivered(txn, sid):
+            return None
+        sent = db.folders.role_folder(txn, "sent")
+        new_id = db.messages.save(
+            txn, state, limits=db.limits, change_num=db.next_change_number(txn), now=now,
+            folder_id=sent,
+        )  # fmt: skip
+        db.messages.note_delivery(txn, sid, new_id, now)
+        record(target, Change(op=Op.CREATED, folder=False, object_id=new_id, parent_id=sent))
+    return new_id
+
+
 __all__ = [
     "ConvertedAttachment", "ConvertedMessage", "Converter", "DeliveryStore", "MimeDelivery",
-    "deliver_mime", "local_domains",
+    "deliver_mime", "file_sent_copy", "local_domains",
 ]  # fmt: skip

@@ -166,6 +166,7 @@ async def test_a_store_session_survives_recycles(nursery: trio.Nursery, tmp_path
         EndpointMapperSection,
         ServerSection,
         SmtpSection,
+        SubmissionSection,
         TunnelSection,
     )
     from mapi_anywhere.serve import run_server
@@ -175,6 +176,7 @@ async def test_a_store_session_survives_recycles(nursery: trio.Nursery, tmp_path
         server=ServerSection(data_dir=tmp_path / "data"),
         endpoint_mapper=EndpointMapperSection(port=0),
         smtp=SmtpSection(enabled=False),
+        submission=SubmissionSection(enabled=False),
         tunnel=TunnelSection(settings=settings),
     )
     server = await nursery.start(run_server, config)
