@@ -319,6 +319,9 @@ async def test_user_errors_are_one_line_each(server, tmp_path):
         ]
         status, lines = await cli("import", "inbox", str(eml))
         assert status == 0 and lines == []  # no bar: stderr is not a terminal
+        status, lines = await cli("--progress", "import", "inbox", str(eml))
+        assert status == 0 and all(line.startswith("import [") for line in lines if line)
+        assert lines[-1].startswith("import [########################] 100%  3.")  # KiB
 
 
 # --- the pure readers and writers -------------------------------------------------------
