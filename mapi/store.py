@@ -56,7 +56,7 @@ from mapi.model.properties import PropData, now_filetime
 from mapi.notify.subscriptions import TABLE_KINDS, NotificationHub, TableSpec
 from mapi.objects import quota
 from mapi.objects.base import MapiObject
-from mapi.objects.context import Identity, StoreContext
+from mapi.objects.context import Identity, RemoteMail, StoreContext
 from mapi.objects.folders import Folder
 from mapi.objects.hierarchy import HIERARCHY_COLUMNS, STANDARD_HIERARCHY
 from mapi.objects.messages import Message, open_message_checked
@@ -111,6 +111,8 @@ class ObjectStore:
         self._sessions: dict[str, int] = {}
         #: Subscriptions and event queues of every session (:mod:`mapi.notify.subscriptions`).
         self.notifications = NotificationHub()
+        #: Submissions to other mail domains go here (``serve`` sets it; None: nowhere).
+        self.remote_mail: RemoteMail | None = None
 
     # --- Accounts (the CLI's adduser / passwd / deluser / list users) -----------------
 
@@ -352,7 +354,7 @@ class Session:
             store._mailbox_used(owner_rec.user_id, +1)
         ctx = StoreContext(
             db, user=_identity(self.user), owner=_identity(owner_rec),
-            hub=store.notifications, router=store,
+            hub=store.notifications, router=store, remote=store.remote_mail,
         )  # fmt: skip
         return MsgStore(ctx)
 

@@ -142,6 +142,33 @@ tls_port = 1465
 # Connections served at once on each port; more get 421 4.3.2.
 max_connections = 256
 
+[outbound]
+# Mail to other domains (MAPI submissions, SMTP submission): a durable queue in
+# <data_dir>/queue/, delivered by SMTP to the smarthost, or to the domains' MX hosts
+# when none is set, DKIM-signed; see docs/smtp.md "Outbound mail".
+enabled = true
+# Relay host; "" = deliver by MX lookup (port 25, STARTTLS when offered).
+smarthost = ""
+smarthost_port = 587
+# "starttls" (required), "tls" (implicit TLS, port 465) or "none" (clear text).
+smarthost_tls = "starttls"
+# AUTH PLAIN to the smarthost (only under TLS); the password inline or in a file.
+smarthost_user = ""
+smarthost_password = ""
+# smarthost_password_file = "/etc/mapi-anywhere/smarthost.pw"
+# smarthost_ca_file = "/etc/mapi-anywhere/smarthost-ca.pem"   (default: system CAs)
+# Seconds before the first retry; each next one waits twice as long, up to retry_max.
+retry_initial = 300.0
+retry_max = 14400.0
+# Seconds after which undelivered mail is returned to the sender (5 days).
+expiry = 432000.0
+# Our name in EHLO and in reports; "" = the machine's name.
+hostname = ""
+# DKIM: the key is made on first run in <data_dir>/dkim/; `mapi-anywhere dkim` prints
+# the DNS record. dkim_domain "" = the first local domain.
+dkim_selector = "mail"
+dkim_domain = ""
+
 [rpc]
 # Least DCE/RPC auth level (NTLM or SPNEGO) a LAN client needs to reach the store:
 # "privacy" (signed and sealed: nobody on the LAN reads or changes the traffic),
@@ -360,6 +387,39 @@ class RpcAuthSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundSection:
+    """``[outbound]``: the outbound queue and its delivery (see :data:`DEFAULT_CONFIG_TOML`)."""
+
+    enabled: bool = True
+    smarthost: str = ""
+    smarthost_port: int = 587
+    smarthost_tls: str = "starttls"
+    smarthost_user: str = ""
+    smarthost_password: str = ""
+    smarthost_password_file: Path | None = None
+    smarthost_ca_file: Path | None = None
+    retry_initial: float = 300.0
+    retry_max: float = 14400.0
+    expiry: float = 432000.0
+    hostname: str = ""
+    dkim_selector: str = "mail"
+    dkim_domain: str = ""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.smarthost_port <= 65535:
+            raise ValueError(f"smarthost_port {self.smarthost_port} out of range")
+        if self.smarthost_tls not in ("starttls", "tls", "none"):
+            raise ValueError(f"smarthost_tls: {self.smarthost_tls!r} is not starttls, tls or none")
+        if not 0 < self.retry_initial <= self.retry_max:
+            raise ValueError("retry_initial must be > 0 and <= retry_max")
+        if not self.expiry > 0:
+            raise ValueError("expiry must be > 0")
+        selector = self.dkim_selector
+        if not selector or not all(c.isalnum() or c in "-_" for c in selector):
+            raise ValueError(f"dkim_selector: {selector!r} is not a DNS label")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     server: ServerSection = field(default_factory=ServerSection)
     endpoint_mapper: EndpointMapperSection = field(default_factory=EndpointMapperSection)
@@ -372,6 +432,7 @@ class Config:
     rpc: RpcConfig = field(default_factory=RpcConfig)
     #: ``[rpc] min_auth_level``: the store's least auth level on the LAN.
     rpc_auth: RpcAuthSection = field(default_factory=RpcAuthSection)
+    outbound: OutboundSection = field(default_factory=OutboundSection)
 
 
 #: Config fields that are not TOML sections of their own.

@@ -13,13 +13,15 @@ streams and tables keep a reference to it; they take ``ctx.db.lock`` for every c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from mapi.access import permissions
 from mapi.model import errors
 from mapi.model.entryid import EntryId, EntryKind, make_entryid, parse_entryid
 from mapi.model.limits import Limits
+from mapi.model.properties import PropData
 from mapi.storage.api import MailboxStorage
 
 if TYPE_CHECKING:
@@ -46,12 +48,41 @@ class MailRouter(Protocol):
         """The (shared) database of ``user``'s mailbox."""
 
 
+@dataclass(slots=True)
+class OutgoingAttachment:
+    props: dict[int, PropData] = field(default_factory=dict)
+    embedded: OutgoingMessage | None = None
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    """A submitted message as plain values, for rendering as Internet mail (its
+    attributes match the MIME converter's ``ConvertedMessage``)."""
+
+    props: dict[int, PropData] = field(default_factory=dict)
+    recipients: list[dict[int, PropData]] = field(default_factory=list)
+    attachments: list[OutgoingAttachment] = field(default_factory=list)
+
+
+class RemoteMail(Protocol):
+    """Where a submission sends the recipients of other mail domains (``serve`` hands
+    one in: it renders the message as MIME and queues it for SMTP delivery; the store
+    core knows neither)."""
+
+    def is_remote(self, address: str) -> bool:
+        """True for an address of a domain that is not this server's."""
+
+    def send(self, sender: str, recipients: Sequence[str], message: OutgoingMessage) -> None:
+        """Queue ``message`` for ``recipients`` durably (blocking); raises on failure."""
+
+
 class StoreContext:
     """One user's view of one mailbox."""
 
     def __init__(
         self, db: MailboxStorage, *, user: Identity, owner: Identity,
         hub: NotificationHub | None = None, router: MailRouter | None = None,
+        remote: RemoteMail | None = None,
     ) -> None:  # fmt: skip
         self.db = db
         self.user = user
@@ -60,6 +91,8 @@ class StoreContext:
         self.hub = hub
         #: Other mailboxes, for message submission (None: no submission).
         self.router = router
+        #: Other mail domains, for submission (None: their addresses are unresolvable).
+        self.remote = remote
         # The store's entry id never changes; every message row carries it.
         self._store_eid = make_entryid(db.provider_uid, EntryKind.STORE, 0)
 

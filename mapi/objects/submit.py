@@ -57,10 +57,16 @@ from typing import Final
 from mapi.model import errors, named
 from mapi.model import proptags as pt
 from mapi.model.limits import Limits
-from mapi.model.properties import PropData
+from mapi.model.properties import PropData, from_stream_bytes
 from mapi.notify.changes import Change, Op, record
 from mapi.objects import quota
-from mapi.objects.context import Identity, StoreContext
+from mapi.objects.context import (
+    Identity,
+    OutgoingAttachment,
+    OutgoingMessage,
+    RemoteMail,
+    StoreContext,
+)
 from mapi.objects.messages import Message, recipient_address
 from mapi.storage.api import AttachState, MailboxStorage, MessageState, Txn
 from mapi.storage.propbag import PropBag, Source, TempData
@@ -108,6 +114,8 @@ class SubmitResult:
     sent_entry_id: bytes | None = None
     #: Entry id of the non-delivery report in the sender's Inbox, if any.
     ndr_entry_id: bytes | None = None
+    #: Addresses of other mail domains, handed to the outbound queue.
+    queued: list[str] = field(default_factory=list)
 
 
 def _sender_props(user: Identity, now: int) -> list[tuple[int, PropData]]:
@@ -296,8 +304,14 @@ def submit(message: Message, submission_id: bytes | None = None) -> SubmitResult
     now = ctx.now()
     targets: dict[str, tuple[Identity, set[int]]] = {}
     failed: list[str] = []
+    external: list[str] = []
+    remote = ctx.remote
     for row in recipients:
         address = recipient_address(row)
+        if address and remote is not None and remote.is_remote(address):
+            if address.lower() not in {a.lower() for a in external}:
+                external.append(address)
+            continue
         user = router.resolve(address) if address else None
         if user is None:
             failed.append(address or "(no address)")
@@ -309,9 +323,13 @@ def submit(message: Message, submission_id: bytes | None = None) -> SubmitResult
     for user, kinds in targets.values():
         _deliver(ctx, exported, names, user, kinds, sid, now)
         delivered.append(user.user_id)
+    # 2b. Queue the copy for other mail domains (durable before the original is filed).
+    if external and remote is not None:
+        _send_remote(remote, ctx.user, exported, external, sid, now)
     # 3. File the original and report failures, in the sender's mailbox.
+
     sent, ndr = _file(message, db_id, change_num, exported, failed, now)
-    return SubmitResult(sid, delivered, failed, sent, ndr)
+    return SubmitResult(sid, delivered, failed, sent, ndr, external)
 
 
 def _deliver(
@@ -376,6 +394,48 @@ def _new_mail(db_id: int, folder_id: int, bag: PropBag, flags: int) -> Change:
         op=Op.CREATED, folder=False, object_id=db_id, parent_id=folder_id, new_mail=True,
         message_class=_text(bag, pt.PR_MESSAGE_CLASS_W) or "IPM.Note", message_flags=flags,
     )  # fmt: skip
+
+
+def _plain(bag: PropBag) -> dict[int, PropData]:
+    out: dict[int, PropData] = {}
+    for tag in bag.tags():
+        found = bag.lookup(tag)
+        if found is None:
+            continue
+        _, payload = found
+        if isinstance(payload, TempData):
+            payload = from_stream_bytes(tag, payload.read_all())
+        out[tag] = payload
+    return out
+
+
+def _outgoing(state: MessageState) -> OutgoingMessage:
+    attachments = [
+        OutgoingAttachment(_plain(a.bag), _outgoing(a.embedded) if a.embedded is not None else None)
+        for _, a in sorted(state.attachments.items())
+        if a is not None
+    ]
+    return OutgoingMessage(_plain(state.bag), list(state.recipients or []), attachments)
+
+
+def _send_remote(
+    remote: RemoteMail, user: Identity, exported: MessageState, external: list[str],
+    sid: bytes, now: int,
+) -> None:  # fmt: skip
+    """Hand the message to the outbound queue, with the server's envelope: the sender
+    properties are the submitting user's, as for a local copy."""
+    message = _outgoing(exported)
+    for tag in list(message.props):
+        if pt.prop_id(tag) in _ENVELOPE_IDS:
+            del message.props[tag]
+    message.props.update(_sender_props(user, now))
+    if user.email:
+        message.props[pt.PR_SENDER_SMTP_ADDRESS_W] = user.email
+        message.props[pt.PR_SENT_REPRESENTING_SMTP_ADDRESS_W] = user.email
+    if not message.props.get(pt.PR_INTERNET_MESSAGE_ID_W):
+        domain = (user.email or "").rpartition("@")[2] or "localhost"
+        message.props[pt.PR_INTERNET_MESSAGE_ID_W] = f"<{sid.hex()}@{domain}>"
+    remote.send(user.email or user.username, external, message)
 
 
 def _file(
