@@ -562,10 +562,6 @@ class MailViewStorage(Protocol):
         """The message with ``uid`` in the folder, if it is still there."""
         ...
 
-    def uids_of(self, txn: Txn, folder_id: int, message_ids: Iterable[int]) -> dict[int, int]:
-        """Message id -> uid for those of ``message_ids`` that have one in the folder."""
-        ...
-
     def set_deleted(
         self, txn: Txn, folder_id: int, uids: Sequence[int], deleted: bool, modseq: int
     ) -> None:

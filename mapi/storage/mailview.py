@@ -32,7 +32,7 @@ that is kept as a stream. The tables are :data:`mapi.storage.schema.UPGRADE_4_TO
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 from mapi.model import proptags as pt
@@ -190,20 +190,6 @@ class SqliteMailView:
             (folder_id, uid),
         ).fetchone()
         return None if row is None else int(row[0])
-
-    def uids_of(
-        self, txn: sqlite3.Connection, folder_id: int, message_ids: Iterable[int]
-    ) -> dict[int, int]:
-        """Message id -> uid of those of ``message_ids`` that have one in the folder."""
-        out: dict[int, int] = {}
-        for mid in message_ids:
-            row = txn.execute(
-                "SELECT uid FROM mail_uids WHERE folder_id = ? AND message_id = ?",
-                (folder_id, mid),
-            ).fetchone()
-            if row is not None:
-                out[mid] = int(row[0])
-        return out
 
     def set_deleted(
         self, txn: sqlite3.Connection, folder_id: int, uids: Sequence[int], deleted: bool,
