@@ -132,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
         ("sessions", "list the running server's sessions, or end some"),
         ("quota", "show a user's mailbox size and limit, or give it a limit of its own"),
         ("usermod", "change a user's address-book details (an empty value clears one)"),
+        ("dkim", "print the DKIM DNS record to publish (the key is made on first use)"),
     ):
         cmd = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ".")
         cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
@@ -576,6 +577,27 @@ def _accounts(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dkim(args: argparse.Namespace) -> int:
+    """Print the TXT record of the outbound DKIM key (docs/smtp.md, "Outbound mail")."""
+    from internet_mail.outbound.dkim_sign import record_name, txt_record
+    from mapi.store import ObjectStore
+    from mapi_anywhere.outbound_service import dkim_key
+
+    try:
+        config = _load(args)
+    except (ConfigError, OSError) as exc:
+        return _fail(f"configuration error: {exc}", 2)
+    store = ObjectStore(config.server.data_dir)
+    try:
+        key = dkim_key(store, config)
+    finally:
+        store.close()
+    value = txt_record(key)
+    chunks = " ".join(f'"{value[i : i + 250]}"' for i in range(0, len(value), 250))
+    print(f"{record_name(key)}. IN TXT ( {chunks} )")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -586,6 +608,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "config":
             sys.stdout.write(DEFAULT_CONFIG_TOML)
             return 0
+        if args.command == "dkim":
+            return _dkim(args)
         if args.command == "lookup":
             return _lookup(args)
         return _serve(args)
