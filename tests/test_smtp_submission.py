@@ -199,15 +199,14 @@ async def test_a_retry_after_a_lost_reply_files_one_copy(server):
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
 async def test_swaks_submits_with_starttls_and_auth(server):
     with trio.fail_after(60):
+        argv = [
+            "swaks", "--server", f"127.0.0.1:{server.submission_port}", "--tls",
+            "--auth", "LOGIN", "--auth-user", "alice", "--auth-password", PASSWORDS["alice"],
+            "--from", "alice@example.org", "--to", "bob@example.org",
+            "--header", "Subject: From swaks", "--body", "swaks body", "--timeout", "20",
+        ]  # fmt: skip
         result = await trio.to_thread.run_sync(
-            lambda: subprocess.run(
-                ["swaks", "--server", f"127.0.0.1:{server.submission_port}", "--tls",
-                 "--auth", "LOGIN", "--auth-user", "alice", "--auth-password",
-                 PASSWORDS["alice"], "--from", "alice@example.org", "--to", "bob@example.org",
-                 "--header", "Subject: From swaks", "--body", "swaks body",
-                 "--timeout", "20"],
-                capture_output=True, text=True, timeout=40,
-            )  # fmt: skip
+            lambda: subprocess.run(argv, capture_output=True, text=True, timeout=40)
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert "235 2.7.0" in result.stdout
@@ -223,14 +222,13 @@ async def test_curl_smtps_submits(server, tmp_path):
         b"Subject: From curl\r\n\r\nSent by curl over implicit TLS.\r\n"
     )
     with trio.fail_after(60):
+        argv = [
+            "curl", "-sS", "-k", f"smtps://127.0.0.1:{server.submissions_port}",
+            "--user", f"alice:{PASSWORDS['alice']}", "--mail-from", "alice@example.org",
+            "--mail-rcpt", "bob@example.org", "--upload-file", str(mail), "--max-time", "30",
+        ]  # fmt: skip
         result = await trio.to_thread.run_sync(
-            lambda: subprocess.run(
-                ["curl", "-sS", "-k", f"smtps://127.0.0.1:{server.submissions_port}",
-                 "--user", f"alice:{PASSWORDS['alice']}", "--mail-from", "alice@example.org",
-                 "--mail-rcpt", "bob@example.org", "--upload-file", str(mail),
-                 "--max-time", "30"],
-                capture_output=True, text=True, timeout=40,
-            )  # fmt: skip
+            lambda: subprocess.run(argv, capture_output=True, text=True, timeout=40)
         )
         assert result.returncode == 0, result.stderr
         async with session(server, "bob") as bob:
