@@ -47,6 +47,8 @@ DRIVERS = {
     "mapi/rpc/service.py",
     "mapi/rpc/workers.py",  # the store's worker threads (trio limiters, cancellation)
     "internet_mail/smtp/driver.py",  # the SMTP core's trio driver (sockets, STARTTLS, timeouts)
+    # The IMAP core's trio driver (sockets, TLS, worker threads, timeouts, IDLE wake-ups).
+    "internet_mail/imap/driver.py",
     # The IMAP/POP3 backends bind the cores to the store (SQLite in worker threads):
     # locks over the state connections share (maildrop locks, watchers, the throttle).
     "internet_mail/store/imap.py",

@@ -14,6 +14,7 @@ keeps the sequence numbers.
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -125,4 +126,13 @@ class Backend(Protocol):
 
     def quota(self, root: str) -> list[tuple[str, int, int]] | None:
         """(resource, usage, limit) for a quota root ([RFC 9208]); None: no quota."""
+        ...
+
+    def watch(self, mailbox: str, notify: Callable[[], None]) -> Callable[[], None]:
+        """Subscribe to changes of ``mailbox`` (IDLE): ``notify()`` is called, from any
+        thread, whenever the mailbox may have changed (a message added, removed, its
+        flags changed, through this connection, another one or another protocol). It
+        must return at once (the driver only wakes its task with it), and may be called
+        for changes the session then finds were none. Returns the function that ends
+        the subscription (idempotent). A missing mailbox raises ``BackendError``."""
         ...

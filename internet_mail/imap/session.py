@@ -11,6 +11,13 @@ SELECTED (SELECT, EXAMINE) -> back by CLOSE/UNSELECT/failed SELECT; LOGOUT from 
 ``_ALLOWED`` says which commands each state takes; another gets ``BAD``. Credentials
 are refused before TLS (``LOGINDISABLED``, no ``AUTH=``, DESIGN.md "Security").
 
+Backpressure: commands the client pipelined are parsed at once but run one by one;
+once more than ``max_pending_output`` bytes are queued the rest wait (``wants_read``
+turns false) until the driver has sent ``data_to_send()`` and calls ``resume()``, so a
+client that pipelines many FETCHes and never reads holds one command's answer at a
+time. ``STARTTLS`` drops whatever the client sent after it in clear (the STARTTLS
+command injection, [RFC 9051] 11.1).
+
 The selected mailbox is a snapshot (UIDs in sequence order, flags, modseqs); after each
 command the session compares it with the store and reports the differences (EXISTS,
 EXPUNGE or VANISHED, FETCH FLAGS), expunges only where RFC 9051 7.5.1 allows.
@@ -19,6 +26,7 @@ EXPUNGE or VANISHED, FETCH FLAGS), expunges only where RFC 9051 7.5.1 allows.
 from __future__ import annotations
 
 import binascii
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
@@ -36,6 +44,7 @@ from .parser import (
     ContinuationNeeded,
     IdleDone,
     LineReceived,
+    ParserEvent,
     ProtocolViolation,
 )
 from .search import Context, matches
@@ -78,7 +87,8 @@ class Authenticated(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IdleStarted(Event):
-    """The client idles: call ``poll()`` when the selected mailbox may have changed."""
+    """The client idles: call ``poll()`` when the selected mailbox
+    (``ImapSession.selected``) may have changed."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,21 +159,31 @@ class ImapSession:
         self._idle_tag: str | None = None
         self._auth_tag: str | None = None
         self._saved: list[int] = []
+        self._backlog: deque[ParserEvent] = deque()
         self._out += r.untagged_status("OK", greeting, self._capability_code())
 
     # -- driver API ---------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> list[Event]:
         """Feed bytes from the client (``b""`` at EOF); returns events to act on."""
-        events: list[Event] = []
         if self.state is State.LOGOUT:
-            return events
+            return []
         if not data:
             self.state = State.LOGOUT
+            self._backlog.clear()
             return [CloseRequested()]
-        for item in self._parser.receive_data(data):
-            if self.state is State.LOGOUT:
+        self._backlog.extend(self._parser.receive_data(data))
+        return self.resume()
+
+    def resume(self) -> list[Event]:
+        """Run the pipelined commands held back while output was pending (call it,
+        after sending ``data_to_send()``, instead of reading while ``wants_read`` is
+        false); returns events to act on."""
+        events: list[Event] = []
+        while self._backlog and self.state is not State.LOGOUT:
+            if len(self._out) > self.limits.max_pending_output:
                 break
+            item = self._backlog.popleft()
             if isinstance(item, CommandReceived):
                 self._dispatch(item.command, events)
             elif isinstance(item, CommandRejected):
@@ -183,6 +203,8 @@ class ImapSession:
                 self._out += r.untagged_status("BYE", item.text)
                 self.state = State.LOGOUT
                 events.append(CloseRequested())
+        if self.state is State.LOGOUT:
+            self._backlog.clear()
         return events
 
     def data_to_send(self) -> bytes:
@@ -192,14 +214,20 @@ class ImapSession:
 
     @property
     def wants_read(self) -> bool:
-        """False while more than ``max_pending_output`` bytes wait to be sent: the
-        driver stops reading until the client drains its responses."""
-        return len(self._out) <= self.limits.max_pending_output
+        """False while more than ``max_pending_output`` bytes wait to be sent or
+        pipelined commands wait their turn: the driver sends ``data_to_send()`` and
+        calls ``resume()`` instead of reading more."""
+        return not self._backlog and len(self._out) <= self.limits.max_pending_output
 
     @property
     def buffered(self) -> int:
         """Bytes of client input held (unparsed, or a command being assembled)."""
         return self._parser.buffered
+
+    @property
+    def selected(self) -> str | None:
+        """The selected mailbox's name (what IDLE watches), None when none is."""
+        return self._selected.name if self._selected is not None else None
 
     def tls_established(self) -> None:
         """The driver finished the TLS handshake that STARTTLS asked for."""
@@ -254,6 +282,7 @@ class ImapSession:
             self._out += r.tagged(cmd.tag, "BAD", f"{cmd.name} not allowed now")
             return
         handler = getattr(self, "_cmd_" + type(cmd).__name__.lower())
+        start = len(self._out)
         try:
             handler(cmd, events)
         except BackendError as exc:
@@ -264,7 +293,17 @@ class ImapSession:
             and self._idle_tag is None
             and not isinstance(cmd, c.Select | c.Close | c.Unselect | c.Logout)
         ):
+            # The mailbox's changes go before the tagged completion: after it no command
+            # is in progress, and EXPUNGE may then not be sent (RFC 9051 7.5.1).
+            end = len(self._out)
+            last = self._out.rfind(b"\r\n", start, max(start, end - 2))
+            tail = last + 2 if last >= 0 else start
+            if not self._out.startswith(cmd.tag.encode() + b" ", tail):
+                tail = end
+            completion = bytes(self._out[tail:])
+            del self._out[tail:]
             self._sync(expunges=type(cmd) not in _NO_EXPUNGE or getattr(cmd, "uid", False))
+            self._out += completion
 
     def _cmd_capability(self, cmd: c.Capability, events: list[Event]) -> None:
         self._out += r.untagged(("CAPABILITY " + " ".join(self.capabilities())).encode())
@@ -290,6 +329,9 @@ class ImapSession:
             self._out += r.tagged(cmd.tag, "BAD", "TLS already active")
             return
         self._ok(cmd.tag, "Begin TLS negotiation now")
+        # Whatever followed STARTTLS came in clear: drop it, never run it under TLS.
+        self._backlog.clear()
+        self._parser = CommandParser(self.limits)
         events.append(StartTLSRequested())
 
     def _login_done(self, tag: str, user: str, password: str, events: list[Event]) -> None:

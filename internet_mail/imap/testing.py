@@ -3,11 +3,18 @@
 One user, a dict of mailboxes; UIDs, UIDVALIDITY and modseqs behave as the store's will
 (UIDs strictly ascending, never reused; every change raises the modseq), so the session
 core runs end to end without the MAPI store.
+
+Several connections share one user's mailboxes: ``MemoryBackend(share=first)`` (or
+``first.connect()``) is another connection's view of the same mailboxes, and a change
+made through any of them calls the ``watch`` subscribers of the mailbox (IDLE). It
+takes no lock: connections used from several threads must be serialized by the
+caller (the driver tests give the driver a ``CapacityLimiter`` of one thread).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from .backend import BackendError, MailboxInfo, MailboxState, MessageInfo
@@ -24,20 +31,67 @@ class _Box:
     messages: dict[int, tuple[MessageInfo, bytes]] = field(default_factory=dict)
 
 
-class MemoryBackend:
-    """Implements ``backend.Backend`` in memory for one user."""
+@dataclass
+class _Shared:
+    """What every connection of one user sees: the mailboxes and the subscribers."""
 
-    def __init__(self, user: str = "alice", password: str = "secret") -> None:
-        self._user = user
-        self._password = password
-        self._validity = 1000
-        self.modseq = 1
-        self.boxes: dict[str, _Box] = {}
+    user: str
+    password: str
+    validity: int = 1000
+    modseq: int = 1
+    boxes: dict[str, _Box] = field(default_factory=dict)
+    watchers: dict[str, dict[int, Callable[[], None]]] = field(default_factory=dict)
+    next_watch: int = 0
+
+
+class MemoryBackend:
+    """Implements ``backend.Backend`` in memory for one user (one connection's view;
+    ``share`` another connection to see the same mailboxes)."""
+
+    def __init__(
+        self, user: str = "alice", password: str = "secret", *, share: MemoryBackend | None = None
+    ) -> None:
+        if share is not None:
+            self._shared: _Shared = share._shared
+            return
+        self._shared = _Shared(user, password)
         for name, use in (("INBOX", ()), ("Sent", ("\\Sent",)), ("Trash", ("\\Trash",))):
             self.create(name, use)
 
+    def connect(self) -> MemoryBackend:
+        """Another connection's view of the same user's mailboxes."""
+        return MemoryBackend(share=self)
+
+    @property
+    def boxes(self) -> dict[str, _Box]:
+        return self._shared.boxes
+
+    @property
+    def modseq(self) -> int:
+        return self._shared.modseq
+
     def authenticate(self, user: str, password: str) -> bool:
-        return (user, password) == (self._user, self._password)
+        return (user, password) == (self._shared.user, self._shared.password)
+
+    def watch(self, mailbox: str, notify: Callable[[], None]) -> Callable[[], None]:
+        self._box(mailbox)
+        shared = self._shared
+        key = shared.next_watch
+        shared.next_watch += 1
+        shared.watchers.setdefault(mailbox, {})[key] = notify
+
+        def unsubscribe() -> None:
+            subscribers = shared.watchers.get(mailbox, {})
+            subscribers.pop(key, None)
+            if not subscribers:
+                shared.watchers.pop(mailbox, None)
+
+        return unsubscribe
+
+    def _changed(self, *names: str) -> None:
+        for name in names:
+            for notify in list(self._shared.watchers.get(name, {}).values()):
+                notify()
 
     def _box(self, name: str) -> _Box:
         box = self.boxes.get(name)
@@ -63,18 +117,20 @@ class MemoryBackend:
     def create(self, name: str, special_use: tuple[str, ...] = ()) -> None:
         if name in self.boxes:
             raise BackendError("mailbox exists", "ALREADYEXISTS")
-        self._validity += 1
-        self.boxes[name] = _Box(self._validity, special_use)
+        self._shared.validity += 1
+        self.boxes[name] = _Box(self._shared.validity, special_use)
 
     def delete(self, name: str) -> None:
         self._box(name)
         del self.boxes[name]
+        self._changed(name)
 
     def rename(self, old: str, new: str) -> None:
         if new in self.boxes:
             raise BackendError("mailbox exists", "ALREADYEXISTS")
         self.boxes[new] = self._box(old)
         del self.boxes[old]
+        self._changed(old)
 
     def subscribe(self, name: str, subscribed: bool) -> None:
         self._box(name).subscribed = subscribed
@@ -103,8 +159,8 @@ class MemoryBackend:
         return entry[1]
 
     def _bump(self) -> int:
-        self.modseq += 1
-        return self.modseq
+        self._shared.modseq += 1
+        return self._shared.modseq
 
     def store(
         self,
@@ -126,6 +182,7 @@ class MemoryBackend:
             )
             if new != info.flags:
                 box.messages[uid] = (replace(info, flags=new, modseq=self._bump()), raw)
+        self._changed(name)
         return failed
 
     def append(
@@ -139,6 +196,7 @@ class MemoryBackend:
             uid=uid, flags=flags, size=len(message), internal_date=when, modseq=self._bump()
         )
         box.messages[uid] = (info, message)
+        self._changed(name)
         return box.uidvalidity, uid
 
     def copy(self, name: str, uids: list[int], target: str, *, move: bool) -> tuple[int, list[int]]:
@@ -150,6 +208,8 @@ class MemoryBackend:
             new.append(added)
             if move:
                 del src.messages[uid]
+        if move:
+            self._changed(name)
         return dst.uidvalidity, new
 
     def expunge(self, name: str, uids: list[int] | None) -> list[int]:
@@ -161,6 +221,8 @@ class MemoryBackend:
         ]
         for uid in gone:
             del box.messages[uid]
+        if gone:
+            self._changed(name)
         return gone
 
     def quota(self, root: str) -> list[tuple[str, int, int]] | None:
