@@ -266,6 +266,14 @@ async def _read_stream(obj: Message | Attachment, tag: int) -> bytes:
         await stream.release()
 
 
+async def read_converted(message: Message) -> ConvertedMessage:
+    """The message as the MIME renderer takes it: every property (large ones read
+    through streams, ``PR_MIME_ORIGINAL`` left out), its recipients and attachments,
+    embedded messages included. What an export renders; tests compare it with what the
+    server's conversion should have stored."""
+    return await _converted(message, await _all_props(message), depth=0)
+
+
 async def _converted(message: Message, props: Props, *, depth: int) -> ConvertedMessage:
     """The message as the renderer takes it."""
     if depth > DEFAULT_LIMITS.max_embedding_depth:
