@@ -49,6 +49,7 @@ DRIVERS = {
     "internet_mail/smtp/driver.py",  # the SMTP core's trio driver (sockets, STARTTLS, timeouts)
     # The IMAP core's trio driver (sockets, TLS, worker threads, timeouts, IDLE wake-ups).
     "internet_mail/imap/driver.py",
+    "internet_mail/pop3/driver.py",  # the POP3 core's trio driver (the same, and the lock's end)
     # The IMAP/POP3 backends bind the cores to the store (SQLite in worker threads):
     # locks over the state connections share (maildrop locks, watchers, the throttle).
     "internet_mail/store/imap.py",

@@ -136,3 +136,8 @@ class Backend(Protocol):
         for changes the session then finds were none. Returns the function that ends
         the subscription (idempotent). A missing mailbox raises ``BackendError``."""
         ...
+
+    def close(self) -> None:
+        """The connection is over (the driver calls it once, whatever ended it): end
+        the store session. Idempotent."""
+        ...

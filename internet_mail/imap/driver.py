@@ -272,8 +272,13 @@ class _Connection:
                 with trio.move_on_after(self.limits.send_timeout):
                     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                         await self.stream.send_all(self.session.data_to_send() + bye)
-            await self.unwatch_now()
-            await trio.aclose_forcefully(self.stream)
+            try:
+                await self.unwatch_now()
+            finally:
+                try:
+                    await trio.to_thread.run_sync(self.backend.close, limiter=self.limiter)
+                finally:
+                    await trio.aclose_forcefully(self.stream)
 
 
 def _peer_of(stream: trio.SocketStream) -> str:

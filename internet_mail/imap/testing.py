@@ -88,6 +88,9 @@ class MemoryBackend:
 
         return unsubscribe
 
+    def close(self) -> None:
+        """Nothing to end: the mailboxes stay for the other connections."""
+
     def _changed(self, *names: str) -> None:
         for name in names:
             for notify in list(self._shared.watchers.get(name, {}).values()):
