@@ -166,6 +166,40 @@ class _WorkingCopy(MapiObject, Generic[StateT]):
         """Called after the working copy changed (messages count versions)."""
 
 
+#: Properties that are a message's state in its mailbox, not its content: changing them
+#: (a read mark, a follow-up flag, "replied", an IMAP flag) keeps the MIME original.
+#: Named properties (categories, i.e. IMAP keywords, and the client's own bookkeeping)
+#: count as state too.
+_STATE_IDS = frozenset(
+    pt.prop_id(tag)
+    for tag in (
+        pt.PR_MESSAGE_FLAGS, pt.PR_MSG_STATUS, pt.PR_FLAG_STATUS, pt.PR_FLAG_COMPLETE_TIME,
+        pt.PR_FOLLOWUP_ICON, pt.PR_LAST_VERB_EXECUTED, pt.PR_LAST_VERB_EXECUTION_TIME,
+        pt.PR_ICON_INDEX, pt.PR_MESSAGE_DELIVERY_TIME, pt.PR_MIME_ORIGINAL,
+    )
+)  # fmt: skip
+
+
+def drop_stale_original(state: MessageState) -> bool:
+    """Forget the MIME original of a message whose pending changes touch its content
+    (a property other than state, its recipients or its attachments): the bytes that
+    arrived no longer say what the message says, so IMAP, POP3 and export render it
+    from its properties from now on, as they do a message made through MAPI. Returns
+    True when it was dropped."""
+    bag = state.bag
+    if bag.lookup(pt.PR_MIME_ORIGINAL) is None:
+        return False
+    changed = [*bag.changes, *bag.temps, *bag.deleted]
+    content = (
+        state.recipients is not None
+        or bool(state.attachments)
+        or any(pt.prop_id(t) < 0x8000 and pt.prop_id(t) not in _STATE_IDS for t in changed)
+    )
+    if content:
+        bag.delete(pt.PR_MIME_ORIGINAL)
+    return content
+
+
 class Message(_WorkingCopy["MessageState"]):
     """An open message (a transacted working copy)."""
 
@@ -360,6 +394,8 @@ class Message(_WorkingCopy["MessageState"]):
                 if where is not None:  # (a deleted message is the save's to report)
                     assert where.folder_id is not None
                     permissions.check_save_message(self._ctx, where.folder_id, created_here=created)
+            if not is_new:
+                drop_stale_original(self._state)
             db_id = db.messages.save(
                 txn,
                 self._state,
