@@ -13,8 +13,9 @@ what happened:
 * :class:`StartTls`: the peer said 220 to ``STARTTLS``; wrap the stream in TLS, then
   call :meth:`~SmtpClient.tls_started` (the core then says ``EHLO`` again);
 * :class:`Finished`: the transaction's outcome, one reply per recipient. It comes as
-  soon as the reply after the data is read (``QUIT`` is then queued), so the driver
-  can record a ``250`` before anything else.
+  soon as the reply after the data is read; ``QUIT`` is queued only when the driver
+  takes the event, so nothing reaches the peer before the driver has recorded a
+  ``250``.
 
 The dialogue: greeting; ``EHLO`` (``HELO`` when EHLO is refused with 5xx); ``STARTTLS``
 when offered, unless TLS is off (required with ``tls="required"``: a peer that does not
@@ -202,8 +203,13 @@ class SmtpClient:
             raise ClientProtocolError(str(exc)) from None
 
     def next_event(self) -> Event:
+        """The next event. Taking :class:`Finished` queues ``QUIT``: the driver records
+        the outcome before the peer hears anything more (so a 250 is on disk first)."""
         if self._events:
-            return self._events.pop(0)
+            event = self._events.pop(0)
+            if isinstance(event, Finished):
+                self._command("QUIT")
+            return event
         return NeedData()
 
     def tls_started(self) -> None:
@@ -227,8 +233,7 @@ class SmtpClient:
 
     def _finish(self, outcome: Finished) -> None:
         self._finished = True
-        self._events.append(outcome)
-        self._command("QUIT")
+        self._events.append(outcome)  # QUIT is queued when the driver takes it
         self.stage = Stage.QUIT
 
     def _fail_session(self, reply: Reply) -> None:

@@ -96,31 +96,29 @@ async def send_message(
         raise ConnectFailed(f"{host}:{port}: {exc or 'connect timed out'}") from None
     stream = tcp
     client = SmtpClient(options, transaction)
-    try:
-        if options.tls == "implicit":
-            stream = await _handshake(tcp, host, ssl_context, limits.handshake_timeout)
-        outcome = await _dialogue(client, stream, host, ssl_context, limits, scale)
-    except ConnectFailed:
+    try:  # the connection is closed however this ends (cancelled too)
+        try:
+            if options.tls == "implicit":
+                stream = await _handshake(tcp, host, ssl_context, limits.handshake_timeout)
+            outcome = await _dialogue(client, stream, host, ssl_context, limits, scale)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError) as exc:
+            outcome = client.failure(local_reply(451, "4.4.2", f"connection to {host} lost: {exc}"))
+        except trio.TooSlowError:
+            what = client.stage.value
+            outcome = client.failure(local_reply(451, "4.4.2", f"{host} timed out ({what})"))
+        except ClientProtocolError as exc:
+            outcome = client.failure(local_reply(451, "4.5.0", f"{host}: protocol error: {exc}"))
+        else:
+            await on_result(outcome)  # before QUIT, which the core queued just now
+            with trio.move_on_after(TIMEOUTS[Stage.QUIT] * scale):
+                try:
+                    await stream.send_all(client.data_to_send())
+                    await stream.receive_some(_READ)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
+                    pass
+            return outcome
+    finally:
         await trio.aclose_forcefully(stream)
-        raise
-    except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError) as exc:
-        outcome = client.failure(local_reply(451, "4.4.2", f"connection to {host} lost: {exc}"))
-    except trio.TooSlowError:
-        what = client.stage.value
-        outcome = client.failure(local_reply(451, "4.4.2", f"{host} timed out ({what})"))
-    except ClientProtocolError as exc:
-        outcome = client.failure(local_reply(451, "4.5.0", f"{host}: protocol error: {exc}"))
-    else:
-        await on_result(outcome)
-        with trio.move_on_after(TIMEOUTS[Stage.QUIT] * scale):
-            try:
-                await stream.send_all(client.data_to_send())
-                await stream.receive_some(_READ)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError):
-                pass
-        await trio.aclose_forcefully(stream)
-        return outcome
-    await trio.aclose_forcefully(stream)
     await on_result(outcome)
     return outcome
 

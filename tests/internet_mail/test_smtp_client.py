@@ -178,3 +178,21 @@ def test_client_takes_any_reply_bytes(chunks: list[bytes]) -> None:
             client.next_event()
     except ClientProtocolError:
         pass
+
+
+def test_quit_waits_until_the_driver_takes_the_outcome() -> None:
+    """The 250 after the data is recorded before the peer hears QUIT: nothing is queued
+    until the driver has taken :class:`Finished` (was: QUIT went out with the next send,
+    before the driver saw the outcome)."""
+    client = SmtpClient(ClientOptions(helo_name="me.test", tls="none"), TX)
+    for reply in (b"220 hi\r\n", b"250 there\r\n", b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\n"):
+        client.receive_data(reply)
+        assert isinstance(client.next_event(), NeedData)
+        client.data_to_send()
+    client.receive_data(b"354 go\r\n")
+    assert client.data_to_send().endswith(b"\r\n.\r\n")
+    client.receive_data(b"250 2.0.0 queued\r\n")
+    assert client.data_to_send() == b""
+    outcome = client.next_event()
+    assert isinstance(outcome, Finished) and outcome.acknowledged
+    assert client.data_to_send() == b"QUIT\r\n"
