@@ -83,6 +83,7 @@ IO_MODULES = {
 MAPI_THREADING = {
     "mapi/budget.py": "the work budget of the call running in this thread (thread-local)",
     "mapi/access/directory.py": "one lock over the directory's SQLite connection",
+    "mapi/access/throttle.py": "one lock over the logon counters, shared by all doors",
     "mapi/storage/guard.py": "the inline-path flag (thread-local), mailbox locks that never wait",
     "mapi/notify/subscriptions.py": "one lock over subscriptions and queues, shared by threads",
     "mapi/rpc/ops.py": "a msgpack packer per worker thread (thread-local)",

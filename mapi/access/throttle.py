@@ -32,12 +32,16 @@ address as the IPv4 address. ``address`` None is a caller the server cannot plac
 loopback peer: a local tool); it counts as one address of its own for the pair counter
 and is never familiar (so local processes share one guesser's counter per user).
 
-The module is pure: time comes in as ``now`` (seconds, any monotonic clock), and the
-tables are bounded (``max_entries`` each; the oldest entries go first).
+Time comes in as ``now`` (seconds, any monotonic clock, the same one for every
+caller), and the tables are bounded (``max_entries`` each; the oldest entries go
+first). One throttle serves every door of the server: the store interface and the
+tunnel call it from the event loop, the mail doors from worker threads, so each public
+method holds the throttle's lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -96,6 +100,7 @@ class LogonThrottle:
         self._records: OrderedDict[tuple[str, ...], _Record] = OrderedDict()
         #: (user, address) -> time of the last successful logon.
         self._familiar: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.RLock()
 
     @staticmethod
     def _user(user: str) -> str:
@@ -116,7 +121,8 @@ class LogonThrottle:
         """Has ``user`` logged on from ``address`` within ``familiar_for`` seconds?"""
         if not address:
             return False
-        seen = self._familiar.get((self._user(user), client_network(address)))
+        with self._lock:
+            seen = self._familiar.get((self._user(user), client_network(address)))
         return seen is not None and now - seen <= self.familiar_for
 
     def _wait(self, key: tuple[str, ...], now: float) -> float:
@@ -132,17 +138,22 @@ class LogonThrottle:
 
     def delay(self, user: str, address: str | None, now: float) -> float:
         """Seconds to wait before this user may try from this address (0: go ahead)."""
-        familiar = self.is_familiar(user, address, now)
-        waits = [0.0]
-        for key in self._keys(user, address):
-            if key[0] == "user" and familiar:
-                continue
-            waits.append(self._wait(key, now))
-        return max(waits)
+        with self._lock:
+            familiar = self.is_familiar(user, address, now)
+            waits = [0.0]
+            for key in self._keys(user, address):
+                if key[0] == "user" and familiar:
+                    continue
+                waits.append(self._wait(key, now))
+            return max(waits)
 
     def failed(self, user: str | None, address: str | None, now: float) -> None:
         """Count a failed attempt (``user`` None: an answer to no known challenge, which
         counts against the address only)."""
+        with self._lock:
+            self._failed(user, address, now)
+
+    def _failed(self, user: str | None, address: str | None, now: float) -> None:
         keys = self._keys(user, address)
         if user is not None:
             pair = self._records.get(keys[0])
@@ -172,6 +183,10 @@ class LogonThrottle:
         guesses from other addresses, which a valid logon of one's own must not wipe
         out (or an account holder could reset the address's count between guesses).
         """
+        with self._lock:
+            self._succeeded(user, address, now)
+
+    def _succeeded(self, user: str, address: str | None, now: float) -> None:
         pair, user_key, *address_key = self._keys(user, address)
         forgiven = self._records.pop(pair, None)
         if address:

@@ -3,6 +3,9 @@ delays after the free failures, a cap, forgetting after the window or on success
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import pytest
 
 from mapi.access.throttle import LogonThrottle
@@ -135,3 +138,26 @@ def test_an_ipv6_network_is_one_address_and_mapped_ipv4_is_ipv4():
     for _ in range(4):
         throttle.failed("carol", "::ffff:192.0.2.7", 0.0)
     assert throttle.delay("carol", "192.0.2.7", 0.0) > 0
+
+
+def test_one_throttle_counts_every_threads_failures() -> None:
+    """The mail doors report from worker threads while the tunnel and the store report
+    from the event loop: no failure is lost when they race."""
+    throttle = LogonThrottle(free_failures=10**6, address_free_failures=10**6,
+                             user_free_failures=10**6, max_entries=10**6)  # fmt: skip
+
+    def guess(n: int) -> None:
+        for i in range(2000):
+            throttle.failed("alice", f"198.51.{n}.{i % 250}", float(i))
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(8)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: without the lock, counts get lost
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        sys.setswitchinterval(interval)
+    assert throttle._records[("user", "alice")].failures == 8 * 2000
