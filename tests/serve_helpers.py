@@ -12,6 +12,7 @@ import trio
 from mapi_anywhere.config import (
     Config,
     EndpointMapperSection,
+    OutboundSection,
     RpcAuthSection,
     ServerSection,
     SmtpSection,
@@ -32,6 +33,7 @@ async def start_server(
     min_auth_level: str = "privacy",
     smtp: SmtpSection | None = None,
     submission: SubmissionSection | None = None,
+    outbound: OutboundSection | None = None,
 ) -> Any:
     """Start ``run_server`` in ``nursery`` with ``users`` (name -> password) added;
     ``emails`` gives each one ``name@example.org``; ``store`` is the ``[store]``
@@ -39,7 +41,9 @@ async def start_server(
     the unauthenticated logon path itself lower it to "none"); ``smtp`` is the
     ``[smtp]`` section (default: no SMTP listener; ``SmtpSection(port=0)`` starts one
     on a free port, ``running.smtp_port``); ``submission`` likewise for
-    ``[submission]`` (``SubmissionSection(port=0, tls_port=0)``). Returns the running server."""
+    ``[submission]`` (``SubmissionSection(port=0, tls_port=0)``); ``outbound`` is
+    ``[outbound]`` (default: off, so no test looks up a real domain's MX hosts; give one
+    with a smarthost on loopback). Returns the running server."""
     from mapi_anywhere.serve import run_server
 
     config = Config(
@@ -50,6 +54,7 @@ async def start_server(
         rpc_auth=RpcAuthSection(min_auth_level=min_auth_level),
         smtp=smtp or SmtpSection(enabled=False),
         submission=submission or SubmissionSection(enabled=False),
+        outbound=outbound or OutboundSection(enabled=False),
     )
     running = await nursery.start(run_server, config)
     for user, password in users.items():
