@@ -53,6 +53,15 @@ smtp_server     ``internet_mail.smtp.SmtpServerConnection``         none (only S
                 BDAT, smuggled ends, AUTH, STARTTLS) in random
                 chunks, the driver's answers made up; replies
                 must be well formed and held input bounded
+smtp_replies    ``internet_mail.smtp.replies.ReplyReader`` and the    ReplyError,
+                outbound client core (``SmtpClient``) on mutated    ClientProtocolError
+                peer replies in random chunks: replies well formed,
+                held bytes bounded, the outcome names every
+                recipient and QUIT waits for the driver
+queue_envelope  ``internet_mail.outbound.state.decode`` on mutated  EnvelopeError
+                envelope files: what decodes is within the limits
+                (finite times, sendable addresses) and re-encodes
+                to the same envelope
 pop3_session    ``internet_mail.pop3.Pop3Session`` (in-memory       none (only ``+OK``/``-ERR``
                 maildrop) on mutated sessions (USER/PASS, AUTH     lines, multi-line bodies,
                 PLAIN, STLS, RETR/TOP/DELE/RSET/UIDL, QUIT) in      ``+`` challenges)
@@ -1270,6 +1279,122 @@ def target_smtp_server() -> Target:
     return Target("smtp_server", seeds, run, ())
 
 
+def target_smtp_replies() -> Target:
+    """The outbound SMTP client's reply reader (``internet_mail.smtp.replies``) and the
+    client core over it (``internet_mail.smtp.client``): a peer's mutated replies in
+    random chunks give replies (codes 200-599, at most ``MAX_LINES`` lines, held bytes
+    within a line) or ReplyError; the client gives an outcome for every recipient (QUIT
+    queued only once the driver took it) or ClientProtocolError."""
+    from internet_mail.smtp.client import (
+        ClientOptions,
+        ClientProtocolError,
+        Finished,
+        SmtpClient,
+        Transaction,
+    )
+    from internet_mail.smtp.replies import MAX_LINE, MAX_LINES, ReplyError, ReplyReader
+
+    tx = Transaction(
+        "a@local.test", ("x@remote.test", "y@remote.test"), b"Subject: t\r\n\r\n.x\r\n"
+    )
+    seeds = [
+        b"220 mx.example ESMTP\r\n250-mx.example\r\n250-PIPELINING\r\n250-SIZE 1000\r\n"
+        b"250-8BITMIME\r\n250 SMTPUTF8\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n"
+        b"550 5.1.1 no such user\r\n354 go\r\n250 2.0.0 queued as 1\r\n221 bye\r\n",
+        b"220 hi\r\n500 what\r\n250 hello\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"
+        b"451 4.3.0 try later\r\n",
+        b"220-first\r\n220 second\n250-x\r\n250 STARTTLS\r\n454 4.7.0 no tls\r\n"
+        b"553 5.1.8 bad sender\r\n503 5.5.1 no\r\n503 5.5.1 no\r\n554 no valid recipients\r\n",
+        b"554 5.7.1 go away\r\n",
+    ]
+
+    def run(data: bytes) -> None:
+        rng = random.Random(data)
+        reader = ReplyReader()
+        try:
+            pos = 0
+            while pos < len(data):
+                step = rng.randint(1, 64)
+                reader.feed(data[pos : pos + step])
+                pos += step
+                while (reply := reader.next_reply()) is not None:
+                    assert 200 <= reply.code <= 599 and 1 <= len(reply.lines) <= MAX_LINES
+                    assert not reply.enhanced or reply.enhanced[0] == str(reply.code)[0]
+                assert reader.buffered <= MAX_LINE
+        except ReplyError:
+            pass
+        tls = rng.choice(["none", "opportunistic"])
+        client = SmtpClient(ClientOptions(helo_name="me.test", tls=tls), tx)  # type: ignore[arg-type]
+        pos = 0
+        while pos < len(data):
+            step = rng.randint(1, 64)
+            client.receive_data(data[pos : pos + step] or b"x")
+            pos += step
+            client.data_to_send()
+            event = client.next_event()
+            if isinstance(event, Finished):
+                assert set(event.results) == set(tx.recipients)
+                assert not event.acknowledged or any(r.positive for r in event.results.values())
+                assert client.data_to_send() == b"QUIT\r\n"
+                return
+            assert b"QUIT" not in client.data_to_send()
+
+    return Target("smtp_replies", seeds, run, (ClientProtocolError,))
+
+
+def target_queue_envelope() -> Target:
+    """The outbound queue's envelope files (``internet_mail.outbound.state.decode``): a
+    damaged file gives EnvelopeError or an envelope the runner can use (times finite
+    and in range, addresses sendable as UTF-8, within the limits) that encodes and
+    decodes back to itself."""
+    import math
+
+    from internet_mail.outbound.state import (
+        MAX_RECIPIENTS,
+        EnvelopeError,
+        RecipientState,
+        decode,
+        encode,
+        new_envelope,
+    )
+
+    first = new_envelope("18c0ffee-0a1b2c", "a@local.test", ["x@remote.test", "y@r.test"], 1.7e9)
+    first.recipients[1] = RecipientState(
+        "y@r.test", "failed", 3, 1.7e9 + 900, "550 5.1.1 no such user", "5.1.1", "mx.r.test",
+        True,
+    )  # fmt: skip
+    report = new_envelope("ndr-" + "0" * 40, "", ["a@remote.test"], 1.7e9)
+    done = new_envelope("x", "é@local.test", ["b@remote.test"], 0.0)
+    done.recipients[0].status = "done"
+    seeds = [encode(e) for e in (first, report, done)]
+
+    def mutate(rng: random.Random, pool: list[Any]) -> bytes:
+        data = mutate_bytes(rng, pool)
+        if rng.random() < 0.3:  # JSON-aware: a value swapped for another kind
+            text = rng.choice(pool).decode()
+            values = ['NaN', 'Infinity', '-1', '1e999', '"\\ud800"', 'null', '[]', '{}',
+                      'true', '"\\u0000"', '1' + '0' * 30, '"' + 'a' * 600 + '"']  # fmt: skip
+            keys = [":" + v for v in ("1.7e9", "0", "false", '"pending"', '"a@local.test"')]
+            key = rng.choice(keys)
+            if key in text:
+                text = text.replace(key, ":" + rng.choice(values), 1)
+            data = text.encode()
+        return data
+
+    def run(data: bytes) -> None:
+        envelope = decode(data)
+        assert 1 <= len(envelope.recipients) <= MAX_RECIPIENTS
+        assert math.isfinite(envelope.created)
+        for address in (envelope.sender, *(r.address for r in envelope.recipients)):
+            address.encode("utf-8")
+            assert not any(c in address for c in "\r\n\0<>")
+        for rcpt in envelope.recipients:
+            assert math.isfinite(rcpt.next_try) and 0 <= rcpt.attempts < 1 << 31
+        assert decode(encode(envelope)) == envelope
+
+    return Target("queue_envelope", seeds, run, (EnvelopeError,), mutate)
+
+
 def target_imap_parser() -> Target:
     """The IMAP core (``internet_mail.imap``): a session over the in-memory backend is fed
     mutated conversations in random chunks; it may answer anything, raise nothing, and
@@ -1474,6 +1599,8 @@ def main() -> None:
             target_mbox(),
             target_imap_parser(),
             target_smtp_server(),
+            target_smtp_replies(),
+            target_queue_envelope(),
             target_pop3_session(),
         ]
         only = {name for name in args.only.split(",") if name}

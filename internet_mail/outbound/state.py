@@ -37,6 +37,8 @@ MAX_REPLY: Final = 2048
 ID_PATTERN: Final = re.compile(r"[0-9a-z][0-9a-z-]{0,63}")
 
 _VERSION: Final = 1
+#: Times (seconds since the epoch) beyond this are no times of ours (the year 5138).
+_MAX_TIME: Final = 1e11
 
 
 class EnvelopeError(ValueError):
@@ -81,8 +83,14 @@ class Envelope:
 
 
 def check_address(address: str) -> str:
-    """``address`` if it may stand in an envelope (no line breaks, bounded)."""
-    if len(address) > MAX_ADDRESS or any(c in address for c in "\r\n\x00<>"):
+    """``address`` if it may stand in an envelope: bounded, no control characters or
+    angle brackets, and text that UTF-8 can carry (a damaged file's JSON may hold lone
+    surrogates, which the SMTP client could not send)."""
+    if (
+        len(address) > MAX_ADDRESS
+        or any(c in address for c in "<>\x7f")
+        or any(ord(c) < 0x20 or 0xD800 <= ord(c) < 0xE000 for c in address)
+    ):
         raise EnvelopeError(f"unusable envelope address {address[:40]!r}")
     return address
 
@@ -126,9 +134,18 @@ def encode(envelope: Envelope) -> bytes:
 def _field(obj: dict[str, object], name: str, kind: type, limit: int = MAX_ADDRESS) -> object:
     value = obj.get(name)
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise EnvelopeError(f"envelope field {name!r} is out of range") from None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise EnvelopeError(f"envelope field {name!r} is missing or not {kind.__name__}")
+    # Times and counts the runner computes with: finite, not negative, bounded (NaN made
+    # the runner's sleep raise; a huge count is no count of ours).
+    if isinstance(value, float) and not 0.0 <= value < _MAX_TIME:
+        raise EnvelopeError(f"envelope field {name!r} is out of range")
+    if isinstance(value, int) and not isinstance(value, bool) and not 0 <= value < 1 << 31:
+        raise EnvelopeError(f"envelope field {name!r} is out of range")
     if isinstance(value, str) and len(value) > limit:
         raise EnvelopeError(f"envelope field {name!r} is too long")
     return value

@@ -90,3 +90,38 @@ def test_decode_never_crashes(data: bytes) -> None:
 def test_encode_decode_round_trip(addresses: list[str]) -> None:
     env = state.new_envelope("abc", "s@x.test", addresses, 12.5)
     assert state.decode(state.encode(env)) == env
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("next_try", "NaN"),  # was accepted: the runner's sleep then raised ValueError
+        ("next_try", "Infinity"),
+        ("next_try", "-1.0"),
+        ("next_try", "1" + "0" * 400),  # an integer no float can hold
+        ("attempts", "-1"),
+        ("attempts", "99999999999999999999"),
+        ("address", '"x\\ud800@y.test"'),  # a lone surrogate: not sendable as UTF-8
+        ("address", '"x\\u0001@y.test"'),
+    ],
+)
+def test_decode_refuses_values_the_runner_cannot_use(field: str, value: str) -> None:
+    good = state.encode(state.new_envelope("abc", "a@b.test", ["x@y.test"], 100.0)).decode()
+    assert state.decode(good.encode()).recipients[0].address == "x@y.test"
+    old = {"next_try": '"next_try":100.0', "attempts": '"attempts":0'}.get(
+        field, '"address":"x@y.test"'
+    )
+    assert old in good
+    with pytest.raises(state.EnvelopeError):
+        state.decode(good.replace(old, f'"{field}":{value}').encode())
+
+
+@given(st.text(max_size=40))
+def test_decoded_addresses_can_be_sent(text: str) -> None:
+    """What check_address lets through encodes to UTF-8 and holds no line break."""
+    try:
+        address = state.check_address(text)
+    except state.EnvelopeError:
+        return
+    assert "\r" not in address and "\n" not in address
+    address.encode("utf-8")
