@@ -103,6 +103,8 @@ def serve(fresh: int, max_auth_checks: int | None) -> None:
     from mapi_anywhere.config import (
         Config,
         EndpointMapperSection,
+        ImapSection,
+        Pop3Section,
         ServerSection,
         SmtpSection,
         StoreSection,
@@ -124,6 +126,8 @@ def serve(fresh: int, max_auth_checks: int | None) -> None:
             endpoint_mapper=EndpointMapperSection(port=0),
             smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
             submission=SubmissionSection(enabled=False),
+            imap=ImapSection(enabled=False),
+            pop3=Pop3Section(enabled=False),
             store=StoreSection(demo_user=False),
             tunnel=TunnelSection(settings=settings),
         )

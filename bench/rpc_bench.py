@@ -121,6 +121,8 @@ def serve_store(port: int) -> None:
     from mapi_anywhere.config import (
         Config,
         EndpointMapperSection,
+        ImapSection,
+        Pop3Section,
         RpcAuthSection,
         ServerSection,
         SmtpSection,
@@ -137,6 +139,8 @@ def serve_store(port: int) -> None:
                 endpoint_mapper=EndpointMapperSection(port=port),
                 smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
                 submission=SubmissionSection(enabled=False),
+                imap=ImapSection(enabled=False),
+                pop3=Pop3Section(enabled=False),
                 store=StoreSection(demo_user=False),
                 tunnel=TunnelSection(enabled=False),
                 # Both figures from one policy: unauthenticated calls admitted, and the

@@ -68,6 +68,8 @@ def serve(port: int, count: int) -> None:
     from mapi_anywhere.config import (
         Config,
         EndpointMapperSection,
+        ImapSection,
+        Pop3Section,
         ServerSection,
         SmtpSection,
         StoreSection,
@@ -83,6 +85,8 @@ def serve(port: int, count: int) -> None:
             endpoint_mapper=EndpointMapperSection(port=port),
             smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
             submission=SubmissionSection(enabled=False),
+            imap=ImapSection(enabled=False),
+            pop3=Pop3Section(enabled=False),
             store=StoreSection(demo_user=False),
             tunnel=TunnelSection(enabled=False),
         )

@@ -161,6 +161,8 @@ def run_bench_server(
     from mapi_anywhere.config import (
         Config,
         EndpointMapperSection,
+        ImapSection,
+        Pop3Section,
         RpcAuthSection,
         ServerSection,
         SmtpSection,
@@ -177,6 +179,8 @@ def run_bench_server(
             endpoint_mapper=EndpointMapperSection(port=0),
             smtp=SmtpSection(enabled=False),  # not measured here; never a fixed port
             submission=SubmissionSection(enabled=False),
+            imap=ImapSection(enabled=False),
+            pop3=Pop3Section(enabled=False),
             store=StoreSection(demo_user=False),
             tunnel=TunnelSection(settings=TunnelConfig(port=0)),
             rpc_auth=RpcAuthSection(min_auth_level=min_auth_level),

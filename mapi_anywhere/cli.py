@@ -107,6 +107,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--no-submission", action="store_true", help="do not start the SMTP submission listeners"
     )
+    for name, upper, plain, tls in (("imap", "IMAP", 143, 993), ("pop3", "POP3", 110, 995)):
+        serve.add_argument(
+            f"--{name}-port", type=int,
+            help=f"{upper} port, STARTTLS ({plain} in production; overrides [{name}] port; "
+            "0 = dynamic)",
+        )  # fmt: skip
+        serve.add_argument(
+            f"--{name}s-port", type=int,
+            help=f"{upper} port, implicit TLS ({tls} in production; overrides [{name}] tls_port; "
+            "0 = dynamic)",
+        )  # fmt: skip
+        serve.add_argument(
+            f"--no-{name}", action="store_true", help=f"do not start the {upper} listeners"
+        )
     serve.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -271,6 +285,12 @@ def _serve(args: argparse.Namespace) -> int:
             submission_port=args.submission_port,
             submissions_port=args.submissions_port,
             no_submission=args.no_submission,
+            imap_port=args.imap_port,
+            imaps_port=args.imaps_port,
+            no_imap=args.no_imap,
+            pop3_port=args.pop3_port,
+            pop3s_port=args.pop3s_port,
+            no_pop3=args.no_pop3,
         )
     except ConfigError as exc:
         return _fail(f"configuration error: {exc}", 2)

@@ -142,6 +142,31 @@ tls_port = 1465
 # Connections served at once on each port; more get 421 4.3.2.
 max_connections = 256
 
+[imap]
+# IMAP4rev2 (RFC 9051; IMAP4rev1 clients too) on the users' mailboxes: every folder, live
+# (IDLE). Logon (LOGIN, AUTHENTICATE PLAIN) only under TLS, throttled like every other
+# logon; see docs/imap.md.
+enabled = true
+host = "127.0.0.1"
+# STARTTLS: 143 in production; 0 = a dynamic port.
+port = 1143
+# Implicit TLS ("imaps"): 993 in production; 0 = a dynamic port.
+tls_port = 1993
+# Connections served at once on both ports together; more get "* BYE [UNAVAILABLE]".
+max_connections = 256
+
+[pop3]
+# POP3 (RFC 1939) on each user's Inbox; logon (USER/PASS, AUTH PLAIN) only under TLS;
+# see docs/pop3.md.
+enabled = true
+host = "127.0.0.1"
+# STLS: 110 in production; 0 = a dynamic port.
+port = 1110
+# Implicit TLS ("pop3s"): 995 in production; 0 = a dynamic port.
+tls_port = 1995
+# Connections served at once on both ports together; more get "-ERR [SYS/TEMP]".
+max_connections = 256
+
 [outbound]
 # Mail to other domains (MAPI submissions, SMTP submission): a durable queue in
 # <data_dir>/queue/, delivered by SMTP to the smarthost, or to the domains' MX hosts
@@ -377,6 +402,39 @@ class SubmissionSection:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MailboxAccessSection:
+    """``[imap]`` and ``[pop3]``: a STARTTLS and an implicit-TLS listener."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 1143
+    tls_port: int = 1993
+    max_connections: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("port", "tls_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{name} {getattr(self, name)} out of range")
+        if self.port == self.tls_port != 0:
+            raise ValueError(f"port and tls_port are both {self.port}")
+        if not 1 <= self.max_connections <= 65536:
+            raise ValueError(f"max_connections: {self.max_connections} is not in [1, 65536]")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImapSection(MailboxAccessSection):
+    """``[imap]`` (see :data:`DEFAULT_CONFIG_TOML`)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pop3Section(MailboxAccessSection):
+    """``[pop3]`` (see :data:`DEFAULT_CONFIG_TOML`)."""
+
+    port: int = 1110
+    tls_port: int = 1995
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RpcAuthSection:
     """``[rpc] min_auth_level`` (the rest of ``[rpc]`` is :class:`RpcConfig`)."""
 
@@ -429,6 +487,8 @@ class Config:
     tunnel: TunnelSection = field(default_factory=TunnelSection)
     smtp: SmtpSection = field(default_factory=SmtpSection)
     submission: SubmissionSection = field(default_factory=SubmissionSection)
+    imap: ImapSection = field(default_factory=ImapSection)
+    pop3: Pop3Section = field(default_factory=Pop3Section)
     rpc: RpcConfig = field(default_factory=RpcConfig)
     #: ``[rpc] min_auth_level``: the store's least auth level on the LAN.
     rpc_auth: RpcAuthSection = field(default_factory=RpcAuthSection)
@@ -546,6 +606,14 @@ def with_overrides(config: Config, **server: Any) -> Config:
     submission_port = changes.pop("submission_port", None)
     submissions_port = changes.pop("submissions_port", None)
     no_submission = changes.pop("no_submission", False)
+    access = {
+        (name, key): changes.pop(f"{name}{suffix}_port", None)
+        for name, suffix, key in (
+            ("imap", "", "port"), ("imap", "s", "tls_port"),
+            ("pop3", "", "port"), ("pop3", "s", "tls_port"),
+        )
+    }  # fmt: skip
+    disabled = {name: changes.pop(f"no_{name}", False) for name in ("imap", "pop3")}
     for key in ("data_dir", "log_file"):
         if key in changes:
             changes[key] = Path(changes[key]).expanduser()
@@ -555,6 +623,8 @@ def with_overrides(config: Config, **server: Any) -> Config:
         out = replace(out, tunnel=replace(out.tunnel, settings=settings))
         out = replace(out, smtp=replace(out.smtp, host=changes["host"]))
         out = replace(out, submission=replace(out.submission, host=changes["host"]))
+        out = replace(out, imap=replace(out.imap, host=changes["host"]))
+        out = replace(out, pop3=replace(out.pop3, host=changes["host"]))
     if epm_port is not None:
         out = replace(out, endpoint_mapper=replace(out.endpoint_mapper, port=epm_port))
     if tunnel_port is not None:
@@ -568,6 +638,7 @@ def with_overrides(config: Config, **server: Any) -> Config:
         ("--smtp-port", smtp_port),
         ("--submission-port", submission_port),
         ("--submissions-port", submissions_port),
+        *((f"--{n}{'s' if k == 'tls_port' else ''}-port", v) for (n, k), v in access.items()),
     ):
         if port is not None and not 0 <= port <= 65535:
             raise ConfigError(f"{flag}: port {port} out of range (0 .. 65535)")
@@ -581,4 +652,10 @@ def with_overrides(config: Config, **server: Any) -> Config:
         out = replace(out, submission=replace(out.submission, tls_port=submissions_port))
     if no_submission:
         out = replace(out, submission=replace(out.submission, enabled=False))
+    for (name, key), port in access.items():
+        if port is not None:
+            out = replace(out, **{name: replace(getattr(out, name), **{key: port})})
+    for name, off in disabled.items():
+        if off:
+            out = replace(out, **{name: replace(getattr(out, name), enabled=False)})
     return out

@@ -45,8 +45,10 @@ from mapi.store import ObjectStore
 from mapi_anywhere.authenticator import DirectoryAuthenticator
 from mapi_anywhere.config import Config, auth_level
 from mapi_anywhere.control import AlreadyRunning, ServerError, serve_control
+from mapi_anywhere.imap_service import start_imap
 from mapi_anywhere.listening import StartupError, listening, port_of, server_names
 from mapi_anywhere.outbound_service import start_outbound
+from mapi_anywhere.pop3_service import start_pop3
 from mapi_anywhere.smtp_service import start_smtp, start_submission
 from tunnel.drivers.context import TunnelInfo
 from tunnel.http_auth import server_names as tunnel_ntlm_names
@@ -89,6 +91,11 @@ class RunningServer:
     #: The submission listeners' ports, STARTTLS and implicit TLS (None: disabled).
     submission_port: int | None = None
     submissions_port: int | None = None
+    #: The IMAP and POP3 listeners' ports, STARTTLS and implicit TLS (None: disabled).
+    imap_port: int | None = None
+    imaps_port: int | None = None
+    pop3_port: int | None = None
+    pop3s_port: int | None = None
 
 
 def tunnel_target_names(configured: Sequence[str]) -> list[str]:
@@ -558,6 +565,14 @@ async def _run(
         if config.submission.enabled:
             running.submission_port, running.submissions_port = await start_submission(
                 nursery, config, store, authenticator, queue=queue
+            )
+        if config.imap.enabled:
+            running.imap_port, running.imaps_port = await start_imap(
+                nursery, config, store, authenticator.throttle
+            )
+        if config.pop3.enabled:
+            running.pop3_port, running.pop3s_port = await start_pop3(
+                nursery, config, store, authenticator.throttle
             )
         # Sessions of vanished clients end after their grace even when nobody calls.
         nursery.start_soon(store_service.housekeeping)

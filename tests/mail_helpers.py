@@ -37,6 +37,7 @@ class LineClient:
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.buf = bytearray()
+        self.eof = False
 
     @classmethod
     async def connect(cls, port: int, *, tls: bool = False) -> LineClient:
@@ -60,6 +61,7 @@ class LineClient:
         while b"\r\n" not in self.buf:
             data = await self.stream.receive_some(65536)
             if not data:
+                self.eof = True
                 out = bytes(self.buf)
                 self.buf.clear()
                 return out
@@ -75,8 +77,8 @@ class LineClient:
         while True:
             line = await self.line()
             lines.append(line)
-            if line.startswith(prefix) or not line:
-                assert line, f"connection closed before {prefix!r}: {lines}"
+            assert not self.eof, f"connection closed before {prefix!r}: {lines}"
+            if line.startswith(prefix):
                 return lines
 
     async def closed(self) -> bytes:

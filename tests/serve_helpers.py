@@ -12,7 +12,9 @@ import trio
 from mapi_anywhere.config import (
     Config,
     EndpointMapperSection,
+    ImapSection,
     OutboundSection,
+    Pop3Section,
     RpcAuthSection,
     ServerSection,
     SmtpSection,
@@ -34,6 +36,8 @@ async def start_server(
     smtp: SmtpSection | None = None,
     submission: SubmissionSection | None = None,
     outbound: OutboundSection | None = None,
+    imap: ImapSection | None = None,
+    pop3: Pop3Section | None = None,
 ) -> Any:
     """Start ``run_server`` in ``nursery`` with ``users`` (name -> password) added;
     ``emails`` gives each one ``name@example.org``; ``store`` is the ``[store]``
@@ -43,7 +47,9 @@ async def start_server(
     on a free port, ``running.smtp_port``); ``submission`` likewise for
     ``[submission]`` (``SubmissionSection(port=0, tls_port=0)``); ``outbound`` is
     ``[outbound]`` (default: off, so no test looks up a real domain's MX hosts; give one
-    with a smarthost on loopback). Returns the running server."""
+    with a smarthost on loopback); ``imap`` and ``pop3`` are ``[imap]`` and ``[pop3]``
+    (default: off; ``ImapSection(port=0, tls_port=0)`` starts both listeners on free
+    ports, ``running.imap_port`` and ``running.imaps_port``). Returns the running server."""
     from mapi_anywhere.serve import run_server
 
     config = Config(
@@ -55,6 +61,8 @@ async def start_server(
         smtp=smtp or SmtpSection(enabled=False),
         submission=submission or SubmissionSection(enabled=False),
         outbound=outbound or OutboundSection(enabled=False),
+        imap=imap or ImapSection(enabled=False),
+        pop3=pop3 or Pop3Section(enabled=False),
     )
     running = await nursery.start(run_server, config)
     for user, password in users.items():

@@ -23,6 +23,8 @@ from mapi_anywhere.config import (
     Config,
     ConfigError,
     EndpointMapperSection,
+    ImapSection,
+    Pop3Section,
     ServerSection,
     SmtpSection,
     SubmissionSection,
@@ -94,6 +96,8 @@ async def test_serve_answers_dns_under_the_configured_organization(
         tunnel=TunnelSection(settings=TunnelConfig(port=0)),
         smtp=SmtpSection(enabled=False),
         submission=SubmissionSection(enabled=False),
+        imap=ImapSection(enabled=False),
+        pop3=Pop3Section(enabled=False),
         addressbook=AddressBookSection(organization=ORG, threads=2),
     )
     server = await nursery.start(run_server, config)

@@ -65,6 +65,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "0",
         "--submissions-port",
         "0",
+        *("--imap-port", "0", "--imaps-port", "0", "--pop3-port", "0", "--pop3s-port", "0"),
     ]
     command += ["--data-dir", str(base / "data")]
     with log_path.open("wb") as log:

@@ -34,6 +34,8 @@ from mapi.addressbook.gal import legacy_dn
 from mapi_anywhere.config import (
     Config,
     EndpointMapperSection,
+    ImapSection,
+    Pop3Section,
     RpcAuthSection,
     ServerSection,
     SmtpSection,
@@ -90,6 +92,8 @@ async def server(nursery, tmp_path):
         endpoint_mapper=EndpointMapperSection(port=0),
         smtp=SmtpSection(enabled=False),
         submission=SubmissionSection(enabled=False),
+        imap=ImapSection(enabled=False),
+        pop3=Pop3Section(enabled=False),
         store=StoreSection(demo_user=False),
         tunnel=TunnelSection(settings=TunnelConfig(host=HOST, port=443)),
         rpc_auth=RpcAuthSection(min_auth_level="privacy"),

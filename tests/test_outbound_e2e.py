@@ -20,7 +20,9 @@ from mapi.model import proptags as pt
 from mapi_anywhere.config import (
     Config,
     EndpointMapperSection,
+    ImapSection,
     OutboundSection,
+    Pop3Section,
     RpcAuthSection,
     ServerSection,
     SmtpSection,
@@ -42,6 +44,8 @@ async def _serve(nursery: trio.Nursery, data_dir: Path, sink_port: int) -> Any:
         rpc_auth=RpcAuthSection(min_auth_level="privacy"),
         smtp=SmtpSection(enabled=False),
         submission=SubmissionSection(enabled=False),
+        imap=ImapSection(enabled=False),
+        pop3=Pop3Section(enabled=False),
         outbound=OutboundSection(
             smarthost="127.0.0.1", smarthost_port=sink_port, smarthost_tls="none",
             retry_initial=0.2, retry_max=0.5, hostname="mail.example.org",

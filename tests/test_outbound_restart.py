@@ -75,6 +75,8 @@ class Serve:
                     "--config", str(self.config), "--data-dir", str(self.data_dir),
                     "--epm-port", str(self.epm_port), "--tunnel-port", "0",
                     "--smtp-port", "0", "--submission-port", "0", "--submissions-port", "0",
+                    "--imap-port", "0", "--imaps-port", "0",
+                    "--pop3-port", "0", "--pop3s-port", "0",
                     "--log-level", "INFO",
                 ],
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -64,6 +64,8 @@ from mapi.rpc.service import OP_EXECUTE, OP_WAIT_FOR_EVENTS, STORE_SYNTAX  # noq
 from mapi_anywhere.config import (  # noqa: E402
     Config,
     EndpointMapperSection,
+    ImapSection,
+    Pop3Section,
     RpcAuthSection,
     ServerSection,
     SmtpSection,
@@ -126,6 +128,8 @@ def fast_config(data_dir: Path, **rpc: Any) -> Config:
         endpoint_mapper=EndpointMapperSection(port=0),
         smtp=SmtpSection(enabled=False),
         submission=SubmissionSection(enabled=False),
+        imap=ImapSection(enabled=False),
+        pop3=Pop3Section(enabled=False),
         store=StoreSection(demo_user=False),
         tunnel=TunnelSection(
             settings=TunnelConfig(
@@ -196,6 +200,14 @@ class ServerProcess:
                     "--submission-port",
                     "0",
                     "--submissions-port",
+                    "0",
+                    "--imap-port",
+                    "0",
+                    "--imaps-port",
+                    "0",
+                    "--pop3-port",
+                    "0",
+                    "--pop3s-port",
                     "0",
                     "--log-level",
                     self.log_level,

@@ -28,6 +28,8 @@ from endpoint_mapper import EPM_SYNTAX, lookup
 from mapi_anywhere.config import (
     Config,
     EndpointMapperSection,
+    ImapSection,
+    Pop3Section,
     ServerSection,
     SmtpSection,
     SubmissionSection,
@@ -92,6 +94,8 @@ async def test_wireshark_dissects_our_traffic_cleanly(nursery, tmp_path):
         endpoint_mapper=EndpointMapperSection(port=0),
         smtp=SmtpSection(enabled=False),
         submission=SubmissionSection(enabled=False),
+        imap=ImapSection(enabled=False),
+        pop3=Pop3Section(enabled=False),
         tunnel=TunnelSection(settings=TunnelConfig(port=0)),
     )
     demo = ServiceSpec("demo", [Interface(DEMO, _echo, 1)], "Demo service")

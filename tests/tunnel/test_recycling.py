@@ -164,6 +164,8 @@ async def test_a_store_session_survives_recycles(nursery: trio.Nursery, tmp_path
     from mapi_anywhere.config import (
         Config,
         EndpointMapperSection,
+        ImapSection,
+        Pop3Section,
         ServerSection,
         SmtpSection,
         SubmissionSection,
@@ -177,6 +179,8 @@ async def test_a_store_session_survives_recycles(nursery: trio.Nursery, tmp_path
         endpoint_mapper=EndpointMapperSection(port=0),
         smtp=SmtpSection(enabled=False),
         submission=SubmissionSection(enabled=False),
+        imap=ImapSection(enabled=False),
+        pop3=Pop3Section(enabled=False),
         tunnel=TunnelSection(settings=settings),
     )
     server = await nursery.start(run_server, config)
