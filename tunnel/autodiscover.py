@@ -11,6 +11,14 @@ certificate so our client can pin it. A JSON variant answers
 ``GET /autodiscover/autodiscover.json?Email=<address>`` (shaped like Exchange's
 ``autodiscover.json``: ``Protocol`` + ``Url``, plus our fields).
 
+When ``serve`` runs mail listeners (:class:`~tunnel.config.MailEndpoints`), the XML
+answer also has one ``IMAP``, ``POP3`` and ``SMTP`` protocol entry each ([MS-OXDSCLI]
+2.2.4.1.1.2.3: ``Server``, ``Port``, ``LoginName``, ``SSL``, ``Encryption`` = ``SSL``
+for implicit TLS or ``TLS`` for STARTTLS, ``AuthRequired``), naming the preferred
+endpoint of each, and the JSON answer a ``MailServers`` object listing them all (the
+host, port and ``socketType`` of :mod:`tunnel.autoconfig`). ``LoginName`` is the
+authenticated user's name: the mail listeners take it, or the e-mail address.
+
 Decision: **authentication is required** (as on Exchange): the document is served
 only to a client that passed the same Basic check as the tunnel, so it discloses
 nothing to anonymous scanners. A client must therefore know the tunnel host first
@@ -35,6 +43,8 @@ from html import (
     escape,  # XML text and attributes alike; the stdlib sax helpers load urllib and socket
 )
 from urllib.parse import parse_qs
+
+from tunnel.config import MailEndpoint, MailEndpoints, MailSecurity
 
 XML_PATH = "/autodiscover/autodiscover.xml"
 JSON_PATH = "/autodiscover/autodiscover.json"
@@ -66,6 +76,8 @@ class Site:
     #: Names this server answers to besides ``domain`` (server names, ``localhost``):
     #: a user's own address may be in any of them.
     names: tuple[str, ...] = ("localhost",)
+    #: The mail listeners to announce (None: none run).
+    mail: MailEndpoints | None = None
 
     def serves(self, address: str, user: str | None) -> bool:
         """Whether ``address`` gets a document: in our domain, or ``user``'s own."""
@@ -134,6 +146,14 @@ def _json(site: Site, address: str, user: str | None) -> Reply:
         "EndpointMapperPort": site.epm_port,
         "Http2": True,
     }
+    if site.mail is not None:
+        doc["MailServers"] = {
+            kind: [
+                {"host": site.server_name, "port": e.port, "socketType": e.security.value}
+                for e in endpoints
+            ]
+            for kind, endpoints in _mail_kinds(site.mail)
+        }
     return Reply(200, "application/json", json.dumps(doc).encode())
 
 
@@ -161,8 +181,38 @@ def _xml(site: Site, address: str, user: str | None) -> Reply:
         <CertFingerprint algorithm="sha256">{e(site.fingerprint)}</CertFingerprint>
         <EndpointMapperPort>{site.epm_port}</EndpointMapperPort>
       </Protocol>
-    </Account>
+{_mail_protocols(site, user or address)}    </Account>
   </Response>
 </Autodiscover>
 """
     return Reply(200, "text/xml; charset=utf-8", body.encode())
+
+
+def _mail_kinds(mail: MailEndpoints) -> list[tuple[str, tuple[MailEndpoint, ...]]]:
+    return [("imap", mail.imap), ("pop3", mail.pop3), ("smtp", mail.submission)]
+
+
+def _mail_protocols(site: Site, login: str) -> str:
+    """The ``<Protocol>`` entries of the mail listeners, the preferred one of each."""
+    if site.mail is None:
+        return ""
+    e = escape
+    out = []
+    for kind, endpoints in _mail_kinds(site.mail):
+        if not endpoints:
+            continue
+        best = endpoints[0]
+        encryption = "SSL" if best.security is MailSecurity.IMPLICIT else "TLS"
+        out.append(f"""      <Protocol>
+        <Type>{kind.upper()}</Type>
+        <Server>{e(site.server_name)}</Server>
+        <Port>{best.port}</Port>
+        <LoginName>{e(login)}</LoginName>
+        <DomainRequired>off</DomainRequired>
+        <SPA>off</SPA>
+        <SSL>on</SSL>
+        <Encryption>{encryption}</Encryption>
+        <AuthRequired>on</AuthRequired>
+      </Protocol>
+""")
+    return "".join(out)

@@ -8,6 +8,7 @@ Times are seconds (floats); sizes are bytes.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,57 @@ from tunnel.http_auth import Scheme, parse_schemes
 #: Content-Length of the OUT channel's 200 response ([MS-RPCH] 2.1.2.1.4; Windows,
 #: impacket and Samba use 1 GiB). Every byte we send on the channel counts against it.
 DEFAULT_OUT_CONTENT_LENGTH = 1073741824
+
+
+class MailSecurity(enum.Enum):
+    """How a mail listener starts TLS; the values are Thunderbird's ``socketType``."""
+
+    #: TLS from the first byte (imaps, pop3s, submissions: RFC 8314 3).
+    IMPLICIT = "SSL"
+    #: A clear-text greeting, then STARTTLS (or POP3's STLS) before any logon.
+    STARTTLS = "STARTTLS"
+
+
+@dataclass(frozen=True, slots=True)
+class MailEndpoint:
+    """One mail listener a mail program may use: its port and how TLS starts."""
+
+    port: int
+    security: MailSecurity
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"mail endpoint port {self.port} out of range")
+
+
+def mail_endpoints(starttls_port: int | None, tls_port: int | None) -> tuple[MailEndpoint, ...]:
+    """The endpoints of a protocol served on a STARTTLS and an implicit-TLS port (None:
+    not listening), implicit TLS first: RFC 8314 3 has clients prefer it."""
+    found = []
+    if tls_port is not None:
+        found.append(MailEndpoint(tls_port, MailSecurity.IMPLICIT))
+    if starttls_port is not None:
+        found.append(MailEndpoint(starttls_port, MailSecurity.STARTTLS))
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailEndpoints:
+    """The mail listeners announced to mail programs (Thunderbird's autoconfig, the
+    IMAP/POP3/SMTP entries of autodiscover): plain data the composition root gives the
+    tunnel, which never reaches the mail services itself. Each tuple is in order of
+    preference; an empty one is a protocol not served. The host name announced is the
+    tunnel's (its first server name, else its host)."""
+
+    imap: tuple[MailEndpoint, ...] = ()
+    pop3: tuple[MailEndpoint, ...] = ()
+    #: Message submission with AUTH (RFC 6409 and RFC 8314: 587 and 465).
+    submission: tuple[MailEndpoint, ...] = ()
+
+    @property
+    def incoming(self) -> bool:
+        """Whether a mail program has something to read mail with (IMAP or POP3)."""
+        return bool(self.imap or self.pop3)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +164,10 @@ class TunnelConfig:
             is bounded by ``head_timeout`` between its legs.
         receive_size: read size on every socket.
         max_fragment: largest DCE/RPC fragment relayed (frag_length is a u16).
+        mail: the mail listeners ``serve`` runs, announced without authentication at
+            ``/.well-known/autoconfig/mail/config-v1.1.xml`` (Thunderbird) and in the
+            autodiscover answers; None (or no IMAP/POP3 endpoint): no autoconfig
+            document (404).
     """
 
     host: str = "127.0.0.1"
@@ -152,10 +208,14 @@ class TunnelConfig:
     auth_schemes: tuple[str, ...] = ("negotiate", "ntlm", "basic")
     receive_size: int = 262144
     max_fragment: int = 0xFFFF
+    mail: MailEndpoints | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} out of range")
+        if self.mail is not None and not isinstance(self.mail, MailEndpoints):
+            # The configuration file's loader offers every field as a key.
+            raise ValueError("mail is not a setting: serve fills it from the mail listeners")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
         for name in (

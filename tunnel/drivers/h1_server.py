@@ -1,7 +1,8 @@
 """HTTP/1.1 handler: RPC over HTTP v2 channels, echo requests and autodiscover.
 
 One task per TLS connection owns a :class:`~tunnel.channel.ServerChannel`. Requests
-are decided in this order: autodiscover (after authentication), path (404), method
+are decided in this order: mail autoconfig (:mod:`tunnel.autoconfig`, without
+authentication), autodiscover (after authentication), path (404), method
 (405), authentication (401 with the ``WWW-Authenticate`` offers of ``[tunnel]
 auth_schemes``, or with the next NTLM/Negotiate leg, see :mod:`tunnel.http_auth`:
 the identity an NTLM handshake proves is this connection's; ``503 RPC Error: 6bb``
@@ -52,7 +53,7 @@ from collections import deque
 import trio
 
 from dcerpc.trio_util import acquire, send_within
-from tunnel import autodiscover, rts
+from tunnel import autoconfig, autodiscover, rts
 from tunnel.channel import (
     RPC_METHODS,
     BodyEnded,
@@ -221,6 +222,17 @@ class _H1Connection:
 
     async def decide(self, req: RequestReceived) -> None:
         ch = self.channel
+        if autoconfig.is_autoconfig_path(req.path):
+            # Asked before the client has a password: answered to anyone, the same to all.
+            if (req.content_length or 0) > autoconfig.MAX_BODY:
+                ch.reject(413, "Payload Too Large", TEXT)
+                return
+            body = await self._read_body(autoconfig.MAX_BODY)
+            reply = autoconfig.answer(self.ctx.site, req.method, req.path, body)
+            allow = [("Allow", "GET")] if reply.status == 405 else []
+            headers = [("Content-Type", reply.content_type), *allow]
+            ch.respond(reply.status, _reason(reply.status), headers, reply.body)
+            return
         if autodiscover.is_autodiscover_path(req.path):
             user = await self._authenticate(req)
             if user is None:

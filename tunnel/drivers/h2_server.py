@@ -14,6 +14,10 @@ An ``Authorization: NTLM`` or ``Negotiate`` request gets RST_STREAM(HTTP_1_1_REQ
 as from IIS: those schemes authenticate a connection, which an HTTP/2 stream is not
 bound to (the client retries on HTTP/1.1; Basic works here).
 
+The mail autoconfig document (:mod:`tunnel.autoconfig`) is answered before, and
+without, any authentication; it does not count as the authenticated request an
+anonymous connection must carry within ``head_timeout``.
+
 Status codes: 401 (+ the ``WWW-Authenticate`` offers) without valid credentials, 503 (+
 ``Retry-After``) when they were not checked for too many checks in progress, 403 for
 a target off the allow list (no connection is attempted), 404 for other paths, 405
@@ -25,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +37,7 @@ import h2.errors
 import trio
 
 from dcerpc.trio_util import acquire, send_within
-from tunnel import autodiscover
+from tunnel import autoconfig, autodiscover
 from tunnel.drivers.backend import Backend
 from tunnel.drivers.context import AUTH_RETRY_AFTER, ProxyContext
 from tunnel.h2_glue import (
@@ -231,6 +235,16 @@ class _H2Connection:
     async def _route(self, s: _Stream) -> None:
         req = s.request
         sid = req.stream_id
+        if autoconfig.is_autoconfig_path(req.path):
+            # Asked before the client has a password: answered to anyone, the same to all.
+            site = self.ctx.site
+            await self._small_request(
+                s,
+                autoconfig.MAX_BODY,
+                lambda body: autoconfig.answer(site, req.method, req.path, body),
+                allow="GET",
+            )
+            return
         mech = parse_credentials(req.headers.get("authorization"))
         if isinstance(mech, MechToken):
             # NTLM and Negotiate authenticate a connection, which HTTP/2 streams are not
@@ -286,20 +300,36 @@ class _H2Connection:
             self.ctx.release_vc(user)
 
     async def _autodiscover(self, s: _Stream, user: str) -> None:
+        def reply(body: bytes) -> autodiscover.Reply:
+            return autodiscover.answer(
+                self.ctx.site, s.request.method, s.request.path, body, user=user
+            )
+
+        await self._small_request(s, autodiscover.MAX_BODY, reply, allow="GET, POST")
+
+    async def _small_request(
+        self,
+        s: _Stream,
+        limit: int,
+        reply: Callable[[bytes], autodiscover.Reply],
+        *,
+        allow: str,
+    ) -> None:
+        """Answer a request with a small body (read up to just past ``limit``, within
+        ``head_timeout``) with ``reply(body)``; ``allow`` is the 405's ``allow``."""
         with trio.move_on_after(self.ctx.config.head_timeout) as body_wait:
-            while not s.ended and s.body_size <= autodiscover.MAX_BODY:
+            while not s.ended and s.body_size <= limit:
                 await s.wait()
         if body_wait.cancelled_caught:
             await self._answer(s.request.stream_id, 408, "request body not received in time")
             return
         body = b"".join(s.inbox)
         s.inbox.clear()
-        reply = autodiscover.answer(
-            self.ctx.site, s.request.method, s.request.path, body, user=user
-        )
-        self.glue.respond(
-            s.request.stream_id, reply.status, [("content-type", reply.content_type)], reply.body
-        )
+        answer = reply(body)
+        headers = [("content-type", answer.content_type)]
+        if answer.status == 405:
+            headers.append(("allow", allow))
+        self.glue.respond(s.request.stream_id, answer.status, headers, answer.body)
         await self.flush()
 
     async def _relay(self, s: _Stream, user: str, address: tuple[str, int]) -> None:

@@ -113,6 +113,7 @@ async def serve_tunnel(
         fingerprint=fingerprint,
         epm_port=epm_port,
         names=(*config.server_names, config.host, "localhost", "127.0.0.1"),
+        mail=config.mail,
     )
     allow = (
         allowed_targets
