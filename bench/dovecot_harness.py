@@ -190,12 +190,13 @@ class Dovecot:
         (root / "dovecot.conf").write_text(conf)
 
     def _launch(self, root: Path) -> None:
-        self.process = subprocess.Popen(
-            [DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=open(root / "stderr.log", "wb"),  # noqa: SIM115 (the child holds it)
-        )
+        with open(root / "stderr.log", "wb") as stderr:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [DOVECOT, "-F", "-c", str(root / "dovecot.conf")],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         deadline = time.monotonic() + START_TIMEOUT
         waiting = [self.imap_port, self.pop3_port, self.lmtp_port]
         while waiting:
