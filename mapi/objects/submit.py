@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 :func:`submit` (``submit(message)``, RopSubmitMessage) sends a saved message of the
-submitting user's own mailbox to its recipients, all of them users of this server:
+submitting user's own mailbox to its recipients: users of this server, and (2b)
+addresses of other mail domains, handed to the outbound queue:
 
 1. *Prepare* (sender's mailbox lock): pending changes are saved (only if there are
    any), the message is exported as a detached copy (``MailboxDB.messages.export``),
@@ -25,6 +26,22 @@ submitting user's own mailbox to its recipients, all of them users of this serve
    is translated by name into the recipient's mailbox, its names read from the
    sender's mailbox during *prepare*; ids the sender's mailbox does not map, and
    names the recipient's mailbox has no id left for, are dropped.
+2b. *Hand off* the recipients of other mail domains: an address the store's
+   :class:`~mapi.objects.context.RemoteMail` hook (``ctx.remote``, set by ``serve``
+   when ``[outbound]`` is on) calls remote is not resolved against the directory; one
+   :class:`~mapi.objects.context.OutgoingMessage` (plain values: the detached copy's
+   properties, recipient rows and attachments) goes to ``remote.send(sender,
+   addresses, message)`` for all of them, after the local deliveries and before the
+   original is filed. Its envelope is the server's, as for a local copy (the
+   sender-identity properties are the submitting user's, a Message-ID is made from
+   the submission id when there is none); the hook renders it to MIME and queues it
+   durably (fsynced, ``internet_mail.outbound``) before it returns, so a submission
+   that returned is never lost; delivery, retries, DKIM and any report for a failure
+   happen later, outside this call (``SubmitResult.queued`` lists the addresses).
+   With no hook, such an address is resolved like any other and, unknown, gets the
+   immediate non-delivery report. A crash between the hand-off and the filing leaves
+   the original unsent; submitting it again queues it again (the queue does not
+   know submission ids), so that window can send a remote copy twice.
 3. *File* (sender's mailbox, one transaction): the original gets the sender and
    time properties, loses MSGFLAG_UNSENT, gains MSGFLAG_READ and moves into Sent
    Items (or is deleted when PR_DELETE_AFTER_SUBMIT is true; the filed copy is the
