@@ -44,6 +44,8 @@ A MAPI-style object server with a DCE/RPC endpoint mapper and an HTTPS tunnel.
   mapi-anywhere sessions              list the running server's sessions
   mapi-anywhere sessions --end HANDLE end one of them
   mapi-anywhere quota alice --set 2G  give alice's mailbox a limit of its own
+  mapi-anywhere dkim                  print the DKIM record to publish in DNS
+  mapi-anywhere queue                 list the outbound mail waiting for delivery
 
 passwd, deluser, usermod, quota and sessions go through the running server's control
 socket (<data_dir>/control.sock) when it runs; passwd, deluser, usermod and quota work
@@ -147,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         ("quota", "show a user's mailbox size and limit, or give it a limit of its own"),
         ("usermod", "change a user's address-book details (an empty value clears one)"),
         ("dkim", "print the DKIM DNS record to publish (the key is made on first use)"),
+        ("queue", "list the outbound mail queue (read from the files; safe while serve runs)"),
     ):
         cmd = sub.add_parser(name, help=helptext, description=helptext.capitalize() + ".")
         cmd.add_argument("-c", "--config", type=Path, help="TOML configuration file")
@@ -192,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
             group = cmd.add_mutually_exclusive_group()
             group.add_argument("--end", metavar="HANDLE", help="end the session HANDLE")
             group.add_argument("--end-user", metavar="USER", help="end every session of USER")
+            cmd.add_argument("--json", action="store_true", help="JSON output (for scripts)")
+        if name == "queue":
             cmd.add_argument("--json", action="store_true", help="JSON output (for scripts)")
 
     lookup = sub.add_parser(
@@ -618,6 +623,21 @@ def _dkim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _queue(args: argparse.Namespace) -> int:
+    """List ``<data_dir>/queue/`` (docs/operating.md, "Outbound mail")."""
+    from mapi_anywhere.queue_cli import list_queue
+
+    try:
+        config = _load(args)
+    except (ConfigError, OSError) as exc:
+        return _fail(f"configuration error: {exc}", 2)
+    data_dir = config.server.data_dir
+    if not data_dir.is_dir():
+        return _fail(f"queue: data directory {data_dir} does not exist (give --data-dir, or -c)")
+    list_queue(data_dir, sys.stdout, json_output=args.json)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -630,6 +650,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "dkim":
             return _dkim(args)
+        if args.command == "queue":
+            return _queue(args)
         if args.command == "lookup":
             return _lookup(args)
         return _serve(args)
