@@ -19,7 +19,9 @@ retry later, 5xx: failed) and saved; recipients that failed get one report
 when the sender is local, else queued to the sender with the null reverse path (and
 none for a null sender). The report's bytes are a function of the failure, so one made
 again after a crash is the same message (delivered or queued once). A message with
-nothing left to do leaves the queue.
+nothing left to do leaves the queue. Trouble with one message (a report the sender's
+full mailbox refuses) is logged and leaves it queued for the next pass (a report is
+tried again after ``policy.initial``); it never stops the runner.
 """
 
 from __future__ import annotations
@@ -114,7 +116,12 @@ class _Runner:
         async with trio.open_nursery() as nursery:
             for envelope in envelopes:
                 nursery.start_soon(self.handle, envelope, now)
-        return schedule.next_wakeup(envelopes)
+        wakeup = schedule.next_wakeup(envelopes)
+        if any(r.status == FAILED and not r.reported for e in envelopes for r in e.recipients):
+            # A report could not be made (the sender's mailbox full...): try again soon.
+            retry = self.clock() + self.settings.policy.initial
+            wakeup = retry if wakeup is None else min(wakeup, retry)
+        return wakeup
 
     async def handle(self, envelope: Envelope, now: float) -> None:
         async with self.limiter:
@@ -129,6 +136,10 @@ class _Runner:
                     await trio.to_thread.run_sync(self.queue.remove, envelope.id)
             except OSError as exc:
                 log.error("outbound: %s: queue file error: %s", envelope.id, exc)
+            except Exception:
+                # One message's trouble (a report the sender's full mailbox refuses, a
+                # bug) must not stop the queue: it stays queued and is tried again.
+                log.exception("outbound: %s: left for the next pass", envelope.id)
 
     async def deliver(self, envelope: Envelope, due: list[RecipientState]) -> None:
         data = await trio.to_thread.run_sync(self.queue.read_data, envelope.id)

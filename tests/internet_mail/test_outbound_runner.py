@@ -13,6 +13,7 @@ from internet_mail.outbound import dkim_sign, schedule, state
 from internet_mail.outbound.queue import OutboundQueue
 from internet_mail.outbound.runner import OutboundSettings, Smarthost, run_outbound
 from internet_mail.smtp.client_driver import ClientLimits
+from mapi.model.errors import NotEnoughDisk
 
 MESSAGE = b"From: a@local.test\r\nTo: x@remote.test\r\nSubject: hello\r\n\r\n.line\r\nbody\r\n"
 
@@ -151,3 +152,33 @@ def test_expiry_fails_pending_recipients() -> None:
     [failed] = schedule.expire(env, 161.0, policy)
     assert failed.dsn_status == "4.4.7" and "busy" in failed.reply
     assert [policy.delay(n) for n in (1, 2, 3, 4)] == [10, 20, 40, 40]
+
+
+async def test_a_report_that_cannot_be_delivered_stops_nothing(tmp_path: Path) -> None:
+    """The sender's mailbox refuses the report (over quota): the runner goes on (it
+    used to die, and serve with it, at every start) and makes the report again later."""
+    port = free_port()
+    handler = SinkHandler(rcpt_reply="550 5.1.1 no such user here")
+    sink = start_sink(port, handler)
+    queue = OutboundQueue(tmp_path / "queue")
+    calls: list[str] = []
+
+    async def report(sender: str, data: bytes) -> None:
+        calls.append(sender)
+        if len(calls) == 1:
+            raise NotEnoughDisk("the mailbox is over its quota")
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: run_outbound(
+                    queue, _settings(port), report_local=report,
+                    is_local=lambda a: a.endswith("@local.test"), task_status=task_status,
+                )
+            )  # fmt: skip
+            queue.enqueue("a@local.test", ["x@remote.test"], MESSAGE)
+            await _until(lambda: len(calls) == 2 and not queue.load())
+            nursery.cancel_scope.cancel()
+    finally:
+        sink.stop()
+    assert calls == ["a@local.test", "a@local.test"]
