@@ -21,7 +21,7 @@ import pytest
 import trio
 from mail_helpers import LineClient, client_context, server_context
 
-from internet_mail.imap import ImapLimits
+from internet_mail.imap import ImapLimits, ImapSession
 from internet_mail.imap.driver import ConnectionGate, DriverLimits, serve_imap
 from internet_mail.imap.testing import MemoryBackend
 
@@ -309,3 +309,41 @@ def test_driver_limits_are_validated() -> None:
 async def test_implicit_tls_needs_a_context() -> None:
     with pytest.raises(ValueError):
         await serve_imap(lambda peer: MemoryBackend(), 0, "127.0.0.1", implicit_tls=True)
+
+
+def test_pipelined_commands_wait_while_output_is_pending() -> None:
+    """The core runs the commands of one read one by one, and none while more than
+    ``max_pending_output`` bytes wait: the answers are those of the commands sent one
+    at a time, in order, and what is queued stays near the limit."""
+    core = ImapLimits(max_pending_output=4096)
+    big = b"Subject: big\r\n\r\n" + b"x" * 3000 + b"\r\n"
+
+    def session() -> ImapSession:
+        backend = MemoryBackend()
+        for _ in range(3):
+            backend.append("INBOX", big, frozenset(), None)
+        s = ImapSession(backend, core, tls=True)
+        s.receive_data(b"L LOGIN alice secret\r\nS SELECT INBOX\r\n")
+        s.data_to_send()
+        return s
+
+    commands = [b"F%d FETCH 1:* BODY.PEEK[]\r\n" % i for i in range(20)]
+    one_by_one = session()
+    expected = b""
+    for command in commands:
+        one_by_one.receive_data(command)
+        expected += one_by_one.data_to_send()
+    piped = session()
+    got = b""
+    piped.receive_data(b"".join(commands))
+    rounds = 0
+    while True:
+        out = piped.data_to_send()
+        assert len(out) < core.max_pending_output + 3 * len(big) + 1024
+        got += out
+        if piped.wants_read:
+            break
+        piped.resume()
+        rounds += 1
+    assert got == expected
+    assert rounds >= 10
