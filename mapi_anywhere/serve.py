@@ -50,6 +50,7 @@ from mapi_anywhere.listening import StartupError, listening, port_of, server_nam
 from mapi_anywhere.outbound_service import start_outbound
 from mapi_anywhere.pop3_service import start_pop3
 from mapi_anywhere.smtp_service import start_smtp, start_submission
+from tunnel.config import MailEndpoints, mail_endpoints
 from tunnel.drivers.context import TunnelInfo
 from tunnel.http_auth import server_names as tunnel_ntlm_names
 from tunnel.policy import OA_NSPI_PORT, OA_REFERRAL_PORT, OA_STORE_PORT, AllowList
@@ -116,6 +117,16 @@ def well_known_ports(service_ports: dict[str, int]) -> dict[int, int]:
     if "addressbook" in service_ports:
         mapping[OA_REFERRAL_PORT] = mapping[OA_NSPI_PORT] = service_ports["addressbook"]
     return mapping
+
+
+def mail_endpoints_of(running: RunningServer) -> MailEndpoints | None:
+    """The mail listeners ``running`` has, for the tunnel to announce (None: none)."""
+    mail = MailEndpoints(
+        imap=mail_endpoints(running.imap_port, running.imaps_port),
+        pop3=mail_endpoints(running.pop3_port, running.pop3s_port),
+        submission=mail_endpoints(running.submission_port, running.submissions_port),
+    )
+    return mail if mail.imap or mail.pop3 or mail.submission else None
 
 
 def _tower_host(host: str) -> str:
@@ -533,8 +544,25 @@ async def _run(
                     port,
                     iface.syntax,
                 )
+        # Mail for other domains: the durable queue and its runner (docs/smtp.md).
+        queue = await start_outbound(nursery, config, store) if config.outbound.enabled else None
+        if config.smtp.enabled:
+            running.smtp_port = await start_smtp(nursery, config, store)
+        if config.submission.enabled:
+            running.submission_port, running.submissions_port = await start_submission(
+                nursery, config, store, authenticator, queue=queue
+            )
+        if config.imap.enabled:
+            running.imap_port, running.imaps_port = await start_imap(
+                nursery, config, store, authenticator.throttle
+            )
+        if config.pop3.enabled:
+            running.pop3_port, running.pop3s_port = await start_pop3(
+                nursery, config, store, authenticator.throttle
+            )
         if config.tunnel.enabled:
-            settings = config.tunnel.settings
+            # Last: it announces the mail listeners' ports to mail programs (autoconfig).
+            settings = dataclasses.replace(config.tunnel.settings, mail=mail_endpoints_of(running))
             running.tunnel = await listening(
                 functools.partial(
                     nursery.start,
@@ -558,22 +586,6 @@ async def _run(
                 "tunnel", settings.host, settings.port, "[tunnel] port",
                 "--tunnel-port (or --no-tunnel)",
             )  # fmt: skip
-        # Mail for other domains: the durable queue and its runner (docs/smtp.md).
-        queue = await start_outbound(nursery, config, store) if config.outbound.enabled else None
-        if config.smtp.enabled:
-            running.smtp_port = await start_smtp(nursery, config, store)
-        if config.submission.enabled:
-            running.submission_port, running.submissions_port = await start_submission(
-                nursery, config, store, authenticator, queue=queue
-            )
-        if config.imap.enabled:
-            running.imap_port, running.imaps_port = await start_imap(
-                nursery, config, store, authenticator.throttle
-            )
-        if config.pop3.enabled:
-            running.pop3_port, running.pop3s_port = await start_pop3(
-                nursery, config, store, authenticator.throttle
-            )
         # Sessions of vanished clients end after their grace even when nobody calls.
         nursery.start_soon(store_service.housekeeping)
         task_status.started(running)
