@@ -122,11 +122,14 @@ async def cmd_create(ctx: Context, args: argparse.Namespace) -> int:
         await message.release()
         sent = report["sent"].hex() if report["sent"] else None
         lines = [f"sent to {report['delivered']} mailbox(es); filed as {sent}"]
+        queued = report.get("queued") or []  # (a server before outbound mail sends none)
+        if queued:
+            lines.append("queued for delivery to other domains: " + ", ".join(queued))
         if report["undeliverable"]:
             lines.append("undeliverable (see the report in your Inbox): "
                          + ", ".join(report["undeliverable"]))  # fmt: skip
         ctx.emit(
-            {"entry_id": sent, "delivered": report["delivered"],
+            {"entry_id": sent, "delivered": report["delivered"], "queued": queued,
              "undeliverable": report["undeliverable"], "attachments": len(attachments)},
             "\n".join(lines),
         )  # fmt: skip

@@ -183,7 +183,9 @@ class Message(MapiObject):
     def submit(self) -> Call[dict[str, Any]]:
         """Send to the recipients on this server; the message is filed in Sent Items.
         Returns ``{"delivered": n, "undeliverable": [addresses], "sent": eid, "ndr":
-        eid-or-None}``; unknown addresses get a non-delivery report in the Inbox."""
+        eid-or-None, "queued": [addresses]}``; unknown local addresses get a
+        non-delivery report in the Inbox, addresses of other domains go to the server's
+        outbound queue (a report comes later if they cannot be delivered)."""
         return self._call("submit")
 
     def save(self, flags: int = 0x2) -> Call[bytes]:

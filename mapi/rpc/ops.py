@@ -543,6 +543,7 @@ def _submit(ctx: Context, args: Args) -> dict[str, Any]:
         "undeliverable": result.undeliverable,
         "sent": result.sent_entry_id,
         "ndr": result.ndr_entry_id,
+        "queued": result.queued,
     }
 
 
