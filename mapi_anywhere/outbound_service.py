@@ -57,8 +57,10 @@ class StoreRemoteMail:
     def is_remote(self, address: str) -> bool:
         return "@" in address and not self._is_local(address)
 
-    def send(self, sender: str, recipients: Sequence[str], message: OutgoingMessage) -> None:
-        self.queue.enqueue(sender, recipients, mapi_to_mime(_converted(message)))
+    def send(
+        self, sender: str, recipients: Sequence[str], message: OutgoingMessage, *, key: bytes
+    ) -> None:
+        self.queue.enqueue(sender, recipients, mapi_to_mime(_converted(message)), key=key)
 
 
 def domains_of(store: ObjectStore, config: Config) -> frozenset[str]:

@@ -22,6 +22,7 @@ Store work runs in worker threads (never on the event loop), at most
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import secrets
 from collections.abc import Sequence
@@ -52,8 +53,11 @@ SMTP_THREADS = 8
 class OutboundQueue(Protocol):
     """Where submitted mail for other domains goes (``internet_mail.outbound``)."""
 
-    def enqueue(self, sender: str, recipients: Sequence[str], data: bytes) -> str:
-        """Keep the message durably for delivery; returns its queue id."""
+    def enqueue(
+        self, sender: str, recipients: Sequence[str], data: bytes, *, key: bytes | None = None
+    ) -> str:
+        """Keep the message durably for delivery; returns its queue id. A message
+        queued before with the same ``key`` is not queued again."""
         ...
 
 
@@ -101,12 +105,18 @@ class SmtpDelivery:
     async def check_recipient(self, address: Address) -> RecipientVerdict:
         return await trio.to_thread.run_sync(self.verdict, address, limiter=self.limiter)
 
-    def deliver_local(self, envelope: Envelope, recipients: Sequence[str], data: bytes) -> None:
+    def deliver_local(
+        self, envelope: Envelope, recipients: Sequence[str], data: bytes,
+        delivery_id: bytes | None = None,
+    ) -> None:  # fmt: skip
         logins = [self.login_of(address) for address in recipients]
         found = [login for login in logins if login is not None]
         if not found:  # every recipient vanished since RCPT
             raise DeliveryFailed(StoreFailure.TEMPORARY, "no recipient is a user any more")
-        result = deliver_mime(self.store, found, data, envelope.received, convert=_convert)
+        result = deliver_mime(
+            self.store, found, data, envelope.received, convert=_convert,
+            delivery_id=delivery_id,
+        )  # fmt: skip
         if result.defects:
             log.info("smtp %s: MIME repaired: %s", envelope.session_id, ", ".join(result.defects))
 
@@ -162,18 +172,26 @@ class SmtpSubmission(SmtpDelivery):
                 StoreFailure.SENDER_NOT_ALLOWED,
                 f"{login} may not send as <{envelope.sender}>",
             )
+        # A client retrying after a lost 250 sends the same transaction again: this id
+        # (taken before the headers we add, which differ each time) makes every step
+        # below skip what the first attempt did.
+        submission_id = hashlib.sha256(
+            "\0".join([envelope.sender, *envelope.recipients]).encode() + b"\0" + data
+        ).digest()
         data = complete_headers(
             data, now=datetime.now(UTC), domain=self.hostname, unique=secrets.token_hex(12)
         )
         local = [r for r in envelope.recipients if self.is_local(r)]
         remote = [r for r in envelope.recipients if not self.is_local(r)]
         if local:
-            self.deliver_local(envelope, local, data)
-        file_sent_copy(self.store, user, data, convert=_convert)
+            self.deliver_local(envelope, local, data, submission_id)
+        file_sent_copy(self.store, user, data, convert=_convert, delivery_id=submission_id)
         if remote:
             if self.queue is None:  # refused at RCPT; outbound was turned off since
                 raise DeliveryFailed(StoreFailure.TEMPORARY, "outbound mail is off")
-            queue_id = self.queue.enqueue(envelope.sender, remote, envelope.received + data)
+            queue_id = self.queue.enqueue(
+                envelope.sender, remote, envelope.received + data, key=b"smtp:" + submission_id
+            )
             log.info(
                 "smtp %s: queued %s for %d remote recipient(s)",
                 envelope.session_id, queue_id, len(remote),

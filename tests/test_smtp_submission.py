@@ -196,6 +196,20 @@ async def test_a_retry_after_a_lost_reply_files_one_copy(server):
             assert len(await folder_rows(alice, "sent")) == 1
 
 
+async def test_a_retry_without_date_or_message_id_files_one_copy(server):
+    """The headers the submission server adds differ at each attempt; a retry of the
+    same transaction still files one copy in each mailbox."""
+    msg = note("No Message-ID")
+    assert "Message-ID" not in msg and "Date" not in msg
+    with trio.fail_after(60):
+        for _ in range(2):
+            await trio.to_thread.run_sync(submit_587, server.submission_port, msg)
+        async with session(server, "alice") as alice:
+            assert len(await folder_rows(alice, "sent")) == 1
+        async with session(server, "bob") as bob:
+            assert len(await folder_rows(bob, "inbox")) == 1
+
+
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed")
 async def test_swaks_submits_with_starttls_and_auth(server):
     with trio.fail_after(60):

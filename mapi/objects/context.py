@@ -72,8 +72,12 @@ class RemoteMail(Protocol):
     def is_remote(self, address: str) -> bool:
         """True for an address of a domain that is not this server's."""
 
-    def send(self, sender: str, recipients: Sequence[str], message: OutgoingMessage) -> None:
-        """Queue ``message`` for ``recipients`` durably (blocking); raises on failure."""
+    def send(
+        self, sender: str, recipients: Sequence[str], message: OutgoingMessage, *, key: bytes
+    ) -> None:
+        """Queue ``message`` for ``recipients`` durably (blocking); raises on failure.
+        A second call with the same ``key`` (the same submission, made again after a
+        crash) queues nothing."""
 
 
 class StoreContext:

@@ -149,11 +149,12 @@ def _state(conv: ConvertedMessage, now: int) -> MessageState:
 
 def deliver_mime(
     store: DeliveryStore, recipients: Sequence[str], raw: bytes, received_header: bytes = b"",
-    *, convert: Converter,
+    *, convert: Converter, delivery_id: bytes | None = None,
 ) -> MimeDelivery:  # fmt: skip
     """Deliver the Internet message ``raw`` to the local users ``recipients`` (envelope
     addresses); ``received_header`` (a whole ``Received:`` field with its CRLF) is
     prepended. Returns once every copy is committed (see the module docstring).
+    ``delivery_id`` names the delivery for retries (default: a hash of ``raw``).
 
     Raises:
         Whatever ``convert`` raises (``MimeLimitExceeded``: beyond ``store.limits``).
@@ -161,7 +162,7 @@ def deliver_mime(
         message is over the store's message size limit. Other MapiErrors: the store
         failed; copies committed before the failure stay (a retry skips them).
     """
-    sid = _SID_PREFIX + hashlib.sha256(raw).digest()
+    sid = _SID_PREFIX + (delivery_id or hashlib.sha256(raw).digest())
     full = received_header + raw
     now = store.clock()
     conv = convert(full, store.limits, now)
@@ -200,15 +201,16 @@ def deliver_mime(
 
 def file_sent_copy(
     store: DeliveryStore, user: Identity, raw: bytes, received_header: bytes = b"",
-    *, convert: Converter,
+    *, convert: Converter, delivery_id: bytes | None = None,
 ) -> int | None:  # fmt: skip
     """File the submitter's copy of an SMTP submission in ``user``'s Sent Items: read,
     with the original bytes under ``PR_MIME_ORIGINAL``, in one transaction that raises
     fnevObjectCreated and the contents-table row (no new-mail event: it is the user's
     own mail). Returns the new message's id, or None when an earlier attempt of the same
-    bytes filed it already (the submitter's retry after a lost 250).
+    bytes (or of the same ``delivery_id``) filed it already (the submitter's retry
+    after a lost 250).
     """
-    sid = _SENT_PREFIX + hashlib.sha256(raw).digest()
+    sid = _SENT_PREFIX + (delivery_id or hashlib.sha256(raw).digest())
     full = received_header + raw
     now = store.clock()
     conv = convert(full, store.limits, now)

@@ -40,8 +40,9 @@ addresses of other mail domains, handed to the outbound queue:
    happen later, outside this call (``SubmitResult.queued`` lists the addresses).
    With no hook, such an address is resolved like any other and, unknown, gets the
    immediate non-delivery report. A crash between the hand-off and the filing leaves
-   the original unsent; submitting it again queues it again (the queue does not
-   know submission ids), so that window can send a remote copy twice.
+   the original unsent; submitting it again hands it off again with the same key
+   (the submission id and the addresses), and the queue, which remembers the keys it
+   took, queues nothing more: the remote copy goes out once.
 3. *File* (sender's mailbox, one transaction): the original gets the sender and
    time properties, loses MSGFLAG_UNSENT, gains MSGFLAG_READ and moves into Sent
    Items (or is deleted when PR_DELETE_AFTER_SUBMIT is true; the filed copy is the
@@ -452,7 +453,9 @@ def _send_remote(
     if not message.props.get(pt.PR_INTERNET_MESSAGE_ID_W):
         domain = (user.email or "").rpartition("@")[2] or "localhost"
         message.props[pt.PR_INTERNET_MESSAGE_ID_W] = f"<{sid.hex()}@{domain}>"
-    remote.send(user.email or user.username, external, message)
+    # The key is the submission: made again after a crash, it queues nothing more.
+    key = b"mapi:" + sid + b"\0" + "\0".join(sorted(external)).encode()
+    remote.send(user.email or user.username, external, message, key=key)
 
 
 def _file(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from internet_mail.outbound import state
-from internet_mail.outbound.queue import OutboundQueue
+from internet_mail.outbound.queue import KEY_SECONDS, OutboundQueue
 
 
 def test_enqueue_is_on_disk_and_reloads(tmp_path: Path) -> None:
@@ -125,3 +126,41 @@ def test_decoded_addresses_can_be_sent(text: str) -> None:
         return
     assert "\r" not in address and "\n" not in address
     address.encode("utf-8")
+
+
+def test_a_key_queues_once_across_delivery_and_restart(tmp_path: Path) -> None:
+    """A submission handed in again (after a crash, or an SMTP retry) with its key is
+    not queued twice: not while queued, not once delivered, not after a restart."""
+    queue = OutboundQueue(tmp_path / "q")
+    first = queue.enqueue(
+        "a@example.org", ["b@remote.example"], b"Subject: x\r\n\r\nhi\r\n", key=b"k1"
+    )
+    again = queue.enqueue(
+        "a@example.org", ["b@remote.example"], b"Subject: x\r\n\r\nhi\r\n", key=b"k1"
+    )
+    assert again == first
+    assert [e.id for e in queue.load()] == [first]
+    queue.remove(first)  # delivered
+    restarted = OutboundQueue(tmp_path / "q")
+    assert restarted.load() == []
+    assert restarted.enqueue("a@example.org", ["b@remote.example"], b"...", key=b"k1") == first
+    assert restarted.load() == []
+    other = restarted.enqueue("a@example.org", ["b@remote.example"], b"...", key=b"k2")
+    assert [e.id for e in restarted.load()] == [other]
+    # Without a key every enqueue is a new message.
+    one = restarted.enqueue("a@example.org", ["c@remote.example"], b"...")
+    two = restarted.enqueue("a@example.org", ["c@remote.example"], b"...")
+    assert one != two
+
+
+def test_old_keys_are_forgotten_at_a_start(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    queue = OutboundQueue(tmp_path / "q", clock=lambda: now[0])
+    qid = queue.enqueue("a@example.org", ["b@remote.example"], b"x", key=b"old")
+    queue.remove(qid)
+    for marker in (tmp_path / "q" / "keys").iterdir():
+        os.utime(marker, (now[0], now[0]))
+    now[0] += KEY_SECONDS + 1
+    queue.load()
+    assert list((tmp_path / "q" / "keys").iterdir()) == []
+    assert queue.enqueue("a@example.org", ["b@remote.example"], b"x", key=b"old") != qid

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from mapi_helpers import contents_of
 
+from internet_mail.outbound.queue import OutboundQueue
 from mapi.access import permissions
 from mapi.model import errors
 from mapi.model import proptags as pt
@@ -16,6 +18,7 @@ from mapi.objects import submit
 from mapi.objects.messages import Message
 from mapi.store import MsgStore, ObjectStore
 from mapi.wire import EventType
+from mapi_anywhere.outbound_service import StoreRemoteMail
 
 BIG_BODY = "lorem ipsum " * 2000  # beyond the inline limit: stored in chunks
 
@@ -141,6 +144,31 @@ def test_retry_after_a_crash_delivers_once(
     assert result.delivered == [store.directory.get_user("bob").user_id]
     assert len(contents_of(bob, "inbox")) == 1
     assert len(contents_of(alice, "sent")) == 1
+
+
+def test_retry_after_a_crash_queues_a_remote_copy_once(
+    store: ObjectStore, alice: MsgStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash falls between the hand-off to the outbound queue and the filing; the
+    submission made again hands off with the same key, and the queue keeps one copy."""
+    queue = OutboundQueue(tmp_path / "queue")
+    store.remote_mail = StoreRemoteMail(queue, lambda a: a.endswith("@example.org"))
+    view = store.logon_with_password("alice", "alice-pw").open_store()
+    msg = _draft(view, "Far away", _recipient("carol@remote.example"))
+
+    def crash(*args: object) -> None:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(submit, "_file", crash)
+    with pytest.raises(RuntimeError):
+        submit.submit(msg)
+    assert len(queue.load()) == 1
+    monkeypatch.undo()
+    result = submit.submit(msg)
+    assert result.queued == ["carol@remote.example"]
+    [queued] = queue.load()
+    assert queued.recipients[0].address == "carol@remote.example"
+    assert len(contents_of(view, "sent")) == 1
 
 
 def test_delete_after_submit(alice: MsgStore, bob: MsgStore) -> None:
