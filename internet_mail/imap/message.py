@@ -26,13 +26,15 @@ _PARAM = re.compile(rb';\s*([^\s=;]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^\s;]*)', re.S)
 
 
 def _split_header(raw: bytes) -> tuple[bytes, bytes]:
+    # A leading empty line is an empty header (RFC 5322 2.1; RFC 2046 5.1.1: a body
+    # part may have no header fields), whatever blank line follows later.
+    if raw.startswith((b"\r\n", b"\n")):
+        n = 2 if raw.startswith(b"\r\n") else 1
+        return raw[:n], raw[n:]
     for sep in (b"\r\n\r\n", b"\n\n"):
         at = raw.find(sep)
         if at >= 0 and (sep == b"\r\n\r\n" or raw.find(b"\r\n\r\n") < 0):
             return raw[: at + len(sep)], raw[at + len(sep) :]
-    if raw.startswith((b"\r\n", b"\n")):
-        n = 2 if raw.startswith(b"\r\n") else 1
-        return raw[:n], raw[n:]
     return raw, b""
 
 
@@ -209,8 +211,8 @@ class Part:
 
     def _params(self) -> bytes:
         params = self.params
-        if not params and self.type == "TEXT":
-            params = [(b"charset", b"us-ascii")]
+        if self.type == "TEXT" and not any(k.lower() == b"charset" for k, _ in params):
+            params = [*params, (b"charset", b"us-ascii")]  # RFC 2045 5.2's default
         if not params:
             return b"NIL"
         return paren(nstring(k.lower()) + b" " + nstring(v) for k, v in params)
@@ -232,7 +234,10 @@ class Part:
 
 
 def _lines(body: bytes) -> int:
-    return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
+    """Lines of ``body``: its line ends. The CRLF before a boundary belongs to the
+    boundary (RFC 2046 5.1.1), so a part's last line often has none: it is not
+    counted, as Dovecot and other servers count."""
+    return body.count(b"\n")
 
 
 def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
@@ -284,7 +289,7 @@ def _address_list(value: bytes | None) -> bytes:
         if tok.startswith(b"("):
             continue
         if tok == b":" and not group:
-            out.append(paren([b"NIL", b"NIL", nstring(b" ".join(words).strip(b'"')), b"NIL"]))
+            out.append(paren([b"NIL", b"NIL", nstring(b" ".join(map(_unquote, words))), b"NIL"]))
             words, group = [], True
         elif tok in (b",", b";"):
             if words or angle is not None:
@@ -309,9 +314,17 @@ def _address(words: list[bytes], angle: bytes | None) -> bytes:
         spec, name = b"".join(words), None
     else:
         spec = angle
-        name = b" ".join(w.strip(b'"') for w in words) or None
+        name = b" ".join(_unquote(w) for w in words) or None
     spec = spec.split(b":")[-1]  # drop a source route
     mailbox, at, host = spec.rpartition(b"@")
     if not at:
         mailbox, host = spec, b""
     return paren([nstring(name), b"NIL", nstring(mailbox or None), nstring(host or None)])
+
+
+def _unquote(word: bytes) -> bytes:
+    """A phrase word as text: a quoted-string without its quotes and escapes
+    ([RFC 5322] 3.2.4)."""
+    if len(word) >= 2 and word.startswith(b'"') and word.endswith(b'"'):
+        return re.sub(rb"\\(.)", rb"\1", word[1:-1], flags=re.S)
+    return word
