@@ -126,6 +126,10 @@ max_message_bytes = 33554432
 local_domains = []
 # Connections served at once; more get 421 4.3.2.
 max_connections = 256
+# The login that receives mail for <postmaster> and postmaster@ each local domain,
+# which every mail server must accept (RFC 5321 4.5.1); empty: a user named
+# "postmaster", else the first account by login name (the demo user at first).
+postmaster = ""
 
 [submission]
 # Mail submission for the users' mail programs (RFC 6409, RFC 8314): AUTH PLAIN or
@@ -368,6 +372,7 @@ class SmtpSection:
     max_message_bytes: int = 32 * 1024 * 1024
     local_domains: tuple[str, ...] = ()
     max_connections: int = 256
+    postmaster: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

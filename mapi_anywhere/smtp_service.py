@@ -75,6 +75,7 @@ class SmtpDelivery:
     def __init__(self, store: ObjectStore, section: SmtpSection) -> None:
         self.store = store
         self.configured = frozenset(d.lower() for d in section.local_domains)
+        self.postmaster = section.postmaster
         self.limiter = trio.CapacityLimiter(SMTP_THREADS)
 
     def domains(self) -> frozenset[str]:
@@ -84,16 +85,34 @@ class SmtpDelivery:
         return local_domains(u.email for u in users if u.email) | {"localhost"}
 
     def is_local(self, address: str) -> bool:
-        return address.rpartition("@")[2].lower() in self.domains()
+        """``address`` is ours: a local domain, or the bare ``postmaster`` (the only
+        path without a domain the core accepts)."""
+        at, domain = address.rpartition("@")[1:]
+        return not at or domain.lower() in self.domains()
+
+    def postmaster_login(self) -> str | None:
+        """Who reads postmaster mail: ``[smtp] postmaster``, else a user named
+        postmaster, else the first account by login name."""
+        if self.postmaster:
+            return self.postmaster
+        users = self.store.list_users()
+        named = [u.username for u in users if u.username.lower() == "postmaster"]
+        return (named or [u.username for u in users] or [None])[0]
 
     def login_of(self, address: str) -> str | None:
-        """The login name of the local user ``address`` reaches, or None."""
+        """The login name of the local user ``address`` reaches, or None. The bare
+        ``postmaster`` (no domain, RFC 5321 4.5.1) and postmaster at a local domain
+        always reach someone while there is a user."""
+        if "@" not in address:  # the bare <postmaster>, the core's only such path
+            return self.postmaster_login() if address.lower() == "postmaster" else None
         local, _, domain = address.rpartition("@")
         if domain.lower() not in self.domains():
             return None
         user = self.store.resolve(address)
         if user is None and domain.lower() == "localhost":
             user = self.store.resolve(local)
+        if user is None and local.lower() == "postmaster":
+            return self.postmaster_login()
         return None if user is None else user.username
 
     def verdict(self, address: Address) -> RecipientVerdict:

@@ -244,3 +244,20 @@ async def test_swaks_plain_and_starttls(server):
                 )
                 assert props[pt.PR_SENT_REPRESENTING_SMTP_ADDRESS_W] == "dave@outside.example"
                 assert props[pt.PR_BODY_W].strip() == "Sent by swaks."
+
+
+@pytest.mark.parametrize("postmaster", ["postmaster", "Postmaster@example.org"])
+async def test_postmaster_is_always_accepted_and_read(server, postmaster):
+    """RFC 5321 4.5.1: <postmaster> and postmaster@ a local domain are accepted; with no
+    such user and no [smtp] postmaster, the first account by login name reads them."""
+    msg = sample("For the postmaster", to=postmaster)
+    with trio.fail_after(60):
+        refused = await trio.to_thread.run_sync(
+            lambda: smtp_send(server.smtp_port, msg, to=postmaster)
+        )
+        assert refused == {}
+        async with session(server, "alice") as alice:
+            store = await alice.open_store()
+            inbox = await store.open_folder(await store.special_folder("inbox"))
+            rows = [row async for row in inbox.contents([pt.PR_SUBJECT_W])]
+        assert [row[pt.PR_SUBJECT_W] for row in rows] == ["For the postmaster"]
