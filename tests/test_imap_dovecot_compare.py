@@ -11,10 +11,12 @@ normalisation below cites its clause) and compared. Every difference is named
 Both servers get the messages by ``APPEND`` through ``imaplib``, which sends them with
 CRLF line ends (as SMTP and LMTP deliver them), so both hold the same bytes.
 
-Our side: the session core (``internet_mail.imap.ImapSession``) over the in-memory
-backend, driven by a thread on a socketpair as in tests/internet_mail/test_imap_imaplib.py;
-BODYSTRUCTURE and ENVELOPE come from ``internet_mail.imap.message`` whichever backend
-serves the bytes.
+Our side, twice: the session core (``internet_mail.imap.ImapSession``) over the
+in-memory backend, driven by a thread on a socketpair as in
+tests/internet_mail/test_imap_imaplib.py (the same bytes as Dovecot's APPEND); and the
+whole path, a real ``serve`` that got each message through its SMTP listener (stored
+in the MAPI store, read back over IMAP with STARTTLS) against Dovecot's LMTP delivery
+into its Maildir.
 
 Differences we know and keep are in :data:`KNOWN`, each with the reason; the test
 fails on a difference not listed there, and on a listed one that is gone.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import imaplib
 import re
+import smtplib
 import socket
 import sys
 import threading
@@ -34,10 +37,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+from mail_helpers import client_context
+from serve_helpers import start_server
 
 from bench.dovecot_harness import Dovecot, dovecot_available
 from internet_mail.imap import CloseRequested, ImapSession
 from internet_mail.imap.testing import MemoryBackend
+from mapi_anywhere.config import ImapSection, SmtpSection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "internet_mail"))
 from mime_corpus import PDF, PNG, corpus
@@ -350,12 +357,33 @@ def _serve(sock: socket.socket, session: ImapSession) -> None:
                 return
 
 
-def dovecot_answers(msgs: dict[str, bytes]) -> tuple[list[str], list[dict[str, Any]]]:
+def _deliver_all(port: int, msgs: dict[str, bytes], *, lmtp: bool) -> list[str]:
+    """Deliver each message to USER by SMTP (or LMTP); returns the names taken."""
+    taken = []
+    kind = smtplib.LMTP if lmtp else smtplib.SMTP
+    with kind("127.0.0.1", port, timeout=30) as client:
+        for name, raw in msgs.items():
+            try:
+                # CRLF line ends, as imaplib's APPEND sends them (our SMTP refuses a
+                # bare LF: the smuggling defence of docs/smtp.md).
+                data = re.sub(rb"\r?\n", b"\r\n", raw)
+                client.sendmail("sender@example.net", [f"{USER}@example.org"], data)
+            except smtplib.SMTPException:
+                continue
+            taken.append(name)
+    return taken
+
+
+def dovecot_answers(
+    msgs: dict[str, bytes], *, lmtp: bool = False
+) -> tuple[list[str], list[dict[str, Any]]]:
     with Dovecot({USER: PASSWORD}) as dove:
         imap = imaplib.IMAP4("127.0.0.1", dove.imap_port, timeout=30)
         try:
             imap.login(USER, PASSWORD)
-            taken = _append_all(imap, msgs)
+            taken = (
+                _deliver_all(dove.lmtp_port, msgs, lmtp=True) if lmtp else _append_all(imap, msgs)
+            )
             imap.select("INBOX")
             return taken, fetch_structures(imap)
         finally:
@@ -401,16 +429,53 @@ def test_the_same_messages_are_taken(
     assert set(taken_theirs) <= set(taken_ours)
 
 
-def test_bodystructure_and_envelope_match_dovecot(
-    answers: dict[str, tuple[list[str], list[dict[str, Any]]]],
+def _compare(
+    ours: tuple[list[str], list[dict[str, Any]]], theirs: tuple[list[str], list[dict[str, Any]]]
 ) -> None:
-    taken_ours, ours = answers["ours"]
-    taken_theirs, theirs = answers["dovecot"]
-    ours_by_name = dict(zip(taken_ours, ours, strict=True))
+    taken_ours, answers_ours = ours
+    taken_theirs, answers_theirs = theirs
+    ours_by_name = dict(zip(taken_ours, answers_ours, strict=True))
     found: list[str] = []
-    for name, theirs_one in zip(taken_theirs, theirs, strict=True):
-        found += differences(name, ours_by_name[name], theirs_one)
+    for name, theirs_one in zip(taken_theirs, answers_theirs, strict=True):
+        if name in ours_by_name:
+            found += differences(name, ours_by_name[name], theirs_one)
     unexplained = [d for d in found if not any(d.startswith(k) for k in KNOWN)]
     stale = [k for k in KNOWN if not any(d.startswith(k) for d in found)]
     assert unexplained == [], "\n".join(unexplained)
     assert stale == [], f"listed in KNOWN but no longer different: {stale}"
+
+
+def test_bodystructure_and_envelope_match_dovecot(
+    answers: dict[str, tuple[list[str], list[dict[str, Any]]]],
+) -> None:
+    _compare(answers["ours"], answers["dovecot"])
+
+
+def _serve_answers(smtp_port: int, imap_port: int, msgs: dict[str, bytes]) -> Any:
+    taken = _deliver_all(smtp_port, msgs, lmtp=False)
+    with imaplib.IMAP4("127.0.0.1", imap_port, timeout=30) as imap:
+        imap.starttls(client_context())
+        imap.login(USER, PASSWORD)
+        imap.select("INBOX")
+        return taken, fetch_structures(imap)
+
+
+async def test_mail_delivered_to_serve_matches_dovecots_lmtp(nursery: trio.Nursery,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    """The whole path: each message delivered by SMTP to a real ``serve`` (stored,
+    converted, its MIME original kept) and by LMTP to Dovecot, then fetched by IMAP
+    from both. Each server adds its own trace fields at the top; ENVELOPE and
+    BODYSTRUCTURE do not show them."""
+    msgs = messages()
+    server = await start_server(
+        nursery, tmp_path / "data", {USER: PASSWORD}, emails=True,
+        smtp=SmtpSection(port=0), imap=ImapSection(port=0, tls_port=0),
+    )  # fmt: skip
+    with trio.fail_after(120):
+        theirs = await trio.to_thread.run_sync(lambda: dovecot_answers(msgs, lmtp=True))
+        ours = await trio.to_thread.run_sync(
+            _serve_answers, server.smtp_port, server.imap_port, msgs
+        )
+    assert set(msgs) - set(theirs[0]) == set(), "Dovecot refused some"
+    assert set(msgs) - set(ours[0]) == set(), "serve refused some"
+    _compare(ours, theirs)
