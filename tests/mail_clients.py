@@ -218,8 +218,10 @@ def imap_snapshot(port: int, user: str, password: str) -> set[tuple[str, int, in
 def run(
     args: Sequence[str], *, timeout: float = 120, **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
-    """Run a client program (blocking), its output captured as text."""
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, **kwargs)
+    """Run a client program (blocking), its output captured (as text unless
+    ``text=False``)."""
+    kwargs.setdefault("text", True)
+    return subprocess.run(list(args), capture_output=True, timeout=timeout, **kwargs)
 
 
 def subject(n: int) -> str:
