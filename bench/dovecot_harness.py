@@ -11,10 +11,9 @@ Privileges: as root, Dovecot's own users run its processes (``dovecot`` internal
 ``dovenull`` for the login processes) and mail is stored as ``nobody`` (root may not own
 mail, and the package's users must not); as another user, everything runs as that user.
 
-``mail_fsync`` is Dovecot's default unless asked: ``optimized`` ("fsync only when
-necessary to avoid losing important data": the saved mail file is fsynced before the
-delivery is acknowledged, index and directory changes are not); ``always`` fsyncs those
-too.
+``mail_fsync`` is Dovecot's default unless asked: ``optimized`` (fsync "whenever it's
+useful to prevent potential data loss", in Dovecot's words); ``always`` fsyncs after
+every write.
 
 Use from plain code::
 
