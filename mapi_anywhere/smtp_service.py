@@ -37,17 +37,27 @@ from internet_mail.smtp.driver import DeliveryFailed, DriverLimits, Envelope, se
 from internet_mail.smtp.submission import complete_headers
 from mapi.model import errors as mapi_errors
 from mapi.model.limits import Limits
-from mapi.objects.delivery import deliver_mime, file_sent_copy, local_domains
+from mapi.objects.delivery import (
+    MimeDelivery,
+    PreparedDelivery,
+    commit_deliveries,
+    file_sent_copy,
+    local_domains,
+    prepare_delivery,
+)
 from mapi.store import ObjectStore
 from mapi_anywhere.authenticator import DirectoryAuthenticator
 from mapi_anywhere.config import Config, SmtpSection
+from mapi_anywhere.group_commit import GroupCommit
 from mapi_anywhere.listening import listening, mail_tls_context, port_of, server_names
 
 log = logging.getLogger("mapi_anywhere.smtp")
 
 #: Worker threads for SMTP recipient checks and deliveries at once, per listener kind
-#: (store work never runs on the event loop).
-SMTP_THREADS = 8
+#: (store work never runs on the event loop). Deliveries that wait for a mailbox share
+#: its commits (:class:`~mapi_anywhere.group_commit.GroupCommit`), so more threads
+#: than cores pay off: each waits on the disk, not the CPU.
+SMTP_THREADS = 32
 
 
 class OutboundQueue(Protocol):
@@ -77,12 +87,24 @@ class SmtpDelivery:
         self.configured = frozenset(d.lower() for d in section.local_domains)
         self.postmaster = section.postmaster
         self.limiter = trio.CapacityLimiter(SMTP_THREADS)
+        self.commits: GroupCommit[PreparedDelivery, MimeDelivery] = GroupCommit(
+            functools.partial(commit_deliveries, store)
+        )
+        self._domains: tuple[tuple[int, int], frozenset[str]] | None = None
 
     def domains(self) -> frozenset[str]:
         if self.configured:
             return self.configured
+        # Listing the users costs milliseconds: read again only when the directory
+        # changed (a user added, removed or given another address).
+        version = self.store.directory.version()
+        cached = self._domains
+        if cached is not None and cached[0] == version:
+            return cached[1]
         users = self.store.list_users()
-        return local_domains(u.email for u in users if u.email) | {"localhost"}
+        found = local_domains(u.email for u in users if u.email) | {"localhost"}
+        self._domains = (version, found)
+        return found
 
     def is_local(self, address: str) -> bool:
         """``address`` is ours: a local domain, or the bare ``postmaster`` (the only
@@ -97,7 +119,8 @@ class SmtpDelivery:
             return self.postmaster
         users = self.store.list_users()
         named = [u.username for u in users if u.username.lower() == "postmaster"]
-        return (named or [u.username for u in users] or [None])[0]
+        everyone = named or [u.username for u in users]
+        return everyone[0] if everyone else None
 
     def login_of(self, address: str) -> str | None:
         """The login name of the local user ``address`` reaches, or None. The bare
@@ -132,10 +155,11 @@ class SmtpDelivery:
         found = [login for login in logins if login is not None]
         if not found:  # every recipient vanished since RCPT
             raise DeliveryFailed(StoreFailure.TEMPORARY, "no recipient is a user any more")
-        result = deliver_mime(
+        prepared = prepare_delivery(
             self.store, found, data, envelope.received, convert=_convert,
             delivery_id=delivery_id,
         )  # fmt: skip
+        result = self.commits.run(prepared)
         if result.defects:
             log.info("smtp %s: MIME repaired: %s", envelope.session_id, ", ".join(result.defects))
 

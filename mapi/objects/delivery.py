@@ -147,6 +147,116 @@ def _state(conv: ConvertedMessage, now: int) -> MessageState:
     )  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedDelivery:
+    """An Internet message converted and its recipients resolved, ready to be saved
+    (:func:`prepare_delivery`); everything but the mailbox writes."""
+
+    sid: bytes
+    now: int
+    full: bytes
+    conv: ConvertedMessage
+    targets: tuple[Identity, ...]
+    unknown: tuple[str, ...]
+
+
+def prepare_delivery(
+    store: DeliveryStore, recipients: Sequence[str], raw: bytes, received_header: bytes = b"",
+    *, convert: Converter, delivery_id: bytes | None = None,
+) -> PreparedDelivery:  # fmt: skip
+    """The first half of :func:`deliver_mime`: convert ``raw`` (with ``received_header``
+    prepended) and resolve ``recipients``; no mailbox is touched, so many of these can
+    run at once and their saves then share transactions (:func:`commit_deliveries`).
+
+    Raises:
+        Whatever ``convert`` raises (``MimeLimitExceeded``: beyond ``store.limits``).
+    """
+    sid = _SID_PREFIX + (delivery_id or hashlib.sha256(raw).digest())
+    full = received_header + raw
+    now = store.clock()
+    conv = convert(full, store.limits, now)
+    targets: dict[str, Identity] = {}
+    unknown: list[str] = []
+    for address in recipients:
+        user = store.resolve(address)
+        if user is None:
+            unknown.append(address)
+        else:
+            targets.setdefault(user.user_id, user)
+    return PreparedDelivery(sid, now, full, conv, tuple(targets.values()), tuple(unknown))
+
+
+def _copy_for(prepared: PreparedDelivery, user: Identity) -> MessageState:
+    conv, now = prepared.conv, prepared.now
+    state = _state(conv, now)
+    for tag, value in [
+        (pt.PR_MESSAGE_CLASS_W, conv.props.get(pt.PR_MESSAGE_CLASS_W) or "IPM.Note"),
+        (pt.PR_MESSAGE_FLAGS, 0),
+        (pt.PR_MESSAGE_DELIVERY_TIME, now),
+        (pt.PR_RECEIVED_BY_NAME_W, user.display_name),
+        (pt.PR_RECEIVED_BY_EMAIL_ADDRESS_W, user.email or user.username),
+        (pt.PR_RECEIVED_BY_ADDRTYPE_W, "SMTP"),
+        (pt.PR_MESSAGE_TO_ME, _is_recipient(conv.recipients, pt.MAPI_TO, user)),
+        (pt.PR_MESSAGE_CC_ME, _is_recipient(conv.recipients, pt.MAPI_CC, user)),
+        (pt.PR_MESSAGE_RECIP_ME, True),
+        (pt.PR_MIME_ORIGINAL, prepared.full),
+    ]:
+        state.bag.set(tag, value)
+    if user.email:
+        state.bag.set(pt.PR_RECEIVED_BY_SMTP_ADDRESS_W, user.email)
+    return state
+
+
+def _save_copies(store: DeliveryStore, user: Identity, items: Sequence[PreparedDelivery]) -> None:
+    """Save each of ``items``' copies for ``user`` in ONE transaction (one fsync)."""
+    db = store.mailbox(user)
+    target = StoreContext(db, user=user, owner=user, hub=store.notifications, router=store)
+    with db.transaction():
+        for prepared in items:
+            deliver_to_inbox(target, _copy_for(prepared, user), prepared.sid, prepared.now)
+
+
+def commit_deliveries(
+    store: DeliveryStore, batch: Sequence[PreparedDelivery]
+) -> list[MimeDelivery | Exception]:
+    """The second half of :func:`deliver_mime`, for many messages at once: per mailbox,
+    every copy of the batch goes into one transaction, so a burst of deliveries to one
+    mailbox pays one commit (one fsync) instead of one each. When a mailbox's
+    transaction fails (one message over the quota, say), that mailbox's copies are
+    saved one transaction each, so each message gets its own outcome.
+
+    Returns one result per message, in order: the :class:`MimeDelivery`, or the
+    exception that stopped a copy of it (copies committed to other mailboxes stay; a
+    retry skips them).
+    """
+    failures: dict[int, Exception] = {}
+    by_user: dict[str, tuple[Identity, list[int]]] = {}
+    for index, prepared in enumerate(batch):
+        for user in prepared.targets:
+            by_user.setdefault(user.user_id, (user, []))[1].append(index)
+    for user, indexes in by_user.values():
+        try:
+            _save_copies(store, user, [batch[i] for i in indexes])
+        except Exception as exc:
+            if len(indexes) == 1:
+                failures.setdefault(indexes[0], exc)
+                continue
+            for i in indexes:  # alone, so only the guilty message fails
+                try:
+                    _save_copies(store, user, [batch[i]])
+                except Exception as exc:
+                    failures.setdefault(i, exc)
+    out: list[MimeDelivery | Exception] = []
+    for index, prepared in enumerate(batch):
+        failure = failures.get(index)
+        if failure is not None:
+            out.append(failure)
+        else:
+            delivered = [user.user_id for user in prepared.targets]
+            out.append(MimeDelivery(delivered, list(prepared.unknown), list(prepared.conv.defects)))
+    return out
+
+
 def deliver_mime(
     store: DeliveryStore, recipients: Sequence[str], raw: bytes, received_header: bytes = b"",
     *, convert: Converter, delivery_id: bytes | None = None,
@@ -162,41 +272,13 @@ def deliver_mime(
         message is over the store's message size limit. Other MapiErrors: the store
         failed; copies committed before the failure stay (a retry skips them).
     """
-    sid = _SID_PREFIX + (delivery_id or hashlib.sha256(raw).digest())
-    full = received_header + raw
-    now = store.clock()
-    conv = convert(full, store.limits, now)
-    targets: dict[str, Identity] = {}
-    unknown: list[str] = []
-    for address in recipients:
-        user = store.resolve(address)
-        if user is None:
-            unknown.append(address)
-        else:
-            targets.setdefault(user.user_id, user)
-    delivered = []
-    for user in targets.values():
-        state = _state(conv, now)
-        for tag, value in [
-            (pt.PR_MESSAGE_CLASS_W, conv.props.get(pt.PR_MESSAGE_CLASS_W) or "IPM.Note"),
-            (pt.PR_MESSAGE_FLAGS, 0),
-            (pt.PR_MESSAGE_DELIVERY_TIME, now),
-            (pt.PR_RECEIVED_BY_NAME_W, user.display_name),
-            (pt.PR_RECEIVED_BY_EMAIL_ADDRESS_W, user.email or user.username),
-            (pt.PR_RECEIVED_BY_ADDRTYPE_W, "SMTP"),
-            (pt.PR_MESSAGE_TO_ME, _is_recipient(conv.recipients, pt.MAPI_TO, user)),
-            (pt.PR_MESSAGE_CC_ME, _is_recipient(conv.recipients, pt.MAPI_CC, user)),
-            (pt.PR_MESSAGE_RECIP_ME, True),
-            (pt.PR_MIME_ORIGINAL, full),
-        ]:
-            state.bag.set(tag, value)
-        if user.email:
-            state.bag.set(pt.PR_RECEIVED_BY_SMTP_ADDRESS_W, user.email)
-        db = store.mailbox(user)
-        target = StoreContext(db, user=user, owner=user, hub=store.notifications, router=store)
-        deliver_to_inbox(target, state, sid, now)
-        delivered.append(user.user_id)
-    return MimeDelivery(delivered, unknown, list(conv.defects))
+    prepared = prepare_delivery(
+        store, recipients, raw, received_header, convert=convert, delivery_id=delivery_id
+    )
+    [result] = commit_deliveries(store, [prepared])
+    if isinstance(result, Exception):
+        raise result
+    return result
 
 
 def file_sent_copy(
@@ -240,5 +322,6 @@ def file_sent_copy(
 
 __all__ = [
     "ConvertedAttachment", "ConvertedMessage", "Converter", "DeliveryStore", "MimeDelivery",
-    "deliver_mime", "file_sent_copy", "local_domains",
+    "PreparedDelivery", "commit_deliveries", "deliver_mime", "file_sent_copy", "local_domains",
+    "prepare_delivery",
 ]  # fmt: skip
