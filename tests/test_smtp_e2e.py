@@ -261,3 +261,26 @@ async def test_postmaster_is_always_accepted_and_read(server, postmaster):
             inbox = await store.open_folder(await store.special_folder("inbox"))
             rows = [row async for row in inbox.contents([pt.PR_SUBJECT_W])]
         assert [row[pt.PR_SUBJECT_W] for row in rows] == ["For the postmaster"]
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "starttls"])
+async def test_curl_delivers_over_smtp(server, tmp_path, tls):
+    """curl's SMTP client, plain and with STARTTLS required (--ssl-reqd), on the
+    incoming listener; the message reads back with its subject and body."""
+    mail = tmp_path / "mail.txt"
+    mail.write_bytes(
+        b"From: Carol <carol@outside.example>\r\nTo: bob@example.org\r\n"
+        b"Subject: curl " + (b"starttls" if tls else b"plain") + b"\r\n\r\nHello from curl.\r\n"
+    )
+    argv = [
+        "curl", "-sS", f"smtp://127.0.0.1:{server.smtp_port}", "--mail-from",
+        "carol@outside.example", "--mail-rcpt", "bob@example.org", "--upload-file", str(mail),
+        "--max-time", "30", *(["--ssl-reqd", "-k"] if tls else []),
+    ]  # fmt: skip
+    with trio.fail_after(60):
+        result = await trio.to_thread.run_sync(
+            lambda: subprocess.run(argv, capture_output=True, text=True, timeout=40)
+        )
+        assert result.returncode == 0, result.stderr
+        assert await subjects(server) == ["curl " + ("starttls" if tls else "plain")]
