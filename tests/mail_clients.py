@@ -208,7 +208,9 @@ def imap_snapshot(port: int, user: str, password: str) -> set[tuple[str, int, in
                     continue
                 match = re.search(rb"UID (\d+)", item)
                 flags = re.search(rb"FLAGS \(([^)]*)\)", item)
-                assert match and flags, item
+                if match is None:  # an unsolicited update (another session's change)
+                    continue
+                assert flags, item
                 out.add((name, validity, int(match[1]), flags[1].decode()))
             imap.close()
         imap.logout()
