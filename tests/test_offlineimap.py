@@ -4,7 +4,11 @@
 follow-up), over implicit TLS with serve's self-signed certificate trusted as the CA
 (``sslcacertfile``). The Maildir must then hold every message once, with its flags, in
 the same folders, and the server must be as it was (the same MAPI view, the same
-(folder, UIDVALIDITY, uid, flags) over IMAP). A second run changes nothing."""
+(folder, UIDVALIDITY, uid, flags) over IMAP). A second run changes nothing. Then
+changes in the Maildir (a flag added in two folders, a file deleted, a new message in
+Projects/2026) reach the MAPI view in one run; a message deleted locally is expunged,
+which the store turns into a move to Deleted Items (docs/imap.md), so the next run
+brings that copy down into the Maildir's Deleted Items."""
 
 from __future__ import annotations
 
@@ -18,9 +22,14 @@ from mail_clients import (
     imap_snapshot,
     initial_view,
     layout_mailbox,
+    mail,
+    maildir_add,
     maildir_files,
+    maildir_find,
+    maildir_mark,
     maildir_view,
     run,
+    subject,
     view_of,
 )
 from serve_helpers import start_server
@@ -102,3 +111,18 @@ async def test_offlineimap_first_sync(nursery: trio.Nursery, tmp_path: Path) -> 
             await trio.to_thread.run_sync(imap_snapshot, server.imaps_port, "bob", PASSWORD)
             == before
         )
+
+        # Changes in the Maildir reach the server: flags, a deletion, a new message.
+        maildir_mark(root, "INBOX", subject(1), "S")
+        maildir_mark(root, "Archive", subject(121), "F")
+        maildir_find(root, "INBOX", subject(2)).unlink()
+        maildir_add(root, "Projects/2026", "near-new", mail("near new"))
+        await trio.to_thread.run_sync(offlineimap, rc)
+        expected["INBOX"][subject(1)] = "S"
+        expected["Archive"][subject(121)] = "F"
+        # offlineimap expunges a message deleted locally: into Deleted Items (docs/imap.md).
+        expected["Deleted Items"][subject(2)] = expected["INBOX"].pop(subject(2))
+        expected["Projects/2026"]["near new"] = ""
+        assert await view_of(server.epm_port, "bob", PASSWORD) == expected
+        await trio.to_thread.run_sync(offlineimap, rc)  # brings the Deleted Items copy
+        assert maildir_view(root) == expected
