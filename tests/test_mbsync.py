@@ -196,3 +196,25 @@ async def test_mbsync_two_way_sync_of_1000_messages(nursery: trio.Nursery, tmp_p
         f"mbsync test: fill+arrange {filled - started:.1f} s, first sync {first - filled:.1f} s, "
         f"second {second - first:.1f} s, total {time.perf_counter() - started:.1f} s"
     )
+
+
+async def test_mbsync_over_starttls(nursery: trio.Nursery, tmp_path: Path) -> None:
+    """The same first sync over the STARTTLS port (``SSLType STARTTLS``): LOGIN is
+    refused in clear (LOGINDISABLED), so mbsync must upgrade first; a smaller mailbox."""
+    data = tmp_path / "data"
+    server = await start_server(
+        nursery, data, {"bob": PASSWORD}, emails=True, imap=ImapSection(port=0, tls_port=0)
+    )
+    root = tmp_path / "Mail"
+    root.mkdir()
+    rc = tmp_path / "mbsyncrc"
+    config = RC.format(port=server.imap_port, password=PASSWORD, cert=data / CERT_NAME, root=root)
+    rc.write_text(config.replace("SSLType IMAPS", "SSLType STARTTLS"))
+    layout = {"INBOX": range(20), "Archive": range(20, 30)}
+    with trio.fail_after(120):
+        await layout_mailbox(server, "bob", PASSWORD, layout)
+        expected = initial_view(layout, ("Deleted Items", "Drafts", "Outbox", "Sent Items"))
+        output = await trio.to_thread.run_sync(mbsync, rc, "-Dn")
+        assert ">>> 1 STARTTLS\n1 OK" in output and "Connection is now encrypted" in output
+        assert maildir_view(root) == expected
+        assert await view_of(server.epm_port, "bob", PASSWORD) == expected
