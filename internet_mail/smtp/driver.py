@@ -120,6 +120,14 @@ def _clean(text: str, limit: int = 255) -> str:
     return out[:limit] or "unknown"
 
 
+def _helo_name(helo: str) -> str:
+    """The HELO argument for the trace field: a name, or an address literal kept with
+    its brackets (RFC 5321 4.1.3: ``[192.0.2.1]``, ``[IPv6:...]``)."""
+    if helo.startswith("[") and helo.endswith("]") and len(helo) > 2:
+        return "[" + _clean(helo[1:-1], 64) + "]"
+    return _clean(helo)
+
+
 def received_header(
     *, helo: str, peer: str, hostname: str, protocol: str, session_id: str,
     recipients: Sequence[str], when: datetime | None = None,
@@ -129,7 +137,7 @@ def received_header(
     folded at 78 characters' worth of clauses, ending in CRLF."""
     stamp = format_datetime((when or datetime.now(UTC)).astimezone(UTC))
     clauses = [
-        f"from {_clean(helo)} ([{_clean(peer, 64)}])",
+        f"from {_helo_name(helo)} ([{_clean(peer, 64)}])",
         f"by {_clean(hostname)}",
         f"with {protocol}",
         f"id {session_id}",

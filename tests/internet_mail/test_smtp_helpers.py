@@ -17,6 +17,7 @@ from internet_mail.smtp import (
     SmtpServerConnection,
     StartTlsRequested,
 )
+from internet_mail.smtp.driver import received_header
 
 LOCAL_DOMAINS = {"example.org", "localhost"}
 USERS = {"demo@localhost", "alice@example.org", "bob@example.org"}
@@ -100,3 +101,15 @@ def codes(replies: bytes) -> list[str]:
             )
             found.append(f"{parts[0]} {enhanced}".strip())
     return found
+
+
+def test_received_keeps_an_address_literal_helo() -> None:
+    field = received_header(
+        helo="[127.0.0.1]", peer="127.0.0.1", hostname="mx.example.org", protocol="ESMTP",
+        session_id="abc", recipients=["bob@example.org"],
+    )  # fmt: skip
+    assert field.startswith(b"Received: from [127.0.0.1] ([127.0.0.1])\r\n")
+    odd = received_header(
+        helo="[a]b(c)", peer="::1", hostname="mx", protocol="SMTP", session_id="x", recipients=[]
+    )
+    assert odd.startswith(b"Received: from ?a?b?c? ([::1])")
