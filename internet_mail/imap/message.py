@@ -93,6 +93,12 @@ class Part:
             part.message = cls.parse(body, depth + 1, budget)
         return part
 
+    @classmethod
+    def parse_header(cls, raw: bytes) -> Part:
+        """The header of ``raw`` (a message, or its first bytes up to at least the end of
+        its header) as a part without a body: what ENVELOPE and header searches read."""
+        return cls.parse(_split_header(raw)[0])
+
     def get(self, name: str) -> bytes | None:
         for key, value in self.fields:
             if key == name:

@@ -26,10 +26,12 @@ EXPUNGE or VANISHED, FETCH FLAGS), expunges only where RFC 9051 7.5.1 allows.
 from __future__ import annotations
 
 import binascii
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
+from typing import Protocol
 
 from . import commands as c
 from . import mutf7
@@ -134,6 +136,13 @@ class _Selected:
     read_only: bool
     uidvalidity: int
     messages: list[MessageInfo]
+    #: The backend's list ``messages`` last matched whole (nothing left to report),
+    #: or None: when the backend hands out that same list again, nothing changed.
+    synced: list[MessageInfo] | None = None
+
+
+def _uid_of(m: MessageInfo) -> int:
+    return m.uid
 
 
 class ImapSession:
@@ -159,6 +168,9 @@ class ImapSession:
         self._idle_tag: str | None = None
         self._auth_tag: str | None = None
         self._saved: list[int] = []
+        #: The backend's optional ``fetch_cache`` (looked up once logged in), or None.
+        self._cache: FetchCache | None = None
+        self._cache_known = False
         self._backlog: deque[ParserEvent] = deque()
         self._out += r.untagged_status("OK", greeting, self._capability_code())
 
@@ -409,11 +421,12 @@ class ImapSession:
         self.state = State.AUTHENTICATED
         name = self._name(cmd.mailbox)
         state = self.backend.state(name)
-        messages = self.backend.messages(name)
+        listed = self.backend.messages(name)
+        messages = list(listed)  # ours to change; the backend's list stays as it was
         if cmd.condstore:
             self.enabled.add("CONDSTORE")
         read_only = cmd.read_only or state.read_only
-        self._selected = _Selected(name, read_only, state.uidvalidity, messages)
+        self._selected = _Selected(name, read_only, state.uidvalidity, messages, listed)
         self.state = State.SELECTED
         self._out += r.untagged(b"%d EXISTS" % len(messages))
         self._out += r.untagged(b"FLAGS " + r.flag_list(state.flags))
@@ -425,10 +438,10 @@ class ImapSession:
         self._out += r.untagged_status("OK", "predicted next UID", f"UIDNEXT {state.uidnext}")
         self._out += r.untagged_status("OK", "highest", f"HIGHESTMODSEQ {state.highestmodseq}")
         if cmd.qresync and cmd.qresync.uidvalidity == state.uidvalidity:
-            changed = [m for m in messages if m.modseq > cmd.qresync.modseq]
-            for m in changed:
-                self._fetch_one(messages.index(m) + 1, m, [c.FetchAttribute("UID"),
-                                c.FetchAttribute("FLAGS"), c.FetchAttribute("MODSEQ")])  # fmt: skip
+            for seq, m in enumerate(messages, 1):
+                if m.modseq > cmd.qresync.modseq:
+                    self._fetch_one(seq, m, [c.FetchAttribute("UID"), c.FetchAttribute("FLAGS"),
+                                             c.FetchAttribute("MODSEQ")])  # fmt: skip
         mode = "READ-ONLY" if read_only else "READ-WRITE"
         self._ok(cmd.tag, f"{'EXAMINE' if cmd.read_only else 'SELECT'} completed", mode)
 
@@ -567,21 +580,26 @@ class ImapSession:
         if seqset.saved:
             saved = set(self._saved)
             return [(i + 1, m) for i, m in enumerate(msgs) if m.uid in saved]
+        # The snapshot is in ascending uid order (sequence order), so each range is one
+        # slice of it, found by bisection: a command names a few messages of a big
+        # mailbox without a pass over all of them.
+        slices: list[tuple[int, int]] = []  # [start, stop) indexes into msgs
         if uid:
             largest = msgs[-1].uid if msgs else 0
-            spans = seqset.resolve(largest)
-            return [
-                (i + 1, m) for i, m in enumerate(msgs) if any(a <= m.uid <= b for a, b in spans)
-            ]
-        spans = seqset.resolve(len(msgs))
-        out: list[tuple[int, MessageInfo]] = []
-        for a, b in spans:
-            if b > len(msgs) or a < 1:
-                raise _BadSequence()
-        for i, m in enumerate(msgs):
-            if any(a <= i + 1 <= b for a, b in spans):
-                out.append((i + 1, m))
-        return out
+            for a, b in seqset.resolve(largest):
+                slices.append(
+                    (bisect_left(msgs, a, key=_uid_of), bisect_right(msgs, b, key=_uid_of))
+                )
+        else:
+            for a, b in seqset.resolve(len(msgs)):
+                if b > len(msgs) or a < 1:
+                    raise _BadSequence()
+                slices.append((a - 1, b))
+        if len(slices) == 1:
+            start, stop = slices[0]
+            return [(i + 1, msgs[i]) for i in range(start, stop)]
+        picked = sorted({i for start, stop in slices for i in range(start, stop)})
+        return [(i + 1, msgs[i]) for i in picked]
 
     def _cmd_fetch(self, cmd: c.Fetch, events: list[Event]) -> None:
         sel = self._sel()
@@ -612,9 +630,8 @@ class ImapSession:
                     attrs.append(c.FetchAttribute("FLAGS"))
         for seq, info in targets:
             self._fetch_one(seq, info, attrs)
-        # Flags just reported need no second report from _sync.
-        by_uid = {m.uid: m for _, m in targets}
-        sel.messages = [by_uid.get(m.uid, m) for m in sel.messages]
+            # Flags just reported need no second report from _sync.
+            sel.messages[seq - 1] = info
         self._ok(cmd.tag, "FETCH completed")
 
     def _fetch_one(self, seq: int, info: MessageInfo, attrs: list[c.FetchAttribute]) -> None:
@@ -634,6 +651,8 @@ class ImapSession:
                 items.append(b"INTERNALDATE " + r.date_time(info.internal_date))
             elif name == "MODSEQ":
                 items.append(b"MODSEQ (%d)" % info.modseq)
+            elif name == "ENVELOPE":
+                items.append(b"ENVELOPE " + self._envelope(info, part))
             else:
                 if raw is None:
                     raw = self.backend.body(sel.name, info.uid)
@@ -642,10 +661,46 @@ class ImapSession:
                 items.append(self._fetch_body_item(a, raw, part))
         self._out += r.untagged(b"%d FETCH " % seq + r.paren(items))
 
+    def _derived(
+        self, info: MessageInfo, what: str
+    ) -> tuple[FetchCache | None, tuple[object, ...]]:
+        """The backend's optional cache and the key of ``what`` derived from ``info``'s
+        message: (mailbox, UIDVALIDITY, UID) name the message, MODSEQ its version."""
+        sel = self._sel()
+        if not self._cache_known:  # selected, so logged in: the backend knows the user
+            self._cache = getattr(self.backend, "fetch_cache", None)
+            self._cache_known = True
+        return self._cache, (sel.name, sel.uidvalidity, info.uid, info.modseq, what)
+
+    def _header_part(self, info: MessageInfo) -> Part:
+        """The message's header as a part (from the cache, the backend's optional header
+        read, or the whole message)."""
+        cache, key = self._derived(info, "header")
+        if cache is not None:
+            found = cache.get(key)
+            if isinstance(found, Part):
+                return found
+        sel = self._sel()
+        read: Callable[[str, int], bytes] | None = getattr(self.backend, "header", None)
+        raw = (read or self.backend.body)(sel.name, info.uid)
+        part = Part.parse_header(raw)
+        if cache is not None:
+            cache.put(key, part, 256 + 3 * len(part.header))
+        return part
+
+    def _envelope(self, info: MessageInfo, part: Part | None) -> bytes:
+        cache, key = self._derived(info, "ENVELOPE")
+        if cache is not None:
+            found = cache.get(key)
+            if isinstance(found, bytes):
+                return found
+        envelope = (part or self._header_part(info)).envelope()
+        if cache is not None:
+            cache.put(key, envelope, 64 + len(envelope))
+        return envelope
+
     def _fetch_body_item(self, a: c.FetchAttribute, raw: bytes, part: Part) -> bytes:
         name = a.name
-        if name == "ENVELOPE":
-            return b"ENVELOPE " + part.envelope()
         if name == "BODYSTRUCTURE":
             return b"BODYSTRUCTURE " + part.body_structure(True)
         if name == "BODY" and a.section is None:
@@ -758,8 +813,13 @@ class ImapSession:
         def loader(uid: int) -> Callable[[], Part]:
             return lambda: Part.parse(backend.body(name, uid))
 
+        def header_loader(info: MessageInfo) -> Callable[[], Part]:
+            return lambda: self._header_part(info)
+
+        whole = _reads_body(criteria)
         for i, m in enumerate(msgs):
-            ctx = Context(m, i + 1, len(msgs), largest_uid, loader(m.uid), self._saved)
+            load = loader(m.uid) if whole else header_loader(m)
+            ctx = Context(m, i + 1, len(msgs), largest_uid, load, self._saved)
             if matches(criteria, ctx):
                 found.append((i + 1, m))
         return found
@@ -808,6 +868,8 @@ class ImapSession:
             self._out += r.untagged_status("BYE", "mailbox was deleted")
             self.state = State.LOGOUT
             return
+        if now is sel.synced:
+            return  # the very list matched last time, and the backend never changes one
         current = {m.uid: m for m in now}
         if expunges:
             for seq in range(len(sel.messages), 0, -1):
@@ -827,10 +889,33 @@ class ImapSession:
         if added:
             sel.messages.extend(added)
             self._out += r.untagged(b"%d EXISTS" % len(sel.messages))
+        # Everything reported (no expunge held back): the same list next time needs no pass.
+        sel.synced = now if len(sel.messages) == len(now) else None
 
 
 class _BadSequence(Exception):
     pass
+
+
+class FetchCache(Protocol):
+    """What a backend may offer as ``fetch_cache`` (optional): a bounded cache of what the
+    session derives from messages (parsed headers, ENVELOPE answers), shared between
+    the connections of one user. Keys name the message and its MODSEQ."""
+
+    def get(self, key: tuple[object, ...]) -> object | None: ...
+
+    def put(self, key: tuple[object, ...], value: object, size: int) -> None: ...
+
+
+def _reads_body(key: c.SearchKey) -> bool:
+    """Whether a search key needs a message's body (BODY, TEXT), not just its header."""
+    if isinstance(key, c.And):
+        return any(_reads_body(k) for k in key.keys)
+    if isinstance(key, c.Or):
+        return _reads_body(key.left) or _reads_body(key.right)
+    if isinstance(key, c.Not):
+        return _reads_body(key.key)
+    return key.name in ("BODY", "TEXT")
 
 
 def _uses_modseq(key: c.SearchKey) -> bool:

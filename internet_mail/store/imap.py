@@ -26,17 +26,19 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 
 from internet_mail.imap.backend import BackendError, MailboxInfo, MailboxState, MessageInfo
 from internet_mail.mime import MimeLimitExceeded
 from mapi.access.throttle import LogonThrottle
 from mapi.model import errors
+from mapi.storage.api import FolderView, MailboxStorage
 from mapi.store import ObjectStore
 
 from .logons import Logons
-from .mailbox import ROLE_USES, Entry, MailboxError, MailboxView, error_code
+from .mailbox import ROLE_USES, Entry, Listings, MailboxError, MailboxView, error_code
 
 
 @contextmanager
@@ -50,6 +52,68 @@ def _refusals() -> Iterator[None]:
         raise BackendError(f"message too complex: {exc}", "LIMIT") from None
     except errors.MapiError as exc:
         raise BackendError(f"the store refused: {exc}", error_code(exc)) from None
+
+
+#: Bound of the shared cache of parsed headers and ENVELOPE answers (estimated bytes).
+DERIVED_CACHE_BYTES = 64 << 20
+
+
+class DerivedCache:
+    """A bounded map of values derived from messages, shared by every connection
+    (thread-safe; the oldest stored goes first). Keys name what they were derived from,
+    change number included (the session's ``modseq``), so a changed message misses."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._lock = threading.Lock()
+        self._items: OrderedDict[Hashable, tuple[object, int]] = OrderedDict()
+
+    def get(self, key: Hashable) -> object | None:
+        found = self._items.get(key)  # one dict lookup: atomic, no lock needed
+        return None if found is None else found[0]
+
+    def put(self, key: Hashable, value: object, size: int) -> None:
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self.used -= old[1]
+            self._items[key] = (value, size)
+            self.used += size
+            while self.used > self.max_bytes:
+                _, (_, gone) = self._items.popitem(last=False)
+                self.used -= gone
+
+
+class UserCache:
+    """One user's keys in a :class:`DerivedCache` (no user reads another's)."""
+
+    def __init__(self, shared: DerivedCache, user_id: str) -> None:
+        self.shared = shared
+        self.user_id = user_id
+
+    def get(self, key: tuple[object, ...]) -> object | None:
+        return self.shared.get((self.user_id, *key))
+
+    def put(self, key: tuple[object, ...], value: object, size: int) -> None:
+        self.shared.put((self.user_id, *key), value, size)
+
+
+class SharedListings(Listings):
+    """:class:`Listings` shared by the connections' threads (changes under a lock)."""
+
+    def __init__(self, max_folders: int = 64) -> None:
+        super().__init__(max_folders)
+        self._lock = threading.Lock()
+
+    def keep(
+        self, db: MailboxStorage, user_id: str, folder_id: int, view: FolderView,
+        entries: list[Entry],
+    ) -> None:  # fmt: skip
+        with self._lock:
+            super().keep(db, user_id, folder_id, view, entries)
 
 
 class ImapStoreBackends:
@@ -69,6 +133,56 @@ class ImapStoreBackends:
         )
         self._lock = threading.Lock()
         self._watchers: dict[tuple[str, int], dict[object, Callable[[], None]]] = {}
+        #: Folder listings shared by the connections (a new one's SELECT finds them).
+        self.listings = SharedListings()
+        #: What sessions derive from messages, shared by the connections.
+        self.derived = DerivedCache(DERIVED_CACHE_BYTES)
+        #: The last listing turned into MessageInfo, by (user, folder): (entries, infos).
+        self._infos: dict[tuple[str, int], tuple[list[Entry], list[MessageInfo]]] = {}
+        #: The last listing's (unseen, deleted, size), by (user, folder).
+        self._counts: dict[tuple[str, int], tuple[list[Entry], tuple[int, int, int]]] = {}
+
+    def counts(self, user_id: str, folder_id: int, entries: list[Entry]) -> tuple[int, int, int]:
+        """``entries``' unseen and ``\\Deleted`` messages and their total size (kept
+        while the listing is the same)."""
+        key = (user_id, folder_id)
+        with self._lock:
+            cached = self._counts.get(key)
+        if cached is not None and cached[0] is entries:
+            return cached[1]
+        unseen = deleted = size = 0
+        for e in entries:
+            flags = e.flags
+            unseen += "\\Seen" not in flags
+            deleted += "\\Deleted" in flags
+            size += e.size
+        with self._lock:
+            self._counts[key] = (entries, (unseen, deleted, size))
+            while len(self._counts) > self.listings.max_folders:
+                del self._counts[next(iter(self._counts))]
+        return unseen, deleted, size
+
+    def infos(self, user_id: str, folder_id: int, entries: list[Entry]) -> list[MessageInfo]:
+        """``entries`` as the core's MessageInfo: the same list object again while the
+        listing is the same (the session then skips its comparison); never changed
+        after it is returned."""
+        key = (user_id, folder_id)
+        with self._lock:
+            cached = self._infos.get(key)
+        if cached is not None and cached[0] is entries:
+            return cached[1]
+        infos = [
+            MessageInfo(
+                uid=e.uid, flags=e.flags, size=e.size, internal_date=e.internal_date,
+                modseq=e.modseq,
+            )
+            for e in entries
+        ]  # fmt: skip
+        with self._lock:
+            self._infos[key] = (entries, infos)
+            while len(self._infos) > self.listings.max_folders:
+                del self._infos[next(iter(self._infos))]
+        return infos
 
     def new(self, address: str | None = None) -> ImapStoreBackend:
         """A backend for one connection from ``address`` (the client's, for the
@@ -118,7 +232,7 @@ class ImapStoreBackend:
         if session is None:
             return False
         try:
-            self._view = MailboxView(session, self.factory.local_change)
+            self._view = MailboxView(session, self.factory.local_change, self.factory.listings)
         except errors.MapiError:
             session.logoff()
             return False
@@ -172,15 +286,17 @@ class ImapStoreBackend:
 
     def state(self, name: str) -> MailboxState:
         with _refusals():
-            folder, entries = self.view.entries(self.view.box(name).folder_id)
+            folder_id = self.view.box(name).folder_id
+            folder, entries = self.view.entries(folder_id)
+        unseen, deleted, size = self.factory.counts(self.view.user_id, folder_id, entries)
         return MailboxState(
             uidvalidity=folder.uidvalidity,
             uidnext=folder.uidnext,
             highestmodseq=folder.highestmodseq,
             messages=len(entries),
-            unseen=sum("\\Seen" not in e.flags for e in entries),
-            deleted=sum("\\Deleted" in e.flags for e in entries),
-            size=sum(e.size for e in entries),
+            unseen=unseen,
+            deleted=deleted,
+            size=size,
         )
 
     def _entries(self, name: str) -> tuple[int, list[Entry]]:
@@ -189,18 +305,12 @@ class ImapStoreBackend:
         return folder_id, view.entries(folder_id)[1]
 
     def messages(self, name: str) -> list[MessageInfo]:
+        """The folder's messages; the same list object again while the view's listing
+        is unchanged (the session then skips its comparison). Never changed after it is
+        returned."""
         with _refusals():
-            _, entries = self._entries(name)
-        return [
-            MessageInfo(
-                uid=e.uid,
-                flags=e.flags,
-                size=e.size,
-                internal_date=e.internal_date,
-                modseq=e.modseq,
-            )
-            for e in entries
-        ]
+            folder_id, entries = self._entries(name)
+        return self.factory.infos(self.view.user_id, folder_id, entries)
 
     def body(self, name: str, uid: int) -> bytes:
         with _refusals():
@@ -208,6 +318,23 @@ class ImapStoreBackend:
         if raw is None:
             raise BackendError("message was expunged", "EXPUNGEISSUED")
         return raw
+
+    def header(self, name: str, uid: int) -> bytes:
+        """The message's first bytes, its whole header at least (the session's optional
+        header read: ENVELOPE and header searches need no more)."""
+        with _refusals():
+            raw = self.view.head(self.view.box(name).folder_id, uid)
+        if raw is None:
+            raise BackendError("message was expunged", "EXPUNGEISSUED")
+        return raw
+
+    @property
+    def fetch_cache(self) -> UserCache | None:
+        """The session's optional cache of what it derives from messages (parsed
+        headers, ENVELOPE answers): this user's part of the server's, None before
+        login."""
+        view = self._view
+        return None if view is None else UserCache(self.factory.derived, view.user_id)
 
     def store(
         self,

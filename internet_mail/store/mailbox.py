@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -82,6 +83,8 @@ SYSTEM_FLAGS: Final = frozenset(
 #: An IMAP keyword: an atom ([RFC 9051] 9, ``flag-keyword``), of a sane length.
 _ATOM: Final = re.compile(r'[^\x00-\x20\x7f-\x9f(){%*"\\\]]{1,100}')
 _FILETIME_1970: Final = 116444736000000000
+#: Bytes read first for a message's header (then four times more until it ends).
+HEAD_READ: Final = 8192
 
 
 class MailboxError(Exception):
@@ -116,6 +119,12 @@ class Entry:
     crlf_size: int
     internal_date: _dt.datetime
     modseq: int
+    #: Length of the MIME original when it is kept as a stream (-1: inline or none).
+    stream_length: int = -1
+
+
+def _uid_of(entry: Entry) -> int:
+    return entry.uid
 
 
 def error_code(exc: errors.MapiError) -> str | None:
@@ -148,6 +157,41 @@ def _int(props: dict[int, PropData], tag: int) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
+class Listings:
+    """Folder listings (:meth:`MailboxView.entries`) kept while their mailbox has not
+    committed since. A view has its own unless given one to share: IMAP gives every
+    connection the server's (``internet_mail.store.imap.SharedListings``, thread-safe),
+    so a user's new connection finds the listing another one made (a SELECT of a big
+    folder need not read it again).
+
+    A listing is current when it was made on the same database object at its present
+    ``generation`` (callers hold that database's lock). At most ``max_folders`` are
+    kept (the oldest made goes first).
+    """
+
+    def __init__(self, max_folders: int = 64) -> None:
+        self.max_folders = max_folders
+        self._kept: dict[tuple[str, int], tuple[object, int, FolderView, list[Entry]]] = {}
+
+    def current(
+        self, db: MailboxStorage, user_id: str, folder_id: int
+    ) -> tuple[FolderView, list[Entry]] | None:
+        found = self._kept.get((user_id, folder_id))  # one lookup: atomic
+        if found is None or found[0] is not db or found[1] != db.generation:
+            return None
+        return found[2], found[3]
+
+    def keep(
+        self, db: MailboxStorage, user_id: str, folder_id: int, view: FolderView,
+        entries: list[Entry],
+    ) -> None:  # fmt: skip
+        key = (user_id, folder_id)
+        self._kept.pop(key, None)
+        self._kept[key] = (db, db.generation, view, entries)
+        while len(self._kept) > self.max_folders:
+            del self._kept[next(iter(self._kept))]
+
+
 class MailboxView:
     """A logged-on user's mailbox for the Internet doors (see the module docstring).
 
@@ -156,7 +200,10 @@ class MailboxView:
     """
 
     def __init__(
-        self, session: Session, on_local_change: Callable[[str, int], None] | None = None
+        self,
+        session: Session,
+        on_local_change: Callable[[str, int], None] | None = None,
+        listings: Listings | None = None,
     ) -> None:
         self.session = session
         self.store: MsgStore = session.open_store()
@@ -165,9 +212,15 @@ class MailboxView:
         self.user_id = self.ctx.owner.user_id
         self._on_local_change = on_local_change
         self._tree: tuple[int, dict[str, Box]] | None = None
-        self._listings: dict[int, tuple[int, FolderView, list[Entry]]] = {}
+        #: Folder listings, shared with the user's other connections when given.
+        self._listings = listings if listings is not None else Listings()
         name = PropName.by_name(PS_PUBLIC_STRINGS, "Keywords")
-        pid = self.store.get_ids_from_names([name], create=True)[0]
+        # Known after the first time: read, so a logon commits nothing (a commit would
+        # make every kept folder listing stale).
+        with self.db.reading() as txn:
+            pid = self.db.named.get_ids(txn, [name], create=False, limits=self.ctx.limits)[0]
+        if not pid:
+            pid = self.store.get_ids_from_names([name], create=True)[0]
         self.keywords_tag = (pid << 16) | int(pt.PropType.PT_MV_UNICODE)
 
     def close(self) -> None:
@@ -295,9 +348,9 @@ class MailboxView:
         docstring)."""
         db = self.db
         with db.lock:
-            cached = self._listings.get(folder_id)
-            if cached is not None and cached[0] == db.generation:
-                return cached[1], cached[2]
+            cached = self._listings.current(db, self.user_id, folder_id)
+            if cached is not None:
+                return cached
             with db.reading() as txn:
                 view = db.mailview.folder(txn, folder_id)
                 rows = db.mailview.listing(txn, folder_id)
@@ -324,7 +377,7 @@ class MailboxView:
             entries = sorted((self._entry(r) for r in rows), key=lambda e: e.uid)
             top = max((e.modseq for e in entries), default=0)
             view = view._replace(highestmodseq=max(view.highestmodseq, top, 1))
-            self._listings[folder_id] = (db.generation, view, entries)
+            self._listings.keep(db, self.user_id, folder_id, view, entries)
             return view, entries
 
     def _sized(self, folder_id: int, rows: list[ViewRow]) -> list[ViewRow]:
@@ -375,10 +428,14 @@ class MailboxView:
             flags.update(w for w in words if isinstance(w, str) and _ATOM.fullmatch(w))
         when = _int(props, pt.PR_MESSAGE_DELIVERY_TIME) or r.record.created
         assert r.uid is not None
+        streamed = r.mime_length is not None and not isinstance(
+            props.get(pt.PR_MIME_ORIGINAL), bytes
+        )
         return Entry(
             uid=r.uid, message_id=r.record.id, flags=frozenset(flags), size=r.size,
             crlf_size=r.crlf_size, internal_date=datetime_from_filetime(when),
             modseq=max(r.record.change_num, r.read_cn, r.modseq, 1),
+            stream_length=r.mime_length if streamed and r.mime_length is not None else -1,
         )  # fmt: skip
 
     def crlf_sizes(self, folder_id: int) -> list[Entry]:
@@ -401,8 +458,9 @@ class MailboxView:
             crlf = len(normalize(message_bytes(self.db, e.message_id)))
             cache.append((e.uid, where.change_num, e.size, crlf))
             fixed[e.uid] = Entry(
-                e.uid, e.message_id, e.flags, e.size, crlf, e.internal_date, e.modseq
-            )
+                e.uid, e.message_id, e.flags, e.size, crlf, e.internal_date, e.modseq,
+                e.stream_length,
+            )  # fmt: skip
         with self.db.transaction() as txn:
             self.db.mailview.set_sizes(txn, folder_id, cache)
         return [fixed.get(e.uid, e) for e in entries]
@@ -413,6 +471,9 @@ class MailboxView:
 
     def body(self, folder_id: int, uid: int) -> bytes | None:
         """The message's bytes, None when it is gone."""
+        raw = self._streamed_original(folder_id, uid)
+        if raw is not None:
+            return raw
         mid = self.message_id(folder_id, uid)
         if mid is None:
             return None
@@ -420,6 +481,49 @@ class MailboxView:
             return message_bytes(self.db, mid)
         except errors.NotFound:
             return None
+
+    def head(self, folder_id: int, uid: int) -> bytes | None:
+        """The first bytes of the message, its whole header at least (for ENVELOPE and
+        header searches: a large message is not read whole); None when it is gone."""
+        entry = self._streamed_entry(folder_id, uid)
+        if entry is not None:
+            size = HEAD_READ
+            while True:
+                raw = self._read_original(entry, min(size, entry.stream_length))
+                if raw is None:
+                    break
+                if len(raw) == entry.stream_length or b"\r\n\r\n" in raw or b"\n\n" in raw:
+                    return raw
+                size *= 4
+        return self.body(folder_id, uid)
+
+    def _streamed_original(self, folder_id: int, uid: int) -> bytes | None:
+        """The MIME original of message ``uid`` read straight from its stream, when the
+        folder's listing is current and says it has one (a FETCH of every message then
+        costs one read each, without looking the message up); else None."""
+        entry = self._streamed_entry(folder_id, uid)
+        return None if entry is None else self._read_original(entry, entry.stream_length)
+
+    def _streamed_entry(self, folder_id: int, uid: int) -> Entry | None:
+        """Message ``uid``'s entry in the folder's current listing when its original is a
+        stream (None: no current listing, no such message, or no stream)."""
+        db = self.db
+        with db.lock:
+            cached = self._listings.current(db, self.user_id, folder_id)
+            if cached is None:
+                return None
+            entries = cached[1]
+        at = bisect_left(entries, uid, key=_uid_of)
+        if at == len(entries) or entries[at].uid != uid or entries[at].stream_length < 0:
+            return None
+        return entries[at]
+
+    def _read_original(self, entry: Entry, size: int) -> bytes | None:
+        """The first ``size`` bytes of ``entry``'s streamed original; None when they are
+        not there (changed or gone since the listing, a race: the slow path decides)."""
+        with self.db.reading() as txn:
+            raw = self.db.messages.read_value(txn, entry.message_id, pt.PR_MIME_ORIGINAL, 0, size)
+        return raw if len(raw) == size else None
 
     # --- Flags -----------------------------------------------------------------------
 
