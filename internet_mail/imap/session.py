@@ -656,8 +656,8 @@ class ImapSession:
             else:
                 if raw is None:
                     raw = self.backend.body(sel.name, info.uid)
-                    part = Part.parse(raw)
-                assert part is not None
+                if part is None and not _whole_message(a):
+                    part = Part.parse(raw)  # the whole message needs no parsing
                 items.append(self._fetch_body_item(a, raw, part))
         self._out += r.untagged(b"%d FETCH " % seq + r.paren(items))
 
@@ -699,14 +699,19 @@ class ImapSession:
             cache.put(key, envelope, 64 + len(envelope))
         return envelope
 
-    def _fetch_body_item(self, a: c.FetchAttribute, raw: bytes, part: Part) -> bytes:
+    def _fetch_body_item(self, a: c.FetchAttribute, raw: bytes, part: Part | None) -> bytes:
+        """One item that reads the message; ``part`` is ``raw`` parsed, None only for
+        the items that take the whole message (:func:`_whole_message`)."""
         name = a.name
+        if name == "RFC822":
+            return b"RFC822 " + r.literal(raw)
+        if _whole_message(a):  # header and body together are the bytes as stored
+            return self._section_answer(a, _section_label(name, c.Section()), raw)
+        assert part is not None
         if name == "BODYSTRUCTURE":
             return b"BODYSTRUCTURE " + part.body_structure(True)
         if name == "BODY" and a.section is None:
             return b"BODY " + part.body_structure(False)
-        if name == "RFC822":
-            return b"RFC822 " + r.literal(raw)
         if name == "RFC822.HEADER":
             return b"RFC822.HEADER " + r.literal(part.header)
         if name == "RFC822.TEXT":
@@ -714,8 +719,10 @@ class ImapSession:
         if name in ("SAVEDATE", "EMAILID", "THREADID"):
             return name.encode() + b" NIL"
         section = a.section or c.Section()
-        data = part.section(section)
-        label = _section_label(name, section)
+        return self._section_answer(a, _section_label(name, section), part.section(section))
+
+    def _section_answer(self, a: c.FetchAttribute, label: bytes, data: bytes | None) -> bytes:
+        name = a.name
         if name == "BINARY.SIZE":
             return label + b" %d" % len(data or b"")
         if data is None:
@@ -926,6 +933,20 @@ def _uses_modseq(key: c.SearchKey) -> bool:
     if isinstance(key, c.Not):
         return _uses_modseq(key.key)
     return key.name == "MODSEQ"
+
+
+def _whole_message(a: c.FetchAttribute) -> bool:
+    """Whether a FETCH item is the whole message as stored (``RFC822``, ``BODY[]``,
+    ``BINARY[]``, ``BINARY.SIZE[]``): no parsing needed."""
+    if a.name == "RFC822":
+        return True
+    section = a.section
+    return (
+        a.name in ("BODY", "BINARY", "BINARY.SIZE")
+        and section is not None
+        and not section.part
+        and not section.text
+    )
 
 
 def _section_label(name: str, section: c.Section) -> bytes:
