@@ -61,6 +61,9 @@ class Part:
     params: list[tuple[bytes, bytes]] = field(default_factory=list)
     children: list[Part] = field(default_factory=list)
     message: Part | None = None
+    #: The first value of each field by name, made on the first :meth:`get` (a header
+    #: kept in a cache answers many searches).
+    _first: dict[str, bytes] | None = None
 
     @classmethod
     def parse(cls, raw: bytes, depth: int = 0, budget: list[int] | None = None,
@@ -100,10 +103,14 @@ class Part:
         return cls.parse(_split_header(raw)[0])
 
     def get(self, name: str) -> bytes | None:
-        for key, value in self.fields:
-            if key == name:
-                return value
-        return None
+        """The first value of field ``name`` (upper case), None when there is none."""
+        first = self._first
+        if first is None:
+            first = {}
+            for key, value in self.fields:
+                first.setdefault(key, value)
+            self._first = first
+        return first.get(name)
 
     # -- sections --------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ import binascii
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum, auto
 from typing import Protocol
 
@@ -139,6 +139,8 @@ class _Selected:
     #: The backend's list ``messages`` last matched whole (nothing left to report),
     #: or None: when the backend hands out that same list again, nothing changed.
     synced: list[MessageInfo] | None = None
+    #: Parsed headers of this mailbox's messages by (UID, MODSEQ), for searches.
+    headers: dict[tuple[int, int], Part] = field(default_factory=dict)
 
 
 def _uid_of(m: MessageInfo) -> int:
@@ -675,17 +677,23 @@ class ImapSession:
     def _header_part(self, info: MessageInfo) -> Part:
         """The message's header as a part (from the cache, the backend's optional header
         read, or the whole message)."""
-        cache, key = self._derived(info, "header")
-        if cache is not None:
-            found = cache.get(key)
-            if isinstance(found, Part):
-                return found
         sel = self._sel()
-        read: Callable[[str, int], bytes] | None = getattr(self.backend, "header", None)
-        raw = (read or self.backend.body)(sel.name, info.uid)
-        part = Part.parse_header(raw)
-        if cache is not None:
-            cache.put(key, part, 256 + 3 * len(part.header))
+        mine = sel.headers
+        part = mine.get((info.uid, info.modseq))
+        if part is not None:
+            return part
+        cache, key = self._derived(info, "header")
+        found = None if cache is None else cache.get(key)
+        if isinstance(found, Part):
+            part = found
+        else:
+            read: Callable[[str, int], bytes] | None = getattr(self.backend, "header", None)
+            part = Part.parse_header((read or self.backend.body)(sel.name, info.uid))
+            if cache is not None:
+                cache.put(key, part, 256 + 3 * len(part.header))
+        if len(mine) > 2 * len(sel.messages) + 100:  # versions of changed messages
+            mine.clear()
+        mine[(info.uid, info.modseq)] = part
         return part
 
     def _envelope(self, info: MessageInfo, part: Part | None) -> bytes:
