@@ -291,3 +291,24 @@ def test_derived_cache_is_bounded() -> None:
     cache.put("b", b"5", 10)  # replacing counts the new size only
     assert cache.used == 50
     assert cache.get("b") == b"5"
+
+
+def test_shared_maps_count_in_the_cache_bound() -> None:
+    cache = DerivedCache(1000)
+    headers = cache.shared_map("inbox")
+    assert cache.shared_map("inbox") is headers
+    headers.put((1, 1), b"a", 300)
+    headers.put((2, 1), b"b", 300)
+    assert headers.get((1, 1)) == b"a"
+    assert cache.used == 600 + 64
+    headers.reset()  # emptied, and counted as empty
+    assert len(headers) == 0 and cache.used == 64
+    headers.put((1, 1), b"a", 300)
+    cache.put("envelope", b"e", 500)
+    cache.put("other", b"o", 300)  # over the bound: the map was stored first, it goes
+    assert len(headers) == 0 and cache.get("envelope") == b"e"
+    headers.put((3, 1), b"c", 10)  # a dropped map keeps nothing
+    assert len(headers) == 0
+    fresh = cache.shared_map("inbox")
+    assert fresh is not headers and len(fresh) == 0
+    assert cache.used == 500 + 300 + 64

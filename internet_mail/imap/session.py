@@ -139,8 +139,9 @@ class _Selected:
     #: The backend's list ``messages`` last matched whole (nothing left to report),
     #: or None: when the backend hands out that same list again, nothing changed.
     synced: list[MessageInfo] | None = None
-    #: Parsed headers of this mailbox's messages by (UID, MODSEQ), for searches.
-    headers: dict[tuple[int, int], Part] = field(default_factory=dict)
+    #: Parsed headers of this mailbox's messages by (UID, MODSEQ): the backend's
+    #: shared map when it has a ``fetch_cache``, else the session's own.
+    headers: HeaderMap = field(default_factory=lambda: _OwnHeaders())
 
 
 def _uid_of(m: MessageInfo) -> int:
@@ -429,6 +430,9 @@ class ImapSession:
             self.enabled.add("CONDSTORE")
         read_only = cmd.read_only or state.read_only
         self._selected = _Selected(name, read_only, state.uidvalidity, messages, listed)
+        cache = self._fetch_cache()
+        if cache is not None:
+            self._selected.headers = cache.headers(name, state.uidvalidity)
         self.state = State.SELECTED
         self._out += r.untagged(b"%d EXISTS" % len(messages))
         self._out += r.untagged(b"FLAGS " + r.flag_list(state.flags))
@@ -669,31 +673,28 @@ class ImapSession:
         """The backend's optional cache and the key of ``what`` derived from ``info``'s
         message: (mailbox, UIDVALIDITY, UID) name the message, MODSEQ its version."""
         sel = self._sel()
-        if not self._cache_known:  # selected, so logged in: the backend knows the user
+        return self._fetch_cache(), (sel.name, sel.uidvalidity, info.uid, info.modseq, what)
+
+    def _fetch_cache(self) -> FetchCache | None:
+        """The backend's optional cache (looked up once, after login: by user)."""
+        if not self._cache_known:
             self._cache = getattr(self.backend, "fetch_cache", None)
             self._cache_known = True
-        return self._cache, (sel.name, sel.uidvalidity, info.uid, info.modseq, what)
+        return self._cache
 
     def _header_part(self, info: MessageInfo) -> Part:
         """The message's header as a part (from the cache, the backend's optional header
         read, or the whole message)."""
         sel = self._sel()
-        mine = sel.headers
-        part = mine.get((info.uid, info.modseq))
-        if part is not None:
-            return part
-        cache, key = self._derived(info, "header")
-        found = None if cache is None else cache.get(key)
+        headers = sel.headers
+        found = headers.get((info.uid, info.modseq))
         if isinstance(found, Part):
-            part = found
-        else:
-            read: Callable[[str, int], bytes] | None = getattr(self.backend, "header", None)
-            part = Part.parse_header((read or self.backend.body)(sel.name, info.uid))
-            if cache is not None:
-                cache.put(key, part, 256 + 3 * len(part.header))
-        if len(mine) > 2 * len(sel.messages) + 100:  # versions of changed messages
-            mine.clear()
-        mine[(info.uid, info.modseq)] = part
+            return found
+        read: Callable[[str, int], bytes] | None = getattr(self.backend, "header", None)
+        part = Part.parse_header((read or self.backend.body)(sel.name, info.uid))
+        if len(headers) > 2 * len(sel.messages) + 100:  # versions of changed messages
+            headers.reset()
+        headers.put((info.uid, info.modseq), part, 256 + 3 * len(part.header))
         return part
 
     def _envelope(self, info: MessageInfo, part: Part | None) -> bytes:
@@ -912,14 +913,39 @@ class _BadSequence(Exception):
     pass
 
 
+class HeaderMap(Protocol):
+    """One mailbox's parsed headers by (UID, MODSEQ) (:meth:`FetchCache.headers`)."""
+
+    def get(self, key: tuple[int, int], /) -> object | None: ...
+
+    def put(self, key: tuple[int, int], value: object, size: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
 class FetchCache(Protocol):
     """What a backend may offer as ``fetch_cache`` (optional): a bounded cache of what the
-    session derives from messages (parsed headers, ENVELOPE answers), shared between
-    the connections of one user. Keys name the message and its MODSEQ."""
+    session derives from messages (ENVELOPE answers, parsed headers), shared between
+    the connections of one user. Keys name the message and its MODSEQ; ``size`` is an
+    estimate of the value's memory."""
 
     def get(self, key: tuple[object, ...]) -> object | None: ...
 
     def put(self, key: tuple[object, ...], value: object, size: int) -> None: ...
+
+    def headers(self, mailbox: str, uidvalidity: int) -> HeaderMap: ...
+
+
+class _OwnHeaders(dict[tuple[int, int], object]):
+    """A session's own :class:`HeaderMap` (a backend without ``fetch_cache``)."""
+
+    def put(self, key: tuple[int, int], value: object, size: int) -> None:
+        self[key] = value
+
+    def reset(self) -> None:
+        self.clear()
 
 
 def _reads_body(key: c.SearchKey) -> bool:

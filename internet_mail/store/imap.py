@@ -80,11 +80,74 @@ class DerivedCache:
             old = self._items.pop(key, None)
             if old is not None:
                 self.used -= old[1]
+                _drop(old[0])
             self._items[key] = (value, size)
             self.used += size
-            while self.used > self.max_bytes:
-                _, (_, gone) = self._items.popitem(last=False)
-                self.used -= gone
+            self._evict()
+
+    def shared_map(self, key: Hashable) -> SharedMap:
+        """The map kept under ``key`` (made empty when missing): one entry of this
+        cache, whose size is the sum of what was put in it."""
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None and isinstance(found[0], SharedMap):
+                return found[0]
+            made = SharedMap(self, key)
+            self._items[key] = (made, MAP_SIZE)
+            self.used += MAP_SIZE
+            self._evict()
+            return made
+
+    def _grow(self, target: SharedMap, key: Hashable, value: object, size: int) -> None:
+        with self._lock:
+            found = self._items.get(target.key)
+            if found is None or found[0] is not target or size > self.max_bytes:
+                return  # dropped meanwhile (or too big): not kept
+            target[key] = value
+            self._items[target.key] = (target, found[1] + size)
+            self.used += size
+            self._evict()
+
+    def _reset(self, target: SharedMap) -> None:
+        with self._lock:
+            found = self._items.get(target.key)
+            target.clear()
+            if found is not None and found[0] is target:
+                self._items[target.key] = (target, MAP_SIZE)
+                self.used -= found[1] - MAP_SIZE
+
+    def _evict(self) -> None:
+        while self.used > self.max_bytes and self._items:
+            _, (value, gone) = self._items.popitem(last=False)
+            self.used -= gone
+            _drop(value)
+
+
+#: What an empty :class:`SharedMap` counts for.
+MAP_SIZE = 64
+
+
+class SharedMap(dict[Hashable, object]):
+    """Values kept together as one entry of a :class:`DerivedCache` (one mailbox's
+    parsed headers): reading is a plain dict lookup; :meth:`put` counts the value in
+    the cache, which may drop the whole map (it is then emptied and keeps nothing)."""
+
+    def __init__(self, cache: DerivedCache, key: Hashable) -> None:
+        super().__init__()
+        self.cache = cache
+        self.key = key
+
+    def put(self, key: Hashable, value: object, size: int) -> None:
+        self.cache._grow(self, key, value, size)
+
+    def reset(self) -> None:
+        """Empty the map (the values of messages that changed since pile up)."""
+        self.cache._reset(self)
+
+
+def _drop(value: object) -> None:
+    if isinstance(value, SharedMap):
+        value.clear()
 
 
 class UserCache:
@@ -99,6 +162,10 @@ class UserCache:
 
     def put(self, key: tuple[object, ...], value: object, size: int) -> None:
         self.shared.put((self.user_id, *key), value, size)
+
+    def headers(self, mailbox: str, uidvalidity: int) -> SharedMap:
+        """The parsed headers of one of the user's mailboxes, by (UID, MODSEQ)."""
+        return self.shared.shared_map((self.user_id, mailbox, uidvalidity, "headers"))
 
 
 class SharedListings(Listings):
