@@ -124,6 +124,14 @@ class Backend(Protocol):
         """Remove ``\\Deleted`` messages (of ``uids`` when given); returns their UIDs."""
         ...
 
+    def vanished(self, name: str, since_modseq: int) -> list[int]:
+        """The UIDs, ascending, of the messages that left the mailbox (expunged, moved
+        out, deleted by another protocol) when its modseq went above ``since_modseq``
+        ([RFC 7162] 3.2.5, 3.2.6: ``VANISHED (EARLIER)``). A message leaving raises the
+        mailbox's HIGHESTMODSEQ to the modseq it is recorded with, so a client that saw
+        a HIGHESTMODSEQ after the removal is not told again."""
+        ...
+
     def quota(self, root: str) -> list[tuple[str, int, int]] | None:
         """(resource, usage, limit) for a quota root ([RFC 9208]); None: no quota."""
         ...

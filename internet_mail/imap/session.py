@@ -420,6 +420,13 @@ class ImapSession:
     # -- mailboxes ------------------------------------------------------------------------
 
     def _cmd_select(self, cmd: c.Select, events: list[Event]) -> None:
+        if cmd.qresync is not None and "QRESYNC" not in self.enabled:
+            # RFC 7162 3.2.5: the parameter is refused unless QRESYNC was enabled.
+            self._out += r.tagged(cmd.tag, "BAD", "ENABLE QRESYNC first")
+            return
+        if self._selected is not None and "QRESYNC" in self.enabled:
+            # RFC 7162 3.2.11: the mailbox selected so far is closed.
+            self._out += r.untagged_status("OK", "previous mailbox closed", "CLOSED")
         self._selected = None
         self.state = State.AUTHENTICATED
         name = self._name(cmd.mailbox)
@@ -444,12 +451,35 @@ class ImapSession:
         self._out += r.untagged_status("OK", "predicted next UID", f"UIDNEXT {state.uidnext}")
         self._out += r.untagged_status("OK", "highest", f"HIGHESTMODSEQ {state.highestmodseq}")
         if cmd.qresync and cmd.qresync.uidvalidity == state.uidvalidity:
+            since = cmd.qresync.modseq
+            self._vanished_earlier(name, since, cmd.qresync.known_uids, messages)
             for seq, m in enumerate(messages, 1):
-                if m.modseq > cmd.qresync.modseq:
+                if m.modseq > since:
                     self._fetch_one(seq, m, [c.FetchAttribute("UID"), c.FetchAttribute("FLAGS"),
                                              c.FetchAttribute("MODSEQ")])  # fmt: skip
         mode = "READ-ONLY" if read_only else "READ-WRITE"
         self._ok(cmd.tag, f"{'EXAMINE' if cmd.read_only else 'SELECT'} completed", mode)
+
+    def _vanished_earlier(
+        self,
+        name: str,
+        since: int,
+        wanted: c.SequenceSet | None,
+        present: list[MessageInfo],
+    ) -> None:
+        """``* VANISHED (EARLIER)`` for the UIDs that left mailbox ``name`` after modseq
+        ``since`` and that ``wanted`` names (all when None; RFC 7162 3.2.5, 3.2.6)."""
+        gone = self.backend.vanished(name, since)
+        if wanted is not None and wanted.saved:
+            saved = set(self._saved)
+            gone = [u for u in gone if u in saved]
+        elif wanted is not None and gone:
+            # "*" is the largest UID the mailbox has used, gone or present.
+            largest = max(gone[-1], present[-1].uid if present else 0)
+            spans = wanted.resolve(largest)
+            gone = [u for u in gone if any(a <= u <= b for a, b in spans)]
+        if gone:
+            self._out += r.untagged(b"VANISHED (EARLIER) " + r.sequence_text(gone).encode())
 
     def _cmd_close(self, cmd: c.Command, events: list[Event]) -> None:
         sel = self._selected
@@ -615,6 +645,13 @@ class ImapSession:
             self._out += r.tagged(cmd.tag, "BAD", "invalid sequence number")
             return
         attrs = list(cmd.attributes)
+        if cmd.vanished:
+            if "QRESYNC" not in self.enabled:
+                # RFC 7162 3.2.6: VANISHED is refused unless QRESYNC was enabled.
+                self._out += r.tagged(cmd.tag, "BAD", "ENABLE QRESYNC first")
+                return
+            assert cmd.changed_since is not None  # the grammar asks for it
+            self._vanished_earlier(sel.name, cmd.changed_since, cmd.sequence, sel.messages)
         if cmd.changed_since is not None:
             self.enabled.add("CONDSTORE")
             targets = [(s, m) for s, m in targets if m.modseq > cmd.changed_since]
@@ -888,10 +925,16 @@ class ImapSession:
             return  # the very list matched last time, and the backend never changes one
         current = {m.uid: m for m in now}
         if expunges:
-            for seq in range(len(sel.messages), 0, -1):
-                if sel.messages[seq - 1].uid not in current:
-                    del sel.messages[seq - 1]
-                    self._out += r.untagged(b"%d EXPUNGE" % seq)
+            if "QRESYNC" in self.enabled:  # RFC 7162 3.2.10: VANISHED, not EXPUNGE
+                gone = [m.uid for m in sel.messages if m.uid not in current]
+                if gone:
+                    sel.messages = [m for m in sel.messages if m.uid in current]
+                    self._out += r.untagged(b"VANISHED " + r.sequence_text(gone).encode())
+            else:
+                for seq in range(len(sel.messages), 0, -1):
+                    if sel.messages[seq - 1].uid not in current:
+                        del sel.messages[seq - 1]
+                        self._out += r.untagged(b"%d EXPUNGE" % seq)
         kept = {m.uid for m in sel.messages}
         for seq, old in enumerate(sel.messages, 1):
             new = current.get(old.uid)

@@ -29,6 +29,8 @@ class _Box:
     subscribed: bool = True
     uidnext: int = 1
     messages: dict[int, tuple[MessageInfo, bytes]] = field(default_factory=dict)
+    #: UIDs that left the mailbox, with the modseq they left at.
+    gone: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,7 +146,7 @@ class MemoryBackend:
         return MailboxState(
             uidvalidity=box.uidvalidity,
             uidnext=box.uidnext,
-            highestmodseq=max((i.modseq for i in infos), default=1),
+            highestmodseq=max([1, *(i.modseq for i in infos), *box.gone.values()]),
             messages=len(infos),
             unseen=sum("\\Seen" not in i.flags for i in infos),
             deleted=sum("\\Deleted" in i.flags for i in infos),
@@ -211,6 +213,7 @@ class MemoryBackend:
             new.append(added)
             if move:
                 del src.messages[uid]
+                src.gone[uid] = self._bump()
         if move:
             self._changed(name)
         return dst.uidvalidity, new
@@ -222,11 +225,17 @@ class MemoryBackend:
             for uid, (info, _) in box.messages.items()
             if "\\Deleted" in info.flags and (uids is None or uid in uids)
         ]
+        modseq = self._bump() if gone else 0
         for uid in gone:
             del box.messages[uid]
+            box.gone[uid] = modseq
         if gone:
             self._changed(name)
         return gone
+
+    def vanished(self, name: str, since_modseq: int) -> list[int]:
+        box = self._box(name)
+        return sorted(uid for uid, modseq in box.gone.items() if modseq > since_modseq)
 
     def quota(self, root: str) -> list[tuple[str, int, int]] | None:
         if root != "":

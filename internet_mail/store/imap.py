@@ -465,6 +465,10 @@ class ImapStoreBackend:
             self.view.expunge(folder_id, gone)
         return [e.uid for e in gone]
 
+    def vanished(self, name: str, since_modseq: int) -> list[int]:
+        with _refusals():
+            return self.view.vanished(self.view.box(name).folder_id, since_modseq)
+
     def quota(self, root: str) -> list[tuple[str, int, int]] | None:
         if root != "":
             return None

@@ -16,7 +16,8 @@ Messages (:meth:`MailboxView.entries`): one listing statement per folder gives e
 message with its uid; messages without one (new, or moved in: a move keeps the MAPI id
 but the message is new to this folder) get the next uids in the order they arrived
 (change number, then id), and rows of messages that left are dropped, raising the
-folder's HIGHESTMODSEQ to the store's change counter so the change is seen, all in one
+folder's HIGHESTMODSEQ to the store's change counter so the change is seen and
+recording their uids as vanished at that modseq (QRESYNC), all in one
 write transaction, only when there is such work. The listing is kept until the mailbox
 commits again (``generation``), so the commands of a session that change nothing read
 nothing.
@@ -365,8 +366,7 @@ class MailboxView:
                 with db.transaction() as txn:
                     view = self._folder_view(txn, folder_id)
                     if stale:
-                        db.mailview.prune(txn, folder_id)
-                        db.mailview.raise_highest(txn, folder_id, db.sync.counter(txn))
+                        db.mailview.prune(txn, folder_id, db.sync.counter(txn))
                     uids = db.mailview.assign(txn, folder_id, [r.record.id for r in fresh])
                     given = dict(zip((r.record.id for r in fresh), uids, strict=True))
                     rows = [r if r.uid is not None else r._replace(uid=given[r.record.id])
@@ -464,6 +464,12 @@ class MailboxView:
         with self.db.transaction() as txn:
             self.db.mailview.set_sizes(txn, folder_id, cache)
         return [fixed.get(e.uid, e) for e in entries]
+
+    def vanished(self, folder_id: int, since: int) -> list[int]:
+        """The uids that left the folder above change number ``since`` (ascending)."""
+        self.entries(folder_id)  # the listing records those that left since the last
+        with self.db.reading() as txn:
+            return self.db.mailview.vanished(txn, folder_id, since)
 
     def message_id(self, folder_id: int, uid: int) -> int | None:
         with self.db.reading() as txn:

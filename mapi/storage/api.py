@@ -550,8 +550,14 @@ class MailViewStorage(Protocol):
         """How many view rows the folder has (those of messages that left included)."""
         ...
 
-    def prune(self, txn: Txn, folder_id: int) -> int:
-        """Drop the rows of messages no longer in the folder; returns how many."""
+    def prune(self, txn: Txn, folder_id: int, modseq: int) -> int:
+        """Drop the rows of messages no longer in the folder, recording their uids as
+        vanished at ``modseq`` and raising the folder's lowest reportable HIGHESTMODSEQ
+        to it; returns how many."""
+        ...
+
+    def vanished(self, txn: Txn, folder_id: int, since: int) -> list[int]:
+        """The uids that left the folder at a change number above ``since``, ascending."""
         ...
 
     def assign(self, txn: Txn, folder_id: int, message_ids: Sequence[int]) -> list[int]:

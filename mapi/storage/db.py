@@ -39,9 +39,11 @@ running the additive :data:`~mapi.storage.schema.UPGRADE_1_TO_2` script, version
 files (before shared chunk data) by :func:`~mapi.storage.schema.upgrade_2_to_3`,
 version 3 files (before stream data in files) by
 :func:`~mapi.storage.schema.upgrade_3_to_4`, version 4 files (before the Internet-mail
-view) by :data:`~mapi.storage.schema.UPGRADE_4_TO_5`. Opening a mailbox also releases the
-staging rows a previous process left (:func:`mapi.storage.chunks.release_staging`) and
-removes stream data files nothing refers to (:mod:`mapi.storage.blobs`).
+view) by :data:`~mapi.storage.schema.UPGRADE_4_TO_5`, version 5 files (before the
+view's record of vanished uids) by :data:`~mapi.storage.schema.UPGRADE_5_TO_6`. Opening a
+mailbox also releases the staging rows a previous process left
+(:func:`mapi.storage.chunks.release_staging`) and removes stream data files nothing
+refers to (:mod:`mapi.storage.blobs`).
 
 **Stream data files:** the connection (a :class:`MailboxConnection`) knows the
 mailbox's :class:`~mapi.storage.blobs.BlobDir`; after each write commit the files of
@@ -77,6 +79,7 @@ from mapi.storage.schema import (
     SCHEMA_VERSION,
     UPGRADE_1_TO_2,
     UPGRADE_4_TO_5,
+    UPGRADE_5_TO_6,
     upgrade_2_to_3,
     upgrade_3_to_4,
 )
@@ -226,7 +229,7 @@ class MailboxDB:
             if version == 0:
                 self.conn.executescript(DDL)
                 self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version in (1, 2, 3, 4):
+            elif version in (1, 2, 3, 4, 5):
                 if version == 1:
                     self.conn.executescript(UPGRADE_1_TO_2)
                     self.conn.execute("PRAGMA user_version = 2")
@@ -234,8 +237,12 @@ class MailboxDB:
                     upgrade_2_to_3(self.conn)
                 if version <= 3:
                     upgrade_3_to_4(self.conn)
+                if version <= 4:
+                    self.conn.executescript(
+                        f"BEGIN IMMEDIATE;\n{UPGRADE_4_TO_5}PRAGMA user_version = 5;\nCOMMIT;"
+                    )
                 self.conn.executescript(
-                    f"BEGIN IMMEDIATE;\n{UPGRADE_4_TO_5}PRAGMA user_version = 5;\nCOMMIT;"
+                    f"BEGIN IMMEDIATE;\n{UPGRADE_5_TO_6}PRAGMA user_version = 6;\nCOMMIT;"
                 )
             elif version != SCHEMA_VERSION:
                 raise errors.Version(f"mailbox schema {version}, expected {SCHEMA_VERSION}")

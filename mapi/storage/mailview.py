@@ -23,10 +23,17 @@ keeps. So the view keeps its own map:
     the view renders it (``size_cn``: the message's change number the cached sizes
     belong to; -1: none). A message that left the folder leaves a *stale* row, which
     :meth:`SqliteMailView.prune` drops; if it comes back it gets a new uid.
+``mail_vanished``
+    One row per uid that left a folder (expunged, moved out, deleted through MAPI),
+    with the change number it is reported at: :meth:`SqliteMailView.prune` moves the
+    stale rows here, at the change number it raises the folder's ``highestmodseq`` to,
+    so IMAP's QRESYNC can tell a client which of its uids vanished since the modseq it
+    last saw (:meth:`SqliteMailView.vanished`). Kept for the folder's life.
 
 The listing of a folder is one statement: every message with its row of the view (if
 any), its read-state change number and the length of its stored MIME original when
-that is kept as a stream. The tables are :data:`mapi.storage.schema.UPGRADE_4_TO_5`.
+that is kept as a stream. The tables are :data:`mapi.storage.schema.UPGRADE_4_TO_5` and
+:data:`~mapi.storage.schema.UPGRADE_5_TO_6`.
 """
 
 from __future__ import annotations
@@ -155,14 +162,30 @@ class SqliteMailView:
             .fetchone()[0]
         )  # fmt: skip
 
-    def prune(self, txn: sqlite3.Connection, folder_id: int) -> int:
-        """Drop the rows of messages no longer in the folder; returns how many."""
-        cur = txn.execute(
-            "DELETE FROM mail_uids WHERE folder_id = ? AND NOT EXISTS (SELECT 1 FROM messages m"
-            " WHERE m.id = mail_uids.message_id AND m.folder_id = mail_uids.folder_id)",
-            (folder_id,),
+    def prune(self, txn: sqlite3.Connection, folder_id: int, modseq: int) -> int:
+        """Drop the rows of messages no longer in the folder, recording their uids as
+        vanished at ``modseq``, and raise the folder's lowest reportable HIGHESTMODSEQ
+        to ``modseq`` (write transaction); returns how many."""
+        gone = (
+            " FROM mail_uids WHERE folder_id = ? AND NOT EXISTS (SELECT 1 FROM messages m"
+            " WHERE m.id = mail_uids.message_id AND m.folder_id = mail_uids.folder_id)"
         )
+        txn.execute(
+            "INSERT OR REPLACE INTO mail_vanished(folder_id, uid, modseq)"
+            " SELECT folder_id, uid, ?" + gone,
+            (modseq, folder_id),
+        )
+        cur = txn.execute("DELETE" + gone, (folder_id,))
+        self.raise_highest(txn, folder_id, modseq)
         return cur.rowcount
+
+    def vanished(self, txn: sqlite3.Connection, folder_id: int, since: int) -> list[int]:
+        """The uids that left the folder at a change number above ``since``, ascending."""
+        rows = txn.execute(
+            "SELECT uid FROM mail_vanished WHERE folder_id = ? AND modseq > ? ORDER BY uid",
+            (folder_id, since),
+        )
+        return [int(row[0]) for row in rows]
 
     def assign(
         self, txn: sqlite3.Connection, folder_id: int, message_ids: Sequence[int]

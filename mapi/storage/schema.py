@@ -40,6 +40,10 @@ trigger fills it, so every way of dropping a row is covered).
 
 Version 5 (:data:`UPGRADE_4_TO_5`) adds the Internet-mail view (IMAP UIDs per folder,
 :mod:`mapi.storage.mailview`): two tables of its own, nothing else changes.
+
+Version 6 (:data:`UPGRADE_5_TO_6`) adds the view's record of the uids that left each
+folder and the change number they left at (``mail_vanished``, IMAP's QRESYNC): one
+table, nothing else changes.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from typing import Final
 
 from mapi.model import proptags as pt
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 #: Owner kinds of rows in ``streams``.
 OWNER_MESSAGE: Final = 2
@@ -266,6 +270,18 @@ CREATE TABLE IF NOT EXISTS mail_uids (
 CREATE UNIQUE INDEX IF NOT EXISTS mail_uids_by_message ON mail_uids(folder_id, message_id);
 """
 
+#: Version 6 addition: the uids that left a folder of the Internet-mail view, with the
+#: change number they left at (:meth:`mapi.storage.mailview.SqliteMailView.prune`),
+#: additive and idempotent.
+UPGRADE_5_TO_6: Final = """
+CREATE TABLE IF NOT EXISTS mail_vanished (
+    folder_id INTEGER NOT NULL REFERENCES mail_folders(folder_id) ON DELETE CASCADE,
+    uid       INTEGER NOT NULL,
+    modseq    INTEGER NOT NULL,
+    PRIMARY KEY (folder_id, uid)
+) STRICT, WITHOUT ROWID;
+"""
+
 #: The whole schema of a new mailbox file.
 DDL: Final = (
     _BASE_DDL
@@ -273,6 +289,7 @@ DDL: Final = (
     + "".join(f"{s};\n" for s in _V3_STATEMENTS)
     + "".join(f"{s};\n" for s in _V4_STATEMENTS)
     + UPGRADE_4_TO_5
+    + UPGRADE_5_TO_6
 )
 
 
