@@ -4,8 +4,10 @@ Theory of operation ([RFC 9051] 6.4.5, 7.5.2; [RFC 2045]/[RFC 2046] for MIME): t
 stored message is bytes; ``Part.parse`` splits header from body, reads Content-Type and
 its parameters, and for ``multipart/*`` splits the body at the boundary (parts nested
 at most ``MAX_DEPTH`` deep and ``MAX_PARTS`` many), for ``message/rfc822`` parses the
-enclosed message. Nothing is decoded: IMAP hands out the bytes as stored. The standard
-``email`` package is not used because it loads ``socket`` (the core is sans-IO).
+enclosed message. Nothing is decoded for ``BODY[...]``: IMAP hands out the bytes as
+stored; ``BINARY[...]`` ([RFC 3516]) takes a part's body with its
+Content-Transfer-Encoding removed (:func:`transfer_decoded`). The standard ``email``
+package is not used because it loads ``socket`` (the core is sans-IO).
 
 This is the core's own reading, good enough for the in-memory backend and the tests;
 the store mapping may serve these from the stored MIME conversion instead.
@@ -13,6 +15,7 @@ the store mapping may serve these from the stored MIME conversion instead.
 
 from __future__ import annotations
 
+import binascii
 import re
 from dataclasses import dataclass, field
 
@@ -244,6 +247,33 @@ class Part:
     def _language(self) -> bytes:
         value = self._field("CONTENT-LANGUAGE")
         return nstring(value) if value else b"NIL"
+
+
+#: Content-Transfer-Encodings whose bodies are the content as is ([RFC 2045] 6.2).
+_IDENTITY_CTE = frozenset({b"", b"7bit", b"8bit", b"binary"})
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def transfer_decoded(part: Part) -> bytes | None:
+    """``part``'s body with its Content-Transfer-Encoding removed ([RFC 3516] 4.2,
+    ``BINARY[...]``): base64 and quoted-printable decoded, 7bit, 8bit, binary (or none)
+    as they are; None for an encoding it does not know (``UNKNOWN-CTE``).
+
+    Decoding is lenient, as RFC 2045 6.7/6.8 asks of readers: characters outside the
+    base64 alphabet are skipped and a short final group is completed; a malformed
+    quoted-printable escape is kept as it stands."""
+    value = part.get("CONTENT-TRANSFER-ENCODING")
+    cte = b"" if value is None else _unfold(value).strip().lower()
+    if cte in _IDENTITY_CTE:
+        return part.body
+    if cte == b"base64":
+        data = _NOT_BASE64.sub(b"", part.body.split(b"=", 1)[0])
+        if len(data) % 4 == 1:
+            data = data[:-1]  # a lone final character carries no whole byte
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+    if cte == b"quoted-printable":
+        return binascii.a2b_qp(part.body)
+    return None
 
 
 def _lines(body: bytes) -> int:

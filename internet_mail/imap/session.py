@@ -38,7 +38,7 @@ from . import mutf7
 from . import responses as r
 from .backend import Backend, BackendError, MailboxInfo, MessageInfo
 from .config import ImapLimits
-from .message import Part
+from .message import Part, transfer_decoded
 from .parser import (
     CommandParser,
     CommandReceived,
@@ -765,7 +765,14 @@ class ImapSession:
         if name in ("SAVEDATE", "EMAILID", "THREADID"):
             return name.encode() + b" NIL"
         section = a.section or c.Section()
-        return self._section_answer(a, _section_label(name, section), part.section(section))
+        label = _section_label(name, section)
+        if name.startswith("BINARY"):  # a part's content, transfer encoding removed
+            found = part.find(section.part)
+            data = None if found is None else transfer_decoded(found)
+            if found is not None and data is None:
+                raise BackendError("unknown Content-Transfer-Encoding", "UNKNOWN-CTE")
+            return self._section_answer(a, label, data)
+        return self._section_answer(a, label, part.section(section))
 
     def _section_answer(self, a: c.FetchAttribute, label: bytes, data: bytes | None) -> bytes:
         name = a.name
