@@ -1404,6 +1404,11 @@ def target_imap_parser() -> Target:
 
     limits = ImapLimits(max_line=2048, max_command=8192, max_literal=4096, max_append=8192)
     message = b"From: a@b.example\r\nSubject: hi\r\n\r\nbody\r\n"
+    encoded = (
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\na=3Db=\r\nc\r\n--b\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nAAECAw==\r\n--b--\r\n"
+    )
     seeds = [
         b"a LOGIN alice secret\r\nb SELECT INBOX (CONDSTORE)\r\n"
         b"c FETCH 1:* (FLAGS BODY.PEEK[1.HEADER.FIELDS (FROM)]<0.10> BODYSTRUCTURE ENVELOPE)\r\n"
@@ -1417,6 +1422,11 @@ def target_imap_parser() -> Target:
         b"c SEARCH " + b"(" * 40 + b"ALL" + b")" * 40 + b"\r\nd FETCH 1:4294967295 FLAGS\r\n",
         b"a LOGIN alice secret\r\nb SELECT INBOX\r\nc MOVE 1 Trash\r\nd COPY 1:* Sent\r\n"
         b"e APPEND INBOX ~{6+}\r\na\x00b\r\nc\r\n",
+        # QRESYNC (VANISHED) and BINARY over transfer-encoded parts.
+        b"a LOGIN alice secret\r\nb ENABLE QRESYNC\r\nc SELECT INBOX (QRESYNC (1001 1 1:9 (1 1)))"
+        b"\r\nd STORE 1 +FLAGS (\\Deleted)\r\ne EXPUNGE\r\nf APPEND INBOX {%d+}\r\n%s\r\n"
+        b"g NOOP\r\nh FETCH 1:* (BINARY.PEEK[1]<1.5> BINARY.SIZE[2] BINARY[2])\r\n"
+        b"i UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n" % (len(encoded), encoded),
     ]
     bound = limits.max_line + 2 + limits.max_command + limits.max_append
 
