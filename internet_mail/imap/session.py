@@ -142,6 +142,9 @@ class _Selected:
     #: Parsed headers of this mailbox's messages by (UID, MODSEQ): the backend's
     #: shared map when it has a ``fetch_cache``, else the session's own.
     headers: HeaderMap = field(default_factory=lambda: _OwnHeaders())
+    #: The code of a refused change: READ-ONLY after EXAMINE, NOPERM when the
+    #: backend said the user may not change the mailbox (another user's, shared).
+    refusal: str = "READ-ONLY"
 
 
 def _uid_of(m: MessageInfo) -> int:
@@ -437,6 +440,8 @@ class ImapSession:
             self.enabled.add("CONDSTORE")
         read_only = cmd.read_only or state.read_only
         self._selected = _Selected(name, read_only, state.uidvalidity, messages, listed)
+        if state.read_only:
+            self._selected.refusal = "NOPERM"
         cache = self._fetch_cache()
         if cache is not None:
             self._selected.headers = cache.headers(name, state.uidvalidity)
@@ -517,7 +522,11 @@ class ImapSession:
     _cmd_unsubscribe = _cmd_subscribe
 
     def _cmd_namespace(self, cmd: c.Namespace, events: list[Event]) -> None:
-        self._out += r.untagged(b'NAMESPACE (("" "/")) NIL NIL')
+        # RFC 9051 7.3.1: personal, other users', shared. A backend that shows other
+        # users' mailboxes names its prefix (optional ``other_users_prefix``).
+        other: str | None = getattr(self.backend, "other_users_prefix", None)
+        others = b"NIL" if not other else b"((" + r.mailbox_name(other, utf8=self.utf8) + b' "/"))'
+        self._out += r.untagged(b'NAMESPACE (("" "/")) ' + others + b" NIL")
         self._ok(cmd.tag, "NAMESPACE completed")
 
     def _cmd_list(self, cmd: c.List, events: list[Event]) -> None:
@@ -789,7 +798,7 @@ class ImapSession:
     def _cmd_store(self, cmd: c.Store, events: list[Event]) -> None:
         sel = self._sel()
         if sel.read_only:
-            raise BackendError("mailbox is read-only", "READ-ONLY")
+            raise BackendError("mailbox is read-only", sel.refusal)
         try:
             targets = self._targets(cmd.sequence, cmd.uid)
         except _BadSequence:
@@ -826,7 +835,7 @@ class ImapSession:
         sel = self._sel()
         move = isinstance(cmd, c.Move)
         if move and sel.read_only:
-            raise BackendError("mailbox is read-only", "READ-ONLY")
+            raise BackendError("mailbox is read-only", sel.refusal)
         try:
             targets = self._targets(cmd.sequence, cmd.uid)
         except _BadSequence:
@@ -855,7 +864,7 @@ class ImapSession:
     def _cmd_expunge(self, cmd: c.Expunge, events: list[Event]) -> None:
         sel = self._sel()
         if sel.read_only:
-            raise BackendError("mailbox is read-only", "READ-ONLY")
+            raise BackendError("mailbox is read-only", sel.refusal)
         uids = None
         if cmd.uids is not None:
             uids = [m.uid for _, m in self._targets(cmd.uids, True)]

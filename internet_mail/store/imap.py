@@ -15,6 +15,18 @@ time per connection; the factory's shared state (the watchers of IMAP-only chang
 under a lock. :meth:`ImapStoreBackend.close` logs the session off: the driver calls it
 when the connection ends.
 
+Other users' folders: ``Other Users/<login>/<path>`` names folder ``<path>`` of
+``login``'s mailbox, opened through the same session
+(:meth:`mapi.store.Session.open_store` with ``owner``: it opens only when something
+there is granted to this user). LIST shows the folders the user may see
+(``FOLDER_VISIBLE``), ``\\Noselect`` where the user may not read them
+(``READ_ANY``) and for the levels between; a user who granted nothing is not listed
+(the directory is walked, each mailbox asked; none is named unless it grants). Every
+command checks the right it needs on the folder first (the mail view reads the storage
+directly): reading ``READ_ANY``, flags ``EDIT_ANY`` (SELECT is read-only without it),
+EXPUNGE ``DELETE_ANY``, APPEND and COPY into ``CREATE``; a refusal is ``NO [NOPERM]``.
+UIDs and UIDVALIDITY are the owner's (the folder's own mail view).
+
 ``watch`` subscribes to the store's notifications on the folder (a listener of the
 :class:`~mapi.notify.subscriptions.NotificationHub`, so nothing queues), which covers
 changes through MAPI, SMTP delivery and IMAP alike; the only changes the store does not
@@ -32,13 +44,29 @@ from contextlib import contextmanager
 
 from internet_mail.imap.backend import BackendError, MailboxInfo, MailboxState, MessageInfo
 from internet_mail.mime import MimeLimitExceeded
+from mapi.access.permissions import CREATE, DELETE_ANY, EDIT_ANY, FOLDER_VISIBLE, READ_ANY
 from mapi.access.throttle import LogonThrottle
 from mapi.model import errors
 from mapi.storage.api import FolderView, MailboxStorage
 from mapi.store import ObjectStore
 
 from .logons import Logons
-from .mailbox import ROLE_USES, Entry, Listings, MailboxError, MailboxView, error_code
+from .mailbox import (
+    DELIMITER,
+    ROLE_USES,
+    Box,
+    Entry,
+    Listings,
+    MailboxError,
+    MailboxView,
+    error_code,
+)
+
+#: Where other users' mailboxes show: ``Other Users/<login>/<their mailbox>`` (the
+#: "other users" namespace of [RFC 2342] and [RFC 9051] 7.3.1).
+OTHER_USERS = "Other Users"
+#: Most directory entries looked at for other users' grants on one LIST.
+MAX_OTHER_USERS = 1000
 
 
 @contextmanager
@@ -285,6 +313,11 @@ class ImapStoreBackend:
         self.factory = factory
         self.address = address
         self._view: MailboxView | None = None
+        #: Other users' mailboxes opened by this connection, by login name.
+        self._others: dict[str, MailboxView] = {}
+
+    #: Other users' mailboxes are named below this (the session's NAMESPACE).
+    other_users_prefix = OTHER_USERS + DELIMITER
 
     @property
     def view(self) -> MailboxView:
@@ -308,8 +341,99 @@ class ImapStoreBackend:
     def close(self) -> None:
         """End the store session (the connection is over). Idempotent."""
         view, self._view = self._view, None
+        others, self._others = list(self._others.values()), {}
+        for other in others:
+            other.close()
         if view is not None:
             view.close()
+
+    # --- Other users' mailboxes ------------------------------------------------------
+
+    def _other(self, login: str) -> MailboxView | None:
+        """``login``'s mailbox as this user sees it; None when it grants nothing (or
+        there is no such user: the same answer)."""
+        found = self._others.get(login)
+        if found is not None:
+            return found
+        view = self.view
+        if login == view.session.user.username:
+            return None
+        try:
+            made = MailboxView(
+                view.session, self.factory.local_change, self.factory.listings, owner=login
+            )
+        except errors.MapiError:
+            return None
+        self._others[login] = made
+        return made
+
+    def _at(self, name: str, right: int = READ_ANY) -> tuple[MailboxView, Box]:
+        """The view and mailbox ``name`` names (``Other Users/...``: another user's),
+        after checking the user holds ``right`` on it there.
+
+        Raises:
+            MailboxError: NONEXISTENT (also when the user may not see it), NOPERM.
+        """
+        view = self.view
+        if not name.startswith(self.other_users_prefix):
+            return view, view.box(name)
+        login, _, rest = name[len(self.other_users_prefix) :].partition(DELIMITER)
+        other = self._other(login) if login and rest else None
+        box = None if other is None else other.tree().get(rest)
+        if other is None or box is None:
+            raise MailboxError("no such mailbox", "NONEXISTENT")
+        rights = other.rights(box.folder_id)
+        if not rights & FOLDER_VISIBLE:
+            raise MailboxError("no such mailbox", "NONEXISTENT")
+        if rights & right != right:
+            raise MailboxError("permission denied", "NOPERM")
+        return other, box
+
+    def _shared_mailboxes(self) -> list[MailboxInfo]:
+        """What LIST shows of other users' mailboxes (see the module docstring)."""
+        view = self.view
+        me = view.session.user.user_id
+        prefix = self.other_users_prefix
+        out: list[MailboxInfo] = []
+        for rec in self.factory.store.list_users()[:MAX_OTHER_USERS]:
+            if rec.user_id == me or rec.disabled:
+                continue
+            other = self._other(rec.username)
+            if other is None:
+                continue
+            try:
+                seen = {
+                    name: rights
+                    for name, box in other.tree().items()
+                    if (rights := other.rights(box.folder_id)) & FOLDER_VISIBLE
+                }
+            except errors.MapiError:
+                continue
+            if not seen:
+                continue
+            levels: set[str] = set()
+            for name in seen:
+                parts = name.split(DELIMITER)
+                levels.update(DELIMITER.join(parts[:i]) for i in range(1, len(parts)))
+            base = prefix + rec.username
+            out.append(MailboxInfo(name=base, attributes=("\\Noselect", "\\HasChildren")))
+            for name in sorted(levels | set(seen), key=lambda n: (n != "INBOX", n)):
+                kids = any(n.startswith(name + DELIMITER) for n in seen)
+                attrs: tuple[str, ...] = ("\\HasChildren",) if kids else ("\\HasNoChildren",)
+                if not seen.get(name, 0) & READ_ANY:
+                    attrs = ("\\Noselect", *attrs)
+                out.append(
+                    MailboxInfo(name=base + DELIMITER + name, attributes=attrs, subscribed=True)
+                )
+        if out:
+            top = MailboxInfo(name=OTHER_USERS, attributes=("\\Noselect", "\\HasChildren"))
+            out.insert(0, top)
+        return out
+
+    def _mine(self, name: str) -> None:
+        """Refuse a change of the hierarchy in another user's mailbox."""
+        if name == OTHER_USERS or name.startswith(self.other_users_prefix):
+            raise BackendError("other users' mailboxes are theirs to change", "NOPERM")
 
     # --- Mailboxes -------------------------------------------------------------------
 
@@ -331,32 +455,43 @@ class ImapStoreBackend:
                     subscribed=True if row is None else row.subscribed,
                 )
             )
+        with _refusals():
+            out += self._shared_mailboxes()
         return out
 
     def create(self, name: str, special_use: tuple[str, ...] = ()) -> None:
         if special_use:
             raise BackendError("special-use mailboxes are the store's own", "USEATTR")
+        self._mine(name)
         with _refusals():
             self.view.create(name)
 
     def delete(self, name: str) -> None:
+        self._mine(name)
         with _refusals():
             self.view.delete(name)
 
     def rename(self, old: str, new: str) -> None:
+        self._mine(old)
+        self._mine(new)
         with _refusals():
             self.view.rename(old, new)
 
     def subscribe(self, name: str, subscribed: bool) -> None:
         with _refusals():
-            self.view.subscribe(name, subscribed)
+            view, _ = self._at(name, FOLDER_VISIBLE)
+            if view is self.view:  # another user's are listed as subscribed: kept so
+                view.subscribe(name, subscribed)
 
     def state(self, name: str) -> MailboxState:
         with _refusals():
-            folder_id = self.view.box(name).folder_id
-            folder, entries = self.view.entries(folder_id)
-        unseen, deleted, size = self.factory.counts(self.view.user_id, folder_id, entries)
+            view, box = self._at(name)
+            folder_id = box.folder_id
+            folder, entries = view.entries(folder_id)
+            read_only = not view.rights(folder_id) & EDIT_ANY
+        unseen, deleted, size = self.factory.counts(view.user_id, folder_id, entries)
         return MailboxState(
+            read_only=read_only,
             uidvalidity=folder.uidvalidity,
             uidnext=folder.uidnext,
             highestmodseq=folder.highestmodseq,
@@ -366,22 +501,22 @@ class ImapStoreBackend:
             size=size,
         )
 
-    def _entries(self, name: str) -> tuple[int, list[Entry]]:
-        view = self.view
-        folder_id = view.box(name).folder_id
-        return folder_id, view.entries(folder_id)[1]
+    def _entries(self, name: str, right: int = READ_ANY) -> tuple[MailboxView, int, list[Entry]]:
+        view, box = self._at(name, right)
+        return view, box.folder_id, view.entries(box.folder_id)[1]
 
     def messages(self, name: str) -> list[MessageInfo]:
         """The folder's messages; the same list object again while the view's listing
         is unchanged (the session then skips its comparison). Never changed after it is
         returned."""
         with _refusals():
-            folder_id, entries = self._entries(name)
-        return self.factory.infos(self.view.user_id, folder_id, entries)
+            view, folder_id, entries = self._entries(name)
+        return self.factory.infos(view.user_id, folder_id, entries)
 
     def body(self, name: str, uid: int) -> bytes:
         with _refusals():
-            raw = self.view.body(self.view.box(name).folder_id, uid)
+            view, box = self._at(name)
+            raw = view.body(box.folder_id, uid)
         if raw is None:
             raise BackendError("message was expunged", "EXPUNGEISSUED")
         return raw
@@ -390,7 +525,8 @@ class ImapStoreBackend:
         """The message's first bytes, its whole header at least (the session's optional
         header read: ENVELOPE and header searches need no more)."""
         with _refusals():
-            raw = self.view.head(self.view.box(name).folder_id, uid)
+            view, box = self._at(name)
+            raw = view.head(box.folder_id, uid)
         if raw is None:
             raise BackendError("message was expunged", "EXPUNGEISSUED")
         return raw
@@ -412,7 +548,7 @@ class ImapStoreBackend:
         unchanged_since: int | None = None,
     ) -> list[int]:
         with _refusals():
-            folder_id, entries = self._entries(name)
+            view, folder_id, entries = self._entries(name, READ_ANY | EDIT_ANY)
             by_uid = {e.uid: e for e in entries}
             failed: list[int] = []
             changes: list[tuple[Entry, frozenset[str]]] = []
@@ -432,42 +568,59 @@ class ImapStoreBackend:
                 if new != entry.flags:
                     changes.append((entry, new))
             if changes:
-                self.view.set_flags(folder_id, changes)
+                view.set_flags(folder_id, changes)
         return failed
 
     def append(
         self, name: str, message: bytes, flags: frozenset[str], date: _dt.datetime | None
     ) -> tuple[int, int]:
         with _refusals():
-            view = self.view
-            folder_id = view.box(name).folder_id
+            view, box = self._at(name, CREATE)
+            folder_id = box.folder_id
             uid = view.append(folder_id, message, flags, date)
             return view.entries(folder_id)[0].uidvalidity, uid
 
     def copy(self, name: str, uids: list[int], target: str, *, move: bool) -> tuple[int, list[int]]:
         with _refusals():
-            view = self.view
-            src, entries = self._entries(name)
-            dest = view.box(target).folder_id
+            view, src, entries = self._entries(name, READ_ANY | DELETE_ANY if move else READ_ANY)
+            into, box = self._at(target, CREATE)
+            dest = box.folder_id
             by_uid = {e.uid: e for e in entries}
             chosen = [by_uid[u] for u in uids if u in by_uid]
-            new = view.copy(src, chosen, dest, move=move)
-            validity = view.entries(dest)[0].uidvalidity
+            if into is view:
+                new = view.copy(src, chosen, dest, move=move)
+            elif move:
+                raise BackendError("MOVE between two users' mailboxes: COPY instead", "CANNOT")
+            else:
+                new = self._copy_across(view, src, chosen, into, dest)
+            validity = into.entries(dest)[0].uidvalidity
         return validity, [u for u in new if u is not None]
+
+    @staticmethod
+    def _copy_across(
+        view: MailboxView, src: int, chosen: list[Entry], into: MailboxView, dest: int
+    ) -> list[int | None]:
+        """COPY into another mailbox: each message's bytes appended there."""
+        out: list[int | None] = []
+        for e in chosen:
+            raw = view.body(src, e.uid)
+            out.append(None if raw is None else into.append(dest, raw, e.flags, e.internal_date))
+        return out
 
     def expunge(self, name: str, uids: list[int] | None) -> list[int]:
         with _refusals():
-            folder_id, entries = self._entries(name)
+            view, folder_id, entries = self._entries(name, READ_ANY | DELETE_ANY)
             wanted = None if uids is None else set(uids)
             gone = [
                 e for e in entries if "\\Deleted" in e.flags and (wanted is None or e.uid in wanted)
             ]
-            self.view.expunge(folder_id, gone)
+            view.expunge(folder_id, gone)
         return [e.uid for e in gone]
 
     def vanished(self, name: str, since_modseq: int) -> list[int]:
         with _refusals():
-            return self.view.vanished(self.view.box(name).folder_id, since_modseq)
+            view, box = self._at(name)
+            return view.vanished(box.folder_id, since_modseq)
 
     def quota(self, root: str) -> list[tuple[str, int, int]] | None:
         if root != "":
@@ -481,8 +634,8 @@ class ImapStoreBackend:
 
     def watch(self, mailbox: str, notify: Callable[[], None]) -> Callable[[], None]:
         with _refusals():
-            view = self.view
-            folder_id = view.box(mailbox).folder_id
+            view, box = self._at(mailbox)
+            folder_id = box.folder_id
             key = object()
             view.advise(key, folder_id, notify)
         factory = self.factory

@@ -205,9 +205,14 @@ class MailboxView:
         session: Session,
         on_local_change: Callable[[str, int], None] | None = None,
         listings: Listings | None = None,
+        *,
+        owner: str | None = None,
     ) -> None:
         self.session = session
-        self.store: MsgStore = session.open_store()
+        #: Another user's mailbox (a login name), opened with this user's rights: the
+        #: caller checks them (:meth:`rights`), as the view reads the storage directly.
+        self.owner = owner
+        self.store: MsgStore = session.open_store(owner)
         self.ctx = self.store.context
         self.db: MailboxStorage = self.ctx.db
         self.user_id = self.ctx.owner.user_id
@@ -220,14 +225,20 @@ class MailboxView:
         # make every kept folder listing stale).
         with self.db.reading() as txn:
             pid = self.db.named.get_ids(txn, [name], create=False, limits=self.ctx.limits)[0]
-        if not pid:
+        if not pid and owner is None:
             pid = self.store.get_ids_from_names([name], create=True)[0]
-        self.keywords_tag = (pid << 16) | int(pt.PropType.PT_MV_UNICODE)
+        # No id in another user's mailbox: tag 0 names no property, so no keywords.
+        self.keywords_tag = (pid << 16) | int(pt.PropType.PT_MV_UNICODE) if pid else 0
 
     def close(self) -> None:
-        """Log the session off."""
+        """Log the session off (another user's mailbox: close it, the session stays)."""
         self.store.close()
-        self.session.logoff()
+        if self.owner is None:
+            self.session.logoff()
+
+    def rights(self, folder_id: int) -> int:
+        """The logged-on user's rights on a folder (every right in their own mailbox)."""
+        return self.ctx.rights(folder_id)
 
     # --- Folders ---------------------------------------------------------------------
 
@@ -576,9 +587,9 @@ class MailboxView:
             else:
                 deletes.append(pt.PR_LAST_VERB_EXECUTED)
             words = sorted(new - SYSTEM_FLAGS)
-            if words:
+            if words and self.keywords_tag:
                 sets.append((self.keywords_tag, words))
-            else:
+            elif self.keywords_tag:
                 deletes.append(self.keywords_tag)
             current = message.get_props([pt.PR_MESSAGE_FLAGS]).as_dict().get(pt.PR_MESSAGE_FLAGS)
             mflags = current if isinstance(current, int) else 0
@@ -613,7 +624,7 @@ class MailboxView:
         if "$Forwarded" in flags or "\\Answered" in flags:
             extra[pt.PR_LAST_VERB_EXECUTED] = VERB_FORWARD if "$Forwarded" in flags else VERB_REPLY
         words = sorted(flags - SYSTEM_FLAGS)
-        if words:
+        if words and self.keywords_tag:
             extra[self.keywords_tag] = list[Scalar](words)
         new_id = mailstore.save_new_message(self.ctx, folder_id, conv, extra)
         uid = self.uids(folder_id, [new_id])[0]
