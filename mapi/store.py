@@ -563,8 +563,16 @@ class MsgStore(MapiObject):
     ) -> list[int]:
         """Property ids of named properties (0 where unknown and not ``create``)."""
         db = self._ctx.db
+        wanted = list(names)
+        # Mapped names (nearly always, after a mailbox's first days) are a read: a write
+        # transaction would commit and count as a change of the mailbox for everyone
+        # who caches what they read of it.
+        with db.reading() as txn:
+            found = db.named.get_ids(txn, wanted, create=False, limits=self._ctx.limits)
+        if not create or all(found):
+            return found
         with db.transaction() as txn:
-            return db.named.get_ids(txn, list(names), create=create, limits=self._ctx.limits)
+            return db.named.get_ids(txn, wanted, create=True, limits=self._ctx.limits)
 
     def get_names_from_ids(self, ids: Sequence[int]) -> list[named.PropName | None]:
         """Names of property ids (None where unmapped)."""

@@ -136,6 +136,20 @@ def test_named_properties(alice: MsgStore, bob: MsgStore) -> None:
             alice.get_ids_from_names([bad], create=True)
 
 
+def test_looking_up_mapped_names_commits_nothing(alice: MsgStore) -> None:
+    """Mapped names are read, not written: a lookup (every IMAP logon and many MAPI
+    calls make one) must not count as a change of the mailbox for the caches that
+    watch its commits."""
+    names = [PropName.by_name(PS_PUBLIC_STRINGS, "Keywords")]
+    db = alice.context.db
+    before = db.generation
+    alice.get_ids_from_names(names, create=True)  # first time: mapped, one commit
+    assert db.generation == before + 1
+    for create in (True, False):
+        alice.get_ids_from_names(names, create=create)
+    assert db.generation == before + 1
+
+
 def test_named_id_range_exhaustion(tmp_path: Path, clock: Clock) -> None:
     s = ObjectStore(tmp_path / "n", kdf=FAST_KDF, clock=clock, limits=Limits(max_named_props=2))
     s.add_user("u", "pw")
