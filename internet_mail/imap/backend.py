@@ -7,7 +7,10 @@ tagged ``NO`` (with its response code, such as ``NONEXISTENT``, ``ALREADYEXISTS`
 ``TRYCREATE``, ``OVERQUOTA``).
 
 Mailbox names are Unicode (``str``) with ``/`` as the hierarchy delimiter; the session
-does the wire encoding. Messages are named by UID within their mailbox; the session
+does the wire encoding. A backend that shows other users' mailboxes names them below
+an optional attribute ``other_users_prefix`` (such as ``"Other Users/"``), which
+NAMESPACE reports as the other users' namespace ([RFC 9051] 7.3.1); without it, none.
+Messages are named by UID within their mailbox; the session
 keeps the sequence numbers.
 """
 
