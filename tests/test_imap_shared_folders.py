@@ -8,12 +8,14 @@ grant hides the folder again."""
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from internet_mail.imap import ImapSession
+from internet_mail.imap.backend import BackendError
 from internet_mail.mime import ConvertedMessage, mime_to_mapi
 from internet_mail.store import ImapStoreBackend, ImapStoreBackends
 from mapi.access.logon import KdfParams
@@ -231,6 +233,29 @@ def test_inbox_messages_through_mapi_rights(store: ObjectStore) -> None:
         out = bob.say("FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         got = sorted(s.decode() for s in re.findall(rb"Subject: ([^\r]*)", out))
         assert got == subjects
+    finally:
+        bob.close()
+        alice.close()
+
+
+def test_idle_on_a_shared_folder_hears_the_owners_mail(store: ObjectStore) -> None:
+    """``watch`` (IDLE) on another user's folder is fed by that mailbox's changes,
+    and needs the right to read it."""
+    alice = Owner(store)
+    alice.grant(alice.inbox, "bob", READER)
+    alice.grant(alice.secret, "bob", FOLDER_VISIBLE)
+    bob = Client(ImapStoreBackends(store), "bob")
+    try:
+        fired = threading.Event()
+        stop = bob.backend.watch("Other Users/alice/INBOX", fired.set)
+        deliver_mime(store, ["alice@example.com"], _mail(9, "late"), convert=_convert)
+        assert fired.is_set()
+        stop()
+        with pytest.raises(BackendError) as refused:
+            bob.backend.watch("Other Users/alice/INBOX/Secret", fired.set)
+        assert refused.value.code == "NOPERM"
+        bob.say('EXAMINE "Other Users/alice/INBOX"')
+        assert b"Subject: late" in bob.say("FETCH 4 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     finally:
         bob.close()
         alice.close()
