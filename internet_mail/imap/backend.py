@@ -12,6 +12,19 @@ an optional attribute ``other_users_prefix`` (such as ``"Other Users/"``), which
 NAMESPACE reports as the other users' namespace ([RFC 9051] 7.3.1); without it, none.
 Messages are named by UID within their mailbox; the session
 keeps the sequence numbers.
+
+Optional, for speed on big mailboxes (the session looks them up with ``getattr`` and
+works without them):
+
+* ``header(name, uid) -> bytes``: the message's header section only, so ENVELOPE and
+  header searches need not read whole messages;
+* ``fetch_cache``: a :class:`~internet_mail.imap.session.FetchCache` shared by the
+  user's connections, keyed by mailbox, UIDVALIDITY, UID and MODSEQ (a changed
+  message misses).
+
+And a contract that lets the session skip work: ``messages()`` may return the *same*
+list object again while the mailbox is unchanged, and never changes a list it
+returned (the session compares by identity before comparing contents).
 """
 
 from __future__ import annotations
