@@ -122,15 +122,19 @@ class DirectoryAuthenticator:
         if filled:
             log.info("kept the NT hash of %s at its tunnel logon: NTLM works for it now", username)
 
-    async def __call__(self, user: str, password: str, address: str | None) -> bool:
+    async def __call__(
+        self, user: str, password: str, address: str | None, *, door: str = "tunnel"
+    ) -> bool:
+        """Check ``user``'s password for a client at ``address``; ``door`` names the
+        listener in the log (the tunnel; "submission" for SMTP AUTH)."""
         if self.is_cached(user, password):
             return True
         now = trio.current_time()
         wait = self.throttle.delay(user, address, now)
         if wait > 0:  # too many recent failures: do not even check
             log.warning(
-                "tunnel logon of %r from %s refused: too many failures (%.0f s left)",
-                user, address, wait,
+                "%s logon of %r from %s refused: too many failures (%.0f s left)",
+                door, user, address, wait,
             )  # fmt: skip
             return False
         try:
@@ -139,7 +143,7 @@ class DirectoryAuthenticator:
             )
         except mapi_errors.MapiError:
             self.throttle.failed(user, address, trio.current_time())
-            log.info("failed tunnel logon of %r from %s", user, address)
+            log.info("failed %s logon of %r from %s", door, user, address)
             return False
         self.throttle.succeeded(user, address, trio.current_time())
         session.logoff()

@@ -196,7 +196,7 @@ class SmtpSubmission(SmtpDelivery):
         programs log on with the login name or the e-mail address; both work."""
         user = await trio.to_thread.run_sync(self.store.resolve, username, limiter=self.limiter)
         login = user.username if user is not None else username
-        ok = await self.authenticator(login, password, peer)
+        ok = await self.authenticator(login, password, peer, door="submission")
         return login if ok else None
 
     def verdict(self, address: Address) -> RecipientVerdict:
