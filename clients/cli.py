@@ -369,14 +369,17 @@ class Stopped(Exception):
         self.signum = signum
 
 
-#: Signals that end mapi-cli as Ctrl-C does: the command is cancelled and the session
-#: disconnected (so the server does not keep it, its subscriptions and queued events
-#: until the idle timeout). SIGINT arrives as KeyboardInterrupt, which does the same.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: Signals that end mapi-cli: the command is cancelled and the session disconnected (so
+#: the server does not keep it, its subscriptions and queued events until the idle
+#: timeout). Ctrl-C (SIGINT) is taken the same way while a command runs: as the
+#: KeyboardInterrupt Python makes of it, it could land in the middle of a call and
+#: break the connection the goodbye needs; before and after, it is KeyboardInterrupt.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 async def run(args: argparse.Namespace, password: str) -> int:
-    """Run the command; SIGTERM or SIGHUP cancel it (leaving cleanly) and raise Stopped."""
+    """Run the command; SIGINT, SIGTERM or SIGHUP cancel it (leaving cleanly) and raise
+    Stopped."""
     received: list[int] = []
     async with trio.open_nursery() as nursery:
         command = trio.CancelScope()
@@ -539,7 +542,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("mapi-cli: interrupted", file=sys.stderr)
             return 130
         if isinstance(leaf, Stopped):
-            print(f"mapi-cli: stopped by {leaf}", file=sys.stderr)
+            said = "interrupted" if leaf.signum == signal.SIGINT else f"stopped by {leaf}"
+            print(f"mapi-cli: {said}", file=sys.stderr)
             return 128 + leaf.signum
         return _report(args, leaf)
 
