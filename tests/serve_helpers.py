@@ -24,6 +24,15 @@ from mapi_anywhere.config import (
 )
 from tunnel.config import TunnelConfig
 
+#: ``serve`` flags that put every mail listener on a free port (0), so a ``serve``
+#: subprocess in a test never takes a fixed default port that another run may hold;
+#: ``FREE_PORTS`` adds the tunnel. A new listener of ``serve`` adds its flag here.
+FREE_MAIL_PORTS = (
+    "--smtp-port", "0", "--submission-port", "0", "--submissions-port", "0",
+    "--imap-port", "0", "--imaps-port", "0", "--pop3-port", "0", "--pop3s-port", "0",
+)  # fmt: skip
+FREE_PORTS = ("--tunnel-port", "0", *FREE_MAIL_PORTS)
+
 
 async def start_server(
     nursery: trio.Nursery,

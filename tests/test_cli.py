@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from serve_helpers import FREE_PORTS
 
 from clients import cli_format as fmt
 from clients.cli_folders import split_path
@@ -57,15 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "serve",
         "--epm-port",
         "0",
-        "--tunnel-port",
-        "0",
-        "--smtp-port",
-        "0",
-        "--submission-port",
-        "0",
-        "--submissions-port",
-        "0",
-        *("--imap-port", "0", "--imaps-port", "0", "--pop3-port", "0", "--pop3s-port", "0"),
+        *FREE_PORTS,
     ]
     # Mail for other domains goes to a smarthost on loopback where nothing listens: the
     # queue keeps it, and no test ever looks up a real domain's MX hosts.

@@ -29,6 +29,7 @@ from pathlib import Path
 import dkim
 import trio
 from outbound_sink import SinkHandler, free_port, start_sink
+from serve_helpers import FREE_PORTS
 
 from clients.api import connect
 from internet_mail.outbound import schedule, state
@@ -73,10 +74,7 @@ class Serve:
                 [
                     sys.executable, "-m", "mapi_anywhere", "serve",
                     "--config", str(self.config), "--data-dir", str(self.data_dir),
-                    "--epm-port", str(self.epm_port), "--tunnel-port", "0",
-                    "--smtp-port", "0", "--submission-port", "0", "--submissions-port", "0",
-                    "--imap-port", "0", "--imaps-port", "0",
-                    "--pop3-port", "0", "--pop3s-port", "0",
+                    "--epm-port", str(self.epm_port), *FREE_PORTS,
                     "--log-level", "INFO",
                 ],
                 cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},

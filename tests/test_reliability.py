@@ -38,6 +38,7 @@ from typing import Any
 import msgpack
 import pytest
 import trio
+from serve_helpers import FREE_MAIL_PORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 if __name__ == "__main__":
@@ -195,20 +196,7 @@ class ServerProcess:
                     str(self.epm_port),
                     "--tunnel-port",
                     str(self.tunnel_port),
-                    "--smtp-port",
-                    "0",
-                    "--submission-port",
-                    "0",
-                    "--submissions-port",
-                    "0",
-                    "--imap-port",
-                    "0",
-                    "--imaps-port",
-                    "0",
-                    "--pop3-port",
-                    "0",
-                    "--pop3s-port",
-                    "0",
+                    *FREE_MAIL_PORTS,
                     "--log-level",
                     self.log_level,
                 ],

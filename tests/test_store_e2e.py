@@ -13,7 +13,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import trio
-from serve_helpers import start_server
+from serve_helpers import FREE_PORTS, start_server
 
 from clients.api import Folder, connect
 from dcerpc.auth_context import ClientAuth
@@ -279,22 +279,7 @@ def _start_server(data_dir: Path, port: int) -> subprocess.Popen[str]:
             "serve",
             "--epm-port",
             str(port),
-            "--tunnel-port",
-            "0",
-            "--smtp-port",
-            "0",
-            "--submission-port",
-            "0",
-            "--submissions-port",
-            "0",
-            "--imap-port",
-            "0",
-            "--imaps-port",
-            "0",
-            "--pop3-port",
-            "0",
-            "--pop3s-port",
-            "0",
+            *FREE_PORTS,
             "--data-dir",
             str(data_dir),
         ],
